@@ -1,0 +1,312 @@
+//! `Array`: a cheap, thread-safe handle to a node of the lazy graph.
+
+use crate::buffer::{Buffer, MappedBytes};
+use crate::device::{default_stream, Stream};
+use crate::dtype::{Dtype, Element};
+use crate::error::{Error, Result};
+use crate::primitive::Primitive;
+use crate::shape::{fmt_shape, is_row_contiguous, numel, row_major_strides, Shape, Strides};
+use std::panic::Location;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Evaluated data: a buffer and the strided layout of this array's elements in it.
+#[derive(Clone, Debug)]
+pub struct ArrayData {
+    pub buffer: Arc<Buffer>,
+    /// Offset of element `[0, 0, ...]` in elements of `dtype`.
+    pub offset: usize,
+    pub shape: Shape,
+    pub strides: Strides,
+    pub dtype: Dtype,
+}
+
+impl ArrayData {
+    /// A freshly allocated row-contiguous array, zero-filled.
+    pub fn alloc(shape: &[usize], dtype: Dtype) -> Result<ArrayData> {
+        let buf = Buffer::alloc(numel(shape) * dtype.size())?;
+        Ok(ArrayData::contiguous(Arc::new(buf), shape, dtype))
+    }
+
+    /// A row-contiguous layout over a whole buffer.
+    pub fn contiguous(buffer: Arc<Buffer>, shape: &[usize], dtype: Dtype) -> ArrayData {
+        ArrayData {
+            buffer,
+            offset: 0,
+            shape: shape.into(),
+            strides: row_major_strides(shape),
+            dtype,
+        }
+    }
+
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+
+    pub fn is_contiguous(&self) -> bool {
+        is_row_contiguous(&self.shape, &self.strides)
+    }
+
+    /// The elements as a typed slice, when the layout is row-contiguous and `T` matches.
+    pub fn as_slice<T: Element>(&self) -> Option<&[T]> {
+        if T::DTYPE != self.dtype || !self.is_contiguous() {
+            return None;
+        }
+        let bytes = self.buffer.as_slice();
+        let start = self.offset * self.dtype.size();
+        let len = self.numel() * self.dtype.size();
+        bytemuck::try_cast_slice(&bytes[start..start + len]).ok()
+    }
+
+    /// All bytes of the buffer viewed as `T` (for strided kernels that index with strides and
+    /// `offset`).
+    pub fn buffer_as<T: Element>(&self) -> &[T] {
+        debug_assert_eq!(T::DTYPE.size(), self.dtype.size());
+        let bytes = self.buffer.as_slice();
+        let n = bytes.len() / std::mem::size_of::<T>();
+        bytemuck::cast_slice(&bytes[..n * std::mem::size_of::<T>()])
+    }
+}
+
+struct Pending {
+    prim: Primitive,
+    inputs: Vec<Array>,
+}
+
+/// A node of the graph: its shape, dtype and stream are known when it is built; its data once
+/// evaluated. Evaluation drops the inputs so the graph is freed as it runs.
+pub struct Node {
+    shape: Shape,
+    dtype: Dtype,
+    stream: Stream,
+    site: &'static Location<'static>,
+    data: OnceLock<ArrayData>,
+    pending: Mutex<Option<Pending>>,
+}
+
+impl Drop for Node {
+    // Long chains of unevaluated nodes would otherwise drop recursively and overflow the stack.
+    fn drop(&mut self) {
+        let Some(p) = self.pending.get_mut().ok().and_then(|p| p.take()) else { return };
+        let mut stack: Vec<Array> = p.inputs;
+        while let Some(a) = stack.pop() {
+            if let Ok(mut node) = Arc::try_unwrap(a.0) {
+                if let Some(p) = node.pending.get_mut().ok().and_then(|p| p.take()) {
+                    stack.extend(p.inputs);
+                }
+            }
+        }
+    }
+}
+
+/// A lazy n-dimensional array. Cloning is cheap (a reference count); arrays are immutable.
+#[derive(Clone)]
+pub struct Array(pub(crate) Arc<Node>);
+
+impl Array {
+    /// A node computed by `prim` from `inputs`, on the current default stream.
+    #[track_caller]
+    pub fn make(shape: Shape, dtype: Dtype, prim: Primitive, inputs: Vec<Array>) -> Array {
+        Self::make_on(default_stream(), shape, dtype, prim, inputs)
+    }
+
+    #[track_caller]
+    pub fn make_on(stream: Stream, shape: Shape, dtype: Dtype, prim: Primitive, inputs: Vec<Array>) -> Array {
+        Array(Arc::new(Node {
+            shape,
+            dtype,
+            stream,
+            site: Location::caller(),
+            data: OnceLock::new(),
+            pending: Mutex::new(Some(Pending { prim, inputs })),
+        }))
+    }
+
+    /// An already evaluated array over `data`.
+    #[track_caller]
+    pub fn from_data(data: ArrayData) -> Array {
+        let data_cell = OnceLock::new();
+        let (shape, dtype) = (data.shape.clone(), data.dtype);
+        let _ = data_cell.set(data);
+        Array(Arc::new(Node {
+            shape,
+            dtype,
+            stream: default_stream(),
+            site: Location::caller(),
+            data: data_cell,
+            pending: Mutex::new(None),
+        }))
+    }
+
+    /// An array holding a copy of `data` with `shape`.
+    #[track_caller]
+    pub fn from_slice<T: Element>(data: &[T], shape: &[usize]) -> Result<Array> {
+        if numel(shape) != data.len() {
+            return Err(Error::invalid(
+                "array",
+                format!("{} elements cannot fill shape {}", data.len(), fmt_shape(shape)),
+            ));
+        }
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let mut buf = Buffer::alloc_uninit(bytes.len())?;
+        buf.as_mut_slice().copy_from_slice(bytes);
+        Ok(Array::from_data(ArrayData::contiguous(Arc::new(buf), shape, T::DTYPE)))
+    }
+
+    /// A 1-D array of `data`.
+    #[track_caller]
+    pub fn from_vec<T: Element>(data: Vec<T>) -> Array {
+        let n = data.len();
+        Array::from_slice(&data, &[n]).expect("length matches by construction")
+    }
+
+    /// A 0-d array.
+    #[track_caller]
+    pub fn scalar<T: Element>(v: T) -> Array {
+        Array::from_slice(&[v], &[]).expect("one element")
+    }
+
+    /// A 0-d array of `dtype` holding `v` (converted as by `astype`).
+    #[track_caller]
+    pub fn scalar_of(v: f64, dtype: Dtype) -> Array {
+        crate::dispatch_dtype!(dtype, T => Array::scalar(<T as Element>::from_f64(v)))
+    }
+
+    /// Raw little-endian bytes with a dtype and shape (copied).
+    #[track_caller]
+    pub fn from_bytes(bytes: &[u8], shape: &[usize], dtype: Dtype) -> Result<Array> {
+        if bytes.len() != numel(shape) * dtype.size() {
+            return Err(Error::invalid(
+                "array",
+                format!("{} bytes cannot hold {} of shape {}", bytes.len(), dtype, fmt_shape(shape)),
+            ));
+        }
+        let mut buf = Buffer::alloc_uninit(bytes.len())?;
+        buf.as_mut_slice().copy_from_slice(bytes);
+        Ok(Array::from_data(ArrayData::contiguous(Arc::new(buf), shape, dtype)))
+    }
+
+    /// A zero-copy array over bytes of a mapped file (`offset` in bytes).
+    #[track_caller]
+    pub fn from_mapped(src: Arc<dyn MappedBytes>, offset: usize, shape: &[usize], dtype: Dtype) -> Result<Array> {
+        let len = numel(shape) * dtype.size();
+        let buf = Buffer::mapped(src, offset, len)?;
+        // A misaligned mapping would break typed access; copy in that rare case.
+        if offset % dtype.size() != 0 {
+            return Array::from_bytes(buf.as_slice(), shape, dtype);
+        }
+        Ok(Array::from_data(ArrayData::contiguous(Arc::new(buf), shape, dtype)))
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+    pub fn ndim(&self) -> usize {
+        self.0.shape.len()
+    }
+    /// Number of elements.
+    pub fn size(&self) -> usize {
+        numel(&self.0.shape)
+    }
+    pub fn dtype(&self) -> Dtype {
+        self.0.dtype
+    }
+    pub fn nbytes(&self) -> usize {
+        self.size() * self.dtype().size()
+    }
+    pub fn stream(&self) -> Stream {
+        self.0.stream
+    }
+    /// Where the op that built this array was called.
+    pub fn site(&self) -> &'static Location<'static> {
+        self.0.site
+    }
+    /// Dimension `axis` (negative counts from the end); panics when out of range.
+    pub fn dim(&self, axis: i32) -> usize {
+        let ax = crate::shape::normalize_axis("dim", axis, self.ndim()).unwrap_or_else(|e| panic!("{e}"));
+        self.0.shape[ax]
+    }
+
+    pub fn is_evaluated(&self) -> bool {
+        self.0.data.get().is_some()
+    }
+
+    /// Whether two handles refer to the same node.
+    pub fn same(&self, other: &Array) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
+    /// The primitive and inputs of an unevaluated node.
+    pub(crate) fn take_pending(&self) -> Option<(Primitive, Vec<Array>)> {
+        let mut g = self.0.pending.lock().unwrap_or_else(|e| e.into_inner());
+        g.take().map(|p| (p.prim, p.inputs))
+    }
+
+    /// Inputs of an unevaluated node (for graph walks).
+    pub(crate) fn pending_inputs(&self) -> Vec<Array> {
+        let g = self.0.pending.lock().unwrap_or_else(|e| e.into_inner());
+        g.as_ref().map(|p| p.inputs.clone()).unwrap_or_default()
+    }
+
+    /// The primitive of an unevaluated node (None once evaluated).
+    pub fn primitive(&self) -> Option<Primitive> {
+        let g = self.0.pending.lock().unwrap_or_else(|e| e.into_inner());
+        g.as_ref().map(|p| p.prim.clone())
+    }
+
+    pub(crate) fn set_data(&self, d: ArrayData) {
+        let _ = self.0.data.set(d);
+    }
+
+    /// Evaluates this array (and what it needs).
+    pub fn eval(&self) -> Result<()> {
+        crate::transforms::eval(std::slice::from_ref(self))
+    }
+
+    /// The evaluated data, evaluating first if needed.
+    pub fn data(&self) -> Result<ArrayData> {
+        if let Some(d) = self.0.data.get() {
+            return Ok(d.clone());
+        }
+        self.eval()?;
+        self.0
+            .data
+            .get()
+            .cloned()
+            .ok_or_else(|| Error::runtime("eval", "array has no data after evaluation"))
+    }
+
+    /// The elements in row-major order, converted to `T` as `astype` would.
+    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        let a = if self.dtype() == T::DTYPE { self.clone() } else { crate::ops::astype(self, T::DTYPE) };
+        let a = crate::ops::contiguous(&a);
+        let d = a.data()?;
+        Ok(d.as_slice::<T>().ok_or_else(|| Error::runtime("to_vec", "layout not contiguous after copy"))?.to_vec())
+    }
+
+    /// The single element of a one-element array, converted to `T`.
+    pub fn item<T: Element>(&self) -> Result<T> {
+        if self.size() != 1 {
+            return Err(Error::invalid(
+                "item",
+                format!("can only convert an array of size 1 to a scalar, got shape {}", fmt_shape(self.shape())),
+            ));
+        }
+        Ok(self.to_vec::<T>()?[0])
+    }
+}
+
+impl std::fmt::Debug for Array {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Array(shape={}, dtype={}, {})",
+            fmt_shape(self.shape()),
+            self.dtype(),
+            if self.is_evaluated() { "evaluated" } else { "lazy" }
+        )
+    }
+}

@@ -1,0 +1,62 @@
+//! The backend trait and registry. A backend runs primitives for one kind of device; the core
+//! never names a backend's types.
+
+use crate::array::ArrayData;
+use crate::device::{Device, DeviceType};
+use crate::error::{Error, Result};
+use crate::primitive::{OutputSpec, Primitive};
+use std::sync::{Arc, RwLock};
+
+/// What a device backend provides. `eval` is one exhaustive `match` on [`Primitive`] in each
+/// backend (views never arrive: the core handles them).
+pub trait Backend: Send + Sync {
+    /// A short name (`"cpu"`, `"cuda"`), used in messages and to key device copies.
+    fn name(&self) -> &'static str;
+    /// Whether the backend has a kernel for `prim`. Fused ops in `fast` ask this when they are
+    /// built and fall back to their composition from simpler ops when the answer is no.
+    fn supports(&self, prim: &Primitive) -> bool;
+    /// Runs `prim` on evaluated inputs on device `index` and returns the output.
+    fn eval(
+        &self,
+        index: usize,
+        prim: &Primitive,
+        inputs: &[ArrayData],
+        out: &OutputSpec,
+    ) -> Result<ArrayData>;
+    /// Waits for all queued work on device `index`.
+    fn synchronize(&self, _index: usize) -> Result<()> {
+        Ok(())
+    }
+    /// How many devices of this kind exist (CPU: 1).
+    fn device_count(&self) -> usize {
+        1
+    }
+}
+
+static REGISTRY: RwLock<Vec<(DeviceType, Arc<dyn Backend>)>> = RwLock::new(Vec::new());
+
+/// Registers (or replaces) the backend for a device type.
+pub fn register_backend(kind: DeviceType, backend: Arc<dyn Backend>) {
+    let mut r = REGISTRY.write().unwrap_or_else(|e| e.into_inner());
+    r.retain(|(k, _)| *k != kind);
+    r.push((kind, backend));
+}
+
+/// The backend that runs work for `device`.
+pub fn backend_for(device: Device) -> Result<Arc<dyn Backend>> {
+    let r = REGISTRY.read().unwrap_or_else(|e| e.into_inner());
+    r.iter().find(|(k, _)| *k == device.kind).map(|(_, b)| b.clone()).ok_or_else(|| {
+        Error::runtime(
+            "eval",
+            match device.kind {
+                DeviceType::Cpu => "no CPU backend is registered: use the `rmlx` crate (it registers rmlx-cpu) or call rmlx_cpu::register()".to_string(),
+                DeviceType::Gpu => format!("{device} is not available: no GPU backend is registered (is a CUDA device present?)"),
+            },
+        )
+    })
+}
+
+/// Whether a backend for `device` exists and has that device index.
+pub fn is_available(device: Device) -> bool {
+    backend_for(device).map(|b| device.index < b.device_count()).unwrap_or(false)
+}

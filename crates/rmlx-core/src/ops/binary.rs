@@ -1,0 +1,146 @@
+//! Elementwise functions of two arrays with NumPy broadcasting and MLX type promotion, and
+//! the arithmetic operators for model code.
+
+use crate::array::Array;
+use crate::dtype::Dtype;
+use crate::error::{Error, Result};
+use crate::ops::convert::astype;
+use crate::ops::shape::broadcast_arrays;
+use crate::primitive::{BinaryOp, Primitive};
+
+#[track_caller]
+fn binary(op_name: &'static str, a: &Array, b: &Array, op: BinaryOp) -> Result<Array> {
+    let mut t = Dtype::promote(a.dtype(), b.dtype());
+    use BinaryOp::*;
+    match op {
+        Divide if !t.is_float() => t = Dtype::F32,
+        BitwiseAnd | BitwiseOr | BitwiseXor | LeftShift | RightShift if t.is_float() => {
+            return Err(Error::dtype(op_name, format!("not supported for {} and {}", a.dtype(), b.dtype())))
+        }
+        LogicalAnd | LogicalOr => t = Dtype::Bool,
+        _ => {}
+    }
+    let (a, b) = (astype(a, t), astype(b, t));
+    let v = broadcast_arrays(op_name, &[&a, &b])?;
+    let out = if op.is_predicate() { Dtype::Bool } else { t };
+    let shape = v[0].shape().into();
+    Ok(Array::make(shape, out, Primitive::Binary(op), v))
+}
+
+macro_rules! binary_fns {
+    ($($(#[$m:meta])* $name:ident => $op:ident),* $(,)?) => {$(
+        $(#[$m])*
+        #[track_caller]
+        pub fn $name(a: &Array, b: &Array) -> Result<Array> {
+            binary(stringify!($name), a, b, BinaryOp::$op)
+        }
+    )*};
+}
+
+binary_fns! {
+    add => Add, subtract => Subtract, multiply => Multiply,
+    /// True division: integers give float32.
+    divide => Divide,
+    floor_divide => FloorDivide, power => Power, maximum => Maximum, minimum => Minimum,
+    /// Python's `%`: the result has the sign of the divisor.
+    remainder => Remainder,
+    equal => Equal, not_equal => NotEqual, less => Less, less_equal => LessEqual,
+    greater => Greater, greater_equal => GreaterEqual,
+    logical_and => LogicalAnd, logical_or => LogicalOr,
+    bitwise_and => BitwiseAnd, bitwise_or => BitwiseOr, bitwise_xor => BitwiseXor,
+    left_shift => LeftShift, right_shift => RightShift,
+}
+
+/// Picks from `a` where `cond` is true, else from `b` (all broadcast together).
+#[track_caller]
+pub fn where_(cond: &Array, a: &Array, b: &Array) -> Result<Array> {
+    let t = Dtype::promote(a.dtype(), b.dtype());
+    let c = astype(cond, Dtype::Bool);
+    let (a, b) = (astype(a, t), astype(b, t));
+    let v = broadcast_arrays("where", &[&c, &a, &b])?;
+    let shape = v[0].shape().into();
+    Ok(Array::make(shape, t, Primitive::Where, v))
+}
+
+/// Clamps into `[lo, hi]`; either bound may be absent.
+#[track_caller]
+pub fn clip(x: &Array, lo: Option<&Array>, hi: Option<&Array>) -> Result<Array> {
+    if lo.is_none() && hi.is_none() {
+        return Err(Error::invalid("clip", "one of lo and hi must be given"));
+    }
+    let mut y = x.clone();
+    if let Some(l) = lo {
+        y = maximum(&y, l)?;
+    }
+    if let Some(h) = hi {
+        y = minimum(&y, h)?;
+    }
+    Ok(y)
+}
+
+// Operators for model code, where shapes are right by construction: a mismatch is a bug and
+// panics with the op's message. User-facing paths call the `Result` functions.
+macro_rules! operator {
+    ($tr:ident, $m:ident, $f:ident) => {
+        impl std::ops::$tr<&Array> for &Array {
+            type Output = Array;
+            #[track_caller]
+            fn $m(self, rhs: &Array) -> Array {
+                $f(self, rhs).unwrap_or_else(|e| panic!("{e}"))
+            }
+        }
+        impl std::ops::$tr<Array> for Array {
+            type Output = Array;
+            #[track_caller]
+            fn $m(self, rhs: Array) -> Array {
+                $f(&self, &rhs).unwrap_or_else(|e| panic!("{e}"))
+            }
+        }
+        impl std::ops::$tr<&Array> for Array {
+            type Output = Array;
+            #[track_caller]
+            fn $m(self, rhs: &Array) -> Array {
+                $f(&self, rhs).unwrap_or_else(|e| panic!("{e}"))
+            }
+        }
+        impl std::ops::$tr<f32> for &Array {
+            type Output = Array;
+            #[track_caller]
+            fn $m(self, rhs: f32) -> Array {
+                $f(self, &scalar_like(self, rhs)).unwrap_or_else(|e| panic!("{e}"))
+            }
+        }
+        impl std::ops::$tr<f32> for Array {
+            type Output = Array;
+            #[track_caller]
+            fn $m(self, rhs: f32) -> Array {
+                $f(&self, &scalar_like(&self, rhs)).unwrap_or_else(|e| panic!("{e}"))
+            }
+        }
+    };
+}
+operator!(Add, add, add);
+operator!(Sub, sub, subtract);
+operator!(Mul, mul, multiply);
+operator!(Div, div, divide);
+
+impl std::ops::Neg for &Array {
+    type Output = Array;
+    #[track_caller]
+    fn neg(self) -> Array {
+        crate::ops::negative(self)
+    }
+}
+impl std::ops::Neg for Array {
+    type Output = Array;
+    #[track_caller]
+    fn neg(self) -> Array {
+        crate::ops::negative(&self)
+    }
+}
+
+/// A Python-style "weak" scalar: takes the array's dtype when that is a float, else float32.
+pub fn scalar_like(x: &Array, v: f32) -> Array {
+    let t = if x.dtype().is_float() { x.dtype() } else { Dtype::F32 };
+    Array::scalar_of(v as f64, t)
+}

@@ -1,0 +1,27 @@
+//! The public ops. Each validates its arguments at once (errors start with `[op]`) and returns
+//! a lazy array; most are compositions of a few primitives.
+
+pub mod binary;
+pub mod convert;
+pub mod creation;
+pub mod indexing;
+pub mod matmul;
+pub mod quantized;
+pub mod random;
+pub mod reduce;
+pub mod scan;
+pub mod shape;
+pub mod sort;
+pub mod unary;
+
+pub use binary::*;
+pub use convert::*;
+pub use creation::*;
+pub use indexing::*;
+pub use matmul::*;
+pub use quantized::*;
+pub use reduce::*;
+pub use scan::*;
+pub use shape::*;
+pub use sort::*;
+pub use unary::*;

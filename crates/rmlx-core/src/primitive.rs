@@ -1,0 +1,268 @@
+//! The primitive operations a backend must run. Ops (`ops/*`) are composed from these; views
+//! (reshape, transpose, slice, broadcast) are handled by the core and never reach a backend.
+//!
+//! Adding a primitive: a variant here (no wildcard arms anywhere, so the compiler lists every
+//! place to touch), its op in `ops/`, one kernel per backend.
+
+use crate::dtype::Dtype;
+
+/// An f32 that can live in a hashable, comparable primitive (compared by bits).
+#[derive(Clone, Copy, Debug)]
+pub struct F32(pub f32);
+impl PartialEq for F32 {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.to_bits() == o.0.to_bits()
+    }
+}
+impl Eq for F32 {}
+impl std::hash::Hash for F32 {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.to_bits().hash(h)
+    }
+}
+
+/// An f64 compared by bits (arange bounds, fill values).
+#[derive(Clone, Copy, Debug)]
+pub struct F64(pub f64);
+impl PartialEq for F64 {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.to_bits() == o.0.to_bits()
+    }
+}
+impl Eq for F64 {}
+impl std::hash::Hash for F64 {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.to_bits().hash(h)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Abs,
+    Neg,
+    Exp,
+    Log,
+    Log1p,
+    Sqrt,
+    Rsqrt,
+    Square,
+    Sin,
+    Cos,
+    Tanh,
+    Sigmoid,
+    Erf,
+    ErfInv,
+    Silu,
+    Gelu,
+    GeluApprox,
+    Floor,
+    Ceil,
+    Round,
+    Sign,
+    LogicalNot,
+    BitwiseInvert,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Subtract,
+    Multiply,
+    Divide,
+    FloorDivide,
+    Power,
+    Maximum,
+    Minimum,
+    Remainder,
+    Equal,
+    NotEqual,
+    Less,
+    LessEqual,
+    Greater,
+    GreaterEqual,
+    LogicalAnd,
+    LogicalOr,
+    BitwiseAnd,
+    BitwiseOr,
+    BitwiseXor,
+    LeftShift,
+    RightShift,
+}
+
+impl BinaryOp {
+    /// Comparisons and logical ops produce `bool`.
+    pub fn is_predicate(self) -> bool {
+        use BinaryOp::*;
+        matches!(
+            self,
+            Equal | NotEqual | Less | LessEqual | Greater | GreaterEqual | LogicalAnd | LogicalOr
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    Sum,
+    Prod,
+    Max,
+    Min,
+    Any,
+    All,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ArgReduceOp {
+    ArgMax,
+    ArgMin,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScanOp {
+    Sum,
+    Prod,
+    Max,
+    Min,
+}
+
+/// How a core-handled view derives its layout from its input's.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ViewOp {
+    /// Same elements in a new shape; copies first when the layout does not allow a view.
+    Reshape,
+    /// Axes reordered: output axis i is input axis `perm[i]`.
+    Transpose { perm: Vec<usize> },
+    /// Basic slicing: per axis start and step (the output shape gives the count).
+    Slice { start: Vec<usize>, step: Vec<isize> },
+    /// NumPy broadcasting to the node's shape.
+    BroadcastTo,
+}
+
+/// Where `scaled_dot_product_attention` takes its mask from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SdpaMask {
+    None,
+    /// Causal, aligned to the end of the keys (query i sees keys `..= i + (S - L)`).
+    Causal,
+    /// A boolean (keep where true) or additive array, the 4th input, broadcastable to
+    /// `[B, Hq, L, S]`.
+    Array,
+}
+
+/// One node's computation. Inputs are the node's input arrays, in the order documented on
+/// each variant; the node's shape and dtype are the output's.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Primitive {
+    /// `[x]`; views handled by the core (reshape may ask the backend for a `Copy`).
+    View(ViewOp),
+    /// `[x]` → row-contiguous copy.
+    Copy,
+    /// `[x]` → x converted to the node's dtype.
+    AsType,
+    /// `[]` → `start + i * step` in the node's dtype (1-D).
+    Arange { start: F64, step: F64 },
+    /// `[x]` elementwise.
+    Unary(UnaryOp),
+    /// `[a, b]` elementwise; both already broadcast to the node's shape.
+    Binary(BinaryOp),
+    /// `[cond, a, b]`, all broadcast to the node's shape.
+    Where,
+    /// `[x]` reduced over `axes`; the output keeps those axes with size 1.
+    Reduce { op: ReduceOp, axes: Vec<usize> },
+    /// `[x]` index of the max/min along `axis` (kept, size 1); output u32.
+    ArgReduce { op: ArgReduceOp, axis: usize },
+    /// `[x]` cumulative op along `axis`.
+    Scan { op: ScanOp, axis: usize, reverse: bool, inclusive: bool },
+    /// `[x]` softmax along the last axis, accumulated in f32.
+    Softmax,
+    /// `[x]` logsumexp over the last axis (kept, size 1), in f32 for half inputs.
+    LogSumExp,
+    /// `[a, b]`: `a: [..., M, K] @ b: [..., K, N]` with equal batch shapes (already broadcast).
+    Matmul,
+    /// `[x0, x1, ...]` joined along `axis`.
+    Concatenate { axis: usize },
+    /// `[src, update]`: a copy of `src` with `update` written at the strided region
+    /// `start`/`step` (the update's shape gives the counts).
+    SliceUpdate { start: Vec<usize>, step: Vec<isize> },
+    /// `[a, indices]`: `a.take(indices, axis)`; output shape
+    /// `a.shape[..axis] + indices.shape + a.shape[axis+1..]`. Negative indices wrap.
+    Take { axis: usize },
+    /// `[a, indices]` with indices broadcast against `a` except along `axis`.
+    TakeAlongAxis { axis: usize },
+    /// `[a, indices, values]`: a copy of `a` with `values` written at `indices` along `axis`.
+    PutAlongAxis { axis: usize },
+    /// `[x]` sorted along `axis` (ascending; NaN last).
+    Sort { axis: usize },
+    /// `[x]` indices (u32) that sort along `axis` (stable).
+    Argsort { axis: usize },
+    /// `[x]` indices (u32) with the `kth` element in sorted position along `axis`, smaller
+    /// before it, larger after.
+    Argpartition { kth: usize, axis: usize },
+    /// `[key]` (u32, shape `[2]`): uniformly random u32 bits of the node's shape, from a
+    /// counter-based generator (independent of thread count).
+    RandomBits,
+    /// `[x, weight?]` RMS norm over the last axis; weight `[D]` optional.
+    RmsNorm { eps: F32, has_weight: bool },
+    /// `[x, weight?, bias?]` layer norm over the last axis.
+    LayerNorm { eps: F32, has_weight: bool, has_bias: bool },
+    /// `[x, offset, freqs?]`: rotary embedding of the first `dims` features of
+    /// `x: [B, ..., L, D]`; offset i32 scalar or `[B]`; `freqs` `[dims/2]` replaces
+    /// `base`-derived frequencies.
+    Rope { dims: usize, traditional: bool, base: F32, scale: F32, has_freqs: bool },
+    /// `[q, k, v, mask?]`: q `[B, Hq, L, D]`, k `[B, Hkv, S, D]`, v `[B, Hkv, S, Dv]`,
+    /// `Hq % Hkv == 0` (grouped-query attention).
+    ScaledDotProductAttention { scale: F32, mask: SdpaMask },
+    /// `[w]` MLX affine quantization along the last axis; `part` 0 → packed u32 weights,
+    /// 1 → scales, 2 → biases (three nodes, cheap to recompute, keep the graph single-output).
+    Quantize { group_size: usize, bits: usize, part: u8 },
+    /// `[wq, scales, biases]` → floats of the scales' dtype.
+    Dequantize { group_size: usize, bits: usize },
+    /// `[x, wq, scales, biases]`: `x @ dequant(w).T` (transpose) or `x @ dequant(w)`.
+    QuantizedMatmul { group_size: usize, bits: usize, transpose: bool },
+}
+
+impl Primitive {
+    /// The op name used in messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Primitive::View(ViewOp::Reshape) => "reshape",
+            Primitive::View(ViewOp::Transpose { .. }) => "transpose",
+            Primitive::View(ViewOp::Slice { .. }) => "slice",
+            Primitive::View(ViewOp::BroadcastTo) => "broadcast_to",
+            Primitive::Copy => "copy",
+            Primitive::AsType => "astype",
+            Primitive::Arange { .. } => "arange",
+            Primitive::Unary(_) => "unary",
+            Primitive::Binary(_) => "binary",
+            Primitive::Where => "where",
+            Primitive::Reduce { .. } => "reduce",
+            Primitive::ArgReduce { .. } => "arg_reduce",
+            Primitive::Scan { .. } => "scan",
+            Primitive::Softmax => "softmax",
+            Primitive::LogSumExp => "logsumexp",
+            Primitive::Matmul => "matmul",
+            Primitive::Concatenate { .. } => "concatenate",
+            Primitive::SliceUpdate { .. } => "slice_update",
+            Primitive::Take { .. } => "take",
+            Primitive::TakeAlongAxis { .. } => "take_along_axis",
+            Primitive::PutAlongAxis { .. } => "put_along_axis",
+            Primitive::Sort { .. } => "sort",
+            Primitive::Argsort { .. } => "argsort",
+            Primitive::Argpartition { .. } => "argpartition",
+            Primitive::RandomBits => "random_bits",
+            Primitive::RmsNorm { .. } => "rms_norm",
+            Primitive::LayerNorm { .. } => "layer_norm",
+            Primitive::Rope { .. } => "rope",
+            Primitive::ScaledDotProductAttention { .. } => "scaled_dot_product_attention",
+            Primitive::Quantize { .. } => "quantize",
+            Primitive::Dequantize { .. } => "dequantize",
+            Primitive::QuantizedMatmul { .. } => "quantized_matmul",
+        }
+    }
+}
+
+/// What a backend is asked to produce.
+#[derive(Clone, Debug)]
+pub struct OutputSpec<'a> {
+    pub shape: &'a [usize],
+    pub dtype: Dtype,
+}

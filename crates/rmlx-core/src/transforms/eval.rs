@@ -1,0 +1,121 @@
+//! `eval`: walk the graph once in dependency order and run each node on its stream's backend.
+
+use crate::array::{Array, ArrayData};
+use crate::backend::backend_for;
+use crate::error::{Error, Result};
+use crate::primitive::{OutputSpec, Primitive, ViewOp};
+use crate::shape::{broadcast_strides, reshape_strides};
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+/// One evaluation at a time: nodes are filled exactly once, and `async_eval` work is ordered
+/// before a later `eval` of the same arrays.
+static EVAL_LOCK: Mutex<()> = Mutex::new(());
+
+/// Computes `arrays` and everything they depend on that is not yet computed.
+pub fn eval(arrays: &[Array]) -> Result<()> {
+    if arrays.iter().all(|a| a.is_evaluated()) {
+        return Ok(());
+    }
+    let _g = EVAL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    for node in topo_order(arrays) {
+        let Some((prim, inputs)) = node.take_pending() else { continue };
+        let data = run(&node, &prim, &inputs).map_err(|e| match e {
+            e @ Error::Eval { .. } => e,
+            e => Error::Eval { source: Box::new(e), site: node.site() },
+        })?;
+        node.set_data(data);
+        // `inputs` drops here: the graph is freed as it runs.
+    }
+    Ok(())
+}
+
+/// Starts evaluating `arrays` on a background thread and returns at once; a later `eval`,
+/// `item` or `to_vec` waits for it (mlx-lm uses this to build step n+1 while step n runs).
+pub fn async_eval(arrays: &[Array]) {
+    let arrays = arrays.to_vec();
+    std::thread::spawn(move || {
+        // Errors resurface when the caller evaluates the same arrays again.
+        let _ = eval(&arrays);
+    });
+}
+
+/// Unevaluated nodes reachable from `roots`, inputs before users, without recursion.
+fn topo_order(roots: &[Array]) -> Vec<Array> {
+    let mut order = Vec::new();
+    let mut seen: HashSet<usize> = HashSet::new();
+    // (node, inputs_pushed)
+    let mut stack: Vec<(Array, bool)> = roots.iter().rev().map(|a| (a.clone(), false)).collect();
+    while let Some((a, expanded)) = stack.pop() {
+        if a.is_evaluated() {
+            continue;
+        }
+        if expanded {
+            order.push(a);
+            continue;
+        }
+        if !seen.insert(a.id()) {
+            continue;
+        }
+        let inputs = a.pending_inputs();
+        stack.push((a, true));
+        for i in inputs.into_iter().rev() {
+            if !i.is_evaluated() && !seen.contains(&i.id()) {
+                stack.push((i, false));
+            }
+        }
+    }
+    order
+}
+
+fn run(node: &Array, prim: &Primitive, inputs: &[Array]) -> Result<ArrayData> {
+    let datas: Vec<ArrayData> = inputs.iter().map(|a| a.data()).collect::<Result<_>>()?;
+    if let Primitive::View(v) = prim {
+        return view(node, v, &datas[0]);
+    }
+    let stream = node.stream();
+    let backend = backend_for(stream.device)?;
+    let out = OutputSpec { shape: node.shape(), dtype: node.dtype() };
+    let d = backend.eval(stream.device.index, prim, &datas, &out)?;
+    debug_assert_eq!(d.shape.as_slice(), node.shape(), "{} returned a wrong shape", prim.name());
+    Ok(d)
+}
+
+/// Views share their input's buffer; only reshape of an incompatible layout copies.
+fn view(node: &Array, v: &ViewOp, x: &ArrayData) -> Result<ArrayData> {
+    let shape = node.shape();
+    match v {
+        ViewOp::Reshape => {
+            if let Some(strides) = reshape_strides(&x.shape, &x.strides, shape) {
+                return Ok(ArrayData { shape: shape.into(), strides, ..x.clone() });
+            }
+            let backend = backend_for(node.stream().device)?;
+            let out = OutputSpec { shape: &x.shape, dtype: x.dtype };
+            let c = backend.eval(node.stream().device.index, &Primitive::Copy, std::slice::from_ref(x), &out)?;
+            Ok(ArrayData { shape: shape.into(), strides: crate::shape::row_major_strides(shape), ..c })
+        }
+        ViewOp::Transpose { perm } => Ok(ArrayData {
+            shape: shape.into(),
+            strides: perm.iter().map(|&p| x.strides[p]).collect(),
+            ..x.clone()
+        }),
+        ViewOp::Slice { start, step } => {
+            let mut offset = x.offset as isize;
+            for (i, &s) in start.iter().enumerate() {
+                if shape[i] > 0 {
+                    offset += s as isize * x.strides[i];
+                }
+            }
+            let strides = step.iter().zip(&x.strides).map(|(st, s)| st * s).collect();
+            if offset < 0 {
+                return Err(Error::runtime("slice", "negative offset computed for a view"));
+            }
+            Ok(ArrayData { offset: offset as usize, shape: shape.into(), strides, ..x.clone() })
+        }
+        ViewOp::BroadcastTo => Ok(ArrayData {
+            shape: shape.into(),
+            strides: broadcast_strides(&x.shape, &x.strides, shape),
+            ..x.clone()
+        }),
+    }
+}
