@@ -1,0 +1,37 @@
+//! Shared test helpers: run one body on every available device; compare with fixtures.
+#![allow(dead_code)]
+
+use rmlx::{Array, Device};
+
+/// Every device a test body should run on: the CPU, and GPU 0 when a GPU backend has one.
+pub fn devices() -> Vec<Device> {
+    rmlx::init();
+    let mut v = vec![Device::cpu()];
+    if rmlx::is_available(Device::gpu(0)) {
+        v.push(Device::gpu(0));
+    } else {
+        eprintln!("skipped on GPU: no CUDA device");
+    }
+    v
+}
+
+/// Runs `body` once per device with that device as the default.
+pub fn for_each_device(mut body: impl FnMut(Device)) {
+    for d in devices() {
+        rmlx::with_device(d, || body(d));
+    }
+}
+
+/// Asserts `|a - b| <= atol + rtol * |b|` elementwise, naming the first bad index.
+pub fn assert_close(got: &[f32], want: &[f32], rtol: f32, atol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= atol + rtol * w.abs();
+        assert!(ok, "{what}: element {i}: got {g}, want {w} (rtol {rtol}, atol {atol})");
+    }
+}
+
+/// The f32 values of an array (evaluated).
+pub fn vals(a: &Array) -> Vec<f32> {
+    a.to_vec::<f32>().expect("evaluates")
+}
