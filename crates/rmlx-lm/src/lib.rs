@@ -1,1 +1,12 @@
-//! rmlx-lm
+//! rmlx-lm: what mlx-lm is to MLX. Models (`models/<model_type>.rs`), tokenizer and chat
+//! templates, KV caches passed into the model, sampling, generation, loading, convert.
+
+pub mod cache;
+pub mod chat_template;
+pub mod convert;
+pub mod error;
+pub mod perplexity;
+pub mod sample;
+pub mod tokenizer;
+
+pub use error::{LmError, Result};

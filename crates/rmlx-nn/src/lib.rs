@@ -1,1 +1,1 @@
-//! rmlx-nn
+//! rmlx-nn: modules (filled in by the runtime work)

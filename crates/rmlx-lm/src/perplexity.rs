@@ -1,0 +1,1 @@
+//! perplexity (being written)
