@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::ops::convert::astype;
 use crate::ops::shape::python_slice;
 use crate::primitive::Primitive;
-use crate::shape::fmt_shape;
+use crate::shape::{broadcast_shapes, fmt_shape, normalize_axis, Shape};
 
 /// A copy of `src` with `update` written into the strided region that starts at `start`
 /// (per leading axis, negative counts from the end) with `step`; the update's shape gives the
@@ -68,4 +68,116 @@ pub fn slice_update(src: &Array, update: &Array, start: &[i64], step: &[i64]) ->
         Primitive::SliceUpdate { start: st, step: sp },
         vec![src.clone(), upd],
     ))
+}
+
+/// Indices must be integers (any width, signed or not); negative ones wrap once from the end.
+fn check_indices(op: &'static str, indices: &Array) -> Result<()> {
+    if !indices.dtype().is_integer() {
+        return Err(Error::dtype(
+            op,
+            format!("got indices with invalid dtype {}; indices must be integral", indices.dtype()),
+        ));
+    }
+    Ok(())
+}
+
+/// Gathers along `axis`: `out[..., i..., ...] = x[..., indices[i...], ...]`, output shape
+/// `x.shape[..axis] + indices.shape + x.shape[axis+1..]`. `axis = None` takes from the
+/// flattened array. Negative indices count from the end; an index still out of range is an
+/// error at evaluation (MLX reads out of bounds there; NumPy raises, and so do we).
+#[track_caller]
+pub fn take(x: &Array, indices: &Array, axis: Option<i32>) -> Result<Array> {
+    check_indices("take", indices)?;
+    let (x, ax) = match axis {
+        None => (crate::ops::reshape(x, &[-1])?, 0),
+        Some(a) => (x.clone(), normalize_axis("take", a, x.ndim())?),
+    };
+    if x.shape()[ax] == 0 && indices.size() > 0 {
+        return Err(Error::invalid("take", "cannot take non-empty indices from an empty axis"));
+    }
+    let mut shape: Shape = x.shape()[..ax].into();
+    shape.extend_from_slice(indices.shape());
+    shape.extend_from_slice(&x.shape()[ax + 1..]);
+    Ok(Array::make(shape, x.dtype(), Primitive::Take { axis: ax }, vec![x.clone(), indices.clone()]))
+}
+
+/// Shapes for the along-axis ops: `x` and `indices` broadcast against each other on every
+/// axis but `axis`, where `indices` keeps its own extent. Returns (x's, indices') shapes.
+fn along_axis_shapes(op: &'static str, x: &Array, indices: &Array, ax: usize) -> Result<(Shape, Shape)> {
+    if indices.ndim() != x.ndim() {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "indices of dimension {} do not match array of dimension {}",
+                indices.ndim(),
+                x.ndim()
+            ),
+        ));
+    }
+    let mut xs: Vec<usize> = x.shape().to_vec();
+    let mut is: Vec<usize> = indices.shape().to_vec();
+    xs[ax] = 1;
+    is[ax] = 1;
+    let common = broadcast_shapes(op, &xs, &is)?;
+    let mut x_shape = common.clone();
+    x_shape[ax] = x.shape()[ax];
+    let mut i_shape = common;
+    i_shape[ax] = indices.shape()[ax];
+    Ok((x_shape, i_shape))
+}
+
+/// `out[.., j, ..] = x[.., indices[.., j, ..], ..]` along `axis` (NumPy's
+/// `take_along_axis`); `x` and `indices` broadcast on the other axes. `axis = None` works on
+/// the flattened `x` (indices must then be 1-D).
+#[track_caller]
+pub fn take_along_axis(x: &Array, indices: &Array, axis: Option<i32>) -> Result<Array> {
+    check_indices("take_along_axis", indices)?;
+    let (x, ax) = match axis {
+        None => (crate::ops::reshape(x, &[-1])?, 0),
+        Some(a) => (x.clone(), normalize_axis("take_along_axis", a, x.ndim())?),
+    };
+    let (xs, is) = along_axis_shapes("take_along_axis", &x, indices, ax)?;
+    if xs[ax] == 0 && is.iter().product::<usize>() > 0 {
+        return Err(Error::invalid("take_along_axis", "cannot take non-empty indices from an empty axis"));
+    }
+    let xb = crate::ops::broadcast_to(&x, &xs)?;
+    let ib = crate::ops::broadcast_to(indices, &is)?;
+    Ok(Array::make(is, x.dtype(), Primitive::TakeAlongAxis { axis: ax }, vec![xb, ib]))
+}
+
+/// A copy of `x` with `values` written at `indices` along `axis` (NumPy's
+/// `put_along_axis`). `indices` broadcasts against `x` on the other axes (it may not grow
+/// `x`), `values` broadcasts to the indices' shape and is cast to `x`'s dtype. Of repeated
+/// indices the last write wins. `axis = None` writes into the flattened `x` and returns that
+/// flat shape, as NumPy does.
+#[track_caller]
+pub fn put_along_axis(x: &Array, indices: &Array, values: &Array, axis: Option<i32>) -> Result<Array> {
+    check_indices("put_along_axis", indices)?;
+    let (x, ax) = match axis {
+        None => (crate::ops::reshape(x, &[-1])?, 0),
+        Some(a) => (x.clone(), normalize_axis("put_along_axis", a, x.ndim())?),
+    };
+    let (xs, is) = along_axis_shapes("put_along_axis", &x, indices, ax)?;
+    if xs.as_slice() != x.shape() {
+        return Err(Error::invalid(
+            "put_along_axis",
+            format!(
+                "indices of shape {} would broadcast the array of shape {} to {}",
+                fmt_shape(indices.shape()),
+                fmt_shape(x.shape()),
+                fmt_shape(&xs)
+            ),
+        ));
+    }
+    if xs[ax] == 0 && is.iter().product::<usize>() > 0 {
+        return Err(Error::invalid("put_along_axis", "cannot put at non-empty indices of an empty axis"));
+    }
+    let ib = crate::ops::broadcast_to(indices, &is)?;
+    let vb = crate::ops::broadcast_to(&astype(values, x.dtype()), &is).map_err(|_| {
+        Error::invalid(
+            "put_along_axis",
+            format!("values of shape {} cannot be broadcast to the indices' shape {}", fmt_shape(values.shape()), fmt_shape(&is)),
+        )
+    })?;
+    Ok(Array::make(x.shape().into(), x.dtype(), Primitive::PutAlongAxis { axis: ax }, vec![x.clone(), ib, vb]))
 }

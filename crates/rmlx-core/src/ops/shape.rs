@@ -310,3 +310,33 @@ pub fn pad(x: &Array, widths: &[(usize, usize)], value: f64) -> Result<Array> {
     let start: Vec<i64> = widths.iter().map(|(a, _)| *a as i64).collect();
     slice_update(&base, x, &start, &vec![1; x.ndim()])
 }
+
+/// The `[n, m]` bool mask of a triangle: `keep(row + k, col)`.
+fn tri_mask(op: &'static str, x: &Array, k: i64, lower: bool) -> Result<Array> {
+    if x.ndim() < 2 {
+        return Err(Error::invalid(op, "array must be at least 2-D"));
+    }
+    let (n, m) = (x.shape()[x.ndim() - 2], x.shape()[x.ndim() - 1]);
+    let rows = reshape(&crate::ops::arange(0.0, n as f64, 1.0, crate::Dtype::I64)?, &[n as i64, 1])?;
+    let cols = crate::ops::arange(0.0, m as f64, 1.0, crate::Dtype::I64)?;
+    let shifted = crate::ops::add(&rows, &Array::scalar(k))?;
+    if lower {
+        crate::ops::greater_equal(&shifted, &cols)
+    } else {
+        crate::ops::less_equal(&shifted, &cols)
+    }
+}
+
+/// The lower triangle of the last two axes: elements with `col <= row + k` kept, the rest 0.
+#[track_caller]
+pub fn tril(x: &Array, k: i64) -> Result<Array> {
+    let mask = tri_mask("tril", x, k, true)?;
+    crate::ops::where_(&mask, x, &Array::scalar_of(0.0, x.dtype()))
+}
+
+/// The upper triangle of the last two axes: elements with `col >= row + k` kept, the rest 0.
+#[track_caller]
+pub fn triu(x: &Array, k: i64) -> Result<Array> {
+    let mask = tri_mask("triu", x, k, false)?;
+    crate::ops::where_(&mask, x, &Array::scalar_of(0.0, x.dtype()))
+}

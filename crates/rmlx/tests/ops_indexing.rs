@@ -1,0 +1,181 @@
+//! Indexing ops against NumPy goldens (tests/fixtures/ops_indexing, made by
+//! scripts/fixtures/ops_numpy_indexing.py): take, take_along_axis, put_along_axis,
+//! concatenate, pad, tril/triu, sort/argsort; plus errors and edge cases.
+
+mod common;
+
+use rmlx::{ops, Array, Dtype};
+use safetensors::SafeTensors;
+use serde_json::Value;
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/ops_indexing");
+
+fn load(st: &SafeTensors, name: &str) -> Option<Array> {
+    let t = st.tensor(name).ok()?;
+    let dtype = match t.dtype() {
+        safetensors::Dtype::F32 => Dtype::F32,
+        safetensors::Dtype::F16 => Dtype::F16,
+        safetensors::Dtype::I32 => Dtype::I32,
+        safetensors::Dtype::I64 => Dtype::I64,
+        safetensors::Dtype::U8 => Dtype::U8,
+        safetensors::Dtype::U32 => Dtype::U32,
+        d => panic!("fixture dtype {d:?} not handled"),
+    };
+    Some(Array::from_bytes(t.data(), t.shape(), dtype).expect("fixture tensor"))
+}
+
+fn axis_of(m: &Value) -> Option<i32> {
+    m.get("axis").and_then(|a| a.as_i64()).map(|a| a as i32)
+}
+
+/// Exact comparison through f32 (every fixture value is exactly representable), NaN == NaN.
+fn assert_same(got: &Array, want: &Array, what: &str) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    assert_eq!(got.dtype(), want.dtype(), "{what}: dtype");
+    let (g, w) = (common::vals(got), common::vals(want));
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        assert!(a == b || (a.is_nan() && b.is_nan()), "{what}: element {i}: got {a}, want {b}");
+    }
+}
+
+#[test]
+fn numpy_goldens() {
+    let bytes = std::fs::read(format!("{DIR}/cases.safetensors")).expect("fixture file");
+    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+    let meta: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(format!("{DIR}/cases.json")).unwrap()).unwrap();
+    assert!(meta.len() > 100, "fixture has {} cases", meta.len());
+    common::for_each_device(|_| {
+        for m in &meta {
+            let name = m["name"].as_str().unwrap();
+            let op = m["op"].as_str().unwrap();
+            let mut x = load(&st, &format!("{name}.x")).unwrap();
+            if m["x_t"].as_bool().unwrap_or(false) {
+                // stored transposed: transposing back gives a non-contiguous view
+                x = ops::transpose(&x, None).unwrap();
+            }
+            let want = load(&st, &format!("{name}.out")).unwrap();
+            let idx = load(&st, &format!("{name}.idx"));
+            let vals = load(&st, &format!("{name}.vals"));
+            let ax = axis_of(m);
+            let got = match op {
+                "take" => ops::take(&x, idx.as_ref().unwrap(), ax),
+                "take_along_axis" => ops::take_along_axis(&x, idx.as_ref().unwrap(), ax),
+                "put_along_axis" => ops::put_along_axis(&x, idx.as_ref().unwrap(), vals.as_ref().unwrap(), ax),
+                "concatenate" => {
+                    let y = load(&st, &format!("{name}.y")).unwrap();
+                    let mut xs = vec![x.clone(), y];
+                    if let Some(z) = load(&st, &format!("{name}.z")) {
+                        xs.push(z);
+                    }
+                    ops::concatenate(&xs, ax.unwrap())
+                }
+                "pad" => {
+                    let w: Vec<(usize, usize)> = m["widths"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize))
+                        .collect();
+                    ops::pad(&x, &w, m["value"].as_f64().unwrap())
+                }
+                "tril" => ops::tril(&x, m["k"].as_i64().unwrap()),
+                "triu" => ops::triu(&x, m["k"].as_i64().unwrap()),
+                "sort" => ops::sort(&x, ax),
+                "argsort" => ops::argsort(&x, ax),
+                _ => panic!("unknown op {op}"),
+            }
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_same(&got, &want, name);
+        }
+    });
+}
+
+#[test]
+fn take_bf16_and_embedding_rows() {
+    common::for_each_device(|_| {
+        let table = ops::astype(&ops::reshape(&ops::arange(0.0, 40.0, 1.0, Dtype::F32).unwrap(), &[10, 4]).unwrap(), Dtype::BF16);
+        let ids = Array::from_slice(&[9i32, 0, -1, 3], &[2, 2]).unwrap();
+        let out = ops::take(&table, &ids, Some(0)).unwrap();
+        assert_eq!(out.shape(), &[2, 2, 4]);
+        assert_eq!(out.dtype(), Dtype::BF16);
+        let v = common::vals(&out);
+        assert_eq!(&v[..4], &[36.0, 37.0, 38.0, 39.0]);
+        assert_eq!(&v[8..12], &[36.0, 37.0, 38.0, 39.0]);
+        assert_eq!(&v[12..], &[12.0, 13.0, 14.0, 15.0]);
+        // a sliced (row-strided) table: rows 1, 3, 5, ... of the original
+        let odd = ops::slice(&table, &[1, 1], &[10, 4], &[2, 1]).unwrap();
+        let out = ops::take(&odd, &Array::from_vec(vec![1u8, 4]), Some(0)).unwrap();
+        assert_eq!(common::vals(&out), vec![13.0, 14.0, 15.0, 37.0, 38.0, 39.0]);
+    });
+}
+
+#[test]
+fn index_errors() {
+    common::for_each_device(|_| {
+        let x = ops::reshape(&ops::arange(0.0, 6.0, 1.0, Dtype::F32).unwrap(), &[2, 3]).unwrap();
+        let fi = Array::from_vec(vec![1.0f32]);
+        let e = ops::take(&x, &fi, Some(0)).unwrap_err().to_string();
+        assert!(e.starts_with("[take]") && e.contains("integral"), "{e}");
+        let e = ops::take(&x, &Array::from_vec(vec![0i32]), Some(2)).unwrap_err().to_string();
+        assert_eq!(e, "[take] axis 2 is out of bounds for array of dimension 2");
+        // out of range indices: an error at evaluation, not a wild read
+        let e = ops::take(&x, &Array::from_vec(vec![3i32]), Some(0)).unwrap().eval().unwrap_err().to_string();
+        assert!(e.contains("[take] index 3 is out of bounds for axis 0 with size 2"), "{e}");
+        let e = ops::take(&x, &Array::from_vec(vec![-4i64]), Some(1)).unwrap().eval().unwrap_err().to_string();
+        assert!(e.contains("index -4 is out of bounds"), "{e}");
+        let e = ops::take_along_axis(&x, &Array::from_vec(vec![0i32]), Some(0)).unwrap_err().to_string();
+        assert_eq!(e, "[take_along_axis] indices of dimension 1 do not match array of dimension 2");
+        let bad = Array::from_slice(&[0i32, 5], &[1, 2]).unwrap();
+        let e = ops::take_along_axis(&x, &bad, Some(1)).unwrap().eval().unwrap_err().to_string();
+        assert!(e.contains("[take_along_axis] index 5 is out of bounds"), "{e}");
+        let e = ops::put_along_axis(&x, &bad, &Array::scalar(1.0f32), Some(1)).unwrap().eval().unwrap_err().to_string();
+        assert!(e.contains("[put_along_axis] index 5 is out of bounds"), "{e}");
+        let e = ops::put_along_axis(&x, &Array::from_slice(&[0i32; 8], &[4, 2]).unwrap(), &Array::scalar(1.0f32), Some(1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("[put_along_axis]"), "{e}");
+        let e = ops::take(&ops::zeros(&[0, 3], Dtype::F32), &Array::from_vec(vec![0i32]), Some(0)).unwrap_err().to_string();
+        assert!(e.starts_with("[take]"), "{e}");
+        let e = ops::tril(&Array::from_vec(vec![1.0f32, 2.0]), 0).unwrap_err().to_string();
+        assert_eq!(e, "[tril] array must be at least 2-D");
+    });
+}
+
+#[test]
+fn put_along_axis_last_write_wins_and_dtype() {
+    common::for_each_device(|_| {
+        let x = ops::zeros(&[1, 4], Dtype::I32);
+        let idx = Array::from_slice(&[2i32, 2, 0], &[1, 3]).unwrap();
+        let v = Array::from_slice(&[1.0f32, 2.0, 3.0], &[1, 3]).unwrap();
+        let out = ops::put_along_axis(&x, &idx, &v, Some(-1)).unwrap();
+        assert_eq!(out.dtype(), Dtype::I32);
+        assert_eq!(out.to_vec::<i32>().unwrap(), vec![3, 0, 2, 0]);
+        // axis None writes into the flattened array
+        let out = ops::put_along_axis(&ops::zeros(&[2, 2], Dtype::F32), &Array::from_vec(vec![3u32]), &Array::scalar(5.0f32), None).unwrap();
+        assert_eq!(out.shape(), &[4]);
+        assert_eq!(common::vals(&out), vec![0.0, 0.0, 0.0, 5.0]);
+    });
+}
+
+#[test]
+fn zero_size_and_scalars() {
+    common::for_each_device(|_| {
+        let x = ops::zeros(&[0, 3], Dtype::F32);
+        let out = ops::take(&x, &Array::from_vec(Vec::<i32>::new()), Some(0)).unwrap();
+        assert_eq!(out.shape(), &[0, 3]);
+        assert_eq!(out.to_vec::<f32>().unwrap().len(), 0);
+        let out = ops::take(&x, &Array::from_vec(vec![1i32, 2]), Some(1)).unwrap();
+        assert_eq!(out.shape(), &[0, 2]);
+        out.eval().unwrap();
+        // a 0-d array with axis None is taken from as a 1-element vector
+        let s = Array::scalar(7.0f32);
+        let out = ops::take(&s, &Array::from_vec(vec![0i32, -1]), None).unwrap();
+        assert_eq!(common::vals(&out), vec![7.0, 7.0]);
+        let out = ops::sort(&ops::zeros(&[2, 0], Dtype::F32), Some(1)).unwrap();
+        assert_eq!(out.shape(), &[2, 0]);
+        out.eval().unwrap();
+        let c = ops::concatenate(&[ops::zeros(&[0, 2], Dtype::F32), ops::zeros(&[0, 2], Dtype::F32)], 0).unwrap();
+        assert_eq!(c.shape(), &[0, 2]);
+        c.eval().unwrap();
+    });
+}
