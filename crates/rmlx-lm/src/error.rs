@@ -5,6 +5,9 @@
 pub enum LmError {
     #[error(transparent)]
     Array(#[from] rmlx::Error),
+    /// A module or weight-map error from rmlx-nn (names the weight key and the closest one).
+    #[error(transparent)]
+    Nn(#[from] rmlx_nn::Error),
     /// A bad or unsupported `config.json` / GGUF metadata value.
     #[error("[config] {0}")]
     Config(String),

@@ -3,8 +3,12 @@
 
 pub mod cache;
 pub mod chat_template;
+pub mod config;
 pub mod convert;
 pub mod error;
+pub mod generate;
+pub mod load;
+pub mod models;
 pub mod perplexity;
 pub mod sample;
 pub mod tokenizer;

@@ -1,1 +1,16 @@
-//! rmlx-nn: modules (filled in by the runtime work)
+//! rmlx-nn: the building blocks of model files. `Linear` and `Embedding` are dense-or-quantized
+//! enums (MLX affine quantization, so mlx-community and GGUF weights run through the same
+//! kernels), `RmsNorm`/`LayerNorm` over `fast::*`, one `Rope` with the scaling variants models
+//! use, and `Weights`, the name → array map a model is built from.
+
+mod error;
+mod linear;
+mod norm;
+mod rope;
+mod weights;
+
+pub use error::{Error, Result};
+pub use linear::{Embedding, Linear, QuantParams};
+pub use norm::{LayerNorm, RmsNorm};
+pub use rope::{Rope, RopeScaling};
+pub use weights::{closest_key, Weights};

@@ -1,0 +1,256 @@
+//! Generation: chunked prefill, then one token per step through the sampler, as a stream of
+//! responses carrying the new text and mlx-lm's statistics. `generate` collects the text.
+
+use crate::cache::KvCache;
+use crate::error::{LmError, Result};
+use crate::models::LanguageModel;
+use crate::sample::{Sampler, SamplerSettings};
+use crate::tokenizer::{StreamingDetokenizer, Tokenizer};
+use rmlx::{ops, Array, Dtype};
+use std::time::Instant;
+
+/// Generation settings (mlx-lm's names).
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    pub sampler: SamplerSettings,
+    /// Generation stops when the text contains one of these; the stop string is not returned.
+    pub stop: Vec<String>,
+    /// Prompt tokens per forward pass during prefill.
+    pub prefill_step_size: usize,
+    /// Quantize the KV cache of full-attention layers to this many bits (4 or 8).
+    pub kv_bits: Option<usize>,
+    pub kv_group_size: usize,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_tokens: 256,
+            sampler: SamplerSettings::default(),
+            stop: Vec::new(),
+            prefill_step_size: 512,
+            kv_bits: None,
+            kv_group_size: 64,
+        }
+    }
+}
+
+/// One step of a generation stream.
+#[derive(Clone, Debug)]
+pub struct GenerationResponse {
+    /// Text completed by this step (may be empty mid-character).
+    pub text: String,
+    pub token: u32,
+    /// Log-probabilities over the vocabulary for this step, `[vocab]`.
+    pub logprobs: Option<Array>,
+    pub prompt_tokens: usize,
+    pub prompt_tps: f64,
+    pub generation_tokens: usize,
+    pub generation_tps: f64,
+    /// Peak rmlx memory so far, in GB (1e9 bytes).
+    pub peak_memory: f64,
+    /// `Some("stop")` (EOS or stop string) or `Some("length")` on the last response.
+    pub finish_reason: Option<String>,
+}
+
+/// The iterator `stream_generate` returns.
+pub struct TokenStream<'a> {
+    model: &'a dyn LanguageModel,
+    opts: GenerateOptions,
+    eos: Vec<u32>,
+    caches: Vec<KvCache>,
+    sampler: Sampler,
+    detok: StreamingDetokenizer,
+    /// Prompt plus generated tokens (the sampler's repetition history).
+    history: Vec<u32>,
+    prompt_len: usize,
+    /// The sampled token not yet handed out, with its logprobs.
+    next: Option<(u32, Array)>,
+    /// Text produced but held back because it may be the start of a stop string.
+    held: String,
+    n: usize,
+    start: Instant,
+    prompt_tps: f64,
+    gen_start: Option<Instant>,
+    done: bool,
+}
+
+/// Streams generated tokens for `prompt` (token ids, already templated).
+pub fn stream_generate<'a>(
+    model: &'a dyn LanguageModel,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+) -> Result<TokenStream<'a>> {
+    if prompt.is_empty() {
+        return Err(LmError::Generate("the prompt is empty: give at least one token".into()));
+    }
+    let cfg = model.config();
+    if let Some(ctx) = cfg.max_position_embeddings {
+        if prompt.len() > ctx {
+            return Err(LmError::Generate(format!(
+                "the prompt has {} tokens, more than the model's context of {ctx}; shorten it",
+                prompt.len()
+            )));
+        }
+    }
+    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+        return Err(LmError::Generate(format!("prompt token {bad} is outside the vocabulary of {}", cfg.vocab_size)));
+    }
+    let mut caches = model.make_caches();
+    if let Some(bits) = opts.kv_bits {
+        for c in caches.iter_mut().filter(|c| matches!(c, KvCache::Standard(_))) {
+            *c = KvCache::quantized(bits, opts.kv_group_size)?;
+        }
+    }
+    let mut eos: Vec<u32> = tokenizer.eos_token_ids().to_vec();
+    eos.extend(cfg.eos_token_ids.iter().copied());
+    Ok(TokenStream {
+        model,
+        opts: GenerateOptions { prefill_step_size: opts.prefill_step_size.max(1), ..opts.clone() },
+        eos,
+        caches,
+        sampler: Sampler::new(opts.sampler.clone()),
+        detok: StreamingDetokenizer::new(tokenizer),
+        history: prompt.to_vec(),
+        prompt_len: prompt.len(),
+        next: None,
+        held: String::new(),
+        n: 0,
+        start: Instant::now(),
+        prompt_tps: 0.0,
+        gen_start: None,
+        done: opts.max_tokens == 0,
+    })
+}
+
+/// Generates and returns the whole text.
+pub fn generate(model: &dyn LanguageModel, tokenizer: &Tokenizer, prompt: &[u32], opts: &GenerateOptions) -> Result<String> {
+    let mut text = String::new();
+    for r in stream_generate(model, tokenizer, prompt, opts)? {
+        text.push_str(&r?.text);
+    }
+    Ok(text)
+}
+
+impl TokenStream<'_> {
+    /// Runs `tokens` through the model and samples the next token.
+    fn step(&mut self, tokens: &[u32]) -> Result<(u32, Array)> {
+        let x = Array::from_slice(tokens, &[1, tokens.len()])?;
+        let logits = self.model.forward_last(&x, &mut self.caches)?;
+        let logits = ops::astype(&logits, Dtype::F32);
+        let (ids, logprobs) = self.sampler.sample(&logits, std::slice::from_ref(&self.history))?;
+        let id = *ids.first().ok_or_else(|| LmError::Generate("the sampler returned no token".into()))?;
+        Ok((id, ops::squeeze(&logprobs, &[0])?))
+    }
+
+    /// Prefill in chunks of `prefill_step_size`, then the first sampled token.
+    fn prefill(&mut self) -> Result<(u32, Array)> {
+        let prompt = self.history.clone();
+        let step = self.opts.prefill_step_size;
+        let mut rest = &prompt[..];
+        while rest.len() > step {
+            let x = Array::from_slice(&rest[..step], &[1, step])?;
+            // Evaluating the last logits runs every layer, so the caches hold the chunk after it.
+            self.model.forward_last(&x, &mut self.caches)?.eval()?;
+            rest = &rest[step..];
+        }
+        let out = self.step(rest)?;
+        let t = self.start.elapsed().as_secs_f64();
+        self.prompt_tps = self.prompt_len as f64 / t.max(1e-9);
+        self.gen_start = Some(Instant::now());
+        Ok(out)
+    }
+
+    /// Splits `self.held` into text safe to hand out and a tail that may begin a stop string;
+    /// `Some(text)` when a stop string was found (text before it).
+    fn release(&mut self) -> (String, Option<String>) {
+        if let Some((pos, _)) =
+            self.opts.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| self.held.find(s.as_str()).map(|p| (p, s))).min()
+        {
+            let before = self.held[..pos].to_string();
+            self.held.clear();
+            return (String::new(), Some(before));
+        }
+        let keep = self
+            .opts
+            .stop
+            .iter()
+            .flat_map(|s| (1..s.len()).filter(|&k| s.is_char_boundary(k)).map(move |k| &s[..k]))
+            .filter(|p| self.held.ends_with(p))
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        let cut = self.held.len() - keep;
+        let out = self.held[..cut].to_string();
+        self.held.drain(..cut);
+        (out, None)
+    }
+
+    fn response(&self, text: String, token: u32, logprobs: Array, finish: Option<&str>) -> GenerationResponse {
+        let gen_t = self.gen_start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        GenerationResponse {
+            text,
+            token,
+            logprobs: Some(logprobs),
+            prompt_tokens: self.prompt_len,
+            prompt_tps: self.prompt_tps,
+            generation_tokens: self.n,
+            generation_tps: if gen_t > 0.0 { self.n as f64 / gen_t } else { 0.0 },
+            peak_memory: rmlx::peak_memory() as f64 / 1e9,
+            finish_reason: finish.map(str::to_string),
+        }
+    }
+
+    fn advance(&mut self) -> Result<GenerationResponse> {
+        let (token, logprobs) = match self.next.take() {
+            Some(t) => t,
+            None => self.prefill()?,
+        };
+        self.n += 1;
+        if self.eos.contains(&token) {
+            self.done = true;
+            let mut text = std::mem::take(&mut self.held);
+            text.push_str(&self.detok.finalize());
+            return Ok(self.response(text, token, logprobs, Some("stop")));
+        }
+        self.history.push(token);
+        let piece = self.detok.add_token(token);
+        self.held.push_str(&piece);
+        let (text, stopped) = self.release();
+        if let Some(before) = stopped {
+            self.done = true;
+            return Ok(self.response(text + &before, token, logprobs, Some("stop")));
+        }
+        if self.n >= self.opts.max_tokens {
+            self.done = true;
+            self.held.push_str(&self.detok.finalize());
+            let (mut text2, stopped) = self.release();
+            if let Some(before) = stopped {
+                return Ok(self.response(text + &before, token, logprobs, Some("stop")));
+            }
+            text2.push_str(&std::mem::take(&mut self.held));
+            return Ok(self.response(text + &text2, token, logprobs, Some("length")));
+        }
+        // Compute the following token before handing this one out (mlx-lm's order).
+        self.next = Some(self.step(&[token])?);
+        Ok(self.response(text, token, logprobs, None))
+    }
+}
+
+impl Iterator for TokenStream<'_> {
+    type Item = Result<GenerationResponse>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let r = self.advance();
+        if r.is_err() {
+            self.done = true;
+        }
+        Some(r)
+    }
+}

@@ -1,0 +1,191 @@
+//! Mechanics every decoder shares: attention over `fast::scaled_dot_product_attention` with the
+//! cache's mask, the gated MLP, and the mask choice when no cache is passed.
+
+use crate::cache::{causal_mask, AttentionMask, KvCache};
+use crate::config::ModelConfig;
+use crate::error::{LmError, Result};
+use rmlx::{fast, ops, Array};
+use rmlx_nn::{Linear, Rope, RmsNorm, Weights};
+
+/// The nonlinearity of a gated MLP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `silu(gate) * up` (Llama, Qwen).
+    Silu,
+    /// `gelu_approx(gate) * up` (Gemma).
+    GeluApprox,
+}
+
+/// Multi-head attention with grouped KV heads, optional q/k RMS norms (Qwen3, Gemma 3).
+#[derive(Clone, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    pub rope: Rope,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+}
+
+/// How to build one attention layer from a config.
+pub struct AttentionSpec {
+    /// Bias on q/k/v (Qwen2), o_proj follows `o_bias`.
+    pub qkv_bias: bool,
+    pub o_bias: bool,
+    /// `q_norm`/`k_norm` present; `plus_one` = Gemma's `(1 + w)` form.
+    pub qk_norm: bool,
+    pub plus_one: bool,
+    pub rope: Rope,
+    pub scale: f32,
+}
+
+impl Attention {
+    /// Takes `{prefix}.{q,k,v,o}_proj` (and norms) from `w`.
+    pub fn load(w: &mut Weights, prefix: &str, c: &ModelConfig, spec: AttentionSpec) -> Result<Attention> {
+        let (h, kv, d, dim) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.hidden_size);
+        let norm = |w: &mut Weights, name: &str| -> Result<Option<RmsNorm>> {
+            if !spec.qk_norm {
+                return Ok(None);
+            }
+            let p = format!("{prefix}.{name}");
+            Ok(Some(if spec.plus_one { w.rms_norm_plus_one(&p, d, c.rms_norm_eps)? } else { w.rms_norm(&p, d, c.rms_norm_eps)? }))
+        };
+        Ok(Attention {
+            q_proj: w.linear(&format!("{prefix}.q_proj"), dim, h * d, spec.qkv_bias)?,
+            k_proj: w.linear(&format!("{prefix}.k_proj"), dim, kv * d, spec.qkv_bias)?,
+            v_proj: w.linear(&format!("{prefix}.v_proj"), dim, kv * d, spec.qkv_bias)?,
+            o_proj: w.linear(&format!("{prefix}.o_proj"), h * d, dim, spec.o_bias)?,
+            q_norm: norm(w, "q_norm")?,
+            k_norm: norm(w, "k_norm")?,
+            rope: spec.rope,
+            n_heads: h,
+            n_kv_heads: kv,
+            head_dim: d,
+            scale: spec.scale,
+        })
+    }
+
+    /// `x: [B, L, dim]` → `[B, L, dim]`; the cache (if any) receives this step's keys/values.
+    pub fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut KvCache>) -> Result<Array> {
+        let (b, l) = (x.shape()[0] as i64, x.shape()[1] as i64);
+        // [B, L, H*D] → [B, L, H, D]; norms act on D, then → [B, H, L, D].
+        let heads = |y: Array, n: usize, norm: &Option<RmsNorm>| -> Result<Array> {
+            let y = ops::reshape(&y, &[b, l, n as i64, self.head_dim as i64])?;
+            let y = match norm {
+                Some(nm) => nm.forward(&y)?,
+                None => y,
+            };
+            Ok(ops::transpose(&y, Some(&[0, 2, 1, 3]))?)
+        };
+        let q = heads(self.q_proj.forward(x)?, self.n_heads, &self.q_norm)?;
+        let k = heads(self.k_proj.forward(x)?, self.n_kv_heads, &self.k_norm)?;
+        let v = heads(self.v_proj.forward(x)?, self.n_kv_heads, &None)?;
+        let offset = cache.as_ref().map_or(0, |c| c.offset());
+        let q = self.rope.forward(&q, offset)?;
+        let k = self.rope.forward(&k, offset)?;
+        let (k, v) = match cache {
+            Some(c) => c.update_and_fetch(&k, &v)?,
+            None => (k, v),
+        };
+        let m = match mask {
+            AttentionMask::None => fast::Mask::None,
+            AttentionMask::Causal => fast::Mask::Causal,
+            AttentionMask::Array(a) => fast::Mask::Array(a),
+        };
+        // o: [B, H, L, D] → [B, L, H*D]
+        let o = fast::scaled_dot_product_attention(&q, &k, &v, self.scale, m)?;
+        let o = ops::reshape(&ops::transpose(&o, Some(&[0, 2, 1, 3]))?, &[b, l, -1])?;
+        Ok(self.o_proj.forward(&o)?)
+    }
+}
+
+/// `down_proj(act(gate_proj(x)) * up_proj(x))`.
+#[derive(Clone, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+    pub act: Activation,
+}
+
+impl Mlp {
+    pub fn load(w: &mut Weights, prefix: &str, c: &ModelConfig, bias: bool, act: Activation) -> Result<Mlp> {
+        let (d, h) = (c.hidden_size, c.intermediate_size);
+        Ok(Mlp {
+            gate_proj: w.linear(&format!("{prefix}.gate_proj"), d, h, bias)?,
+            up_proj: w.linear(&format!("{prefix}.up_proj"), d, h, bias)?,
+            down_proj: w.linear(&format!("{prefix}.down_proj"), h, d, bias)?,
+            act,
+        })
+    }
+
+    /// `x: [B, L, dim]` → `[B, L, dim]`.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let g = self.gate_proj.forward(x)?;
+        let g = match self.act {
+            Activation::Silu => ops::silu(&g),
+            Activation::GeluApprox => ops::gelu_approx(&g),
+        };
+        let u = self.up_proj.forward(x)?;
+        Ok(self.down_proj.forward(&ops::multiply(&g, &u)?)?)
+    }
+}
+
+/// The mask for `l` new tokens: the cache's when one is passed, else mlx-lm's rule without a
+/// cache (none for one token, an explicit array when a window cuts in, else causal).
+pub fn make_mask(cache: Option<&KvCache>, l: usize, window: Option<usize>) -> Result<AttentionMask> {
+    if let Some(c) = cache {
+        return c.mask(l, window);
+    }
+    Ok(match window {
+        _ if l == 1 => AttentionMask::None,
+        Some(w) if l > w => AttentionMask::Array(causal_mask(l, 0, Some(w))?),
+        _ => AttentionMask::Causal,
+    })
+}
+
+/// Checks `tokens` is `[B, L]` of integers with `L > 0` and the caches match the layers.
+pub fn check_inputs(tokens: &Array, caches: &[KvCache], n_layers: usize) -> Result<()> {
+    if tokens.ndim() != 2 || tokens.shape()[1] == 0 || tokens.dtype().is_float() {
+        return Err(LmError::Generate(format!(
+            "model input must be integer token ids [batch, length>0], got {:?} {}",
+            tokens.shape(),
+            tokens.dtype()
+        )));
+    }
+    if !caches.is_empty() && caches.len() != n_layers {
+        return Err(LmError::Generate(format!("{} caches passed for {n_layers} layers", caches.len())));
+    }
+    Ok(())
+}
+
+/// The output head: an untied `lm_head` or the embedding table used as a linear layer.
+#[derive(Clone, Debug)]
+pub enum Head {
+    Untied(Linear),
+    Tied,
+}
+
+impl Head {
+    /// `lm_head` when the checkpoint has it (or the config says untied), else tied.
+    pub fn load(w: &mut Weights, c: &ModelConfig) -> Result<Head> {
+        if w.contains("lm_head.weight") || !c.tie_word_embeddings {
+            Ok(Head::Untied(w.linear("lm_head", c.hidden_size, c.vocab_size, false)?))
+        } else {
+            Ok(Head::Tied)
+        }
+    }
+
+    /// `h: [B, L, dim]` → logits `[B, L, vocab]`.
+    pub fn forward(&self, h: &Array, embed: &rmlx_nn::Embedding) -> Result<Array> {
+        Ok(match self {
+            Head::Untied(l) => l.forward(h)?,
+            Head::Tied => embed.as_linear(h)?,
+        })
+    }
+}

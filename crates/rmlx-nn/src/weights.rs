@@ -1,0 +1,206 @@
+//! `Weights`: the name → array map a model is built from. Taking a weight removes it, so what is
+//! left at the end is what the checkpoint had and the model did not use. Every error names the
+//! key, what was expected, what was found and the closest existing key.
+
+use crate::error::{Error, Result};
+use crate::linear::{Embedding, Linear, QuantParams};
+use crate::norm::RmsNorm;
+use rmlx::{ops, Array};
+use std::collections::HashMap;
+
+/// Checkpoint tensors by name (`model.layers.0.self_attn.q_proj.weight`).
+#[derive(Default, Clone, Debug)]
+pub struct Weights {
+    map: HashMap<String, Array>,
+}
+
+impl Weights {
+    pub fn new(map: HashMap<String, Array>) -> Weights {
+        Weights { map }
+    }
+
+    pub fn insert(&mut self, name: impl Into<String>, a: Array) {
+        self.map.insert(name.into(), a);
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Array> {
+        self.map.get(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Names not taken yet, sorted.
+    pub fn remaining_keys(&self) -> Vec<String> {
+        let mut k: Vec<String> = self.map.keys().cloned().collect();
+        k.sort();
+        k
+    }
+
+    /// Removes and returns `name`; a missing key names the closest existing one.
+    pub fn take(&mut self, name: &str) -> Result<Array> {
+        self.map.remove(name).ok_or_else(|| {
+            let hint = closest_key(name, self.map.keys().map(|s| s.as_str()))
+                .map(|k| format!(" (closest existing key: `{k}`)"))
+                .unwrap_or_default();
+            Error::Weight(format!("missing weight `{name}`{hint}"))
+        })
+    }
+
+    /// Removes `name` if present.
+    pub fn take_opt(&mut self, name: &str) -> Option<Array> {
+        self.map.remove(name)
+    }
+
+    /// `take` plus a shape check.
+    pub fn take_shaped(&mut self, name: &str, shape: &[usize]) -> Result<Array> {
+        let a = self.take(name)?;
+        check_shape(name, &a, shape)?;
+        Ok(a)
+    }
+
+    /// A `Linear` at `prefix` (`prefix.weight`, optional `prefix.bias`), quantized when
+    /// `prefix.scales` exists; group size and bits follow from the shapes, so per-module
+    /// overrides in a config need no special path.
+    pub fn linear(&mut self, prefix: &str, in_f: usize, out_f: usize, bias: bool) -> Result<Linear> {
+        let bias = if bias { Some(self.take_shaped(&format!("{prefix}.bias"), &[out_f])?) } else { None };
+        match self.quantized(prefix, in_f, out_f)? {
+            Some((wq, scales, biases, q)) => Ok(Linear::Quantized { wq, scales, biases, bias, q }),
+            None => Ok(Linear::Dense { weight: self.take_shaped(&format!("{prefix}.weight"), &[out_f, in_f])?, bias }),
+        }
+    }
+
+    /// An `Embedding` `[vocab, dim]` at `prefix`, quantized when `prefix.scales` exists.
+    pub fn embedding(&mut self, prefix: &str, vocab: usize, dim: usize) -> Result<Embedding> {
+        match self.quantized(prefix, dim, vocab)? {
+            Some((wq, scales, biases, q)) => Ok(Embedding::Quantized { wq, scales, biases, q }),
+            None => Ok(Embedding::Dense { weight: self.take_shaped(&format!("{prefix}.weight"), &[vocab, dim])? }),
+        }
+    }
+
+    /// An `RmsNorm` of `dim` at `prefix.weight`.
+    pub fn rms_norm(&mut self, prefix: &str, dim: usize, eps: f32) -> Result<RmsNorm> {
+        Ok(RmsNorm { weight: self.take_shaped(&format!("{prefix}.weight"), &[dim])?, eps })
+    }
+
+    /// Gemma's `x / rms(x) * (1 + weight)`: the `1 +` is applied once here, in the weight's
+    /// dtype (as mlx-lm computes it on every call).
+    pub fn rms_norm_plus_one(&mut self, prefix: &str, dim: usize, eps: f32) -> Result<RmsNorm> {
+        let w = self.take_shaped(&format!("{prefix}.weight"), &[dim])?;
+        let weight = &w + 1.0f32;
+        weight.eval()?;
+        Ok(RmsNorm { weight, eps })
+    }
+
+    fn quantized(&mut self, prefix: &str, in_f: usize, out_f: usize) -> Result<Option<(Array, Array, Array, QuantParams)>> {
+        let sname = format!("{prefix}.scales");
+        if !self.contains(&sname) {
+            return Ok(None);
+        }
+        let wname = format!("{prefix}.weight");
+        let wq = self.take(&wname)?;
+        let scales = self.take(&sname)?;
+        let biases = self.take(&format!("{prefix}.biases"))?;
+        let bad = |what: String| Error::Weight(format!("quantized `{prefix}` for [{out_f}, {in_f}]: {what}"));
+        if wq.ndim() != 2 || scales.ndim() != 2 || wq.shape()[0] != out_f || scales.shape()[0] != out_f {
+            return Err(bad(format!(
+                "expected `{wname}` [{out_f}, packed] and `{sname}` [{out_f}, groups], found {:?} and {:?}",
+                wq.shape(),
+                scales.shape()
+            )));
+        }
+        if wq.dtype() != rmlx::Dtype::U32 {
+            return Err(bad(format!("`{wname}` must be uint32 packed words, found {}", wq.dtype())));
+        }
+        let (packed, groups) = (wq.shape()[1], scales.shape()[1]);
+        let bits = packed * 32 / in_f.max(1);
+        let group_size = in_f / groups.max(1);
+        if packed * 32 != in_f * bits || groups * group_size != in_f || ![2, 3, 4, 5, 6, 8].contains(&bits) {
+            return Err(bad(format!(
+                "shapes {:?} / {:?} do not match any bits (2-8) and group size for {in_f} inputs",
+                wq.shape(),
+                scales.shape()
+            )));
+        }
+        if biases.shape() != scales.shape() {
+            return Err(bad(format!("biases {:?} differ from scales {:?}", biases.shape(), scales.shape())));
+        }
+        Ok(Some((wq, scales, biases, QuantParams { group_size, bits })))
+    }
+
+    /// Casts every float weight that is not already `dtype` (quantized scales included); packed
+    /// words and integer tensors stay as they are.
+    pub fn cast_floats(&mut self, dtype: rmlx::Dtype) {
+        for a in self.map.values_mut() {
+            if a.dtype().is_float() && a.dtype() != dtype {
+                *a = ops::astype(a, dtype);
+            }
+        }
+    }
+}
+
+fn check_shape(name: &str, a: &Array, shape: &[usize]) -> Result<()> {
+    if a.shape() != shape {
+        return Err(Error::Weight(format!("weight `{name}` has shape {:?}, expected {:?}", a.shape(), shape)));
+    }
+    Ok(())
+}
+
+/// The key nearest to `name` by edit distance (ties: the first in sorted order), if any.
+pub fn closest_key<'a>(name: &str, keys: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut best: Option<(usize, &str)> = None;
+    for k in keys {
+        let d = edit_distance(name.as_bytes(), k.as_bytes());
+        if best.map_or(true, |(bd, bk)| d < bd || (d == bd && k < bk)) {
+            best = Some((d, k));
+        }
+    }
+    best.map(|(_, k)| k.to_string())
+}
+
+fn edit_distance(a: &[u8], b: &[u8]) -> usize {
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, &ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closest_key_finds_the_typo() {
+        let keys = ["model.layers.0.self_attn.q_proj.weight", "model.norm.weight", "lm_head.weight"];
+        assert_eq!(
+            closest_key("model.layers.0.self_attn.q_prj.weight", keys.into_iter()).as_deref(),
+            Some("model.layers.0.self_attn.q_proj.weight")
+        );
+        assert_eq!(closest_key("x", std::iter::empty()), None);
+    }
+
+    #[test]
+    fn missing_and_misshapen_weights_are_named() {
+        let mut w = Weights::default();
+        w.insert("model.norm.weight", Array::from_vec(vec![1.0f32; 4]));
+        let e = w.take("model.nrm.weight").unwrap_err().to_string();
+        assert!(e.contains("model.nrm.weight") && e.contains("closest existing key: `model.norm.weight`"), "{e}");
+        let e = w.rms_norm("model.norm", 8, 1e-5).unwrap_err().to_string();
+        assert!(e.contains("[4]") && e.contains("[8]"), "{e}");
+    }
+}
