@@ -1,1 +1,618 @@
-//! Fused ops with fallbacks (filled in by the ops work)
+//! Fused ops (MLX's `mx.fast`): `rms_norm`, `layer_norm`, `rope`,
+//! `scaled_dot_product_attention`.
+//!
+//! Each op validates its arguments, then builds one fused primitive when the backend of the
+//! current stream has a kernel for it, and otherwise its `*_fallback`: the same computation
+//! composed of ordinary ops, written as MLX's fallbacks in `mlx/fast.cpp` (so results match
+//! MLX, which runs exactly those fallbacks on the CPU). The fallbacks are public so tests can
+//! check that both paths agree.
+
+use crate::array::Array;
+use crate::backend::backend_for;
+use crate::device::default_stream;
+use crate::dtype::{bf16, f16, Dtype};
+use crate::error::{Error, Result};
+use crate::ops;
+use crate::primitive::{Primitive, ReduceOp, SdpaMask, F32};
+use crate::shape::{broadcast_shapes, fmt_shape, Shape};
+
+/// Whether the current stream's backend runs `prim` itself (a missing backend reports its own
+/// error when the node is evaluated).
+fn use_kernel(prim: &Primitive) -> bool {
+    backend_for(default_stream().device)
+        .map(|b| b.supports(prim))
+        .unwrap_or(true)
+}
+
+/// Mean over the last axis, kept with size 1 (sum, then times `1/n` as MLX's `mean`).
+#[track_caller]
+fn mean_last(x: &Array) -> Result<Array> {
+    let nd = x.ndim();
+    let mut shape: Shape = x.shape().into();
+    let n = shape[nd - 1];
+    shape[nd - 1] = 1;
+    let s = Array::make(
+        shape,
+        x.dtype(),
+        Primitive::Reduce {
+            op: ReduceOp::Sum,
+            axes: vec![nd - 1],
+        },
+        vec![x.clone()],
+    );
+    ops::multiply(&s, &Array::scalar_of(1.0 / n as f64, x.dtype()))
+}
+
+/// Checks a norm's input and optional 1-D parameters; returns the output dtype
+/// (`x` promoted with the parameters, as MLX's `result_type`).
+fn check_norm(op: &'static str, x: &Array, params: &[(&str, Option<&Array>)]) -> Result<Dtype> {
+    if x.ndim() == 0 {
+        return Err(Error::invalid(
+            op,
+            "input must have at least 1 dimension but got input with 0 dimensions",
+        ));
+    }
+    let d = x.shape()[x.ndim() - 1];
+    let mut t = x.dtype();
+    for (name, p) in params {
+        let Some(p) = p else { continue };
+        if p.ndim() != 1 {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "{name} must have 1 dimension but has {} dimensions",
+                    p.ndim()
+                ),
+            ));
+        }
+        if p.size() != d {
+            return Err(Error::invalid(
+                op,
+                format!("{name} must have the same size as the last dimension of x ({d}) but has {} elements", p.size()),
+            ));
+        }
+        t = Dtype::promote(t, p.dtype());
+    }
+    if !t.is_float() {
+        return Err(Error::dtype(op, format!("received unsupported type {t}")));
+    }
+    Ok(t)
+}
+
+/// RMS normalisation over the last axis: `x * rsqrt(mean(x^2) + eps) * weight`.
+///
+/// `x: [..., D]`, `weight: [D]` (optional). Accumulates in f32; the normalised value is
+/// rounded to the output dtype (`x` promoted with `weight`) before the weight multiplies it,
+/// as in MLX.
+#[track_caller]
+pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Array> {
+    let t = check_norm("rms_norm", x, &[("weight", weight)])?;
+    let prim = Primitive::RmsNorm {
+        eps: F32(eps),
+        has_weight: weight.is_some(),
+    };
+    if !use_kernel(&prim) {
+        return rms_norm_fallback(x, weight, eps);
+    }
+    let mut inputs = vec![ops::astype(x, t)];
+    inputs.extend(weight.map(|w| ops::astype(w, t)));
+    Ok(Array::make(x.shape().into(), t, prim, inputs))
+}
+
+/// [`rms_norm`] composed of ordinary ops.
+#[track_caller]
+pub fn rms_norm_fallback(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Array> {
+    let t = check_norm("rms_norm", x, &[("weight", weight)])?;
+    let xf = ops::astype(x, Dtype::F32);
+    let ms = ops::add(&mean_last(&ops::square(&xf))?, &Array::scalar(eps))?;
+    let mut y = ops::astype(&ops::multiply(&xf, &ops::rsqrt(&ms))?, t);
+    if let Some(w) = weight {
+        y = ops::multiply(&y, &ops::astype(w, t))?;
+    }
+    Ok(y)
+}
+
+/// Layer normalisation over the last axis: `(x - mean) * rsqrt(var + eps) * weight + bias`,
+/// weight and bias optional (`[D]` each). Statistics in f32, output in `x`'s dtype promoted
+/// with the parameters'.
+#[track_caller]
+pub fn layer_norm(
+    x: &Array,
+    weight: Option<&Array>,
+    bias: Option<&Array>,
+    eps: f32,
+) -> Result<Array> {
+    let t = check_norm("layer_norm", x, &[("weight", weight), ("bias", bias)])?;
+    let prim = Primitive::LayerNorm {
+        eps: F32(eps),
+        has_weight: weight.is_some(),
+        has_bias: bias.is_some(),
+    };
+    if !use_kernel(&prim) {
+        return layer_norm_fallback(x, weight, bias, eps);
+    }
+    let mut inputs = vec![ops::astype(x, t)];
+    inputs.extend(weight.map(|w| ops::astype(w, t)));
+    inputs.extend(bias.map(|b| ops::astype(b, t)));
+    Ok(Array::make(x.shape().into(), t, prim, inputs))
+}
+
+/// [`layer_norm`] composed of ordinary ops.
+#[track_caller]
+pub fn layer_norm_fallback(
+    x: &Array,
+    weight: Option<&Array>,
+    bias: Option<&Array>,
+    eps: f32,
+) -> Result<Array> {
+    let t = check_norm("layer_norm", x, &[("weight", weight), ("bias", bias)])?;
+    let xf = ops::astype(x, Dtype::F32);
+    let xc = ops::subtract(&xf, &mean_last(&xf)?)?;
+    let var = ops::add(&mean_last(&ops::square(&xc))?, &Array::scalar(eps))?;
+    let mut y = ops::astype(&ops::multiply(&xc, &ops::rsqrt(&var))?, t);
+    if let Some(w) = weight {
+        y = ops::multiply(&y, &ops::astype(w, t))?;
+    }
+    if let Some(b) = bias {
+        y = ops::add(&y, &ops::astype(b, t))?;
+    }
+    Ok(y)
+}
+
+/// Validated rope arguments: the offset as int32 and freqs as float32.
+struct RopeArgs {
+    offset: Array,
+    freqs: Option<Array>,
+    base: f32,
+}
+
+fn check_rope(
+    x: &Array,
+    dims: usize,
+    base: Option<f32>,
+    offset: &Array,
+    freqs: Option<&Array>,
+) -> Result<RopeArgs> {
+    let op = "rope";
+    if x.ndim() < 3 {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "input must have at least 3 dimensions but got input with {} dimensions",
+                x.ndim()
+            ),
+        ));
+    }
+    if !x.dtype().is_float() {
+        return Err(Error::dtype(
+            op,
+            format!("input must be a floating type but got {}", x.dtype()),
+        ));
+    }
+    if offset.ndim() > 1 {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "offset must have at most one dimension but has shape {}",
+                fmt_shape(offset.shape())
+            ),
+        ));
+    }
+    if offset.size() != 1 && offset.size() != x.shape()[0] {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "offset must be a scalar or vector with {} elements but has shape {}",
+                x.shape()[0],
+                fmt_shape(offset.shape())
+            ),
+        ));
+    }
+    if !offset.dtype().is_integer() {
+        return Err(Error::dtype(
+            op,
+            format!("offset must be an integer but got type {}", offset.dtype()),
+        ));
+    }
+    let d = x.shape()[x.ndim() - 1];
+    if dims == 0 || dims % 2 != 0 {
+        return Err(Error::invalid(
+            op,
+            format!("dims must be positive and even but got {dims}"),
+        ));
+    }
+    if dims > d {
+        return Err(Error::invalid(
+            op,
+            format!("dims must not exceed the input's last dimension ({d}) but got {dims}"),
+        ));
+    }
+    let base = match (base, freqs) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                op,
+                "only one of base or freqs can have a value",
+            ))
+        }
+        (None, None) => return Err(Error::invalid(op, "neither base nor freqs has a value")),
+        (Some(b), None) => b,
+        (None, Some(f)) => {
+            if f.ndim() != 1 || f.shape()[0] != dims / 2 {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "freqs must be one dimensional with size {} but got shape {}",
+                        dims / 2,
+                        fmt_shape(f.shape())
+                    ),
+                ));
+            }
+            1.0
+        }
+    };
+    Ok(RopeArgs {
+        offset: ops::astype(offset, Dtype::I32),
+        freqs: freqs.map(|f| ops::astype(f, Dtype::F32)),
+        base,
+    })
+}
+
+/// Rotary position embedding of the first `dims` features of `x: [B, ..., L, D]` (at least
+/// 3-D); features past `dims` are copied.
+///
+/// Position of row `l` of batch entry `b` is `(offset[b] + l) * scale` (`offset`: an integer
+/// scalar or a `[B]` vector); frequencies are `base^(-2i/dims)` or, with `freqs` (`[dims/2]`,
+/// then `base` must be `None`), `1 / freqs[i]`. `traditional` rotates interleaved pairs
+/// `(x0, x1), (x2, x3), ...`; otherwise the halves `x[..dims/2]` and `x[dims/2..dims]`.
+#[track_caller]
+pub fn rope(
+    x: &Array,
+    dims: usize,
+    traditional: bool,
+    base: Option<f32>,
+    scale: f32,
+    offset: &Array,
+    freqs: Option<&Array>,
+) -> Result<Array> {
+    let a = check_rope(x, dims, base, offset, freqs)?;
+    let prim = Primitive::Rope {
+        dims,
+        traditional,
+        base: F32(a.base),
+        scale: F32(scale),
+        has_freqs: a.freqs.is_some(),
+    };
+    if !use_kernel(&prim) {
+        return rope_fallback(x, dims, traditional, base, scale, offset, freqs);
+    }
+    let mut inputs = vec![x.clone(), a.offset];
+    inputs.extend(a.freqs);
+    Ok(Array::make(x.shape().into(), x.dtype(), prim, inputs))
+}
+
+/// [`rope`] with a scalar offset.
+#[track_caller]
+pub fn rope_at(
+    x: &Array,
+    dims: usize,
+    traditional: bool,
+    base: Option<f32>,
+    scale: f32,
+    offset: i32,
+    freqs: Option<&Array>,
+) -> Result<Array> {
+    rope(
+        x,
+        dims,
+        traditional,
+        base,
+        scale,
+        &Array::scalar(offset),
+        freqs,
+    )
+}
+
+/// [`rope`] composed of ordinary ops (angles in f32, rotation in `x`'s dtype, as MLX).
+#[track_caller]
+pub fn rope_fallback(
+    x: &Array,
+    dims: usize,
+    traditional: bool,
+    base: Option<f32>,
+    scale: f32,
+    offset: &Array,
+    freqs: Option<&Array>,
+) -> Result<Array> {
+    let a = check_rope(x, dims, base, offset, freqs)?;
+    let shape: Vec<i64> = x.shape().iter().map(|&d| d as i64).collect();
+    // x: [B, N, T, D]
+    let x = match x.ndim() {
+        3 => ops::expand_dims(x, &[1])?,
+        4 => x.clone(),
+        n => ops::flatten(x, 1, n as i32 - 3)?,
+    };
+    let (b, n, t, d) = (
+        x.shape()[0] as i64,
+        x.shape()[1] as i64,
+        x.shape()[2] as i64,
+        x.shape()[3] as i64,
+    );
+    let (dims, half) = (dims as i64, dims as i64 / 2);
+    let mut off = ops::astype(&a.offset, Dtype::F32);
+    if off.size() > 1 {
+        off = ops::reshape(&off, &[b, 1, 1])?;
+    }
+    // positions: [T] or [B, 1, T]; theta: positions x inv_freqs → [..., T, half]
+    let pos = ops::multiply(
+        &ops::add(&ops::arange(0.0, t as f64, 1.0, Dtype::F32)?, &off)?,
+        &Array::scalar(scale),
+    )?;
+    let inv_freqs = match &a.freqs {
+        Some(f) => ops::reciprocal(f),
+        None => {
+            let c = a.base.ln() / half as f32;
+            ops::exp(&ops::multiply(
+                &ops::arange(0.0, -half as f64, -1.0, Dtype::F32)?,
+                &Array::scalar(c),
+            )?)
+        }
+    };
+    let theta = ops::multiply(&ops::expand_dims(&pos, &[-1])?, &inv_freqs)?;
+    let (cos, sin) = (
+        ops::astype(&ops::cos(&theta), x.dtype()),
+        ops::astype(&ops::sin(&theta), x.dtype()),
+    );
+    let rot = |x1: &Array, x2: &Array| -> Result<(Array, Array)> {
+        let o1 = ops::subtract(&ops::multiply(x1, &cos)?, &ops::multiply(x2, &sin)?)?;
+        let o2 = ops::add(&ops::multiply(x1, &sin)?, &ops::multiply(x2, &cos)?)?;
+        Ok((o1, o2))
+    };
+    let rest = || ops::slice(&x, &[0, 0, 0, dims], &[b, n, t, d], &[1, 1, 1, 1]);
+    let out = if traditional {
+        let x1 = ops::slice(&x, &[0, 0, 0, 0], &[b, n, t, dims], &[1, 1, 1, 2])?;
+        let x2 = ops::slice(&x, &[0, 0, 0, 1], &[b, n, t, dims], &[1, 1, 1, 2])?;
+        let (o1, o2) = rot(&x1, &x2)?;
+        let pairs = ops::concatenate(
+            &[ops::expand_dims(&o1, &[-1])?, ops::expand_dims(&o2, &[-1])?],
+            -1,
+        )?;
+        let mut out = ops::reshape(&pairs, &[b, n, t, dims])?;
+        if dims < d {
+            out = ops::concatenate(&[out, rest()?], -1)?;
+        }
+        out
+    } else {
+        let x1 = ops::slice(&x, &[0, 0, 0, 0], &[b, n, t, half], &[1, 1, 1, 1])?;
+        let x2 = ops::slice(&x, &[0, 0, 0, half], &[b, n, t, dims], &[1, 1, 1, 1])?;
+        let (o1, o2) = rot(&x1, &x2)?;
+        let mut parts = vec![o1, o2];
+        if dims < d {
+            parts.push(rest()?);
+        }
+        ops::concatenate(&parts, -1)?
+    };
+    ops::reshape(&out, &shape)
+}
+
+/// The mask of [`scaled_dot_product_attention`].
+#[derive(Clone, Copy, Debug)]
+pub enum Mask<'a> {
+    None,
+    /// Causal, aligned to the end of the keys: query `i` sees keys `j <= i + S - L`.
+    Causal,
+    /// Bool (keep where true) or additive (its dtype must promote to the output's), broadcastable
+    /// to `[B, Hq, L, S]`.
+    Array(&'a Array),
+}
+
+/// Validated attention inputs in the common dtype, with the mask broadcast to `[B, Hq, L, S]`.
+struct SdpaArgs {
+    q: Array,
+    k: Array,
+    v: Array,
+    mask: Option<Array>,
+    kind: SdpaMask,
+}
+
+fn check_sdpa(q: &Array, k: &Array, v: &Array, mask: Mask) -> Result<SdpaArgs> {
+    let op = "scaled_dot_product_attention";
+    for x in [q, k, v] {
+        if x.ndim() != 4 {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "input with shape {} expected to be rank 4",
+                    fmt_shape(x.shape())
+                ),
+            ));
+        }
+    }
+    let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+    if ks[0] != qs[0] || vs[0] != qs[0] {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "mismatching batch dimension: q {}, k {}, v {}",
+                fmt_shape(qs),
+                fmt_shape(ks),
+                fmt_shape(vs)
+            ),
+        ));
+    }
+    if qs[3] != ks[3] {
+        return Err(Error::invalid(
+            op,
+            format!("query, keys expected to have matching last dimension; found query shape {} for keys shape {}", fmt_shape(qs), fmt_shape(ks)),
+        ));
+    }
+    if ks[1] != vs[1] || ks[2] != vs[2] {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "keys and values must have the same heads and length; found keys {} and values {}",
+                fmt_shape(ks),
+                fmt_shape(vs)
+            ),
+        ));
+    }
+    if ks[1] == 0 || qs[1] % ks[1] != 0 {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "n_heads must be a multiple of n_kv_heads, found n_heads {} for n_kv_heads {}",
+                qs[1], ks[1]
+            ),
+        ));
+    }
+    let t = Dtype::promote(Dtype::promote(q.dtype(), k.dtype()), v.dtype());
+    if !t.is_float() {
+        return Err(Error::dtype(op, format!("received unsupported type {t}")));
+    }
+    let (kind, mask) = match mask {
+        Mask::None => (SdpaMask::None, None),
+        Mask::Causal => (SdpaMask::Causal, None),
+        Mask::Array(m) => {
+            if m.ndim() > 4 {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "the mask with shape {} expected to have at most rank 4",
+                        fmt_shape(m.shape())
+                    ),
+                ));
+            }
+            let m = if m.dtype() == Dtype::Bool {
+                m.clone()
+            } else if Dtype::promote(m.dtype(), t) == t {
+                ops::astype(m, t)
+            } else {
+                return Err(Error::dtype(
+                    op,
+                    format!("mask type {} must promote to output type {t}", m.dtype()),
+                ));
+            };
+            let target = [qs[0], qs[1], qs[2], ks[2]];
+            let shape = broadcast_shapes(op, m.shape(), &target)?;
+            if shape.as_slice() != target {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "mask with shape {} cannot be broadcast to {}",
+                        fmt_shape(m.shape()),
+                        fmt_shape(&target)
+                    ),
+                ));
+            }
+            (SdpaMask::Array, Some(ops::broadcast_to(&m, &target)?))
+        }
+    };
+    Ok(SdpaArgs {
+        q: ops::astype(q, t),
+        k: ops::astype(k, t),
+        v: ops::astype(v, t),
+        mask,
+        kind,
+    })
+}
+
+/// Attention `softmax(q k^T * scale + mask) v` with grouped-query heads.
+///
+/// q `[B, Hq, L, D]`, k `[B, Hkv, S, D]`, v `[B, Hkv, S, Dv]` with `Hq % Hkv == 0` (query head
+/// `h` uses kv head `h / (Hq / Hkv)`); output `[B, Hq, L, Dv]` in the promoted dtype of q, k, v.
+/// The softmax runs in f32.
+#[track_caller]
+pub fn scaled_dot_product_attention(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    scale: f32,
+    mask: Mask,
+) -> Result<Array> {
+    let a = check_sdpa(q, k, v, mask)?;
+    let prim = Primitive::ScaledDotProductAttention {
+        scale: F32(scale),
+        mask: a.kind,
+    };
+    if !use_kernel(&prim) {
+        return scaled_dot_product_attention_fallback(q, k, v, scale, mask);
+    }
+    let shape: Shape = [q.shape()[0], q.shape()[1], q.shape()[2], v.shape()[3]]
+        .into_iter()
+        .collect();
+    let t = a.q.dtype();
+    let mut inputs = vec![a.q, a.k, a.v];
+    inputs.extend(a.mask);
+    Ok(Array::make(shape, t, prim, inputs))
+}
+
+/// [`scaled_dot_product_attention`] composed of ordinary ops (matmul, softmax), as MLX's.
+#[track_caller]
+pub fn scaled_dot_product_attention_fallback(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    scale: f32,
+    mask: Mask,
+) -> Result<Array> {
+    let a = check_sdpa(q, k, v, mask)?;
+    let t = a.q.dtype();
+    let (b, hq, l, _) = (
+        q.shape()[0] as i64,
+        q.shape()[1] as i64,
+        q.shape()[2] as i64,
+        q.shape()[3] as i64,
+    );
+    let (hkv, s, dv) = (
+        k.shape()[1] as i64,
+        k.shape()[2] as i64,
+        v.shape()[3] as i64,
+    );
+    let g = hq / hkv;
+    let mut q = ops::multiply(&Array::scalar_of(scale as f64, t), &a.q)?;
+    let (mut k, mut v) = (a.k, a.v);
+    if g > 1 {
+        // [B, Hkv, G, L, D] against [B, Hkv, 1, S, D]
+        q = ops::reshape(&q, &[b, hkv, g, l, q.shape()[3] as i64])?;
+        k = ops::expand_dims(&k, &[2])?;
+        v = ops::expand_dims(&v, &[2])?;
+    }
+    let mut scores = ops::matmul(&q, &ops::swapaxes(&k, -1, -2)?)?;
+    let m = match a.kind {
+        SdpaMask::None => None,
+        SdpaMask::Causal => {
+            let qi = ops::reshape(
+                &ops::arange((s - l) as f64, s as f64, 1.0, Dtype::I32)?,
+                &[l, 1],
+            )?;
+            let kj = ops::arange(0.0, s as f64, 1.0, Dtype::I32)?;
+            Some(ops::greater_equal(&qi, &kj)?)
+        }
+        SdpaMask::Array => {
+            let m = a.mask.expect("checked: array mask present");
+            Some(if g > 1 {
+                ops::reshape(&m, &[b, hkv, g, l, s])?
+            } else {
+                m
+            })
+        }
+    };
+    if let Some(m) = m {
+        scores = if m.dtype() == Dtype::Bool {
+            let lowest = match t {
+                Dtype::F16 => f16::MIN.to_f64(),
+                Dtype::BF16 => bf16::MIN.to_f64(),
+                _ => f32::MIN as f64,
+            };
+            ops::where_(&m, &scores, &Array::scalar_of(lowest, t))?
+        } else {
+            ops::add(&scores, &m)?
+        };
+    }
+    // Softmax over the keys, accumulated in f32 (the primitive's contract).
+    let p = Array::make(scores.shape().into(), t, Primitive::Softmax, vec![scores]);
+    let out = ops::matmul(&p, &v)?;
+    if g > 1 {
+        return ops::reshape(&out, &[b, hq, l, dv]);
+    }
+    Ok(out)
+}
