@@ -278,3 +278,28 @@ fn prompt_cache_round_trip() {
     assert!(load_prompt_cache(&path).is_err());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Cost of one decode write at SmolLM2-135M's KV shape ([1, 3, 1, 64] f32, one layer) as the
+/// cache grows: `cargo test --release -p rmlx-lm --test cache -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn decode_write_cost_by_depth() {
+    for depth in [256usize, 1024, 4096] {
+        let mut c = KvCache::standard();
+        let k = Array::from_slice(&vec![0.5f32; 3 * depth * 64], &[1, 3, depth, 64]).unwrap();
+        c.update_and_fetch(&k, &k).unwrap().0.eval().unwrap();
+        let one = Array::from_slice(&[0.25f32; 3 * 64], &[1, 3, 1, 64]).unwrap();
+        let mut times = Vec::new();
+        for _ in 0..41 {
+            let t = std::time::Instant::now();
+            let (ks, vs) = c.update_and_fetch(&one, &one).unwrap();
+            rmlx::eval(&[ks, vs]).unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "depth {depth}: median {:.1} us per K+V decode write",
+            times[20]
+        );
+    }
+}
