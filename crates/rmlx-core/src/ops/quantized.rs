@@ -1,1 +1,322 @@
-//! (filled in by the ops work)
+//! MLX affine quantization: `quantize`, `dequantize`, `quantized_matmul`.
+//!
+//! Format (DESIGN.md §4): per group of `group_size` consecutive elements along the last axis,
+//! `w ≈ scale * q + bias` with `q` of `bits` bits. Row `i` of `wq: [..., N, K * bits / 32]`
+//! (u32) is a little-endian, LSB-first bit stream of the `K` codes; `scales` and `biases` are
+//! `[..., N, K / group_size]`. Bit-exact with `mlx.core.quantize` / `dequantize` on the CPU.
+
+use crate::array::Array;
+use crate::dtype::Dtype;
+use crate::error::{Error, Result};
+use crate::primitive::Primitive;
+use crate::shape::{broadcast_shapes, fmt_shape, Shape};
+
+/// Bit widths MLX's affine mode accepts.
+pub const QUANT_BITS: [usize; 6] = [2, 3, 4, 5, 6, 8];
+/// Group sizes accepted: MLX's 32, 64, 128, and 16 (internal, for GGUF K-quants).
+pub const QUANT_GROUP_SIZES: [usize; 4] = [16, 32, 64, 128];
+
+fn check_params(op: &'static str, group_size: usize, bits: usize) -> Result<()> {
+    if !QUANT_BITS.contains(&bits) {
+        return Err(Error::invalid(
+            op,
+            format!("bits must be one of 2, 3, 4, 5, 6, 8, got {bits}"),
+        ));
+    }
+    if !QUANT_GROUP_SIZES.contains(&group_size) {
+        return Err(Error::invalid(
+            op,
+            format!("group_size must be 32, 64 or 128 (16 for GGUF K-quants), got {group_size}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_float(op: &'static str, what: &str, a: &Array) -> Result<()> {
+    if !a.dtype().is_float() {
+        return Err(Error::dtype(
+            op,
+            format!(
+                "{what} must be float16, bfloat16 or float32, got {}",
+                a.dtype()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `len` elements split into whole groups and whole u32 words.
+fn check_row(
+    op: &'static str,
+    what: &str,
+    shape: &[usize],
+    len: usize,
+    group_size: usize,
+    bits: usize,
+) -> Result<()> {
+    if len % group_size != 0 {
+        return Err(Error::invalid(
+            op,
+            format!("{what} of shape {} has {len} elements per row, not a multiple of group_size {group_size}", fmt_shape(shape)),
+        ));
+    }
+    if (len * bits) % 32 != 0 {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "{what} of shape {}: {len} elements of {bits} bits do not fill whole u32 words",
+                fmt_shape(shape)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Quantizes `w: [..., N, K]` along its last axis into `(wq, scales, biases)`:
+/// `wq: [..., N, K * bits / 32]` u32, `scales`, `biases`: `[..., N, K / group_size]` in `w`'s
+/// dtype. `K` must be a multiple of `group_size`.
+#[track_caller]
+pub fn quantize(w: &Array, group_size: usize, bits: usize) -> Result<(Array, Array, Array)> {
+    const OP: &str = "quantize";
+    check_params(OP, group_size, bits)?;
+    check_float(OP, "w", w)?;
+    if w.ndim() < 2 {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "the matrix to quantize must have at least 2 dimensions, got shape {}",
+                fmt_shape(w.shape())
+            ),
+        ));
+    }
+    let k = w.shape()[w.ndim() - 1];
+    check_row(OP, "w", w.shape(), k, group_size, bits)?;
+    let lead = &w.shape()[..w.ndim() - 1];
+    let wq_shape: Shape = lead.iter().copied().chain([k * bits / 32]).collect();
+    let s_shape: Shape = lead.iter().copied().chain([k / group_size]).collect();
+    let part = |p: u8, shape: Shape, dtype: Dtype| {
+        Array::make(
+            shape,
+            dtype,
+            Primitive::Quantize {
+                group_size,
+                bits,
+                part: p,
+            },
+            vec![w.clone()],
+        )
+    };
+    Ok((
+        part(0, wq_shape, Dtype::U32),
+        part(1, s_shape.clone(), w.dtype()),
+        part(2, s_shape, w.dtype()),
+    ))
+}
+
+/// Validates `(wq, scales, biases)` and returns the unpacked row length (`K`).
+fn check_packed(
+    op: &'static str,
+    wq: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: usize,
+    bits: usize,
+) -> Result<usize> {
+    check_params(op, group_size, bits)?;
+    if wq.dtype() != Dtype::U32 {
+        return Err(Error::dtype(
+            op,
+            format!("wq must be uint32, got {}", wq.dtype()),
+        ));
+    }
+    check_float(op, "scales", scales)?;
+    check_float(op, "biases", biases)?;
+    if scales.dtype() != biases.dtype() {
+        return Err(Error::dtype(
+            op,
+            format!(
+                "scales ({}) and biases ({}) must have the same dtype",
+                scales.dtype(),
+                biases.dtype()
+            ),
+        ));
+    }
+    if wq.ndim() < 2 {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "wq must have at least 2 dimensions, got shape {}",
+                fmt_shape(wq.shape())
+            ),
+        ));
+    }
+    if scales.shape() != biases.shape() {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "scales {} and biases {} must have the same shape",
+                fmt_shape(scales.shape()),
+                fmt_shape(biases.shape())
+            ),
+        ));
+    }
+    let nd = wq.ndim();
+    let k = wq.shape()[nd - 1] * 32 / bits;
+    let consistent = scales.ndim() == nd
+        && scales.shape()[..nd - 1] == wq.shape()[..nd - 1]
+        && k % group_size == 0
+        && scales.shape()[nd - 1] == k / group_size;
+    if !consistent || (wq.shape()[nd - 1] * 32) % bits != 0 {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "wq {} (rows of {} {bits}-bit values) does not match scales {} for group_size {group_size} \
+                 (expected scales [..., {}, {}])",
+                fmt_shape(wq.shape()),
+                k,
+                fmt_shape(scales.shape()),
+                wq.shape()[nd - 2],
+                k / group_size.max(1)
+            ),
+        ));
+    }
+    Ok(k)
+}
+
+/// Unpacks `wq: [..., N, K * bits / 32]` with `scales`, `biases: [..., N, K / group_size]`
+/// into `[..., N, K]` of the scales' dtype: `scale * q + bias` (rounded as MLX does: for half
+/// dtypes the product and the sum are each rounded to the dtype).
+#[track_caller]
+pub fn dequantize(
+    wq: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: usize,
+    bits: usize,
+) -> Result<Array> {
+    const OP: &str = "dequantize";
+    let k = check_packed(OP, wq, scales, biases, group_size, bits)?;
+    let shape: Shape = wq.shape()[..wq.ndim() - 1]
+        .iter()
+        .copied()
+        .chain([k])
+        .collect();
+    Ok(Array::make(
+        shape,
+        scales.dtype(),
+        Primitive::Dequantize { group_size, bits },
+        vec![wq.clone(), scales.clone(), biases.clone()],
+    ))
+}
+
+/// `x @ dequantize(wq).T` (`transpose = true`, `wq: [..., N, K*bits/32]`, the layout of
+/// `nn.QuantizedLinear`) or `x @ dequantize(wq)` (`transpose = false`, `wq: [..., K, N*bits/32]`).
+///
+/// `x: [..., M, K]` (or `[K]`); with a 2-D `wq` any batch shape of `x` is allowed and the
+/// output is `[..., M, N]`; a batched `wq` broadcasts its leading axes against `x`'s. The
+/// result dtype is MLX's promotion of `x` and the scales (f32 scales with half `x` give f32).
+#[track_caller]
+pub fn quantized_matmul(
+    x: &Array,
+    wq: &Array,
+    scales: &Array,
+    biases: &Array,
+    transpose: bool,
+    group_size: usize,
+    bits: usize,
+) -> Result<Array> {
+    const OP: &str = "quantized_matmul";
+    let packed_len = check_packed(OP, wq, scales, biases, group_size, bits)?;
+    check_float(OP, "x", x)?;
+    if x.ndim() == 0 {
+        return Err(Error::invalid(
+            OP,
+            "x must have at least 1 dimension, got a scalar",
+        ));
+    }
+    let nd = wq.ndim();
+    // (K, N) of the dequantized product.
+    let (k, n) = if transpose {
+        (packed_len, wq.shape()[nd - 2])
+    } else {
+        (wq.shape()[nd - 2], packed_len)
+    };
+    let xk = x.shape()[x.ndim() - 1];
+    if xk != k {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "x {} has last axis {xk} but the quantized matrix wq {} (transpose={transpose}, {bits} bits) \
+                 has K = {k}",
+                fmt_shape(x.shape()),
+                fmt_shape(wq.shape())
+            ),
+        ));
+    }
+    let dtype = Dtype::promote(x.dtype(), scales.dtype());
+    if nd == 2 {
+        let shape: Shape = x.shape()[..x.ndim() - 1]
+            .iter()
+            .copied()
+            .chain([n])
+            .collect();
+        return Ok(make_qmm(
+            shape,
+            dtype,
+            x.clone(),
+            wq,
+            scales,
+            biases,
+            group_size,
+            bits,
+            transpose,
+        ));
+    }
+    // Batched weights: broadcast the batch axes of x ([..., M, K]) and of the weights.
+    if x.ndim() < 2 {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "with a batched wq {} x must have at least 2 dimensions, got {}",
+                fmt_shape(wq.shape()),
+                fmt_shape(x.shape())
+            ),
+        ));
+    }
+    let m = x.shape()[x.ndim() - 2];
+    let batch = broadcast_shapes(OP, &x.shape()[..x.ndim() - 2], &wq.shape()[..nd - 2])?;
+    let with = |tail: &[usize]| -> Vec<usize> { batch.iter().chain(tail).copied().collect() };
+    let xb = crate::ops::broadcast_to(x, &with(&[m, k]))?;
+    let wqb = crate::ops::broadcast_to(wq, &with(&wq.shape()[nd - 2..]))?;
+    let sb = crate::ops::broadcast_to(scales, &with(&scales.shape()[nd - 2..]))?;
+    let bb = crate::ops::broadcast_to(biases, &with(&biases.shape()[nd - 2..]))?;
+    let shape: Shape = with(&[m, n]).into_iter().collect();
+    Ok(make_qmm(
+        shape, dtype, xb, &wqb, &sb, &bb, group_size, bits, transpose,
+    ))
+}
+
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+fn make_qmm(
+    shape: Shape,
+    dtype: Dtype,
+    x: Array,
+    wq: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: usize,
+    bits: usize,
+    transpose: bool,
+) -> Array {
+    Array::make(
+        shape,
+        dtype,
+        Primitive::QuantizedMatmul {
+            group_size,
+            bits,
+            transpose,
+        },
+        vec![x, wq.clone(), scales.clone(), biases.clone()],
+    )
+}

@@ -1,0 +1,244 @@
+//! MLX's affine quantizer, the bit packing, and dequantization.
+//!
+//! A row of `K` codes is a little-endian, LSB-first bit stream viewed as u32 words (MLX packs
+//! 3/5/6-bit codes byte-wise, 8 codes in 3/5 bytes or 4 codes in 3 bytes: the same stream).
+
+use rayon::prelude::*;
+use rmlx_core::dtype::Element;
+
+/// Quantizes one group exactly as MLX's CPU kernel (`mlx/backend/cpu/quantized.cpp`), in f32:
+/// writes the codes to `q` and returns `(scale, bias)` before rounding to the weight dtype.
+pub fn quantize_group(w: &[f32], bits: usize, q: &mut [u8]) -> (f32, f32) {
+    let n_bins = ((1u32 << bits) - 1) as f32;
+    let (mut wmin, mut wmax) = (f32::INFINITY, f32::NEG_INFINITY);
+    for &v in w {
+        wmax = wmax.max(v);
+        wmin = wmin.min(v);
+    }
+    // The edge with the larger magnitude is represented exactly (q = 0 or q = n_bins), so the
+    // scale's sign follows it: negative scales are normal.
+    let mask = wmin.abs() > wmax.abs();
+    let mut scale = ((wmax - wmin) / n_bins).max(1e-7);
+    if !mask {
+        scale = -scale;
+    }
+    let edge = if mask { wmin } else { wmax };
+    let q0 = (edge / scale).round_ties_even();
+    let mut bias = 0.0f32;
+    if q0 != 0.0 {
+        scale = edge / q0;
+        bias = edge;
+    }
+    for (qi, &v) in q.iter_mut().zip(w) {
+        *qi = ((v - bias) / scale).round_ties_even().clamp(0.0, n_bins) as u8;
+    }
+    (scale, bias)
+}
+
+/// Packs `q` (codes of `bits` bits) into `out` as an LSB-first bit stream; `q.len() * bits`
+/// must be a multiple of 32.
+pub fn pack_row(q: &[u8], bits: usize, out: &mut [u32]) {
+    let (mut acc, mut nb, mut o) = (0u64, 0usize, 0usize);
+    for &v in q {
+        acc |= (v as u64) << nb;
+        nb += bits;
+        if nb >= 32 {
+            out[o] = acc as u32;
+            o += 1;
+            acc >>= 32;
+            nb -= 32;
+        }
+    }
+    debug_assert_eq!(nb, 0);
+}
+
+/// Unpacks `out.len()` codes starting at code `start` of the packed row `w`.
+#[inline]
+pub fn unpack(w: &[u32], bits: usize, start: usize, out: &mut [u8]) {
+    let mask = (1u64 << bits) - 1;
+    match bits {
+        // Whole bytes / nibbles: no word straddling.
+        8 => {
+            let bytes: &[u8] = bytemuck::cast_slice(w);
+            out.copy_from_slice(&bytes[start..start + out.len()]);
+        }
+        4 if start % 2 == 0 => {
+            let bytes: &[u8] = bytemuck::cast_slice(w);
+            let b = &bytes[start / 2..];
+            for (i, pair) in out.chunks_mut(2).enumerate() {
+                pair[0] = b[i] & 15;
+                if pair.len() > 1 {
+                    pair[1] = b[i] >> 4;
+                }
+            }
+        }
+        _ => {
+            let bit = start * bits;
+            let mut word = bit / 32;
+            let mut acc = (w[word] as u64) >> (bit % 32);
+            let mut nb = 32 - bit % 32;
+            word += 1;
+            for o in out.iter_mut() {
+                if nb < bits {
+                    acc |= (w[word] as u64) << nb;
+                    word += 1;
+                    nb += 32;
+                }
+                *o = (acc & mask) as u8;
+                acc >>= bits;
+                nb -= bits;
+            }
+        }
+    }
+}
+
+/// One of the three outputs of `quantize` for row-major `w: [rows, k]`: `part` 0 → packed
+/// u32 words `[rows, k*bits/32]`, 1 → scales, 2 → biases (`[rows, k/group_size]`, dtype `T`).
+pub fn quantize_part<T: Element>(
+    w: &[T],
+    k: usize,
+    group_size: usize,
+    bits: usize,
+    part: u8,
+    out: &mut [u8],
+) {
+    let rows = if k == 0 { 0 } else { w.len() / k };
+    let groups = k / group_size;
+    let row_out = match part {
+        0 => k * bits / 32 * 4,
+        _ => groups * std::mem::size_of::<T>(),
+    };
+    if rows == 0 || row_out == 0 {
+        return;
+    }
+    out.par_chunks_mut(row_out)
+        .enumerate()
+        .for_each(|(r, dst)| {
+            let src = &w[r * k..(r + 1) * k];
+            let mut wf = vec![0f32; group_size];
+            let mut q = vec![0u8; k];
+            let mut sb = Vec::with_capacity(groups);
+            for g in 0..groups {
+                for (d, s) in wf
+                    .iter_mut()
+                    .zip(&src[g * group_size..(g + 1) * group_size])
+                {
+                    *d = s.to_f32();
+                }
+                sb.push(quantize_group(
+                    &wf,
+                    bits,
+                    &mut q[g * group_size..(g + 1) * group_size],
+                ));
+            }
+            match part {
+                0 => pack_row(&q, bits, bytemuck::cast_slice_mut(dst)),
+                p => {
+                    let dst: &mut [T] = bytemuck::cast_slice_mut(dst);
+                    for (d, (s, b)) in dst.iter_mut().zip(sb) {
+                        *d = T::from_f32(if p == 1 { s } else { b });
+                    }
+                }
+            }
+        });
+}
+
+/// `out[r, i] = scale * q + bias` for row-major `wq: [rows, k*bits/32]`, `scales`, `biases`:
+/// `[rows, k/group_size]`, rounded as MLX does (half dtypes: product and sum each rounded).
+pub fn dequantize_rows<S: Element>(
+    wq: &[u32],
+    scales: &[S],
+    biases: &[S],
+    k: usize,
+    group_size: usize,
+    bits: usize,
+    out: &mut [S],
+) {
+    if k == 0 {
+        return;
+    }
+    let words = k * bits / 32;
+    let groups = k / group_size;
+    let half = S::DTYPE != rmlx_core::Dtype::F32;
+    out.par_chunks_mut(k).enumerate().for_each(|(r, dst)| {
+        let mut q = vec![0u8; group_size];
+        let w = &wq[r * words..(r + 1) * words];
+        for g in 0..groups {
+            unpack(w, bits, g * group_size, &mut q);
+            let (s, b) = (scales[r * groups + g], biases[r * groups + g]);
+            let (sf, bf) = (s.to_f32(), b.to_f32());
+            for (d, &qi) in dst[g * group_size..(g + 1) * group_size].iter_mut().zip(&q) {
+                *d = if half {
+                    S::from_f32(S::from_f32(sf * qi as f32).to_f32() + bf)
+                } else {
+                    S::from_f32(sf * qi as f32 + bf)
+                };
+            }
+        }
+    });
+}
+
+/// Dequantizes row `r` of a packed matrix to f32 (`scale * q + bias` in f32), for kernels.
+#[inline]
+pub fn dequantize_row_f32<S: Element>(
+    w: &[u32],
+    scales: &[S],
+    biases: &[S],
+    group_size: usize,
+    bits: usize,
+    dst: &mut [f32],
+) {
+    let mut q = [0u8; 128];
+    for (g, chunk) in dst.chunks_mut(group_size).enumerate() {
+        let q = &mut q[..group_size];
+        unpack(w, bits, g * group_size, q);
+        let (s, b) = (scales[g].to_f32(), biases[g].to_f32());
+        for (d, &qi) in chunk.iter_mut().zip(q.iter()) {
+            *d = s * qi as f32 + b;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_unpack_round_trip_every_width() {
+        for bits in [2, 3, 4, 5, 6, 8] {
+            let k = 128;
+            let q: Vec<u8> = (0..k).map(|i| ((i * 7 + 3) % (1 << bits)) as u8).collect();
+            let mut w = vec![0u32; k * bits / 32];
+            pack_row(&q, bits, &mut w);
+            for start in [0, 16, 32, 48, 96] {
+                let mut back = vec![0u8; 32.min(k - start)];
+                unpack(&w, bits, start, &mut back);
+                assert_eq!(
+                    back,
+                    q[start..start + back.len()],
+                    "bits {bits} start {start}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn four_bit_layout_is_lsb_first() {
+        let q: Vec<u8> = (0..8).collect();
+        let mut w = [0u32; 1];
+        pack_row(&q, 4, &mut w);
+        assert_eq!(w[0], 0x7654_3210);
+    }
+
+    #[test]
+    fn quantize_group_hits_edges() {
+        let w: Vec<f32> = (0..32).map(|i| i as f32 / 31.0 - 0.25).collect();
+        let mut q = [0u8; 32];
+        let (s, b) = quantize_group(&w, 4, &mut q);
+        // wmax (0.75) has the larger magnitude: it is the bias, and the scale is negative.
+        assert_eq!(b, 0.75);
+        assert!(s < 0.0);
+        assert_eq!(q[31], 0);
+        assert_eq!(q[0], 15);
+    }
+}

@@ -1,0 +1,250 @@
+//! Quantized matmul on the CPU: decode GB/s against a plain memory copy, prefill GFLOP/s
+//! against an f32 GEMM of the same shape, and MLX's `mx.quantized_matmul` (CPU) in the same run.
+//!
+//! `cargo bench -p rmlx --bench qmatmul` (env: `RMLX_BENCH_MLX=0` skips MLX; `RMLX_BENCH_PY`
+//! names the Python with mlx, default `~/anchors/venv/bin/python`; `RMLX_BENCH_QUICK=1` runs
+//! fewer iterations). Weights rotate among enough matrices (>= 128 MiB) that they cannot sit
+//! in the last-level cache; values are random (speed does not depend on them).
+
+use half::bf16;
+use rmlx_cpu::quantized::qmm::{qmm_t, sgemm_nt};
+use rmlx_cpu::quantized::qmv::{qmv, set_exact, Packed};
+use std::time::Instant;
+
+const ROTATE_BYTES: usize = 128 << 20;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+struct Mat {
+    wq: Vec<u32>,
+    s: Vec<bf16>,
+    b: Vec<bf16>,
+}
+
+fn rnd(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+fn mats(n: usize, k: usize, bits: usize, gs: usize, count: usize) -> Vec<Mat> {
+    (0..count)
+        .map(|c| {
+            let mut seed = 0x1234_5678_9abc_def1u64 ^ (c as u64 * 7919);
+            let wq = (0..n * k * bits / 32)
+                .map(|_| rnd(&mut seed) as u32)
+                .collect();
+            let g = n * k / gs;
+            let s = (0..g)
+                .map(|_| bf16::from_f32((rnd(&mut seed) % 1000) as f32 * 1e-5 + 1e-3))
+                .collect();
+            let b = (0..g)
+                .map(|_| bf16::from_f32(-((rnd(&mut seed) % 1000) as f32) * 1e-4))
+                .collect();
+            Mat { wq, s, b }
+        })
+        .collect()
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Runs `f` on matching halves/parts of `dst` and `src`, one scoped thread per core.
+fn par_zip(dst: &mut [u8], src: &[u8], f: impl Fn(&mut [u8], &[u8]) + Sync) {
+    let part = dst.len().div_ceil(threads());
+    std::thread::scope(|sc| {
+        for (d, s) in dst.chunks_mut(part).zip(src.chunks(part)) {
+            let f = &f;
+            sc.spawn(move || f(d, s));
+        }
+    });
+}
+
+/// STREAM-style copy bandwidth (bytes read + written per second), median of `iters`.
+fn copy_bandwidth(iters: usize) -> f64 {
+    let n = 256 << 20;
+    let src = vec![1u8; n];
+    let mut dst = vec![0u8; n];
+    let mut t = vec![];
+    for _ in 0..iters {
+        let t0 = Instant::now();
+        par_zip(&mut dst, &src, |d, s| d.copy_from_slice(s));
+        t.push(t0.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&dst);
+    2.0 * n as f64 / median(t) / 1e9
+}
+
+/// Read-only bandwidth (sum of u64 words), for reference.
+fn read_bandwidth(iters: usize) -> f64 {
+    let n = 256 << 20;
+    let src = vec![1u64; n / 8];
+    let mut t = vec![];
+    for _ in 0..iters {
+        let t0 = Instant::now();
+        let th = threads();
+        let s: u64 = std::thread::scope(|sc| {
+            let hs: Vec<_> = src
+                .chunks(src.len().div_ceil(th))
+                .map(|c| sc.spawn(move || c.iter().fold(0u64, |a, v| a.wrapping_add(*v))))
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap())
+                .fold(0u64, |a, v| a.wrapping_add(v))
+        });
+        std::hint::black_box(s);
+        t.push(t0.elapsed().as_secs_f64());
+    }
+    n as f64 / median(t) / 1e9
+}
+
+fn decode(n: usize, k: usize, bits: usize, iters: usize, copy_bw: f64) {
+    let gs = 64;
+    let bytes = n * k * bits / 8 + 2 * (n * k / gs) * 2;
+    let count = ROTATE_BYTES.div_ceil(bytes).max(2);
+    let ms = mats(n, k, bits, gs, count);
+    let x: Vec<f32> = (0..k).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
+    let mut out = vec![0f32; n];
+    for exact in [false, true] {
+        set_exact(exact);
+        let mut t = vec![];
+        for it in 0..iters + count {
+            let m = &ms[it % count];
+            let w = Packed {
+                wq: &m.wq,
+                scales: &m.s,
+                biases: &m.b,
+                n,
+                k,
+                group_size: gs,
+                bits,
+            };
+            let t0 = Instant::now();
+            qmv(&x, 1, &w, &mut out);
+            if it >= count {
+                t.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        let gbs = bytes as f64 / median(t.clone()) / 1e9;
+        println!(
+            "qmv  {bits}-bit g64 N={n:5} K={k:5} {:5}: {:8.1} us  {gbs:6.2} GB/s  {:5.1}% of copy  ({count} matrices, {} MiB)",
+            if exact { "exact" } else { "int8" },
+            median(t) * 1e6,
+            100.0 * gbs / copy_bw,
+            count * bytes >> 20
+        );
+    }
+    set_exact(false);
+}
+
+fn prefill(m: usize, n: usize, k: usize, iters: usize) {
+    let (bits, gs) = (4, 64);
+    let mats = mats(n, k, bits, gs, 1);
+    let w = Packed {
+        wq: &mats[0].wq,
+        scales: &mats[0].s,
+        biases: &mats[0].b,
+        n,
+        k,
+        group_size: gs,
+        bits,
+    };
+    let x: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+    let wf: Vec<f32> = (0..n * k).map(|i| (i % 11) as f32 * 0.01).collect();
+    let mut out = vec![0f32; m * n];
+    let flops = 2.0 * (m * n * k) as f64;
+    let (mut tq, mut tf) = (vec![], vec![]);
+    for _ in 0..iters {
+        let t0 = Instant::now();
+        qmm_t(&x, m, &w, &mut out);
+        tq.push(t0.elapsed().as_secs_f64());
+        let t0 = Instant::now();
+        sgemm_nt(&x, m, &wf, n, k, &mut out);
+        tf.push(t0.elapsed().as_secs_f64());
+    }
+    let (gq, gf) = (flops / median(tq) / 1e9, flops / median(tf) / 1e9);
+    println!("qmm  4-bit g64 M={m} N={n} K={k}: {gq:7.1} GFLOP/s; f32 gemm same shape: {gf:7.1} GFLOP/s; ratio {:.2}", gq / gf);
+}
+
+const MLX_SCRIPT: &str = r#"
+import sys, time, mlx.core as mx
+mx.set_default_device(mx.cpu)
+iters = int(sys.argv[1])
+def bench(n, k, bits, m):
+    gs = 64
+    bytes_ = n * k * bits // 8 + 2 * (n * k // gs) * 2
+    count = max(2, -(-(128 << 20) // bytes_)) if m == 1 else 1
+    mats = []
+    for c in range(count):
+        w = mx.random.normal((n, k)).astype(mx.bfloat16)
+        mats.append(mx.quantize(w, group_size=gs, bits=bits))
+    mx.eval(mats)
+    x = mx.random.normal((m, k)).astype(mx.bfloat16)
+    ts = []
+    for it in range(iters + count):
+        wq, s, b = mats[it % count]
+        t0 = time.perf_counter()
+        mx.eval(mx.quantized_matmul(x, wq, s, b, transpose=True, group_size=gs, bits=bits))
+        if it >= count:
+            ts.append(time.perf_counter() - t0)
+    t = sorted(ts)[len(ts) // 2]
+    if m == 1:
+        print(f"mlx qmv {bits}-bit g64 N={n:5} K={k:5} bf16: {t*1e6:10.1} us {bytes_/t/1e9:6.2} GB/s ({count} matrices)")
+    else:
+        print(f"mlx qmm {bits}-bit g64 M={m} N={n} K={k} bf16: {2*m*n*k/t/1e9:7.1} GFLOP/s")
+    sys.stdout.flush()
+for (n, k) in [(4096, 4096), (4096, 14336), (14336, 4096)]:
+    for bits in (4, 8):
+        bench(n, k, bits, 1)
+bench(4096, 4096, 4, 512)
+"#;
+
+fn main() {
+    let quick = std::env::var("RMLX_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let iters = if quick { 9 } else { 41 };
+    println!(
+        "rmlx qmatmul bench: {} threads, avx2={} fma={}",
+        threads(),
+        std::arch::is_x86_feature_detected!("avx2"),
+        std::arch::is_x86_feature_detected!("fma")
+    );
+    let copy_bw = copy_bandwidth(iters.min(15));
+    println!(
+        "memory copy (read+write): {copy_bw:.2} GB/s; read-only: {:.2} GB/s",
+        read_bandwidth(iters.min(15))
+    );
+    for (n, k) in [(4096, 4096), (4096, 14336), (14336, 4096)] {
+        for bits in [4, 8] {
+            decode(n, k, bits, iters, copy_bw);
+        }
+    }
+    prefill(512, 4096, 4096, if quick { 3 } else { 7 });
+    println!(
+        "memory copy again (drift check): {:.2} GB/s",
+        copy_bandwidth(iters.min(15))
+    );
+    if std::env::var("RMLX_BENCH_MLX").is_ok_and(|v| v == "0") {
+        return;
+    }
+    let py = std::env::var("RMLX_BENCH_PY").unwrap_or_else(|_| {
+        format!(
+            "{}/anchors/venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    match std::process::Command::new(&py)
+        .args(["-c", MLX_SCRIPT, &(if quick { 5 } else { 21 }).to_string()])
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        Ok(s) => println!("MLX comparison failed ({s})"),
+        Err(e) => println!("MLX comparison skipped: {py}: {e}"),
+    }
+}
