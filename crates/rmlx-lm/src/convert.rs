@@ -3,7 +3,8 @@
 //! dtype, then (with `quantize`) every linear and embedding weight whose last dimension divides
 //! by the group size quantized with MLX's affine quantizer (`ops::quantize`, bit-exact with
 //! MLX); same tensor names, shards and index (`rmlx::io::save_sharded`), `config.json` with the
-//! `quantization` block and its `quantization_config` copy, tokenizer files alongside.
+//! `quantization` block and its `quantization_config` copy (other keys, `torch_dtype` included, kept as mlx_lm keeps
+//! them), tokenizer files alongside.
 
 use crate::error::{LmError, Result};
 use crate::load::load_weights;
@@ -45,14 +46,6 @@ const TOKENIZER_FILES: &[&str] = &[
     "chat_template.json",
     "tokenizer.model",
 ];
-
-fn dtype_name(d: Dtype) -> &'static str {
-    match d {
-        Dtype::F16 => "float16",
-        Dtype::BF16 => "bfloat16",
-        _ => "float32",
-    }
-}
 
 /// The float dtype to write: the option, else `torch_dtype` of the config, else float16.
 fn target_dtype(opts: &ConvertOptions, config: &Value) -> Result<Dtype> {
@@ -177,7 +170,6 @@ pub fn convert(src: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
     if let Some(obj) = config.as_object_mut() {
         obj.remove("_name_or_path");
         obj.remove("quantization_config");
-        obj.insert("torch_dtype".into(), json!(dtype_name(dtype)));
         if opts.quantize {
             let q = json!({"group_size": opts.q_group_size, "bits": opts.q_bits, "mode": "affine"});
             obj.insert("quantization".into(), q.clone());
