@@ -1,0 +1,366 @@
+//! Lossless import of GGUF quantized blocks into MLX affine quantization.
+//!
+//! Every GGUF block type below dequantizes as `w = s * q + b` per group of consecutive elements
+//! of a row, with an unsigned integer `q`, so it maps onto MLX's format (`wq` packed LSB-first
+//! into u32 words, `scales`/`biases` per group) with no loss:
+//!
+//! | type | bits | group | scale | bias | scales/biases dtype |
+//! |---|---|---|---|---|---|
+//! | Q4_0 | 4 | 32 | `d` | `-8d` | f16 (f32 if `-8d` overflows f16) |
+//! | Q4_1 | 4 | 32 | `d` | `m` | f16 |
+//! | Q5_0 | 5 | 32 | `d` | `-16d` | f16 (f32 on overflow) |
+//! | Q5_1 | 5 | 32 | `d` | `m` | f16 |
+//! | Q8_0 | 8 | 32 | `d` (q+128) | `-128d` | f16 (f32 on overflow) |
+//! | Q2_K | 2 | 16 | `d*(sc&15)` | `-dmin*(sc>>4)` | f32 |
+//! | Q3_K | 3 | 16 | `d*(sc-32)` | `-4*d*(sc-32)` | f32 |
+//! | Q4_K / Q5_K | 4 / 5 | 32 | `d*sc` | `-dmin*m` | f32 |
+//! | Q6_K | 6 | 16 | `d*sc` | `-32*d*sc` | f32 |
+//!
+//! Why f32 for K-quants: `d` is f16 (11 significant bits) and `sc` has 4 to 8 bits, so `d*sc`
+//! needs up to 18 bits and would round in f16; in f32 it is exact. For the legacy types `d` and
+//! `m` are f16 already and `-8d`, `-16d`, `-128d` are exact in f16 unless they overflow, which
+//! is checked per tensor. Every product `s*q` is exact in f32 (at most 24 significant bits), so
+//! `s*q + b` computed in f32 reproduces gguf's own dequantization (`dl*q - ml` or `d*(q-off)`)
+//! bit for bit.
+
+use super::types::GgmlType;
+use crate::file::{host_bytes, host_f32};
+use rayon::prelude::*;
+use rmlx_core::{f16, Array, Dtype, Result};
+
+/// A loaded GGUF tensor.
+#[derive(Clone, Debug)]
+pub enum Tensor {
+    /// A plain array (F32, F16, BF16, I32, I64 tensors), zero-copy over the file mapping.
+    Dense(Array),
+    /// MLX affine quantization: `w[n, k] = scales[n, k / g] * q[n, k] + biases[n, k / g]`,
+    /// `q` packed LSB-first into u32 words along the row.
+    Quantized {
+        /// `[..., N, K * bits / 32]` u32.
+        wq: Array,
+        /// `[..., N, K / group_size]`, f16 or f32 (see the module docs).
+        scales: Array,
+        /// Same shape and dtype as `scales`.
+        biases: Array,
+        /// 16 or 32.
+        group_size: usize,
+        /// 2, 3, 4, 5, 6 or 8.
+        bits: usize,
+    },
+}
+
+impl Tensor {
+    /// The logical (dequantized) shape.
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            Tensor::Dense(a) => a.shape().to_vec(),
+            Tensor::Quantized { wq, bits, .. } => {
+                let mut s = wq.shape().to_vec();
+                if let Some(last) = s.last_mut() {
+                    *last = *last * 32 / bits;
+                }
+                s
+            }
+        }
+    }
+
+    /// The values as f32 in row-major order, dequantized in plain scalar Rust as
+    /// `scale * q + bias` (a reference, not a fast path: kernels use `ops::dequantize`).
+    /// Float dense tensors convert on the host; no backend is needed.
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+        match self {
+            Tensor::Dense(a) => host_f32(a),
+            Tensor::Quantized {
+                wq,
+                scales,
+                biases,
+                group_size,
+                bits,
+            } => {
+                let words: Vec<u32> = host_bytes(wq)?
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect();
+                let (s, b) = (host_f32(scales)?, host_f32(biases)?);
+                let n = words.len() * 32 / bits;
+                let mask = (1u64 << bits) - 1;
+                Ok((0..n)
+                    .map(|i| {
+                        let bit = i * bits;
+                        let lo = words[bit / 32] as u64;
+                        let hi = words.get(bit / 32 + 1).copied().unwrap_or(0) as u64;
+                        let q = (((hi << 32) | lo) >> (bit % 32)) & mask;
+                        let g = i / group_size;
+                        s[g] * q as f32 + b[g]
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+fn h(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// Decodes one block: `q` gets the unsigned levels, `s`/`m` the scale and bias of each group.
+fn decode(t: GgmlType, b: &[u8], q: &mut [u8], s: &mut [f32], m: &mut [f32]) {
+    match t {
+        GgmlType::Q4_0 | GgmlType::Q4_1 => {
+            let (d, qs) = (
+                h(b, 0),
+                if t == GgmlType::Q4_0 {
+                    &b[2..18]
+                } else {
+                    &b[4..20]
+                },
+            );
+            for j in 0..16 {
+                q[j] = qs[j] & 0xF;
+                q[j + 16] = qs[j] >> 4;
+            }
+            s[0] = d;
+            m[0] = if t == GgmlType::Q4_0 {
+                -8.0 * d
+            } else {
+                h(b, 2)
+            };
+        }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            let at = if t == GgmlType::Q5_0 { 2 } else { 4 };
+            let qh = u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+            let qs = &b[at + 4..at + 20];
+            for j in 0..16 {
+                q[j] = (qs[j] & 0xF) | ((((qh >> j) & 1) as u8) << 4);
+                q[j + 16] = (qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+            }
+            let d = h(b, 0);
+            s[0] = d;
+            m[0] = if t == GgmlType::Q5_0 {
+                -16.0 * d
+            } else {
+                h(b, 2)
+            };
+        }
+        GgmlType::Q8_0 => {
+            for j in 0..32 {
+                q[j] = (b[2 + j] as i8 as i16 + 128) as u8;
+            }
+            let d = h(b, 0);
+            s[0] = d;
+            m[0] = -128.0 * d;
+        }
+        GgmlType::Q2_K => {
+            // scales[16] | qs[64] | d | dmin
+            let (sc, qs, d, dmin) = (&b[0..16], &b[16..80], h(b, 80), h(b, 82));
+            for (e, qe) in q.iter_mut().enumerate() {
+                let (half, j, l) = (e / 128, (e % 128) / 32, e % 32);
+                *qe = (qs[half * 32 + l] >> (2 * j)) & 3;
+            }
+            for g in 0..16 {
+                s[g] = d * (sc[g] & 0xF) as f32;
+                m[g] = -(dmin * (sc[g] >> 4) as f32);
+            }
+        }
+        GgmlType::Q3_K => {
+            // hmask[32] | qs[64] | scales[12] | d; value = dl * (low2 | hbit << 2) - 4 dl.
+            let (hm, qs, sc, d) = (&b[0..32], &b[32..96], &b[96..108], h(b, 108));
+            for (e, qe) in q.iter_mut().enumerate() {
+                let (half, j, l) = (e / 128, (e % 128) / 32, e % 32);
+                let low = (qs[half * 32 + l] >> (2 * j)) & 3;
+                let hbit = (hm[l] >> (e / 32)) & 1;
+                *qe = low | (hbit << 2);
+            }
+            for g in 0..16 {
+                let lo = if g < 8 { sc[g] & 0xF } else { sc[g - 8] >> 4 };
+                let hi = (sc[8 + g % 4] >> (2 * (g / 4))) & 3;
+                let dl = d * ((lo | (hi << 4)) as i32 - 32) as f32;
+                s[g] = dl;
+                m[g] = -4.0 * dl;
+            }
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            // d | dmin | scales[12] | (Q5_K: qh[32]) | qs[128]
+            let (d, dmin, sc) = (h(b, 0), h(b, 2), &b[4..16]);
+            let (qh, qs) = if t == GgmlType::Q4_K {
+                (None, &b[16..144])
+            } else {
+                (Some(&b[16..48]), &b[48..176])
+            };
+            for (e, qe) in q.iter_mut().enumerate() {
+                let (c, sub, l) = (e / 64, (e % 64) / 32, e % 32);
+                let low = (qs[c * 32 + l] >> (4 * sub)) & 0xF;
+                *qe = low | qh.map_or(0, |qh| ((qh[l] >> (e / 32)) & 1) << 4);
+            }
+            for g in 0..8 {
+                let (scale, min) = if g < 4 {
+                    (sc[g] & 63, sc[g + 4] & 63)
+                } else {
+                    (
+                        (sc[g + 4] & 0xF) | ((sc[g - 4] >> 6) << 4),
+                        (sc[g + 4] >> 4) | ((sc[g] >> 6) << 4),
+                    )
+                };
+                s[g] = d * scale as f32;
+                m[g] = -(dmin * min as f32);
+            }
+        }
+        GgmlType::Q6_K => {
+            // ql[128] | qh[64] | scales[16] (i8) | d
+            let (ql, qh, sc, d) = (&b[0..128], &b[128..192], &b[192..208], h(b, 208));
+            for (e, qe) in q.iter_mut().enumerate() {
+                let (half, r) = (e / 128, e % 128);
+                let low = (ql[half * 64 + r % 64] >> (4 * (r / 64))) & 0xF;
+                let hi = (qh[half * 32 + r % 32] >> (2 * (r / 32))) & 3;
+                *qe = low | (hi << 4);
+            }
+            for g in 0..16 {
+                let dl = d * (sc[g] as i8) as f32;
+                s[g] = dl;
+                m[g] = -32.0 * dl;
+            }
+        }
+        _ => unreachable!("import() only passes affine types"),
+    }
+}
+
+/// Packs `bits`-bit levels LSB-first into u32 words (MLX's layout).
+fn pack(q: &[u8], bits: usize, out: &mut [u32]) {
+    for (i, &v) in q.iter().enumerate() {
+        let (bit, v) = (i * bits, v as u32);
+        let (w, off) = (bit / 32, bit % 32);
+        out[w] |= v << off;
+        if off + bits > 32 {
+            out[w + 1] |= v >> (32 - off);
+        }
+    }
+}
+
+/// Whether every value survives a round trip through f16 exactly.
+fn exact_in_f16(v: &[f32]) -> bool {
+    v.iter()
+        .all(|&x| f16::from_f32(x).to_f32().to_bits() == x.to_bits())
+}
+
+/// Imports the blocks of one tensor (`data`: rows of blocks, `shape` in rmlx order).
+pub(super) fn import(
+    name: &str,
+    t: GgmlType,
+    data: &[u8],
+    shape: &[usize],
+) -> std::result::Result<Tensor, String> {
+    let (bits, group) = (
+        t.affine_bits().expect("affine type"),
+        t.affine_group().expect("affine type"),
+    );
+    let (bs, ts) = t.block().expect("known type");
+    let k = *shape
+        .last()
+        .ok_or_else(|| format!("'{name}' has no dimensions"))?;
+    if k % bs != 0 {
+        return Err(format!(
+            "rows of {k} elements are not whole {t} blocks of {bs}"
+        ));
+    }
+    let rows = if k == 0 {
+        shape[..shape.len() - 1].iter().product()
+    } else {
+        shape.iter().product::<usize>() / k
+    };
+    let (wpr, gpr, row_bytes) = (k * bits / 32, k / group, k / bs * ts);
+    // Every block holds at least its packed levels, so outputs are never larger than `data`;
+    // checked products keep a corrupt shape from wrapping into a bogus size.
+    if rows.checked_mul(row_bytes) != Some(data.len()) {
+        return Err(format!(
+            "{} bytes do not hold {rows} rows of {row_bytes} bytes of {t}",
+            data.len()
+        ));
+    }
+    let mut wq = vec![0u32; rows * wpr];
+    let mut scales = vec![0f32; rows * gpr];
+    let mut biases = vec![0f32; rows * gpr];
+    if k > 0 {
+        let per_block_groups = bs / group;
+        data.par_chunks(row_bytes)
+            .zip(wq.par_chunks_mut(wpr))
+            .zip(scales.par_chunks_mut(gpr).zip(biases.par_chunks_mut(gpr)))
+            .for_each_init(
+                || vec![0u8; k],
+                |q, ((src, wrow), (srow, brow))| {
+                    for (i, blk) in src.chunks_exact(ts).enumerate() {
+                        let gs = i * per_block_groups..(i + 1) * per_block_groups;
+                        decode(
+                            t,
+                            blk,
+                            &mut q[i * bs..(i + 1) * bs],
+                            &mut srow[gs.clone()],
+                            &mut brow[gs],
+                        );
+                    }
+                    pack(q, bits, wrow);
+                },
+            );
+    }
+    let mut qshape = shape.to_vec();
+    let mut gshape = shape.to_vec();
+    *qshape.last_mut().expect("ndim >= 1") = wpr;
+    *gshape.last_mut().expect("ndim >= 1") = gpr;
+    let k_quant = t.block().is_some_and(|(bs, _)| bs == 256);
+    let (scales, biases) = if !k_quant && exact_in_f16(&scales) && exact_in_f16(&biases) {
+        let to16 = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
+        (arr(&to16(&scales), &gshape)?, arr(&to16(&biases), &gshape)?)
+    } else {
+        (arr(&scales, &gshape)?, arr(&biases, &gshape)?)
+    };
+    Ok(Tensor::Quantized {
+        wq: arr(&wq, &qshape)?,
+        scales,
+        biases,
+        group_size: group,
+        bits,
+    })
+}
+
+fn arr<T: rmlx_core::Element>(v: &[T], shape: &[usize]) -> std::result::Result<Array, String> {
+    debug_assert!(T::DTYPE != Dtype::Bool);
+    Array::from_slice(v, shape).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_crosses_word_boundaries() {
+        // 3-bit levels 0..7 repeated: element 10 straddles bits 30..33.
+        let q: Vec<u8> = (0..32).map(|i| (i % 8) as u8).collect();
+        let mut out = vec![0u32; 3];
+        pack(&q, 3, &mut out);
+        for (i, &want) in q.iter().enumerate() {
+            let bit = i * 3;
+            let two = (out[bit / 32] as u64)
+                | ((out.get(bit / 32 + 1).copied().unwrap_or(0) as u64) << 32);
+            assert_eq!(((two >> (bit % 32)) & 7) as u8, want, "element {i}");
+        }
+    }
+
+    #[test]
+    fn q4_0_overflowing_bias_stays_f32() {
+        // d = 10000 (f16): -8d = -80000 is not representable in f16.
+        let mut blk = vec![0u8; 18];
+        blk[..2].copy_from_slice(&f16::from_f32(10000.0).to_le_bytes());
+        let t = import("w", GgmlType::Q4_0, &blk, &[1, 32]).unwrap();
+        let Tensor::Quantized { scales, biases, .. } = &t else {
+            panic!("quantized")
+        };
+        assert_eq!((scales.dtype(), biases.dtype()), (Dtype::F32, Dtype::F32));
+        assert_eq!(t.to_f32_vec().unwrap()[0], -80000.0);
+        let mut ok = blk.clone();
+        ok[..2].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
+        let Tensor::Quantized { scales, .. } = import("w", GgmlType::Q4_0, &ok, &[1, 32]).unwrap()
+        else {
+            panic!("quantized")
+        };
+        assert_eq!(scales.dtype(), Dtype::F16);
+    }
+}
