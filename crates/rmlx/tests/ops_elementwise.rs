@@ -1,0 +1,316 @@
+//! Elementwise ops (unary, binary, where, arange) against NumPy/MLX fixtures made by
+//! `scripts/fixtures/ops_numpy_elementwise.py`, plus error messages and large-array paths
+//! (parallel chunks, scalar broadcast, strided gathers) checked against plain Rust loops.
+
+mod common;
+
+use common::{assert_close, for_each_device};
+use rmlx::{ops, Array, Dtype};
+use serde_json::Value;
+
+/// Fixture cases and tensors; shared shape with ops_reduce.rs.
+pub struct Fixture {
+    pub st: safetensors::SafeTensors<'static>,
+    pub cases: Vec<Value>,
+}
+
+pub fn load_fixture() -> Fixture {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/ops_elementwise"
+    );
+    let bytes = std::fs::read(format!("{dir}/data.safetensors")).expect("fixture data");
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/cases.json")).expect("cases"))
+            .unwrap();
+    // leaked once per test binary so the parsed header can borrow it
+    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    Fixture {
+        st,
+        cases: meta["cases"].as_array().unwrap().clone(),
+    }
+}
+
+impl Fixture {
+    /// A stored tensor as an array of its stored dtype.
+    pub fn tensor(&self, key: &str) -> Array {
+        let t = self.st.tensor(key).unwrap_or_else(|e| panic!("{key}: {e}"));
+        let dtype = match t.dtype() {
+            safetensors::Dtype::BOOL => Dtype::Bool,
+            safetensors::Dtype::U8 => Dtype::U8,
+            safetensors::Dtype::U32 => Dtype::U32,
+            safetensors::Dtype::I32 => Dtype::I32,
+            safetensors::Dtype::I64 => Dtype::I64,
+            safetensors::Dtype::F16 => Dtype::F16,
+            safetensors::Dtype::F32 => Dtype::F32,
+            d => panic!("unexpected fixture dtype {d:?}"),
+        };
+        Array::from_bytes(t.data(), t.shape(), dtype).unwrap()
+    }
+
+    /// Input `i` of a case: converted to its dtype and viewed as recorded.
+    pub fn input(&self, case: &Value, i: usize) -> Array {
+        let spec = &case["inputs"][i];
+        let a = ops::astype(
+            &self.tensor(spec["key"].as_str().unwrap()),
+            Dtype::parse(spec["dtype"].as_str().unwrap()).unwrap(),
+        );
+        let v = &spec["view"];
+        if let Some(p) = v.get("t") {
+            let perm: Vec<i32> = p
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap() as i32)
+                .collect();
+            return ops::transpose(&a, Some(&perm)).unwrap();
+        }
+        if let Some(s) = v.get("s") {
+            let (mut st, mut sp, mut stp) = (vec![], vec![], vec![]);
+            for r in s.as_array().unwrap() {
+                st.push(r[0].as_i64().unwrap());
+                sp.push(r[1].as_i64().unwrap());
+                stp.push(r[2].as_i64().unwrap());
+            }
+            return ops::slice(&a, &st, &sp, &stp).unwrap();
+        }
+        a
+    }
+
+    /// Compares `got` with the case's expected output: dtype, shape, then values.
+    pub fn check(&self, case: &Value, got: &Array) {
+        let name = case["name"].as_str().unwrap();
+        let want_dtype = Dtype::parse(case["out_dtype"].as_str().unwrap()).unwrap();
+        assert_eq!(got.dtype(), want_dtype, "{name}: dtype");
+        let shape: Vec<usize> = case["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(got.shape(), shape.as_slice(), "{name}: shape");
+        let t = self.st.tensor(case["out"].as_str().unwrap()).unwrap();
+        let want: Vec<f64> = t
+            .data()
+            .chunks(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        if want_dtype.is_float() {
+            let (rtol, atol) = (
+                case["rtol"].as_f64().unwrap() as f32,
+                case["atol"].as_f64().unwrap() as f32,
+            );
+            let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+            assert_close(&got.to_vec::<f32>().unwrap(), &want, rtol, atol, name);
+        } else {
+            // integers and bools compare exactly
+            let g = got.to_vec::<i64>().unwrap();
+            let w: Vec<i64> = want.iter().map(|&v| v as i64).collect();
+            assert_eq!(g, w, "{name}");
+        }
+    }
+}
+
+fn run_elementwise(fx: &Fixture, case: &Value) -> Option<Array> {
+    let op = case["op"].as_str().unwrap();
+    let x = |i| fx.input(case, i);
+    let y = match op {
+        "abs" => ops::abs(&x(0)),
+        "negative" => ops::negative(&x(0)),
+        "exp" => ops::exp(&x(0)),
+        "log" => ops::log(&x(0)),
+        "log1p" => ops::log1p(&x(0)),
+        "sqrt" => ops::sqrt(&x(0)),
+        "rsqrt" => ops::rsqrt(&x(0)),
+        "square" => ops::square(&x(0)),
+        "sin" => ops::sin(&x(0)),
+        "cos" => ops::cos(&x(0)),
+        "tanh" => ops::tanh(&x(0)),
+        "sigmoid" => ops::sigmoid(&x(0)),
+        "erf" => ops::erf(&x(0)),
+        "erfinv" => ops::erfinv(&x(0)),
+        "silu" => ops::silu(&x(0)),
+        "gelu" => ops::gelu(&x(0)),
+        "gelu_approx" => ops::gelu_approx(&x(0)),
+        "floor" => ops::floor(&x(0)),
+        "ceil" => ops::ceil(&x(0)),
+        "round" => ops::round(&x(0)),
+        "sign" => ops::sign(&x(0)),
+        "logical_not" => ops::logical_not(&x(0)),
+        "bitwise_invert" => ops::bitwise_invert(&x(0)).unwrap(),
+        "where" => ops::where_(&x(0), &x(1), &x(2)).unwrap(),
+        _ => {
+            let f: fn(&Array, &Array) -> rmlx::Result<Array> = match op {
+                "add" => ops::add,
+                "subtract" => ops::subtract,
+                "multiply" => ops::multiply,
+                "divide" => ops::divide,
+                "floor_divide" => ops::floor_divide,
+                "power" => ops::power,
+                "maximum" => ops::maximum,
+                "minimum" => ops::minimum,
+                "remainder" => ops::remainder,
+                "equal" => ops::equal,
+                "not_equal" => ops::not_equal,
+                "less" => ops::less,
+                "less_equal" => ops::less_equal,
+                "greater" => ops::greater,
+                "greater_equal" => ops::greater_equal,
+                "logical_and" => ops::logical_and,
+                "logical_or" => ops::logical_or,
+                "bitwise_and" => ops::bitwise_and,
+                "bitwise_or" => ops::bitwise_or,
+                "bitwise_xor" => ops::bitwise_xor,
+                "left_shift" => ops::left_shift,
+                "right_shift" => ops::right_shift,
+                _ => return None,
+            };
+            f(&x(0), &x(1)).unwrap()
+        }
+    };
+    Some(y)
+}
+
+#[test]
+fn elementwise_fixtures() {
+    let fx = load_fixture();
+    for_each_device(|_| {
+        let (mut n, mut failed) = (0, Vec::<String>::new());
+        for case in &fx.cases {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_elementwise(&fx, case).map(|y| fx.check(case, &y))
+            }));
+            match r {
+                Ok(Some(())) => n += 1,
+                Ok(None) => {}
+                Err(_) => failed.push(case["name"].as_str().unwrap().to_string()),
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "{} failed cases: {failed:?}",
+            failed.len()
+        );
+        assert!(n > 400, "only {n} elementwise cases ran");
+    });
+}
+
+/// Deterministic pseudo-random f32s in [-4, 4).
+fn data(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 24) as f32 * 8.0 - 4.0
+        })
+        .collect()
+}
+
+#[test]
+fn large_arrays_take_every_path() {
+    for_each_device(|_| {
+        // > several chunks, not a multiple of the chunk or the vector width
+        let (r, c) = (517usize, 301usize);
+        let (av, bv) = (data(r * c, 1), data(r * c, 2));
+        let a = Array::from_slice(&av, &[r, c]).unwrap();
+        let b = Array::from_slice(&bv, &[r, c]).unwrap();
+        // contiguous + contiguous
+        let got = ops::add(&a, &b).unwrap().to_vec::<f32>().unwrap();
+        let want: Vec<f32> = av.iter().zip(&bv).map(|(x, y)| x + y).collect();
+        assert_eq!(got, want);
+        // scalar broadcast (stride 0) on either side
+        let got = (&a * 2.0).to_vec::<f32>().unwrap();
+        assert_eq!(got, av.iter().map(|x| x * 2.0).collect::<Vec<_>>());
+        let two = Array::scalar(2.0f32);
+        let got = ops::subtract(&two, &a).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(got, av.iter().map(|x| 2.0 - x).collect::<Vec<_>>());
+        // strided (transposed) with a row broadcast
+        let t = ops::transpose(&b.clone(), None).unwrap(); // [c, r]
+        let row = Array::from_slice(&av[..r], &[r]).unwrap();
+        let got = ops::multiply(&t, &row).unwrap().to_vec::<f32>().unwrap();
+        for i in [0usize, 1, 77, c * r - 1] {
+            let (ci, ri) = (i / r, i % r);
+            assert_eq!(got[i], bv[ri * c + ci] * av[ri], "element {i}");
+        }
+        // exp matches std within an ulp or two
+        let got = ops::exp(&a).to_vec::<f32>().unwrap();
+        let want: Vec<f32> = av.iter().map(|x| x.exp()).collect();
+        assert_close(&got, &want, 3e-7, 0.0, "exp");
+        // half types through the same driver
+        let h = ops::astype(&a, Dtype::BF16);
+        let got = ops::sigmoid(&h).to_vec::<f32>().unwrap();
+        let want: Vec<f32> = av
+            .iter()
+            .map(|&x| 1.0 / (1.0 + (-(half::bf16::from_f32(x).to_f32())).exp()))
+            .collect();
+        assert_close(&got, &want, 8e-3, 1e-3, "sigmoid bf16");
+    });
+}
+
+#[test]
+fn special_values() {
+    for_each_device(|_| {
+        let x = Array::from_vec(vec![
+            -1000.0f32,
+            1000.0,
+            f32::NAN,
+            0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ]);
+        let s = ops::sigmoid(&x).to_vec::<f32>().unwrap();
+        assert_eq!(&s[..2], &[0.0, 1.0]);
+        assert!(s[2].is_nan());
+        assert_eq!(&s[3..], &[0.5, 1.0, 0.0]);
+        let e = ops::exp(&x).to_vec::<f32>().unwrap();
+        assert_eq!(e[0], 0.0);
+        assert_eq!(e[1], f32::INFINITY);
+        assert!(e[2].is_nan());
+        assert_eq!(&e[3..], &[1.0, f32::INFINITY, 0.0]);
+        let u = Array::from_vec(vec![-1.0f32, 1.0, 1.5]);
+        let v = ops::erfinv(&u).to_vec::<f32>().unwrap();
+        assert_eq!(&v[..2], &[f32::NEG_INFINITY, f32::INFINITY]);
+        assert!(v[2].is_nan());
+        // integer power with a negative exponent is 0 except for |base| = 1 (MLX)
+        let b = Array::from_vec(vec![2i32, 1, -1, -1]);
+        let p = Array::from_vec(vec![-1i32, -3, -3, -2]);
+        assert_eq!(
+            ops::power(&b, &p).unwrap().to_vec::<i32>().unwrap(),
+            vec![0, 1, -1, 1]
+        );
+    });
+}
+
+#[test]
+fn arange_kernel() {
+    for_each_device(|_| {
+        let a = ops::arange(1.0, 2.0, 0.25, Dtype::F32).unwrap();
+        assert_eq!(a.to_vec::<f32>().unwrap(), vec![1.0, 1.25, 1.5, 1.75]);
+        let a = ops::arange(10.0, 0.0, -3.0, Dtype::I32).unwrap();
+        assert_eq!(a.to_vec::<i32>().unwrap(), vec![10, 7, 4, 1]);
+    });
+}
+
+#[test]
+fn errors_name_the_op() {
+    for_each_device(|_| {
+        let a = Array::from_slice(&[1.0f32; 6], &[2, 3]).unwrap();
+        let b = Array::from_slice(&[1.0f32; 4], &[4]).unwrap();
+        let e = ops::add(&a, &b).unwrap_err().to_string();
+        assert!(
+            e.starts_with("[add]") && e.contains("(2,3)") && e.contains("(4,)"),
+            "{e}"
+        );
+        let e = ops::where_(&Array::from_vec(vec![true as u8]), &a, &b)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("[where]"), "{e}");
+        let e = ops::bitwise_and(&a, &a).unwrap_err().to_string();
+        assert!(e.starts_with("[bitwise_and]"), "{e}");
+        let e = ops::bitwise_invert(&a).unwrap_err().to_string();
+        assert!(e.starts_with("[bitwise_invert]"), "{e}");
+    });
+}
