@@ -145,3 +145,21 @@ fn bad_checkpoints_fail_with_clear_errors() {
     let e = load_err(&d);
     assert!(e.contains("safetensors"), "{e}");
 }
+
+/// Diagnostic (prints, run with `--ignored --nocapture`): the quantized product for
+/// decode-sized inputs (M ≤ 8) against dequantize + matmul.
+#[test]
+#[ignore]
+fn quantized_linear_small_m_matches_dequantized() {
+    let (_, mut w) = rmlx_lm::load::load_weights(&fixture("llama_q4")).unwrap();
+    let lin = w.linear("model.layers.1.mlp.up_proj", 64, 96, false).unwrap();
+    let rmlx_nn::Linear::Quantized { wq, scales, biases, q, .. } = &lin else { panic!("quantized") };
+    let dense = rmlx::ops::dequantize(wq, scales, biases, q.group_size, q.bits).unwrap();
+    for m in [1usize, 3, 12] {
+        let x = rmlx::random::normal(&[1, m, 64], Dtype::F32, 0.0, 1.0, None).unwrap();
+        let got = lin.forward(&x).unwrap().to_vec::<f32>().unwrap();
+        let want = rmlx::ops::matmul(&x, &rmlx::ops::transpose(&dense, None).unwrap()).unwrap().to_vec::<f32>().unwrap();
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        eprintln!("qmm M={m}: max |Δ| {worst}");
+    }
+}
