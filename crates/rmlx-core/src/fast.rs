@@ -13,7 +13,7 @@ use crate::device::default_stream;
 use crate::dtype::{bf16, f16, Dtype};
 use crate::error::{Error, Result};
 use crate::ops;
-use crate::primitive::{Primitive, ReduceOp, SdpaMask, F32};
+use crate::primitive::{Primitive, SdpaMask, F32};
 use crate::shape::{broadcast_shapes, fmt_shape, Shape};
 
 /// Whether the current stream's backend runs `prim` itself (a missing backend reports its own
@@ -24,23 +24,10 @@ fn use_kernel(prim: &Primitive) -> bool {
         .unwrap_or(true)
 }
 
-/// Mean over the last axis, kept with size 1 (sum, then times `1/n` as MLX's `mean`).
+/// Mean over the last axis, kept with size 1.
 #[track_caller]
 fn mean_last(x: &Array) -> Result<Array> {
-    let nd = x.ndim();
-    let mut shape: Shape = x.shape().into();
-    let n = shape[nd - 1];
-    shape[nd - 1] = 1;
-    let s = Array::make(
-        shape,
-        x.dtype(),
-        Primitive::Reduce {
-            op: ReduceOp::Sum,
-            axes: vec![nd - 1],
-        },
-        vec![x.clone()],
-    );
-    ops::multiply(&s, &Array::scalar_of(1.0 / n as f64, x.dtype()))
+    ops::mean(x, Some(&[-1]), true)
 }
 
 /// Checks a norm's input and optional 1-D parameters; returns the output dtype
@@ -215,7 +202,7 @@ fn check_rope(
         ));
     }
     let d = x.shape()[x.ndim() - 1];
-    if dims == 0 || dims % 2 != 0 {
+    if dims == 0 || !dims.is_multiple_of(2) {
         return Err(Error::invalid(
             op,
             format!("dims must be positive and even but got {dims}"),
@@ -608,8 +595,8 @@ pub fn scaled_dot_product_attention_fallback(
             ops::add(&scores, &m)?
         };
     }
-    // Softmax over the keys, accumulated in f32 (the primitive's contract).
-    let p = Array::make(scores.shape().into(), t, Primitive::Softmax, vec![scores]);
+    // Softmax over the keys, accumulated in f32.
+    let p = ops::softmax(&scores, Some(&[-1]), true)?;
     let out = ops::matmul(&p, &v)?;
     if g > 1 {
         return ops::reshape(&out, &[b, hq, l, dv]);

@@ -133,6 +133,17 @@ struct Partial {
 
 /// `[q, k, v, mask?]` → attention output `[B, Hq, L, Dv]` in q's dtype.
 pub fn sdpa(x: &[ArrayData], scale: f32, mask: SdpaMask, out: &OutputSpec) -> Result<ArrayData> {
+    sdpa_split(x, scale, mask, out, None)
+}
+
+/// [`sdpa`] with the number of key splits forced (tests cover split-K on any thread count).
+fn sdpa_split(
+    x: &[ArrayData],
+    scale: f32,
+    mask: SdpaMask,
+    out: &OutputSpec,
+    force_split: Option<usize>,
+) -> Result<ArrayData> {
     let bad = |m: String| Error::runtime("cpu", format!("[scaled_dot_product_attention] {m}"));
     if x.len() < 3 || x[..3].iter().any(|a| a.shape.len() != 4) {
         return Err(bad("q, k and v must be 4-D".into()));
@@ -193,6 +204,7 @@ pub fn sdpa(x: &[ArrayData], scale: f32, mask: SdpaMask, out: &OutputSpec) -> Re
     } else {
         (2 * threads).div_ceil(tasks).min(s / MIN_SPLIT).max(1)
     };
+    let n_split = force_split.unwrap_or(n_split).clamp(1, s.max(1));
     let split_len = s.div_ceil(n_split).max(1);
     let dims = Dims {
         b,
@@ -426,6 +438,36 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn forced_key_splits_merge_exactly() {
+        // One query against 300 keys split 1..=7 ways, bool mask with a fully masked prefix.
+        let (s, d) = (300, 8);
+        let f = |n: usize, a: f32| (0..n).map(|i| (i as f32 * a).sin()).collect::<Vec<f32>>();
+        let (qv, kv, vv) = (f(d, 0.37), f(s * d, 0.11), f(s * d, 0.23));
+        let mut m = ArrayData::alloc(&[1, 1, 1, s], Dtype::Bool).unwrap();
+        let keep = |j: usize| j >= 150 && j % 3 != 0;
+        for (j, b) in out_slice_mut::<Bool8>(&mut m).iter_mut().enumerate() {
+            *b = Bool8(keep(j) as u8);
+        }
+        let want = naive(&qv, &kv, &vv, 1, s, d, |_, j| keep(j));
+        for n in 1..=7 {
+            let x = [
+                data(&qv, &[1, 1, 1, d]),
+                data(&kv, &[1, 1, s, d]),
+                data(&vv, &[1, 1, s, d]),
+                m.clone(),
+            ];
+            let spec = OutputSpec {
+                shape: &[1, 1, 1, d],
+                dtype: Dtype::F32,
+            };
+            let y = sdpa_split(&x, 1.0, SdpaMask::Array, &spec, Some(n)).unwrap();
+            for (g, w) in y.as_slice::<f32>().unwrap().iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5, "splits {n}: {g} vs {w}");
+            }
+        }
     }
 
     #[test]
