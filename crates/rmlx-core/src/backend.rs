@@ -15,12 +15,14 @@ pub trait Backend: Send + Sync {
     /// Whether the backend has a kernel for `prim`. Fused ops in `fast` ask this when they are
     /// built and fall back to their composition from simpler ops when the answer is no.
     fn supports(&self, prim: &Primitive) -> bool;
-    /// Runs `prim` on evaluated inputs on device `index` and returns the output.
+    /// Runs `prim` on evaluated inputs on device `index` and returns the output. The inputs are
+    /// given by value: one whose buffer is held by nothing else (`Arc::get_mut` succeeds) may be
+    /// written in place and returned (MLX's buffer donation; `slice_update` on a KV cache).
     fn eval(
         &self,
         index: usize,
         prim: &Primitive,
-        inputs: &[ArrayData],
+        inputs: Vec<ArrayData>,
         out: &OutputSpec,
     ) -> Result<ArrayData>;
     /// Waits for all queued work on device `index`.

@@ -42,8 +42,12 @@ fn concat_t<T: Element>(xs: &[ArrayData], axis: usize, o: &mut ArrayData) {
 }
 
 /// A copy of `src` with `upd` written at `start + i * step` per axis.
-pub fn slice_update(src: &ArrayData, upd: &ArrayData, start: &[usize], step: &[isize], out: &OutputSpec) -> Result<ArrayData> {
-    let mut o = crate::copy::copy(src)?;
+/// `src` is taken by value: when nothing else holds its buffer (a KV cache replacing its
+/// buffer every step), the update is written in place instead of copying the whole array.
+pub fn slice_update(mut src: ArrayData, upd: &ArrayData, start: &[usize], step: &[isize], out: &OutputSpec) -> Result<ArrayData> {
+    let whole = src.offset == 0 && src.is_contiguous() && src.buffer.len() == src.numel() * src.dtype.size();
+    let donated = whole && !src.buffer.is_mapped() && std::sync::Arc::get_mut(&mut src.buffer).is_some();
+    let mut o = if donated { src } else { crate::copy::copy(&src)? };
     if upd.numel() == 0 {
         return Ok(o);
     }

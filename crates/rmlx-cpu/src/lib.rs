@@ -66,7 +66,7 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn eval(&self, _index: usize, prim: &Primitive, x: &[ArrayData], out: &OutputSpec) -> Result<ArrayData> {
+    fn eval(&self, _index: usize, prim: &Primitive, mut x: Vec<ArrayData>, out: &OutputSpec) -> Result<ArrayData> {
         match prim {
             Primitive::View(_) => Err(rmlx_core::Error::runtime("cpu", "views are resolved by the core")),
             Primitive::Copy => copy::copy(&x[0]),
@@ -81,8 +81,8 @@ impl Backend for CpuBackend {
             Primitive::Softmax => softmax::softmax(&x[0], out),
             Primitive::LogSumExp => softmax::logsumexp(&x[0], out),
             Primitive::Matmul => matmul::matmul(&x[0], &x[1], out),
-            Primitive::Concatenate { axis } => indexing::concatenate(x, *axis, out),
-            Primitive::SliceUpdate { start, step } => indexing::slice_update(&x[0], &x[1], start, step, out),
+            Primitive::Concatenate { axis } => indexing::concatenate(&x, *axis, out),
+            Primitive::SliceUpdate { start, step } => indexing::slice_update(x.swap_remove(0), &x[0], start, step, out),
             Primitive::Take { axis } => indexing::take(&x[0], &x[1], *axis, out),
             Primitive::TakeAlongAxis { axis } => indexing::take_along_axis(&x[0], &x[1], *axis, out),
             Primitive::PutAlongAxis { axis } => indexing::put_along_axis(&x[0], &x[1], &x[2], *axis, out),
@@ -90,16 +90,16 @@ impl Backend for CpuBackend {
             Primitive::Argsort { axis } => sort::argsort(&x[0], *axis, out),
             Primitive::Argpartition { kth, axis } => sort::argpartition(&x[0], *kth, *axis, out),
             Primitive::RandomBits => random::random_bits(&x[0], out),
-            Primitive::RmsNorm { eps, has_weight } => norm::rms_norm(x, eps.0, *has_weight, out),
-            Primitive::LayerNorm { eps, has_weight, has_bias } => norm::layer_norm(x, eps.0, *has_weight, *has_bias, out),
+            Primitive::RmsNorm { eps, has_weight } => norm::rms_norm(&x, eps.0, *has_weight, out),
+            Primitive::LayerNorm { eps, has_weight, has_bias } => norm::layer_norm(&x, eps.0, *has_weight, *has_bias, out),
             Primitive::Rope { dims, traditional, base, scale, has_freqs } => {
-                rope::rope(x, *dims, *traditional, base.0, scale.0, *has_freqs, out)
+                rope::rope(&x, *dims, *traditional, base.0, scale.0, *has_freqs, out)
             }
-            Primitive::ScaledDotProductAttention { scale, mask } => sdpa::sdpa(x, scale.0, *mask, out),
+            Primitive::ScaledDotProductAttention { scale, mask } => sdpa::sdpa(&x, scale.0, *mask, out),
             Primitive::Quantize { group_size, bits, part } => quantized::quantize(&x[0], *group_size, *bits, *part, out),
-            Primitive::Dequantize { group_size, bits } => quantized::dequantize(x, *group_size, *bits, out),
+            Primitive::Dequantize { group_size, bits } => quantized::dequantize(&x, *group_size, *bits, out),
             Primitive::QuantizedMatmul { group_size, bits, transpose } => {
-                quantized::quantized_matmul(x, *group_size, *bits, *transpose, out)
+                quantized::quantized_matmul(&x, *group_size, *bits, *transpose, out)
             }
         }
     }

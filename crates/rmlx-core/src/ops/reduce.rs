@@ -1,7 +1,7 @@
 //! Reductions, arg-reductions, logsumexp and softmax (MLX semantics).
 //!
 //! Output dtypes follow MLX 0.32: `sum`/`prod` of bool give int32 and of uint8 give uint32;
-//! `mean`/`var`/`logsumexp`/`softmax` of integers give float32; `any`/`all` give bool;
+//! `mean`/`var`/`logsumexp` of integers give float32 (`softmax` keeps the dtype, as MLX); `any`/`all` give bool;
 //! `argmax`/`argmin` give uint32. An empty axis list returns the input unchanged.
 
 use crate::array::Array;
@@ -218,7 +218,7 @@ pub fn logsumexp(x: &Array, axes: Option<&[i32]>, keepdims: bool) -> Result<Arra
 }
 
 /// Softmax over `axes` (all when `None`), computed in f32 with the max subtracted; the output
-/// keeps a float input's dtype (integers give float32). `precise` is accepted for MLX
+/// keeps a float input's dtype; integers follow MLX (see the note at the end). `precise` is accepted for MLX
 /// compatibility: half inputs are always accumulated in f32.
 #[track_caller]
 pub fn softmax(x: &Array, axes: Option<&[i32]>, precise: bool) -> Result<Array> {
@@ -246,7 +246,12 @@ pub fn softmax(x: &Array, axes: Option<&[i32]>, precise: bool) -> Result<Array> 
     for (i, &p) in perm.iter().enumerate() {
         inv[p] = i as i32;
     }
-    transpose(&s, Some(&inv))
+    // MLX 0.32 quirk, matched so scripts ported from mlx.core give the same numbers: an integer
+    // input gives float32 over the last axis alone, but keeps its dtype (probabilities
+    // truncate) over any other axes.
+    let last_only = ax.len() == 1 && ax[0] + 1 == x.ndim();
+    let y = transpose(&s, Some(&inv))?;
+    Ok(if last_only { y } else { astype(&y, x.dtype()) })
 }
 
 #[track_caller]

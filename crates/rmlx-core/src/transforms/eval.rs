@@ -20,12 +20,11 @@ pub fn eval(arrays: &[Array]) -> Result<()> {
     let _g = EVAL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     for node in topo_order(arrays) {
         let Some((prim, inputs)) = node.take_pending() else { continue };
-        let data = run(&node, &prim, &inputs).map_err(|e| match e {
+        let data = run(&node, &prim, inputs).map_err(|e| match e {
             e @ Error::Eval { .. } => e,
             e => Error::Eval { source: Box::new(e), site: node.site() },
         })?;
         node.set_data(data);
-        // `inputs` drops here: the graph is freed as it runs.
     }
     Ok(())
 }
@@ -68,15 +67,18 @@ fn topo_order(roots: &[Array]) -> Vec<Array> {
     order
 }
 
-fn run(node: &Array, prim: &Primitive, inputs: &[Array]) -> Result<ArrayData> {
+fn run(node: &Array, prim: &Primitive, inputs: Vec<Array>) -> Result<ArrayData> {
     let datas: Vec<ArrayData> = inputs.iter().map(|a| a.data()).collect::<Result<_>>()?;
+    // Drop the input handles now: the graph is freed as it runs, and an input nothing else
+    // refers to leaves its buffer uniquely owned by `datas`, so the kernel may reuse it.
+    drop(inputs);
     if let Primitive::View(v) = prim {
         return view(node, v, &datas[0]);
     }
     let stream = node.stream();
     let backend = backend_for(stream.device)?;
     let out = OutputSpec { shape: node.shape(), dtype: node.dtype() };
-    let d = backend.eval(stream.device.index, prim, &datas, &out)?;
+    let d = backend.eval(stream.device.index, prim, datas, &out)?;
     debug_assert_eq!(d.shape.as_slice(), node.shape(), "{} returned a wrong shape", prim.name());
     Ok(d)
 }
@@ -91,7 +93,7 @@ fn view(node: &Array, v: &ViewOp, x: &ArrayData) -> Result<ArrayData> {
             }
             let backend = backend_for(node.stream().device)?;
             let out = OutputSpec { shape: &x.shape, dtype: x.dtype };
-            let c = backend.eval(node.stream().device.index, &Primitive::Copy, std::slice::from_ref(x), &out)?;
+            let c = backend.eval(node.stream().device.index, &Primitive::Copy, vec![x.clone()], &out)?;
             Ok(ArrayData { shape: shape.into(), strides: crate::shape::row_major_strides(shape), ..c })
         }
         ViewOp::Transpose { perm } => Ok(ArrayData {
