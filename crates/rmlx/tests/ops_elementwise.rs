@@ -192,7 +192,8 @@ fn elementwise_fixtures() {
             "{} failed cases: {failed:?}",
             failed.len()
         );
-        assert!(n > 400, "only {n} elementwise cases ran");
+        // every elementwise case of the fixture (the rest are reductions, run by ops_reduce)
+        assert!(n >= 342, "only {n} elementwise cases ran");
     });
 }
 

@@ -24,10 +24,19 @@ pub fn for_each_device(mut body: impl FnMut(Device)) {
 
 /// Asserts `|a - b| <= atol + rtol * |b|` elementwise, naming the first bad index.
 pub fn assert_close(got: &[f32], want: &[f32], rtol: f32, atol: f32, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= atol + rtol * w.abs();
-        assert!(ok, "{what}: element {i}: got {g}, want {w} (rtol {rtol}, atol {atol})");
+        assert!(
+            ok,
+            "{what}: element {i}: got {g}, want {w} (rtol {rtol}, atol {atol})"
+        );
     }
 }
 
