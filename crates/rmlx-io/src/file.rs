@@ -150,3 +150,17 @@ pub(crate) fn host_f32(a: &Array) -> Result<Vec<f32>> {
     };
     Ok(b.chunks_exact(a.dtype().size()).map(conv).collect())
 }
+
+/// Bytes of a row-major array of `shape` with `elem_size`-byte elements, or `None` when the
+/// shape is too large to describe: the product of its dimensions, with zeros counted as one (as
+/// row-major strides do), times `elem_size` must fit in `isize`. This bounds every stride and
+/// partial product too, so a shape with a zero dimension cannot smuggle in an overflow.
+pub(crate) fn checked_nbytes(shape: &[usize], elem_size: usize) -> Option<usize> {
+    let span = shape
+        .iter()
+        .try_fold(elem_size, |acc, &d| acc.checked_mul(d.max(1)))?;
+    if span > isize::MAX as usize {
+        return None;
+    }
+    Some(if shape.contains(&0) { 0 } else { span })
+}

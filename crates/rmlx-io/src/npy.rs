@@ -1,7 +1,7 @@
 //! NumPy `.npy`: `\x93NUMPY`, a version, a header length (u16 for 1.0, u32 for 2.0/3.0), a
 //! Python dict literal `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }`, the data.
 
-use crate::file::{put, write_array, write_atomic};
+use crate::file::{checked_nbytes, put, write_array, write_atomic};
 use rmlx_core::shape::fmt_shape;
 use rmlx_core::{ops, Array, Dtype, Error, MappedBytes, Result};
 use std::path::Path;
@@ -114,15 +114,14 @@ pub fn parse_npy(src: Arc<dyn MappedBytes>, what: &str) -> Result<Array> {
     let b = src.bytes();
     let (dtype, shape, fortran, start) =
         parse_header(b).map_err(|m| Error::io("load_npy", format!("{what}: {m}")))?;
-    let need = shape
-        .iter()
-        .try_fold(dtype.size(), |a, &d| a.checked_mul(d));
+    let need = checked_nbytes(&shape, dtype.size());
     if need.is_none_or(|n| n != b.len() - start) {
         return Err(Error::io(
             "load_npy",
             format!(
-                "{what}: {dtype} of shape {} needs {need:?} bytes, the file has {}",
+                "{what}: {dtype} of shape {} needs {} bytes, the file has {}",
                 fmt_shape(&shape),
+                need.map_or("more than isize::MAX".into(), |n| n.to_string()),
                 b.len() - start
             ),
         ));

@@ -2,7 +2,7 @@
 //! `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}`, then the
 //! tensor bytes. Loading maps the file and makes every tensor a zero-copy view of the mapping.
 
-use crate::file::{put, write_array, write_atomic, MmapFile};
+use crate::file::{checked_nbytes, put, write_array, write_atomic, MmapFile};
 use rmlx_core::shape::fmt_shape;
 use rmlx_core::{Array, Dtype, Error, MappedBytes, Result};
 use serde_json::{Map, Value};
@@ -35,7 +35,9 @@ fn parse_dtype(s: &str) -> Option<Dtype> {
 
 /// Loads every tensor of a safetensors file, in file order, as zero-copy views of a read-only
 /// mapping (no tensor data is copied unless a tensor is misaligned for its dtype), plus the
-/// `__metadata__` map.
+/// `__metadata__` map (empty when absent or `null`, as `mx.save_safetensors` writes it).
+/// MLX pads neither its header nor its tensors, so in MLX-written files tensors of 4- and
+/// 8-byte dtypes are often misaligned and then copied.
 pub fn load_safetensors(path: impl AsRef<Path>) -> Result<(Vec<(String, Array)>, Metadata)> {
     let path = path.as_ref();
     let map = MmapFile::open(OP, path)?;
@@ -76,8 +78,11 @@ pub fn parse_safetensors(
     let mut infos: Vec<(u64, u64, String, Dtype, Vec<usize>)> = Vec::with_capacity(entries.len());
     for (name, v) in entries {
         if name == "__metadata__" {
-            let Value::Object(m) = v else {
-                return Err(err("__metadata__ is not an object".into()));
+            // mx.save_safetensors writes `null` when there is no metadata.
+            let m = match v {
+                Value::Object(m) => m,
+                Value::Null => continue,
+                _ => return Err(err("__metadata__ is not an object".into())),
             };
             for (k, v) in m {
                 let Value::String(s) = v else {
@@ -89,9 +94,8 @@ pub fn parse_safetensors(
         }
         let (dtype, shape, begin, end) =
             tensor_info(&name, &v).map_err(|m| err(format!("tensor '{name}': {m}")))?;
-        let nbytes = shape
-            .iter()
-            .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+        let nbytes = checked_nbytes(&shape, dtype.size())
+            .map(|n| n as u64)
             .ok_or_else(|| {
                 err(format!(
                     "tensor '{name}': shape {} is too large",
@@ -112,8 +116,10 @@ pub fn parse_safetensors(
         }
         infos.push((begin, end, name, dtype, shape));
     }
-    infos.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    for w in infos.windows(2) {
+    infos.sort_by_key(|t| (t.0, t.1));
+    // Empty tensors hold no bytes, so they overlap nothing wherever their offsets point.
+    let filled: Vec<_> = infos.iter().filter(|t| t.0 < t.1).collect();
+    for w in filled.windows(2) {
         if w[1].0 < w[0].1 {
             return Err(err(format!(
                 "tensors '{}' and '{}' overlap",

@@ -45,7 +45,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 fn apply(mut b: Vec<u8>, m: &Mutation, header_bias: usize) -> Vec<u8> {
     // Most mutations land in the first `header_bias` bytes, where the parsers' decisions are.
     let pos = |p: usize, len: usize| {
-        if p % 4 != 0 && header_bias < len {
+        if !p.is_multiple_of(4) && header_bias < len {
             p % header_bias
         } else {
             p % len.max(1)

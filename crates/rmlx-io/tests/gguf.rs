@@ -251,7 +251,13 @@ fn corrupt_files_are_clear_errors() {
     );
     let e = err_of(good[..1000].to_vec());
     assert!(e.contains("truncated"), "{e}");
-    let e = err_of(good[..good.len() - 10].to_vec());
+    // q8_1 is the last tensor, followed by gguf-py's padding to the 64-byte alignment, so cut
+    // into its own bytes (dropping only padding is a valid file).
+    let q81 = open().tensor_info("q8_1").unwrap().clone();
+    let q81_end = q81.offset + q81.nbytes.unwrap();
+    assert!(q81_end < good.len(), "fixture ends with padding");
+    assert!(from(good[..q81_end].to_vec()).is_ok());
+    let e = err_of(good[..q81_end - 10].to_vec());
     assert!(e.contains("'q8_1'") && e.contains("past the end"), "{e}");
 }
 
@@ -277,4 +283,32 @@ fn row_length_must_be_whole_blocks() {
     b[dim0..dim0 + 8].copy_from_slice(&128u64.to_le_bytes());
     let e = err_of(b);
     assert!(e.contains("q4_0") && e.contains("overlaps"), "{e}");
+}
+
+/// A tensor with a zero dimension holds no bytes whatever its other dimensions say; loading it
+/// must not size anything from a huge row length (this once aborted on a 2^40-byte allocation).
+#[test]
+fn empty_quantized_tensor_with_huge_rows_loads_empty() {
+    let good = std::fs::read(fixture("quants.gguf")).unwrap();
+    let name = b"q4_0";
+    let at = good
+        .windows(name.len() + 4)
+        .position(|w| &w[..4] == name && w[4..8] == 2u32.to_le_bytes())
+        .unwrap();
+    let dim0 = at + name.len() + 4;
+    let mut b = good.clone();
+    b[dim0..dim0 + 8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+    b[dim0 + 8..dim0 + 16].copy_from_slice(&0u64.to_le_bytes());
+    let f = from(b).unwrap();
+    let Tensor::Quantized { wq, scales, .. } = f.load("q4_0").unwrap() else {
+        panic!("quantized")
+    };
+    assert_eq!(wq.shape(), &[0, (1usize << 60) / 32 * 4]);
+    assert_eq!(scales.shape(), &[0, (1usize << 60) / 32]);
+    // Zero rows, but a row length whose strides would not fit isize: refused when parsed.
+    let mut b = good.clone();
+    b[dim0..dim0 + 8].copy_from_slice(&(1u64 << 63).to_le_bytes());
+    b[dim0 + 8..dim0 + 16].copy_from_slice(&0u64.to_le_bytes());
+    let e = err_of(b);
+    assert!(e.contains("q4_0") && e.contains("too large"), "{e}");
 }

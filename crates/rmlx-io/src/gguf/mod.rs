@@ -12,7 +12,7 @@ mod types;
 pub use quants::Tensor;
 pub use types::GgmlType;
 
-use crate::file::MmapFile;
+use crate::file::{checked_nbytes, MmapFile};
 use rmlx_core::shape::fmt_shape;
 use rmlx_core::{Array, Dtype, Error, MappedBytes, Result};
 use std::collections::{BTreeMap, HashMap};
@@ -494,8 +494,8 @@ fn parse(b: &[u8]) -> std::result::Result<Parsed, String> {
     let mut seen = HashMap::new();
     for (name, dims, ty, rel) in raw {
         let shape: Vec<usize> = dims.iter().rev().copied().collect();
-        let numel = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        let numel = numel
+        // Element count, refused when even the zero-free product overflows (strides would).
+        let numel = checked_nbytes(&shape, 1)
             .ok_or_else(|| format!("tensor '{name}': shape {} is too large", fmt_shape(&shape)))?;
         let nbytes = match ty.block() {
             None => None,

@@ -26,6 +26,7 @@
 use super::types::GgmlType;
 use crate::file::{host_bytes, host_f32};
 use rayon::prelude::*;
+use rmlx_core::shape::fmt_shape;
 use rmlx_core::{f16, Array, Dtype, Result};
 
 /// A loaded GGUF tensor.
@@ -57,7 +58,8 @@ impl Tensor {
             Tensor::Quantized { wq, bits, .. } => {
                 let mut s = wq.shape().to_vec();
                 if let Some(last) = s.last_mut() {
-                    *last = *last * 32 / bits;
+                    // `last` = k / 32 * bits (k is whole blocks of 32 or 256): no overflow.
+                    *last = *last / bits * 32;
                 }
                 s
             }
@@ -262,50 +264,65 @@ pub(super) fn import(
             "rows of {k} elements are not whole {t} blocks of {bs}"
         ));
     }
-    let rows = if k == 0 {
-        shape[..shape.len() - 1].iter().product()
-    } else {
-        shape.iter().product::<usize>() / k
-    };
-    let (wpr, gpr, row_bytes) = (k * bits / 32, k / group, k / bs * ts);
-    // Every block holds at least its packed levels, so outputs are never larger than `data`;
-    // checked products keep a corrupt shape from wrapping into a bogus size.
+    // Checked throughout: with a zero dimension elsewhere, a corrupt `k` can be anything.
+    let too_large = || format!("shape {} is too large", fmt_shape(shape));
+    let rows = shape[..shape.len() - 1]
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(too_large)?;
+    // k is whole blocks of 32 or 256 elements, so k / 32 * bits is exact and cannot overflow.
+    let (wpr, gpr) = (k / 32 * bits, k / group);
+    let row_bytes = (k / bs).checked_mul(ts).ok_or_else(too_large)?;
     if rows.checked_mul(row_bytes) != Some(data.len()) {
         return Err(format!(
             "{} bytes do not hold {rows} rows of {row_bytes} bytes of {t}",
             data.len()
         ));
     }
-    let mut wq = vec![0u32; rows * wpr];
-    let mut scales = vec![0f32; rows * gpr];
-    let mut biases = vec![0f32; rows * gpr];
-    if k > 0 {
-        let per_block_groups = bs / group;
-        data.par_chunks(row_bytes)
-            .zip(wq.par_chunks_mut(wpr))
-            .zip(scales.par_chunks_mut(gpr).zip(biases.par_chunks_mut(gpr)))
-            .for_each_init(
-                || vec![0u8; k],
-                |q, ((src, wrow), (srow, brow))| {
-                    for (i, blk) in src.chunks_exact(ts).enumerate() {
-                        let gs = i * per_block_groups..(i + 1) * per_block_groups;
-                        decode(
-                            t,
-                            blk,
-                            &mut q[i * bs..(i + 1) * bs],
-                            &mut srow[gs.clone()],
-                            &mut brow[gs],
-                        );
-                    }
-                    pack(q, bits, wrow);
-                },
-            );
-    }
+    // Outputs are allocated only when there are rows to decode; then `rows * row_bytes` is the
+    // data's length, so they are bounded by a small multiple of the bytes in the file (the
+    // levels and per-group scales of a block take at most 4x its bytes).
     let mut qshape = shape.to_vec();
     let mut gshape = shape.to_vec();
     *qshape.last_mut().expect("ndim >= 1") = wpr;
     *gshape.last_mut().expect("ndim >= 1") = gpr;
-    let k_quant = t.block().is_some_and(|(bs, _)| bs == 256);
+    let k_quant = bs == 256;
+    if rows == 0 || k == 0 {
+        let sdtype = if k_quant { Dtype::F32 } else { Dtype::F16 };
+        let empty = |shape: &[usize], dtype| {
+            Array::from_bytes(&[], shape, dtype).map_err(|e| e.to_string())
+        };
+        return Ok(Tensor::Quantized {
+            wq: empty(&qshape, Dtype::U32)?,
+            scales: empty(&gshape, sdtype)?,
+            biases: empty(&gshape, sdtype)?,
+            group_size: group,
+            bits,
+        });
+    }
+    let mut wq = vec![0u32; rows * wpr];
+    let mut scales = vec![0f32; rows * gpr];
+    let mut biases = vec![0f32; rows * gpr];
+    let per_block_groups = bs / group;
+    data.par_chunks(row_bytes)
+        .zip(wq.par_chunks_mut(wpr))
+        .zip(scales.par_chunks_mut(gpr).zip(biases.par_chunks_mut(gpr)))
+        .for_each_init(
+            || vec![0u8; k],
+            |q, ((src, wrow), (srow, brow))| {
+                for (i, blk) in src.chunks_exact(ts).enumerate() {
+                    let gs = i * per_block_groups..(i + 1) * per_block_groups;
+                    decode(
+                        t,
+                        blk,
+                        &mut q[i * bs..(i + 1) * bs],
+                        &mut srow[gs.clone()],
+                        &mut brow[gs],
+                    );
+                }
+                pack(q, bits, wrow);
+            },
+        );
     let (scales, biases) = if !k_quant && exact_in_f16(&scales) && exact_in_f16(&biases) {
         let to16 = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
         (arr(&to16(&scales), &gshape)?, arr(&to16(&biases), &gshape)?)
