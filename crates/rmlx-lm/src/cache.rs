@@ -132,7 +132,7 @@ fn grow(buf: Option<&Array>, used: usize, extra: usize, like: &Array) -> Result<
     match buf {
         None => Ok(zeros),
         Some(b) => {
-            let b = if used % STEP != 0 {
+            let b = if !used.is_multiple_of(STEP) {
                 seq_slice(b, 0, used)?
             } else {
                 b.clone()
@@ -371,7 +371,7 @@ impl QuantizedCache {
         let [_, _, l, dk] = kv_dims(k, v)?;
         let dv = v.shape()[3];
         let (g, bits) = (self.group_size, self.bits);
-        if dk % g != 0 || dv % g != 0 {
+        if !dk.is_multiple_of(g) || !dv.is_multiple_of(g) {
             return Err(gen_err(format!(
                 "[cache] head_dim {dk}/{dv} must be a multiple of the KV quantization group size {g}"
             )));

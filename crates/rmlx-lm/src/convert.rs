@@ -76,10 +76,10 @@ fn target_dtype(opts: &ConvertOptions, config: &Value) -> Result<Dtype> {
 fn gguf_quant_params(name: &str, wq: &Array, scales: &Array) -> Result<(usize, usize)> {
     let p = *wq.shape().last().unwrap_or(&0);
     let g = *scales.shape().last().unwrap_or(&0);
-    if g > 0 && (p % g) == 0 && [4, 5, 8].contains(&(p / g)) {
+    if g > 0 && p.is_multiple_of(g) && [4, 5, 8].contains(&(p / g)) {
         return Ok((32, p / g));
     }
-    if g > 0 && (2 * p) % g == 0 && [2, 3, 6].contains(&(2 * p / g)) {
+    if g > 0 && (2 * p).is_multiple_of(g) && [2, 3, 6].contains(&(2 * p / g)) {
         return Ok((16, 2 * p / g));
     }
     Err(LmError::Load(format!(
@@ -94,7 +94,7 @@ fn quantizable(name: &str, a: &Array, group_size: usize) -> bool {
         && a.ndim() >= 2
         && a.dtype().is_float()
         && !name.contains("norm")
-        && a.shape()[a.ndim() - 1] % group_size == 0
+        && a.shape()[a.ndim() - 1].is_multiple_of(group_size)
 }
 
 /// Converts `src` (HF directory or `.gguf` file) into an MLX-format directory `out`.

@@ -89,7 +89,7 @@ fn rotating_equals_standard_inside_the_window_and_keeps_the_first_tokens() {
     let mut s = KvCache::standard();
     let mut off = 0;
     // a 3-token prefill, then decode far past the window
-    for l in std::iter::once(3).chain(std::iter::repeat(1).take(20)) {
+    for l in std::iter::once(3).chain(std::iter::repeat_n(1, 20)) {
         let (k, v) = kv(off, l, D);
         let (rk, rv) = r.update_and_fetch(&k, &v).unwrap();
         let (sk, sv) = s.update_and_fetch(&k, &v).unwrap();

@@ -64,7 +64,7 @@ fn temperature_sampling_follows_the_distribution() {
     let x = vec![1.0f32, 0.0, -1.0, 2.0];
     let mut s = Sampler::new(settings(0.7));
     let n = 20_000;
-    let c = counts(&mut s, &logits(&[x.clone()]), n, 4);
+    let c = counts(&mut s, &logits(std::slice::from_ref(&x)), n, 4);
     let p = softmax(&x, 0.7);
     for i in 0..4 {
         let f = c[i] as f64 / n as f64;
@@ -112,7 +112,7 @@ fn top_p_keeps_the_smallest_prefix_reaching_the_mass() {
         ..settings(1.0)
     });
     let n = 10_000;
-    let c = counts(&mut s, &logits(&[x.clone()]), n, 4);
+    let c = counts(&mut s, &logits(std::slice::from_ref(&x)), n, 4);
     assert_eq!(c[2] + c[3], 0, "{c:?}");
     let f0 = c[0] as f64 / n as f64;
     assert!((f0 - 0.625).abs() < 0.03, "renormalised 0.5/0.8, got {f0}");
@@ -161,7 +161,7 @@ fn min_p_drops_tokens_below_the_scaled_threshold() {
         min_p: 0.2,
         ..settings(1.0)
     });
-    let c = counts(&mut s, &logits(&[x.clone()]), 4000, 4);
+    let c = counts(&mut s, &logits(std::slice::from_ref(&x)), 4000, 4);
     assert_eq!(c[2] + c[3], 0, "{c:?}");
     assert!(c[1] > 0);
     // min_tokens_to_keep overrides the threshold
@@ -206,7 +206,7 @@ fn repetition_penalty_pushes_recent_tokens_down() {
         ..Default::default()
     };
     let mut s = Sampler::new(s0);
-    let (t, lp) = s.sample(&logits(&[x.clone()]), &hist).unwrap();
+    let (t, lp) = s.sample(&logits(std::slice::from_ref(&x)), &hist).unwrap();
     assert_eq!(t, vec![2], "2.0 / 2 = 1.0 now loses to 1.9");
     let lp = lp.to_vec::<f32>().unwrap();
     let expect = softmax(&[1.0, -2.0, 1.9, -1.1], 1.0);

@@ -39,7 +39,7 @@ pub struct Rope {
 impl Rope {
     /// `dims` rotated features, `base` theta, optional scaling.
     pub fn new(dims: usize, traditional: bool, base: f32, scaling: Option<&RopeScaling>) -> Result<Rope> {
-        if dims == 0 || dims % 2 != 0 {
+        if dims == 0 || !dims.is_multiple_of(2) {
             return Err(Error::Config(format!("rope dims must be even and positive, got {dims}")));
         }
         let plain = Rope { dims, traditional, base: Some(base), scale: 1.0, freqs: None, mscale: 1.0 };

@@ -160,7 +160,7 @@ pub fn closest_key<'a>(name: &str, keys: impl Iterator<Item = &'a str>) -> Optio
     let mut best: Option<(usize, &str)> = None;
     for k in keys {
         let d = edit_distance(name.as_bytes(), k.as_bytes());
-        if best.map_or(true, |(bd, bk)| d < bd || (d == bd && k < bk)) {
+        if best.is_none_or(|(bd, bk)| d < bd || (d == bd && k < bk)) {
             best = Some((d, k));
         }
     }
