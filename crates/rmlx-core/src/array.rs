@@ -86,7 +86,9 @@ pub struct Node {
 impl Drop for Node {
     // Long chains of unevaluated nodes would otherwise drop recursively and overflow the stack.
     fn drop(&mut self) {
-        let Some(p) = self.pending.get_mut().ok().and_then(|p| p.take()) else { return };
+        let Some(p) = self.pending.get_mut().ok().and_then(|p| p.take()) else {
+            return;
+        };
         let mut stack: Vec<Array> = p.inputs;
         while let Some(a) = stack.pop() {
             if let Ok(mut node) = Arc::try_unwrap(a.0) {
@@ -110,7 +112,13 @@ impl Array {
     }
 
     #[track_caller]
-    pub fn make_on(stream: Stream, shape: Shape, dtype: Dtype, prim: Primitive, inputs: Vec<Array>) -> Array {
+    pub fn make_on(
+        stream: Stream,
+        shape: Shape,
+        dtype: Dtype,
+        prim: Primitive,
+        inputs: Vec<Array>,
+    ) -> Array {
         Array(Arc::new(Node {
             shape,
             dtype,
@@ -143,13 +151,21 @@ impl Array {
         if numel(shape) != data.len() {
             return Err(Error::invalid(
                 "array",
-                format!("{} elements cannot fill shape {}", data.len(), fmt_shape(shape)),
+                format!(
+                    "{} elements cannot fill shape {}",
+                    data.len(),
+                    fmt_shape(shape)
+                ),
             ));
         }
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let mut buf = Buffer::alloc_uninit(bytes.len())?;
         buf.as_mut_slice().copy_from_slice(bytes);
-        Ok(Array::from_data(ArrayData::contiguous(Arc::new(buf), shape, T::DTYPE)))
+        Ok(Array::from_data(ArrayData::contiguous(
+            Arc::new(buf),
+            shape,
+            T::DTYPE,
+        )))
     }
 
     /// A 1-D array of `data`.
@@ -177,24 +193,42 @@ impl Array {
         if bytes.len() != numel(shape) * dtype.size() {
             return Err(Error::invalid(
                 "array",
-                format!("{} bytes cannot hold {} of shape {}", bytes.len(), dtype, fmt_shape(shape)),
+                format!(
+                    "{} bytes cannot hold {} of shape {}",
+                    bytes.len(),
+                    dtype,
+                    fmt_shape(shape)
+                ),
             ));
         }
         let mut buf = Buffer::alloc_uninit(bytes.len())?;
         buf.as_mut_slice().copy_from_slice(bytes);
-        Ok(Array::from_data(ArrayData::contiguous(Arc::new(buf), shape, dtype)))
+        Ok(Array::from_data(ArrayData::contiguous(
+            Arc::new(buf),
+            shape,
+            dtype,
+        )))
     }
 
     /// A zero-copy array over bytes of a mapped file (`offset` in bytes).
     #[track_caller]
-    pub fn from_mapped(src: Arc<dyn MappedBytes>, offset: usize, shape: &[usize], dtype: Dtype) -> Result<Array> {
+    pub fn from_mapped(
+        src: Arc<dyn MappedBytes>,
+        offset: usize,
+        shape: &[usize],
+        dtype: Dtype,
+    ) -> Result<Array> {
         let len = numel(shape) * dtype.size();
         let buf = Buffer::mapped(src, offset, len)?;
         // A misaligned mapping would break typed access; copy in that rare case.
-        if offset % dtype.size() != 0 {
+        if !offset.is_multiple_of(dtype.size()) {
             return Array::from_bytes(buf.as_slice(), shape, dtype);
         }
-        Ok(Array::from_data(ArrayData::contiguous(Arc::new(buf), shape, dtype)))
+        Ok(Array::from_data(ArrayData::contiguous(
+            Arc::new(buf),
+            shape,
+            dtype,
+        )))
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -222,7 +256,8 @@ impl Array {
     }
     /// Dimension `axis` (negative counts from the end); panics when out of range.
     pub fn dim(&self, axis: i32) -> usize {
-        let ax = crate::shape::normalize_axis("dim", axis, self.ndim()).unwrap_or_else(|e| panic!("{e}"));
+        let ax = crate::shape::normalize_axis("dim", axis, self.ndim())
+            .unwrap_or_else(|e| panic!("{e}"));
         self.0.shape[ax]
     }
 
@@ -281,10 +316,16 @@ impl Array {
 
     /// The elements in row-major order, converted to `T` as `astype` would.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
-        let a = if self.dtype() == T::DTYPE { self.clone() } else { crate::ops::astype(self, T::DTYPE) };
+        let a = if self.dtype() == T::DTYPE {
+            self.clone()
+        } else {
+            crate::ops::astype(self, T::DTYPE)
+        };
         let a = crate::ops::contiguous(&a);
         let d = a.data()?;
-        Ok(d.as_slice::<T>().ok_or_else(|| Error::runtime("to_vec", "layout not contiguous after copy"))?.to_vec())
+        Ok(d.as_slice::<T>()
+            .ok_or_else(|| Error::runtime("to_vec", "layout not contiguous after copy"))?
+            .to_vec())
     }
 
     /// The single element of a one-element array, converted to `T`.
@@ -292,7 +333,10 @@ impl Array {
         if self.size() != 1 {
             return Err(Error::invalid(
                 "item",
-                format!("can only convert an array of size 1 to a scalar, got shape {}", fmt_shape(self.shape())),
+                format!(
+                    "can only convert an array of size 1 to a scalar, got shape {}",
+                    fmt_shape(self.shape())
+                ),
             ));
         }
         Ok(self.to_vec::<T>()?[0])
@@ -306,7 +350,11 @@ impl std::fmt::Debug for Array {
             "Array(shape={}, dtype={}, {})",
             fmt_shape(self.shape()),
             self.dtype(),
-            if self.is_evaluated() { "evaluated" } else { "lazy" }
+            if self.is_evaluated() {
+                "evaluated"
+            } else {
+                "lazy"
+            }
         )
     }
 }

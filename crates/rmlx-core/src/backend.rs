@@ -60,5 +60,7 @@ pub fn backend_for(device: Device) -> Result<Arc<dyn Backend>> {
 
 /// Whether a backend for `device` exists and has that device index.
 pub fn is_available(device: Device) -> bool {
-    backend_for(device).map(|b| device.index < b.device_count()).unwrap_or(false)
+    backend_for(device)
+        .map(|b| device.index < b.device_count())
+        .unwrap_or(false)
 }

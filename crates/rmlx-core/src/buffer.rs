@@ -12,6 +12,55 @@ const ALIGN: usize = 64;
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+static CACHE_LIMIT: AtomicUsize = AtomicUsize::new(4 << 30);
+static CACHE_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Freed large allocations kept for reuse, as (len, address): a fresh allocation of a large
+/// array costs a page fault per 4 KiB, which makes elementwise ops several times slower than
+/// memory bandwidth; MLX's allocator keeps a cache for the same reason.
+static CACHE: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+/// Allocations below this size go straight to the system allocator (it recycles them well).
+const CACHE_MIN: usize = 1 << 16;
+
+/// Bytes held in the allocation cache (freed, kept for reuse; not counted as active).
+pub fn cache_memory() -> usize {
+    CACHE_BYTES.load(Ordering::Relaxed)
+}
+/// Caps the allocation cache; returns the previous cap.
+pub fn set_cache_limit(bytes: usize) -> usize {
+    let old = CACHE_LIMIT.swap(bytes, Ordering::Relaxed);
+    trim_cache(bytes);
+    old
+}
+/// Returns every cached allocation to the system.
+pub fn clear_cache() {
+    trim_cache(0);
+}
+
+fn trim_cache(keep: usize) {
+    let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    while CACHE_BYTES.load(Ordering::Relaxed) > keep {
+        let Some((len, addr)) = c.pop() else { break };
+        CACHE_BYTES.fetch_sub(len, Ordering::Relaxed);
+        // SAFETY: cached entries were allocated in alloc_inner with this layout.
+        unsafe {
+            std::alloc::dealloc(
+                addr as *mut u8,
+                Layout::from_size_align_unchecked(len, ALIGN),
+            )
+        }
+    }
+}
+
+fn take_cached(len: usize) -> Option<*mut u8> {
+    if len < CACHE_MIN {
+        return None;
+    }
+    let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let i = c.iter().rposition(|(l, _)| *l == len)?;
+    let (_, addr) = c.swap_remove(i);
+    CACHE_BYTES.fetch_sub(len, Ordering::Relaxed);
+    Some(addr as *mut u8)
+}
 
 /// Bytes held by live host allocations made by rmlx (mapped files are not counted: the page
 /// cache owns them).
@@ -45,16 +94,26 @@ impl MappedBytes for Vec<u8> {
 }
 
 enum Host {
-    Owned { ptr: *mut u8, len: usize },
-    Mapped { src: Arc<dyn MappedBytes>, offset: usize, len: usize },
+    Owned {
+        ptr: *mut u8,
+        len: usize,
+    },
+    Mapped {
+        src: Arc<dyn MappedBytes>,
+        offset: usize,
+        len: usize,
+    },
 }
+
+/// A device backend's copy of a buffer: (backend name, device index, the backend's handle).
+type DeviceCopy = (&'static str, usize, Arc<dyn Any + Send + Sync>);
 
 /// A block of host memory, immutable once filled and shared between array views.
 pub struct Buffer {
     host: Host,
     /// Copies made by device backends, keyed by backend name and device index; each backend
     /// downcasts its own entry. Filled on first use on that device, dropped with the buffer.
-    device_copies: Mutex<Vec<(&'static str, usize, Arc<dyn Any + Send + Sync>)>>,
+    device_copies: Mutex<Vec<DeviceCopy>>,
 }
 
 // SAFETY: the owned pointer is uniquely owned by this Buffer and only written through
@@ -89,6 +148,12 @@ impl Buffer {
         PEAK.fetch_max(now, Ordering::Relaxed);
         let ptr = if len == 0 {
             ALIGN as *mut u8
+        } else if let Some(p) = take_cached(len) {
+            if zero {
+                // SAFETY: p is valid for len bytes.
+                unsafe { std::ptr::write_bytes(p, 0, len) }
+            }
+            p
         } else {
             let layout = Layout::from_size_align(len, ALIGN)
                 .map_err(|e| Error::oom("alloc", format!("{len} bytes: {e}")))?;
@@ -102,11 +167,17 @@ impl Buffer {
             };
             if p.is_null() {
                 ACTIVE.fetch_sub(len, Ordering::Relaxed);
-                return Err(Error::oom("alloc", format!("the system refused {len} bytes")));
+                return Err(Error::oom(
+                    "alloc",
+                    format!("the system refused {len} bytes"),
+                ));
             }
             p
         };
-        Ok(Buffer { host: Host::Owned { ptr, len }, device_copies: Mutex::new(Vec::new()) })
+        Ok(Buffer {
+            host: Host::Owned { ptr, len },
+            device_copies: Mutex::new(Vec::new()),
+        })
     }
 
     /// Wraps `len` bytes at `offset` of a mapping; no data is copied.
@@ -115,10 +186,16 @@ impl Buffer {
         if offset.checked_add(len).is_none_or(|end| end > total) {
             return Err(Error::io(
                 "mapped",
-                format!("bytes {offset}..{} lie past the end of the {total}-byte file", offset.saturating_add(len)),
+                format!(
+                    "bytes {offset}..{} lie past the end of the {total}-byte file",
+                    offset.saturating_add(len)
+                ),
             ));
         }
-        Ok(Buffer { host: Host::Mapped { src, offset, len }, device_copies: Mutex::new(Vec::new()) })
+        Ok(Buffer {
+            host: Host::Mapped { src, offset, len },
+            device_copies: Mutex::new(Vec::new()),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -177,7 +254,15 @@ impl Drop for Buffer {
     fn drop(&mut self) {
         if let Host::Owned { ptr, len } = self.host {
             ACTIVE.fetch_sub(len, Ordering::Relaxed);
-            if len > 0 {
+            if len >= CACHE_MIN
+                && CACHE_BYTES.load(Ordering::Relaxed) + len <= CACHE_LIMIT.load(Ordering::Relaxed)
+            {
+                CACHE
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((len, ptr as usize));
+                CACHE_BYTES.fetch_add(len, Ordering::Relaxed);
+            } else if len > 0 {
                 // SAFETY: allocated in alloc_inner with the same layout.
                 unsafe { std::alloc::dealloc(ptr, Layout::from_size_align_unchecked(len, ALIGN)) }
             }
@@ -187,7 +272,12 @@ impl Drop for Buffer {
 
 impl std::fmt::Debug for Buffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Buffer({} bytes{})", self.len(), if self.is_mapped() { ", mapped" } else { "" })
+        write!(
+            f,
+            "Buffer({} bytes{})",
+            self.len(),
+            if self.is_mapped() { ", mapped" } else { "" }
+        )
     }
 }
 

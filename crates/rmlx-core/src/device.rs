@@ -19,10 +19,16 @@ pub struct Device {
 
 impl Device {
     pub const fn cpu() -> Device {
-        Device { kind: DeviceType::Cpu, index: 0 }
+        Device {
+            kind: DeviceType::Cpu,
+            index: 0,
+        }
     }
     pub const fn gpu(index: usize) -> Device {
-        Device { kind: DeviceType::Gpu, index }
+        Device {
+            kind: DeviceType::Gpu,
+            index,
+        }
     }
 }
 
@@ -61,7 +67,11 @@ thread_local! {
 /// The process-wide default device. Unset, it is the CPU (a GPU backend may set itself the
 /// default when it registers a device).
 pub fn default_device() -> Device {
-    DEFAULT_DEVICE.read().ok().and_then(|d| *d).unwrap_or(Device::cpu())
+    DEFAULT_DEVICE
+        .read()
+        .ok()
+        .and_then(|d| *d)
+        .unwrap_or(Device::cpu())
 }
 
 pub fn set_default_device(d: Device) {

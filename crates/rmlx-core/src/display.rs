@@ -10,11 +10,14 @@ fn fmt_elem(v: f64, dtype: Dtype) -> String {
             if v.is_nan() {
                 "nan".into()
             } else if v.is_infinite() {
-                if v > 0.0 { "inf".into() } else { "-inf".into() }
+                if v > 0.0 {
+                    "inf".into()
+                } else {
+                    "-inf".into()
+                }
             } else {
                 // f32 round trip keeps MLX-like short output
-                let s = format!("{}", v as f32);
-                if s.contains('.') || s.contains('e') { s } else { format!("{s}") }
+                format!("{}", v as f32)
             }
         }
         _ => format!("{}", v as i64),
@@ -46,7 +49,13 @@ fn write_nested(out: &mut String, vals: &[f64], shape: &[usize], dtype: Dtype, i
         if n > 12 && (3..n - 3).contains(&i) {
             continue;
         }
-        write_nested(out, &vals[i * inner..(i + 1) * inner], &shape[1..], dtype, indent + 1);
+        write_nested(
+            out,
+            &vals[i * inner..(i + 1) * inner],
+            &shape[1..],
+            dtype,
+            indent + 1,
+        );
     }
     out.push(']');
 }

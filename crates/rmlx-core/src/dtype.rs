@@ -282,6 +282,9 @@ mod tests {
         for d in Dtype::ALL {
             assert_eq!(Dtype::parse(d.name()).unwrap(), d);
         }
-        assert!(Dtype::parse("float64").unwrap_err().to_string().contains("float64"));
+        assert!(Dtype::parse("float64")
+            .unwrap_err()
+            .to_string()
+            .contains("float64"));
     }
 }

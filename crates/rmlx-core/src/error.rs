@@ -20,7 +20,10 @@ pub enum Error {
     Io { op: &'static str, msg: String },
     /// A failure while evaluating a node, with the place that built it.
     #[error("{source} (array built at {site})")]
-    Eval { source: Box<Error>, site: &'static Location<'static> },
+    Eval {
+        source: Box<Error>,
+        site: &'static Location<'static>,
+    },
     /// Anything else at run time (a backend failure, a missing backend).
     #[error("[{op}] {msg}")]
     Runtime { op: &'static str, msg: String },
@@ -30,19 +33,34 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Error {
-        Error::Invalid { op, msg: msg.into() }
+        Error::Invalid {
+            op,
+            msg: msg.into(),
+        }
     }
     pub fn dtype(op: &'static str, msg: impl Into<String>) -> Error {
-        Error::Type { op, msg: msg.into() }
+        Error::Type {
+            op,
+            msg: msg.into(),
+        }
     }
     pub fn io(op: &'static str, msg: impl Into<String>) -> Error {
-        Error::Io { op, msg: msg.into() }
+        Error::Io {
+            op,
+            msg: msg.into(),
+        }
     }
     pub fn runtime(op: &'static str, msg: impl Into<String>) -> Error {
-        Error::Runtime { op, msg: msg.into() }
+        Error::Runtime {
+            op,
+            msg: msg.into(),
+        }
     }
     pub fn oom(op: &'static str, msg: impl Into<String>) -> Error {
-        Error::OutOfMemory { op, msg: msg.into() }
+        Error::OutOfMemory {
+            op,
+            msg: msg.into(),
+        }
     }
     /// The innermost error (through `Eval` wrappers).
     pub fn root(&self) -> &Error {

@@ -19,11 +19,17 @@ pub mod transforms;
 
 pub use array::{Array, ArrayData};
 pub use backend::{backend_for, is_available, register_backend, Backend};
-pub use buffer::{active_memory, memory_limit, peak_memory, reset_peak_memory, set_memory_limit, Buffer, MappedBytes};
-pub use device::{default_device, default_stream, set_default_device, with_device, with_stream, Device, DeviceType, Stream};
+pub use buffer::{
+    active_memory, cache_memory, clear_cache, memory_limit, peak_memory, reset_peak_memory,
+    set_cache_limit, set_memory_limit, Buffer, MappedBytes,
+};
+pub use device::{
+    default_device, default_stream, set_default_device, with_device, with_stream, Device,
+    DeviceType, Stream,
+};
 pub use dtype::{bf16, f16, Dtype, Element};
 pub use error::{Error, Result};
+pub use ops::random;
 pub use primitive::Primitive;
 pub use shape::Shape;
 pub use transforms::{async_eval, eval};
-pub use ops::random;

@@ -171,7 +171,12 @@ pub enum Primitive {
     /// `[x]` index of the max/min along `axis` (kept, size 1); output u32.
     ArgReduce { op: ArgReduceOp, axis: usize },
     /// `[x]` cumulative op along `axis`.
-    Scan { op: ScanOp, axis: usize, reverse: bool, inclusive: bool },
+    Scan {
+        op: ScanOp,
+        axis: usize,
+        reverse: bool,
+        inclusive: bool,
+    },
     /// `[x]` softmax along the last axis, accumulated in f32.
     Softmax,
     /// `[x]` logsumexp over the last axis (kept, size 1), in f32 for half inputs.
@@ -203,21 +208,39 @@ pub enum Primitive {
     /// `[x, weight?]` RMS norm over the last axis; weight `[D]` optional.
     RmsNorm { eps: F32, has_weight: bool },
     /// `[x, weight?, bias?]` layer norm over the last axis.
-    LayerNorm { eps: F32, has_weight: bool, has_bias: bool },
+    LayerNorm {
+        eps: F32,
+        has_weight: bool,
+        has_bias: bool,
+    },
     /// `[x, offset, freqs?]`: rotary embedding of the first `dims` features of
     /// `x: [B, ..., L, D]`; offset i32 scalar or `[B]`; `freqs` `[dims/2]` replaces
     /// `base`-derived frequencies.
-    Rope { dims: usize, traditional: bool, base: F32, scale: F32, has_freqs: bool },
+    Rope {
+        dims: usize,
+        traditional: bool,
+        base: F32,
+        scale: F32,
+        has_freqs: bool,
+    },
     /// `[q, k, v, mask?]`: q `[B, Hq, L, D]`, k `[B, Hkv, S, D]`, v `[B, Hkv, S, Dv]`,
     /// `Hq % Hkv == 0` (grouped-query attention).
     ScaledDotProductAttention { scale: F32, mask: SdpaMask },
     /// `[w]` MLX affine quantization along the last axis; `part` 0 → packed u32 weights,
     /// 1 → scales, 2 → biases (three nodes, cheap to recompute, keep the graph single-output).
-    Quantize { group_size: usize, bits: usize, part: u8 },
+    Quantize {
+        group_size: usize,
+        bits: usize,
+        part: u8,
+    },
     /// `[wq, scales, biases]` → floats of the scales' dtype.
     Dequantize { group_size: usize, bits: usize },
     /// `[x, wq, scales, biases]`: `x @ dequant(w).T` (transpose) or `x @ dequant(w)`.
-    QuantizedMatmul { group_size: usize, bits: usize, transpose: bool },
+    QuantizedMatmul {
+        group_size: usize,
+        bits: usize,
+        transpose: bool,
+    },
 }
 
 impl Primitive {

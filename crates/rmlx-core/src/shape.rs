@@ -45,7 +45,11 @@ pub fn fmt_shape(shape: &[usize]) -> String {
         1 => format!("({},)", shape[0]),
         _ => format!(
             "({})",
-            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         ),
     }
 }
@@ -59,7 +63,11 @@ pub fn normalize_axis(op: &'static str, axis: i32, ndim: usize) -> Result<usize>
             format!("axis {axis} is out of bounds for array of dimension {ndim}"),
         ));
     }
-    Ok(if axis < 0 { (axis + n) as usize } else { axis as usize })
+    Ok(if axis < 0 {
+        (axis + n) as usize
+    } else {
+        axis as usize
+    })
 }
 
 /// Normalizes a list of axes; rejects repeats. An empty list stays empty.
@@ -81,8 +89,16 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Sh
     let n = a.len().max(b.len());
     let mut out: Shape = smallvec::smallvec![0; n];
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -106,7 +122,11 @@ pub fn broadcast_strides(shape: &[usize], strides: &[isize], target: &[usize]) -
     let off = target.len() - shape.len();
     let mut out: Strides = smallvec::smallvec![0; target.len()];
     for i in 0..shape.len() {
-        out[i + off] = if shape[i] == 1 && target[i + off] != 1 { 0 } else { strides[i] };
+        out[i + off] = if shape[i] == 1 && target[i + off] != 1 {
+            0
+        } else {
+            strides[i]
+        };
     }
     out
 }
@@ -125,17 +145,23 @@ pub fn resolve_reshape(op: &'static str, from: &[usize], to: &[i64]) -> Result<S
             infer = Some(i);
             out.push(0);
         } else if d < 0 {
-            return Err(Error::invalid(op, format!("invalid dimension {d} in {to:?}")));
+            return Err(Error::invalid(
+                op,
+                format!("invalid dimension {d} in {to:?}"),
+            ));
         } else {
             known *= d as usize;
             out.push(d as usize);
         }
     }
     if let Some(i) = infer {
-        if known == 0 || size % known != 0 {
+        if known == 0 || !size.is_multiple_of(known) {
             return Err(Error::invalid(
                 op,
-                format!("cannot reshape array of shape {} into {to:?}", fmt_shape(from)),
+                format!(
+                    "cannot reshape array of shape {} into {to:?}",
+                    fmt_shape(from)
+                ),
             ));
         }
         out[i] = size / known;
@@ -229,16 +255,30 @@ mod tests {
 
     #[test]
     fn broadcast_rules() {
-        assert_eq!(broadcast_shapes("t", &[3, 1], &[4]).unwrap().as_slice(), &[3, 4]);
-        assert_eq!(broadcast_shapes("t", &[], &[2, 2]).unwrap().as_slice(), &[2, 2]);
-        assert_eq!(broadcast_shapes("t", &[0, 1], &[1, 5]).unwrap().as_slice(), &[0, 5]);
-        let e = broadcast_shapes("add", &[2, 3], &[4, 3]).unwrap_err().to_string();
+        assert_eq!(
+            broadcast_shapes("t", &[3, 1], &[4]).unwrap().as_slice(),
+            &[3, 4]
+        );
+        assert_eq!(
+            broadcast_shapes("t", &[], &[2, 2]).unwrap().as_slice(),
+            &[2, 2]
+        );
+        assert_eq!(
+            broadcast_shapes("t", &[0, 1], &[1, 5]).unwrap().as_slice(),
+            &[0, 5]
+        );
+        let e = broadcast_shapes("add", &[2, 3], &[4, 3])
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "[add] shapes (2,3) and (4,3) cannot be broadcast");
     }
 
     #[test]
     fn reshape_infers() {
-        assert_eq!(resolve_reshape("r", &[2, 6], &[-1, 3]).unwrap().as_slice(), &[4, 3]);
+        assert_eq!(
+            resolve_reshape("r", &[2, 6], &[-1, 3]).unwrap().as_slice(),
+            &[4, 3]
+        );
         assert!(resolve_reshape("r", &[2, 6], &[-1, 5]).is_err());
         assert!(resolve_reshape("r", &[2, 6], &[-1, -1]).is_err());
     }
@@ -248,7 +288,12 @@ mod tests {
         // (2,3) transposed -> (3,2) with strides (1,3): flattening needs a copy.
         assert!(reshape_strides(&[3, 2], &[1, 3], &[6]).is_none());
         // splitting an axis of a transposed view is fine
-        assert_eq!(reshape_strides(&[4, 2], &[1, 4], &[2, 2, 2]).unwrap().as_slice(), &[2, 1, 4]);
+        assert_eq!(
+            reshape_strides(&[4, 2], &[1, 4], &[2, 2, 2])
+                .unwrap()
+                .as_slice(),
+            &[2, 1, 4]
+        );
     }
 
     proptest! {

@@ -24,11 +24,15 @@ fn copy_into<T: Element>(x: &ArrayData, out: &mut ArrayData) {
         return;
     }
     let dims = collapse(&x.shape, &x.strides);
-    dst.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-        let start = c * CHUNK;
-        let len = chunk.len();
-        walk(&dims, x.offset, start, len, |i, o| chunk[i - start] = src[o]);
-    });
+    dst.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let start = c * CHUNK;
+            let len = chunk.len();
+            walk(&dims, x.offset, start, len, |i, o| {
+                chunk[i - start] = src[o]
+            });
+        });
 }
 
 /// The output buffer of a freshly allocated array as `&mut [T]`.
@@ -97,16 +101,22 @@ fn convert<S: Element, D: Element>(x: &ArrayData, out: &mut ArrayData) {
     let dst: &mut [D] = out_slice_mut(out);
     if x.is_contiguous() {
         let s = &src[x.offset..x.offset + dst.len()];
-        dst.par_chunks_mut(CHUNK).zip(s.par_chunks(CHUNK)).for_each(|(d, s)| {
-            for (d, s) in d.iter_mut().zip(s) {
-                *d = cast::<S, D>(*s);
-            }
-        });
+        dst.par_chunks_mut(CHUNK)
+            .zip(s.par_chunks(CHUNK))
+            .for_each(|(d, s)| {
+                for (d, s) in d.iter_mut().zip(s) {
+                    *d = cast::<S, D>(*s);
+                }
+            });
         return;
     }
     let dims = collapse(&x.shape, &x.strides);
-    dst.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-        let start = c * CHUNK;
-        walk(&dims, x.offset, start, chunk.len(), |i, o| chunk[i - start] = cast::<S, D>(src[o]));
-    });
+    dst.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let start = c * CHUNK;
+            walk(&dims, x.offset, start, chunk.len(), |i, o| {
+                chunk[i - start] = cast::<S, D>(src[o])
+            });
+        });
 }

@@ -44,10 +44,23 @@ fn concat_t<T: Element>(xs: &[ArrayData], axis: usize, o: &mut ArrayData) {
 /// A copy of `src` with `upd` written at `start + i * step` per axis.
 /// `src` is taken by value: when nothing else holds its buffer (a KV cache replacing its
 /// buffer every step), the update is written in place instead of copying the whole array.
-pub fn slice_update(mut src: ArrayData, upd: &ArrayData, start: &[usize], step: &[isize], out: &OutputSpec) -> Result<ArrayData> {
-    let whole = src.offset == 0 && src.is_contiguous() && src.buffer.len() == src.numel() * src.dtype.size();
-    let donated = whole && !src.buffer.is_mapped() && std::sync::Arc::get_mut(&mut src.buffer).is_some();
-    let mut o = if donated { src } else { crate::copy::copy(&src)? };
+pub fn slice_update(
+    mut src: ArrayData,
+    upd: &ArrayData,
+    start: &[usize],
+    step: &[isize],
+    out: &OutputSpec,
+) -> Result<ArrayData> {
+    let whole = src.offset == 0
+        && src.is_contiguous()
+        && src.buffer.len() == src.numel() * src.dtype.size();
+    let donated =
+        whole && !src.buffer.is_mapped() && std::sync::Arc::get_mut(&mut src.buffer).is_some();
+    let mut o = if donated {
+        src
+    } else {
+        crate::copy::copy(&src)?
+    };
     if upd.numel() == 0 {
         return Ok(o);
     }
@@ -81,14 +94,25 @@ fn read_indices(idx: &ArrayData) -> Vec<i64> {
 fn wrap(op: &'static str, i: i64, dim: usize, axis: usize) -> Result<usize> {
     let j = if i < 0 { i + dim as i64 } else { i };
     if j < 0 || j >= dim as i64 {
-        return Err(Error::invalid(op, format!("index {i} is out of bounds for axis {axis} with size {dim}")));
+        return Err(Error::invalid(
+            op,
+            format!("index {i} is out of bounds for axis {axis} with size {dim}"),
+        ));
     }
     Ok(j as usize)
 }
 
 /// Wrapped, checked indices.
-fn checked_indices(op: &'static str, idx: &ArrayData, dim: usize, axis: usize) -> Result<Vec<usize>> {
-    read_indices(idx).into_iter().map(|i| wrap(op, i, dim, axis)).collect()
+fn checked_indices(
+    op: &'static str,
+    idx: &ArrayData,
+    dim: usize,
+    axis: usize,
+) -> Result<Vec<usize>> {
+    read_indices(idx)
+        .into_iter()
+        .map(|i| wrap(op, i, dim, axis))
+        .collect()
 }
 
 /// `out = a.take(idx, axis)`; shape `a[..axis] + idx.shape + a[axis+1..]`.
@@ -102,7 +126,13 @@ pub fn take(a: &ArrayData, idx: &ArrayData, axis: usize, out: &OutputSpec) -> Re
     Ok(o)
 }
 
-fn take_t<T: Element>(a: &ArrayData, axis: usize, ix: &[usize], (pre, dim, post): (usize, usize, usize), o: &mut ArrayData) {
+fn take_t<T: Element>(
+    a: &ArrayData,
+    axis: usize,
+    ix: &[usize],
+    (pre, dim, post): (usize, usize, usize),
+    o: &mut ArrayData,
+) {
     let dst: &mut [T] = out_slice_mut(o);
     if dst.is_empty() {
         return;
@@ -116,28 +146,38 @@ fn take_t<T: Element>(a: &ArrayData, axis: usize, ix: &[usize], (pre, dim, post)
         let src = a.buffer_as::<T>();
         let s_ax = a.strides[axis];
         let n = ix.len();
-        dst.par_chunks_mut(post).enumerate().with_min_len((4096 / post.max(1)).max(1)).for_each(|(j, row)| {
-            let start = (a.offset as isize + ix[j % n] as isize * s_ax) as usize;
-            if post == 1 {
-                row[0] = src[start];
-            } else {
-                row.copy_from_slice(&src[start..start + post]);
-            }
-        });
+        dst.par_chunks_mut(post)
+            .enumerate()
+            .with_min_len((4096 / post.max(1)).max(1))
+            .for_each(|(j, row)| {
+                let start = (a.offset as isize + ix[j % n] as isize * s_ax) as usize;
+                if post == 1 {
+                    row[0] = src[start];
+                } else {
+                    row.copy_from_slice(&src[start..start + post]);
+                }
+            });
         return;
     }
     let src = contiguous::<T>(a);
     let n = ix.len();
-    dst.par_chunks_mut(n * post).enumerate().for_each(|(p, block)| {
-        for (j, &i) in ix.iter().enumerate() {
-            let s = p * dim * post + i * post;
-            block[j * post..(j + 1) * post].copy_from_slice(&src[s..s + post]);
-        }
-    });
+    dst.par_chunks_mut(n * post)
+        .enumerate()
+        .for_each(|(p, block)| {
+            for (j, &i) in ix.iter().enumerate() {
+                let s = p * dim * post + i * post;
+                block[j * post..(j + 1) * post].copy_from_slice(&src[s..s + post]);
+            }
+        });
 }
 
 /// `out[p, j, q] = a[p, idx[p, j, q], q]` with `a: [pre, A, post]`, `idx: [pre, J, post]`.
-pub fn take_along_axis(a: &ArrayData, idx: &ArrayData, axis: usize, out: &OutputSpec) -> Result<ArrayData> {
+pub fn take_along_axis(
+    a: &ArrayData,
+    idx: &ArrayData,
+    axis: usize,
+    out: &OutputSpec,
+) -> Result<ArrayData> {
     let dim = a.shape[axis];
     let ix = checked_indices("take_along_axis", idx, dim, axis)?;
     let mut o = ArrayData::alloc(out.shape, out.dtype)?;
@@ -158,7 +198,13 @@ pub fn take_along_axis(a: &ArrayData, idx: &ArrayData, axis: usize, out: &Output
 }
 
 /// A copy of `a` with `vals[p, j, q]` written at `[p, idx[p, j, q], q]`; later writes win.
-pub fn put_along_axis(a: &ArrayData, idx: &ArrayData, vals: &ArrayData, axis: usize, out: &OutputSpec) -> Result<ArrayData> {
+pub fn put_along_axis(
+    a: &ArrayData,
+    idx: &ArrayData,
+    vals: &ArrayData,
+    axis: usize,
+    out: &OutputSpec,
+) -> Result<ArrayData> {
     let dim = a.shape[axis];
     let ix = checked_indices("put_along_axis", idx, dim, axis)?;
     let mut o = crate::copy::copy(a)?;

@@ -19,20 +19,38 @@ const PAR_INNER_FLOPS: usize = 64 * 64 * 64;
 pub fn matmul(a: &ArrayData, b: &ArrayData, out: &OutputSpec) -> Result<ArrayData> {
     let nd = a.shape.len();
     if nd < 2 || b.shape.len() != nd || out.shape.len() != nd {
-        return Err(Error::runtime("matmul", "the CPU kernel expects matrices with equal batch ranks"));
+        return Err(Error::runtime(
+            "matmul",
+            "the CPU kernel expects matrices with equal batch ranks",
+        ));
     }
     let mut o = ArrayData::alloc(out.shape, out.dtype)?;
     match out.dtype {
         Dtype::F32 => {
             let (pa, pb) = (a.buffer_as::<f32>(), b.buffer_as::<f32>());
             let dst: &mut [f32] = out_slice_mut(&mut o);
-            let av = View { base: pa, offset: a.offset, shape: &a.shape, strides: &a.strides };
-            let bv = View { base: pb, offset: b.offset, shape: &b.shape, strides: &b.strides };
+            let av = View {
+                base: pa,
+                offset: a.offset,
+                shape: &a.shape,
+                strides: &a.strides,
+            };
+            let bv = View {
+                base: pb,
+                offset: b.offset,
+                shape: &b.shape,
+                strides: &b.strides,
+            };
             run_f32(&av, &bv, dst);
         }
         Dtype::F16 => half_via_f32::<f16>(a, b, &mut o),
         Dtype::BF16 => half_via_f32::<bf16>(a, b, &mut o),
-        d => return Err(Error::dtype("matmul", format!("the CPU kernel does not multiply {d}"))),
+        d => {
+            return Err(Error::dtype(
+                "matmul",
+                format!("the CPU kernel does not multiply {d}"),
+            ))
+        }
     }
     Ok(o)
 }
@@ -103,23 +121,44 @@ fn run_f32(a: &View, b: &View, dst: &mut [f32]) {
     };
     let threads = rayon::current_num_threads();
     if m * n * k >= PAR_INNER_FLOPS || batches == 1 {
-        let par = if m * n * k >= PAR_INNER_FLOPS && threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+        let par = if m * n * k >= PAR_INNER_FLOPS && threads > 1 {
+            Parallelism::Rayon(threads)
+        } else {
+            Parallelism::None
+        };
         for (bi, c) in dst.chunks_mut(m * n).enumerate() {
             one(bi, c, par);
         }
     } else {
-        dst.par_chunks_mut(m * n).enumerate().for_each(|(bi, c)| one(bi, c, Parallelism::None));
+        dst.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(bi, c)| one(bi, c, Parallelism::None));
     }
 }
 
 /// f16/bf16: convert both operands to contiguous f32, multiply, round back.
 fn half_via_f32<T: Element>(a: &ArrayData, b: &ArrayData, o: &mut ArrayData) {
-    let to_f32 = |x: &ArrayData| -> Vec<f32> { crate::copy::contiguous::<T>(x).iter().map(|v| v.to_f32()).collect() };
+    let to_f32 = |x: &ArrayData| -> Vec<f32> {
+        crate::copy::contiguous::<T>(x)
+            .iter()
+            .map(|v| v.to_f32())
+            .collect()
+    };
     let (fa, fb) = (to_f32(a), to_f32(b));
     let sa = rmlx_core::shape::row_major_strides(&a.shape);
     let sb = rmlx_core::shape::row_major_strides(&b.shape);
-    let av = View { base: &fa, offset: 0, shape: &a.shape, strides: &sa };
-    let bv = View { base: &fb, offset: 0, shape: &b.shape, strides: &sb };
+    let av = View {
+        base: &fa,
+        offset: 0,
+        shape: &a.shape,
+        strides: &sa,
+    };
+    let bv = View {
+        base: &fb,
+        offset: 0,
+        shape: &b.shape,
+        strides: &sb,
+    };
     let mut tmp = vec![0f32; o.numel()];
     run_f32(&av, &bv, &mut tmp);
     let dst: &mut [T] = out_slice_mut(o);

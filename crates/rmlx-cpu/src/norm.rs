@@ -251,7 +251,7 @@ mod tests {
             shape: &[2, 3],
             dtype: Dtype::F32,
         };
-        let y = rms_norm(&[x.clone()], 0.0, false, &spec).unwrap();
+        let y = rms_norm(std::slice::from_ref(&x), 0.0, false, &spec).unwrap();
         let r = (14.0f32 / 3.0).sqrt();
         let got = y.as_slice::<f32>().unwrap();
         assert!((got[2] - 3.0 / r).abs() < 1e-6);

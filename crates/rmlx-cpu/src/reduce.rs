@@ -60,6 +60,7 @@ impl AccVal for f32 {
         }
     }
     #[inline(always)]
+    #[allow(clippy::eq_op)] // NaN is the one value unequal to itself; generic over element types
     fn is_nan(self) -> bool {
         self != self
     }

@@ -26,7 +26,7 @@ pub fn rope(
 ) -> Result<ArrayData> {
     let xd = &x[0];
     let nd = xd.shape.len();
-    if nd < 2 || dims == 0 || dims % 2 != 0 || dims > xd.shape[nd - 1] {
+    if nd < 2 || dims == 0 || !dims.is_multiple_of(2) || dims > xd.shape[nd - 1] {
         return Err(Error::runtime(
             "cpu",
             format!("[rope] bad input shape {:?} for dims {dims}", xd.shape),

@@ -447,7 +447,7 @@ mod tests {
         let f = |n: usize, a: f32| (0..n).map(|i| (i as f32 * a).sin()).collect::<Vec<f32>>();
         let (qv, kv, vv) = (f(d, 0.37), f(s * d, 0.11), f(s * d, 0.23));
         let mut m = ArrayData::alloc(&[1, 1, 1, s], Dtype::Bool).unwrap();
-        let keep = |j: usize| j >= 150 && j % 3 != 0;
+        let keep = |j: usize| j >= 150 && !j.is_multiple_of(3);
         for (j, b) in out_slice_mut::<Bool8>(&mut m).iter_mut().enumerate() {
             *b = Bool8(keep(j) as u8);
         }
@@ -474,7 +474,7 @@ mod tests {
     fn causal_matches_naive_across_blocks_and_splits() {
         // L=3 queries against S=300 keys (three key blocks, possibly split): end-aligned causal.
         let (l, s, d) = (3, 300, 8);
-        let f = |n: usize, a: f32| (0..n).map(|i| ((i as f32 * a).sin())).collect::<Vec<f32>>();
+        let f = |n: usize, a: f32| (0..n).map(|i| (i as f32 * a).sin()).collect::<Vec<f32>>();
         let (qv, kv, vv) = (f(l * d, 0.37), f(s * d, 0.11), f(s * d, 0.23));
         let (q, k, v) = (
             data(&qv, &[1, 1, l, d]),

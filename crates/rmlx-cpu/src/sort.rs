@@ -15,17 +15,24 @@ fn order<T: Element>() -> fn(&T, &T) -> Ordering {
     match T::DTYPE {
         Dtype::F16 | Dtype::BF16 | Dtype::F32 => |a: &T, b: &T| {
             let (x, y) = (a.to_f32(), b.to_f32());
-            x.partial_cmp(&y).unwrap_or_else(|| x.is_nan().cmp(&y.is_nan()))
+            x.partial_cmp(&y)
+                .unwrap_or_else(|| x.is_nan().cmp(&y.is_nan()))
         },
         // i64 does not fit an f64 exactly; compare the bits as i64.
-        Dtype::I64 => |a: &T, b: &T| bytemuck::cast::<T, i64>(*a).cmp(&bytemuck::cast::<T, i64>(*b)),
+        Dtype::I64 => {
+            |a: &T, b: &T| bytemuck::cast::<T, i64>(*a).cmp(&bytemuck::cast::<T, i64>(*b))
+        }
         _ => |a: &T, b: &T| a.to_f64().total_cmp(&b.to_f64()),
     }
 }
 
 /// (pre, n, post) of `shape` around `axis`.
 fn dims(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    (shape[..axis].iter().product(), shape[axis], shape[axis + 1..].iter().product())
+    (
+        shape[..axis].iter().product(),
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    )
 }
 
 /// Runs `f(lane_in, lane_out)` for every lane; lanes are gathered into scratch when strided.
@@ -41,21 +48,25 @@ fn per_lane<T: Element, O: Element + Default>(
     }
     let src = contiguous::<T>(x);
     if post == 1 {
-        dst.par_chunks_mut(n).zip(src.par_chunks(n)).for_each(|(d, s)| f(s, d));
+        dst.par_chunks_mut(n)
+            .zip(src.par_chunks(n))
+            .for_each(|(d, s)| f(s, d));
         return;
     }
-    dst.par_chunks_mut(n * post).zip(src.par_chunks(n * post)).for_each(|(d, s)| {
-        let mut lane_in: Vec<T> = Vec::with_capacity(n);
-        let mut lane_out: Vec<O> = vec![O::default(); n];
-        for q in 0..post {
-            lane_in.clear();
-            lane_in.extend((0..n).map(|i| s[i * post + q]));
-            f(&lane_in, &mut lane_out);
-            for (i, v) in lane_out.iter().enumerate() {
-                d[i * post + q] = *v;
+    dst.par_chunks_mut(n * post)
+        .zip(src.par_chunks(n * post))
+        .for_each(|(d, s)| {
+            let mut lane_in: Vec<T> = Vec::with_capacity(n);
+            let mut lane_out: Vec<O> = vec![O::default(); n];
+            for q in 0..post {
+                lane_in.clear();
+                lane_in.extend((0..n).map(|i| s[i * post + q]));
+                f(&lane_in, &mut lane_out);
+                for (i, v) in lane_out.iter().enumerate() {
+                    d[i * post + q] = *v;
+                }
             }
-        }
-    });
+        });
 }
 
 /// `x` sorted ascending along `axis`.

@@ -44,36 +44,41 @@ fn req_usize(v: &Value, key: &str) -> Result<usize> {
     get(v, key)
         .and_then(Value::as_u64)
         .map(|x| x as usize)
-        .ok_or_else(|| LmError::Config(format!("config.json: `{key}` is missing or not a non-negative integer")))
+        .ok_or_else(|| {
+            LmError::Config(format!(
+                "config.json: `{key}` is missing or not a non-negative integer"
+            ))
+        })
 }
 
 fn opt_usize(v: &Value, key: &str) -> Result<Option<usize>> {
     match get(v, key) {
         None => Ok(None),
-        Some(x) => x
-            .as_u64()
-            .map(|x| Some(x as usize))
-            .ok_or_else(|| LmError::Config(format!("config.json: `{key}` must be a non-negative integer, got {x}"))),
+        Some(x) => x.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
+            LmError::Config(format!(
+                "config.json: `{key}` must be a non-negative integer, got {x}"
+            ))
+        }),
     }
 }
 
 fn opt_f32(v: &Value, key: &str) -> Result<Option<f32>> {
     match get(v, key) {
         None => Ok(None),
-        Some(x) => x
-            .as_f64()
-            .map(|x| Some(x as f32))
-            .ok_or_else(|| LmError::Config(format!("config.json: `{key}` must be a number, got {x}"))),
+        Some(x) => x.as_f64().map(|x| Some(x as f32)).ok_or_else(|| {
+            LmError::Config(format!("config.json: `{key}` must be a number, got {x}"))
+        }),
     }
 }
 
 fn opt_bool(v: &Value, key: &str) -> Result<Option<bool>> {
     match get(v, key) {
         None => Ok(None),
-        Some(x) => x
-            .as_bool()
-            .map(Some)
-            .ok_or_else(|| LmError::Config(format!("config.json: `{key}` must be true or false, got {x}"))),
+        Some(x) => x.as_bool().map(Some).ok_or_else(|| {
+            LmError::Config(format!(
+                "config.json: `{key}` must be true or false, got {x}"
+            ))
+        }),
     }
 }
 
@@ -93,9 +98,12 @@ impl ModelConfig {
         let hidden_size = req_usize(v, "hidden_size")?;
         let num_attention_heads = req_usize(v, "num_attention_heads")?;
         if num_attention_heads == 0 || hidden_size == 0 {
-            return Err(LmError::Config("config.json: `hidden_size` and `num_attention_heads` must be positive".into()));
+            return Err(LmError::Config(
+                "config.json: `hidden_size` and `num_attention_heads` must be positive".into(),
+            ));
         }
-        let num_key_value_heads = opt_usize(v, "num_key_value_heads")?.unwrap_or(num_attention_heads);
+        let num_key_value_heads =
+            opt_usize(v, "num_key_value_heads")?.unwrap_or(num_attention_heads);
         if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
             return Err(LmError::Config(format!(
                 "config.json: num_attention_heads ({num_attention_heads}) must be a multiple of num_key_value_heads ({num_key_value_heads})"
@@ -103,7 +111,11 @@ impl ModelConfig {
         }
         let head_dim = opt_usize(v, "head_dim")?.unwrap_or(hidden_size / num_attention_heads);
         let eos_token_ids = match get(root, "eos_token_id") {
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_u64)
+                .map(|x| x as u32)
+                .collect(),
             Some(x) => x.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
             None => vec![],
         };
@@ -116,7 +128,11 @@ impl ModelConfig {
             head_dim,
             vocab_size: opt_usize(v, "vocab_size")?.unwrap_or(if gemma { 262144 } else { 0 }),
             rms_norm_eps: opt_f32(v, "rms_norm_eps")?.unwrap_or(if gemma { 1e-6 } else { 1e-5 }),
-            rope_theta: opt_f32(v, "rope_theta")?.unwrap_or(if gemma { 1_000_000.0 } else { 10_000.0 }),
+            rope_theta: opt_f32(v, "rope_theta")?.unwrap_or(if gemma {
+                1_000_000.0
+            } else {
+                10_000.0
+            }),
             rope_traditional: opt_bool(v, "rope_traditional")?.unwrap_or(false),
             rope_scaling: parse_rope_scaling(get(v, "rope_scaling"))?,
             max_position_embeddings: opt_usize(v, "max_position_embeddings")?,
@@ -138,10 +154,17 @@ impl ModelConfig {
 /// `rope_scaling` → `RopeScaling` (None for absent or `default`; unknown kinds are errors).
 fn parse_rope_scaling(v: Option<&Value>) -> Result<Option<RopeScaling>> {
     let Some(v) = v else { return Ok(None) };
-    let kind = get(v, "rope_type").or_else(|| get(v, "type")).and_then(Value::as_str).unwrap_or("default");
+    let kind = get(v, "rope_type")
+        .or_else(|| get(v, "type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
     let f = |k: &str, d: f32| -> Result<f32> { Ok(opt_f32(v, k)?.unwrap_or(d)) };
     let factor = || -> Result<f32> {
-        opt_f32(v, "factor")?.ok_or_else(|| LmError::Config(format!("config.json: rope_scaling of type `{kind}` needs `factor`")))
+        opt_f32(v, "factor")?.ok_or_else(|| {
+            LmError::Config(format!(
+                "config.json: rope_scaling of type `{kind}` needs `factor`"
+            ))
+        })
     };
     Ok(match kind {
         "default" => None,

@@ -85,7 +85,9 @@ pub fn stream_generate<'a>(
     opts: &GenerateOptions,
 ) -> Result<TokenStream<'a>> {
     if prompt.is_empty() {
-        return Err(LmError::Generate("the prompt is empty: give at least one token".into()));
+        return Err(LmError::Generate(
+            "the prompt is empty: give at least one token".into(),
+        ));
     }
     let cfg = model.config();
     if let Some(ctx) = cfg.max_position_embeddings {
@@ -97,11 +99,17 @@ pub fn stream_generate<'a>(
         }
     }
     if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-        return Err(LmError::Generate(format!("prompt token {bad} is outside the vocabulary of {}", cfg.vocab_size)));
+        return Err(LmError::Generate(format!(
+            "prompt token {bad} is outside the vocabulary of {}",
+            cfg.vocab_size
+        )));
     }
     let mut caches = model.make_caches();
     if let Some(bits) = opts.kv_bits {
-        for c in caches.iter_mut().filter(|c| matches!(c, KvCache::Standard(_))) {
+        for c in caches
+            .iter_mut()
+            .filter(|c| matches!(c, KvCache::Standard(_)))
+        {
             *c = KvCache::quantized(bits, opts.kv_group_size)?;
         }
     }
@@ -109,7 +117,10 @@ pub fn stream_generate<'a>(
     eos.extend(cfg.eos_token_ids.iter().copied());
     Ok(TokenStream {
         model,
-        opts: GenerateOptions { prefill_step_size: opts.prefill_step_size.max(1), ..opts.clone() },
+        opts: GenerateOptions {
+            prefill_step_size: opts.prefill_step_size.max(1),
+            ..opts.clone()
+        },
         eos,
         caches,
         sampler: Sampler::new(opts.sampler.clone()),
@@ -127,7 +138,12 @@ pub fn stream_generate<'a>(
 }
 
 /// Generates and returns the whole text.
-pub fn generate(model: &dyn LanguageModel, tokenizer: &Tokenizer, prompt: &[u32], opts: &GenerateOptions) -> Result<String> {
+pub fn generate(
+    model: &dyn LanguageModel,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+) -> Result<String> {
     let mut text = String::new();
     for r in stream_generate(model, tokenizer, prompt, opts)? {
         text.push_str(&r?.text);
@@ -141,8 +157,12 @@ impl TokenStream<'_> {
         let x = Array::from_slice(tokens, &[1, tokens.len()])?;
         let logits = self.model.forward_last(&x, &mut self.caches)?;
         let logits = ops::astype(&logits, Dtype::F32);
-        let (ids, logprobs) = self.sampler.sample(&logits, std::slice::from_ref(&self.history))?;
-        let id = *ids.first().ok_or_else(|| LmError::Generate("the sampler returned no token".into()))?;
+        let (ids, logprobs) = self
+            .sampler
+            .sample(&logits, std::slice::from_ref(&self.history))?;
+        let id = *ids
+            .first()
+            .ok_or_else(|| LmError::Generate("the sampler returned no token".into()))?;
         Ok((id, ops::squeeze(&logprobs, &[0])?))
     }
 
@@ -167,8 +187,13 @@ impl TokenStream<'_> {
     /// Splits `self.held` into text safe to hand out and a tail that may begin a stop string;
     /// `Some(text)` when a stop string was found (text before it).
     fn release(&mut self) -> (String, Option<String>) {
-        if let Some((pos, _)) =
-            self.opts.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| self.held.find(s.as_str()).map(|p| (p, s))).min()
+        if let Some((pos, _)) = self
+            .opts
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.held.find(s.as_str()).map(|p| (p, s)))
+            .min()
         {
             let before = self.held[..pos].to_string();
             self.held.clear();
@@ -178,7 +203,11 @@ impl TokenStream<'_> {
             .opts
             .stop
             .iter()
-            .flat_map(|s| (1..s.len()).filter(|&k| s.is_char_boundary(k)).map(move |k| &s[..k]))
+            .flat_map(|s| {
+                (1..s.len())
+                    .filter(|&k| s.is_char_boundary(k))
+                    .map(move |k| &s[..k])
+            })
             .filter(|p| self.held.ends_with(p))
             .map(str::len)
             .max()
@@ -189,7 +218,13 @@ impl TokenStream<'_> {
         (out, None)
     }
 
-    fn response(&self, text: String, token: u32, logprobs: Array, finish: Option<&str>) -> GenerationResponse {
+    fn response(
+        &self,
+        text: String,
+        token: u32,
+        logprobs: Array,
+        finish: Option<&str>,
+    ) -> GenerationResponse {
         let gen_t = self.gen_start.map_or(0.0, |s| s.elapsed().as_secs_f64());
         GenerationResponse {
             text,
@@ -198,7 +233,11 @@ impl TokenStream<'_> {
             prompt_tokens: self.prompt_len,
             prompt_tps: self.prompt_tps,
             generation_tokens: self.n,
-            generation_tps: if gen_t > 0.0 { self.n as f64 / gen_t } else { 0.0 },
+            generation_tps: if gen_t > 0.0 {
+                self.n as f64 / gen_t
+            } else {
+                0.0
+            },
             peak_memory: rmlx::peak_memory() as f64 / 1e9,
             finish_reason: finish.map(str::to_string),
         }

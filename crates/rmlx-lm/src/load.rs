@@ -46,11 +46,21 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         let (config, mut weights) = gguf_weights(&gguf, path)?;
         let model = build(&config, &mut weights, opts)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
-        return Ok(LoadedModel { model, tokenizer, config, source: ModelSource::Gguf(path.to_path_buf()) });
+        return Ok(LoadedModel {
+            model,
+            tokenizer,
+            config,
+            source: ModelSource::Gguf(path.to_path_buf()),
+        });
     }
     let (model, config) = load_model(path, opts)?;
     let tokenizer = Tokenizer::from_dir(path)?;
-    Ok(LoadedModel { model, tokenizer, config, source: ModelSource::Dir(path.to_path_buf()) })
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        config,
+        source: ModelSource::Dir(path.to_path_buf()),
+    })
 }
 
 /// Loads only the model (no tokenizer files needed): returns it with its config.
@@ -88,7 +98,9 @@ fn build(config: &Value, weights: &mut Weights, opts: &LoadOptions) -> Result<Mo
     let cfg = ModelConfig::from_json(config)?;
     if let Some(dt) = opts.dtype {
         if !dt.is_float() {
-            return Err(LmError::Config(format!("load dtype must be a float type, got {dt}")));
+            return Err(LmError::Config(format!(
+                "load dtype must be a float type, got {dt}"
+            )));
         }
         weights.cast_floats(dt);
     }
@@ -96,7 +108,10 @@ fn build(config: &Value, weights: &mut Weights, opts: &LoadOptions) -> Result<Mo
 }
 
 fn is_gguf(path: &Path) -> bool {
-    path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    path.is_file()
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
 fn open_gguf(path: &Path) -> Result<GgufFile> {
@@ -105,27 +120,35 @@ fn open_gguf(path: &Path) -> Result<GgufFile> {
 
 fn read_config(dir: &Path) -> Result<Value> {
     let p = dir.join("config.json");
-    let text = std::fs::read_to_string(&p)
-        .map_err(|e| LmError::Load(format!("{}: cannot read config.json ({e}); is this a model directory?", p.display())))?;
-    serde_json::from_str(&text).map_err(|e| LmError::Config(format!("{}: invalid JSON: {e}", p.display())))
+    let text = std::fs::read_to_string(&p).map_err(|e| {
+        LmError::Load(format!(
+            "{}: cannot read config.json ({e}); is this a model directory?",
+            p.display()
+        ))
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| LmError::Config(format!("{}: invalid JSON: {e}", p.display())))
 }
 
 /// The weight files of a directory: those the index names, else every `*.safetensors`.
 fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     let mut files: Vec<PathBuf> = if index.is_file() {
-        let text = std::fs::read_to_string(&index).map_err(|e| LmError::Load(format!("{}: {e}", index.display())))?;
+        let text = std::fs::read_to_string(&index)
+            .map_err(|e| LmError::Load(format!("{}: {e}", index.display())))?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| LmError::Load(format!("{}: invalid JSON: {e}", index.display())))?;
-        let map = v.get("weight_map").and_then(Value::as_object).ok_or_else(|| {
-            LmError::Load(format!("{}: no `weight_map` object", index.display()))
-        })?;
+        let map = v
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| LmError::Load(format!("{}: no `weight_map` object", index.display())))?;
         let mut names: Vec<&str> = map.values().filter_map(Value::as_str).collect();
         names.sort_unstable();
         names.dedup();
         names.into_iter().map(|n| dir.join(n)).collect()
     } else {
-        let rd = std::fs::read_dir(dir).map_err(|e| LmError::Load(format!("{}: {e}", dir.display())))?;
+        let rd =
+            std::fs::read_dir(dir).map_err(|e| LmError::Load(format!("{}: {e}", dir.display())))?;
         let mut v: Vec<PathBuf> = rd
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
@@ -133,9 +156,15 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         v.sort();
         v
     };
-    files.retain(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("adapters")));
+    files.retain(|p| {
+        !p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("adapters"))
+    });
     if files.is_empty() {
-        return Err(LmError::Load(format!("{}: no *.safetensors weight files found", dir.display())));
+        return Err(LmError::Load(format!(
+            "{}: no *.safetensors weight files found",
+            dir.display()
+        )));
     }
     if let Some(missing) = files.iter().find(|p| !p.is_file()) {
         return Err(LmError::Load(format!(
@@ -156,8 +185,8 @@ fn gguf_arch(arch: &str) -> Result<(&'static str, bool)> {
         "gemma3" => ("gemma3_text", false),
         other => {
             return Err(LmError::Config(format!(
-                "GGUF architecture `{other}` is not supported (supported: llama, qwen2, qwen3, gemma3)"
-            )))
+            "GGUF architecture `{other}` is not supported (supported: llama, qwen2, qwen3, gemma3)"
+        )))
         }
     })
 }
@@ -171,10 +200,19 @@ pub fn gguf_weights(g: &GgufFile, path: &Path) -> Result<(Value, Weights)> {
     let f = |k: &str| g.get_f32(&format!("{arch}.{k}")).ok();
     let n_heads = u("attention.head_count")? as usize;
     let hidden = u("embedding_length")? as usize;
-    let n_kv = g.get_u32(&format!("{arch}.attention.head_count_kv")).map(|x| x as usize).unwrap_or(n_heads);
-    let head_dim = g.get_u32(&format!("{arch}.attention.key_length")).map(|x| x as usize).unwrap_or(hidden / n_heads.max(1));
+    let n_kv = g
+        .get_u32(&format!("{arch}.attention.head_count_kv"))
+        .map(|x| x as usize)
+        .unwrap_or(n_heads);
+    let head_dim = g
+        .get_u32(&format!("{arch}.attention.key_length"))
+        .map(|x| x as usize)
+        .unwrap_or(hidden / n_heads.max(1));
     let embd = g.tensor_info("token_embd.weight").ok_or_else(|| {
-        LmError::Load(format!("{}: no `token_embd.weight` tensor (truncated or not a language model?)", path.display()))
+        LmError::Load(format!(
+            "{}: no `token_embd.weight` tensor (truncated or not a language model?)",
+            path.display()
+        ))
     })?;
     let vocab = embd.shape[0];
     let mut c = json!({
@@ -198,7 +236,10 @@ pub fn gguf_weights(g: &GgufFile, path: &Path) -> Result<(Value, Weights)> {
     if let Ok(eos) = g.get_u32("tokenizer.ggml.eos_token_id") {
         c["eos_token_id"] = json!(eos);
     }
-    if let (Ok(kind), Some(factor)) = (g.get_str(&format!("{arch}.rope.scaling.type")), f("rope.scaling.factor")) {
+    if let (Ok(kind), Some(factor)) = (
+        g.get_str(&format!("{arch}.rope.scaling.type")),
+        f("rope.scaling.factor"),
+    ) {
         if kind == "linear" || kind == "yarn" {
             let mut s = json!({"rope_type": kind, "factor": factor});
             if let Ok(o) = u("rope.scaling.original_context_length") {
@@ -224,21 +265,35 @@ pub fn gguf_weights(g: &GgufFile, path: &Path) -> Result<(Value, Weights)> {
     }
     let mut w = Weights::default();
     for t in g.tensors() {
-        let Some(name) = hf_name(&t.name, arch == "gemma3") else { continue };
-        let tensor = g.load(&t.name).map_err(|e| LmError::Load(format!("{}: {e}", path.display())))?;
+        let Some(name) = hf_name(&t.name, arch == "gemma3") else {
+            continue;
+        };
+        let tensor = g
+            .load(&t.name)
+            .map_err(|e| LmError::Load(format!("{}: {e}", path.display())))?;
         let mut parts: Vec<(String, Array)> = match tensor {
             Tensor::Dense(a) => vec![(format!("{name}.weight"), a)],
-            Tensor::Quantized { wq, scales, biases, .. } => vec![
+            Tensor::Quantized {
+                wq, scales, biases, ..
+            } => vec![
                 (format!("{name}.weight"), wq),
                 (format!("{name}.scales"), scales),
                 (format!("{name}.biases"), biases),
             ],
         };
         if t.name.ends_with(".bias") {
-            parts = parts.into_iter().map(|(_, a)| (format!("{name}.bias"), a)).collect();
+            parts = parts
+                .into_iter()
+                .map(|(_, a)| (format!("{name}.bias"), a))
+                .collect();
         }
-        let heads = if name.ends_with("q_proj") { n_heads } else { n_kv };
-        let is_qk_weight = t.name.ends_with(".weight") && (name.ends_with("q_proj") || name.ends_with("k_proj"));
+        let heads = if name.ends_with("q_proj") {
+            n_heads
+        } else {
+            n_kv
+        };
+        let is_qk_weight =
+            t.name.ends_with(".weight") && (name.ends_with("q_proj") || name.ends_with("k_proj"));
         for (k, mut a) in parts {
             if permuted && is_qk_weight {
                 a = unpermute_rows(&a, heads)?;
@@ -257,7 +312,9 @@ pub fn gguf_weights(g: &GgufFile, path: &Path) -> Result<(Value, Weights)> {
 /// GGUF tensor name → HF module path (without `.weight`/`.bias`); `None` for tensors the
 /// models do not use.
 fn hf_name(gguf: &str, gemma: bool) -> Option<String> {
-    let base = gguf.strip_suffix(".weight").or_else(|| gguf.strip_suffix(".bias"))?;
+    let base = gguf
+        .strip_suffix(".weight")
+        .or_else(|| gguf.strip_suffix(".bias"))?;
     Some(match base {
         "token_embd" => "model.embed_tokens".into(),
         "output_norm" => "model.norm".into(),
@@ -295,7 +352,9 @@ fn hf_name(gguf: &str, gemma: bool) -> Option<String> {
 fn unpermute_rows(a: &Array, n_heads: usize) -> Result<Array> {
     let (rows, cols) = (a.shape()[0], a.shape()[1]);
     if n_heads == 0 || rows % (2 * n_heads) != 0 {
-        return Err(LmError::Load(format!("cannot un-permute {rows} q/k rows over {n_heads} heads")));
+        return Err(LmError::Load(format!(
+            "cannot un-permute {rows} q/k rows over {n_heads} heads"
+        )));
     }
     let half = (rows / n_heads / 2) as i64;
     let x = ops::reshape(a, &[n_heads as i64, half, 2, cols as i64])?;

@@ -285,9 +285,11 @@ impl Tokenizer {
         let mut inner = match v.model.as_str() {
             "gpt2" => build_bpe(&v, vocab)?,
             "llama" => build_spm(&v, vocab, unk_id)?,
-            other => return Err(LmError::Tokenizer(format!(
+            other => {
+                return Err(LmError::Tokenizer(format!(
                 "GGUF tokenizer.ggml.model = {other:?} is not supported (supported: gpt2, llama)"
-            ))),
+            )))
+            }
         };
         // Control and user-defined tokens are matched whole in the text, as llama.cpp and HF do.
         let specials: Vec<AddedToken> = v

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 const ARCHS: &[&str] = &["llama", "qwen2", "qwen3", "gemma3"];
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/models")
+        .join(name)
 }
 
 /// (tokens, logits [L, V]) of the MLX reference.
@@ -24,22 +26,39 @@ fn reference(dir: &Path) -> (Vec<u32>, Vec<f32>, usize) {
     let get = |n: &str| t.iter().find(|(k, _)| k == n).unwrap().1.clone();
     let logits = get("logits");
     let v = logits.shape()[2];
-    (get("tokens").to_vec::<u32>().unwrap(), logits.to_vec::<f32>().unwrap(), v)
+    (
+        get("tokens").to_vec::<u32>().unwrap(),
+        logits.to_vec::<f32>().unwrap(),
+        v,
+    )
 }
 
 fn load(dir: &Path) -> Model {
-    load_model(dir, &LoadOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).0
+    load_model(dir, &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .0
 }
 
 /// |got − want| ≤ `rel` · max(1, max|want|).
 fn assert_logits_close_rel(what: &str, got: &[f32], want: &[f32], rel: f32) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
-    let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     if std::env::var_os("RMLX_TEST_VERBOSE").is_some() {
-        eprintln!("{what}: max |Δ| {worst} (scale {scale}, {:.4} of it)", worst / scale);
+        eprintln!(
+            "{what}: max |Δ| {worst} (scale {scale}, {:.4} of it)",
+            worst / scale
+        );
     }
-    assert!(worst <= rel * scale, "{what}: max |Δ| {worst} > {} (scale {scale})", rel * scale);
+    assert!(
+        worst <= rel * scale,
+        "{what}: max |Δ| {worst} > {} (scale {scale})",
+        rel * scale
+    );
 }
 
 fn assert_logits_close(what: &str, got: &[f32], want: &[f32]) {
@@ -81,7 +100,11 @@ fn check_arch(name: &str) {
     assert_logits_close(&format!("{name} prefill 0..3"), &first, &want[..3 * v]);
     for i in 3..l {
         let step = logits_vec(&model.forward(&ids(&tokens[i..i + 1]), &mut caches).unwrap());
-        assert_logits_close(&format!("{name} decode step {i}"), &step, &want[i * v..(i + 1) * v]);
+        assert_logits_close(
+            &format!("{name} decode step {i}"),
+            &step,
+            &want[i * v..(i + 1) * v],
+        );
     }
 
     // forward_last equals the last row of forward.
@@ -142,27 +165,42 @@ fn quantized_models_default_path() {
 #[test]
 fn quantized_fixture_uses_per_module_override() {
     let (_, mut w) = rmlx_lm::load::load_weights(&fixture("llama_q4")).unwrap();
-    let lin = w.linear("model.layers.0.mlp.down_proj", 96, 64, false).unwrap();
+    let lin = w
+        .linear("model.layers.0.mlp.down_proj", 96, 64, false)
+        .unwrap();
     match lin {
         rmlx_nn::Linear::Quantized { q, .. } => assert_eq!((q.bits, q.group_size), (8, 32)),
         _ => panic!("down_proj of layer 0 should be quantized"),
     }
-    match w.linear("model.layers.1.mlp.down_proj", 96, 64, false).unwrap() {
+    match w
+        .linear("model.layers.1.mlp.down_proj", 96, 64, false)
+        .unwrap()
+    {
         rmlx_nn::Linear::Quantized { q, .. } => assert_eq!((q.bits, q.group_size), (4, 32)),
         _ => panic!("down_proj of layer 1 should be quantized"),
     }
 }
 
 /// A scratch copy of a fixture directory with its config edited and/or one tensor dropped.
-fn broken_copy(src: &str, tag: &str, edit: impl Fn(&mut serde_json::Value), drop: Option<&str>) -> PathBuf {
+fn broken_copy(
+    src: &str,
+    tag: &str,
+    edit: impl Fn(&mut serde_json::Value),
+    drop: Option<&str>,
+) -> PathBuf {
     let dst = std::env::temp_dir().join(format!("rmlx_models_mlx_{tag}_{}", std::process::id()));
     std::fs::create_dir_all(&dst).unwrap();
     let src = fixture(src);
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     edit(&mut cfg);
     std::fs::write(dst.join("config.json"), cfg.to_string()).unwrap();
     let (t, meta) = rmlx::io::load_safetensors(src.join("model.safetensors")).unwrap();
-    let kept: Vec<(String, &Array)> = t.iter().filter(|(k, _)| Some(k.as_str()) != drop).map(|(k, a)| (k.clone(), a)).collect();
+    let kept: Vec<(String, &Array)> = t
+        .iter()
+        .filter(|(k, _)| Some(k.as_str()) != drop)
+        .map(|(k, a)| (k.clone(), a))
+        .collect();
     rmlx::io::save_safetensors(dst.join("model.safetensors"), &kept, &meta).unwrap();
     dst
 }
@@ -179,17 +217,38 @@ fn bad_checkpoints_fail_with_clear_errors() {
     let e = load_err(Path::new("/nonexistent/model/dir"));
     assert!(e.contains("/nonexistent/model/dir"), "{e}");
 
-    let d = broken_copy("llama", "unknown_type", |c| c["model_type"] = "llama9".into(), None);
+    let d = broken_copy(
+        "llama",
+        "unknown_type",
+        |c| c["model_type"] = "llama9".into(),
+        None,
+    );
     let e = load_err(&d);
     assert!(e.contains("llama9") && e.contains("supported"), "{e}");
 
-    let d = broken_copy("qwen2", "missing", |_| {}, Some("model.layers.1.self_attn.k_proj.bias"));
+    let d = broken_copy(
+        "qwen2",
+        "missing",
+        |_| {},
+        Some("model.layers.1.self_attn.k_proj.bias"),
+    );
     let e = load_err(&d);
-    assert!(e.contains("model.layers.1.self_attn.k_proj.bias") && e.contains("closest existing key"), "{e}");
+    assert!(
+        e.contains("model.layers.1.self_attn.k_proj.bias") && e.contains("closest existing key"),
+        "{e}"
+    );
 
-    let d = broken_copy("llama", "shape", |c| c["intermediate_size"] = 80.into(), None);
+    let d = broken_copy(
+        "llama",
+        "shape",
+        |c| c["intermediate_size"] = 80.into(),
+        None,
+    );
     let e = load_err(&d);
-    assert!(e.contains("gate_proj") && e.contains("[80, 64]") && e.contains("[96, 64]"), "{e}");
+    assert!(
+        e.contains("gate_proj") && e.contains("[80, 64]") && e.contains("[96, 64]"),
+        "{e}"
+    );
 
     let d = broken_copy("llama", "no_weights", |_| {}, None);
     std::fs::remove_file(d.join("model.safetensors")).unwrap();
@@ -203,14 +262,32 @@ fn bad_checkpoints_fail_with_clear_errors() {
 #[ignore]
 fn quantized_linear_small_m_matches_dequantized() {
     let (_, mut w) = rmlx_lm::load::load_weights(&fixture("llama_q4")).unwrap();
-    let lin = w.linear("model.layers.1.mlp.up_proj", 64, 96, false).unwrap();
-    let rmlx_nn::Linear::Quantized { wq, scales, biases, q, .. } = &lin else { panic!("quantized") };
+    let lin = w
+        .linear("model.layers.1.mlp.up_proj", 64, 96, false)
+        .unwrap();
+    let rmlx_nn::Linear::Quantized {
+        wq,
+        scales,
+        biases,
+        q,
+        ..
+    } = &lin
+    else {
+        panic!("quantized")
+    };
     let dense = rmlx::ops::dequantize(wq, scales, biases, q.group_size, q.bits).unwrap();
     for m in [1usize, 3, 12] {
         let x = rmlx::random::normal(&[1, m, 64], Dtype::F32, 0.0, 1.0, None).unwrap();
         let got = lin.forward(&x).unwrap().to_vec::<f32>().unwrap();
-        let want = rmlx::ops::matmul(&x, &rmlx::ops::transpose(&dense, None).unwrap()).unwrap().to_vec::<f32>().unwrap();
-        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let want = rmlx::ops::matmul(&x, &rmlx::ops::transpose(&dense, None).unwrap())
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
         eprintln!("qmm M={m}: max |Δ| {worst}");
     }
 }

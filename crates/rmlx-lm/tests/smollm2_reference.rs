@@ -35,11 +35,17 @@ fn reference(name: &str) -> Option<Value> {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/reference"),
         PathBuf::from("/work/shared/reference"),
     ];
-    dirs.iter().find_map(|d| std::fs::read_to_string(d.join(name)).ok()).map(|t| serde_json::from_str(&t).unwrap())
+    dirs.iter()
+        .find_map(|d| std::fs::read_to_string(d.join(name)).ok())
+        .map(|t| serde_json::from_str(&t).unwrap())
 }
 
 fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]
@@ -48,9 +54,10 @@ fn smollm2_matches_references() {
         eprintln!("skipping: SmolLM2-135M-Instruct.Q4_1.gguf not in $RMLX_CACHE/models (run scripts/fetch_models.sh)");
         return;
     };
-    let (Some(cpp), Some(f32r)) =
-        (reference("reference_smollm2_q4_1.json"), reference("reference_smollm2_hf_f32_dequant.json"))
-    else {
+    let (Some(cpp), Some(f32r)) = (
+        reference("reference_smollm2_q4_1.json"),
+        reference("reference_smollm2_hf_f32_dequant.json"),
+    ) else {
         eprintln!("skipping: reference JSON files not found");
         return;
     };
@@ -60,23 +67,41 @@ fn smollm2_matches_references() {
         let x = Array::from_slice(prompt, &[1, prompt.len()]).unwrap();
         let logits = lm.model.forward(&x, &mut []).unwrap();
         let v = logits.shape()[2];
-        (ops::astype(&logits, rmlx::Dtype::F32).to_vec::<f32>().unwrap(), v)
+        (
+            ops::astype(&logits, rmlx::Dtype::F32)
+                .to_vec::<f32>()
+                .unwrap(),
+            v,
+        )
     };
     let greedy = |prompt: &[u32], n: usize, exact: bool| -> Vec<u32> {
         rmlx_cpu::quantized::qmv::set_exact(exact);
-        let opts = GenerateOptions { max_tokens: n, ..Default::default() };
+        let opts = GenerateOptions {
+            max_tokens: n,
+            ..Default::default()
+        };
         stream_generate(lm.model.as_ref(), &lm.tokenizer, prompt, &opts)
             .unwrap()
             .map(|r| r.unwrap().token)
             .collect()
     };
-    for (pc, pf) in cpp["prompts"].as_array().unwrap().iter().zip(f32r["prompts"].as_array().unwrap()) {
+    for (pc, pf) in cpp["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(f32r["prompts"].as_array().unwrap())
+    {
         let name = pc["name"].as_str().unwrap();
         let prompt = ids_of(&pc["prompt_ids"]);
         assert_eq!(prompt, ids_of(&pf["prompt_ids"]));
         // The tokenizer reproduces the reference ids for the raw prompt.
         if name == "raw" {
-            assert_eq!(lm.tokenizer.encode(pc["text"].as_str().unwrap(), true).unwrap(), prompt);
+            assert_eq!(
+                lm.tokenizer
+                    .encode(pc["text"].as_str().unwrap(), true)
+                    .unwrap(),
+                prompt
+            );
         }
         // Exact product against the float32 reference, default product (int8 activations for
         // inputs of <= 8 rows, like llama.cpp) against llama.cpp.
@@ -85,25 +110,46 @@ fn smollm2_matches_references() {
             let mut worst = 0.0f32;
             for (pos, t) in refr["prompt_top5"].as_array().unwrap().iter().enumerate() {
                 let row = &logits[pos * v..(pos + 1) * v];
-                let argmax = row.iter().enumerate().fold(0, |b, (i, &x)| if x > row[b] { i } else { b });
-                assert_eq!(argmax as u64, t[0][0].as_u64().unwrap(), "{name} (exact {exact}): top-1 at position {pos}");
+                let argmax = row
+                    .iter()
+                    .enumerate()
+                    .fold(0, |b, (i, &x)| if x > row[b] { i } else { b });
+                assert_eq!(
+                    argmax as u64,
+                    t[0][0].as_u64().unwrap(),
+                    "{name} (exact {exact}): top-1 at position {pos}"
+                );
                 for e in t.as_array().unwrap() {
-                    let (id, want) = (e[0].as_u64().unwrap() as usize, e[1].as_f64().unwrap() as f32);
+                    let (id, want) = (
+                        e[0].as_u64().unwrap() as usize,
+                        e[1].as_f64().unwrap() as f32,
+                    );
                     worst = worst.max((row[id] - want).abs());
                 }
             }
             if exact {
                 eprintln!("{name}: exact product, max |Δlogit| vs float32 {worst:.4}");
-                assert!(worst < 0.02, "{name}: logits differ from the float32 reference by {worst}");
+                assert!(
+                    worst < 0.02,
+                    "{name}: logits differ from the float32 reference by {worst}"
+                );
             } else {
                 eprintln!("{name}: default product, max |Δlogit| vs llama.cpp {worst:.4}");
-                assert!(worst < 1.5, "{name}: logits differ from llama.cpp by {worst}");
+                assert!(
+                    worst < 1.5,
+                    "{name}: logits differ from llama.cpp by {worst}"
+                );
             }
         }
 
         // Greedy continuation: the tokens both references agree on, with either product.
         let (gc, gf) = (ids_of(&pc["greedy_ids"]), ids_of(&pf["greedy_ids"]));
-        let agree: Vec<u32> = gc.iter().zip(&gf).take_while(|(a, b)| a == b).map(|(a, _)| *a).collect();
+        let agree: Vec<u32> = gc
+            .iter()
+            .zip(&gf)
+            .take_while(|(a, b)| a == b)
+            .map(|(a, _)| *a)
+            .collect();
         for exact in [true, false] {
             let got = greedy(&prompt, agree.len(), exact);
             assert_eq!(got, agree, "{name} (exact {exact}): greedy continuation");

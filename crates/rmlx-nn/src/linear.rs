@@ -14,8 +14,17 @@ pub struct QuantParams {
 /// (`wq: [out, in*bits/32]` u32, `scales`/`biases: [out, in/group_size]`).
 #[derive(Clone, Debug)]
 pub enum Linear {
-    Dense { weight: Array, bias: Option<Array> },
-    Quantized { wq: Array, scales: Array, biases: Array, bias: Option<Array>, q: QuantParams },
+    Dense {
+        weight: Array,
+        bias: Option<Array>,
+    },
+    Quantized {
+        wq: Array,
+        scales: Array,
+        biases: Array,
+        bias: Option<Array>,
+        q: QuantParams,
+    },
 }
 
 impl Linear {
@@ -38,10 +47,19 @@ impl Linear {
     /// `x: [..., in]` → `[..., out]`.
     pub fn forward(&self, x: &Array) -> Result<Array> {
         let (y, bias) = match self {
-            Linear::Dense { weight, bias } => (ops::matmul(x, &ops::transpose(weight, None)?)?, bias),
-            Linear::Quantized { wq, scales, biases, bias, q } => {
-                (ops::quantized_matmul(x, wq, scales, biases, true, q.group_size, q.bits)?, bias)
+            Linear::Dense { weight, bias } => {
+                (ops::matmul(x, &ops::transpose(weight, None)?)?, bias)
             }
+            Linear::Quantized {
+                wq,
+                scales,
+                biases,
+                bias,
+                q,
+            } => (
+                ops::quantized_matmul(x, wq, scales, biases, true, q.group_size, q.bits)?,
+                bias,
+            ),
         };
         Ok(match bias {
             Some(b) => ops::add(&y, b)?,
@@ -53,8 +71,15 @@ impl Linear {
 /// A token-embedding table `[vocab, dim]`, dense or quantized; `as_linear` serves tied heads.
 #[derive(Clone, Debug)]
 pub enum Embedding {
-    Dense { weight: Array },
-    Quantized { wq: Array, scales: Array, biases: Array, q: QuantParams },
+    Dense {
+        weight: Array,
+    },
+    Quantized {
+        wq: Array,
+        scales: Array,
+        biases: Array,
+        q: QuantParams,
+    },
 }
 
 impl Embedding {
@@ -78,11 +103,19 @@ impl Embedding {
     /// and dequantizes only those, so a lookup never touches the whole table.
     pub fn forward(&self, ids: &Array) -> Result<Array> {
         if ids.dtype().is_float() {
-            return Err(Error::Weight(format!("embedding ids must be integers, got {}", ids.dtype())));
+            return Err(Error::Weight(format!(
+                "embedding ids must be integers, got {}",
+                ids.dtype()
+            )));
         }
         match self {
             Embedding::Dense { weight } => Ok(ops::take(weight, ids, Some(0))?),
-            Embedding::Quantized { wq, scales, biases, q } => {
+            Embedding::Quantized {
+                wq,
+                scales,
+                biases,
+                q,
+            } => {
                 let rows = ops::take(wq, ids, Some(0))?;
                 let s = ops::take(scales, ids, Some(0))?;
                 let b = ops::take(biases, ids, Some(0))?;
@@ -96,9 +129,17 @@ impl Embedding {
     /// `get_rows`), not f16-rounded ones.
     pub fn forward_as(&self, ids: &Array, dtype: rmlx::Dtype) -> Result<Array> {
         match self {
-            Embedding::Quantized { wq, scales, biases, q } if scales.dtype() != dtype => {
+            Embedding::Quantized {
+                wq,
+                scales,
+                biases,
+                q,
+            } if scales.dtype() != dtype => {
                 if ids.dtype().is_float() {
-                    return Err(Error::Weight(format!("embedding ids must be integers, got {}", ids.dtype())));
+                    return Err(Error::Weight(format!(
+                        "embedding ids must be integers, got {}",
+                        ids.dtype()
+                    )));
                 }
                 let rows = ops::take(wq, ids, Some(0))?;
                 let s = ops::astype(&ops::take(scales, ids, Some(0))?, dtype);
@@ -113,9 +154,20 @@ impl Embedding {
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
         match self {
             Embedding::Dense { weight } => Ok(ops::matmul(x, &ops::transpose(weight, None)?)?),
-            Embedding::Quantized { wq, scales, biases, q } => {
-                Ok(ops::quantized_matmul(x, wq, scales, biases, true, q.group_size, q.bits)?)
-            }
+            Embedding::Quantized {
+                wq,
+                scales,
+                biases,
+                q,
+            } => Ok(ops::quantized_matmul(
+                x,
+                wq,
+                scales,
+                biases,
+                true,
+                q.group_size,
+                q.bits,
+            )?),
         }
     }
 }

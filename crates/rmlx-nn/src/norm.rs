@@ -29,6 +29,11 @@ pub struct LayerNorm {
 impl LayerNorm {
     /// `x: [..., dim]` → same shape.
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        Ok(fast::layer_norm(x, self.weight.as_ref(), self.bias.as_ref(), self.eps)?)
+        Ok(fast::layer_norm(
+            x,
+            self.weight.as_ref(),
+            self.bias.as_ref(),
+            self.eps,
+        )?)
     }
 }

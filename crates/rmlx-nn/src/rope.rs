@@ -11,7 +11,12 @@ pub enum RopeScaling {
     /// Positions divided by `factor`.
     Linear { factor: f32 },
     /// Llama 3.1: long wavelengths stretched by `factor`, a smooth ramp between.
-    Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_max_position_embeddings: f32 },
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position_embeddings: f32,
+    },
     /// YaRN (NTK-by-parts plus an attention temperature folded into the input scale).
     Yarn {
         factor: f32,
@@ -38,21 +43,44 @@ pub struct Rope {
 
 impl Rope {
     /// `dims` rotated features, `base` theta, optional scaling.
-    pub fn new(dims: usize, traditional: bool, base: f32, scaling: Option<&RopeScaling>) -> Result<Rope> {
+    pub fn new(
+        dims: usize,
+        traditional: bool,
+        base: f32,
+        scaling: Option<&RopeScaling>,
+    ) -> Result<Rope> {
         if dims == 0 || !dims.is_multiple_of(2) {
-            return Err(Error::Config(format!("rope dims must be even and positive, got {dims}")));
+            return Err(Error::Config(format!(
+                "rope dims must be even and positive, got {dims}"
+            )));
         }
-        let plain = Rope { dims, traditional, base: Some(base), scale: 1.0, freqs: None, mscale: 1.0 };
+        let plain = Rope {
+            dims,
+            traditional,
+            base: Some(base),
+            scale: 1.0,
+            freqs: None,
+            mscale: 1.0,
+        };
         // MLX computes the default periods as base ** (arange(0, dims, 2) / dims) in float32.
-        let periods: Vec<f32> =
-            (0..dims / 2).map(|i| (base as f64).powf((2 * i) as f64 / dims as f64) as f32).collect();
+        let periods: Vec<f32> = (0..dims / 2)
+            .map(|i| (base as f64).powf((2 * i) as f64 / dims as f64) as f32)
+            .collect();
         let Some(s) = scaling else { return Ok(plain) };
         match *s {
             RopeScaling::Linear { factor } => {
                 check_factor(factor)?;
-                Ok(Rope { scale: 1.0 / factor, ..plain })
+                Ok(Rope {
+                    scale: 1.0 / factor,
+                    ..plain
+                })
             }
-            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
                 check_factor(factor)?;
                 let old = original_max_position_embeddings;
                 let (low_wl, high_wl) = (old / low_freq_factor, old / high_freq_factor);
@@ -62,25 +90,46 @@ impl Rope {
                         let wl = 2.0 * std::f32::consts::PI * p;
                         let f = if wl > low_wl { p * factor } else { p };
                         if wl > high_wl && wl < low_wl {
-                            let smooth = (old / wl - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                            let smooth =
+                                (old / wl - low_freq_factor) / (high_freq_factor - low_freq_factor);
                             f / ((1.0 - smooth) / factor + smooth)
                         } else {
                             f
                         }
                     })
                     .collect();
-                Ok(Rope { base: None, freqs: Some(Array::from_vec::<f32>(freqs)), ..plain })
+                Ok(Rope {
+                    base: None,
+                    freqs: Some(Array::from_vec::<f32>(freqs)),
+                    ..plain
+                })
             }
-            RopeScaling::Yarn { factor, original_max_position_embeddings, beta_fast, beta_slow, mscale, mscale_all_dim } => {
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                mscale,
+                mscale_all_dim,
+            } => {
                 check_factor(factor)?;
                 let d = dims as f32;
-                let corr = |rot: f32| d * (original_max_position_embeddings / (rot * 2.0 * std::f32::consts::PI)).ln() / (2.0 * base.ln());
+                let corr = |rot: f32| {
+                    d * (original_max_position_embeddings / (rot * 2.0 * std::f32::consts::PI)).ln()
+                        / (2.0 * base.ln())
+                };
                 let low = corr(beta_fast).floor().max(0.0);
                 let mut high = corr(beta_slow).ceil().min(d - 1.0);
                 if low == high {
                     high += 0.001; // mlx-lm's guard against a zero-width ramp
                 }
-                let get_mscale = |m: f32| if factor <= 1.0 { 1.0 } else { 0.1 * m * factor.ln() + 1.0 };
+                let get_mscale = |m: f32| {
+                    if factor <= 1.0 {
+                        1.0
+                    } else {
+                        0.1 * m * factor.ln() + 1.0
+                    }
+                };
                 let freqs = periods
                     .iter()
                     .enumerate()
@@ -103,9 +152,22 @@ impl Rope {
 
     /// `x: [B, H, L, head_dim]`, positions `offset .. offset + L`.
     pub fn forward(&self, x: &Array, offset: usize) -> Result<Array> {
-        let x = if self.mscale != 1.0 { self.scale_rotated(x)? } else { x.clone() };
-        let offset = i32::try_from(offset).map_err(|_| Error::Config(format!("rope offset {offset} too large")))?;
-        Ok(fast::rope_at(&x, self.dims, self.traditional, self.base, self.scale, offset, self.freqs.as_ref())?)
+        let x = if self.mscale != 1.0 {
+            self.scale_rotated(x)?
+        } else {
+            x.clone()
+        };
+        let offset = i32::try_from(offset)
+            .map_err(|_| Error::Config(format!("rope offset {offset} too large")))?;
+        Ok(fast::rope_at(
+            &x,
+            self.dims,
+            self.traditional,
+            self.base,
+            self.scale,
+            offset,
+            self.freqs.as_ref(),
+        )?)
     }
 
     /// Multiplies the first `dims` features by `mscale` (all of them in the common case).
@@ -115,7 +177,10 @@ impl Rope {
             return Ok(x * self.mscale);
         }
         let nd = x.ndim();
-        let (mut start, mut stop) = (vec![0i64; nd], x.shape().iter().map(|&s| s as i64).collect::<Vec<_>>());
+        let (mut start, mut stop) = (
+            vec![0i64; nd],
+            x.shape().iter().map(|&s| s as i64).collect::<Vec<_>>(),
+        );
         let step = vec![1i64; nd];
         stop[nd - 1] = self.dims as i64;
         let head = ops::slice(x, &start, &stop, &step)?;
@@ -130,6 +195,8 @@ fn check_factor(f: f32) -> Result<()> {
     if f.is_finite() && f > 0.0 {
         Ok(())
     } else {
-        Err(Error::Config(format!("rope_scaling factor must be positive, got {f}")))
+        Err(Error::Config(format!(
+            "rope_scaling factor must be positive, got {f}"
+        )))
     }
 }

@@ -71,25 +71,54 @@ impl Weights {
     /// A `Linear` at `prefix` (`prefix.weight`, optional `prefix.bias`), quantized when
     /// `prefix.scales` exists; group size and bits follow from the shapes, so per-module
     /// overrides in a config need no special path.
-    pub fn linear(&mut self, prefix: &str, in_f: usize, out_f: usize, bias: bool) -> Result<Linear> {
-        let bias = if bias { Some(self.take_shaped(&format!("{prefix}.bias"), &[out_f])?) } else { None };
+    pub fn linear(
+        &mut self,
+        prefix: &str,
+        in_f: usize,
+        out_f: usize,
+        bias: bool,
+    ) -> Result<Linear> {
+        let bias = if bias {
+            Some(self.take_shaped(&format!("{prefix}.bias"), &[out_f])?)
+        } else {
+            None
+        };
         match self.quantized(prefix, in_f, out_f)? {
-            Some((wq, scales, biases, q)) => Ok(Linear::Quantized { wq, scales, biases, bias, q }),
-            None => Ok(Linear::Dense { weight: self.take_shaped(&format!("{prefix}.weight"), &[out_f, in_f])?, bias }),
+            Some((wq, scales, biases, q)) => Ok(Linear::Quantized {
+                wq,
+                scales,
+                biases,
+                bias,
+                q,
+            }),
+            None => Ok(Linear::Dense {
+                weight: self.take_shaped(&format!("{prefix}.weight"), &[out_f, in_f])?,
+                bias,
+            }),
         }
     }
 
     /// An `Embedding` `[vocab, dim]` at `prefix`, quantized when `prefix.scales` exists.
     pub fn embedding(&mut self, prefix: &str, vocab: usize, dim: usize) -> Result<Embedding> {
         match self.quantized(prefix, dim, vocab)? {
-            Some((wq, scales, biases, q)) => Ok(Embedding::Quantized { wq, scales, biases, q }),
-            None => Ok(Embedding::Dense { weight: self.take_shaped(&format!("{prefix}.weight"), &[vocab, dim])? }),
+            Some((wq, scales, biases, q)) => Ok(Embedding::Quantized {
+                wq,
+                scales,
+                biases,
+                q,
+            }),
+            None => Ok(Embedding::Dense {
+                weight: self.take_shaped(&format!("{prefix}.weight"), &[vocab, dim])?,
+            }),
         }
     }
 
     /// An `RmsNorm` of `dim` at `prefix.weight`.
     pub fn rms_norm(&mut self, prefix: &str, dim: usize, eps: f32) -> Result<RmsNorm> {
-        Ok(RmsNorm { weight: self.take_shaped(&format!("{prefix}.weight"), &[dim])?, eps })
+        Ok(RmsNorm {
+            weight: self.take_shaped(&format!("{prefix}.weight"), &[dim])?,
+            eps,
+        })
     }
 
     /// Gemma's `x / rms(x) * (1 + weight)`: the `1 +` is applied once here, in the weight's
@@ -101,7 +130,12 @@ impl Weights {
         Ok(RmsNorm { weight, eps })
     }
 
-    fn quantized(&mut self, prefix: &str, in_f: usize, out_f: usize) -> Result<Option<(Array, Array, Array, QuantParams)>> {
+    fn quantized(
+        &mut self,
+        prefix: &str,
+        in_f: usize,
+        out_f: usize,
+    ) -> Result<Option<(Array, Array, Array, QuantParams)>> {
         let sname = format!("{prefix}.scales");
         if !self.contains(&sname) {
             return Ok(None);
@@ -110,8 +144,16 @@ impl Weights {
         let wq = self.take(&wname)?;
         let scales = self.take(&sname)?;
         let biases = self.take(&format!("{prefix}.biases"))?;
-        let bad = |what: String| Error::Weight(format!("quantized `{prefix}` for [{out_f}, {in_f}]: {what}"));
-        if wq.ndim() != 2 || scales.ndim() != 2 || wq.shape()[0] != out_f || scales.shape()[0] != out_f {
+        let bad = |what: String| {
+            Error::Weight(format!(
+                "quantized `{prefix}` for [{out_f}, {in_f}]: {what}"
+            ))
+        };
+        if wq.ndim() != 2
+            || scales.ndim() != 2
+            || wq.shape()[0] != out_f
+            || scales.shape()[0] != out_f
+        {
             return Err(bad(format!(
                 "expected `{wname}` [{out_f}, packed] and `{sname}` [{out_f}, groups], found {:?} and {:?}",
                 wq.shape(),
@@ -119,12 +161,18 @@ impl Weights {
             )));
         }
         if wq.dtype() != rmlx::Dtype::U32 {
-            return Err(bad(format!("`{wname}` must be uint32 packed words, found {}", wq.dtype())));
+            return Err(bad(format!(
+                "`{wname}` must be uint32 packed words, found {}",
+                wq.dtype()
+            )));
         }
         let (packed, groups) = (wq.shape()[1], scales.shape()[1]);
         let bits = packed * 32 / in_f.max(1);
         let group_size = in_f / groups.max(1);
-        if packed * 32 != in_f * bits || groups * group_size != in_f || ![2, 3, 4, 5, 6, 8].contains(&bits) {
+        if packed * 32 != in_f * bits
+            || groups * group_size != in_f
+            || ![2, 3, 4, 5, 6, 8].contains(&bits)
+        {
             return Err(bad(format!(
                 "shapes {:?} / {:?} do not match any bits (2-8) and group size for {in_f} inputs",
                 wq.shape(),
@@ -132,7 +180,11 @@ impl Weights {
             )));
         }
         if biases.shape() != scales.shape() {
-            return Err(bad(format!("biases {:?} differ from scales {:?}", biases.shape(), scales.shape())));
+            return Err(bad(format!(
+                "biases {:?} differ from scales {:?}",
+                biases.shape(),
+                scales.shape()
+            )));
         }
         Ok(Some((wq, scales, biases, QuantParams { group_size, bits })))
     }
@@ -150,7 +202,11 @@ impl Weights {
 
 fn check_shape(name: &str, a: &Array, shape: &[usize]) -> Result<()> {
     if a.shape() != shape {
-        return Err(Error::Weight(format!("weight `{name}` has shape {:?}, expected {:?}", a.shape(), shape)));
+        return Err(Error::Weight(format!(
+            "weight `{name}` has shape {:?}, expected {:?}",
+            a.shape(),
+            shape
+        )));
     }
     Ok(())
 }
@@ -173,7 +229,9 @@ fn edit_distance(a: &[u8], b: &[u8]) -> usize {
     for (i, &ca) in a.iter().enumerate() {
         cur[0] = i + 1;
         for (j, &cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         std::mem::swap(&mut prev, &mut cur);
     }
@@ -186,7 +244,11 @@ mod tests {
 
     #[test]
     fn closest_key_finds_the_typo() {
-        let keys = ["model.layers.0.self_attn.q_proj.weight", "model.norm.weight", "lm_head.weight"];
+        let keys = [
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.norm.weight",
+            "lm_head.weight",
+        ];
         assert_eq!(
             closest_key("model.layers.0.self_attn.q_prj.weight", keys.into_iter()).as_deref(),
             Some("model.layers.0.self_attn.q_proj.weight")
@@ -199,7 +261,11 @@ mod tests {
         let mut w = Weights::default();
         w.insert("model.norm.weight", Array::from_vec(vec![1.0f32; 4]));
         let e = w.take("model.nrm.weight").unwrap_err().to_string();
-        assert!(e.contains("model.nrm.weight") && e.contains("closest existing key: `model.norm.weight`"), "{e}");
+        assert!(
+            e.contains("model.nrm.weight")
+                && e.contains("closest existing key: `model.norm.weight`"),
+            "{e}"
+        );
         let e = w.rms_norm("model.norm", 8, 1e-5).unwrap_err().to_string();
         assert!(e.contains("[4]") && e.contains("[8]"), "{e}");
     }

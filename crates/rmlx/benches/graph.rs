@@ -35,9 +35,20 @@ fn main() {
     let mut v: Vec<f64> = (0..7).map(|_| once()).collect();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let ours = v[3];
-    let py = std::env::var("RMLX_PYTHON").unwrap_or_else(|_| format!("{}/anchors/venv/bin/python", std::env::var("HOME").unwrap_or_default()));
-    let mlx = std::process::Command::new(&py).arg("-c").arg(MLX).env("MLX_DEVICE", "cpu").output();
-    let mlx: Option<f64> = mlx.ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok());
+    let py = std::env::var("RMLX_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/anchors/venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let mlx = std::process::Command::new(&py)
+        .arg("-c")
+        .arg(MLX)
+        .env("MLX_DEVICE", "cpu")
+        .output();
+    let mlx: Option<f64> = mlx
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok());
     match mlx {
         Some(m) => println!("chain of {N} adds on [16]: rmlx {ours:.2} us/op (median of 7), mlx {m:.2} us/op, ratio rmlx/mlx {:.2}", ours / m),
         None => println!("chain of {N} adds on [16]: rmlx {ours:.2} us/op (median of 7); mlx not available at {py}"),

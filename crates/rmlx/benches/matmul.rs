@@ -37,7 +37,12 @@ for n in map(int, sys.argv[1:]):
 "#;
 
 fn main() {
-    let py = std::env::var("RMLX_PYTHON").unwrap_or_else(|_| format!("{}/anchors/venv/bin/python", std::env::var("HOME").unwrap_or_default()));
+    let py = std::env::var("RMLX_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/anchors/venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
     let sizes = [1024usize, 4096];
     let np = std::process::Command::new(&py)
         .arg("-c")
@@ -46,19 +51,28 @@ fn main() {
         .env_remove("OPENBLAS_CORETYPE")
         .env_remove("OPENBLAS_L2_SIZE")
         .output();
-    let np_out = np.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    let np_out = np
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
     println!("threads: rayon {}", rayon_threads());
     for n in sizes {
         let ours = rmlx_gflops(n, if n <= 1024 { 7 } else { 3 });
-        let theirs: Option<f64> =
-            np_out.lines().find_map(|l| l.strip_prefix(&format!("{n} ")).and_then(|v| v.trim().parse().ok()));
+        let theirs: Option<f64> = np_out.lines().find_map(|l| {
+            l.strip_prefix(&format!("{n} "))
+                .and_then(|v| v.trim().parse().ok())
+        });
         match theirs {
-            Some(t) => println!("f32 {n}^3: rmlx {ours:.1} GFLOP/s, numpy {t:.1} GFLOP/s, ratio numpy/rmlx {:.2}", t / ours),
+            Some(t) => println!(
+                "f32 {n}^3: rmlx {ours:.1} GFLOP/s, numpy {t:.1} GFLOP/s, ratio numpy/rmlx {:.2}",
+                t / ours
+            ),
             None => println!("f32 {n}^3: rmlx {ours:.1} GFLOP/s (numpy not available at {py})"),
         }
     }
 }
 
 fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

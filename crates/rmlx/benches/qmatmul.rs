@@ -138,7 +138,7 @@ fn decode(n: usize, k: usize, bits: usize, iters: usize, copy_bw: f64) {
             if exact { "exact" } else { "int8" },
             median(t) * 1e6,
             100.0 * gbs / copy_bw,
-            count * bytes >> 20
+            (count * bytes) >> 20
         );
     }
     set_exact(false);

@@ -8,7 +8,10 @@ use rmlx::{ops, Array, Dtype};
 use safetensors::SafeTensors;
 use serde_json::Value;
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/ops_indexing");
+const DIR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/ops_indexing"
+);
 
 fn load(st: &SafeTensors, name: &str) -> Option<Array> {
     let t = st.tensor(name).ok()?;
@@ -34,7 +37,10 @@ fn assert_same(got: &Array, want: &Array, what: &str) {
     assert_eq!(got.dtype(), want.dtype(), "{what}: dtype");
     let (g, w) = (common::vals(got), common::vals(want));
     for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-        assert!(a == b || (a.is_nan() && b.is_nan()), "{what}: element {i}: got {a}, want {b}");
+        assert!(
+            a == b || (a.is_nan() && b.is_nan()),
+            "{what}: element {i}: got {a}, want {b}"
+        );
     }
 }
 
@@ -42,7 +48,9 @@ fn assert_same(got: &Array, want: &Array, what: &str) {
 fn numpy_goldens() {
     let bytes = std::fs::read(format!("{DIR}/cases.safetensors")).expect("fixture file");
     let st = SafeTensors::deserialize(&bytes).expect("safetensors");
-    let meta: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(format!("{DIR}/cases.json")).unwrap()).unwrap();
+    let meta: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(format!("{DIR}/cases.json")).unwrap())
+            .unwrap();
     assert!(meta.len() > 100, "fixture has {} cases", meta.len());
     common::for_each_device(|_| {
         for m in &meta {
@@ -60,7 +68,9 @@ fn numpy_goldens() {
             let got = match op {
                 "take" => ops::take(&x, idx.as_ref().unwrap(), ax),
                 "take_along_axis" => ops::take_along_axis(&x, idx.as_ref().unwrap(), ax),
-                "put_along_axis" => ops::put_along_axis(&x, idx.as_ref().unwrap(), vals.as_ref().unwrap(), ax),
+                "put_along_axis" => {
+                    ops::put_along_axis(&x, idx.as_ref().unwrap(), vals.as_ref().unwrap(), ax)
+                }
                 "concatenate" => {
                     let y = load(&st, &format!("{name}.y")).unwrap();
                     let mut xs = vec![x.clone(), y];
@@ -74,7 +84,12 @@ fn numpy_goldens() {
                         .as_array()
                         .unwrap()
                         .iter()
-                        .map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize))
+                        .map(|p| {
+                            (
+                                p[0].as_u64().unwrap() as usize,
+                                p[1].as_u64().unwrap() as usize,
+                            )
+                        })
                         .collect();
                     ops::pad(&x, &w, m["value"].as_f64().unwrap())
                 }
@@ -93,7 +108,10 @@ fn numpy_goldens() {
 #[test]
 fn take_bf16_and_embedding_rows() {
     common::for_each_device(|_| {
-        let table = ops::astype(&ops::reshape(&ops::arange(0.0, 40.0, 1.0, Dtype::F32).unwrap(), &[10, 4]).unwrap(), Dtype::BF16);
+        let table = ops::astype(
+            &ops::reshape(&ops::arange(0.0, 40.0, 1.0, Dtype::F32).unwrap(), &[10, 4]).unwrap(),
+            Dtype::BF16,
+        );
         let ids = Array::from_slice(&[9i32, 0, -1, 3], &[2, 2]).unwrap();
         let out = ops::take(&table, &ids, Some(0)).unwrap();
         assert_eq!(out.shape(), &[2, 2, 4]);
@@ -116,27 +134,72 @@ fn index_errors() {
         let fi = Array::from_vec(vec![1.0f32]);
         let e = ops::take(&x, &fi, Some(0)).unwrap_err().to_string();
         assert!(e.starts_with("[take]") && e.contains("integral"), "{e}");
-        let e = ops::take(&x, &Array::from_vec(vec![0i32]), Some(2)).unwrap_err().to_string();
-        assert_eq!(e, "[take] axis 2 is out of bounds for array of dimension 2");
-        // out of range indices: an error at evaluation, not a wild read
-        let e = ops::take(&x, &Array::from_vec(vec![3i32]), Some(0)).unwrap().eval().unwrap_err().to_string();
-        assert!(e.contains("[take] index 3 is out of bounds for axis 0 with size 2"), "{e}");
-        let e = ops::take(&x, &Array::from_vec(vec![-4i64]), Some(1)).unwrap().eval().unwrap_err().to_string();
-        assert!(e.contains("index -4 is out of bounds"), "{e}");
-        let e = ops::take_along_axis(&x, &Array::from_vec(vec![0i32]), Some(0)).unwrap_err().to_string();
-        assert_eq!(e, "[take_along_axis] indices of dimension 1 do not match array of dimension 2");
-        let bad = Array::from_slice(&[0i32, 5], &[1, 2]).unwrap();
-        let e = ops::take_along_axis(&x, &bad, Some(1)).unwrap().eval().unwrap_err().to_string();
-        assert!(e.contains("[take_along_axis] index 5 is out of bounds"), "{e}");
-        let e = ops::put_along_axis(&x, &bad, &Array::scalar(1.0f32), Some(1)).unwrap().eval().unwrap_err().to_string();
-        assert!(e.contains("[put_along_axis] index 5 is out of bounds"), "{e}");
-        let e = ops::put_along_axis(&x, &Array::from_slice(&[0i32; 8], &[4, 2]).unwrap(), &Array::scalar(1.0f32), Some(1))
+        let e = ops::take(&x, &Array::from_vec(vec![0i32]), Some(2))
             .unwrap_err()
             .to_string();
+        assert_eq!(e, "[take] axis 2 is out of bounds for array of dimension 2");
+        // out of range indices: an error at evaluation, not a wild read
+        let e = ops::take(&x, &Array::from_vec(vec![3i32]), Some(0))
+            .unwrap()
+            .eval()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[take] index 3 is out of bounds for axis 0 with size 2"),
+            "{e}"
+        );
+        let e = ops::take(&x, &Array::from_vec(vec![-4i64]), Some(1))
+            .unwrap()
+            .eval()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("index -4 is out of bounds"), "{e}");
+        let e = ops::take_along_axis(&x, &Array::from_vec(vec![0i32]), Some(0))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "[take_along_axis] indices of dimension 1 do not match array of dimension 2"
+        );
+        let bad = Array::from_slice(&[0i32, 5], &[1, 2]).unwrap();
+        let e = ops::take_along_axis(&x, &bad, Some(1))
+            .unwrap()
+            .eval()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[take_along_axis] index 5 is out of bounds"),
+            "{e}"
+        );
+        let e = ops::put_along_axis(&x, &bad, &Array::scalar(1.0f32), Some(1))
+            .unwrap()
+            .eval()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[put_along_axis] index 5 is out of bounds"),
+            "{e}"
+        );
+        let e = ops::put_along_axis(
+            &x,
+            &Array::from_slice(&[0i32; 8], &[4, 2]).unwrap(),
+            &Array::scalar(1.0f32),
+            Some(1),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("[put_along_axis]"), "{e}");
-        let e = ops::take(&ops::zeros(&[0, 3], Dtype::F32), &Array::from_vec(vec![0i32]), Some(0)).unwrap_err().to_string();
+        let e = ops::take(
+            &ops::zeros(&[0, 3], Dtype::F32),
+            &Array::from_vec(vec![0i32]),
+            Some(0),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("[take]"), "{e}");
-        let e = ops::tril(&Array::from_vec(vec![1.0f32, 2.0]), 0).unwrap_err().to_string();
+        let e = ops::tril(&Array::from_vec(vec![1.0f32, 2.0]), 0)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "[tril] array must be at least 2-D");
     });
 }
@@ -151,7 +214,13 @@ fn put_along_axis_last_write_wins_and_dtype() {
         assert_eq!(out.dtype(), Dtype::I32);
         assert_eq!(out.to_vec::<i32>().unwrap(), vec![3, 0, 2, 0]);
         // axis None writes into the flattened array
-        let out = ops::put_along_axis(&ops::zeros(&[2, 2], Dtype::F32), &Array::from_vec(vec![3u32]), &Array::scalar(5.0f32), None).unwrap();
+        let out = ops::put_along_axis(
+            &ops::zeros(&[2, 2], Dtype::F32),
+            &Array::from_vec(vec![3u32]),
+            &Array::scalar(5.0f32),
+            None,
+        )
+        .unwrap();
         assert_eq!(out.shape(), &[4]);
         assert_eq!(common::vals(&out), vec![0.0, 0.0, 0.0, 5.0]);
     });
@@ -174,7 +243,14 @@ fn zero_size_and_scalars() {
         let out = ops::sort(&ops::zeros(&[2, 0], Dtype::F32), Some(1)).unwrap();
         assert_eq!(out.shape(), &[2, 0]);
         out.eval().unwrap();
-        let c = ops::concatenate(&[ops::zeros(&[0, 2], Dtype::F32), ops::zeros(&[0, 2], Dtype::F32)], 0).unwrap();
+        let c = ops::concatenate(
+            &[
+                ops::zeros(&[0, 2], Dtype::F32),
+                ops::zeros(&[0, 2], Dtype::F32),
+            ],
+            0,
+        )
+        .unwrap();
         assert_eq!(c.shape(), &[0, 2]);
         c.eval().unwrap();
     });

@@ -7,10 +7,14 @@ use rmlx::{ops, Array, Dtype};
 
 /// Deterministic values in [-1, 1) (a small LCG; the test must not depend on `random`).
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -29,10 +33,18 @@ fn reference(a: &[f32], ash: &[usize], b: &[f32], bsh: &[usize]) -> (Vec<f32>, V
     if bsh.len() == 1 {
         bsh2.push(1);
     }
-    let (m, k, n) = (ash2[ash2.len() - 2], ash2[ash2.len() - 1], bsh2[bsh2.len() - 1]);
+    let (m, k, n) = (
+        ash2[ash2.len() - 2],
+        ash2[ash2.len() - 1],
+        bsh2[bsh2.len() - 1],
+    );
     let (ab, bb) = (&ash2[..ash2.len() - 2], &bsh2[..bsh2.len() - 2]);
     let nb = ab.len().max(bb.len());
-    let pad = |s: &[usize]| -> Vec<usize> { std::iter::repeat(1).take(nb - s.len()).chain(s.iter().copied()).collect() };
+    let pad = |s: &[usize]| -> Vec<usize> {
+        std::iter::repeat_n(1, nb - s.len())
+            .chain(s.iter().copied())
+            .collect()
+    };
     let (ap, bp) = (pad(ab), pad(bb));
     let batch: Vec<usize> = ap.iter().zip(&bp).map(|(x, y)| *x.max(y)).collect();
     let total: usize = batch.iter().product();
@@ -73,7 +85,13 @@ fn check(ash: &[usize], bsh: &[usize], seed: u64) {
     let got = ops::matmul(&a, &b).unwrap();
     let (want, shape) = reference(&common::vals(&a), ash, &common::vals(&b), bsh);
     assert_eq!(got.shape(), shape.as_slice(), "{ash:?} @ {bsh:?}");
-    common::assert_close(&common::vals(&got), &want, 1e-4, 1e-4, &format!("{ash:?} @ {bsh:?}"));
+    common::assert_close(
+        &common::vals(&got),
+        &want,
+        1e-4,
+        1e-4,
+        &format!("{ash:?} @ {bsh:?}"),
+    );
 }
 
 #[test]
@@ -123,7 +141,12 @@ fn transposed_and_strided_views() {
         let ct = ops::swapaxes(&c, -1, -2).unwrap();
         let d = arr(&[3, 4, 2], 7);
         let got = ops::matmul(&ct, &d).unwrap();
-        let (want, _) = reference(&common::vals(&ct), &[3, 5, 4], &common::vals(&d), &[3, 4, 2]);
+        let (want, _) = reference(
+            &common::vals(&ct),
+            &[3, 5, 4],
+            &common::vals(&d),
+            &[3, 4, 2],
+        );
         common::assert_close(&common::vals(&got), &want, 1e-4, 1e-4, "batched swapaxes");
     });
 }
@@ -136,7 +159,8 @@ fn half_types() {
             let b = ops::astype(&ops::transpose(&arr(&[17, 33], 12), None).unwrap(), dt);
             let got = ops::matmul(&a, &b).unwrap();
             assert_eq!(got.dtype(), dt);
-            let (want, shape) = reference(&common::vals(&a), &[2, 9, 33], &common::vals(&b), &[33, 17]);
+            let (want, shape) =
+                reference(&common::vals(&a), &[2, 9, 33], &common::vals(&b), &[33, 17]);
             assert_eq!(got.shape(), shape.as_slice());
             let tol = if dt == Dtype::F16 { 4e-3 } else { 2e-2 };
             common::assert_close(&common::vals(&got), &want, tol, tol, &format!("{dt}"));
@@ -145,20 +169,31 @@ fn half_types() {
         let a = ops::astype(&arr(&[3, 4], 1), Dtype::F16);
         let b = ops::astype(&arr(&[4, 2], 2), Dtype::BF16);
         assert_eq!(ops::matmul(&a, &b).unwrap().dtype(), Dtype::F32);
-        assert_eq!(ops::matmul(&a, &arr(&[4, 2], 2)).unwrap().dtype(), Dtype::F32);
+        assert_eq!(
+            ops::matmul(&a, &arr(&[4, 2], 2)).unwrap().dtype(),
+            Dtype::F32
+        );
     });
 }
 
 #[test]
 fn zero_sizes() {
     common::for_each_device(|_| {
-        let z = ops::matmul(&ops::zeros(&[3, 0], Dtype::F32), &ops::zeros(&[0, 4], Dtype::F32)).unwrap();
+        let z = ops::matmul(
+            &ops::zeros(&[3, 0], Dtype::F32),
+            &ops::zeros(&[0, 4], Dtype::F32),
+        )
+        .unwrap();
         assert_eq!(z.shape(), &[3, 4]);
         assert_eq!(common::vals(&z), vec![0.0; 12]);
         let z = ops::matmul(&ops::zeros(&[0, 5], Dtype::F32), &arr(&[5, 4], 1)).unwrap();
         assert_eq!(z.shape(), &[0, 4]);
         z.eval().unwrap();
-        let z = ops::matmul(&ops::zeros(&[2, 0, 3, 5], Dtype::BF16), &ops::zeros(&[5, 1], Dtype::BF16)).unwrap();
+        let z = ops::matmul(
+            &ops::zeros(&[2, 0, 3, 5], Dtype::BF16),
+            &ops::zeros(&[5, 1], Dtype::BF16),
+        )
+        .unwrap();
         assert_eq!(z.shape(), &[2, 0, 3, 1]);
         z.eval().unwrap();
     });
@@ -167,16 +202,41 @@ fn zero_sizes() {
 #[test]
 fn errors() {
     common::for_each_device(|_| {
-        let e = ops::matmul(&ops::zeros(&[2, 3], Dtype::F32), &ops::zeros(&[4, 5], Dtype::F32)).unwrap_err().to_string();
+        let e = ops::matmul(
+            &ops::zeros(&[2, 3], Dtype::F32),
+            &ops::zeros(&[4, 5], Dtype::F32),
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(e, "[matmul] shapes (2,3) and (4,5) cannot be multiplied");
-        let e = ops::matmul(&ops::zeros(&[3], Dtype::F32), &ops::zeros(&[4], Dtype::F32)).unwrap_err().to_string();
+        let e = ops::matmul(&ops::zeros(&[3], Dtype::F32), &ops::zeros(&[4], Dtype::F32))
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "[matmul] shapes (3,) and (4,) cannot be multiplied");
-        let e = ops::matmul(&ops::zeros(&[2, 2, 3], Dtype::F32), &ops::zeros(&[3, 3, 1], Dtype::F32)).unwrap_err().to_string();
-        assert!(e.starts_with("[matmul] shapes (2,2,3) and (3,3,1) cannot be multiplied"), "{e}");
+        let e = ops::matmul(
+            &ops::zeros(&[2, 2, 3], Dtype::F32),
+            &ops::zeros(&[3, 3, 1], Dtype::F32),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("[matmul] shapes (2,2,3) and (3,3,1) cannot be multiplied"),
+            "{e}"
+        );
         // integers are rejected, as in MLX
-        let e = ops::matmul(&ops::zeros(&[2, 2], Dtype::I32), &ops::zeros(&[2, 2], Dtype::I32)).unwrap_err().to_string();
-        assert!(e.starts_with("[matmul] Only inexact types are supported"), "{e}");
-        let e = ops::matmul(&Array::scalar(1.0f32), &ops::zeros(&[2, 2], Dtype::F32)).unwrap_err().to_string();
+        let e = ops::matmul(
+            &ops::zeros(&[2, 2], Dtype::I32),
+            &ops::zeros(&[2, 2], Dtype::I32),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("[matmul] Only inexact types are supported"),
+            "{e}"
+        );
+        let e = ops::matmul(&Array::scalar(1.0f32), &ops::zeros(&[2, 2], Dtype::F32))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("[matmul]"), "{e}");
     });
 }

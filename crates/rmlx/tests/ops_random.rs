@@ -23,16 +23,25 @@ fn keys_and_splits_match_mlx() {
         // values printed by mlx.core.random.split (MLX 0.32.4)
         let s = random::split(&random::key(0), 3).unwrap();
         assert_eq!(s.shape(), &[3, 2]);
-        assert_eq!(u32s(&s), vec![2467461003, 428148500, 3186719485, 3840466878, 2562233961, 1946702221]);
+        assert_eq!(
+            u32s(&s),
+            vec![2467461003, 428148500, 3186719485, 3840466878, 2562233961, 1946702221]
+        );
         let s = random::split(&random::key(42), 5).unwrap();
         assert_eq!(
             u32s(&s),
-            vec![2765691542, 1385194879, 831049250, 3807460095, 3616728933, 824333390, 1482326074, 1083977345, 2713995981, 2812206153]
+            vec![
+                2765691542, 1385194879, 831049250, 3807460095, 3616728933, 824333390, 1482326074,
+                1083977345, 2713995981, 2812206153
+            ]
         );
         let s = random::split(&random::key(7), 2).unwrap();
         assert_eq!(u32s(&s), vec![966301609, 989289821, 1948237315, 1058547403]);
         let s = random::split(&random::key((1u64 << 40) + 123), 4).unwrap();
-        assert_eq!(u32s(&s)[..4], [3925934981, 667203082, 747694531, 4171705676]);
+        assert_eq!(
+            u32s(&s)[..4],
+            [3925934981, 667203082, 747694531, 4171705676]
+        );
     });
 }
 
@@ -50,10 +59,17 @@ fn determinism_and_chunk_independence() {
         let n = 300_001; // odd: exercises the middle element
         let big = u32s(&random::bits(&[n], Some(&k)).unwrap());
         for i in [0, 1, n / 2 - 1, n / 2, n / 2 + 1, n - 1, 12345, 250_000] {
-            assert_eq!(big[i], rmlx::ops::random::bits_at((0, 11), n, i), "element {i}");
+            assert_eq!(
+                big[i],
+                rmlx::ops::random::bits_at((0, 11), n, i),
+                "element {i}"
+            );
         }
         // and the same with one thread
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
         let one = pool.install(|| u32s(&random::bits(&[n], Some(&k)).unwrap()));
         assert_eq!(big, one, "thread count changes nothing");
         // the global state: seed resets it
@@ -91,10 +107,23 @@ fn uniform_statistics() {
             let v = common::vals(&u);
             assert!(v.iter().all(|&x| (0.0..=1.0).contains(&x)));
         }
-        let e = random::uniform(0.0, 1.0, &[2], Dtype::I32, None).unwrap_err().to_string();
+        let e = random::uniform(0.0, 1.0, &[2], Dtype::I32, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("[uniform]"), "{e}");
-        let e = random::uniform(0.0, 1.0, &[2], Dtype::F32, Some(&Array::from_vec(vec![1u32, 2, 3]))).unwrap_err().to_string();
-        assert_eq!(e, "[uniform] key must be a uint32 array of shape (2,), got uint32 of shape (3,)");
+        let e = random::uniform(
+            0.0,
+            1.0,
+            &[2],
+            Dtype::F32,
+            Some(&Array::from_vec(vec![1u32, 2, 3])),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "[uniform] key must be a uint32 array of shape (2,), got uint32 of shape (3,)"
+        );
     });
 }
 
@@ -110,7 +139,10 @@ fn normal_statistics() {
         assert!((var - 4.0).abs() < 0.08, "var {var}");
         // one-sigma mass 68.27%
         let inside = v.iter().filter(|&&x| (x - 1.5).abs() < 2.0).count() as f64 / n as f64;
-        assert!((inside - 0.6827).abs() < 0.006, "within one sigma: {inside}");
+        assert!(
+            (inside - 0.6827).abs() < 0.006,
+            "within one sigma: {inside}"
+        );
         let z = random::normal(&[4, 4], Dtype::BF16, 0.0, 1.0, Some(&random::key(3))).unwrap();
         assert_eq!((z.shape(), z.dtype()), (&[4usize, 4][..], Dtype::BF16));
     });
@@ -130,7 +162,9 @@ fn randint_and_categorical() {
         for c in h {
             assert!((c as f64 - 10_000.0).abs() < 500.0, "counts {h:?}");
         }
-        let e = random::randint(3, 3, &[1], Dtype::I32, None).unwrap_err().to_string();
+        let e = random::randint(3, 3, &[1], Dtype::I32, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("[randint]"), "{e}");
         // categorical: frequencies follow softmax(logits)
         let p = [0.1f32, 0.2, 0.3, 0.4];
@@ -146,7 +180,11 @@ fn randint_and_categorical() {
             assert!((f - p as f64).abs() < 0.012, "frequencies {h:?}");
         }
         // batched logits along axis 0, no num_samples: one sample per column
-        let l = ops::transpose(&Array::from_slice(&[0.0f32, -100.0, -100.0, -100.0, 0.0, -100.0], &[2, 3]).unwrap(), None).unwrap();
+        let l = ops::transpose(
+            &Array::from_slice(&[0.0f32, -100.0, -100.0, -100.0, 0.0, -100.0], &[2, 3]).unwrap(),
+            None,
+        )
+        .unwrap();
         let s = random::categorical(&l, 0, None, Some(&random::key(1))).unwrap();
         assert_eq!(s.shape(), &[2]);
         assert_eq!(u32s(&s), vec![0, 1]);

@@ -18,8 +18,14 @@ fn strides(shape: &[usize]) -> Vec<usize> {
 /// Two broadcastable shapes: a base shape and, per axis, whether each side keeps it or has 1.
 fn bshapes() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
     (prop::collection::vec((1usize..4, 0u8..3), 0..4), 0usize..3).prop_map(|(dims, drop)| {
-        let a: Vec<usize> = dims.iter().map(|(d, m)| if *m == 1 { 1 } else { *d }).collect();
-        let b: Vec<usize> = dims.iter().map(|(d, m)| if *m == 2 { 1 } else { *d }).collect();
+        let a: Vec<usize> = dims
+            .iter()
+            .map(|(d, m)| if *m == 1 { 1 } else { *d })
+            .collect();
+        let b: Vec<usize> = dims
+            .iter()
+            .map(|(d, m)| if *m == 2 { 1 } else { *d })
+            .collect();
         let k = drop.min(b.len());
         (a, b[k..].to_vec())
     })
@@ -38,8 +44,8 @@ proptest! {
         let b = Array::from_slice(&vb, &sb).unwrap();
         let got = ops::add(&a, &b).unwrap();
         let nd = sa.len().max(sb.len());
-        let pa: Vec<usize> = std::iter::repeat(1).take(nd - sa.len()).chain(sa.iter().copied()).collect();
-        let pb: Vec<usize> = std::iter::repeat(1).take(nd - sb.len()).chain(sb.iter().copied()).collect();
+        let pa: Vec<usize> = std::iter::repeat_n(1, nd - sa.len()).chain(sa.iter().copied()).collect();
+        let pb: Vec<usize> = std::iter::repeat_n(1, nd - sb.len()).chain(sb.iter().copied()).collect();
         let out: Vec<usize> = pa.iter().zip(&pb).map(|(x, y)| *x.max(y)).collect();
         prop_assert_eq!(got.shape(), out.as_slice());
         let (sta, stb, sto) = (strides(&pa), strides(&pb), strides(&out));

@@ -9,5 +9,8 @@ fn transpose_view_copies_on_flatten() {
     let s = ops::slice(&a, &[0, 2], &[2, 0], &[1, -1]).unwrap();
     assert_eq!(s.shape(), &[2, 2]);
     assert_eq!(s.to_vec::<i32>().unwrap(), vec![3, 2, 6, 5]);
-    assert_eq!(ops::astype(&a, rmlx::Dtype::F16).to_vec::<f32>().unwrap()[5], 6.0);
+    assert_eq!(
+        ops::astype(&a, rmlx::Dtype::F16).to_vec::<f32>().unwrap()[5],
+        6.0
+    );
 }

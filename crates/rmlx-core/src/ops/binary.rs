@@ -15,7 +15,10 @@ fn binary(op_name: &'static str, a: &Array, b: &Array, op: BinaryOp) -> Result<A
     match op {
         Divide if !t.is_float() => t = Dtype::F32,
         BitwiseAnd | BitwiseOr | BitwiseXor | LeftShift | RightShift if t.is_float() => {
-            return Err(Error::dtype(op_name, format!("not supported for {} and {}", a.dtype(), b.dtype())))
+            return Err(Error::dtype(
+                op_name,
+                format!("not supported for {} and {}", a.dtype(), b.dtype()),
+            ))
         }
         LogicalAnd | LogicalOr => t = Dtype::Bool,
         _ => {}
@@ -141,6 +144,10 @@ impl std::ops::Neg for Array {
 
 /// A Python-style "weak" scalar: takes the array's dtype when that is a float, else float32.
 pub fn scalar_like(x: &Array, v: f32) -> Array {
-    let t = if x.dtype().is_float() { x.dtype() } else { Dtype::F32 };
+    let t = if x.dtype().is_float() {
+        x.dtype()
+    } else {
+        Dtype::F32
+    };
     Array::scalar_of(v as f64, t)
 }

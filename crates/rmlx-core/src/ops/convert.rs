@@ -23,5 +23,10 @@ pub fn contiguous(x: &Array) -> Array {
             }
         }
     }
-    Array::make(x.shape().into(), x.dtype(), Primitive::Copy, vec![x.clone()])
+    Array::make(
+        x.shape().into(),
+        x.dtype(),
+        Primitive::Copy,
+        vec![x.clone()],
+    )
 }

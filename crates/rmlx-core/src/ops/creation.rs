@@ -47,25 +47,46 @@ pub fn full_like(x: &Array, value: f64) -> Array {
 #[track_caller]
 pub fn arange(start: f64, stop: f64, step: f64, dtype: Dtype) -> Result<Array> {
     if step == 0.0 || !step.is_finite() || !start.is_finite() || !stop.is_finite() {
-        return Err(Error::invalid("arange", format!("cannot compute length for start {start}, stop {stop}, step {step}")));
+        return Err(Error::invalid(
+            "arange",
+            format!("cannot compute length for start {start}, stop {stop}, step {step}"),
+        ));
     }
     if dtype == Dtype::Bool {
         return Err(Error::dtype("arange", "cannot make a range of bool"));
     }
     let n = ((stop - start) / step).ceil().max(0.0) as usize;
-    Ok(Array::make(smallvec::smallvec![n], dtype, Primitive::Arange { start: F64(start), step: F64(step) }, vec![]))
+    Ok(Array::make(
+        smallvec::smallvec![n],
+        dtype,
+        Primitive::Arange {
+            start: F64(start),
+            step: F64(step),
+        },
+        vec![],
+    ))
 }
 
 /// `num` evenly spaced values from `start` to `stop` inclusive.
 #[track_caller]
 pub fn linspace(start: f64, stop: f64, num: usize, dtype: Dtype) -> Result<Array> {
     if !dtype.is_float() && dtype != Dtype::I32 && dtype != Dtype::I64 {
-        return Err(Error::dtype("linspace", format!("unsupported dtype {dtype}")));
+        return Err(Error::dtype(
+            "linspace",
+            format!("unsupported dtype {dtype}"),
+        ));
     }
-    let step = if num > 1 { (stop - start) / (num - 1) as f64 } else { 0.0 };
+    let step = if num > 1 {
+        (stop - start) / (num - 1) as f64
+    } else {
+        0.0
+    };
     // Computed in f32 as MLX does (arange * step + start), then cast.
     let idx = arange(0.0, num as f64, 1.0, Dtype::F32)?;
-    let v = crate::ops::add(&crate::ops::multiply(&idx, &Array::scalar(step as f32))?, &Array::scalar(start as f32))?;
+    let v = crate::ops::add(
+        &crate::ops::multiply(&idx, &Array::scalar(step as f32))?,
+        &Array::scalar(start as f32),
+    )?;
     Ok(crate::ops::astype(&v, dtype))
 }
 

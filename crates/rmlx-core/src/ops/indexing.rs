@@ -16,27 +16,37 @@ pub fn slice_update(src: &Array, update: &Array, start: &[i64], step: &[i64]) ->
     if start.len() > n || step.len() != start.len() {
         return Err(Error::invalid(
             "slice_update",
-            format!("start {start:?} and step {step:?} do not fit an array of shape {}", fmt_shape(src.shape())),
+            format!(
+                "start {start:?} and step {step:?} do not fit an array of shape {}",
+                fmt_shape(src.shape())
+            ),
         ));
     }
     if update.ndim() > n {
         return Err(Error::invalid(
             "slice_update",
-            format!("update of shape {} has more dimensions than {}", fmt_shape(update.shape()), fmt_shape(src.shape())),
+            format!(
+                "update of shape {} has more dimensions than {}",
+                fmt_shape(update.shape()),
+                fmt_shape(src.shape())
+            ),
         ));
     }
     // The region's extent: the update's trailing dims aligned right, full extent elsewhere.
     let off = n - update.ndim();
     let mut region: Vec<usize> = src.shape().to_vec();
-    for i in 0..update.ndim() {
-        region[off + i] = update.shape()[i];
-    }
+    region[off..].copy_from_slice(update.shape());
     let mut st = Vec::with_capacity(n);
     let mut sp = Vec::with_capacity(n);
     for ax in 0..n {
         let (b, s) = if ax < start.len() {
-            let (b, _, s) = python_slice(start[ax], if step[ax] > 0 { i64::MAX } else { i64::MIN + 1 }, step[ax], src.shape()[ax])
-                .ok_or_else(|| Error::invalid("slice_update", "step cannot be zero"))?;
+            let (b, _, s) = python_slice(
+                start[ax],
+                if step[ax] > 0 { i64::MAX } else { i64::MIN + 1 },
+                step[ax],
+                src.shape()[ax],
+            )
+            .ok_or_else(|| Error::invalid("slice_update", "step cannot be zero"))?;
             (b, s)
         } else {
             (0, 1)
@@ -65,7 +75,10 @@ pub fn slice_update(src: &Array, update: &Array, start: &[i64], step: &[i64]) ->
     Ok(Array::make(
         src.shape().into(),
         src.dtype(),
-        Primitive::SliceUpdate { start: st, step: sp },
+        Primitive::SliceUpdate {
+            start: st,
+            step: sp,
+        },
         vec![src.clone(), upd],
     ))
 }
@@ -75,7 +88,10 @@ fn check_indices(op: &'static str, indices: &Array) -> Result<()> {
     if !indices.dtype().is_integer() {
         return Err(Error::dtype(
             op,
-            format!("got indices with invalid dtype {}; indices must be integral", indices.dtype()),
+            format!(
+                "got indices with invalid dtype {}; indices must be integral",
+                indices.dtype()
+            ),
         ));
     }
     Ok(())
@@ -93,17 +109,30 @@ pub fn take(x: &Array, indices: &Array, axis: Option<i32>) -> Result<Array> {
         Some(a) => (x.clone(), normalize_axis("take", a, x.ndim())?),
     };
     if x.shape()[ax] == 0 && indices.size() > 0 {
-        return Err(Error::invalid("take", "cannot take non-empty indices from an empty axis"));
+        return Err(Error::invalid(
+            "take",
+            "cannot take non-empty indices from an empty axis",
+        ));
     }
     let mut shape: Shape = x.shape()[..ax].into();
     shape.extend_from_slice(indices.shape());
     shape.extend_from_slice(&x.shape()[ax + 1..]);
-    Ok(Array::make(shape, x.dtype(), Primitive::Take { axis: ax }, vec![x.clone(), indices.clone()]))
+    Ok(Array::make(
+        shape,
+        x.dtype(),
+        Primitive::Take { axis: ax },
+        vec![x.clone(), indices.clone()],
+    ))
 }
 
 /// Shapes for the along-axis ops: `x` and `indices` broadcast against each other on every
 /// axis but `axis`, where `indices` keeps its own extent. Returns (x's, indices') shapes.
-fn along_axis_shapes(op: &'static str, x: &Array, indices: &Array, ax: usize) -> Result<(Shape, Shape)> {
+fn along_axis_shapes(
+    op: &'static str,
+    x: &Array,
+    indices: &Array,
+    ax: usize,
+) -> Result<(Shape, Shape)> {
     if indices.ndim() != x.ndim() {
         return Err(Error::invalid(
             op,
@@ -138,11 +167,19 @@ pub fn take_along_axis(x: &Array, indices: &Array, axis: Option<i32>) -> Result<
     };
     let (xs, is) = along_axis_shapes("take_along_axis", &x, indices, ax)?;
     if xs[ax] == 0 && is.iter().product::<usize>() > 0 {
-        return Err(Error::invalid("take_along_axis", "cannot take non-empty indices from an empty axis"));
+        return Err(Error::invalid(
+            "take_along_axis",
+            "cannot take non-empty indices from an empty axis",
+        ));
     }
     let xb = crate::ops::broadcast_to(&x, &xs)?;
     let ib = crate::ops::broadcast_to(indices, &is)?;
-    Ok(Array::make(is, x.dtype(), Primitive::TakeAlongAxis { axis: ax }, vec![xb, ib]))
+    Ok(Array::make(
+        is,
+        x.dtype(),
+        Primitive::TakeAlongAxis { axis: ax },
+        vec![xb, ib],
+    ))
 }
 
 /// A copy of `x` with `values` written at `indices` along `axis` (NumPy's
@@ -151,7 +188,12 @@ pub fn take_along_axis(x: &Array, indices: &Array, axis: Option<i32>) -> Result<
 /// indices the last write wins. `axis = None` writes into the flattened `x` and returns that
 /// flat shape, as NumPy does.
 #[track_caller]
-pub fn put_along_axis(x: &Array, indices: &Array, values: &Array, axis: Option<i32>) -> Result<Array> {
+pub fn put_along_axis(
+    x: &Array,
+    indices: &Array,
+    values: &Array,
+    axis: Option<i32>,
+) -> Result<Array> {
     check_indices("put_along_axis", indices)?;
     let (x, ax) = match axis {
         None => (crate::ops::reshape(x, &[-1])?, 0),
@@ -170,14 +212,26 @@ pub fn put_along_axis(x: &Array, indices: &Array, values: &Array, axis: Option<i
         ));
     }
     if xs[ax] == 0 && is.iter().product::<usize>() > 0 {
-        return Err(Error::invalid("put_along_axis", "cannot put at non-empty indices of an empty axis"));
+        return Err(Error::invalid(
+            "put_along_axis",
+            "cannot put at non-empty indices of an empty axis",
+        ));
     }
     let ib = crate::ops::broadcast_to(indices, &is)?;
     let vb = crate::ops::broadcast_to(&astype(values, x.dtype()), &is).map_err(|_| {
         Error::invalid(
             "put_along_axis",
-            format!("values of shape {} cannot be broadcast to the indices' shape {}", fmt_shape(values.shape()), fmt_shape(&is)),
+            format!(
+                "values of shape {} cannot be broadcast to the indices' shape {}",
+                fmt_shape(values.shape()),
+                fmt_shape(&is)
+            ),
         )
     })?;
-    Ok(Array::make(x.shape().into(), x.dtype(), Primitive::PutAlongAxis { axis: ax }, vec![x.clone(), ib, vb]))
+    Ok(Array::make(
+        x.shape().into(),
+        x.dtype(),
+        Primitive::PutAlongAxis { axis: ax },
+        vec![x.clone(), ib, vb],
+    ))
 }

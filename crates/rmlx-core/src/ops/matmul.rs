@@ -17,7 +17,10 @@ use crate::shape::{broadcast_shapes, fmt_shape, Shape};
 #[track_caller]
 pub fn matmul(a: &Array, b: &Array) -> Result<Array> {
     if a.ndim() == 0 || b.ndim() == 0 {
-        return Err(Error::invalid("matmul", "got 0-dimension input; inputs must be at least 1-D"));
+        return Err(Error::invalid(
+            "matmul",
+            "got 0-dimension input; inputs must be at least 1-D",
+        ));
     }
     let t = Dtype::promote(a.dtype(), b.dtype());
     if !t.is_float() {
@@ -32,23 +35,40 @@ pub fn matmul(a: &Array, b: &Array) -> Result<Array> {
         ));
     }
     // Promote 1-D operands to matrices; remember which axes to drop from the result.
-    let (a2, drop_m) = if a.ndim() == 1 { (reshape(a, &[1, a.shape()[0] as i64])?, true) } else { (a.clone(), false) };
-    let (b2, drop_n) = if b.ndim() == 1 { (reshape(b, &[b.shape()[0] as i64, 1])?, true) } else { (b.clone(), false) };
+    let (a2, drop_m) = if a.ndim() == 1 {
+        (reshape(a, &[1, a.shape()[0] as i64])?, true)
+    } else {
+        (a.clone(), false)
+    };
+    let (b2, drop_n) = if b.ndim() == 1 {
+        (reshape(b, &[b.shape()[0] as i64, 1])?, true)
+    } else {
+        (b.clone(), false)
+    };
     let (an, bn) = (a2.ndim(), b2.ndim());
     let (m, k) = (a2.shape()[an - 2], a2.shape()[an - 1]);
     let (k2, n) = (b2.shape()[bn - 2], b2.shape()[bn - 1]);
     if k != k2 {
         return Err(Error::invalid(
             "matmul",
-            format!("shapes {} and {} cannot be multiplied", fmt_shape(a.shape()), fmt_shape(b.shape())),
+            format!(
+                "shapes {} and {} cannot be multiplied",
+                fmt_shape(a.shape()),
+                fmt_shape(b.shape())
+            ),
         ));
     }
-    let batch = broadcast_shapes("matmul", &a2.shape()[..an - 2], &b2.shape()[..bn - 2]).map_err(|_| {
-        Error::invalid(
-            "matmul",
-            format!("shapes {} and {} cannot be multiplied (batch dimensions do not broadcast)", fmt_shape(a.shape()), fmt_shape(b.shape())),
-        )
-    })?;
+    let batch =
+        broadcast_shapes("matmul", &a2.shape()[..an - 2], &b2.shape()[..bn - 2]).map_err(|_| {
+            Error::invalid(
+                "matmul",
+                format!(
+                    "shapes {} and {} cannot be multiplied (batch dimensions do not broadcast)",
+                    fmt_shape(a.shape()),
+                    fmt_shape(b.shape())
+                ),
+            )
+        })?;
     let mut a_shape: Shape = batch.clone();
     a_shape.extend([m, k]);
     let mut b_shape: Shape = batch.clone();

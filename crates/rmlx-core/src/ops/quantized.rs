@@ -54,13 +54,13 @@ fn check_row(
     group_size: usize,
     bits: usize,
 ) -> Result<()> {
-    if len % group_size != 0 {
+    if !len.is_multiple_of(group_size) {
         return Err(Error::invalid(
             op,
             format!("{what} of shape {} has {len} elements per row, not a multiple of group_size {group_size}", fmt_shape(shape)),
         ));
     }
-    if (len * bits) % 32 != 0 {
+    if !(len * bits).is_multiple_of(32) {
         return Err(Error::invalid(
             op,
             format!(
@@ -164,9 +164,9 @@ fn check_packed(
     let k = wq.shape()[nd - 1] * 32 / bits;
     let consistent = scales.ndim() == nd
         && scales.shape()[..nd - 1] == wq.shape()[..nd - 1]
-        && k % group_size == 0
+        && k.is_multiple_of(group_size)
         && scales.shape()[nd - 1] == k / group_size;
-    if !consistent || (wq.shape()[nd - 1] * 32) % bits != 0 {
+    if !consistent || !(wq.shape()[nd - 1] * 32).is_multiple_of(bits) {
         return Err(Error::invalid(
             op,
             format!(

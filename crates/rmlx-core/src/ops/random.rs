@@ -72,7 +72,10 @@ fn next_key() -> Array {
     let mut g = GLOBAL_KEY.lock().unwrap_or_else(|e| e.into_inner());
     let k = *g.get_or_insert_with(|| {
         // Like MLX, an unseeded program starts from the clock.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
         key_words(t)
     });
     let new = (bits_at(k, 4, 0), bits_at(k, 4, 1));
@@ -90,7 +93,11 @@ fn resolve_key(op: &'static str, key: Option<&Array>) -> Result<Array> {
             if k.dtype() != Dtype::U32 || k.shape() != [2] {
                 return Err(Error::invalid(
                     op,
-                    format!("key must be a uint32 array of shape (2,), got {} of shape {}", k.dtype(), crate::shape::fmt_shape(k.shape())),
+                    format!(
+                        "key must be a uint32 array of shape (2,), got {} of shape {}",
+                        k.dtype(),
+                        crate::shape::fmt_shape(k.shape())
+                    ),
                 ));
             }
             Ok(k.clone())
@@ -102,19 +109,32 @@ fn resolve_key(op: &'static str, key: Option<&Array>) -> Result<Array> {
 #[track_caller]
 pub fn bits(shape: &[usize], key: Option<&Array>) -> Result<Array> {
     let k = resolve_key("bits", key)?;
-    Ok(Array::make(shape.into(), Dtype::U32, Primitive::RandomBits, vec![k]))
+    Ok(Array::make(
+        shape.into(),
+        Dtype::U32,
+        Primitive::RandomBits,
+        vec![k],
+    ))
 }
 
 /// `num` new keys (`[num, 2]`) derived from `key`.
 #[track_caller]
 pub fn split(key: &Array, num: usize) -> Result<Array> {
     let k = resolve_key("split", Some(key))?;
-    Ok(Array::make([num, 2].as_slice().into(), Dtype::U32, Primitive::RandomBits, vec![k]))
+    Ok(Array::make(
+        [num, 2].as_slice().into(),
+        Dtype::U32,
+        Primitive::RandomBits,
+        vec![k],
+    ))
 }
 
 fn check_float(op: &'static str, dtype: Dtype) -> Result<()> {
     if !dtype.is_float() {
-        return Err(Error::dtype(op, format!("can only generate uniform numbers with real floating point type, got {dtype}")));
+        return Err(Error::dtype(
+            op,
+            format!("can only generate uniform numbers with real floating point type, got {dtype}"),
+        ));
     }
     Ok(())
 }
@@ -124,19 +144,34 @@ fn check_float(op: &'static str, dtype: Dtype) -> Result<()> {
 fn unit_f32(shape: &[usize], key: &Array) -> Result<Array> {
     let b = bits(shape, Some(key))?;
     let top = crate::ops::right_shift(&b, &Array::scalar(8u32))?;
-    crate::ops::multiply(&crate::ops::astype(&top, Dtype::F32), &Array::scalar(1.0f32 / 16_777_216.0))
+    crate::ops::multiply(
+        &crate::ops::astype(&top, Dtype::F32),
+        &Array::scalar(1.0f32 / 16_777_216.0),
+    )
 }
 
 /// Uniform numbers in `[low, high)` of `shape` and float `dtype` (computed in f32).
 #[track_caller]
-pub fn uniform(low: f32, high: f32, shape: &[usize], dtype: Dtype, key: Option<&Array>) -> Result<Array> {
+pub fn uniform(
+    low: f32,
+    high: f32,
+    shape: &[usize],
+    dtype: Dtype,
+    key: Option<&Array>,
+) -> Result<Array> {
     check_float("uniform", dtype)?;
     if !(low.is_finite() && high.is_finite()) || high < low {
-        return Err(Error::invalid("uniform", format!("invalid range [{low}, {high})")));
+        return Err(Error::invalid(
+            "uniform",
+            format!("invalid range [{low}, {high})"),
+        ));
     }
     let k = resolve_key("uniform", key)?;
     let u = unit_f32(shape, &k)?;
-    let v = crate::ops::add(&crate::ops::multiply(&u, &Array::scalar(high - low))?, &Array::scalar(low))?;
+    let v = crate::ops::add(
+        &crate::ops::multiply(&u, &Array::scalar(high - low))?,
+        &Array::scalar(low),
+    )?;
     // Rounding of `low + u * range` may reach `high`: keep the interval half-open.
     let below = if high > 0.0 {
         f32::from_bits(high.to_bits() - 1)
@@ -145,22 +180,41 @@ pub fn uniform(low: f32, high: f32, shape: &[usize], dtype: Dtype, key: Option<&
     } else {
         f32::from_bits(high.to_bits() + 1)
     };
-    let v = if high > low { crate::ops::minimum(&v, &Array::scalar(below))? } else { v };
+    let v = if high > low {
+        crate::ops::minimum(&v, &Array::scalar(below))?
+    } else {
+        v
+    };
     Ok(crate::ops::astype(&v, dtype))
 }
 
 /// Normal numbers with mean `loc` and standard deviation `scale`: `sqrt(2) * erfinv(u)` of
 /// `u` uniform in `(-1, 1)` (as MLX).
 #[track_caller]
-pub fn normal(shape: &[usize], dtype: Dtype, loc: f32, scale: f32, key: Option<&Array>) -> Result<Array> {
+pub fn normal(
+    shape: &[usize],
+    dtype: Dtype,
+    loc: f32,
+    scale: f32,
+    key: Option<&Array>,
+) -> Result<Array> {
     if !dtype.is_float() {
-        return Err(Error::dtype("normal", format!("can only generate normal numbers with real floating point type, got {dtype}")));
+        return Err(Error::dtype(
+            "normal",
+            format!("can only generate normal numbers with real floating point type, got {dtype}"),
+        ));
     }
     let k = resolve_key("normal", key)?;
     // u in [0, 1) → 2u - 1 + 2^-24 in (-1, 1): symmetric and never ±1 (erfinv(±1) = ±inf).
     let u = unit_f32(shape, &k)?;
-    let s = crate::ops::add(&crate::ops::multiply(&u, &Array::scalar(2.0f32))?, &Array::scalar(-1.0f32 + 1.0 / 16_777_216.0))?;
-    let z = crate::ops::multiply(&crate::ops::erfinv(&s), &Array::scalar(std::f32::consts::SQRT_2 * scale))?;
+    let s = crate::ops::add(
+        &crate::ops::multiply(&u, &Array::scalar(2.0f32))?,
+        &Array::scalar(-1.0f32 + 1.0 / 16_777_216.0),
+    )?;
+    let z = crate::ops::multiply(
+        &crate::ops::erfinv(&s),
+        &Array::scalar(std::f32::consts::SQRT_2 * scale),
+    )?;
     let z = crate::ops::add(&z, &Array::scalar(loc))?;
     Ok(crate::ops::astype(&z, dtype))
 }
@@ -168,12 +222,24 @@ pub fn normal(shape: &[usize], dtype: Dtype, loc: f32, scale: f32, key: Option<&
 /// Integers uniform in `[low, high)` of an integer `dtype` (`bits % (high - low) + low`; the
 /// modulo bias is below `(high - low) / 2^32`).
 #[track_caller]
-pub fn randint(low: i64, high: i64, shape: &[usize], dtype: Dtype, key: Option<&Array>) -> Result<Array> {
+pub fn randint(
+    low: i64,
+    high: i64,
+    shape: &[usize],
+    dtype: Dtype,
+    key: Option<&Array>,
+) -> Result<Array> {
     if !dtype.is_integer() {
-        return Err(Error::dtype("randint", format!("can only generate integers with an integer dtype, got {dtype}")));
+        return Err(Error::dtype(
+            "randint",
+            format!("can only generate integers with an integer dtype, got {dtype}"),
+        ));
     }
     if high <= low || (high - low) > u32::MAX as i64 {
-        return Err(Error::invalid("randint", format!("invalid range [{low}, {high})")));
+        return Err(Error::invalid(
+            "randint",
+            format!("invalid range [{low}, {high})"),
+        ));
     }
     let k = resolve_key("randint", key)?;
     let b = bits(shape, Some(&k))?;
@@ -186,7 +252,12 @@ pub fn randint(low: i64, high: i64, shape: &[usize], dtype: Dtype, key: Option<&
 /// (Gumbel-max: `argmax(logits + gumbel)`). Output: `logits` without `axis`, plus a trailing
 /// `[num_samples]` axis when given.
 #[track_caller]
-pub fn categorical(logits: &Array, axis: i32, num_samples: Option<usize>, key: Option<&Array>) -> Result<Array> {
+pub fn categorical(
+    logits: &Array,
+    axis: i32,
+    num_samples: Option<usize>,
+    key: Option<&Array>,
+) -> Result<Array> {
     let ax = normalize_axis("categorical", axis, logits.ndim())?;
     let k = resolve_key("categorical", key)?;
     let mut l = crate::ops::moveaxis(logits, ax as i32, -1)?;
@@ -199,11 +270,16 @@ pub fn categorical(logits: &Array, axis: i32, num_samples: Option<usize>, key: O
     }
     let v = *l.shape().last().expect("at least 1-D");
     if v == 0 {
-        return Err(Error::invalid("categorical", "cannot sample from zero categories"));
+        return Err(Error::invalid(
+            "categorical",
+            "cannot sample from zero categories",
+        ));
     }
     let u = unit_f32(l.shape(), &k)?;
     // Gumbel noise -log(-log(u)); u = 0 would give -inf, which never wins an argmax: harmless.
-    let g = crate::ops::negative(&crate::ops::log(&crate::ops::negative(&crate::ops::log(&u))));
+    let g = crate::ops::negative(&crate::ops::log(&crate::ops::negative(&crate::ops::log(
+        &u,
+    ))));
     let y = crate::ops::add(&crate::ops::astype(&l, Dtype::F32), &g)?;
     // argmax as the last element of a partition at v - 1 (O(v), no reduce kernel needed).
     let idx = crate::ops::argpartition(&y, (v - 1) as i32, Some(-1))?;

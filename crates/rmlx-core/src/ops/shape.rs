@@ -5,7 +5,9 @@ use crate::error::{Error, Result};
 use crate::ops::creation::full;
 use crate::ops::indexing::slice_update;
 use crate::primitive::{Primitive, ViewOp};
-use crate::shape::{broadcast_shapes, fmt_shape, normalize_axes, normalize_axis, resolve_reshape, Shape};
+use crate::shape::{
+    broadcast_shapes, fmt_shape, normalize_axes, normalize_axis, resolve_reshape, Shape,
+};
 
 fn view(x: &Array, shape: Shape, v: ViewOp) -> Array {
     Array::make(shape, x.dtype(), Primitive::View(v), vec![x.clone()])
@@ -38,7 +40,10 @@ pub fn transpose(x: &Array, axes: Option<&[i32]>) -> Result<Array> {
             for &ax in a {
                 let ax = normalize_axis("transpose", ax, n)?;
                 if p.contains(&ax) {
-                    return Err(Error::invalid("transpose", format!("repeated axis in {a:?}")));
+                    return Err(Error::invalid(
+                        "transpose",
+                        format!("repeated axis in {a:?}"),
+                    ));
                 }
                 p.push(ax);
             }
@@ -55,7 +60,10 @@ pub fn transpose(x: &Array, axes: Option<&[i32]>) -> Result<Array> {
 #[track_caller]
 pub fn swapaxes(x: &Array, a: i32, b: i32) -> Result<Array> {
     let n = x.ndim();
-    let (a, b) = (normalize_axis("swapaxes", a, n)?, normalize_axis("swapaxes", b, n)?);
+    let (a, b) = (
+        normalize_axis("swapaxes", a, n)?,
+        normalize_axis("swapaxes", b, n)?,
+    );
     let mut perm: Vec<i32> = (0..n as i32).collect();
     perm.swap(a, b);
     transpose(x, Some(&perm))
@@ -65,7 +73,10 @@ pub fn swapaxes(x: &Array, a: i32, b: i32) -> Result<Array> {
 #[track_caller]
 pub fn moveaxis(x: &Array, src: i32, dst: i32) -> Result<Array> {
     let n = x.ndim();
-    let (s, d) = (normalize_axis("moveaxis", src, n)?, normalize_axis("moveaxis", dst, n)?);
+    let (s, d) = (
+        normalize_axis("moveaxis", src, n)?,
+        normalize_axis("moveaxis", dst, n)?,
+    );
     let mut perm: Vec<i32> = (0..n as i32).filter(|&i| i as usize != s).collect();
     perm.insert(d, s as i32);
     transpose(x, Some(&perm))
@@ -81,7 +92,11 @@ pub fn broadcast_to(x: &Array, shape: &[usize]) -> Result<Array> {
     if b.as_slice() != shape {
         return Err(Error::invalid(
             "broadcast_to",
-            format!("cannot broadcast shape {} to {}", fmt_shape(x.shape()), fmt_shape(shape)),
+            format!(
+                "cannot broadcast shape {} to {}",
+                fmt_shape(x.shape()),
+                fmt_shape(shape)
+            ),
         ));
     }
     Ok(view(x, shape.into(), ViewOp::BroadcastTo))
@@ -122,7 +137,11 @@ pub fn squeeze(x: &Array, axes: &[i32]) -> Result<Array> {
         if x.shape()[a] != 1 {
             return Err(Error::invalid(
                 "squeeze",
-                format!("cannot squeeze axis {a} of size {} in shape {}", x.shape()[a], fmt_shape(x.shape())),
+                format!(
+                    "cannot squeeze axis {a} of size {} in shape {}",
+                    x.shape()[a],
+                    fmt_shape(x.shape())
+                ),
             ));
         }
     }
@@ -130,7 +149,13 @@ pub fn squeeze(x: &Array, axes: &[i32]) -> Result<Array> {
         .shape()
         .iter()
         .enumerate()
-        .filter(|(i, d)| if ax.is_empty() { **d != 1 } else { !ax.contains(i) })
+        .filter(|(i, d)| {
+            if ax.is_empty() {
+                **d != 1
+            } else {
+                !ax.contains(i)
+            }
+        })
         .map(|(_, d)| *d as i64)
         .collect();
     reshape(x, &shape)
@@ -142,9 +167,15 @@ pub fn flatten(x: &Array, start: i32, end: i32) -> Result<Array> {
     if x.ndim() == 0 {
         return reshape(x, &[1]);
     }
-    let (s, e) = (normalize_axis("flatten", start, x.ndim())?, normalize_axis("flatten", end, x.ndim())?);
+    let (s, e) = (
+        normalize_axis("flatten", start, x.ndim())?,
+        normalize_axis("flatten", end, x.ndim())?,
+    );
     if s > e {
-        return Err(Error::invalid("flatten", format!("start axis {start} is after end axis {end}")));
+        return Err(Error::invalid(
+            "flatten",
+            format!("start axis {start} is after end axis {end}"),
+        ));
     }
     let mut shape: Vec<i64> = x.shape()[..s].iter().map(|&d| d as i64).collect();
     shape.push(x.shape()[s..=e].iter().product::<usize>() as i64);
@@ -176,7 +207,11 @@ pub fn slice(x: &Array, start: &[i64], stop: &[i64], step: &[i64]) -> Result<Arr
         let (b, e, s) = python_slice(start[ax], stop[ax], step[ax], dim)
             .ok_or_else(|| Error::invalid("slice", "slice step cannot be zero"))?;
         let count = if s > 0 {
-            if e > b { (e - b + s - 1) / s } else { 0 }
+            if e > b {
+                (e - b + s - 1) / s
+            } else {
+                0
+            }
         } else if b > e {
             (b - e - s - 1) / -s
         } else {
@@ -189,11 +224,23 @@ pub fn slice(x: &Array, start: &[i64], stop: &[i64], step: &[i64]) -> Result<Arr
     if shape.as_slice() == x.shape() && sp.iter().all(|&s| s == 1) {
         return Ok(x.clone());
     }
-    Ok(view(x, shape, ViewOp::Slice { start: st, step: sp }))
+    Ok(view(
+        x,
+        shape,
+        ViewOp::Slice {
+            start: st,
+            step: sp,
+        },
+    ))
 }
 
 /// Python's `slice.indices`: clamped start/stop for a dimension of `dim`.
-pub(crate) fn python_slice(start: i64, stop: i64, step: i64, dim: usize) -> Option<(i64, i64, i64)> {
+pub(crate) fn python_slice(
+    start: i64,
+    stop: i64,
+    step: i64,
+    dim: usize,
+) -> Option<(i64, i64, i64)> {
     if step == 0 {
         return None;
     }
@@ -211,17 +258,27 @@ pub(crate) fn python_slice(start: i64, stop: i64, step: i64, dim: usize) -> Opti
 /// Joins arrays along an existing axis.
 #[track_caller]
 pub fn concatenate(xs: &[Array], axis: i32) -> Result<Array> {
-    let first = xs.first().ok_or_else(|| Error::invalid("concatenate", "no arrays to concatenate"))?;
+    let first = xs
+        .first()
+        .ok_or_else(|| Error::invalid("concatenate", "no arrays to concatenate"))?;
     let nd = first.ndim();
     if nd == 0 {
-        return Err(Error::invalid("concatenate", "zero-dimensional arrays cannot be concatenated"));
+        return Err(Error::invalid(
+            "concatenate",
+            "zero-dimensional arrays cannot be concatenated",
+        ));
     }
     let ax = normalize_axis("concatenate", axis, nd)?;
     let mut dtype = first.dtype();
     let mut shape: Shape = first.shape().into();
     shape[ax] = 0;
     for x in xs {
-        if x.ndim() != nd || x.shape().iter().enumerate().any(|(i, &d)| i != ax && d != first.shape()[i]) {
+        if x.ndim() != nd
+            || x.shape()
+                .iter()
+                .enumerate()
+                .any(|(i, &d)| i != ax && d != first.shape()[i])
+        {
             return Err(Error::invalid(
                 "concatenate",
                 format!(
@@ -238,22 +295,36 @@ pub fn concatenate(xs: &[Array], axis: i32) -> Result<Array> {
     if inputs.len() == 1 {
         return Ok(inputs[0].clone());
     }
-    Ok(Array::make(shape, dtype, Primitive::Concatenate { axis: ax }, inputs))
+    Ok(Array::make(
+        shape,
+        dtype,
+        Primitive::Concatenate { axis: ax },
+        inputs,
+    ))
 }
 
 /// Joins arrays along a new axis.
 #[track_caller]
 pub fn stack(xs: &[Array], axis: i32) -> Result<Array> {
-    let first = xs.first().ok_or_else(|| Error::invalid("stack", "no arrays to stack"))?;
+    let first = xs
+        .first()
+        .ok_or_else(|| Error::invalid("stack", "no arrays to stack"))?;
     for x in xs {
         if x.shape() != first.shape() {
             return Err(Error::invalid(
                 "stack",
-                format!("all arrays must have the same shape: {} vs {}", fmt_shape(first.shape()), fmt_shape(x.shape())),
+                format!(
+                    "all arrays must have the same shape: {} vs {}",
+                    fmt_shape(first.shape()),
+                    fmt_shape(x.shape())
+                ),
             ));
         }
     }
-    let expanded: Vec<Array> = xs.iter().map(|x| expand_dims(x, &[axis])).collect::<Result<_>>()?;
+    let expanded: Vec<Array> = xs
+        .iter()
+        .map(|x| expand_dims(x, &[axis]))
+        .collect::<Result<_>>()?;
     concatenate(&expanded, axis)
 }
 
@@ -272,10 +343,12 @@ pub fn split(x: &Array, spec: SplitSpec, axis: i32) -> Result<Vec<Array>> {
     let dim = x.shape()[ax];
     let cuts: Vec<usize> = match spec {
         SplitSpec::Sections(n) => {
-            if n == 0 || dim % n != 0 {
+            if n == 0 || !dim.is_multiple_of(n) {
                 return Err(Error::invalid(
                     "split",
-                    format!("array split does not result in sections of equal size: {dim} into {n}"),
+                    format!(
+                        "array split does not result in sections of equal size: {dim} into {n}"
+                    ),
                 ));
             }
             (1..n).map(|i| i * dim / n).collect()
@@ -302,10 +375,19 @@ pub fn pad(x: &Array, widths: &[(usize, usize)], value: f64) -> Result<Array> {
     if widths.len() != x.ndim() {
         return Err(Error::invalid(
             "pad",
-            format!("{} pad widths given for an array of dimension {}", widths.len(), x.ndim()),
+            format!(
+                "{} pad widths given for an array of dimension {}",
+                widths.len(),
+                x.ndim()
+            ),
         ));
     }
-    let shape: Vec<usize> = x.shape().iter().zip(widths).map(|(d, (a, b))| d + a + b).collect();
+    let shape: Vec<usize> = x
+        .shape()
+        .iter()
+        .zip(widths)
+        .map(|(d, (a, b))| d + a + b)
+        .collect();
     let base = full(&shape, value, x.dtype());
     let start: Vec<i64> = widths.iter().map(|(a, _)| *a as i64).collect();
     slice_update(&base, x, &start, &vec![1; x.ndim()])
@@ -317,7 +399,10 @@ fn tri_mask(op: &'static str, x: &Array, k: i64, lower: bool) -> Result<Array> {
         return Err(Error::invalid(op, "array must be at least 2-D"));
     }
     let (n, m) = (x.shape()[x.ndim() - 2], x.shape()[x.ndim() - 1]);
-    let rows = reshape(&crate::ops::arange(0.0, n as f64, 1.0, crate::Dtype::I64)?, &[n as i64, 1])?;
+    let rows = reshape(
+        &crate::ops::arange(0.0, n as f64, 1.0, crate::Dtype::I64)?,
+        &[n as i64, 1],
+    )?;
     let cols = crate::ops::arange(0.0, m as f64, 1.0, crate::Dtype::I64)?;
     let shifted = crate::ops::add(&rows, &Array::scalar(k))?;
     if lower {

@@ -19,7 +19,12 @@ fn prepare(op: &'static str, x: &Array, axis: Option<i32>) -> Result<(Array, usi
 #[track_caller]
 pub fn sort(x: &Array, axis: Option<i32>) -> Result<Array> {
     let (x, ax) = prepare("sort", x, axis)?;
-    Ok(Array::make(x.shape().into(), x.dtype(), Primitive::Sort { axis: ax }, vec![x]))
+    Ok(Array::make(
+        x.shape().into(),
+        x.dtype(),
+        Primitive::Sort { axis: ax },
+        vec![x],
+    ))
 }
 
 /// The u32 indices that sort `x` along `axis` (stable: equal elements keep their order; NaN
@@ -27,12 +32,27 @@ pub fn sort(x: &Array, axis: Option<i32>) -> Result<Array> {
 #[track_caller]
 pub fn argsort(x: &Array, axis: Option<i32>) -> Result<Array> {
     let (x, ax) = prepare("argsort", x, axis)?;
-    Ok(Array::make(x.shape().into(), Dtype::U32, Primitive::Argsort { axis: ax }, vec![x]))
+    Ok(Array::make(
+        x.shape().into(),
+        Dtype::U32,
+        Primitive::Argsort { axis: ax },
+        vec![x],
+    ))
 }
 
 /// Validates `kth` (negative counts from the end) for an axis of `dim` elements.
-fn check_kth(op: &'static str, kth: i32, axis: Option<i32>, x: &Array, dim: usize) -> Result<usize> {
-    let k = if kth < 0 { kth as i64 + dim as i64 } else { kth as i64 };
+fn check_kth(
+    op: &'static str,
+    kth: i32,
+    axis: Option<i32>,
+    x: &Array,
+    dim: usize,
+) -> Result<usize> {
+    let k = if kth < 0 {
+        kth as i64 + dim as i64
+    } else {
+        kth as i64
+    };
     if k < 0 || k >= dim as i64 {
         return Err(Error::invalid(
             op,
@@ -53,7 +73,12 @@ fn check_kth(op: &'static str, kth: i32, axis: Option<i32>, x: &Array, dim: usiz
 pub fn argpartition(x: &Array, kth: i32, axis: Option<i32>) -> Result<Array> {
     let (xf, ax) = prepare("argpartition", x, axis)?;
     let k = check_kth("argpartition", kth, axis, x, xf.shape()[ax])?;
-    Ok(Array::make(xf.shape().into(), Dtype::U32, Primitive::Argpartition { kth: k, axis: ax }, vec![xf]))
+    Ok(Array::make(
+        xf.shape().into(),
+        Dtype::U32,
+        Primitive::Argpartition { kth: k, axis: ax },
+        vec![xf],
+    ))
 }
 
 /// The values of `x` partitioned as `argpartition` orders them.
@@ -61,7 +86,12 @@ pub fn argpartition(x: &Array, kth: i32, axis: Option<i32>) -> Result<Array> {
 pub fn partition(x: &Array, kth: i32, axis: Option<i32>) -> Result<Array> {
     let (xf, ax) = prepare("partition", x, axis)?;
     let k = check_kth("partition", kth, axis, x, xf.shape()[ax])?;
-    let idx = Array::make(xf.shape().into(), Dtype::U32, Primitive::Argpartition { kth: k, axis: ax }, vec![xf.clone()]);
+    let idx = Array::make(
+        xf.shape().into(),
+        Dtype::U32,
+        Primitive::Argpartition { kth: k, axis: ax },
+        vec![xf.clone()],
+    );
     take_along_axis(&xf, &idx, Some(ax as i32))
 }
 
@@ -74,7 +104,11 @@ pub fn topk(x: &Array, k: usize, axis: Option<i32>) -> Result<Array> {
     if k > dim || (k == 0 && dim == 0) {
         return Err(Error::invalid(
             "topk",
-            format!("received invalid k={k} along axis {} for array with shape {}", axis.unwrap_or(-1), fmt_shape(x.shape())),
+            format!(
+                "received invalid k={k} along axis {} for array with shape {}",
+                axis.unwrap_or(-1),
+                fmt_shape(x.shape())
+            ),
         ));
     }
     let n = xf.ndim();

@@ -72,7 +72,10 @@ pub fn logical_not(x: &Array) -> Array {
 #[track_caller]
 pub fn bitwise_invert(x: &Array) -> Result<Array> {
     if x.dtype().is_float() {
-        return Err(Error::dtype("bitwise_invert", format!("not supported for {}", x.dtype())));
+        return Err(Error::dtype(
+            "bitwise_invert",
+            format!("not supported for {}", x.dtype()),
+        ));
     }
     Ok(unary(x, UnaryOp::BitwiseInvert, x.dtype()))
 }

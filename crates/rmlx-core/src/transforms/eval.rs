@@ -19,10 +19,15 @@ pub fn eval(arrays: &[Array]) -> Result<()> {
     }
     let _g = EVAL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     for node in topo_order(arrays) {
-        let Some((prim, inputs)) = node.take_pending() else { continue };
+        let Some((prim, inputs)) = node.take_pending() else {
+            continue;
+        };
         let data = run(&node, &prim, inputs).map_err(|e| match e {
             e @ Error::Eval { .. } => e,
-            e => Error::Eval { source: Box::new(e), site: node.site() },
+            e => Error::Eval {
+                source: Box::new(e),
+                site: node.site(),
+            },
         })?;
         node.set_data(data);
     }
@@ -77,9 +82,17 @@ fn run(node: &Array, prim: &Primitive, inputs: Vec<Array>) -> Result<ArrayData> 
     }
     let stream = node.stream();
     let backend = backend_for(stream.device)?;
-    let out = OutputSpec { shape: node.shape(), dtype: node.dtype() };
+    let out = OutputSpec {
+        shape: node.shape(),
+        dtype: node.dtype(),
+    };
     let d = backend.eval(stream.device.index, prim, datas, &out)?;
-    debug_assert_eq!(d.shape.as_slice(), node.shape(), "{} returned a wrong shape", prim.name());
+    debug_assert_eq!(
+        d.shape.as_slice(),
+        node.shape(),
+        "{} returned a wrong shape",
+        prim.name()
+    );
     Ok(d)
 }
 
@@ -89,12 +102,28 @@ fn view(node: &Array, v: &ViewOp, x: &ArrayData) -> Result<ArrayData> {
     match v {
         ViewOp::Reshape => {
             if let Some(strides) = reshape_strides(&x.shape, &x.strides, shape) {
-                return Ok(ArrayData { shape: shape.into(), strides, ..x.clone() });
+                return Ok(ArrayData {
+                    shape: shape.into(),
+                    strides,
+                    ..x.clone()
+                });
             }
             let backend = backend_for(node.stream().device)?;
-            let out = OutputSpec { shape: &x.shape, dtype: x.dtype };
-            let c = backend.eval(node.stream().device.index, &Primitive::Copy, vec![x.clone()], &out)?;
-            Ok(ArrayData { shape: shape.into(), strides: crate::shape::row_major_strides(shape), ..c })
+            let out = OutputSpec {
+                shape: &x.shape,
+                dtype: x.dtype,
+            };
+            let c = backend.eval(
+                node.stream().device.index,
+                &Primitive::Copy,
+                vec![x.clone()],
+                &out,
+            )?;
+            Ok(ArrayData {
+                shape: shape.into(),
+                strides: crate::shape::row_major_strides(shape),
+                ..c
+            })
         }
         ViewOp::Transpose { perm } => Ok(ArrayData {
             shape: shape.into(),
@@ -110,9 +139,17 @@ fn view(node: &Array, v: &ViewOp, x: &ArrayData) -> Result<ArrayData> {
             }
             let strides = step.iter().zip(&x.strides).map(|(st, s)| st * s).collect();
             if offset < 0 {
-                return Err(Error::runtime("slice", "negative offset computed for a view"));
+                return Err(Error::runtime(
+                    "slice",
+                    "negative offset computed for a view",
+                ));
             }
-            Ok(ArrayData { offset: offset as usize, shape: shape.into(), strides, ..x.clone() })
+            Ok(ArrayData {
+                offset: offset as usize,
+                shape: shape.into(),
+                strides,
+                ..x.clone()
+            })
         }
         ViewOp::BroadcastTo => Ok(ArrayData {
             shape: shape.into(),

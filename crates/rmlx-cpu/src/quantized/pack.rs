@@ -62,7 +62,7 @@ pub fn unpack(w: &[u32], bits: usize, start: usize, out: &mut [u8]) {
             let bytes: &[u8] = bytemuck::cast_slice(w);
             out.copy_from_slice(&bytes[start..start + out.len()]);
         }
-        4 if start % 2 == 0 => {
+        4 if start.is_multiple_of(2) => {
             let bytes: &[u8] = bytemuck::cast_slice(w);
             let b = &bytes[start / 2..];
             for (i, pair) in out.chunks_mut(2).enumerate() {
@@ -102,7 +102,7 @@ pub fn quantize_part<T: Element>(
     part: u8,
     out: &mut [u8],
 ) {
-    let rows = if k == 0 { 0 } else { w.len() / k };
+    let rows = w.len().checked_div(k).unwrap_or(0);
     let groups = k / group_size;
     let row_out = match part {
         0 => k * bits / 32 * 4,

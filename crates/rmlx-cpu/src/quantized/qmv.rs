@@ -70,7 +70,7 @@ pub fn int8_supported<S>(w: &Packed<S>) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         (w.bits == 4 || w.bits == 8)
-            && w.group_size % 32 == 0
+            && w.group_size.is_multiple_of(32)
             && std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
     }

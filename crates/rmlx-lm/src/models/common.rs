@@ -5,7 +5,7 @@ use crate::cache::{causal_mask, AttentionMask, KvCache};
 use crate::config::ModelConfig;
 use crate::error::{LmError, Result};
 use rmlx::{fast, ops, Array};
-use rmlx_nn::{Linear, Rope, RmsNorm, Weights};
+use rmlx_nn::{Linear, RmsNorm, Rope, Weights};
 
 /// The nonlinearity of a gated MLP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,14 +46,28 @@ pub struct AttentionSpec {
 
 impl Attention {
     /// Takes `{prefix}.{q,k,v,o}_proj` (and norms) from `w`.
-    pub fn load(w: &mut Weights, prefix: &str, c: &ModelConfig, spec: AttentionSpec) -> Result<Attention> {
-        let (h, kv, d, dim) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.hidden_size);
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        c: &ModelConfig,
+        spec: AttentionSpec,
+    ) -> Result<Attention> {
+        let (h, kv, d, dim) = (
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            c.head_dim,
+            c.hidden_size,
+        );
         let norm = |w: &mut Weights, name: &str| -> Result<Option<RmsNorm>> {
             if !spec.qk_norm {
                 return Ok(None);
             }
             let p = format!("{prefix}.{name}");
-            Ok(Some(if spec.plus_one { w.rms_norm_plus_one(&p, d, c.rms_norm_eps)? } else { w.rms_norm(&p, d, c.rms_norm_eps)? }))
+            Ok(Some(if spec.plus_one {
+                w.rms_norm_plus_one(&p, d, c.rms_norm_eps)?
+            } else {
+                w.rms_norm(&p, d, c.rms_norm_eps)?
+            }))
         };
         Ok(Attention {
             q_proj: w.linear(&format!("{prefix}.q_proj"), dim, h * d, spec.qkv_bias)?,
@@ -71,7 +85,12 @@ impl Attention {
     }
 
     /// `x: [B, L, dim]` → `[B, L, dim]`; the cache (if any) receives this step's keys/values.
-    pub fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut KvCache>) -> Result<Array> {
+    pub fn forward(
+        &self,
+        x: &Array,
+        mask: &AttentionMask,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Array> {
         let (b, l) = (x.shape()[0] as i64, x.shape()[1] as i64);
         // [B, L, H*D] → [B, L, H, D]; norms act on D, then → [B, H, L, D].
         let heads = |y: Array, n: usize, norm: &Option<RmsNorm>| -> Result<Array> {
@@ -114,7 +133,13 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn load(w: &mut Weights, prefix: &str, c: &ModelConfig, bias: bool, act: Activation) -> Result<Mlp> {
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        c: &ModelConfig,
+        bias: bool,
+        act: Activation,
+    ) -> Result<Mlp> {
         let (d, h) = (c.hidden_size, c.intermediate_size);
         Ok(Mlp {
             gate_proj: w.linear(&format!("{prefix}.gate_proj"), d, h, bias)?,
@@ -138,7 +163,11 @@ impl Mlp {
 
 /// The mask for `l` new tokens: the cache's when one is passed, else mlx-lm's rule without a
 /// cache (none for one token, an explicit array when a window cuts in, else causal).
-pub fn make_mask(cache: Option<&KvCache>, l: usize, window: Option<usize>) -> Result<AttentionMask> {
+pub fn make_mask(
+    cache: Option<&KvCache>,
+    l: usize,
+    window: Option<usize>,
+) -> Result<AttentionMask> {
     if let Some(c) = cache {
         return c.mask(l, window);
     }
@@ -159,7 +188,10 @@ pub fn check_inputs(tokens: &Array, caches: &[KvCache], n_layers: usize) -> Resu
         )));
     }
     if !caches.is_empty() && caches.len() != n_layers {
-        return Err(LmError::Generate(format!("{} caches passed for {n_layers} layers", caches.len())));
+        return Err(LmError::Generate(format!(
+            "{} caches passed for {n_layers} layers",
+            caches.len()
+        )));
     }
     Ok(())
 }
@@ -175,7 +207,12 @@ impl Head {
     /// `lm_head` when the checkpoint has it (or the config says untied), else tied.
     pub fn load(w: &mut Weights, c: &ModelConfig) -> Result<Head> {
         if w.contains("lm_head.weight") || !c.tie_word_embeddings {
-            Ok(Head::Untied(w.linear("lm_head", c.hidden_size, c.vocab_size, false)?))
+            Ok(Head::Untied(w.linear(
+                "lm_head",
+                c.hidden_size,
+                c.vocab_size,
+                false,
+            )?))
         } else {
             Ok(Head::Tied)
         }

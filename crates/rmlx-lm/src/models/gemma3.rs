@@ -10,7 +10,7 @@ use crate::cache::{AttentionMask, KvCache};
 use crate::config::ModelConfig;
 use crate::error::{LmError, Result};
 use rmlx::{ops, Array, Dtype};
-use rmlx_nn::{Embedding, Rope, RmsNorm, Weights};
+use rmlx_nn::{Embedding, RmsNorm, Rope, Weights};
 
 /// One block (`model.layers.N`).
 #[derive(Clone, Debug)]
@@ -33,15 +33,27 @@ fn residual(x: &Array, y: &Array) -> Result<Array> {
     }
     let s = ops::add(&ops::astype(x, Dtype::F32), &ops::astype(y, Dtype::F32))?;
     let bound = Array::scalar(65504.0f32);
-    Ok(ops::astype(&ops::clip(&s, Some(&-&bound), Some(&bound))?, Dtype::F16))
+    Ok(ops::astype(
+        &ops::clip(&s, Some(&-&bound), Some(&bound))?,
+        Dtype::F16,
+    ))
 }
 
 impl DecoderLayer {
     /// `x: [B, L, dim]` → `[B, L, dim]`.
-    fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut KvCache>) -> Result<Array> {
-        let r = self.self_attn.forward(&self.input_layernorm.forward(x)?, mask, cache)?;
+    fn forward(
+        &self,
+        x: &Array,
+        mask: &AttentionMask,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Array> {
+        let r = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, mask, cache)?;
         let h = residual(x, &self.post_attention_layernorm.forward(&r)?)?;
-        let r = self.mlp.forward(&self.pre_feedforward_layernorm.forward(&h)?)?;
+        let r = self
+            .mlp
+            .forward(&self.pre_feedforward_layernorm.forward(&h)?)?;
         residual(&h, &self.post_feedforward_layernorm.forward(&r)?)
     }
 }
@@ -59,14 +71,21 @@ pub struct Gemma3 {
 impl Gemma3 {
     /// Builds the model from `model.*` weights (`lm_head` absent: tied to the embedding).
     pub fn load(c: ModelConfig, w: &mut Weights) -> Result<Gemma3> {
-        let window = c.sliding_window.ok_or_else(|| LmError::Config("gemma3: config.json needs `sliding_window`".into()))?;
+        let window = c
+            .sliding_window
+            .ok_or_else(|| LmError::Config("gemma3: config.json needs `sliding_window`".into()))?;
         if window == 0 {
-            return Err(LmError::Config("gemma3: `sliding_window` must be positive".into()));
+            return Err(LmError::Config(
+                "gemma3: `sliding_window` must be positive".into(),
+            ));
         }
         let eps = c.rms_norm_eps;
         let dim = c.hidden_size;
         let embed_tokens = w.embedding("model.embed_tokens", c.vocab_size, dim)?;
-        let scale = c.query_pre_attn_scalar.unwrap_or(c.head_dim as f32).powf(-0.5);
+        let scale = c
+            .query_pre_attn_scalar
+            .unwrap_or(c.head_dim as f32)
+            .powf(-0.5);
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
@@ -77,8 +96,16 @@ impl Gemma3 {
             } else {
                 Rope::new(c.head_dim, false, c.rope_theta, c.rope_scaling.as_ref())?
             };
-            let spec = AttentionSpec { qkv_bias: false, o_bias: false, qk_norm: true, plus_one: true, rope, scale };
-            let norm = |w: &mut Weights, n: &str| w.rms_norm_plus_one(&format!("{p}.{n}"), dim, eps);
+            let spec = AttentionSpec {
+                qkv_bias: false,
+                o_bias: false,
+                qk_norm: true,
+                plus_one: true,
+                rope,
+                scale,
+            };
+            let norm =
+                |w: &mut Weights, n: &str| w.rms_norm_plus_one(&format!("{p}.{n}"), dim, eps);
             layers.push(DecoderLayer {
                 self_attn: Attention::load(w, &format!("{p}.self_attn"), &c, spec)?,
                 mlp: Mlp::load(w, &format!("{p}.mlp"), &c, false, Activation::GeluApprox)?,
@@ -90,8 +117,18 @@ impl Gemma3 {
             });
         }
         let norm = w.rms_norm_plus_one("model.norm", dim, eps)?;
-        let lm_head = if w.contains("lm_head.weight") { Head::load(w, &c)? } else { Head::Tied };
-        Ok(Gemma3 { config: c, embed_tokens, layers, norm, lm_head })
+        let lm_head = if w.contains("lm_head.weight") {
+            Head::load(w, &c)?
+        } else {
+            Head::Tied
+        };
+        Ok(Gemma3 {
+            config: c,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+        })
     }
 
     fn window(&self) -> usize {
@@ -103,7 +140,9 @@ impl Gemma3 {
         check_inputs(tokens, caches, self.layers.len())?;
         let l = tokens.shape()[1];
         // Activations in the norms' dtype (GGUF: f32 norms, f16 embedding scales).
-        let h = self.embed_tokens.forward_as(tokens, self.norm.weight.dtype())?;
+        let h = self
+            .embed_tokens
+            .forward_as(tokens, self.norm.weight.dtype())?;
         // sqrt(hidden) rounded to bfloat16 first, then in h's dtype, as mlx-lm does.
         let s = rmlx::bf16::from_f32((self.config.hidden_size as f32).sqrt()).to_f32();
         let mut h = &h * s;
@@ -118,7 +157,11 @@ impl Gemma3 {
         let global_mask = mask_for(first(false), None)?;
         let local_mask = mask_for(first(true), Some(self.window()))?;
         for (i, layer) in self.layers.iter().enumerate() {
-            let mask = if layer.is_sliding { &local_mask } else { &global_mask };
+            let mask = if layer.is_sliding {
+                &local_mask
+            } else {
+                &global_mask
+            };
             h = layer.forward(&h, mask, caches.get_mut(i))?;
         }
         Ok(self.norm.forward(&h)?)
@@ -149,7 +192,13 @@ impl LanguageModel for Gemma3 {
         let w = self.window();
         self.layers
             .iter()
-            .map(|l| if l.is_sliding { KvCache::rotating(w, 0).unwrap_or_else(|_| KvCache::standard()) } else { KvCache::standard() })
+            .map(|l| {
+                if l.is_sliding {
+                    KvCache::rotating(w, 0).unwrap_or_else(|_| KvCache::standard())
+                } else {
+                    KvCache::standard()
+                }
+            })
             .collect()
     }
 

@@ -7,7 +7,7 @@ use crate::cache::KvCache;
 use crate::config::ModelConfig;
 use crate::error::Result;
 use rmlx::{ops, Array};
-use rmlx_nn::{Embedding, Rope, RmsNorm, Weights};
+use rmlx_nn::{Embedding, RmsNorm, Rope, Weights};
 
 /// Per-family differences among the Llama-shaped models.
 #[derive(Clone, Copy, Debug, Default)]
@@ -29,10 +29,19 @@ pub struct DecoderLayer {
 
 impl DecoderLayer {
     /// `x: [B, L, dim]` → `[B, L, dim]`.
-    fn forward(&self, x: &Array, mask: &crate::cache::AttentionMask, cache: Option<&mut KvCache>) -> Result<Array> {
-        let r = self.self_attn.forward(&self.input_layernorm.forward(x)?, mask, cache)?;
+    fn forward(
+        &self,
+        x: &Array,
+        mask: &crate::cache::AttentionMask,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Array> {
+        let r = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, mask, cache)?;
         let h = ops::add(x, &r)?;
-        let r = self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?;
+        let r = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h)?)?;
         Ok(ops::add(&h, &r)?)
     }
 }
@@ -50,7 +59,14 @@ pub struct Llama {
 impl Llama {
     /// Plain Llama/Mistral.
     pub fn load(config: ModelConfig, w: &mut Weights) -> Result<Llama> {
-        Self::load_flavor(config, w, Flavor { qkv_bias: false, qk_norm: false })
+        Self::load_flavor(
+            config,
+            w,
+            Flavor {
+                qkv_bias: false,
+                qk_norm: false,
+            },
+        )
     }
 
     /// Builds the model, taking `model.embed_tokens`, `model.layers.N.*`, `model.norm` and
@@ -65,13 +81,22 @@ impl Llama {
                 o_bias: c.attention_bias,
                 qk_norm: f.qk_norm,
                 plus_one: false,
-                rope: Rope::new(c.head_dim, c.rope_traditional, c.rope_theta, c.rope_scaling.as_ref())?,
+                rope: Rope::new(
+                    c.head_dim,
+                    c.rope_traditional,
+                    c.rope_theta,
+                    c.rope_scaling.as_ref(),
+                )?,
                 scale: (c.head_dim as f32).powf(-0.5),
             };
             layers.push(DecoderLayer {
                 self_attn: Attention::load(w, &format!("{p}.self_attn"), &c, spec)?,
                 mlp: Mlp::load(w, &format!("{p}.mlp"), &c, c.mlp_bias, Activation::Silu)?,
-                input_layernorm: w.rms_norm(&format!("{p}.input_layernorm"), c.hidden_size, c.rms_norm_eps)?,
+                input_layernorm: w.rms_norm(
+                    &format!("{p}.input_layernorm"),
+                    c.hidden_size,
+                    c.rms_norm_eps,
+                )?,
                 post_attention_layernorm: w.rms_norm(
                     &format!("{p}.post_attention_layernorm"),
                     c.hidden_size,
@@ -81,7 +106,13 @@ impl Llama {
         }
         let norm = w.rms_norm("model.norm", c.hidden_size, c.rms_norm_eps)?;
         let lm_head = Head::load(w, &c)?;
-        Ok(Llama { config: c, embed_tokens, layers, norm, lm_head })
+        Ok(Llama {
+            config: c,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+        })
     }
 
     /// `tokens: [B, L]` → final hidden states `[B, L, dim]` (after `model.norm`).
@@ -89,7 +120,9 @@ impl Llama {
         check_inputs(tokens, caches, self.layers.len())?;
         let l = tokens.shape()[1];
         // Activations in the norms' dtype (GGUF: f32 norms, f16 embedding scales).
-        let mut h = self.embed_tokens.forward_as(tokens, self.norm.weight.dtype())?;
+        let mut h = self
+            .embed_tokens
+            .forward_as(tokens, self.norm.weight.dtype())?;
         let mask = make_mask(caches.first(), l, None)?;
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(&h, &mask, caches.get_mut(i))?;
@@ -110,7 +143,9 @@ impl LanguageModel for Llama {
     }
 
     fn make_caches(&self) -> Vec<KvCache> {
-        (0..self.layers.len()).map(|_| KvCache::standard()).collect()
+        (0..self.layers.len())
+            .map(|_| KvCache::standard())
+            .collect()
     }
 
     fn config(&self) -> &ModelConfig {
@@ -125,5 +160,8 @@ impl LanguageModel for Llama {
 /// `h: [B, L, dim]` → `[B, dim]` at position L-1.
 pub fn last_position(h: &Array) -> Result<Array> {
     let l = h.shape()[1] as i64;
-    Ok(ops::squeeze(&ops::slice(h, &[0, l - 1, 0], &[i64::MAX, l, i64::MAX], &[1, 1, 1])?, &[1])?)
+    Ok(ops::squeeze(
+        &ops::slice(h, &[0, l - 1, 0], &[i64::MAX, l, i64::MAX], &[1, 1, 1])?,
+        &[1],
+    )?)
 }

@@ -24,7 +24,15 @@ pub trait LanguageModel: Send + Sync {
     fn forward_last(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
         let logits = self.forward(tokens, caches)?;
         let l = logits.shape()[1] as i64;
-        Ok(ops::squeeze(&ops::slice(&logits, &[0, l - 1, 0], &[i64::MAX, l, i64::MAX], &[1, 1, 1])?, &[1])?)
+        Ok(ops::squeeze(
+            &ops::slice(
+                &logits,
+                &[0, l - 1, 0],
+                &[i64::MAX, l, i64::MAX],
+                &[1, 1, 1],
+            )?,
+            &[1],
+        )?)
     }
 
     /// One fresh cache per layer, of the kind each layer needs.
@@ -46,7 +54,9 @@ const MODEL_TYPES: &[(&str, Constructor)] = &[
     ("mistral", |c, w| Ok(Box::new(llama::Llama::load(c, w)?))),
     ("qwen2", |c, w| Ok(Box::new(qwen2::load(c, w)?))),
     ("qwen3", |c, w| Ok(Box::new(qwen3::load(c, w)?))),
-    ("gemma3_text", |c, w| Ok(Box::new(gemma3::Gemma3::load(c, w)?))),
+    ("gemma3_text", |c, w| {
+        Ok(Box::new(gemma3::Gemma3::load(c, w)?))
+    }),
     ("gemma3", |c, w| Ok(Box::new(gemma3::Gemma3::load(c, w)?))),
 ];
 
@@ -57,12 +67,16 @@ pub fn supported_model_types() -> Vec<&'static str> {
 
 /// Builds the model `config.model_type` names, taking its weights out of `weights`.
 pub fn build(config: ModelConfig, weights: &mut Weights) -> Result<Model> {
-    let ctor = MODEL_TYPES.iter().find(|(n, _)| *n == config.model_type).map(|(_, c)| *c).ok_or_else(|| {
-        LmError::Config(format!(
-            "model_type `{}` is not supported (supported: {})",
-            config.model_type,
-            supported_model_types().join(", ")
-        ))
-    })?;
+    let ctor = MODEL_TYPES
+        .iter()
+        .find(|(n, _)| *n == config.model_type)
+        .map(|(_, c)| *c)
+        .ok_or_else(|| {
+            LmError::Config(format!(
+                "model_type `{}` is not supported (supported: {})",
+                config.model_type,
+                supported_model_types().join(", ")
+            ))
+        })?;
     ctor(config, weights)
 }

@@ -8,5 +8,12 @@ use rmlx_nn::Weights;
 
 /// Builds a Qwen2 model (`model_type: qwen2`).
 pub fn load(config: ModelConfig, w: &mut Weights) -> Result<Llama> {
-    Llama::load_flavor(config, w, Flavor { qkv_bias: true, qk_norm: false })
+    Llama::load_flavor(
+        config,
+        w,
+        Flavor {
+            qkv_bias: true,
+            qk_norm: false,
+        },
+    )
 }

@@ -8,5 +8,12 @@ use rmlx_nn::Weights;
 
 /// Builds a Qwen3 model (`model_type: qwen3`).
 pub fn load(config: ModelConfig, w: &mut Weights) -> Result<Llama> {
-    Llama::load_flavor(config, w, Flavor { qkv_bias: false, qk_norm: true })
+    Llama::load_flavor(
+        config,
+        w,
+        Flavor {
+            qkv_bias: false,
+            qk_norm: true,
+        },
+    )
 }
