@@ -1,6 +1,8 @@
 //! Shared test helpers: run one body on every available device; compare with fixtures.
 #![allow(dead_code)]
 
+pub mod fixture;
+
 use rmlx::{Array, Device};
 
 /// Every device a test body should run on: the CPU, and GPU 0 when a GPU backend has one.
