@@ -27,20 +27,7 @@ pub fn qmm_t<S: Element>(x: &[f32], m: usize, w: &Packed<S>, out: &mut [f32]) {
     for n0 in (0..n).step_by(nt) {
         let nb = nt.min(n - n0);
         // tile: [nb, k], row j = dequantized weight row n0 + j.
-        tile[..nb * k]
-            .par_chunks_mut(k)
-            .enumerate()
-            .for_each(|(j, dst)| {
-                let r = n0 + j;
-                dequantize_row_f32(
-                    &w.wq[r * words..(r + 1) * words],
-                    &w.scales[r * groups..(r + 1) * groups],
-                    &w.biases[r * groups..(r + 1) * groups],
-                    w.group_size,
-                    w.bits,
-                    dst,
-                );
-            });
+        dequantize_rows(w, n0, words, groups, &mut tile[..nb * k], k);
         // SAFETY: every pointer/stride pair addresses inside its slice: out[i, n0 + j]
         // (i < m, j < nb), x[i, l] (l < k), tile[j, l].
         unsafe {
@@ -87,20 +74,7 @@ pub fn qmm_n<S: Element>(x: &[f32], m: usize, w: &Packed<S>, out: &mut [f32]) {
     let mut tile = vec![0f32; kt * n];
     for k0 in (0..kdim).step_by(kt) {
         let kb = kt.min(kdim - k0);
-        tile[..kb * n]
-            .par_chunks_mut(n)
-            .enumerate()
-            .for_each(|(j, dst)| {
-                let r = k0 + j;
-                dequantize_row_f32(
-                    &w.wq[r * words..(r + 1) * words],
-                    &w.scales[r * groups..(r + 1) * groups],
-                    &w.biases[r * groups..(r + 1) * groups],
-                    w.group_size,
-                    w.bits,
-                    dst,
-                );
-            });
+        dequantize_rows(w, k0, words, groups, &mut tile[..kb * n], n);
         // SAFETY: out[i, j] (i < m, j < n), x[i, k0 + l] (l < kb), tile[l, j].
         unsafe {
             gemm(
@@ -159,4 +133,27 @@ pub fn sgemm_nt(x: &[f32], m: usize, w: &[f32], n: usize, k: usize, out: &mut [f
             Parallelism::Rayon(0),
         );
     }
+}
+
+/// Dequantizes packed rows `r0..` of `w` into `tile` (row length `len`), one task per row:
+/// the tile both prefill layouts multiply with the f32 GEMM.
+fn dequantize_rows<S: Element>(
+    w: &Packed<S>,
+    r0: usize,
+    words: usize,
+    groups: usize,
+    tile: &mut [f32],
+    len: usize,
+) {
+    tile.par_chunks_mut(len).enumerate().for_each(|(j, dst)| {
+        let r = r0 + j;
+        dequantize_row_f32(
+            &w.wq[r * words..(r + 1) * words],
+            &w.scales[r * groups..(r + 1) * groups],
+            &w.biases[r * groups..(r + 1) * groups],
+            w.group_size,
+            w.bits,
+            dst,
+        );
+    });
 }
