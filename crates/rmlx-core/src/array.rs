@@ -323,6 +323,7 @@ impl Array {
         };
         let a = crate::ops::contiguous(&a);
         let d = a.data()?;
+        d.buffer.ensure_host()?;
         Ok(d.as_slice::<T>()
             .ok_or_else(|| Error::runtime("to_vec", "layout not contiguous after copy"))?
             .to_vec())

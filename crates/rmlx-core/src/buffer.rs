@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use std::alloc::Layout;
 use std::any::Any;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 const ALIGN: usize = 64;
 
@@ -105,79 +105,142 @@ enum Host {
     },
 }
 
-/// A device backend's copy of a buffer: (backend name, device index, the backend's handle).
-type DeviceCopy = (&'static str, usize, Arc<dyn Any + Send + Sync>);
+/// A device backend's copy of a buffer's bytes. The first copy of a buffer made on a device
+/// (a GPU op's output) may be its only one: the host bytes are then downloaded on first use.
+pub trait DeviceMemory: Any + Send + Sync {
+    /// Copies all bytes to `dst` (as long as the buffer), waiting for pending device work.
+    fn download(&self, dst: &mut [u8]) -> Result<()>;
+    /// `self` as `Any`, so a backend can recover its own type.
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
 
-/// A block of host memory, immutable once filled and shared between array views.
+/// (backend name, device index, the backend's copy).
+type DeviceCopy = (&'static str, usize, Arc<dyn DeviceMemory>);
+
+/// A block of memory behind arrays, shared between views and immutable once filled (except by
+/// the one kernel that owns it uniquely). It lives on the host, on devices, or both: unified
+/// memory semantics, where each side fetches the bytes the first time it needs them.
 pub struct Buffer {
-    host: Host,
+    len: usize,
+    /// The host bytes: set at creation for host-made buffers, on first host read for
+    /// device-made ones.
+    host: OnceLock<Host>,
     /// Copies made by device backends, keyed by backend name and device index; each backend
     /// downcasts its own entry. Filled on first use on that device, dropped with the buffer.
     device_copies: Mutex<Vec<DeviceCopy>>,
+    /// Serialises the download that fills `host` for a device-made buffer.
+    download_lock: Mutex<()>,
 }
 
 // SAFETY: the owned pointer is uniquely owned by this Buffer and only written through
-// `as_mut_slice` by the kernel that creates it, before the buffer is shared.
+// `as_mut_slice` (which takes `&mut self`) by the kernel that creates or owns it.
 unsafe impl Send for Buffer {}
 unsafe impl Sync for Buffer {}
 
+fn host_alloc(len: usize, zero: bool) -> Result<Host> {
+    let prev = ACTIVE.fetch_add(len, Ordering::Relaxed);
+    let now = prev + len;
+    if now > LIMIT.load(Ordering::Relaxed) {
+        ACTIVE.fetch_sub(len, Ordering::Relaxed);
+        return Err(Error::oom(
+            "alloc",
+            format!(
+                "allocating {len} bytes would pass the memory limit of {} bytes ({prev} in use); raise it with set_memory_limit",
+                LIMIT.load(Ordering::Relaxed)
+            ),
+        ));
+    }
+    PEAK.fetch_max(now, Ordering::Relaxed);
+    let ptr = if len == 0 {
+        ALIGN as *mut u8
+    } else if let Some(p) = take_cached(len) {
+        if zero {
+            // SAFETY: p is valid for len bytes.
+            unsafe { std::ptr::write_bytes(p, 0, len) }
+        }
+        p
+    } else {
+        let layout = Layout::from_size_align(len, ALIGN)
+            .map_err(|e| Error::oom("alloc", format!("{len} bytes: {e}")))?;
+        // SAFETY: layout has non-zero size.
+        let p = unsafe {
+            if zero {
+                std::alloc::alloc_zeroed(layout)
+            } else {
+                std::alloc::alloc(layout)
+            }
+        };
+        if p.is_null() {
+            ACTIVE.fetch_sub(len, Ordering::Relaxed);
+            return Err(Error::oom(
+                "alloc",
+                format!("the system refused {len} bytes"),
+            ));
+        }
+        p
+    };
+    Ok(Host::Owned { ptr, len })
+}
+
+fn host_free(h: Host) {
+    if let Host::Owned { ptr, len } = h {
+        ACTIVE.fetch_sub(len, Ordering::Relaxed);
+        if len >= CACHE_MIN
+            && CACHE_BYTES.load(Ordering::Relaxed) + len <= CACHE_LIMIT.load(Ordering::Relaxed)
+        {
+            CACHE
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((len, ptr as usize));
+            CACHE_BYTES.fetch_add(len, Ordering::Relaxed);
+        } else if len > 0 {
+            // SAFETY: allocated in host_alloc with the same layout.
+            unsafe { std::alloc::dealloc(ptr, Layout::from_size_align_unchecked(len, ALIGN)) }
+        }
+    }
+}
+
+fn host_bytes(h: &Host) -> &[u8] {
+    match h {
+        // SAFETY: ptr is valid for len bytes while the Host lives.
+        Host::Owned { ptr, len } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+        Host::Mapped { src, offset, len } => &src.bytes()[*offset..*offset + *len],
+    }
+}
+
 impl Buffer {
-    /// An uninitialized-to-zero aligned allocation of `len` bytes, counted against the limit.
+    fn with_host(len: usize, host: Host) -> Buffer {
+        Buffer {
+            len,
+            host: OnceLock::from(host),
+            device_copies: Mutex::new(Vec::new()),
+            download_lock: Mutex::new(()),
+        }
+    }
+
+    /// A zero-filled aligned host allocation of `len` bytes, counted against the limit.
     pub fn alloc(len: usize) -> Result<Buffer> {
-        Self::alloc_inner(len, true)
+        Ok(Self::with_host(len, host_alloc(len, true)?))
     }
 
     /// Like `alloc`, but leaves the bytes as the allocator gave them (the kernel overwrites all).
     pub fn alloc_uninit(len: usize) -> Result<Buffer> {
-        Self::alloc_inner(len, false)
+        Ok(Self::with_host(len, host_alloc(len, false)?))
     }
 
-    fn alloc_inner(len: usize, zero: bool) -> Result<Buffer> {
-        let prev = ACTIVE.fetch_add(len, Ordering::Relaxed);
-        let now = prev + len;
-        if now > LIMIT.load(Ordering::Relaxed) {
-            ACTIVE.fetch_sub(len, Ordering::Relaxed);
-            return Err(Error::oom(
-                "alloc",
-                format!(
-                    "allocating {len} bytes would pass the memory limit of {} bytes ({prev} in use); raise it with set_memory_limit",
-                    LIMIT.load(Ordering::Relaxed)
-                ),
-            ));
+    /// A buffer that exists only on a device (a GPU kernel's output); host bytes come on demand.
+    pub fn on_device(
+        len: usize,
+        backend: &'static str,
+        device: usize,
+        mem: Arc<dyn DeviceMemory>,
+    ) -> Buffer {
+        Buffer {
+            len,
+            host: OnceLock::new(),
+            device_copies: Mutex::new(vec![(backend, device, mem)]),
+            download_lock: Mutex::new(()),
         }
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        let ptr = if len == 0 {
-            ALIGN as *mut u8
-        } else if let Some(p) = take_cached(len) {
-            if zero {
-                // SAFETY: p is valid for len bytes.
-                unsafe { std::ptr::write_bytes(p, 0, len) }
-            }
-            p
-        } else {
-            let layout = Layout::from_size_align(len, ALIGN)
-                .map_err(|e| Error::oom("alloc", format!("{len} bytes: {e}")))?;
-            // SAFETY: layout has non-zero size.
-            let p = unsafe {
-                if zero {
-                    std::alloc::alloc_zeroed(layout)
-                } else {
-                    std::alloc::alloc(layout)
-                }
-            };
-            if p.is_null() {
-                ACTIVE.fetch_sub(len, Ordering::Relaxed);
-                return Err(Error::oom(
-                    "alloc",
-                    format!("the system refused {len} bytes"),
-                ));
-            }
-            p
-        };
-        Ok(Buffer {
-            host: Host::Owned { ptr, len },
-            device_copies: Mutex::new(Vec::new()),
-        })
     }
 
     /// Wraps `len` bytes at `offset` of a mapping; no data is copied.
@@ -192,80 +255,143 @@ impl Buffer {
                 ),
             ));
         }
-        Ok(Buffer {
-            host: Host::Mapped { src, offset, len },
-            device_copies: Mutex::new(Vec::new()),
-        })
+        Ok(Self::with_host(len, Host::Mapped { src, offset, len }))
     }
 
     pub fn len(&self) -> usize {
-        match self.host {
-            Host::Owned { len, .. } | Host::Mapped { len, .. } => len,
-        }
+        self.len
     }
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
     pub fn is_mapped(&self) -> bool {
-        matches!(self.host, Host::Mapped { .. })
+        matches!(self.host.get(), Some(Host::Mapped { .. }))
+    }
+    /// Whether the host bytes are present (false for a device result not yet read back).
+    pub fn is_on_host(&self) -> bool {
+        self.host.get().is_some()
     }
 
-    pub fn as_slice(&self) -> &[u8] {
-        match &self.host {
-            // SAFETY: ptr is valid for len bytes for the lifetime of self.
-            Host::Owned { ptr, len } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
-            Host::Mapped { src, offset, len } => &src.bytes()[*offset..*offset + *len],
+    /// Makes the host bytes present, downloading them from a device copy if needed.
+    pub fn ensure_host(&self) -> Result<()> {
+        if self.host.get().is_some() {
+            return Ok(());
         }
+        let _g = self.download_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.host.get().is_some() {
+            return Ok(());
+        }
+        let src = {
+            let slots = self.device_copies.lock().unwrap_or_else(|e| e.into_inner());
+            slots.first().map(|(_, _, m)| m.clone())
+        };
+        let Some(src) = src else {
+            return Err(Error::runtime(
+                "buffer",
+                "a buffer has neither host bytes nor a device copy",
+            ));
+        };
+        let mut h = host_alloc(self.len, false)?;
+        if let Host::Owned { ptr, len } = &mut h {
+            // SAFETY: freshly allocated, valid for len bytes, not yet shared.
+            let dst = unsafe { std::slice::from_raw_parts_mut(*ptr, *len) };
+            if let Err(e) = src.download(dst) {
+                host_free(h);
+                return Err(e);
+            }
+        }
+        let _ = self.host.set(h);
+        Ok(())
     }
 
-    /// Mutable access for the kernel that fills a freshly allocated buffer. Panics on a mapped
-    /// buffer, which is read-only by construction.
+    /// The host bytes, downloaded from the device first if this is a device result. A download
+    /// failure (a CUDA error) panics here; evaluation calls [`Buffer::ensure_host`] first, so
+    /// kernels and `to_vec` see errors as values.
+    pub fn as_slice(&self) -> &[u8] {
+        if let Err(e) = self.ensure_host() {
+            panic!("reading a device buffer back to the host failed: {e}");
+        }
+        host_bytes(
+            self.host
+                .get()
+                .expect("host bytes present after ensure_host"),
+        )
+    }
+
+    /// Mutable host access for the kernel that fills a fresh buffer or owns it uniquely. Device
+    /// copies become stale and are dropped. Panics on a mapped buffer (read-only).
     #[allow(clippy::mut_from_ref)]
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        match &mut self.host {
+        if let Err(e) = self.ensure_host() {
+            panic!("reading a device buffer back to the host failed: {e}");
+        }
+        self.device_copies
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        match self.host.get_mut().expect("host bytes present") {
             // SAFETY: &mut self guarantees exclusive access.
             Host::Owned { ptr, len } => unsafe { std::slice::from_raw_parts_mut(*ptr, *len) },
             Host::Mapped { .. } => panic!("mapped buffers are read-only"),
         }
     }
 
-    /// The copy a device backend keeps for this buffer, creating it with `make` on first use.
-    pub fn device_copy<T: Any + Send + Sync>(
+    /// The copy a device backend keeps for this buffer, creating it with `make` from the host
+    /// bytes on first use (downloading them from another device if they live only there).
+    pub fn device_copy<T: DeviceMemory>(
         &self,
         backend: &'static str,
         device: usize,
         make: impl FnOnce(&[u8]) -> Result<T>,
     ) -> Result<Arc<T>> {
-        let mut slots = self.device_copies.lock().unwrap_or_else(|e| e.into_inner());
-        for (b, d, v) in slots.iter() {
-            if *b == backend && *d == device {
-                if let Ok(t) = v.clone().downcast::<T>() {
-                    return Ok(t);
-                }
-            }
+        if let Some(t) = self.find_copy::<T>(backend, device) {
+            return Ok(t);
         }
+        self.ensure_host()?;
         let t = Arc::new(make(self.as_slice())?);
+        let mut slots = self.device_copies.lock().unwrap_or_else(|e| e.into_inner());
         slots.push((backend, device, t.clone()));
         Ok(t)
+    }
+
+    /// This backend's copy, if it has one.
+    pub fn find_copy<T: DeviceMemory>(
+        &self,
+        backend: &'static str,
+        device: usize,
+    ) -> Option<Arc<T>> {
+        let slots = self.device_copies.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .iter()
+            .find(|(b, d, _)| *b == backend && *d == device)
+            .and_then(|(_, _, v)| v.clone().into_any().downcast::<T>().ok())
+    }
+
+    /// For a device kernel that writes a uniquely owned buffer in place: keeps only this
+    /// backend's copy (returned) and drops the host bytes and other copies, now stale. None when
+    /// the backend has no copy.
+    pub fn take_for_device_write<T: DeviceMemory>(
+        &mut self,
+        backend: &'static str,
+        device: usize,
+    ) -> Option<Arc<T>> {
+        let t = self.find_copy::<T>(backend, device)?;
+        if let Some(h) = self.host.take() {
+            host_free(h);
+        }
+        let slots = self
+            .device_copies
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        slots.retain(|(b, d, _)| *b == backend && *d == device);
+        Some(t)
     }
 }
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        if let Host::Owned { ptr, len } = self.host {
-            ACTIVE.fetch_sub(len, Ordering::Relaxed);
-            if len >= CACHE_MIN
-                && CACHE_BYTES.load(Ordering::Relaxed) + len <= CACHE_LIMIT.load(Ordering::Relaxed)
-            {
-                CACHE
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((len, ptr as usize));
-                CACHE_BYTES.fetch_add(len, Ordering::Relaxed);
-            } else if len > 0 {
-                // SAFETY: allocated in alloc_inner with the same layout.
-                unsafe { std::alloc::dealloc(ptr, Layout::from_size_align_unchecked(len, ALIGN)) }
-            }
+        if let Some(h) = self.host.take() {
+            host_free(h);
         }
     }
 }

@@ -21,7 +21,7 @@ pub use array::{Array, ArrayData};
 pub use backend::{backend_for, is_available, register_backend, Backend};
 pub use buffer::{
     active_memory, cache_memory, clear_cache, memory_limit, peak_memory, reset_peak_memory,
-    set_cache_limit, set_memory_limit, Buffer, MappedBytes,
+    set_cache_limit, set_memory_limit, Buffer, DeviceMemory, MappedBytes,
 };
 pub use device::{
     default_device, default_stream, set_default_device, with_device, with_stream, Device,

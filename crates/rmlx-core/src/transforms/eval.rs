@@ -2,6 +2,7 @@
 
 use crate::array::{Array, ArrayData};
 use crate::backend::backend_for;
+use crate::device::DeviceType;
 use crate::error::{Error, Result};
 use crate::primitive::{OutputSpec, Primitive, ViewOp};
 use crate::shape::{broadcast_strides, reshape_strides};
@@ -81,6 +82,12 @@ fn run(node: &Array, prim: &Primitive, inputs: Vec<Array>) -> Result<ArrayData> 
         return view(node, v, &datas[0]);
     }
     let stream = node.stream();
+    if stream.device.kind == DeviceType::Cpu {
+        // Unified memory: a device result read by a CPU kernel comes back here, once.
+        for d in &datas {
+            d.buffer.ensure_host()?;
+        }
+    }
     let backend = backend_for(stream.device)?;
     let out = OutputSpec {
         shape: node.shape(),
@@ -107,6 +114,9 @@ fn view(node: &Array, v: &ViewOp, x: &ArrayData) -> Result<ArrayData> {
                     strides,
                     ..x.clone()
                 });
+            }
+            if node.stream().device.kind == DeviceType::Cpu {
+                x.buffer.ensure_host()?;
             }
             let backend = backend_for(node.stream().device)?;
             let out = OutputSpec {

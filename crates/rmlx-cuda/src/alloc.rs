@@ -1,0 +1,235 @@
+//! A size-bucketed caching allocator over plain device allocations (`cuMemAlloc`, no managed
+//! memory). Freed blocks go back to a per-size free list and are reused by the next request of
+//! the same bucket; `cuMemAlloc`/`cuMemFree` synchronise the device, so a decode step that
+//! allocated fresh memory for every op would crawl.
+
+use crate::context::cuda_err;
+use cudarc::driver::{result, sys, CudaContext, CudaStream};
+use rmlx_core::{DeviceMemory, Error, Result};
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The bucket a request of `len` bytes is served from: powers of two up to 1 MiB, then
+/// multiples of a sixteenth of the next power of two (at most 12.5% waste).
+pub fn bucket(len: usize) -> usize {
+    let len = len.max(256);
+    if len <= 1 << 20 {
+        return len.next_power_of_two();
+    }
+    let step = len.next_power_of_two() / 16;
+    len.div_ceil(step) * step
+}
+
+pub struct Allocator {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    free: Mutex<HashMap<usize, Vec<sys::CUdeviceptr>>>,
+    active: AtomicUsize,
+    peak: AtomicUsize,
+    cached: AtomicUsize,
+    limit: AtomicUsize,
+    cache_limit: AtomicUsize,
+}
+
+impl Allocator {
+    pub fn new(ctx: Arc<CudaContext>, stream: Arc<CudaStream>) -> Allocator {
+        let total = ctx.total_mem().unwrap_or(usize::MAX);
+        Allocator {
+            ctx,
+            stream,
+            free: Mutex::new(HashMap::new()),
+            active: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            cached: AtomicUsize::new(0),
+            // MLX's default: most of the device, leaving room for the driver and cuBLAS.
+            limit: AtomicUsize::new(total / 20 * 19),
+            cache_limit: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+    pub fn reset_peak(&self) {
+        self.peak.store(self.active(), Ordering::Relaxed)
+    }
+    pub fn cached(&self) -> usize {
+        self.cached.load(Ordering::Relaxed)
+    }
+    pub fn set_limit(&self, bytes: usize) -> usize {
+        self.limit.swap(bytes, Ordering::Relaxed)
+    }
+    pub fn set_cache_limit(&self, bytes: usize) -> usize {
+        let old = self.cache_limit.swap(bytes, Ordering::Relaxed);
+        self.trim(bytes);
+        old
+    }
+    /// Returns every cached block to the driver.
+    pub fn clear_cache(&self) {
+        self.trim(0)
+    }
+
+    fn trim(&self, keep: usize) {
+        let _ = self.ctx.bind_to_thread();
+        // Blocks in the cache may still be read by queued kernels.
+        let _ = self.stream.synchronize();
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        for (size, list) in free.iter_mut() {
+            while self.cached() > keep {
+                let Some(p) = list.pop() else { break };
+                // SAFETY: p came from malloc_sync and is not in use.
+                let _ = unsafe { result::free_sync(p) };
+                self.cached.fetch_sub(*size, Ordering::Relaxed);
+            }
+        }
+        free.retain(|_, l| !l.is_empty());
+    }
+
+    /// A block of at least `len` bytes. Out of memory is an error saying how much was asked and
+    /// how much is free, after the cache was given back and the request retried.
+    pub fn alloc(self: &Arc<Self>, len: usize) -> Result<DeviceBuffer> {
+        let size = bucket(len);
+        let prev = self.active.fetch_add(size, Ordering::Relaxed);
+        if prev + size > self.limit.load(Ordering::Relaxed) {
+            self.active.fetch_sub(size, Ordering::Relaxed);
+            return Err(Error::oom(
+                "cuda alloc",
+                format!(
+                    "allocating {len} bytes would pass the GPU memory limit of {} bytes ({prev} in use); raise it with set_memory_limit",
+                    self.limit.load(Ordering::Relaxed)
+                ),
+            ));
+        }
+        self.peak.fetch_max(prev + size, Ordering::Relaxed);
+        let reused = {
+            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            free.get_mut(&size).and_then(|l| l.pop())
+        };
+        let ptr = match reused {
+            Some(p) => {
+                self.cached.fetch_sub(size, Ordering::Relaxed);
+                p
+            }
+            None => match self.fresh(size) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.active.fetch_sub(size, Ordering::Relaxed);
+                    return Err(e);
+                }
+            },
+        };
+        Ok(DeviceBuffer {
+            ptr,
+            len,
+            size,
+            alloc: self.clone(),
+        })
+    }
+
+    fn fresh(&self, size: usize) -> Result<sys::CUdeviceptr> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| cuda_err("binding the context", e))?;
+        // SAFETY: a plain device allocation.
+        if let Ok(p) = unsafe { result::malloc_sync(size) } {
+            return Ok(p);
+        }
+        self.clear_cache();
+        // SAFETY: as above.
+        unsafe { result::malloc_sync(size) }.map_err(|e| {
+            let (free, total) = result::mem_get_info().unwrap_or((0, 0));
+            Error::oom(
+                "cuda alloc",
+                format!("the GPU refused {size} bytes ({e}): {free} of {total} bytes free"),
+            )
+        })
+    }
+
+    fn release(&self, ptr: sys::CUdeviceptr, size: usize) {
+        self.active.fetch_sub(size, Ordering::Relaxed);
+        if self.cached() + size <= self.cache_limit.load(Ordering::Relaxed) {
+            self.free
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(size)
+                .or_default()
+                .push(ptr);
+            self.cached.fetch_add(size, Ordering::Relaxed);
+        } else {
+            let _ = self.ctx.bind_to_thread();
+            let _ = self.stream.synchronize();
+            // SAFETY: ptr came from malloc_sync; the stream is idle.
+            let _ = unsafe { result::free_sync(ptr) };
+        }
+    }
+}
+
+/// Device bytes owned by an rmlx buffer; returned to the cache when dropped.
+pub struct DeviceBuffer {
+    pub ptr: sys::CUdeviceptr,
+    pub len: usize,
+    size: usize,
+    alloc: Arc<Allocator>,
+}
+
+impl Drop for DeviceBuffer {
+    fn drop(&mut self) {
+        self.alloc.release(self.ptr, self.size);
+    }
+}
+
+impl DeviceMemory for DeviceBuffer {
+    fn download(&self, dst: &mut [u8]) -> Result<()> {
+        let n = dst.len().min(self.len);
+        if n == 0 {
+            return Ok(());
+        }
+        let a = &self.alloc;
+        a.ctx
+            .bind_to_thread()
+            .map_err(|e| cuda_err("binding the context", e))?;
+        // SAFETY: ptr is valid for len bytes; the copy is ordered after the kernels that wrote
+        // it, and we wait for it before returning.
+        unsafe { result::memcpy_dtoh_async(&mut dst[..n], self.ptr, a.stream.cu_stream()) }
+            .map_err(|e| cuda_err("copying a result to the host", e))?;
+        a.stream
+            .synchronize()
+            .map_err(|e| cuda_err("GPU work before a copy to the host failed", e))
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket;
+
+    #[test]
+    fn buckets_cover_and_bound_waste() {
+        for len in [
+            1usize,
+            255,
+            256,
+            257,
+            4095,
+            1 << 20,
+            (1 << 20) + 1,
+            3 << 20,
+            1_000_000_007,
+        ] {
+            let b = bucket(len);
+            assert!(b >= len, "{len} -> {b}");
+            if len > 1 << 20 {
+                assert!((b - len) as f64 <= len as f64 * 0.125 + 1.0, "{len} -> {b}");
+            }
+        }
+        assert_eq!(bucket(3 << 20), 3 << 20);
+    }
+}

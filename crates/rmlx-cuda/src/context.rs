@@ -1,0 +1,114 @@
+//! One GPU's state: its CUDA context and stream, the caching allocator, the kernel cache and
+//! the cuBLASLt handle. Created on first use of `Device::gpu(i)` and kept for the process.
+
+use crate::alloc::Allocator;
+use crate::kernels::KernelCache;
+use cudarc::driver::{CudaContext, CudaStream};
+use rmlx_core::{Error, Result};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// A CUDA driver error as an rmlx error naming what was being done.
+pub(crate) fn cuda_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::runtime("cuda", format!("{what}: {e}"))
+}
+
+pub struct Gpu {
+    pub index: usize,
+    pub ctx: Arc<CudaContext>,
+    /// All work of this device runs in order on this one stream (MLX's default stream), so a
+    /// freed buffer can be reused at once: later kernels are ordered after earlier readers.
+    pub stream: Arc<CudaStream>,
+    /// `sm_90`-style architecture name NVRTC compiles for.
+    pub arch: String,
+    pub name: String,
+    pub alloc: Arc<Allocator>,
+    pub kernels: KernelCache,
+    pub(crate) blas: Mutex<Option<crate::ops::matmul::BlasLt>>,
+}
+
+impl Gpu {
+    fn open(index: usize) -> Result<Arc<Gpu>> {
+        let ctx =
+            CudaContext::new(index).map_err(|e| cuda_err(&format!("opening gpu({index})"), e))?;
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| cuda_err("creating a stream", e))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| cuda_err("reading the compute capability", e))?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown".into());
+        let arch = format!("sm_{major}{minor}");
+        Ok(Arc::new(Gpu {
+            index,
+            alloc: Arc::new(Allocator::new(ctx.clone(), stream.clone())),
+            kernels: KernelCache::new(arch.clone()),
+            ctx,
+            stream,
+            arch,
+            name,
+            blas: Mutex::new(None),
+        }))
+    }
+
+    /// Makes this device's context current on the calling thread (driver calls need it).
+    pub fn bind(&self) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| cuda_err("binding the context", e))
+    }
+
+    /// Waits for all queued work; a kernel's asynchronous fault surfaces here.
+    pub fn synchronize(&self) -> Result<()> {
+        self.bind()?;
+        self.stream
+            .synchronize()
+            .map_err(|e| cuda_err(&format!("gpu({}) work failed", self.index), e))
+    }
+}
+
+/// Whether the CUDA driver library can be loaded and reports at least one device.
+pub fn device_count() -> usize {
+    static COUNT: OnceLock<usize> = OnceLock::new();
+    *COUNT.get_or_init(|| {
+        // SAFETY: only probes whether the shared library loads.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return 0;
+        }
+        std::panic::catch_unwind(|| {
+            if cudarc::driver::result::init().is_err() {
+                return 0;
+            }
+            cudarc::driver::result::device::get_count()
+                .unwrap_or(0)
+                .max(0) as usize
+        })
+        .unwrap_or(0)
+    })
+}
+
+static GPUS: Mutex<Vec<Option<Arc<Gpu>>>> = Mutex::new(Vec::new());
+
+/// The state of GPU `index`, opening it on first use.
+pub fn gpu(index: usize) -> Result<Arc<Gpu>> {
+    let n = device_count();
+    if index >= n {
+        return Err(Error::invalid(
+            "gpu",
+            if n == 0 {
+                format!("gpu({index}) does not exist: no CUDA device was found (is the NVIDIA driver installed?)")
+            } else {
+                format!("gpu({index}) does not exist: this machine has {n} CUDA device(s), gpu(0)..gpu({})", n - 1)
+            },
+        ));
+    }
+    let mut g = GPUS.lock().unwrap_or_else(|e| e.into_inner());
+    if g.len() < n {
+        g.resize(n, None);
+    }
+    if let Some(d) = &g[index] {
+        return Ok(d.clone());
+    }
+    let d = Gpu::open(index)?;
+    g[index] = Some(d.clone());
+    Ok(d)
+}

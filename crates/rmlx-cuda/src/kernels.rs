@@ -1,0 +1,170 @@
+//! Kernel sources → loaded functions. Sources are generated from the `.cu` files embedded in
+//! the binary (one instantiation per op, dtype and layout class, like MLX's JIT kernels),
+//! compiled by NVRTC for the card's architecture on first use and cached on disk as cubin, keyed
+//! by a hash of source, architecture and NVRTC version: a second process compiles nothing.
+//!
+//! The cache lives in `$RMLX_KERNEL_CACHE`, else `$XDG_CACHE_HOME/rmlx/kernels`, else
+//! `~/.cache/rmlx/kernels`; deleting the folder clears it.
+
+use crate::context::cuda_err;
+use cudarc::driver::{CudaContext, CudaFunction};
+use cudarc::nvrtc::{result as nvrtc, sys as nvrtc_sys, Ptx};
+use rmlx_core::{Error, Result};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Definitions every kernel source starts with: dtypes, conversions, strided indexing.
+pub const PRELUDE: &str = include_str!("../kernels/prelude.cuh");
+
+/// FNV-1a, 64 bits: a stable hash for cache file names (std's hasher may change between
+/// Rust releases).
+pub fn fnv64(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for &b in *p {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The folder kernel binaries are cached in.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RMLX_KERNEL_CACHE") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("rmlx").join("kernels")
+}
+
+/// NVRTC's version as "major.minor", or an error saying NVRTC could not be loaded.
+pub fn nvrtc_version() -> Result<String> {
+    static V: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+    V.get_or_init(|| {
+        // SAFETY: probes whether the shared library loads.
+        if !unsafe { nvrtc_sys::is_culib_present() } {
+            return Err("NVRTC (libnvrtc.so) was not found: install the CUDA toolkit's NVRTC or put it on LD_LIBRARY_PATH".into());
+        }
+        let (mut a, mut b) = (0i32, 0i32);
+        // SAFETY: writes two ints.
+        unsafe { nvrtc_sys::nvrtcVersion(&mut a, &mut b) }
+            .result()
+            .map_err(|e| format!("nvrtcVersion: {e:?}"))?;
+        Ok(format!("{a}.{b}"))
+    })
+    .clone()
+    .map_err(|e| Error::runtime("nvrtc", e))
+}
+
+/// Compiles `src` to a cubin for `arch` (`sm_90`). A compile error carries NVRTC's log.
+pub fn compile_cubin(src: &str, arch: &str, name: &str) -> Result<Vec<u8>> {
+    nvrtc_version()?;
+    let csrc = CString::new(src).map_err(|_| Error::runtime("nvrtc", "source contains a NUL"))?;
+    let cname = CString::new(format!("{name}.cu")).unwrap_or_default();
+    let prog = nvrtc::create_program(&csrc, Some(&cname))
+        .map_err(|e| Error::runtime("nvrtc", format!("creating program {name}: {e:?}")))?;
+    let opts = [
+        format!("--gpu-architecture={arch}"),
+        "--std=c++17".to_string(),
+    ];
+    // SAFETY: prog is a live program; options are valid strings.
+    let compiled = unsafe { nvrtc::compile_program(prog, &opts) };
+    let out = (|| {
+        if let Err(e) = compiled {
+            // SAFETY: prog is live.
+            let log = unsafe { nvrtc::get_program_log(prog) }
+                .map(|l| {
+                    let bytes: Vec<u8> =
+                        l.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect();
+                    String::from_utf8_lossy(&bytes).into_owned()
+                })
+                .unwrap_or_default();
+            return Err(Error::runtime(
+                "nvrtc",
+                format!("kernel {name} failed to compile for {arch} ({e:?}):\n{log}"),
+            ));
+        }
+        let mut size = 0usize;
+        // SAFETY: prog compiled; size is written.
+        unsafe { nvrtc_sys::nvrtcGetCUBINSize(prog, &mut size) }
+            .result()
+            .map_err(|e| Error::runtime("nvrtc", format!("cubin size of {name}: {e:?}")))?;
+        let mut bin = vec![0u8; size];
+        // SAFETY: bin holds size bytes.
+        unsafe { nvrtc_sys::nvrtcGetCUBIN(prog, bin.as_mut_ptr() as *mut _) }
+            .result()
+            .map_err(|e| Error::runtime("nvrtc", format!("cubin of {name}: {e:?}")))?;
+        Ok(bin)
+    })();
+    // SAFETY: prog is live and destroyed once.
+    let _ = unsafe { nvrtc::destroy_program(prog) };
+    out
+}
+
+/// Loaded kernels of one device, by (name, source hash).
+pub struct KernelCache {
+    arch: String,
+    loaded: Mutex<HashMap<(String, u64), CudaFunction>>,
+}
+
+impl KernelCache {
+    pub fn new(arch: String) -> KernelCache {
+        KernelCache {
+            arch,
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The function `name` from `body` (appended to the prelude), compiling or reading the disk
+    /// cache the first time.
+    pub fn get(&self, ctx: &Arc<CudaContext>, name: &str, body: &str) -> Result<CudaFunction> {
+        let h = fnv64(&[PRELUDE.as_bytes(), body.as_bytes()]);
+        let key = (name.to_string(), h);
+        if let Some(f) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(f.clone());
+        }
+        let src = format!("{PRELUDE}\n{body}");
+        let ver = nvrtc_version()?;
+        let file_key = fnv64(&[src.as_bytes(), self.arch.as_bytes(), ver.as_bytes()]);
+        let dir = cache_dir();
+        let path = dir.join(format!("{name}-{file_key:016x}.cubin"));
+        let cubin = match std::fs::read(&path) {
+            Ok(b) if !b.is_empty() => b,
+            _ => {
+                let b = compile_cubin(&src, &self.arch, name)?;
+                // A cache we cannot write only costs the next process a compile.
+                if std::fs::create_dir_all(&dir).is_ok() {
+                    let tmp = dir.join(format!(".{name}-{file_key:016x}.{}", std::process::id()));
+                    if std::fs::write(&tmp, &b).is_ok() {
+                        let _ = std::fs::rename(&tmp, &path);
+                    }
+                }
+                b
+            }
+        };
+        let module = ctx
+            .load_module(Ptx::from_binary(cubin))
+            .map_err(|e| cuda_err(&format!("loading kernel {name}"), e))?;
+        let f = module
+            .load_function(name)
+            .map_err(|e| cuda_err(&format!("finding kernel {name}"), e))?;
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, f.clone());
+        Ok(f)
+    }
+}

@@ -1,0 +1,406 @@
+//! Element-wise kernels: copy, astype, unary, binary, where, arange. Each (op, dtypes, layout
+//! class) is one generated kernel: a grid-stride loop that reads strided inputs (or plain
+//! contiguous ones, the fast path) and writes a contiguous output.
+
+use crate::context::Gpu;
+use crate::data::{ctype, input, output, tag, DevIn};
+use crate::launch::{Args, Grid};
+use rmlx_core::primitive::{BinaryOp, UnaryOp};
+use rmlx_core::{ArrayData, Dtype, Error, Result};
+use std::sync::Arc;
+
+/// The read of input `name` at output index `i`: direct when contiguous, else through `loc`.
+fn read(name: &str, contiguous: bool) -> String {
+    if contiguous {
+        format!("{name}[{name}o + i]")
+    } else {
+        format!("{name}[{name}o + loc(i, {name}l)]")
+    }
+}
+
+/// The kernel computing `y[i] = expr` from values `v0, v1, ...` read from inputs of the given
+/// dtypes and layout classes (contiguous or strided): its name and source.
+pub fn source(name: &str, ins: &[(Dtype, bool)], od: Dtype, expr: &str) -> (String, String) {
+    let mut kname = name.to_string();
+    let mut params = String::new();
+    let mut loads = String::new();
+    for (j, &(dt, c)) in ins.iter().enumerate() {
+        kname.push_str(if c { "_c" } else { "_s" });
+        params.push_str(&format!(
+            "const {t}* __restrict__ x{j}, i64 x{j}o, Lay x{j}l, ",
+            t = ctype(dt)
+        ));
+        loads.push_str(&format!(
+            "    {t} v{j} = {r};\n",
+            t = ctype(dt),
+            r = read(&format!("x{j}"), c)
+        ));
+    }
+    let src = format!(
+        "extern \"C\" __global__ void {kname}({params}{o}* __restrict__ y, i64 n) {{\n  for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {{\n{loads}    y[i] = {expr};\n  }}\n}}\n",
+        o = ctype(od)
+    );
+    (kname, src)
+}
+
+/// Runs a generated element-wise kernel over `ins` (already broadcast to `out_shape`).
+fn run(
+    gpu: &Arc<Gpu>,
+    name: &str,
+    ins: &[&ArrayData],
+    out_shape: &[usize],
+    out_dtype: Dtype,
+    expr: &str,
+) -> Result<ArrayData> {
+    let devs: Vec<DevIn> = ins.iter().map(|x| input(gpu, x)).collect::<Result<_>>()?;
+    let (out, yptr) = output(gpu, out_shape, out_dtype)?;
+    let n = out.numel();
+    if n == 0 {
+        return Ok(out);
+    }
+    let kinds: Vec<(Dtype, bool)> = devs.iter().map(|d| (d.dtype, d.contiguous())).collect();
+    let (kname, src) = source(name, &kinds, out_dtype, expr);
+    let f = gpu.kernels.get(&gpu.ctx, &kname, &src)?;
+    let mut a = Args::new();
+    for d in &devs {
+        a.ptr(d.ptr).i64(d.offset).push(d.lay);
+    }
+    a.ptr(yptr).i64(n as i64);
+    gpu.launch(&f, &kname, Grid::elems(n), &mut a)?;
+    Ok(out)
+}
+
+/// The expression converting value `v` of dtype `s` to dtype `d` with the CPU's rules.
+pub fn cast_expr(v: &str, s: Dtype, d: Dtype) -> String {
+    if s == d {
+        return v.to_string();
+    }
+    match d {
+        Dtype::Bool => format!("(boolean)nonzero({v})"),
+        Dtype::F32 | Dtype::F16 | Dtype::BF16 => {
+            format!("from_f<{}>(to_f({v}))", ctype(d))
+        }
+        _ if s.is_float() => format!("from_d<{}>(to_d({v}))", ctype(d)),
+        _ => format!("({})to_i({v})", ctype(d)),
+    }
+}
+
+/// A row-contiguous copy of `x` converted to `dtype` (`Copy` and `AsType`).
+pub fn copy(gpu: &Arc<Gpu>, x: &ArrayData, dtype: Dtype) -> Result<ArrayData> {
+    let name = format!("copy_{}_{}", tag(x.dtype), tag(dtype));
+    run(
+        gpu,
+        &name,
+        &[x],
+        &x.shape,
+        dtype,
+        &cast_expr("v0", x.dtype, dtype),
+    )
+}
+
+fn op_name<T: std::fmt::Debug>(op: T) -> String {
+    format!("{op:?}").to_lowercase()
+}
+
+pub fn unary(gpu: &Arc<Gpu>, x: &ArrayData, op: UnaryOp, od: Dtype) -> Result<ArrayData> {
+    let expr = unary_expr(op, x.dtype)?;
+    let name = format!("un_{}_{}", op_name(op), tag(x.dtype));
+    run(gpu, &name, &[x], &x.shape, od, &expr)
+}
+
+pub(crate) fn unary_expr(op: UnaryOp, t: Dtype) -> Result<String> {
+    use UnaryOp::*;
+    let ct = ctype(t);
+    if t.is_float() {
+        let f = "to_f(v0)";
+        let e = match op {
+            Abs => format!("fabsf({f})"),
+            Neg => format!("-{f}"),
+            Exp => format!("expf({f})"),
+            Log => format!("logf({f})"),
+            Log1p => format!("log1pf({f})"),
+            Sqrt => format!("sqrtf({f})"),
+            Rsqrt => format!("1.0f / sqrtf({f})"),
+            Square => format!("{f} * {f}"),
+            Sin => format!("sinf({f})"),
+            Cos => format!("cosf({f})"),
+            Tanh => format!("tanhf({f})"),
+            Sigmoid => format!("sigmoid_f({f})"),
+            Erf => format!("erff({f})"),
+            ErfInv => format!("erfinvf({f})"),
+            Silu => format!("{f} * sigmoid_f({f})"),
+            Gelu => format!("0.5f * {f} * (1.0f + erff({f} * 0.70710678118654752f))"),
+            GeluApprox => format!(
+                "0.5f * {f} * (1.0f + tanhf(0.7978845608f * ({f} + 0.044715f * {f} * {f} * {f})))"
+            ),
+            Floor => format!("floorf({f})"),
+            Ceil => format!("ceilf({f})"),
+            Round => format!("rintf({f})"),
+            Sign => format!("({f} > 0.0f ? 1.0f : ({f} < 0.0f ? -1.0f : 0.0f))"),
+            LogicalNot | BitwiseInvert => {
+                return Err(Error::dtype(
+                    "cuda",
+                    format!("{op:?} is not defined for floats"),
+                ))
+            }
+        };
+        return Ok(format!("from_f<{ct}>({e})"));
+    }
+    if t == Dtype::Bool {
+        return match op {
+            LogicalNot | BitwiseInvert => Ok("(boolean)(v0 == 0)".into()),
+            Abs | Square | Sign | Floor | Ceil | Round => Ok("v0".into()),
+            _ => Err(Error::dtype(
+                "cuda",
+                format!("{op:?} is not defined for bool"),
+            )),
+        };
+    }
+    let signed = matches!(t, Dtype::I32 | Dtype::I64);
+    Ok(match op {
+        Abs if signed => format!("(v0 < 0 ? ({ct})(0ULL - (u64)v0) : v0)"),
+        Abs => "v0".into(),
+        Neg => format!("({ct})(0ULL - (u64)v0)"),
+        Square => format!("({ct})((u64)v0 * (u64)v0)"),
+        Sign if signed => format!("({ct})(v0 > 0 ? 1 : (v0 == 0 ? 0 : -1))"),
+        Sign => format!("({ct})(v0 > 0 ? 1 : 0)"),
+        BitwiseInvert => format!("({ct})(~v0)"),
+        Floor | Ceil | Round => "v0".into(),
+        _ => {
+            return Err(Error::dtype(
+                "cuda",
+                format!("{op:?} is not defined for {t}"),
+            ))
+        }
+    })
+}
+
+pub fn binary(
+    gpu: &Arc<Gpu>,
+    a: &ArrayData,
+    b: &ArrayData,
+    op: BinaryOp,
+    shape: &[usize],
+    od: Dtype,
+) -> Result<ArrayData> {
+    if a.dtype != b.dtype {
+        return Err(Error::runtime(
+            "cuda",
+            format!("binary {op:?}: operands {} and {} differ", a.dtype, b.dtype),
+        ));
+    }
+    let expr = binary_expr(op, a.dtype)?;
+    let name = format!("bin_{}_{}", op_name(op), tag(a.dtype));
+    run(gpu, &name, &[a, b], shape, od, &expr)
+}
+
+pub(crate) fn binary_expr(op: BinaryOp, t: Dtype) -> Result<String> {
+    use BinaryOp::*;
+    let ct = ctype(t);
+    if t.is_float() {
+        let (x, y) = ("to_f(v0)", "to_f(v1)");
+        let cmp = |o: &str| format!("(boolean)({x} {o} {y})");
+        let ar = |e: String| format!("from_f<{ct}>({e})");
+        return Ok(match op {
+            Add => ar(format!("{x} + {y}")),
+            Subtract => ar(format!("{x} - {y}")),
+            Multiply => ar(format!("{x} * {y}")),
+            Divide => ar(format!("{x} / {y}")),
+            FloorDivide => ar(format!("floorf({x} / {y})")),
+            Power => ar(format!("powf({x}, {y})")),
+            Maximum => ar(format!("kmax_f({x}, {y})")),
+            Minimum => ar(format!("kmin_f({x}, {y})")),
+            Remainder => ar(format!("py_fmod({x}, {y})")),
+            Equal => cmp("=="),
+            NotEqual => cmp("!="),
+            Less => cmp("<"),
+            LessEqual => cmp("<="),
+            Greater => cmp(">"),
+            GreaterEqual => cmp(">="),
+            LogicalAnd => format!("(boolean)({x} != 0.0f && {y} != 0.0f)"),
+            LogicalOr => format!("(boolean)({x} != 0.0f || {y} != 0.0f)"),
+            BitwiseAnd | BitwiseOr | BitwiseXor | LeftShift | RightShift => {
+                return Err(Error::dtype(
+                    "cuda",
+                    format!("{op:?} is not defined for floats"),
+                ))
+            }
+        });
+    }
+    let cmp = |o: &str| format!("(boolean)(v0 {o} v1)");
+    if t == Dtype::Bool {
+        return Ok(match op {
+            Add | Maximum | LogicalOr | BitwiseOr => "(boolean)(v0 | v1)".into(),
+            Subtract | BitwiseXor => "(boolean)(v0 ^ v1)".into(),
+            Multiply | FloorDivide | Divide | Minimum | LogicalAnd | BitwiseAnd => {
+                "(boolean)(v0 & v1)".into()
+            }
+            Remainder => "(boolean)0".into(),
+            Power => "(boolean)(v0 | (v1 ^ 1))".into(),
+            LeftShift => "(boolean)(((u8)(v0 << (v1 & 7))) != 0)".into(),
+            RightShift => "(boolean)((v0 >> (v1 & 7)) != 0)".into(),
+            Equal => cmp("=="),
+            NotEqual => cmp("!="),
+            Less => cmp("<"),
+            LessEqual => cmp("<="),
+            Greater => cmp(">"),
+            GreaterEqual => cmp(">="),
+        });
+    }
+    let bits = t.size() * 8 - 1;
+    Ok(match op {
+        Add => format!("({ct})((u64)v0 + (u64)v1)"),
+        Subtract => format!("({ct})((u64)v0 - (u64)v1)"),
+        Multiply => format!("({ct})((u64)v0 * (u64)v1)"),
+        FloorDivide => format!("int_floordiv<{ct}>(v0, v1)"),
+        Remainder => format!("int_pmod<{ct}>(v0, v1)"),
+        Power => format!("int_pow<{ct}>(v0, v1)"),
+        Maximum => "(v0 > v1 ? v0 : v1)".into(),
+        Minimum => "(v0 < v1 ? v0 : v1)".into(),
+        BitwiseAnd => format!("({ct})(v0 & v1)"),
+        BitwiseOr => format!("({ct})(v0 | v1)"),
+        BitwiseXor => format!("({ct})(v0 ^ v1)"),
+        LeftShift => format!("({ct})((u64)v0 << ((u64)v1 & {bits}))"),
+        RightShift => format!("({ct})(v0 >> ((u64)v1 & {bits}))"),
+        Equal => cmp("=="),
+        NotEqual => cmp("!="),
+        Less => cmp("<"),
+        LessEqual => cmp("<="),
+        Greater => cmp(">"),
+        GreaterEqual => cmp(">="),
+        LogicalAnd => "(boolean)(v0 != 0 && v1 != 0)".into(),
+        LogicalOr => "(boolean)(v0 != 0 || v1 != 0)".into(),
+        Divide => format!("from_d<{ct}>(to_d(v0) / to_d(v1))"),
+    })
+}
+
+pub fn where_(
+    gpu: &Arc<Gpu>,
+    c: &ArrayData,
+    a: &ArrayData,
+    b: &ArrayData,
+    shape: &[usize],
+    od: Dtype,
+) -> Result<ArrayData> {
+    let name = format!("where_{}_{}", tag(c.dtype), tag(a.dtype));
+    run(gpu, &name, &[c, a, b], shape, od, "(nonzero(v0) ? v1 : v2)")
+}
+
+pub fn arange(
+    gpu: &Arc<Gpu>,
+    start: f64,
+    step: f64,
+    shape: &[usize],
+    od: Dtype,
+) -> Result<ArrayData> {
+    let (out, yptr) = output(gpu, shape, od)?;
+    let n = out.numel();
+    if n == 0 {
+        return Ok(out);
+    }
+    let conv = match od {
+        Dtype::Bool => "(boolean)(d != 0.0)".to_string(),
+        Dtype::F32 => "(float)d".to_string(),
+        Dtype::F16 | Dtype::BF16 => format!("from_f<{}>((float)d)", ctype(od)),
+        _ => format!("from_d<{}>(d)", ctype(od)),
+    };
+    let name = format!("arange_{}", tag(od));
+    let src = format!(
+        "extern \"C\" __global__ void {name}(double start, double step, {o}* y, i64 n) {{\n  for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {{\n    double d = start + (double)i * step;\n    y[i] = {conv};\n  }}\n}}\n",
+        o = ctype(od)
+    );
+    let f = gpu.kernels.get(&gpu.ctx, &name, &src)?;
+    let mut a = Args::new();
+    a.push(start).push(step).ptr(yptr).i64(n as i64);
+    gpu.launch(&f, &name, Grid::elems(n), &mut a)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{compile_cubin, nvrtc_version, PRELUDE};
+    use rmlx_core::primitive::{BinaryOp, UnaryOp};
+
+    const ALL: [Dtype; 8] = [
+        Dtype::Bool,
+        Dtype::U8,
+        Dtype::U32,
+        Dtype::I32,
+        Dtype::I64,
+        Dtype::F16,
+        Dtype::BF16,
+        Dtype::F32,
+    ];
+
+    /// Every element-wise kernel the backend can generate compiles with NVRTC for sm_90
+    /// (needs only libnvrtc, no GPU).
+    #[test]
+    fn elementwise_kernels_compile() {
+        if nvrtc_version().is_err() {
+            eprintln!("skipped: NVRTC not found");
+            return;
+        }
+        let mut body = String::new();
+        let mut add = |(_, s): (String, String)| body.push_str(&s);
+        for s in ALL {
+            for d in ALL {
+                add(source(
+                    &format!("copy_{}_{}", tag(s), tag(d)),
+                    &[(s, false)],
+                    d,
+                    &cast_expr("v0", s, d),
+                ));
+            }
+            for op in [
+                UnaryOp::Abs,
+                UnaryOp::Neg,
+                UnaryOp::Exp,
+                UnaryOp::ErfInv,
+                UnaryOp::GeluApprox,
+                UnaryOp::Sign,
+                UnaryOp::Round,
+                UnaryOp::Square,
+                UnaryOp::LogicalNot,
+                UnaryOp::BitwiseInvert,
+                UnaryOp::Silu,
+            ] {
+                if let Ok(e) = unary_expr(op, s) {
+                    add(source(
+                        &format!("un_{}_{}", op_name(op), tag(s)),
+                        &[(s, true)],
+                        s,
+                        &e,
+                    ));
+                }
+            }
+            for op in [
+                BinaryOp::Add,
+                BinaryOp::Divide,
+                BinaryOp::FloorDivide,
+                BinaryOp::Remainder,
+                BinaryOp::Power,
+                BinaryOp::Maximum,
+                BinaryOp::Less,
+                BinaryOp::LogicalAnd,
+                BinaryOp::LeftShift,
+                BinaryOp::RightShift,
+                BinaryOp::BitwiseXor,
+            ] {
+                if let Ok(e) = binary_expr(op, s) {
+                    let od = if op.is_predicate() { Dtype::Bool } else { s };
+                    add(source(
+                        &format!("bin_{}_{}", op_name(op), tag(s)),
+                        &[(s, true), (s, false)],
+                        od,
+                        &e,
+                    ));
+                }
+            }
+        }
+        let src = format!("{PRELUDE}\n{body}");
+        if let Err(e) = compile_cubin(&src, "sm_90", "elementwise_all") {
+            panic!("{e}");
+        }
+    }
+}

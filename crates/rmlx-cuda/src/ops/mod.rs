@@ -1,0 +1,4 @@
+//! GPU kernels by family, one file each (the CPU backend's layout).
+
+pub mod elementwise;
+pub mod matmul;
