@@ -46,6 +46,8 @@ enum Command {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum DeviceArg {
+    /// The GPU where one is present, else the CPU.
+    Auto,
     Cpu,
     Gpu,
 }
@@ -57,8 +59,8 @@ struct ModelArgs {
     /// Q4_1, fetched into the cache if missing).
     #[arg(long, short = 'm')]
     model: Option<PathBuf>,
-    /// Where to run (the GPU backend does not exist yet: cpu).
-    #[arg(long, value_enum, default_value = "cpu")]
+    /// Where to run: gpu (CUDA device 0), cpu, or auto (the GPU where one is present).
+    #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
 }
 
@@ -165,9 +167,7 @@ fn main() {
 /// Loads the model (fetching the default one if needed) with a spinner on a terminal.
 /// Returns it with the load time in seconds.
 fn load_model(args: &ModelArgs) -> CliResult<(LoadedModel, f64)> {
-    if args.device == DeviceArg::Gpu {
-        return Err("--device gpu: no GPU backend in this build yet; use --device cpu".into());
-    }
+    select_device(args.device)?;
     let path = match &args.model {
         Some(p) => {
             if !p.exists() {
@@ -184,6 +184,25 @@ fn load_model(args: &ModelArgs) -> CliResult<(LoadedModel, f64)> {
         b.finish_and_clear();
     }
     Ok((m?, t0.elapsed().as_secs_f64()))
+}
+
+/// Makes the chosen device the process default: every op the model builds runs there, and
+/// weights move to it on first use.
+fn select_device(d: DeviceArg) -> CliResult<()> {
+    let gpu = rmlx::Device::gpu(0);
+    let dev = match d {
+        DeviceArg::Cpu => rmlx::Device::cpu(),
+        DeviceArg::Auto if rmlx::is_available(gpu) => gpu,
+        DeviceArg::Auto => rmlx::Device::cpu(),
+        DeviceArg::Gpu => {
+            if !rmlx::is_available(gpu) {
+                return Err("--device gpu: no CUDA device was found (is the NVIDIA driver installed and a GPU visible?); use --device cpu".into());
+            }
+            gpu
+        }
+    };
+    rmlx::set_default_device(dev);
+    Ok(())
 }
 
 /// A spinner on stderr, only when stderr is a terminal.
@@ -290,6 +309,7 @@ fn generate(a: GenerateArgs) -> CliResult<()> {
             None => eprintln!("Prompt: {} tokens, no tokens generated", ids.len()),
         }
         eprintln!("Load time: {load_s:.3} s");
+        eprintln!("Device: {}", rmlx::default_device());
     }
     Ok(())
 }

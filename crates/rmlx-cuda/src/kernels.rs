@@ -45,13 +45,85 @@ pub fn cache_dir() -> PathBuf {
     base.join("rmlx").join("kernels")
 }
 
+/// Folders where NVRTC is often installed but not on the loader's path: the CUDA toolkit, and
+/// the `nvidia-cuda-nvrtc` wheels that PyTorch pulls in.
+fn nvrtc_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for var in ["RMLX_NVRTC_DIR", "CUDA_HOME", "CUDA_PATH"] {
+        if let Some(d) = std::env::var_os(var) {
+            let d = PathBuf::from(d);
+            dirs.push(d.join("lib64"));
+            dirs.push(d.join("lib"));
+            dirs.push(d);
+        }
+    }
+    dirs.push("/usr/local/cuda/lib64".into());
+    dirs.push("/usr/local/cuda/targets/x86_64-linux/lib".into());
+    for base in ["/usr/local/lib", "/usr/lib", "/opt/conda/lib"] {
+        let Ok(rd) = std::fs::read_dir(base) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("python3") {
+                continue;
+            }
+            for pk in ["site-packages", "dist-packages"] {
+                for sub in ["cu13", "cuda_nvrtc", "cu12"] {
+                    dirs.push(e.path().join(pk).join("nvidia").join(sub).join("lib"));
+                }
+            }
+        }
+    }
+    dirs
+}
+
+/// Loads NVRTC from one of [`nvrtc_dirs`] into the global namespace, so that the by-name load
+/// that follows finds it. Returns the file loaded.
+fn preload_nvrtc() -> Option<PathBuf> {
+    for d in nvrtc_dirs() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().starts_with("libnvrtc.so"))
+                    .unwrap_or(false)
+            })
+            .collect();
+        files.sort();
+        for f in files {
+            // SAFETY: loading NVRTC runs only its initialisers; the handle is kept for the
+            // life of the process.
+            let lib = unsafe {
+                libloading::os::unix::Library::open(
+                    Some(&f),
+                    libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+                )
+            };
+            if let Ok(lib) = lib {
+                std::mem::forget(lib);
+                return Some(f);
+            }
+        }
+    }
+    None
+}
+
 /// NVRTC's version as "major.minor", or an error saying NVRTC could not be loaded.
 pub fn nvrtc_version() -> Result<String> {
     static V: OnceLock<std::result::Result<String, String>> = OnceLock::new();
     V.get_or_init(|| {
         // SAFETY: probes whether the shared library loads.
         if !unsafe { nvrtc_sys::is_culib_present() } {
-            return Err("NVRTC (libnvrtc.so) was not found: install the CUDA toolkit's NVRTC or put it on LD_LIBRARY_PATH".into());
+            let found = preload_nvrtc();
+            // SAFETY: as above.
+            if found.is_none() || !unsafe { nvrtc_sys::is_culib_present() } {
+                return Err("NVRTC (libnvrtc.so), which compiles the GPU kernels, was not found on the loader path, in /usr/local/cuda or in a Python `nvidia` wheel: install the CUDA toolkit's NVRTC (or `pip install nvidia-cuda-nvrtc`) or set RMLX_NVRTC_DIR to its folder".into());
+            }
         }
         let (mut a, mut b) = (0i32, 0i32);
         // SAFETY: writes two ints.
@@ -109,10 +181,12 @@ pub fn compile_cubin(src: &str, arch: &str, name: &str) -> Result<Vec<u8>> {
     out
 }
 
-/// Loaded kernels of one device, by (name, source hash).
+/// Loaded kernels of one device, by name. A kernel's name encodes everything its generated
+/// source depends on (op, dtypes, layout class, compile-time sizes), so the per-launch lookup
+/// is one string hash; debug builds check that a name never maps to two sources.
 pub struct KernelCache {
     arch: String,
-    loaded: Mutex<HashMap<(String, u64), CudaFunction>>,
+    loaded: Mutex<HashMap<String, (u64, CudaFunction)>>,
 }
 
 impl KernelCache {
@@ -126,14 +200,18 @@ impl KernelCache {
     /// The function `name` from `body` (appended to the prelude), compiling or reading the disk
     /// cache the first time.
     pub fn get(&self, ctx: &Arc<CudaContext>, name: &str, body: &str) -> Result<CudaFunction> {
-        let h = fnv64(&[PRELUDE.as_bytes(), body.as_bytes()]);
-        let key = (name.to_string(), h);
-        if let Some(f) = self
+        if let Some((h, f)) = self
             .loaded
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
+            .get(name)
         {
+            debug_assert_eq!(
+                *h,
+                fnv64(&[body.as_bytes()]),
+                "kernel name {name} was generated from two different sources"
+            );
+            let _ = h;
             return Ok(f.clone());
         }
         let src = format!("{PRELUDE}\n{body}");
@@ -164,7 +242,7 @@ impl KernelCache {
         self.loaded
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, f.clone());
+            .insert(name.to_string(), (fnv64(&[body.as_bytes()]), f.clone()));
         Ok(f)
     }
 }

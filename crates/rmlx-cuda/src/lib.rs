@@ -21,10 +21,7 @@ pub use context::device_count;
 /// The CUDA backend.
 pub struct CudaBackend;
 
-fn not_yet(prim: &Primitive) -> Error {
-    Error::runtime("cuda", format!("{} has no GPU kernel yet", prim.name()))
-}
-
+// Every primitive has a kernel now; kept for primitives added later.
 impl Backend for CudaBackend {
     fn name(&self) -> &'static str {
         data::BACKEND
@@ -39,20 +36,12 @@ impl Backend for CudaBackend {
             | Primitive::Unary(_)
             | Primitive::Binary(_)
             | Primitive::Where
-            | Primitive::Matmul => true,
-            Primitive::Reduce { .. }
-            | Primitive::ArgReduce { .. }
-            | Primitive::Scan { .. }
-            | Primitive::Softmax
-            | Primitive::LogSumExp
+            | Primitive::Matmul
             | Primitive::Concatenate { .. }
             | Primitive::SliceUpdate { .. }
             | Primitive::Take { .. }
             | Primitive::TakeAlongAxis { .. }
             | Primitive::PutAlongAxis { .. }
-            | Primitive::Sort { .. }
-            | Primitive::Argsort { .. }
-            | Primitive::Argpartition { .. }
             | Primitive::RandomBits
             | Primitive::RmsNorm { .. }
             | Primitive::LayerNorm { .. }
@@ -60,7 +49,15 @@ impl Backend for CudaBackend {
             | Primitive::ScaledDotProductAttention { .. }
             | Primitive::Quantize { .. }
             | Primitive::Dequantize { .. }
-            | Primitive::QuantizedMatmul { .. } => false,
+            | Primitive::QuantizedMatmul { .. }
+            | Primitive::Reduce { .. }
+            | Primitive::ArgReduce { .. }
+            | Primitive::Scan { .. }
+            | Primitive::Softmax
+            | Primitive::LogSumExp
+            | Primitive::Sort { .. }
+            | Primitive::Argsort { .. }
+            | Primitive::Argpartition { .. } => true,
         }
     }
 
@@ -82,27 +79,70 @@ impl Backend for CudaBackend {
             Primitive::Binary(op) => ew::binary(&g, &x[0], &x[1], *op, shape, od),
             Primitive::Where => ew::where_(&g, &x[0], &x[1], &x[2], shape, od),
             Primitive::Matmul => ops::matmul::matmul(&g, &x[0], &x[1], od),
-            Primitive::Reduce { .. }
-            | Primitive::ArgReduce { .. }
-            | Primitive::Scan { .. }
-            | Primitive::Softmax
-            | Primitive::LogSumExp
-            | Primitive::Concatenate { .. }
-            | Primitive::SliceUpdate { .. }
-            | Primitive::Take { .. }
-            | Primitive::TakeAlongAxis { .. }
-            | Primitive::PutAlongAxis { .. }
-            | Primitive::Sort { .. }
-            | Primitive::Argsort { .. }
-            | Primitive::Argpartition { .. }
-            | Primitive::RandomBits
-            | Primitive::RmsNorm { .. }
-            | Primitive::LayerNorm { .. }
-            | Primitive::Rope { .. }
-            | Primitive::ScaledDotProductAttention { .. }
-            | Primitive::Quantize { .. }
-            | Primitive::Dequantize { .. }
-            | Primitive::QuantizedMatmul { .. } => Err(not_yet(prim)),
+            Primitive::Concatenate { axis } => ops::indexing::concatenate(&g, &x, *axis, shape, od),
+            Primitive::SliceUpdate { start, step } => {
+                let mut x = x;
+                let src = x.swap_remove(0);
+                ops::indexing::slice_update(&g, src, &x[0], start, step, shape, od)
+            }
+            Primitive::Take { axis } => ops::indexing::take(&g, &x[0], &x[1], *axis, shape, od),
+            Primitive::TakeAlongAxis { axis } => {
+                ops::indexing::take_along_axis(&g, &x[0], &x[1], *axis, shape, od)
+            }
+            Primitive::PutAlongAxis { axis } => {
+                ops::indexing::put_along_axis(&g, &x[0], &x[1], &x[2], *axis, od)
+            }
+            Primitive::RandomBits => ops::random::random_bits(&g, &x[0], shape, od),
+            Primitive::RmsNorm { eps, has_weight } => {
+                ops::norm::rms_norm(&g, &x, eps.0, *has_weight, od)
+            }
+            Primitive::LayerNorm {
+                eps,
+                has_weight,
+                has_bias,
+            } => ops::norm::layer_norm(&g, &x, eps.0, *has_weight, *has_bias, od),
+            Primitive::Rope {
+                dims,
+                traditional,
+                base,
+                scale,
+                has_freqs,
+            } => ops::rope::rope(&g, &x, *dims, *traditional, base.0, scale.0, *has_freqs, od),
+            Primitive::Reduce { op, axes } => ops::reduce::reduce(&g, &x[0], *op, axes, shape, od),
+            Primitive::ArgReduce { op, axis } => {
+                ops::reduce::arg_reduce(&g, &x[0], *op, *axis, shape)
+            }
+            Primitive::Scan {
+                op,
+                axis,
+                reverse,
+                inclusive,
+            } => ops::scan::scan(&g, &x[0], *op, *axis, *reverse, *inclusive, od),
+            Primitive::Softmax => ops::softmax::softmax(&g, &x[0]),
+            Primitive::LogSumExp => ops::softmax::logsumexp(&g, &x[0], shape),
+            Primitive::Sort { axis } => ops::sort::sort(&g, &x[0], *axis),
+            Primitive::Argsort { axis } => ops::sort::argsort(&g, &x[0], *axis),
+            Primitive::Argpartition { kth, axis } => {
+                ops::sort::argpartition(&g, &x[0], *kth, *axis)
+            }
+            Primitive::ScaledDotProductAttention { scale, mask } => {
+                ops::sdpa::sdpa(&g, &x, scale.0, *mask, shape, od)
+            }
+            Primitive::Quantize {
+                group_size,
+                bits,
+                part,
+            } => ops::quantized::quantize(&g, &x[0], *group_size, *bits, *part, shape, od),
+            Primitive::Dequantize { group_size, bits } => {
+                ops::quantized::dequantize(&g, &x, *group_size, *bits, shape, od)
+            }
+            Primitive::QuantizedMatmul {
+                group_size,
+                bits,
+                transpose,
+            } => {
+                ops::quantized::quantized_matmul(&g, &x, *group_size, *bits, *transpose, shape, od)
+            }
         }
     }
 
@@ -115,14 +155,11 @@ impl Backend for CudaBackend {
     }
 }
 
-/// Registers the CUDA backend for `Device::gpu(i)`. Returns the number of CUDA devices found
-/// (0 where no driver or GPU is present: the backend is then not registered).
-pub fn register() -> usize {
-    let n = device_count();
-    if n > 0 {
-        rmlx_core::register_backend(DeviceType::Gpu, Arc::new(CudaBackend));
-    }
-    n
+/// Registers the CUDA backend for `Device::gpu(i)`. Costs nothing at start-up: the driver is
+/// loaded and probed the first time a GPU is asked for; where none is found, `is_available`
+/// says false and GPU work fails with a message saying so.
+pub fn register() {
+    rmlx_core::register_backend(DeviceType::Gpu, Arc::new(CudaBackend));
 }
 
 /// GPU memory of device `index` held by live arrays, in bytes (bucket-rounded).

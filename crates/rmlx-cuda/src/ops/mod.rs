@@ -1,4 +1,14 @@
 //! GPU kernels by family, one file each (the CPU backend's layout).
 
 pub mod elementwise;
+pub mod indexing;
 pub mod matmul;
+pub mod norm;
+pub mod quantized;
+pub mod random;
+pub mod reduce;
+pub mod rope;
+pub mod scan;
+pub mod sdpa;
+pub mod softmax;
+pub mod sort;

@@ -1,0 +1,239 @@
+// rmlx CUDA: MLX affine quantization (quantize, dequantize, quantized matmul decode kernel).
+// Format: per group of gs consecutive elements of a row, w = scale * q + bias; the codes of a
+// row form a little-endian, LSB-first bit stream viewed as u32 words (crates/rmlx-cpu/src/
+// quantized/pack.rs).
+
+// ---------------------------------------------------------------------------------------------
+// quantize: one thread per chunk of `ch` codes of a row (ch = gs, or 2 * gs where gs codes do
+// not fill whole words), so that every thread writes whole u32 words.
+
+// MLX's quantizer in f32 (pack.rs quantize_group): the same operations in the same order.
+// IEEE division and no contraction (no multiply-add appears in it).
+__device__ __forceinline__ void rq_group_params(const float wmin, const float wmax, const float n_bins,
+                                                float& scale, float& bias) {
+  const bool mask = fabsf(wmin) > fabsf(wmax);
+  float s = fmaxf((wmax - wmin) / n_bins, 1e-7f);
+  if (!mask) s = -s;
+  const float edge = mask ? wmin : wmax;
+  const float q0 = rintf(edge / s);
+  float b = 0.0f;
+  if (q0 != 0.0f) {
+    s = edge / q0;
+    b = edge;
+  }
+  scale = s;
+  bias = b;
+}
+
+template <class T>
+__device__ __forceinline__ void rq_group_stats(const T* __restrict__ w, int gs, int bits, float& scale,
+                                               float& bias) {
+  float wmin = __int_as_float(0x7f800000), wmax = -__int_as_float(0x7f800000);
+  for (int i = 0; i < gs; ++i) {
+    const float v = to_f(w[i]);
+    wmax = fmaxf(wmax, v);  // ignores NaN, as Rust's f32::max
+    wmin = fminf(wmin, v);
+  }
+  rq_group_params(wmin, wmax, (float)((1u << bits) - 1), scale, bias);
+}
+
+// part 0 → packed words wq [rows, K*bits/32]; 1 → scales, 2 → biases [rows, K/gs] (dtype T).
+template <class T>
+__device__ void rq_quantize(const T* __restrict__ w, u32* __restrict__ wq, T* __restrict__ sb, i64 rows,
+                            i64 K, int gs, int bits, int part) {
+  const int ch = ((gs * bits) % 32 == 0) ? gs : 2 * gs;
+  const i64 per_row = K / ch;
+  const i64 total = rows * per_row;
+  const float n_bins = (float)((1u << bits) - 1);
+  const i64 W = K * bits / 32, G = K / gs;
+  for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
+    const i64 r = t / per_row, c0 = (t % per_row) * ch;
+    const T* src = w + r * K + c0;
+    if (part != 0) {
+      for (int g = 0; g < ch / gs; ++g) {
+        float s, b;
+        rq_group_stats(src + g * gs, gs, bits, s, b);
+        sb[r * G + c0 / gs + g] = from_f<T>(part == 1 ? s : b);
+      }
+      continue;
+    }
+    u32* dst = wq + r * W + c0 * bits / 32;
+    u64 acc = 0;
+    int nb = 0, o = 0;
+    for (int g = 0; g < ch / gs; ++g) {
+      float s, b;
+      rq_group_stats(src + g * gs, gs, bits, s, b);
+      for (int i = 0; i < gs; ++i) {
+        float q = rintf((to_f(src[g * gs + i]) - b) / s);
+        // clamp(0, n) then `as u8`: NaN → 0
+        q = (q != q) ? 0.0f : fminf(fmaxf(q, 0.0f), n_bins);
+        acc |= ((u64)(u32)q) << nb;
+        nb += bits;
+        if (nb >= 32) {
+          dst[o++] = (u32)acc;
+          acc >>= 32;
+          nb -= 32;
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dequantize: one thread per output element. MLXR: MLX's rounding for the dequantize op (half
+// scales: the product and the sum each rounded to the scales' dtype; f32: no fused multiply-add),
+// else scale * q + bias in f32 rounded once to TO (the quantized matmul's temporary).
+
+__device__ __forceinline__ u32 rq_code(const u32* __restrict__ row, i64 c, int bits) {
+  const i64 bit = c * bits;
+  const i64 wi = bit >> 5;
+  const int sh = (int)(bit & 31);
+  u32 v = row[wi] >> sh;
+  if (sh + bits > 32) v |= row[wi + 1] << (32 - sh);
+  return v & ((1u << bits) - 1u);
+}
+
+template <class TS, class TO, bool MLXR>
+__device__ void rq_dequantize(const u32* __restrict__ wq, const TS* __restrict__ s, const TS* __restrict__ b,
+                              TO* __restrict__ y, i64 n, i64 K, int gs, int bits) {
+  const i64 W = K * bits / 32, G = K / gs;
+  for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+    const i64 r = i / K, c = i % K;
+    const float q = (float)rq_code(wq + r * W, c, bits);
+    const float sf = to_f(s[r * G + c / gs]), bf = to_f(b[r * G + c / gs]);
+    float v = __fmul_rn(sf, q);
+    if (MLXR && sizeof(TS) == 2) v = to_f(from_f<TS>(v));
+    v = __fadd_rn(v, bf);
+    y[i] = from_f<TO>(v);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode quantized matmul, transposed weights: y[m, n] = sum_k x[m, k] * (s[n, g] q[n, k] + b[n, g])
+// for M <= MM rows of x. Each warp owns RQ_R weight rows and streams them once; lane `l` takes,
+// per step, U sub-chunks of SC codes (sub-chunk u at code (step*U + u)*32*SC + l*SC), so that
+// the words of a sub-chunk and the x values it meets are contiguous across the warp. x is read
+// from global memory (L1-cached, shared by the block's warps), f32 accumulation, warp reduction.
+// Needs K % 32 == 0 and x rows 16-byte aligned.
+
+#define RQ_R 4
+
+template <int BITS> struct RqSub {
+  static constexpr int SC = (BITS == 3 || BITS == 5) ? 32 : ((BITS == 2 || BITS == 6) ? 16 : 8);
+  static constexpr int WPS = SC * BITS / 32;  // words per sub-chunk
+  static constexpr int U = 32 / SC;           // sub-chunks per lane per step (32 codes)
+};
+
+template <int BITS>
+__device__ __forceinline__ u32 rq_code_c(const u32* w, int j) {
+  const int bit = j * BITS;
+  const int wi = bit >> 5, sh = bit & 31;
+  u32 v = w[wi] >> sh;
+  if (sh + BITS > 32) v |= w[wi + 1] << (32 - sh);
+  return v & ((1u << BITS) - 1u);
+}
+
+__device__ __forceinline__ void rq_load8(const float* __restrict__ p, float* o) {
+  const float4 a = *reinterpret_cast<const float4*>(p);
+  const float4 c = *reinterpret_cast<const float4*>(p + 4);
+  o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
+  o[4] = c.x; o[5] = c.y; o[6] = c.z; o[7] = c.w;
+}
+__device__ __forceinline__ void rq_load8(const f16* __restrict__ p, float* o) {
+  const uint4 a = *reinterpret_cast<const uint4*>(p);
+  const u32 w[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    o[2 * j] = h2f((unsigned short)(w[j] & 0xffffu));
+    o[2 * j + 1] = h2f((unsigned short)(w[j] >> 16));
+  }
+}
+__device__ __forceinline__ void rq_load8(const bf16* __restrict__ p, float* o) {
+  const uint4 a = *reinterpret_cast<const uint4*>(p);
+  const u32 w[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    o[2 * j] = __int_as_float(w[j] << 16);
+    o[2 * j + 1] = __int_as_float(w[j] & 0xffff0000u);
+  }
+}
+
+template <class TX, class TS, class TO, int BITS, int MM>
+__device__ void rq_qmv_t(const TX* __restrict__ x, const u32* __restrict__ w, const TS* __restrict__ s,
+                         const TS* __restrict__ b, TO* __restrict__ y, int M, i64 N, i64 K, int gs_shift,
+                         i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {
+  constexpr int SC = RqSub<BITS>::SC, WPS = RqSub<BITS>::WPS, U = RqSub<BITS>::U;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const i64 bat = blockIdx.y;
+  const i64 row0 = ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * RQ_R;
+  if (row0 >= N) return;
+  const i64 W = K * BITS / 32, G = K >> gs_shift;
+  x += bat * xbs;
+  w += bat * wbs;
+  s += bat * sbs;
+  b += bat * bbs;
+  y += bat * ybs;
+  const u32* wr[RQ_R];
+  const TS* sr[RQ_R];
+  const TS* br[RQ_R];
+#pragma unroll
+  for (int r = 0; r < RQ_R; ++r) {
+    const i64 row = (row0 + r < N) ? row0 + r : N - 1;  // tail rows: computed, not stored
+    wr[r] = w + row * W;
+    sr[r] = s + row * G;
+    br[r] = b + row * G;
+  }
+  float acc[RQ_R][MM];
+#pragma unroll
+  for (int r = 0; r < RQ_R; ++r)
+#pragma unroll
+    for (int m = 0; m < MM; ++m) acc[r][m] = 0.0f;
+
+  for (i64 base = 0; base < K; base += (i64)32 * SC * U) {
+    // issue every load of the step first (U x RQ_R x WPS words in flight per lane)
+    u32 wv[U][RQ_R][WPS];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const i64 c0 = base + (i64)u * 32 * SC + (i64)lane * SC;
+#pragma unroll
+      for (int r = 0; r < RQ_R; ++r)
+#pragma unroll
+        for (int j = 0; j < WPS; ++j) wv[u][r][j] = (c0 < K) ? __ldg(wr[r] + c0 * BITS / 32 + j) : 0u;
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const i64 c0 = base + (i64)u * 32 * SC + (i64)lane * SC;
+      if (c0 >= K) break;
+#pragma unroll
+      for (int p = 0; p < SC / 8; ++p) {
+        const i64 cb = c0 + p * 8;
+        const i64 g = cb >> gs_shift;
+        float wf[RQ_R][8];
+#pragma unroll
+        for (int r = 0; r < RQ_R; ++r) {
+          const float sc = to_f(sr[r][g]), bs = to_f(br[r][g]);
+#pragma unroll
+          for (int j = 0; j < 8; ++j) wf[r][j] = fmaf(sc, (float)rq_code_c<BITS>(wv[u][r], p * 8 + j), bs);
+        }
+#pragma unroll
+        for (int m = 0; m < MM; ++m) {
+          if (m < M) {
+            float xv[8];
+            rq_load8(x + (i64)m * K + cb, xv);
+#pragma unroll
+            for (int r = 0; r < RQ_R; ++r)
+#pragma unroll
+              for (int j = 0; j < 8; ++j) acc[r][m] = fmaf(wf[r][j], xv[j], acc[r][m]);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < RQ_R; ++r)
+#pragma unroll
+    for (int m = 0; m < MM; ++m) {
+      const float v = warp_sum(acc[r][m]);
+      if (lane == 0 && m < M && row0 + r < N) y[(i64)m * N + row0 + r] = from_f<TO>(v);
+    }
+}

@@ -1,0 +1,474 @@
+//! Concatenation, strided updates, gathers and scatters on the GPU (the CPU's
+//! `rmlx-cpu/src/indexing.rs`).
+//!
+//! Index arrays of any integer dtype are read as i64 and negative indices wrap once, as on the
+//! CPU. The CPU reports an index still out of range as an error; a kernel cannot without
+//! waiting for the device, so here a gather clamps such an index into range and a scatter
+//! skips it (never an out-of-bounds access).
+
+use crate::alloc::DeviceBuffer;
+use crate::context::Gpu;
+use crate::data::{self, ctype, input, output, tag, DevIn, BACKEND};
+use crate::launch::{Args, Grid, Lay};
+use crate::ops::elementwise::{cast_expr, copy};
+use rmlx_core::{ArrayData, Dtype, Error, Result};
+use std::sync::Arc;
+
+/// The grid-stride loop header over `i < n`.
+const LOOP: &str =
+    "for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)";
+
+/// Element `i` of input `x` with layout class `contiguous`.
+fn read(contiguous: bool, idx: &str) -> String {
+    if contiguous {
+        format!("x[xo + {idx}]")
+    } else {
+        format!("x[xo + loc({idx}, xl)]")
+    }
+}
+
+fn cls(contiguous: bool) -> &'static str {
+    if contiguous {
+        "c"
+    } else {
+        "s"
+    }
+}
+
+fn lay(shape: &[usize], strides: &[isize]) -> Result<Lay> {
+    Lay::new(shape, strides)
+}
+
+/// Concatenate: copies input `x` (row-major index `i`, `w` elements per outer row) into
+/// columns `col..col + w` of output rows of `out_row` elements.
+pub fn concat_source(xd: Dtype, od: Dtype, contiguous: bool) -> (String, String) {
+    let name = format!("concat_{}_{}_{}", tag(xd), tag(od), cls(contiguous));
+    let src = format!(
+        "extern \"C\" __global__ void {name}(const {x}* __restrict__ x, i64 xo, Lay xl, {o}* __restrict__ y, i64 n, i64 w, i64 out_row, i64 col) {{\n  {LOOP} {{\n    {x} v0 = {r};\n    i64 r = i / w;\n    y[r * out_row + col + (i - r * w)] = {c};\n  }}\n}}\n",
+        x = ctype(xd),
+        o = ctype(od),
+        r = read(contiguous, "i"),
+        c = cast_expr("v0", xd, od),
+    );
+    (name, src)
+}
+
+/// `xs` joined along `axis` into a row-contiguous output of `shape`/`od`.
+pub fn concatenate(
+    gpu: &Arc<Gpu>,
+    xs: &[ArrayData],
+    axis: usize,
+    shape: &[usize],
+    od: Dtype,
+) -> Result<ArrayData> {
+    if axis >= shape.len() {
+        return Err(Error::invalid(
+            "concatenate",
+            format!(
+                "axis {axis} is out of range for an output of {} dimensions",
+                shape.len()
+            ),
+        ));
+    }
+    let inner: usize = shape[axis + 1..].iter().product();
+    let out_row = shape[axis] * inner;
+    let mut col = 0usize;
+    for x in xs {
+        if x.shape.len() != shape.len()
+            || x.shape[..axis] != shape[..axis]
+            || x.shape[axis + 1..] != shape[axis + 1..]
+        {
+            return Err(Error::invalid(
+                "concatenate",
+                format!(
+                    "an input of shape {:?} does not fit an output of shape {shape:?} along axis {axis}",
+                    &x.shape[..]
+                ),
+            ));
+        }
+        col += x.shape[axis] * inner;
+    }
+    if col != out_row {
+        return Err(Error::invalid(
+            "concatenate",
+            format!("the inputs' extents along axis {axis} do not add up to the output's"),
+        ));
+    }
+    let (out, yptr) = output(gpu, shape, od)?;
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let mut col = 0usize;
+    for x in xs {
+        let w = x.shape[axis] * inner;
+        if w == 0 {
+            continue;
+        }
+        let d = input(gpu, x)?;
+        let (name, src) = concat_source(x.dtype, od, d.contiguous());
+        let f = gpu.kernels.get(&gpu.ctx, &name, &src)?;
+        let n = x.numel();
+        let mut a = Args::new();
+        a.ptr(d.ptr).i64(d.offset).push(d.lay);
+        a.ptr(yptr)
+            .i64(n as i64)
+            .i64(w as i64)
+            .i64(out_row as i64)
+            .i64(col as i64);
+        gpu.launch(&f, &name, Grid::elems(n), &mut a)?;
+        col += w;
+    }
+    Ok(out)
+}
+
+/// SliceUpdate: `y[base + loc(i, region)] = x[i]` for the update `x`.
+pub fn slice_update_source(ud: Dtype, od: Dtype, contiguous: bool) -> (String, String) {
+    let name = format!("slice_update_{}_{}_{}", tag(ud), tag(od), cls(contiguous));
+    let src = format!(
+        "extern \"C\" __global__ void {name}(const {x}* __restrict__ x, i64 xo, Lay xl, {o}* __restrict__ y, i64 base, Lay rl, i64 n) {{\n  {LOOP} {{\n    {x} v0 = {r};\n    y[base + loc(i, rl)] = {c};\n  }}\n}}\n",
+        x = ctype(ud),
+        o = ctype(od),
+        r = read(contiguous, "i"),
+        c = cast_expr("v0", ud, od),
+    );
+    (name, src)
+}
+
+/// A copy of `src` with `upd` written at `start + i * step` per axis. `src` comes by value:
+/// when nothing else holds its buffer and it covers the whole buffer row-contiguously (a KV
+/// cache replacing its buffer every step), its device copy is written in place.
+pub fn slice_update(
+    gpu: &Arc<Gpu>,
+    mut src: ArrayData,
+    upd: &ArrayData,
+    start: &[usize],
+    step: &[isize],
+    shape: &[usize],
+    od: Dtype,
+) -> Result<ArrayData> {
+    let nd = shape.len();
+    if start.len() != nd || step.len() != nd || upd.shape.len() != nd || src.shape[..] != *shape {
+        return Err(Error::invalid(
+            "slice_update",
+            format!(
+                "start {start:?}, step {step:?} and an update of shape {:?} do not match an array of shape {shape:?}",
+                &upd.shape[..]
+            ),
+        ));
+    }
+    // The region as a strided layout of the output, checked against its bounds up front.
+    let mut rs = vec![0isize; nd];
+    let mut acc = 1isize;
+    for k in (0..nd).rev() {
+        rs[k] = acc;
+        acc *= shape[k].max(1) as isize;
+    }
+    let total: usize = shape.iter().product();
+    let base: isize = start.iter().zip(&rs).map(|(&s, &r)| s as isize * r).sum();
+    let strides: Vec<isize> = step.iter().zip(&rs).map(|(&s, &r)| s * r).collect();
+    if upd.numel() > 0 {
+        let (mut lo, mut hi) = (base, base);
+        for (&n, &s) in upd.shape.iter().zip(&strides) {
+            let ext = (n as isize - 1) * s;
+            if ext < 0 {
+                lo += ext
+            } else {
+                hi += ext
+            }
+        }
+        if lo < 0 || hi >= total as isize {
+            return Err(Error::runtime(
+                "slice_update",
+                "update region falls outside the array",
+            ));
+        }
+    }
+    let whole = src.offset == 0
+        && src.is_contiguous()
+        && src.buffer.len() == src.numel() * src.dtype.size()
+        && src.dtype == od;
+    let mut donated: Option<u64> = None;
+    if whole && !src.buffer.is_mapped() {
+        if let Some(b) = Arc::get_mut(&mut src.buffer) {
+            let d = match b.take_for_device_write::<DeviceBuffer>(BACKEND, gpu.index) {
+                Some(d) => d,
+                None => {
+                    // A host array (or one on another device): give it a device copy first.
+                    data::device_bytes(gpu, b)?;
+                    b.take_for_device_write::<DeviceBuffer>(BACKEND, gpu.index)
+                        .ok_or_else(|| {
+                            Error::runtime("cuda", "slice_update: the device copy went missing")
+                        })?
+                }
+            };
+            donated = Some(d.ptr);
+        }
+    }
+    let (out, yptr) = match donated {
+        Some(p) => (src, p),
+        None => {
+            let o = copy(gpu, &src, od)?;
+            let p = input(gpu, &o)?.ptr;
+            (o, p)
+        }
+    };
+    let n = upd.numel();
+    if n == 0 {
+        return Ok(out);
+    }
+    let u = input(gpu, upd)?;
+    let rl = lay(&upd.shape, &strides)?;
+    let (name, s) = slice_update_source(upd.dtype, od, u.contiguous());
+    let f = gpu.kernels.get(&gpu.ctx, &name, &s)?;
+    let mut a = Args::new();
+    a.ptr(u.ptr).i64(u.offset).push(u.lay);
+    a.ptr(yptr).i64(base as i64).push(rl).i64(n as i64);
+    gpu.launch(&f, &name, Grid::elems(n), &mut a)?;
+    Ok(out)
+}
+
+/// Take (`along` false: index `j` of the output's middle axes) and TakeAlongAxis (`along`
+/// true: the index array has the output's shape). Output element `i` = (p, j, q) with `nj`
+/// middle and `post` trailing elements reads `a[p, idx, q]`.
+pub fn gather_source(ad: Dtype, id: Dtype, od: Dtype, along: bool) -> (String, String) {
+    let name = format!(
+        "{}_{}_{}_{}",
+        if along { "take_along" } else { "take" },
+        tag(ad),
+        tag(id),
+        tag(od)
+    );
+    let iread = if along { "loc(i, il)" } else { "loc(j, il)" };
+    let src = format!(
+        "extern \"C\" __global__ void {name}(const {t}* __restrict__ a, i64 ao, Lay pl, i64 sax, Lay ql, const {it}* __restrict__ ix, i64 io, Lay il, {o}* __restrict__ y, i64 n, i64 nj, i64 post, i64 dim) {{\n  {LOOP} {{\n    i64 t = i / post;\n    i64 q = i - t * post;\n    i64 p = t / nj;\n    i64 j = t - p * nj;\n    i64 k = to_i(ix[io + {iread}]);\n    if (k < 0) k += dim;\n    k = k < 0 ? 0 : (k >= dim ? dim - 1 : k);\n    {t} v0 = a[ao + loc(p, pl) + k * sax + loc(q, ql)];\n    y[i] = {c};\n  }}\n}}\n",
+        t = ctype(ad),
+        it = ctype(id),
+        o = ctype(od),
+        c = cast_expr("v0", ad, od),
+    );
+    (name, src)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gather(
+    gpu: &Arc<Gpu>,
+    a: &ArrayData,
+    idx: &ArrayData,
+    axis: usize,
+    along: bool,
+    shape: &[usize],
+    od: Dtype,
+    op: &'static str,
+) -> Result<ArrayData> {
+    let nd = a.shape.len();
+    if axis >= nd {
+        return Err(Error::invalid(
+            op,
+            format!("axis {axis} is out of range for {nd} dimensions"),
+        ));
+    }
+    let dim = a.shape[axis];
+    let post: usize = a.shape[axis + 1..].iter().product();
+    // The index axes in the output: idx.shape for take, the one axis for take_along_axis.
+    let nj: usize = if along {
+        if idx.shape.len() != nd || idx.shape[..] != *shape {
+            return Err(Error::invalid(
+                op,
+                "indices must have the output's shape and the array's dimensions",
+            ));
+        }
+        idx.shape[axis]
+    } else {
+        idx.numel()
+    };
+    // Strides of `a` over the output's leading / trailing axes (0 where `a` broadcasts).
+    let (pre_shape, post_shape) = if along {
+        (&shape[..axis], &shape[axis + 1..])
+    } else {
+        (&a.shape[..axis], &a.shape[axis + 1..])
+    };
+    let bstrides = |ash: &[usize], ast: &[isize], osh: &[usize]| -> Result<Vec<isize>> {
+        ash.iter()
+            .zip(ast)
+            .zip(osh)
+            .map(|((&an, &s), &on)| {
+                if an == on {
+                    Ok(s)
+                } else if an == 1 {
+                    Ok(0)
+                } else {
+                    Err(Error::invalid(
+                        op,
+                        format!(
+                            "the array of shape {:?} does not match the indices",
+                            &a.shape[..]
+                        ),
+                    ))
+                }
+            })
+            .collect()
+    };
+    let pst = bstrides(&a.shape[..axis], &a.strides[..axis], pre_shape)?;
+    let qst = bstrides(&a.shape[axis + 1..], &a.strides[axis + 1..], post_shape)?;
+    let post = if along {
+        post_shape.iter().product()
+    } else {
+        post
+    };
+    let (out, yptr) = output(gpu, shape, od)?;
+    let n = out.numel();
+    if n == 0 {
+        return Ok(out);
+    }
+    if dim == 0 {
+        return Err(Error::invalid(
+            op,
+            format!("cannot take non-empty indices from axis {axis} of size 0"),
+        ));
+    }
+    let ad: DevIn = input(gpu, a)?;
+    let id: DevIn = input(gpu, idx)?;
+    let (name, src) = gather_source(a.dtype, idx.dtype, od, along);
+    let f = gpu.kernels.get(&gpu.ctx, &name, &src)?;
+    let mut g = Args::new();
+    g.ptr(ad.ptr)
+        .i64(ad.offset)
+        .push(lay(pre_shape, &pst)?)
+        .i64(a.strides[axis] as i64)
+        .push(lay(post_shape, &qst)?);
+    g.ptr(id.ptr).i64(id.offset).push(id.lay);
+    g.ptr(yptr)
+        .i64(n as i64)
+        .i64(nj as i64)
+        .i64(post as i64)
+        .i64(dim as i64);
+    gpu.launch(&f, &name, Grid::elems(n), &mut g)?;
+    Ok(out)
+}
+
+/// `a.take(idx, axis)`; output shape `a[..axis] + idx.shape + a[axis+1..]`.
+pub fn take(
+    gpu: &Arc<Gpu>,
+    a: &ArrayData,
+    idx: &ArrayData,
+    axis: usize,
+    shape: &[usize],
+    od: Dtype,
+) -> Result<ArrayData> {
+    gather(gpu, a, idx, axis, false, shape, od, "take")
+}
+
+/// `out[p, j, q] = a[p, idx[p, j, q], q]` (shapes already broadcast by the op).
+pub fn take_along_axis(
+    gpu: &Arc<Gpu>,
+    a: &ArrayData,
+    idx: &ArrayData,
+    axis: usize,
+    shape: &[usize],
+    od: Dtype,
+) -> Result<ArrayData> {
+    gather(gpu, a, idx, axis, true, shape, od, "take_along_axis")
+}
+
+/// PutAlongAxis: one thread per (p, q) lane walks `j` in order, so of repeated indices the
+/// last write wins, as on the CPU. Out-of-range indices are skipped.
+pub fn scatter_source(id: Dtype, vd: Dtype, od: Dtype) -> (String, String) {
+    let name = format!("put_along_{}_{}_{}", tag(id), tag(vd), tag(od));
+    let src = format!(
+        "extern \"C\" __global__ void {name}(const {it}* __restrict__ ix, i64 io, Lay il, const {vt}* __restrict__ v, i64 vo, Lay vl, {o}* __restrict__ y, i64 n, i64 nj, i64 post, i64 dim) {{\n  {LOOP} {{\n    i64 p = i / post;\n    i64 q = i - p * post;\n    for (i64 j = 0; j < nj; ++j) {{\n      i64 e = (p * nj + j) * post + q;\n      i64 k = to_i(ix[io + loc(e, il)]);\n      if (k < 0) k += dim;\n      if (k < 0 || k >= dim) continue;\n      {vt} v0 = v[vo + loc(e, vl)];\n      y[(p * dim + k) * post + q] = {c};\n    }}\n  }}\n}}\n",
+        it = ctype(id),
+        vt = ctype(vd),
+        o = ctype(od),
+        c = cast_expr("v0", vd, od),
+    );
+    (name, src)
+}
+
+/// A copy of `a` with `vals[p, j, q]` written at `[p, idx[p, j, q], q]`.
+pub fn put_along_axis(
+    gpu: &Arc<Gpu>,
+    a: &ArrayData,
+    idx: &ArrayData,
+    vals: &ArrayData,
+    axis: usize,
+    od: Dtype,
+) -> Result<ArrayData> {
+    let nd = a.shape.len();
+    if axis >= nd || idx.shape.len() != nd || vals.shape[..] != idx.shape[..] {
+        return Err(Error::invalid(
+            "put_along_axis",
+            "indices and values must share a shape of the array's dimensions",
+        ));
+    }
+    let out = copy(gpu, a, od)?;
+    let dim = a.shape[axis];
+    let pre: usize = a.shape[..axis].iter().product();
+    let post: usize = a.shape[axis + 1..].iter().product();
+    let nj = idx.shape[axis];
+    let lanes = pre * post;
+    if out.numel() == 0 || idx.numel() == 0 || lanes == 0 {
+        return Ok(out);
+    }
+    let yptr = input(gpu, &out)?.ptr;
+    let id = input(gpu, idx)?;
+    let vd = input(gpu, vals)?;
+    let (name, src) = scatter_source(idx.dtype, vals.dtype, od);
+    let f = gpu.kernels.get(&gpu.ctx, &name, &src)?;
+    let mut g = Args::new();
+    g.ptr(id.ptr).i64(id.offset).push(id.lay);
+    g.ptr(vd.ptr).i64(vd.offset).push(vd.lay);
+    g.ptr(yptr)
+        .i64(lanes as i64)
+        .i64(nj as i64)
+        .i64(post as i64)
+        .i64(dim as i64);
+    gpu.launch(&f, &name, Grid::elems(lanes), &mut g)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{compile_cubin, nvrtc_version, PRELUDE};
+
+    const ALL: [Dtype; 8] = [
+        Dtype::Bool,
+        Dtype::U8,
+        Dtype::U32,
+        Dtype::I32,
+        Dtype::I64,
+        Dtype::F16,
+        Dtype::BF16,
+        Dtype::F32,
+    ];
+
+    /// Every indexing kernel the backend can generate compiles with NVRTC for sm_90.
+    #[test]
+    fn indexing_kernels_compile() {
+        if nvrtc_version().is_err() {
+            eprintln!("skipped: NVRTC not found");
+            return;
+        }
+        let mut body = String::new();
+        let mut add = |(_, s): (String, String)| body.push_str(&s);
+        for t in ALL {
+            for c in [true, false] {
+                add(concat_source(t, t, c));
+                add(slice_update_source(t, t, c));
+            }
+            for i in ALL {
+                for along in [false, true] {
+                    add(gather_source(t, i, t, along));
+                }
+                add(scatter_source(i, t, t));
+            }
+        }
+        // Mixed dtypes go through the same cast expressions as the element-wise copies.
+        add(concat_source(Dtype::F16, Dtype::F32, false));
+        add(slice_update_source(Dtype::F32, Dtype::BF16, true));
+        let src = format!("{PRELUDE}\n{body}");
+        if let Err(e) = compile_cubin(&src, "sm_90", "indexing_all") {
+            panic!("{e}");
+        }
+    }
+}

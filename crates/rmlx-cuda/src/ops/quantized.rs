@@ -1,0 +1,595 @@
+//! MLX affine quantization on the GPU (kernels in `kernels/quantized.cuh`):
+//! - `quantize`: one thread per word-aligned chunk of a row (a group, or two groups of 16 where
+//!   16 codes do not fill whole words), bit-exact with the CPU (same f32 operations in the same
+//!   order, IEEE division, no fused multiply-add).
+//! - `dequantize`: one thread per element, MLX's rounding (bit-exact with the CPU).
+//! - `quantized_matmul`: decode (transposed weights, at most 8 rows of x per matrix, K a
+//!   multiple of 32): a warp per 4 weight rows streams the packed words once, f32 accumulation;
+//!   otherwise the weights are dequantized to a temporary of the output dtype and multiplied by
+//!   cuBLASLt.
+
+use crate::context::Gpu;
+use crate::data::{contiguous_input, ctype, input, output, tag, DevIn};
+use crate::launch::{Args, Grid};
+use crate::ops::elementwise as ew;
+use rmlx_core::{ArrayData, Dtype, Error, Result};
+use std::sync::Arc;
+
+/// The templated device code every quantization kernel is generated from.
+pub const QUANT_CUH: &str = include_str!("../../kernels/quantized.cuh");
+
+/// Rows of x (per matrix) up to which the decode kernel runs.
+pub const DECODE_MAX_ROWS: usize = 8;
+
+fn check_float(op: &str, what: &str, d: Dtype) -> Result<()> {
+    if d.is_float() {
+        Ok(())
+    } else {
+        Err(Error::dtype(
+            "cuda",
+            format!("[{op}] {what} must be float16, bfloat16 or float32, got {d}"),
+        ))
+    }
+}
+
+fn check_params(op: &str, group_size: usize, bits: usize) -> Result<()> {
+    if ![2, 3, 4, 5, 6, 8].contains(&bits) || ![16, 32, 64, 128].contains(&group_size) {
+        return Err(Error::invalid(
+            "cuda",
+            format!("[{op}] unsupported group_size {group_size} / bits {bits}"),
+        ));
+    }
+    Ok(())
+}
+
+fn get(gpu: &Arc<Gpu>, name: &str, wrapper: &str) -> Result<cudarc::driver::CudaFunction> {
+    gpu.kernels
+        .get(&gpu.ctx, name, &format!("{QUANT_CUH}\n{wrapper}"))
+}
+
+/// The quantize kernel for weights of dtype `t`: name and wrapper source.
+pub fn quantize_source(t: Dtype) -> (String, String) {
+    let name = format!("rq_quantize_{}", tag(t));
+    let c = ctype(t);
+    let src = format!(
+        "extern \"C\" __global__ void {name}(const {c}* w, u32* wq, {c}* sb, i64 rows, i64 K, int gs, int bits, int part) {{\n  rq_quantize<{c}>(w, wq, sb, rows, K, gs, bits, part);\n}}\n"
+    );
+    (name, src)
+}
+
+/// The dequantize kernel from scales of dtype `s` to `o` (`mlxr`: MLX's rounding).
+pub fn dequantize_source(s: Dtype, o: Dtype, mlxr: bool) -> (String, String) {
+    let name = format!(
+        "rq_deq_{}_{}{}",
+        tag(s),
+        tag(o),
+        if mlxr { "_mlx" } else { "" }
+    );
+    let (cs, co) = (ctype(s), ctype(o));
+    let src = format!(
+        "extern \"C\" __global__ void {name}(const u32* wq, const {cs}* s, const {cs}* b, {co}* y, i64 n, i64 K, int gs, int bits) {{\n  rq_dequantize<{cs}, {co}, {mlxr}>(wq, s, b, y, n, K, gs, bits);\n}}\n"
+    );
+    (name, src)
+}
+
+/// The decode kernel (transposed weights) for `mm` rows of x at most.
+pub fn qmv_t_source(x: Dtype, s: Dtype, o: Dtype, bits: usize, mm: usize) -> (String, String) {
+    let name = format!("rq_qmv_t_{}_{}_{}_b{bits}_m{mm}", tag(x), tag(s), tag(o));
+    let (cx, cs, co) = (ctype(x), ctype(s), ctype(o));
+    let src = format!(
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* x, const u32* w, const {cs}* s, const {cs}* b, {co}* y, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  rq_qmv_t<{cx}, {cs}, {co}, {bits}, {mm}>(x, w, s, b, y, M, N, K, gs_shift, xbs, wbs, sbs, bbs, ybs);\n}}\n"
+    );
+    (name, src)
+}
+
+/// `part` of quantizing `w: [..., K]` (0 → packed u32 words, 1 → scales, 2 → biases).
+pub fn quantize(
+    gpu: &Arc<Gpu>,
+    w: &ArrayData,
+    group_size: usize,
+    bits: usize,
+    part: u8,
+    shape: &[usize],
+    od: Dtype,
+) -> Result<ArrayData> {
+    const OP: &str = "quantize";
+    check_params(OP, group_size, bits)?;
+    check_float(OP, "w", w.dtype)?;
+    let want = if part == 0 { Dtype::U32 } else { w.dtype };
+    if od != want || part > 2 {
+        return Err(Error::invalid(
+            "cuda",
+            format!("[{OP}] part {part} of {} weights cannot be {od}", w.dtype),
+        ));
+    }
+    let k = w.shape.last().copied().unwrap_or(0);
+    let (out, yptr) = output(gpu, shape, od)?;
+    if out.numel() == 0 || k == 0 || w.numel() == 0 {
+        return Ok(out);
+    }
+    if !k.is_multiple_of(group_size) || !(k * bits).is_multiple_of(32) {
+        return Err(Error::invalid(
+            "cuda",
+            format!("[{OP}] rows of {k} elements do not split into groups of {group_size} and whole words of {bits}-bit codes"),
+        ));
+    }
+    let (_keep, wi) = contiguous_input(gpu, w)?;
+    let rows = w.numel() / k;
+    let ch = if (group_size * bits).is_multiple_of(32) {
+        group_size
+    } else {
+        2 * group_size
+    };
+    let (name, src) = quantize_source(w.dtype);
+    let f = get(gpu, &name, &src)?;
+    let (wq, sb) = if part == 0 { (yptr, 0) } else { (0, yptr) };
+    let mut a = Args::new();
+    a.ptr(wi.base())
+        .ptr(wq)
+        .ptr(sb)
+        .i64(rows as i64)
+        .i64(k as i64)
+        .i32(group_size as i32)
+        .i32(bits as i32)
+        .i32(part as i32);
+    gpu.launch(&f, &name, Grid::elems(rows * (k / ch)), &mut a)?;
+    Ok(out)
+}
+
+/// Dequantizes `wq` (rows of `k` codes) into `y` (`n` elements of dtype `od`).
+#[allow(clippy::too_many_arguments)]
+fn dequantize_into(
+    gpu: &Arc<Gpu>,
+    wq: &ArrayData,
+    s: &ArrayData,
+    b: &ArrayData,
+    n: usize,
+    k: usize,
+    group_size: usize,
+    bits: usize,
+    od: Dtype,
+    mlxr: bool,
+    y: u64,
+) -> Result<()> {
+    if n == 0 || k == 0 {
+        return Ok(());
+    }
+    let (_kw, wi) = contiguous_input(gpu, wq)?;
+    let (_ks, si) = contiguous_input(gpu, s)?;
+    let (_kb, bi) = contiguous_input(gpu, b)?;
+    let (name, src) = dequantize_source(s.dtype, od, mlxr);
+    let f = get(gpu, &name, &src)?;
+    let mut a = Args::new();
+    a.ptr(wi.base())
+        .ptr(si.base())
+        .ptr(bi.base())
+        .ptr(y)
+        .i64(n as i64)
+        .i64(k as i64)
+        .i32(group_size as i32)
+        .i32(bits as i32);
+    gpu.launch(&f, &name, Grid::elems(n), &mut a)
+}
+
+fn check_packed(op: &str, x: &[ArrayData], group_size: usize, bits: usize) -> Result<()> {
+    check_params(op, group_size, bits)?;
+    let (wq, s, b) = (&x[x.len() - 3], &x[x.len() - 2], &x[x.len() - 1]);
+    if wq.dtype != Dtype::U32 || wq.shape.len() < 2 {
+        return Err(Error::dtype(
+            "cuda",
+            format!("[{op}] wq must be uint32 with at least 2 dimensions"),
+        ));
+    }
+    check_float(op, "scales", s.dtype)?;
+    if s.dtype != b.dtype || s.shape != b.shape {
+        return Err(Error::invalid(
+            "cuda",
+            format!("[{op}] scales and biases must share dtype and shape"),
+        ));
+    }
+    let nd = wq.shape.len();
+    let k = wq.shape[nd - 1] * 32 / bits;
+    if s.shape.len() != nd
+        || s.shape[..nd - 1] != wq.shape[..nd - 1]
+        || !k.is_multiple_of(group_size)
+        || s.shape[nd - 1] != k / group_size
+    {
+        return Err(Error::invalid(
+            "cuda",
+            format!(
+                "[{op}] wq {:?} does not match scales {:?} for group_size {group_size}, bits {bits}",
+                wq.shape, s.shape
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `[wq, scales, biases]` → `[..., N, K]` in the scales' dtype, bit-exact with the CPU.
+pub fn dequantize(
+    gpu: &Arc<Gpu>,
+    x: &[ArrayData],
+    group_size: usize,
+    bits: usize,
+    shape: &[usize],
+    od: Dtype,
+) -> Result<ArrayData> {
+    const OP: &str = "dequantize";
+    if x.len() != 3 {
+        return Err(Error::invalid(
+            "cuda",
+            format!("[{OP}] expected [wq, scales, biases]"),
+        ));
+    }
+    check_packed(OP, x, group_size, bits)?;
+    let (out, yptr) = output(gpu, shape, od)?;
+    let k = shape.last().copied().unwrap_or(0);
+    let n = out.numel();
+    // MLX's rounding is defined for the scales' dtype; another output dtype rounds once.
+    let mlxr = od == x[1].dtype;
+    dequantize_into(
+        gpu, &x[0], &x[1], &x[2], n, k, group_size, bits, od, mlxr, yptr,
+    )?;
+    Ok(out)
+}
+
+/// A batch of row-contiguous matrices `[..., R, C]` as (device input, batch stride in
+/// elements), without a copy where the batch axes collapse to one stride (broadcast weights
+/// have stride 0); a contiguous copy otherwise.
+fn mat_batch(gpu: &Arc<Gpu>, x: &ArrayData) -> Result<(Option<ArrayData>, DevIn, i64)> {
+    let nd = x.shape.len();
+    let (r, c) = (x.shape[nd - 2], x.shape[nd - 1]);
+    let inner_ok =
+        (x.strides[nd - 1] == 1 || c <= 1) && (x.strides[nd - 2] == c as isize || r <= 1);
+    let batch: Vec<(usize, isize)> = x.shape[..nd - 2]
+        .iter()
+        .zip(&x.strides[..nd - 2])
+        .filter(|(n, _)| **n > 1)
+        .map(|(n, s)| (*n, *s))
+        .collect();
+    let collapses = batch.windows(2).all(|p| p[0].1 == p[1].1 * p[1].0 as isize)
+        && batch.iter().all(|b| b.1 >= 0);
+    if inner_ok && collapses {
+        let bs = batch.last().map_or((r * c) as i64, |b| b.1 as i64);
+        return Ok((None, input(gpu, x)?, bs));
+    }
+    let (d, i) = contiguous_input(gpu, x)?;
+    Ok((Some(d), i, (r * c) as i64))
+}
+
+/// `[x, wq, scales, biases]` → `x @ dequant(w).T` (transpose) or `x @ dequant(w)`.
+#[allow(clippy::too_many_arguments)]
+pub fn quantized_matmul(
+    gpu: &Arc<Gpu>,
+    x: &[ArrayData],
+    group_size: usize,
+    bits: usize,
+    transpose: bool,
+    shape: &[usize],
+    od: Dtype,
+) -> Result<ArrayData> {
+    const OP: &str = "quantized_matmul";
+    if x.len() != 4 {
+        return Err(Error::invalid(
+            "cuda",
+            format!("[{OP}] expected [x, wq, scales, biases]"),
+        ));
+    }
+    check_packed(OP, x, group_size, bits)?;
+    let (xa, wa, sa, ba) = (&x[0], &x[1], &x[2], &x[3]);
+    check_float(OP, "x", xa.dtype)?;
+    check_float(OP, "the output", od)?;
+    let nd = wa.shape.len();
+    let rows_w = wa.shape[nd - 2];
+    let kpack = wa.shape[nd - 1] * 32 / bits;
+    let batch: usize = wa.shape[..nd - 2].iter().product();
+    let (k, n) = if transpose {
+        (kpack, rows_w)
+    } else {
+        (rows_w, kpack)
+    };
+    if xa.shape.last().copied().unwrap_or(0) != k {
+        return Err(Error::invalid(
+            "cuda",
+            format!(
+                "[{OP}] x {:?} does not match K = {k} of wq {:?}",
+                xa.shape, wa.shape
+            ),
+        ));
+    }
+    let numel: usize = shape.iter().product();
+    if numel == 0 {
+        return Ok(output(gpu, shape, od)?.0);
+    }
+    if k == 0 {
+        return ew::arange(gpu, 0.0, 0.0, shape, od);
+    }
+    let m = numel / n / batch.max(1);
+    if transpose && m <= DECODE_MAX_ROWS && k.is_multiple_of(32) && batch <= 65_535 {
+        let (out, yptr) = output(gpu, shape, od)?;
+        // x rows: contiguous and 16-byte aligned for the vector loads
+        let (mut xd, mut xi) = contiguous_input(gpu, xa)?;
+        if !xi.base().is_multiple_of(16) {
+            xd = ew::copy(gpu, &xd, xd.dtype)?;
+            xi = input(gpu, &xd)?;
+        }
+        let (_kw, wi, wbs) = mat_batch(gpu, wa)?;
+        let (_ks, si, sbs) = mat_batch(gpu, sa)?;
+        let (_kb, bi, bbs) = mat_batch(gpu, ba)?;
+        let mm = match m {
+            0 | 1 => 1,
+            2 => 2,
+            3 | 4 => 4,
+            _ => 8,
+        };
+        let (name, src) = qmv_t_source(xa.dtype, sa.dtype, od, bits, mm);
+        let f = get(gpu, &name, &src)?;
+        let mut a = Args::new();
+        a.ptr(xi.base())
+            .ptr(wi.base())
+            .ptr(si.base())
+            .ptr(bi.base())
+            .ptr(yptr)
+            .i32(m as i32)
+            .i64(n as i64)
+            .i64(k as i64)
+            .i32(group_size.trailing_zeros() as i32)
+            .i64((m * k) as i64)
+            .i64(wbs)
+            .i64(sbs)
+            .i64(bbs)
+            .i64((m * n) as i64);
+        // 4 warps of 4 weight rows per block
+        let g = Grid {
+            grid: (n.div_ceil(16) as u32, batch.max(1) as u32, 1),
+            block: (128, 1, 1),
+            shared: 0,
+        };
+        gpu.launch(&f, &name, g, &mut a)?;
+        drop(xd);
+        return Ok(out);
+    }
+    // Many rows: dequantize to a temporary of the output dtype, then cuBLASLt.
+    let bt = batch.max(1);
+    let (tmp, tptr) = output(gpu, &[bt, rows_w, kpack], od)?;
+    dequantize_into(
+        gpu,
+        wa,
+        sa,
+        ba,
+        bt * rows_w * kpack,
+        kpack,
+        group_size,
+        bits,
+        od,
+        false,
+        tptr,
+    )?;
+    let xc = if xa.dtype == od {
+        xa.clone()
+    } else {
+        ew::copy(gpu, xa, od)?
+    };
+    let (xd, _xi) = contiguous_input(gpu, &xc)?;
+    let mut a = ArrayData::contiguous(xd.buffer.clone(), &[bt, m, k], od);
+    a.offset = xd.offset;
+    let mut b = ArrayData::contiguous(tmp.buffer.clone(), &[bt, k, n], od);
+    if transpose {
+        // tmp is [bt, n, k]: read it transposed
+        b.strides = [(n * k) as isize, 1, k as isize].into_iter().collect();
+    }
+    let r = crate::ops::matmul::matmul(gpu, &a, &b, od)?;
+    Ok(ArrayData::contiguous(r.buffer, shape, od))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{compile_cubin, nvrtc_version, PRELUDE};
+
+    const FL: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::BF16];
+
+    /// Every quantization kernel the backend can generate compiles with NVRTC for sm_90.
+    #[test]
+    fn quantized_kernels_compile() {
+        if nvrtc_version().is_err() {
+            eprintln!("skipped: NVRTC not found");
+            return;
+        }
+        let mut body = String::new();
+        for t in FL {
+            body.push_str(&quantize_source(t).1);
+            body.push_str(&dequantize_source(t, t, true).1);
+            for o in FL {
+                body.push_str(&dequantize_source(t, o, false).1);
+            }
+        }
+        // The decode kernel: every (bits, rows) instantiation for one dtype triple, and every
+        // dtype triple for two of them (the dtypes only change loads and conversions; all 216
+        // variants take minutes to compile on a small machine).
+        for bits in [2, 3, 4, 5, 6, 8] {
+            for mm in [1, 2, 4, 8] {
+                let b = Dtype::BF16;
+                body.push_str(&qmv_t_source(b, b, b, bits, mm).1);
+            }
+        }
+        for xd in FL {
+            for sd in FL {
+                let od = Dtype::promote(xd, sd);
+                if (xd, sd) != (Dtype::BF16, Dtype::BF16) {
+                    body.push_str(&qmv_t_source(xd, sd, od, 4, 1).1);
+                    body.push_str(&qmv_t_source(xd, sd, od, 3, 8).1);
+                }
+            }
+        }
+        let src = format!("{PRELUDE}\n{QUANT_CUH}\n{body}");
+        if let Err(e) = compile_cubin(&src, "sm_90", "quantized_all") {
+            panic!("{e}");
+        }
+    }
+
+    fn host_f32(v: &[f32], shape: &[usize]) -> ArrayData {
+        let mut d = ArrayData::alloc(shape, Dtype::F32).unwrap();
+        let bytes = Arc::get_mut(&mut d.buffer).unwrap().as_mut_slice();
+        for (c, x) in bytes.chunks_mut(4).zip(v) {
+            c.copy_from_slice(&x.to_le_bytes());
+        }
+        d
+    }
+
+    /// The CPU's quantizer (pack.rs), for the GPU check below.
+    fn ref_quantize(w: &[f32], k: usize, gs: usize, bits: usize) -> (Vec<u32>, Vec<f32>, Vec<f32>) {
+        let n_bins = ((1u32 << bits) - 1) as f32;
+        let (mut wq, mut sc, mut bi) = (vec![], vec![], vec![]);
+        for row in w.chunks(k) {
+            let (mut acc, mut nb) = (0u64, 0usize);
+            for g in row.chunks(gs) {
+                let (mut wmin, mut wmax) = (f32::INFINITY, f32::NEG_INFINITY);
+                for &v in g {
+                    wmax = wmax.max(v);
+                    wmin = wmin.min(v);
+                }
+                let mask = wmin.abs() > wmax.abs();
+                let mut scale = ((wmax - wmin) / n_bins).max(1e-7);
+                if !mask {
+                    scale = -scale;
+                }
+                let edge = if mask { wmin } else { wmax };
+                let q0 = (edge / scale).round_ties_even();
+                let mut bias = 0.0f32;
+                if q0 != 0.0 {
+                    scale = edge / q0;
+                    bias = edge;
+                }
+                for &v in g {
+                    let q = ((v - bias) / scale).round_ties_even().clamp(0.0, n_bins) as u8;
+                    acc |= (q as u64) << nb;
+                    nb += bits;
+                    if nb >= 32 {
+                        wq.push(acc as u32);
+                        acc >>= 32;
+                        nb -= 32;
+                    }
+                }
+                sc.push(scale);
+                bi.push(bias);
+            }
+        }
+        (wq, sc, bi)
+    }
+
+    /// On a GPU: quantize is bit-exact with the CPU's quantizer, dequantize and both matmul
+    /// paths agree with the f32 reference. Skipped without a CUDA device.
+    #[test]
+    fn quantized_matches_reference_on_gpu() {
+        if crate::device_count() == 0 {
+            eprintln!("skipped: no CUDA device");
+            return;
+        }
+        let gpu = crate::context::gpu(0).unwrap();
+        let (n, k) = (40, 256);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| {
+                ((i as f32 * 0.37).sin() * 2.0 + (i % 7) as f32 * 0.1)
+                    * if i % 3 == 0 { 1.0 } else { -0.5 }
+            })
+            .collect();
+        let wa = host_f32(&w, &[n, k]);
+        for (gs, bits) in [(64, 4), (32, 3), (16, 5), (128, 8), (16, 6), (32, 2)] {
+            let (rq, rs, rb) = ref_quantize(&w, k, gs, bits);
+            let wq_shape = [n, k * bits / 32];
+            let s_shape = [n, k / gs];
+            let parts: Vec<ArrayData> = (0..3u8)
+                .map(|p| {
+                    let (sh, dt) = if p == 0 {
+                        (&wq_shape, Dtype::U32)
+                    } else {
+                        (&s_shape, Dtype::F32)
+                    };
+                    quantize(&gpu, &wa, gs, bits, p, sh, dt).unwrap()
+                })
+                .collect();
+            gpu.synchronize().unwrap();
+            for p in &parts {
+                p.buffer.ensure_host().unwrap();
+            }
+            assert_eq!(
+                parts[0].as_slice::<u32>().unwrap(),
+                &rq[..],
+                "wq gs {gs} bits {bits}"
+            );
+            assert_eq!(
+                parts[1].as_slice::<f32>().unwrap(),
+                &rs[..],
+                "scales gs {gs} bits {bits}"
+            );
+            assert_eq!(
+                parts[2].as_slice::<f32>().unwrap(),
+                &rb[..],
+                "biases gs {gs} bits {bits}"
+            );
+            // reference dequantization (f32: s * q + b unfused)
+            let dq = dequantize(&gpu, &parts, gs, bits, &[n, k], Dtype::F32).unwrap();
+            gpu.synchronize().unwrap();
+            dq.buffer.ensure_host().unwrap();
+            let dq = dq.as_slice::<f32>().unwrap().to_vec();
+            // bit-exact with s * q + b (f32, unfused) from the reference codes
+            for (i, &d) in dq.iter().enumerate() {
+                let (r, c) = (i / k, i % k);
+                let bit = c * bits;
+                let row = &rq[r * k * bits / 32..];
+                let mut v = (row[bit / 32] as u64) >> (bit % 32);
+                if bit % 32 + bits > 32 {
+                    v |= (row[bit / 32 + 1] as u64) << (32 - bit % 32);
+                }
+                let q = (v & ((1 << bits) - 1)) as f32;
+                let want = rs[i / gs] * q + rb[i / gs];
+                assert_eq!(
+                    d.to_bits(),
+                    want.to_bits(),
+                    "dequant {i}: {d} vs {want} (w {})",
+                    w[i]
+                );
+            }
+            for m in [1, 3, 8, 20] {
+                let xv: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.11).cos()).collect();
+                let xa = host_f32(&xv, &[m, k]);
+                let mut ins = vec![xa];
+                ins.extend(parts.iter().cloned());
+                let y = quantized_matmul(&gpu, &ins, gs, bits, true, &[m, n], Dtype::F32).unwrap();
+                gpu.synchronize().unwrap();
+                y.buffer.ensure_host().unwrap();
+                let y = y.as_slice::<f32>().unwrap();
+                for mi in 0..m {
+                    for ni in 0..n {
+                        let want: f32 = (0..k).map(|j| xv[mi * k + j] * dq[ni * k + j]).sum();
+                        let got = y[mi * n + ni];
+                        assert!(
+                            (got - want).abs() <= 1e-3 * (1.0 + want.abs()),
+                            "qmm gs {gs} bits {bits} m {m} [{mi},{ni}]: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+            // x @ dequant(w): w [n, k] is [K = n, N = k]
+            let m = 5;
+            let xv: Vec<f32> = (0..m * n).map(|i| (i as f32 * 0.13).sin()).collect();
+            let mut ins = vec![host_f32(&xv, &[m, n])];
+            ins.extend(parts.iter().cloned());
+            let y = quantized_matmul(&gpu, &ins, gs, bits, false, &[m, k], Dtype::F32).unwrap();
+            gpu.synchronize().unwrap();
+            y.buffer.ensure_host().unwrap();
+            let y = y.as_slice::<f32>().unwrap();
+            for mi in 0..m {
+                for c in 0..k {
+                    let want: f32 = (0..n).map(|j| xv[mi * n + j] * dq[j * k + c]).sum();
+                    let got = y[mi * k + c];
+                    assert!(
+                        (got - want).abs() <= 1e-3 * (1.0 + want.abs()),
+                        "qmm_n [{mi},{c}]: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}

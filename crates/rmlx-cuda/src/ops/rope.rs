@@ -1,0 +1,194 @@
+//! Rotary position embedding of the first `dims` features of `x: [B, ..., L, D]` on the GPU
+//! (the CPU's `rmlx-cpu/src/rope.rs`, step for step):
+//! `pos = (l + offset[b]) * scale` in f32, `inv_freq[i] = exp(-i * (ln(base) / (dims/2)))`
+//! (or `1 / freqs[i]`), `theta = pos * inv_freq`; the rotation runs in f32 without fused
+//! multiply-adds and rounds once to the dtype. `traditional` rotates interleaved pairs
+//! `(2i, 2i+1)`, else the halves `(i, i + dims/2)`; features past `dims` pass through.
+//! Row `r` of the `[rows, D]` view sits at batch `r / (rows / B)` and position `r % L`.
+
+use crate::context::Gpu;
+use crate::data::{ctype, input, output, tag};
+use crate::launch::{Args, Grid, Lay};
+use rmlx_core::{ArrayData, Dtype, Error, Result};
+use std::sync::Arc;
+
+/// One thread per (row, rotated pair) and per (row, passed-through feature).
+pub fn source(t: Dtype, traditional: bool, freqs: bool) -> (String, String) {
+    let name = format!(
+        "rope_{}{}{}",
+        tag(t),
+        if traditional { "_trad" } else { "" },
+        if freqs { "_freqs" } else { "" }
+    );
+    let ct = ctype(t);
+    let (i1, i2) = if traditional {
+        ("2 * k", "2 * k + 1")
+    } else {
+        ("k", "k + half")
+    };
+    let inv = if freqs {
+        "1.0f / fr[fro + loc(k, frl)]"
+    } else {
+        "expf(__fmul_rn(-(float)k, c))"
+    };
+    let src = format!(
+        "extern \"C\" __global__ void {name}(const {ct}* __restrict__ x, i64 xo, Lay rl, i64 xs, const i32* __restrict__ off, i64 offo, Lay offl, i64 n_off, const float* __restrict__ fr, i64 fro, Lay frl, {ct}* __restrict__ y, i64 n, i64 d, i64 dims, i64 L, i64 rows_per_batch, float c, float scale) {{
+  const i64 half = dims / 2, w = half + (d - dims);
+  for (i64 e = blockIdx.x * (i64)blockDim.x + threadIdx.x; e < n; e += (i64)gridDim.x * blockDim.x) {{
+    const i64 r = e / w, k = e - r * w;
+    const {ct}* xr = x + xo + loc(r, rl);
+    {ct}* yr = y + r * d;
+    if (k < half) {{
+      const i64 bo = n_off == 1 ? 0 : r / rows_per_batch;
+      const i64 li = r % L;
+      const float pos = __fmul_rn(__fadd_rn((float)li, (float)off[offo + loc(bo, offl)]), scale);
+      const float th = __fmul_rn(pos, {inv});
+      const float cs = cosf(th), sn = sinf(th);
+      const i64 i1 = {i1}, i2 = {i2};
+      const float x1 = to_f(xr[i1 * xs]), x2 = to_f(xr[i2 * xs]);
+      yr[i1] = from_f<{ct}>(__fsub_rn(__fmul_rn(x1, cs), __fmul_rn(x2, sn)));
+      yr[i2] = from_f<{ct}>(__fadd_rn(__fmul_rn(x1, sn), __fmul_rn(x2, cs)));
+    }} else {{
+      const i64 j = dims + (k - half);
+      yr[j] = xr[j * xs];
+    }}
+  }}
+}}
+"
+    );
+    (name, src)
+}
+
+/// `[x, offset, freqs?]` → rotated `x` (row-contiguous, same shape and dtype).
+#[allow(clippy::too_many_arguments)]
+pub fn rope(
+    gpu: &Arc<Gpu>,
+    x: &[ArrayData],
+    dims: usize,
+    traditional: bool,
+    base: f32,
+    scale: f32,
+    has_freqs: bool,
+    od: Dtype,
+) -> Result<ArrayData> {
+    let xd = &x[0];
+    let nd = xd.shape.len();
+    if nd < 2 || dims == 0 || !dims.is_multiple_of(2) || dims > xd.shape[nd - 1] {
+        return Err(Error::runtime(
+            "cuda",
+            format!("[rope] bad input shape {:?} for dims {dims}", &xd.shape[..]),
+        ));
+    }
+    match xd.dtype {
+        Dtype::F32 | Dtype::F16 | Dtype::BF16 => {}
+        t => {
+            return Err(Error::dtype(
+                "rope",
+                format!("input must be a floating type, got {t}"),
+            ))
+        }
+    }
+    if od != xd.dtype {
+        return Err(Error::dtype(
+            "rope",
+            format!("output {od} differs from the input's {}", xd.dtype),
+        ));
+    }
+    let half = dims / 2;
+    let b = xd.shape[0];
+    let l = xd.shape[nd - 2];
+    let d = xd.shape[nd - 1];
+    let offs = x
+        .get(1)
+        .ok_or_else(|| Error::runtime("cuda", "[rope] offset input missing"))?;
+    if offs.dtype != Dtype::I32 {
+        return Err(Error::runtime(
+            "cuda",
+            format!("[rope] offset must be int32, got {}", offs.dtype),
+        ));
+    }
+    let n_off = offs.numel();
+    if n_off != 1 && n_off != b {
+        return Err(Error::runtime(
+            "cuda",
+            format!("[rope] offset has {n_off} elements for batch {b}"),
+        ));
+    }
+    let freqs = if has_freqs {
+        let f = x
+            .get(2)
+            .ok_or_else(|| Error::runtime("cuda", "[rope] freqs input missing"))?;
+        if f.dtype != Dtype::F32 || f.numel() != half {
+            return Err(Error::runtime(
+                "cuda",
+                format!("[rope] freqs must be float32 with {half} elements"),
+            ));
+        }
+        Some(f)
+    } else {
+        None
+    };
+    let (out, yptr) = output(gpu, &xd.shape, od)?;
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let rows = xd.numel() / d;
+    let rows_per_batch = rows / b.max(1);
+    let w = half + (d - dims);
+    let n = rows * w;
+    let xi = input(gpu, xd)?;
+    let oi = input(gpu, offs)?;
+    let fi = freqs.map(|f| input(gpu, f)).transpose()?;
+    let rl = Lay::new(&xd.shape[..nd - 1], &xd.strides[..nd - 1])?;
+    let (name, src) = source(xd.dtype, traditional, has_freqs);
+    let f = gpu.kernels.get(&gpu.ctx, &name, &src)?;
+    // The CPU's frequency constant, computed identically on the host.
+    let c = base.ln() / half as f32;
+    let mut a = Args::new();
+    a.ptr(xi.ptr)
+        .i64(xi.offset)
+        .push(rl)
+        .i64(xd.strides[nd - 1] as i64);
+    a.ptr(oi.ptr).i64(oi.offset).push(oi.lay).i64(n_off as i64);
+    match &fi {
+        Some(fi) => a.ptr(fi.ptr).i64(fi.offset).push(fi.lay),
+        None => a.ptr(0).i64(0).push(oi.lay),
+    };
+    a.ptr(yptr)
+        .i64(n as i64)
+        .i64(d as i64)
+        .i64(dims as i64)
+        .i64(l as i64)
+        .i64(rows_per_batch as i64)
+        .f32(c)
+        .f32(scale);
+    gpu.launch(&f, &name, Grid::elems(n), &mut a)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{compile_cubin, nvrtc_version, PRELUDE};
+
+    /// Every rope kernel the backend can generate compiles with NVRTC for sm_90.
+    #[test]
+    fn rope_kernels_compile() {
+        if nvrtc_version().is_err() {
+            eprintln!("skipped: NVRTC not found");
+            return;
+        }
+        let mut body = String::new();
+        for t in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            for trad in [false, true] {
+                for fr in [false, true] {
+                    body.push_str(&source(t, trad, fr).1);
+                }
+            }
+        }
+        let src = format!("{PRELUDE}\n{}", body);
+        if let Err(e) = compile_cubin(&src, "sm_90", "rope_all") {
+            panic!("{e}");
+        }
+    }
+}

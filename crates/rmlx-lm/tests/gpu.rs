@@ -1,0 +1,145 @@
+//! The LLM runtime on the GPU: the tiny MLX checkpoints give MLX's logits there too, and greedy
+//! decoding picks the same tokens as on the CPU (SmolLM2 too, when its file is present), except
+//! after a step whose top-two margin is smaller than the devices' logit difference (reported).
+//! Skips, saying so, where no CUDA device is present.
+
+use rmlx::{Array, Device, Dtype};
+use rmlx_lm::load::{load_model, LoadOptions};
+use rmlx_lm::models::Model;
+use std::path::{Path, PathBuf};
+
+const MODELS: &[&str] = &[
+    "llama",
+    "qwen2",
+    "qwen3",
+    "gemma3",
+    "llama_q4",
+    "qwen2_q4",
+    "qwen3_q4",
+    "gemma3_q4",
+];
+
+fn gpu() -> Option<Device> {
+    rmlx::init();
+    if rmlx::is_available(Device::gpu(0)) {
+        Some(Device::gpu(0))
+    } else {
+        eprintln!("skipped: no CUDA device");
+        None
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/models")
+        .join(name)
+}
+
+fn logits_of(model: &Model, tokens: &[u32]) -> Vec<f32> {
+    let ids = Array::from_slice(tokens, &[1, tokens.len()]).unwrap();
+    let l = model.forward(&ids, &mut model.make_caches()).unwrap();
+    rmlx::ops::astype(&l, Dtype::F32).to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn tiny_models_match_mlx_on_gpu() {
+    let Some(dev) = gpu() else { return };
+    for name in MODELS {
+        let dir = fixture(name);
+        let (model, _) = load_model(&dir, &LoadOptions::default()).unwrap();
+        let (t, _) = rmlx::io::load_safetensors(dir.join("reference.safetensors")).unwrap();
+        let get = |n: &str| t.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        let tokens = get("tokens").to_vec::<u32>().unwrap();
+        let want = get("logits").to_vec::<f32>().unwrap();
+        let got = rmlx::with_device(dev, || logits_of(&model, &tokens));
+        let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("{name}: GPU vs MLX max |Δ| {worst:.2e} (scale {scale:.2})");
+        assert!(
+            worst <= 1e-3 * scale,
+            "{name}: GPU logits differ from MLX by {worst}"
+        );
+    }
+}
+
+/// Greedy tokens, and per step the top-two margin, with a KV cache (prefill, then decode).
+fn greedy(model: &Model, prompt: &[u32], steps: usize) -> (Vec<u32>, Vec<f32>, Vec<Vec<f32>>) {
+    let mut caches = model.make_caches();
+    let mut ids = Array::from_slice(prompt, &[1, prompt.len()]).unwrap();
+    let (mut toks, mut margins, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..steps {
+        let l = model.forward_last(&ids, &mut caches).unwrap();
+        let row = rmlx::ops::astype(&l, Dtype::F32).to_vec::<f32>().unwrap();
+        let mut best = (0usize, f32::NEG_INFINITY, f32::NEG_INFINITY);
+        for (i, &v) in row.iter().enumerate() {
+            if v > best.1 {
+                best = (i, v, best.1);
+            } else if v > best.2 {
+                best.2 = v;
+            }
+        }
+        toks.push(best.0 as u32);
+        margins.push(best.1 - best.2);
+        rows.push(row);
+        ids = Array::from_slice(&[best.0 as u32], &[1, 1]).unwrap();
+    }
+    (toks, margins, rows)
+}
+
+fn compare_greedy(name: &str, model: &Model, prompt: &[u32], steps: usize, dev: Device) {
+    let (ct, _, crow) = greedy(model, prompt, steps);
+    let (gt, gm, grow) = rmlx::with_device(dev, || greedy(model, prompt, steps));
+    for i in 0..steps {
+        let diff = crow[i]
+            .iter()
+            .zip(&grow[i])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        if ct[i] != gt[i] {
+            // allowed only where the two best logits are closer than the devices differ
+            assert!(
+                gm[i] <= 2.0 * diff,
+                "{name}: step {i}: CPU token {} vs GPU token {} with margin {} > logit difference {diff}",
+                ct[i],
+                gt[i],
+                gm[i]
+            );
+            eprintln!("{name}: tokens diverge at step {i} (margin {:.3e} ≤ 2 × logit difference {diff:.3e}); later steps not compared", gm[i]);
+            return;
+        }
+    }
+    eprintln!("{name}: {steps} greedy tokens identical on CPU and GPU");
+}
+
+#[test]
+fn greedy_tokens_match_cpu() {
+    let Some(dev) = gpu() else { return };
+    // the CPU's float product, as the GPU computes it
+    rmlx_cpu::quantized::qmv::set_exact(true);
+    for name in MODELS {
+        let (model, _) = load_model(&fixture(name), &LoadOptions::default()).unwrap();
+        compare_greedy(name, &model, &[1, 5, 9, 3, 7, 2], 12, dev);
+    }
+    let smol = std::env::var_os("RMLX_SMOLLM2")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| {
+                PathBuf::from(h).join(".cache/rmlx/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+            })
+        });
+    match smol.filter(|p| p.exists()) {
+        Some(p) => {
+            let (model, _) = load_model(&p, &LoadOptions::default()).unwrap();
+            // "What is 2+2?" in SmolLM2's chat template, as token ids
+            let prompt = [
+                1, 9690, 198, 2683, 339, 253, 5356, 5646, 11173, 3365, 3511, 308,
+            ];
+            compare_greedy("SmolLM2-135M Q4_1", &model, &prompt, 32, dev);
+        }
+        None => eprintln!("skipped SmolLM2: model file not present (set RMLX_SMOLLM2)"),
+    }
+}
