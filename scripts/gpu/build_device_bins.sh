@@ -9,8 +9,8 @@ for spec in "$@"; do
   exe=$(cargo test --profile gpu-test -p "$crate" --test "$test" --no-run --message-format=json 2>/dev/null \
     | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4)
   [ -n "$exe" ] || { echo "building $spec failed" >&2; exit 1; }
-  cp "$exe" ".devbin/$test" && strip ".devbin/$test" && gzip -1 ".devbin/$test"
+  cp "$exe" ".devbin/$test" && strip ".devbin/$test" && gzip -1f ".devbin/$test"
 done
 cargo build --profile gpu-test -p rmlx-cli >/dev/null 2>&1
-cp target/gpu-test/rmlx .devbin/rmlx-cli && strip .devbin/rmlx-cli && gzip -1 .devbin/rmlx-cli
+cp target/gpu-test/rmlx .devbin/rmlx-cli && strip .devbin/rmlx-cli && gzip -1f .devbin/rmlx-cli
 du -sh .devbin/*

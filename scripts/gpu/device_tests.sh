@@ -22,7 +22,8 @@ for b in .devbin/*; do
   echo "=== $name"
   log=$(mktemp)
   if timeout 300 "$b" --test-threads=4 $filter >"$log" 2>&1; then st=ok; else st="FAIL($?)"; fi
-  grep -E "^test .*(FAILED|ok)$|panicked|test result|skipped" "$log" | grep -v " ok$" | head -60
+  grep -E -A3 "^test .*FAILED$|panicked" "$log" | grep -v "^note:\|stack backtrace" | head -40
+  grep -E "skipped|GPU vs|greedy|diverge" "$log" | sort | uniq -c | head -20
   res=$(grep "test result" "$log" | tail -1 | sed 's/test result: //')
   summary+=("$(printf '%-22s %-9s %s' "$name" "$st" "$res")")
   [ -n "${OUT:-}" ] && cp "$log" "$OUT/$name.log" 2>/dev/null

@@ -185,6 +185,7 @@ impl Drop for DeviceBuffer {
 
 impl DeviceMemory for DeviceBuffer {
     fn download(&self, dst: &mut [u8]) -> Result<()> {
+        crate::stats::DOWNLOADS.fetch_add(1, Ordering::Relaxed);
         let n = dst.len().min(self.len);
         if n == 0 {
             return Ok(());

@@ -66,6 +66,7 @@ pub fn device_bytes(gpu: &Arc<Gpu>, b: &Buffer) -> Result<Arc<DeviceBuffer>> {
 /// Copies host bytes into a fresh device block. Pageable sources are staged by the driver
 /// before the call returns, so the host memory may be freed afterwards.
 pub fn upload(gpu: &Arc<Gpu>, bytes: &[u8]) -> Result<DeviceBuffer> {
+    crate::stats::UPLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let d = gpu.alloc.alloc(bytes.len())?;
     if !bytes.is_empty() {
         gpu.bind()?;

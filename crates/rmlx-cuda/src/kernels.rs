@@ -223,6 +223,7 @@ impl KernelCache {
             Ok(b) if !b.is_empty() => b,
             _ => {
                 let b = compile_cubin(&src, &self.arch, name)?;
+                crate::stats::COMPILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // A cache we cannot write only costs the next process a compile.
                 if std::fs::create_dir_all(&dir).is_ok() {
                     let tmp = dir.join(format!(".{name}-{file_key:016x}.{}", std::process::id()));

@@ -153,6 +153,13 @@ impl Gpu {
                 &mut ptrs,
             )
         }
-        .map_err(|e| cuda_err(&format!("launching {name}"), e))
+        .map_err(|e| cuda_err(&format!("launching {name}"), e))?;
+        if crate::stats::sync_each_kernel() {
+            // Debug mode: a fault is reported by the kernel (and so the op) that caused it.
+            self.stream
+                .synchronize()
+                .map_err(|e| cuda_err(&format!("kernel {name} failed"), e))?;
+        }
+        Ok(())
     }
 }

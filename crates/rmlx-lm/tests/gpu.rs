@@ -121,8 +121,16 @@ fn greedy_tokens_match_cpu() {
     // the CPU's float product, as the GPU computes it
     rmlx_cpu::quantized::qmv::set_exact(true);
     for name in MODELS {
-        let (model, _) = load_model(&fixture(name), &LoadOptions::default()).unwrap();
-        compare_greedy(name, &model, &[1, 5, 9, 3, 7, 2], 12, dev);
+        for dtype in [None, Some(Dtype::BF16), Some(Dtype::F16)] {
+            let (model, _) = load_model(&fixture(name), &LoadOptions { dtype }).unwrap();
+            compare_greedy(
+                &format!("{name} {dtype:?}"),
+                &model,
+                &[1, 5, 9, 3, 7, 2],
+                12,
+                dev,
+            );
+        }
     }
     let smol = std::env::var_os("RMLX_SMOLLM2")
         .map(PathBuf::from)

@@ -326,6 +326,7 @@ fn gather(
             format!("cannot take non-empty indices from axis {axis} of size 0"),
         ));
     }
+    check_host_indices(op, idx, dim, axis)?;
     let ad: DevIn = input(gpu, a)?;
     let id: DevIn = input(gpu, idx)?;
     let (name, src) = gather_source(a.dtype, idx.dtype, od, along);
@@ -344,6 +345,55 @@ fn gather(
         .i64(dim as i64);
     gpu.launch(&f, &name, Grid::elems(n), &mut g)?;
     Ok(out)
+}
+
+/// Indices that live on the host (token ids, most index arrays a program builds) are checked
+/// there before the launch, giving the CPU's error for an out-of-range index. Indices computed
+/// on the GPU are not read back (that would stall the stream): the kernels clamp them instead,
+/// so memory is never touched out of bounds.
+fn check_host_indices(op: &'static str, idx: &ArrayData, dim: usize, axis: usize) -> Result<()> {
+    if !idx.buffer.is_on_host() {
+        return Ok(());
+    }
+    let bytes = idx.buffer.as_slice();
+    let size = idx.dtype.size();
+    let read = |off: usize| -> i64 {
+        let b = &bytes[off * size..(off + 1) * size];
+        match idx.dtype {
+            Dtype::Bool | Dtype::U8 => b[0] as i64,
+            Dtype::U32 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64,
+            Dtype::I32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64,
+            Dtype::I64 => i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            Dtype::F16 | Dtype::BF16 | Dtype::F32 => 0,
+        }
+    };
+    let n = idx.numel();
+    let nd = idx.shape.len();
+    let mut pos = vec![0usize; nd];
+    for _ in 0..n {
+        let off: isize = idx.offset as isize
+            + pos
+                .iter()
+                .zip(&idx.strides)
+                .map(|(&p, &s)| p as isize * s)
+                .sum::<isize>();
+        let i = read(off as usize);
+        let j = if i < 0 { i + dim as i64 } else { i };
+        if j < 0 || j >= dim as i64 {
+            return Err(Error::invalid(
+                op,
+                format!("index {i} is out of bounds for axis {axis} with size {dim}"),
+            ));
+        }
+        for d in (0..nd).rev() {
+            pos[d] += 1;
+            if pos[d] < idx.shape[d] {
+                break;
+            }
+            pos[d] = 0;
+        }
+    }
+    Ok(())
 }
 
 /// `a.take(idx, axis)`; output shape `a[..axis] + idx.shape + a[axis+1..]`.
@@ -409,6 +459,7 @@ pub fn put_along_axis(
     if out.numel() == 0 || idx.numel() == 0 || lanes == 0 {
         return Ok(out);
     }
+    check_host_indices("put_along_axis", idx, dim, axis)?;
     let yptr = input(gpu, &out)?.ptr;
     let id = input(gpu, idx)?;
     let vd = input(gpu, vals)?;

@@ -349,9 +349,12 @@ pub fn quantized_matmul(
         drop(xd);
         return Ok(out);
     }
-    // Many rows: dequantize to a temporary of the output dtype, then cuBLASLt.
+    // Many rows: dequantize to an f32 temporary, then cuBLASLt in f32 and one rounding to the
+    // output dtype, as the CPU does (half weights would round every product: bf16 prefill
+    // then misses the f64 reference by several ulps).
+    let cd = Dtype::F32;
     let bt = batch.max(1);
-    let (tmp, tptr) = output(gpu, &[bt, rows_w, kpack], od)?;
+    let (tmp, tptr) = output(gpu, &[bt, rows_w, kpack], cd)?;
     dequantize_into(
         gpu,
         wa,
@@ -361,24 +364,25 @@ pub fn quantized_matmul(
         kpack,
         group_size,
         bits,
-        od,
+        cd,
         false,
         tptr,
     )?;
-    let xc = if xa.dtype == od {
+    let xc = if xa.dtype == cd {
         xa.clone()
     } else {
-        ew::copy(gpu, xa, od)?
+        ew::copy(gpu, xa, cd)?
     };
     let (xd, _xi) = contiguous_input(gpu, &xc)?;
-    let mut a = ArrayData::contiguous(xd.buffer.clone(), &[bt, m, k], od);
+    let mut a = ArrayData::contiguous(xd.buffer.clone(), &[bt, m, k], cd);
     a.offset = xd.offset;
-    let mut b = ArrayData::contiguous(tmp.buffer.clone(), &[bt, k, n], od);
+    let mut b = ArrayData::contiguous(tmp.buffer.clone(), &[bt, k, n], cd);
     if transpose {
         // tmp is [bt, n, k]: read it transposed
         b.strides = [(n * k) as isize, 1, k as isize].into_iter().collect();
     }
-    let r = crate::ops::matmul::matmul(gpu, &a, &b, od)?;
+    let r = crate::ops::matmul::matmul(gpu, &a, &b, cd)?;
+    let r = if od == cd { r } else { ew::copy(gpu, &r, od)? };
     Ok(ArrayData::contiguous(r.buffer, shape, od))
 }
 

@@ -1,0 +1,28 @@
+//! Counters that make the backend's promises testable: data moves once, kernels compile once.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+pub(crate) static UPLOADS: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static DOWNLOADS: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static COMPILES: AtomicUsize = AtomicUsize::new(0);
+
+/// Host-to-device copies of buffers so far (each buffer moves at most once per device).
+pub fn uploads() -> usize {
+    UPLOADS.load(Ordering::Relaxed)
+}
+/// Device-to-host copies of buffers so far.
+pub fn downloads() -> usize {
+    DOWNLOADS.load(Ordering::Relaxed)
+}
+/// NVRTC compilations so far (kernels found in the disk cache do not count).
+pub fn compiles() -> usize {
+    COMPILES.load(Ordering::Relaxed)
+}
+
+/// `RMLX_CUDA_SYNC=1`: wait after every kernel, so an error inside one is reported with the
+/// kernel's name and the line that built the op, instead of at a later copy (slow; debugging).
+pub fn sync_each_kernel() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("RMLX_CUDA_SYNC").is_ok_and(|v| v != "0" && !v.is_empty()))
+}
