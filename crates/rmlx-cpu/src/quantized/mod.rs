@@ -99,9 +99,25 @@ pub fn quantized_matmul(
     } else {
         xa.numel() / k / batches.max(1)
     };
-    let xf = float_dispatch!("quantized_matmul", xa.dtype, X => to_f32(&contiguous::<X>(xa)));
+    let xc;
+    let xf: &[f32] = if xa.dtype == Dtype::F32 {
+        xc = contiguous::<f32>(xa);
+        &xc
+    } else {
+        xc =
+            float_dispatch!("quantized_matmul", xa.dtype, X => to_f32(&contiguous::<X>(xa)).into());
+        &xc
+    };
     let wq = contiguous::<u32>(wa);
-    let mut res = vec![0f32; batches * m * n];
+    let mut o = ArrayData::alloc(out.shape, out.dtype)?;
+    // f32 outputs are written in place; other dtypes go through an f32 buffer.
+    let mut tmp = Vec::new();
+    let res: &mut [f32] = if out.dtype == Dtype::F32 {
+        out_slice_mut::<f32>(&mut o)
+    } else {
+        tmp.resize(batches * m * n, 0f32);
+        &mut tmp
+    };
     float_dispatch!("quantized_matmul", x[2].dtype, S => {
         let (s, b) = (contiguous::<S>(&x[2]), contiguous::<S>(&x[3]));
         let (wsz, ssz) = (wq.len() / batches.max(1), s.len() / batches.max(1));
@@ -120,12 +136,13 @@ pub fn quantized_matmul(
             matmul_one(xs, m, &w, transpose, o);
         }
     });
-    let mut o = ArrayData::alloc(out.shape, out.dtype)?;
-    float_dispatch!("quantized_matmul", out.dtype, D => {
-        for (d, v) in out_slice_mut::<D>(&mut o).iter_mut().zip(&res) {
-            *d = D::from_f32(*v);
-        }
-    });
+    if out.dtype != Dtype::F32 {
+        float_dispatch!("quantized_matmul", out.dtype, D => {
+            for (d, v) in out_slice_mut::<D>(&mut o).iter_mut().zip(&tmp) {
+                *d = D::from_f32(*v);
+            }
+        });
+    }
     Ok(o)
 }
 
