@@ -23,6 +23,8 @@ pub fn bucket(len: usize) -> usize {
 }
 
 pub struct Allocator {
+    /// Pinned buffers for transfers of this device.
+    pub staging: crate::staging::Staging,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     free: Mutex<HashMap<usize, Vec<sys::CUdeviceptr>>>,
@@ -37,6 +39,7 @@ impl Allocator {
     pub fn new(ctx: Arc<CudaContext>, stream: Arc<CudaStream>) -> Allocator {
         let total = ctx.total_mem().unwrap_or(usize::MAX);
         Allocator {
+            staging: crate::staging::Staging::new(ctx.clone(), stream.clone()),
             ctx,
             stream,
             free: Mutex::new(HashMap::new()),
@@ -191,6 +194,9 @@ impl DeviceMemory for DeviceBuffer {
             return Ok(());
         }
         let a = &self.alloc;
+        if a.staging.download(&mut dst[..n], self.ptr)? {
+            return Ok(());
+        }
         a.ctx
             .bind_to_thread()
             .map_err(|e| cuda_err("binding the context", e))?;

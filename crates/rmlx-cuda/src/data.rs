@@ -63,11 +63,16 @@ pub fn device_bytes(gpu: &Arc<Gpu>, b: &Buffer) -> Result<Arc<DeviceBuffer>> {
     b.device_copy(BACKEND, gpu.index, |bytes| upload(gpu, bytes))
 }
 
-/// Copies host bytes into a fresh device block. Pageable sources are staged by the driver
-/// before the call returns, so the host memory may be freed afterwards.
+/// Copies host bytes into a fresh device block: large ones through the pinned staging buffers
+/// (the source may be a file mapping: weights go from the page cache to the GPU with one host
+/// copy), small ones directly (pageable sources are staged by the driver before the call
+/// returns, so the host memory may be freed afterwards).
 pub fn upload(gpu: &Arc<Gpu>, bytes: &[u8]) -> Result<DeviceBuffer> {
     crate::stats::UPLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let d = gpu.alloc.alloc(bytes.len())?;
+    if gpu.alloc.staging.upload(d.ptr, bytes)? {
+        return Ok(d);
+    }
     if !bytes.is_empty() {
         gpu.bind()?;
         // SAFETY: d holds at least bytes.len() bytes.

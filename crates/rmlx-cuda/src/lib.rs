@@ -9,6 +9,7 @@ pub mod data;
 pub mod kernels;
 pub mod launch;
 pub mod ops;
+pub mod staging;
 pub mod stats;
 
 use context::gpu;

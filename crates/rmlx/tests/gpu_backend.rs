@@ -106,8 +106,7 @@ fn compile_errors_show_nvrtc_log() {
             "broken_kernel",
             "extern \"C\" __global__ void broken_kernel() { undeclared_thing; }",
         )
-        .err()
-        .expect("a broken kernel must not compile")
+        .expect_err("a broken kernel must not compile")
         .to_string();
     assert!(
         e.contains("broken_kernel") && e.contains("undeclared_thing"),
