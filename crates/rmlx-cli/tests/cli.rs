@@ -61,11 +61,18 @@ fn errors_are_one_line_with_nonzero_exit() {
         "/nonexistent/model.gguf",
     );
     assert_error(&rmlx(&["serve"]), "not yet implemented");
+    // Without a GPU, --device gpu names the missing device; with one, the bad model path.
+    let o = rmlx(&[
+        "generate", "--device", "gpu", "--model", "/tmp", "--prompt", "hi",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_error(
-        &rmlx(&[
-            "generate", "--device", "gpu", "--model", "/tmp", "--prompt", "hi",
-        ]),
-        "no GPU backend",
+        &o,
+        if err.contains("no CUDA device") {
+            "--device gpu: no CUDA device was found"
+        } else {
+            "/tmp"
+        },
     );
     // A corrupt GGUF and a directory without a model.
     let dir = std::env::temp_dir().join(format!("rmlx_cli_bad_{}", std::process::id()));
