@@ -139,8 +139,18 @@ impl Allocator {
             .bind_to_thread()
             .map_err(|e| cuda_err("binding the context", e))?;
         // SAFETY: a plain device allocation.
-        if let Ok(p) = unsafe { result::malloc_sync(size) } {
-            return Ok(p);
+        match unsafe { result::malloc_sync(size) } {
+            Ok(p) => return Ok(p),
+            Err(e) if e.0 != sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY => {
+                // a sticky error from an earlier kernel fault, not a lack of memory
+                return Err(cuda_err(
+                    &format!(
+                        "allocating {size} bytes: the GPU is unusable after an earlier failure"
+                    ),
+                    e,
+                ));
+            }
+            Err(_) => {}
         }
         self.clear_cache();
         // SAFETY: as above.

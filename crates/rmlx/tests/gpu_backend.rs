@@ -343,3 +343,69 @@ fn smollm2_shapes_agree() {
     };
     assert!(max_rel("embedding rows", &f(), &rmlx::with_device(g, f)) < 1e-3);
 }
+
+/// A fault inside a kernel is an error, never a crash: reported by the next synchronisation,
+/// or by the faulting kernel itself under `RMLX_CUDA_SYNC=1`; later GPU work then fails with
+/// an error too (CUDA keeps a faulted context unusable). Runs in a child process, since the
+/// fault poisons the context for the rest of the process.
+#[test]
+fn kernel_fault_is_an_error() {
+    let Some(_) = gpu() else { return };
+    if std::env::var_os("RMLX_FAULT_CHILD").is_some() {
+        let g = rmlx::cuda::context::gpu(0).unwrap();
+        let src = "extern \"C\" __global__ void fault_kernel(float* p) { p[threadIdx.x] = 1.0f; }";
+        let f = g.kernels.get(&g.ctx, "fault_kernel", src).unwrap();
+        let mut a = rmlx::cuda::launch::Args::new();
+        a.ptr(8); // not a device address
+        let e = match g.launch(
+            &f,
+            "fault_kernel",
+            rmlx::cuda::launch::Grid::elems(32),
+            &mut a,
+        ) {
+            Err(e) => e.to_string(),
+            Ok(()) => g.synchronize().unwrap_err().to_string(),
+        };
+        println!("FAULT_ERROR: {e}");
+        let x = rmlx::with_device(Device::gpu(0), || {
+            ops::add(&Array::from_vec(vec![1f32; 64]), &Array::scalar(1f32)).unwrap()
+        });
+        println!("AFTER: {:?}", x.to_vec::<f32>().map_err(|e| e.to_string()));
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    for sync in ["0", "1"] {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "kernel_fault_is_an_error",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("RMLX_FAULT_CHILD", "1")
+            .env("RMLX_CUDA_SYNC", sync)
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&out.stdout);
+        eprintln!(
+            "RMLX_CUDA_SYNC={sync}: {}",
+            s.lines()
+                .filter(|l| l.starts_with("FAULT") || l.starts_with("AFTER"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        );
+        assert!(
+            out.status.success(),
+            "the child crashed: {s} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            s.contains("FAULT_ERROR: ") && s.contains("ILLEGAL_ADDRESS"),
+            "{s}"
+        );
+        if sync == "1" {
+            assert!(s.contains("kernel fault_kernel failed"), "{s}");
+        }
+        assert!(s.contains("AFTER: Err("), "{s}");
+    }
+}
