@@ -113,3 +113,11 @@ pub fn contiguous_input(gpu: &Arc<Gpu>, x: &ArrayData) -> Result<(ArrayData, Dev
     let i = input(gpu, &d)?;
     Ok((d, i))
 }
+
+/// Test helper: an f32 host array (as a backend receives it) holding `v`.
+#[cfg(test)]
+pub(crate) fn host_f32(v: &[f32], shape: &[usize]) -> ArrayData {
+    rmlx_core::Array::from_slice(v, shape)
+        .and_then(|a| a.data())
+        .expect("a host array")
+}

@@ -247,3 +247,16 @@ impl KernelCache {
         Ok(f)
     }
 }
+
+/// Test helper: `sources` (after the prelude) compile with NVRTC for sm_90. Needs only libnvrtc,
+/// no GPU; skips, saying so, where NVRTC is missing.
+#[cfg(test)]
+pub(crate) fn assert_compiles(name: &str, sources: &str) {
+    if nvrtc_version().is_err() {
+        eprintln!("skipped: NVRTC not found");
+        return;
+    }
+    if let Err(e) = compile_cubin(&format!("{PRELUDE}\n{sources}"), "sm_90", name) {
+        panic!("{e}");
+    }
+}

@@ -389,17 +389,14 @@ pub fn quantized_matmul(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{compile_cubin, nvrtc_version, PRELUDE};
+    use crate::data::host_f32;
+    use crate::kernels::assert_compiles;
 
     const FL: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::BF16];
 
     /// Every quantization kernel the backend can generate compiles with NVRTC for sm_90.
     #[test]
     fn quantized_kernels_compile() {
-        if nvrtc_version().is_err() {
-            eprintln!("skipped: NVRTC not found");
-            return;
-        }
         let mut body = String::new();
         for t in FL {
             body.push_str(&quantize_source(t).1);
@@ -426,58 +423,24 @@ mod tests {
                 }
             }
         }
-        let src = format!("{PRELUDE}\n{QUANT_CUH}\n{body}");
-        if let Err(e) = compile_cubin(&src, "sm_90", "quantized_all") {
-            panic!("{e}");
-        }
+        assert_compiles("quantized_all", &format!("{QUANT_CUH}\n{body}"));
     }
 
-    fn host_f32(v: &[f32], shape: &[usize]) -> ArrayData {
-        let mut d = ArrayData::alloc(shape, Dtype::F32).unwrap();
-        let bytes = Arc::get_mut(&mut d.buffer).unwrap().as_mut_slice();
-        for (c, x) in bytes.chunks_mut(4).zip(v) {
-            c.copy_from_slice(&x.to_le_bytes());
-        }
-        d
-    }
-
-    /// The CPU's quantizer (pack.rs), for the GPU check below.
+    /// The CPU's quantizer, for the GPU check below: per group MLX's scale and bias, the
+    /// codes packed into words.
     fn ref_quantize(w: &[f32], k: usize, gs: usize, bits: usize) -> (Vec<u32>, Vec<f32>, Vec<f32>) {
-        let n_bins = ((1u32 << bits) - 1) as f32;
+        use rmlx_cpu::quantized::pack::{pack_row, quantize_group};
         let (mut wq, mut sc, mut bi) = (vec![], vec![], vec![]);
         for row in w.chunks(k) {
-            let (mut acc, mut nb) = (0u64, 0usize);
-            for g in row.chunks(gs) {
-                let (mut wmin, mut wmax) = (f32::INFINITY, f32::NEG_INFINITY);
-                for &v in g {
-                    wmax = wmax.max(v);
-                    wmin = wmin.min(v);
-                }
-                let mask = wmin.abs() > wmax.abs();
-                let mut scale = ((wmax - wmin) / n_bins).max(1e-7);
-                if !mask {
-                    scale = -scale;
-                }
-                let edge = if mask { wmin } else { wmax };
-                let q0 = (edge / scale).round_ties_even();
-                let mut bias = 0.0f32;
-                if q0 != 0.0 {
-                    scale = edge / q0;
-                    bias = edge;
-                }
-                for &v in g {
-                    let q = ((v - bias) / scale).round_ties_even().clamp(0.0, n_bins) as u8;
-                    acc |= (q as u64) << nb;
-                    nb += bits;
-                    if nb >= 32 {
-                        wq.push(acc as u32);
-                        acc >>= 32;
-                        nb -= 32;
-                    }
-                }
-                sc.push(scale);
-                bi.push(bias);
+            let mut codes = vec![0u8; k];
+            for (g, q) in row.chunks(gs).zip(codes.chunks_mut(gs)) {
+                let (s, b) = quantize_group(g, bits, q);
+                sc.push(s);
+                bi.push(b);
             }
+            let mut words = vec![0u32; k * bits / 32];
+            pack_row(&codes, bits, &mut words);
+            wq.extend(words);
         }
         (wq, sc, bi)
     }
