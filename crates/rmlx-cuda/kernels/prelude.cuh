@@ -13,6 +13,10 @@ struct bf16 { unsigned short b; };
 #define MAX_DIMS 10
 struct Lay { i64 shape[MAX_DIMS]; i64 strides[MAX_DIMS]; int ndim; int pad; };
 
+// A grid-stride loop: `GRID_LOOP(i, n) { ... }` visits i = 0..n across the whole grid.
+#define GRID_LOOP(i, n) \
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
+
 // Element offset of row-major index i in a strided layout.
 __device__ __forceinline__ i64 loc(i64 i, const Lay& l) {
   i64 off = 0;

@@ -46,7 +46,7 @@ __device__ void rq_quantize(const T* __restrict__ w, u32* __restrict__ wq, T* __
   const i64 total = rows * per_row;
   const float n_bins = (float)((1u << bits) - 1);
   const i64 W = K * bits / 32, G = K / gs;
-  for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
+  GRID_LOOP(t, total) {
     const i64 r = t / per_row, c0 = (t % per_row) * ch;
     const T* src = w + r * K + c0;
     if (part != 0) {
@@ -97,7 +97,7 @@ template <class TS, class TO, bool MLXR>
 __device__ void rq_dequantize(const u32* __restrict__ wq, const TS* __restrict__ s, const TS* __restrict__ b,
                               TO* __restrict__ y, i64 n, i64 K, int gs, int bits) {
   const i64 W = K * bits / 32, G = K / gs;
-  for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+  GRID_LOOP(i, n) {
     const i64 r = i / K, c = i % K;
     const float q = (float)rq_code(wq + r * W, c, bits);
     const float sf = to_f(s[r * G + c / gs]), bf = to_f(b[r * G + c / gs]);

@@ -67,8 +67,7 @@ __device__ __forceinline__ void scan_cols(const T* __restrict__ x, i64 outer, i6
                                           bool REV, bool INCL, T* __restrict__ y, A init) {
   LD ld; ST st; OP f;
   i64 lanes = outer * inner;
-  for (i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x; t < lanes;
-       t += (i64)gridDim.x * blockDim.x) {
+  GRID_LOOP(t, lanes) {
     i64 o = t / inner, q = t - o * inner;
     const T* xs = x + o * n * inner + q;
     T* ys = y + o * n * inner + q;

@@ -81,7 +81,7 @@ template <class T>
 __device__ __forceinline__ void sort_init(const T* __restrict__ x, i64 nlanes, i64 n, i64 post, int logp, typename ItemOf<T>::type* items) {
   typedef typename ItemOf<T>::type It;
   i64 P = (i64)1 << logp, total = nlanes * P;
-  for (i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x; g < total; g += (i64)gridDim.x * blockDim.x) {
+  GRID_LOOP(g, total) {
     i64 l = g >> logp, i = g & (P - 1);
     if (i < n) {
       i64 p = l / post, q = l - p * post;
@@ -112,7 +112,7 @@ __device__ __forceinline__ void sort_block(It* items, i64 total, int S, i64 P, i
 template <class It>
 __device__ __forceinline__ void sort_step(It* items, i64 total, i64 P, i64 k, i64 j) {
   i64 pairs = total >> 1;
-  for (i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x; t < pairs; t += (i64)gridDim.x * blockDim.x) {
+  GRID_LOOP(t, pairs) {
     i64 i = ((t & ~(j - 1)) << 1) | (t & (j - 1));
     cmpx(items, i, i + j, ((i & (P - 1)) & k) == 0);
   }
@@ -121,7 +121,7 @@ __device__ __forceinline__ void sort_step(It* items, i64 total, i64 P, i64 k, i6
 template <class T, bool IDX>
 __device__ __forceinline__ void sort_out(const T* __restrict__ x, i64 nlanes, i64 n, i64 post, int logp, const typename ItemOf<T>::type* items, void* out) {
   i64 total = nlanes * n;
-  for (i64 g = (i64)blockIdx.x * blockDim.x + threadIdx.x; g < total; g += (i64)gridDim.x * blockDim.x) {
+  GRID_LOOP(g, total) {
     i64 l = g / n, i = g - l * n;
     i64 p = l / post, q = l - p * post;
     i64 base = p * n * post + q;

@@ -9,12 +9,13 @@ use rmlx_core::primitive::{BinaryOp, UnaryOp};
 use rmlx_core::{ArrayData, Dtype, Error, Result};
 use std::sync::Arc;
 
-/// The read of input `name` at output index `i`: direct when contiguous, else through `loc`.
-fn read(name: &str, contiguous: bool) -> String {
+/// The read of input `name` (with offset `{name}o` and layout `{name}l`) at row-major index
+/// `idx`: direct when contiguous, else through `loc`.
+pub(crate) fn read(name: &str, idx: &str, contiguous: bool) -> String {
     if contiguous {
-        format!("{name}[{name}o + i]")
+        format!("{name}[{name}o + {idx}]")
     } else {
-        format!("{name}[{name}o + loc(i, {name}l)]")
+        format!("{name}[{name}o + loc({idx}, {name}l)]")
     }
 }
 
@@ -33,11 +34,11 @@ pub fn source(name: &str, ins: &[(Dtype, bool)], od: Dtype, expr: &str) -> (Stri
         loads.push_str(&format!(
             "    {t} v{j} = {r};\n",
             t = ctype(dt),
-            r = read(&format!("x{j}"), c)
+            r = read(&format!("x{j}"), "i", c)
         ));
     }
     let src = format!(
-        "extern \"C\" __global__ void {kname}({params}{o}* __restrict__ y, i64 n) {{\n  for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {{\n{loads}    y[i] = {expr};\n  }}\n}}\n",
+        "extern \"C\" __global__ void {kname}({params}{o}* __restrict__ y, i64 n) {{\n  GRID_LOOP(i, n) {{\n{loads}    y[i] = {expr};\n  }}\n}}\n",
         o = ctype(od)
     );
     (kname, src)
@@ -306,7 +307,7 @@ pub fn arange(
     };
     let name = format!("arange_{}", tag(od));
     let src = format!(
-        "extern \"C\" __global__ void {name}(double start, double step, {o}* y, i64 n) {{\n  for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {{\n    double d = start + (double)i * step;\n    y[i] = {conv};\n  }}\n}}\n",
+        "extern \"C\" __global__ void {name}(double start, double step, {o}* y, i64 n) {{\n  GRID_LOOP(i, n) {{\n    double d = start + (double)i * step;\n    y[i] = {conv};\n  }}\n}}\n",
         o = ctype(od)
     );
     let f = gpu.kernels.get(&gpu.ctx, &name, &src)?;

@@ -10,22 +10,9 @@ use crate::alloc::DeviceBuffer;
 use crate::context::Gpu;
 use crate::data::{self, ctype, input, output, tag, DevIn, BACKEND};
 use crate::launch::{Args, Grid, Lay};
-use crate::ops::elementwise::{cast_expr, copy};
+use crate::ops::elementwise::{cast_expr, copy, read};
 use rmlx_core::{ArrayData, Dtype, Error, Result};
 use std::sync::Arc;
-
-/// The grid-stride loop header over `i < n`.
-const LOOP: &str =
-    "for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)";
-
-/// Element `i` of input `x` with layout class `contiguous`.
-fn read(contiguous: bool, idx: &str) -> String {
-    if contiguous {
-        format!("x[xo + {idx}]")
-    } else {
-        format!("x[xo + loc({idx}, xl)]")
-    }
-}
 
 fn cls(contiguous: bool) -> &'static str {
     if contiguous {
@@ -35,19 +22,15 @@ fn cls(contiguous: bool) -> &'static str {
     }
 }
 
-fn lay(shape: &[usize], strides: &[isize]) -> Result<Lay> {
-    Lay::new(shape, strides)
-}
-
 /// Concatenate: copies input `x` (row-major index `i`, `w` elements per outer row) into
 /// columns `col..col + w` of output rows of `out_row` elements.
 pub fn concat_source(xd: Dtype, od: Dtype, contiguous: bool) -> (String, String) {
     let name = format!("concat_{}_{}_{}", tag(xd), tag(od), cls(contiguous));
     let src = format!(
-        "extern \"C\" __global__ void {name}(const {x}* __restrict__ x, i64 xo, Lay xl, {o}* __restrict__ y, i64 n, i64 w, i64 out_row, i64 col) {{\n  {LOOP} {{\n    {x} v0 = {r};\n    i64 r = i / w;\n    y[r * out_row + col + (i - r * w)] = {c};\n  }}\n}}\n",
+        "extern \"C\" __global__ void {name}(const {x}* __restrict__ x, i64 xo, Lay xl, {o}* __restrict__ y, i64 n, i64 w, i64 out_row, i64 col) {{\n  GRID_LOOP(i, n) {{\n    {x} v0 = {r};\n    i64 r = i / w;\n    y[r * out_row + col + (i - r * w)] = {c};\n  }}\n}}\n",
         x = ctype(xd),
         o = ctype(od),
-        r = read(contiguous, "i"),
+        r = read("x", "i", contiguous),
         c = cast_expr("v0", xd, od),
     );
     (name, src)
@@ -125,10 +108,10 @@ pub fn concatenate(
 pub fn slice_update_source(ud: Dtype, od: Dtype, contiguous: bool) -> (String, String) {
     let name = format!("slice_update_{}_{}_{}", tag(ud), tag(od), cls(contiguous));
     let src = format!(
-        "extern \"C\" __global__ void {name}(const {x}* __restrict__ x, i64 xo, Lay xl, {o}* __restrict__ y, i64 base, Lay rl, i64 n) {{\n  {LOOP} {{\n    {x} v0 = {r};\n    y[base + loc(i, rl)] = {c};\n  }}\n}}\n",
+        "extern \"C\" __global__ void {name}(const {x}* __restrict__ x, i64 xo, Lay xl, {o}* __restrict__ y, i64 base, Lay rl, i64 n) {{\n  GRID_LOOP(i, n) {{\n    {x} v0 = {r};\n    y[base + loc(i, rl)] = {c};\n  }}\n}}\n",
         x = ctype(ud),
         o = ctype(od),
-        r = read(contiguous, "i"),
+        r = read("x", "i", contiguous),
         c = cast_expr("v0", ud, od),
     );
     (name, src)
@@ -217,7 +200,7 @@ pub fn slice_update(
         return Ok(out);
     }
     let u = input(gpu, upd)?;
-    let rl = lay(&upd.shape, &strides)?;
+    let rl = Lay::new(&upd.shape, &strides)?;
     let (name, s) = slice_update_source(upd.dtype, od, u.contiguous());
     let f = gpu.kernels.get(&gpu.ctx, &name, &s)?;
     let mut a = Args::new();
@@ -240,7 +223,7 @@ pub fn gather_source(ad: Dtype, id: Dtype, od: Dtype, along: bool) -> (String, S
     );
     let iread = if along { "loc(i, il)" } else { "loc(j, il)" };
     let src = format!(
-        "extern \"C\" __global__ void {name}(const {t}* __restrict__ a, i64 ao, Lay pl, i64 sax, Lay ql, const {it}* __restrict__ ix, i64 io, Lay il, {o}* __restrict__ y, i64 n, i64 nj, i64 post, i64 dim) {{\n  {LOOP} {{\n    i64 t = i / post;\n    i64 q = i - t * post;\n    i64 p = t / nj;\n    i64 j = t - p * nj;\n    i64 k = to_i(ix[io + {iread}]);\n    if (k < 0) k += dim;\n    k = k < 0 ? 0 : (k >= dim ? dim - 1 : k);\n    {t} v0 = a[ao + loc(p, pl) + k * sax + loc(q, ql)];\n    y[i] = {c};\n  }}\n}}\n",
+        "extern \"C\" __global__ void {name}(const {t}* __restrict__ a, i64 ao, Lay pl, i64 sax, Lay ql, const {it}* __restrict__ ix, i64 io, Lay il, {o}* __restrict__ y, i64 n, i64 nj, i64 post, i64 dim) {{\n  GRID_LOOP(i, n) {{\n    i64 t = i / post;\n    i64 q = i - t * post;\n    i64 p = t / nj;\n    i64 j = t - p * nj;\n    i64 k = to_i(ix[io + {iread}]);\n    if (k < 0) k += dim;\n    k = k < 0 ? 0 : (k >= dim ? dim - 1 : k);\n    {t} v0 = a[ao + loc(p, pl) + k * sax + loc(q, ql)];\n    y[i] = {c};\n  }}\n}}\n",
         t = ctype(ad),
         it = ctype(id),
         o = ctype(od),
@@ -334,9 +317,9 @@ fn gather(
     let mut g = Args::new();
     g.ptr(ad.ptr)
         .i64(ad.offset)
-        .push(lay(pre_shape, &pst)?)
+        .push(Lay::new(pre_shape, &pst)?)
         .i64(a.strides[axis] as i64)
-        .push(lay(post_shape, &qst)?);
+        .push(Lay::new(post_shape, &qst)?);
     g.ptr(id.ptr).i64(id.offset).push(id.lay);
     g.ptr(yptr)
         .i64(n as i64)
@@ -425,7 +408,7 @@ pub fn take_along_axis(
 pub fn scatter_source(id: Dtype, vd: Dtype, od: Dtype) -> (String, String) {
     let name = format!("put_along_{}_{}_{}", tag(id), tag(vd), tag(od));
     let src = format!(
-        "extern \"C\" __global__ void {name}(const {it}* __restrict__ ix, i64 io, Lay il, const {vt}* __restrict__ v, i64 vo, Lay vl, {o}* __restrict__ y, i64 n, i64 nj, i64 post, i64 dim) {{\n  {LOOP} {{\n    i64 p = i / post;\n    i64 q = i - p * post;\n    for (i64 j = 0; j < nj; ++j) {{\n      i64 e = (p * nj + j) * post + q;\n      i64 k = to_i(ix[io + loc(e, il)]);\n      if (k < 0) k += dim;\n      if (k < 0 || k >= dim) continue;\n      {vt} v0 = v[vo + loc(e, vl)];\n      y[(p * dim + k) * post + q] = {c};\n    }}\n  }}\n}}\n",
+        "extern \"C\" __global__ void {name}(const {it}* __restrict__ ix, i64 io, Lay il, const {vt}* __restrict__ v, i64 vo, Lay vl, {o}* __restrict__ y, i64 n, i64 nj, i64 post, i64 dim) {{\n  GRID_LOOP(i, n) {{\n    i64 p = i / post;\n    i64 q = i - p * post;\n    for (i64 j = 0; j < nj; ++j) {{\n      i64 e = (p * nj + j) * post + q;\n      i64 k = to_i(ix[io + loc(e, il)]);\n      if (k < 0) k += dim;\n      if (k < 0 || k >= dim) continue;\n      {vt} v0 = v[vo + loc(e, vl)];\n      y[(p * dim + k) * post + q] = {c};\n    }}\n  }}\n}}\n",
         it = ctype(id),
         vt = ctype(vd),
         o = ctype(od),

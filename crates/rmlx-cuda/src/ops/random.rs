@@ -38,7 +38,7 @@ __device__ __forceinline__ void rmlx_threefry2x32(u32 k0, u32 k1, u32 c0, u32 c1
 extern "C" __global__ void {KERNEL}(const u32* __restrict__ key, i64 ko, Lay kl, u32* __restrict__ y, i64 n) {{
   const u32 k0 = key[ko + loc(0, kl)], k1 = key[ko + loc(1, kl)];
   const i64 h = n / 2, off = h + n % 2;
-  for (i64 j = blockIdx.x * (i64)blockDim.x + threadIdx.x; j < off; j += (i64)gridDim.x * blockDim.x) {{
+  GRID_LOOP(j, off) {{
     u32 a, b;
     if (j < h) {{
       rmlx_threefry2x32(k0, k1, (u32)j, (u32)(j + off), a, b);

@@ -34,7 +34,7 @@ pub fn source(t: Dtype, traditional: bool, freqs: bool) -> (String, String) {
     let src = format!(
         "extern \"C\" __global__ void {name}(const {ct}* __restrict__ x, i64 xo, Lay rl, i64 xs, const i32* __restrict__ off, i64 offo, Lay offl, i64 n_off, const float* __restrict__ fr, i64 fro, Lay frl, {ct}* __restrict__ y, i64 n, i64 d, i64 dims, i64 L, i64 rows_per_batch, float c, float scale) {{
   const i64 half = dims / 2, w = half + (d - dims);
-  for (i64 e = blockIdx.x * (i64)blockDim.x + threadIdx.x; e < n; e += (i64)gridDim.x * blockDim.x) {{
+  GRID_LOOP(e, n) {{
     const i64 r = e / w, k = e - r * w;
     const {ct}* xr = x + xo + loc(r, rl);
     {ct}* yr = y + r * d;

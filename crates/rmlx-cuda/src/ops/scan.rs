@@ -108,16 +108,7 @@ mod tests {
     #[test]
     fn scan_kernels_compile() {
         let mut body = String::new();
-        for d in [
-            Dtype::Bool,
-            Dtype::U8,
-            Dtype::U32,
-            Dtype::I32,
-            Dtype::I64,
-            Dtype::F16,
-            Dtype::BF16,
-            Dtype::F32,
-        ] {
+        for d in Dtype::ALL {
             for op in [ScanOp::Sum, ScanOp::Prod, ScanOp::Max, ScanOp::Min] {
                 for rows in [false, true] {
                     body.push_str(&wrapper(d, op, rows).1);

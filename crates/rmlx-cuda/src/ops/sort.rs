@@ -233,16 +233,7 @@ mod tests {
     #[test]
     fn sort_kernels_compile() {
         let mut body = String::new();
-        for d in [
-            Dtype::Bool,
-            Dtype::U8,
-            Dtype::U32,
-            Dtype::I32,
-            Dtype::I64,
-            Dtype::F16,
-            Dtype::BF16,
-            Dtype::F32,
-        ] {
+        for d in Dtype::ALL {
             for idx in [false, true] {
                 body.push_str(&small_wrapper(d, idx).1);
                 body.push_str(&out_wrapper(d, idx).1);
