@@ -7,7 +7,7 @@
 //! MLX, which runs exactly those fallbacks on the CPU). The fallbacks are public so tests can
 //! check that both paths agree.
 
-use crate::array::Array;
+use crate::array::{Array, ArrayData};
 use crate::backend::backend_for;
 use crate::device::default_stream;
 use crate::dtype::{bf16, f16, Dtype};
@@ -602,4 +602,66 @@ pub fn scaled_dot_product_attention_fallback(
         return ops::reshape(&out, &[b, hq, l, dv]);
     }
     Ok(out)
+}
+
+/// The sizes of a `ScaledDotProductAttention` node's inputs `[q, k, v, mask?]` as a backend
+/// receives them, checked here once for every backend: q `[b, hq, l, d]`, k `[b, hkv, s, d]`,
+/// v `[b, hkv, s, dv]`, one dtype, and a mask input already broadcast to `[b, hq, l, s]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SdpaDims {
+    pub b: usize,
+    pub hq: usize,
+    pub l: usize,
+    pub d: usize,
+    pub hkv: usize,
+    pub s: usize,
+    pub dv: usize,
+}
+
+impl SdpaDims {
+    pub fn of(backend: &'static str, x: &[ArrayData], mask: SdpaMask) -> Result<SdpaDims> {
+        let bad =
+            |m: String| Error::invalid(backend, format!("[scaled_dot_product_attention] {m}"));
+        if x.len() < 3 || x[..3].iter().any(|a| a.shape.len() != 4) {
+            return Err(bad("q, k and v must be 4-D".into()));
+        }
+        let (q, k, v) = (&x[0], &x[1], &x[2]);
+        let (qs, ks, vs) = (&q.shape, &k.shape, &v.shape);
+        let (b, hq, l, d) = (qs[0], qs[1], qs[2], qs[3]);
+        let (hkv, s, dv) = (ks[1], ks[2], vs[3]);
+        if ks[0] != b
+            || vs[0] != b
+            || ks[3] != d
+            || vs[1] != hkv
+            || vs[2] != s
+            || hkv == 0
+            || hq % hkv != 0
+        {
+            return Err(bad(format!(
+                "incompatible shapes q {qs:?}, k {ks:?}, v {vs:?}"
+            )));
+        }
+        if q.dtype != k.dtype || q.dtype != v.dtype {
+            return Err(bad("q, k and v must share a dtype".into()));
+        }
+        if mask == SdpaMask::Array {
+            let m = x.get(3).ok_or_else(|| bad("mask input missing".into()))?;
+            if m.shape.as_slice() != [b, hq, l, s] {
+                return Err(bad(format!(
+                    "mask must be broadcast to {:?}, got {:?}",
+                    [b, hq, l, s],
+                    m.shape
+                )));
+            }
+        }
+        Ok(SdpaDims {
+            b,
+            hq,
+            l,
+            d,
+            hkv,
+            s,
+            dv,
+        })
+    }
 }

@@ -18,6 +18,7 @@ mod simd;
 use crate::copy::{copy, out_slice_mut};
 use rayon::prelude::*;
 use rmlx_core::dtype::{Bool8, Element};
+use rmlx_core::fast::SdpaDims;
 use rmlx_core::primitive::{OutputSpec, SdpaMask};
 use rmlx_core::{bf16, f16, ArrayData, Dtype, Error, Result};
 use simd::{axpy, dot, KvElem};
@@ -145,40 +146,21 @@ fn sdpa_split(
     force_split: Option<usize>,
 ) -> Result<ArrayData> {
     let bad = |m: String| Error::runtime("cpu", format!("[scaled_dot_product_attention] {m}"));
-    if x.len() < 3 || x[..3].iter().any(|a| a.shape.len() != 4) {
-        return Err(bad("q, k and v must be 4-D".into()));
-    }
+    let SdpaDims {
+        b,
+        hq,
+        l,
+        d,
+        hkv,
+        s,
+        dv,
+    } = SdpaDims::of("cpu", x, mask)?;
     let (q, k, v) = (unit_last(&x[0])?, unit_last(&x[1])?, unit_last(&x[2])?);
-    let (qs, ks, vs) = (&q.shape, &k.shape, &v.shape);
-    let (b, hq, l, d) = (qs[0], qs[1], qs[2], qs[3]);
-    let (hkv, s, dv) = (ks[1], ks[2], vs[3]);
-    if ks[0] != b
-        || vs[0] != b
-        || ks[3] != d
-        || vs[1] != hkv
-        || vs[2] != s
-        || hkv == 0
-        || hq % hkv != 0
-    {
-        return Err(bad(format!(
-            "incompatible shapes q {qs:?}, k {ks:?}, v {vs:?}"
-        )));
-    }
-    if q.dtype != k.dtype || q.dtype != v.dtype {
-        return Err(bad("q, k and v must share a dtype".into()));
-    }
     let msrc = match mask {
         SdpaMask::None => MaskSrc::None,
         SdpaMask::Causal => MaskSrc::Causal,
         SdpaMask::Array => {
-            let m = x.get(3).ok_or_else(|| bad("mask input missing".into()))?;
-            if m.shape.as_slice() != [b, hq, l, s] {
-                return Err(bad(format!(
-                    "mask must be broadcast to {:?}, got {:?}",
-                    [b, hq, l, s],
-                    m.shape
-                )));
-            }
+            let m = &x[3];
             let lay = Lay::of(m);
             match m.dtype {
                 Dtype::Bool => MaskSrc::Bool(m.buffer_as::<Bool8>(), lay),

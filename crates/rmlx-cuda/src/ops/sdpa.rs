@@ -10,6 +10,7 @@
 use crate::context::Gpu;
 use crate::data::{ctype, input, output, tag};
 use crate::launch::{Args, Grid};
+use rmlx_core::fast::SdpaDims;
 use rmlx_core::primitive::SdpaMask;
 use rmlx_core::{ArrayData, Dtype, Error, Result};
 use std::sync::Arc;
@@ -98,28 +99,16 @@ pub fn sdpa(
     od: Dtype,
 ) -> Result<ArrayData> {
     let bad = |m: String| Error::invalid("cuda", format!("[scaled_dot_product_attention] {m}"));
-    if x.len() < 3 || x[..3].iter().any(|a| a.shape.len() != 4) {
-        return Err(bad("q, k and v must be 4-D".into()));
-    }
+    let SdpaDims {
+        b,
+        hq,
+        l,
+        d,
+        hkv,
+        s,
+        dv,
+    } = SdpaDims::of("cuda", x, mask)?;
     let (q, k, v) = (&x[0], &x[1], &x[2]);
-    let (qs, ks, vs) = (&q.shape, &k.shape, &v.shape);
-    let (b, hq, l, d) = (qs[0], qs[1], qs[2], qs[3]);
-    let (hkv, s, dv) = (ks[1], ks[2], vs[3]);
-    if ks[0] != b
-        || vs[0] != b
-        || ks[3] != d
-        || vs[1] != hkv
-        || vs[2] != s
-        || hkv == 0
-        || hq % hkv != 0
-    {
-        return Err(bad(format!(
-            "incompatible shapes q {qs:?}, k {ks:?}, v {vs:?}"
-        )));
-    }
-    if q.dtype != k.dtype || q.dtype != v.dtype {
-        return Err(bad("q, k and v must share a dtype".into()));
-    }
     if !q.dtype.is_float() || od != q.dtype {
         return Err(Error::dtype(
             "cuda",
@@ -134,20 +123,7 @@ pub fn sdpa(
             "head dimensions D = {d}, Dv = {dv}: the GPU kernel supports up to {MAXD}"
         )));
     }
-    let m = match mask {
-        SdpaMask::Array => {
-            let m = x.get(3).ok_or_else(|| bad("mask input missing".into()))?;
-            if m.shape.as_slice() != [b, hq, l, s] {
-                return Err(bad(format!(
-                    "mask must be broadcast to {:?}, got {:?}",
-                    [b, hq, l, s],
-                    m.shape
-                )));
-            }
-            Some(m)
-        }
-        _ => None,
-    };
+    let m = (mask == SdpaMask::Array).then(|| &x[3]);
     let (kind, md) = mask_kind(mask, m.map(|m| m.dtype))?;
     let (out, optr) = output(gpu, shape, od)?;
     if out.numel() == 0 {
