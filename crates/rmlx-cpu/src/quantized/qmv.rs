@@ -185,6 +185,29 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// Stores block `b` of a row's int8 codes, just quantized into `tmp[(b % 2) * 32..][..32]`, at
+/// its place in the row `qr`: in order, or (`nibble_order`) once a pair is complete as the
+/// pair's evens then odds, and a last unpaired block as its 16 evens then 16 odds.
+#[inline(always)]
+fn place_block(qr: &mut [i8], tmp: &[i8; 64], b: usize, nblk: usize, nibble_order: bool) {
+    if !nibble_order {
+        qr[b * 32..b * 32 + 32].copy_from_slice(&tmp[(b % 2) * 32..(b % 2) * 32 + 32]);
+    } else if b % 2 == 1 {
+        // A pair (blocks b-1, b): evens then odds of its 64 elements.
+        let dst = &mut qr[(b - 1) * 32..(b + 1) * 32];
+        for t in 0..32 {
+            dst[t] = tmp[2 * t];
+            dst[32 + t] = tmp[2 * t + 1];
+        }
+    } else if b + 1 == nblk {
+        let dst = &mut qr[b * 32..(b + 1) * 32];
+        for t in 0..16 {
+            dst[t] = tmp[2 * t];
+            dst[16 + t] = tmp[2 * t + 1];
+        }
+    }
+}
+
 /// `x` quantized per block of 32 to int8: codes `[m, k]`, steps `d: [m, k/32]` and
 /// `d * Σ xq` per block (`[m, k/32]`, what the rounded block sums to).
 ///
@@ -217,22 +240,7 @@ pub fn quantize_x(
             }
             d[mi * nblk + b] = db;
             dsum[mi * nblk + b] = db * s as f32;
-            if !nibble_order {
-                qr[b * 32..b * 32 + 32].copy_from_slice(&tmp[(b % 2) * 32..(b % 2) * 32 + 32]);
-            } else if b % 2 == 1 {
-                // A pair (blocks b-1, b): evens then odds of its 64 elements.
-                let dst = &mut qr[(b - 1) * 32..(b + 1) * 32];
-                for t in 0..32 {
-                    dst[t] = tmp[2 * t];
-                    dst[32 + t] = tmp[2 * t + 1];
-                }
-            } else if b + 1 == nblk {
-                let dst = &mut qr[b * 32..(b + 1) * 32];
-                for t in 0..16 {
-                    dst[t] = tmp[2 * t];
-                    dst[16 + t] = tmp[2 * t + 1];
-                }
-            }
+            place_block(qr, &tmp, b, nblk, nibble_order);
         }
     }
     (xq, d, dsum)
@@ -355,23 +363,7 @@ mod avx2 {
                 ds[o] = db * qsum;
                 let t = &mut tmp[(b % 2) * 32..(b % 2) * 32 + 32];
                 _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, q);
-                let qr = &mut xq[mi * k..(mi + 1) * k];
-                if !nibble_order {
-                    qr[b * 32..b * 32 + 32].copy_from_slice(t);
-                } else if b % 2 == 1 {
-                    // A pair (blocks b-1, b): evens then odds of its 64 elements.
-                    let dst = &mut qr[(b - 1) * 32..(b + 1) * 32];
-                    for t in 0..32 {
-                        dst[t] = tmp[2 * t];
-                        dst[32 + t] = tmp[2 * t + 1];
-                    }
-                } else if b + 1 == nblk {
-                    let dst = &mut qr[b * 32..(b + 1) * 32];
-                    for t in 0..16 {
-                        dst[t] = tmp[2 * t];
-                        dst[16 + t] = tmp[2 * t + 1];
-                    }
-                }
+                place_block(&mut xq[mi * k..(mi + 1) * k], &tmp, b, nblk, nibble_order);
             }
         }
         (xq, d, xb, ds)
