@@ -5,6 +5,7 @@
 use crate::{load_model, CliResult, ModelArgs};
 use clap::Args;
 use rmlx::{ops, Array};
+use rmlx_lm::graph_decode::ReplayDecoder;
 use rmlx_lm::models::LanguageModel;
 use std::time::Instant;
 
@@ -23,6 +24,14 @@ pub struct BenchArgs {
     /// Prompt tokens per forward pass during prefill.
     #[arg(long = "prefill-step-size", default_value_t = 512)]
     prefill_step_size: usize,
+    /// Build the model that `--config` describes with random weights on the device instead of
+    /// loading one (speed does not depend on the values).
+    #[arg(long = "random-weights", requires = "config")]
+    random_weights: bool,
+    /// A `config.json` of any supported architecture, optionally with a `quantization` block
+    /// `{"group_size": 64, "bits": 4}` (with `--random-weights`).
+    #[arg(long, requires = "random_weights")]
+    config: Option<std::path::PathBuf>,
 }
 
 /// One trial's figures (tokens per second per sequence, as mlx_lm reports them; GB; seconds).
@@ -46,7 +55,12 @@ fn argmax_tokens(logits: &Array) -> CliResult<Array> {
     Ok(t)
 }
 
-fn trial(model: &dyn LanguageModel, prompt: &[u32], a: &BenchArgs) -> CliResult<Trial> {
+fn trial(
+    model: &dyn LanguageModel,
+    prompt: &[u32],
+    a: &BenchArgs,
+    kernels: &mut usize,
+) -> CliResult<Trial> {
     rmlx::reset_peak_memory();
     let (b, l) = (a.batch_size, a.prompt_tokens);
     let step = a.prefill_step_size.max(1);
@@ -68,10 +82,21 @@ fn trial(model: &dyn LanguageModel, prompt: &[u32], a: &BenchArgs) -> CliResult<
     let mut tok = argmax_tokens(logits.as_ref().ok_or("empty prompt")?)?;
     let prompt_time = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
+    // Batch 1 on a GPU decodes by replaying a recorded step (rmlx_lm::graph_decode).
+    let mut replay = ReplayDecoder::new(rmlx::default_device(), &caches);
     for _ in 1..a.generation_tokens {
+        if b == 1 {
+            let id = tok.item::<u32>().map_err(err)?;
+            if replay.step(model, &mut caches, id).map_err(err)? {
+                let next = replay.argmax().map_err(err)?;
+                tok = Array::from_slice(&[next], &[1, 1]).map_err(err)?;
+                continue;
+            }
+        }
         let out = model.forward_last(&tok, &mut caches).map_err(err)?;
         tok = argmax_tokens(&out)?;
     }
+    *kernels = replay.kernels();
     let gen_time = t1.elapsed().as_secs_f64();
     let gen_n = a.generation_tokens.saturating_sub(1);
     Ok(Trial {
@@ -93,8 +118,21 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                 .into(),
         );
     }
-    let (m, load_s) = load_model(&a.model)?;
-    let model = m.model.as_ref();
+    let (model, load_s, made): (rmlx_lm::models::Model, f64, Vec<(String, usize)>) =
+        if a.random_weights {
+            crate::select_device(a.model.device)?;
+            let t0 = Instant::now();
+            let path = a
+                .config
+                .as_ref()
+                .ok_or("--random-weights needs --config FILE")?;
+            let (m, _, made) = rmlx_lm::load::random_model(path, 0).map_err(err)?;
+            (m, t0.elapsed().as_secs_f64(), made)
+        } else {
+            let (m, load_s) = load_model(&a.model)?;
+            (m.model, load_s, Vec::new())
+        };
+    let model = model.as_ref();
     let cfg = model.config();
     if let Some(ctx) = cfg.max_position_embeddings {
         if a.prompt_tokens + a.generation_tokens > ctx {
@@ -110,10 +148,11 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
         .map(|_| rng.u32(0..vocab))
         .collect();
     eprintln!("Loaded the model in {load_s:.3} s; running a warm-up trial");
-    trial(model, &prompt, &a)?;
+    let mut kernels = 0;
+    trial(model, &prompt, &a, &mut kernels)?;
     let mut trials = Vec::with_capacity(a.num_trials);
     for i in 0..a.num_trials {
-        let t = trial(model, &prompt, &a)?;
+        let t = trial(model, &prompt, &a, &mut kernels)?;
         println!(
             "Trial {}: prompt_tps={:.3}, generation_tps={:.3}, peak_memory={:.3}, total_time={:.3}",
             i + 1,
@@ -132,5 +171,76 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
         mean(|t| t.generation_tps),
         mean(|t| t.peak_memory)
     );
+    if kernels > 0 {
+        println!("Decode step replayed as a CUDA graph of {kernels} kernels and copies");
+    }
+    if !made.is_empty() {
+        roofline(model, &made, &a, mean(|t| t.generation_tps))?;
+    }
     Ok(())
+}
+
+/// The decode roofline of a random-weight model: bytes one generated token must read (every
+/// weight once, except the embedding table when the head is untied: one row of it; plus the
+/// KV cache at the mean context), over the copy bandwidth measured here, now.
+fn roofline(
+    model: &dyn LanguageModel,
+    made: &[(String, usize)],
+    a: &BenchArgs,
+    gen_tps: f64,
+) -> CliResult<()> {
+    let c = model.config();
+    let embed: usize = made
+        .iter()
+        .filter(|(n, _)| n.contains("embed_tokens"))
+        .map(|(_, b)| b)
+        .sum();
+    let all: usize = made.iter().map(|(_, b)| b).sum();
+    let tied = !made.iter().any(|(n, _)| n.starts_with("lm_head"));
+    let weights = if tied { all } else { all - embed };
+    let ctx = a.prompt_tokens + a.generation_tokens / 2;
+    let act = made
+        .iter()
+        .find(|(n, _)| n.contains("norm"))
+        .map_or(2, |(_, b)| b / c.hidden_size.max(1));
+    let kv = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * ctx * act;
+    let b = a.batch_size.max(1);
+    let per_step = weights + kv * b;
+    let bw = copy_bandwidth()?;
+    let roof = bw / per_step as f64 * b as f64;
+    println!(
+        "Roofline: {:.1} MB per decode step ({:.1} MB weights, {:.1} MB KV per sequence at context {ctx}), copy bandwidth {:.0} GB/s -> {:.1} tok/s; generation at {:.1}% of it",
+        per_step as f64 / 1e6,
+        weights as f64 / 1e6,
+        kv as f64 / 1e6,
+        bw / 1e9,
+        roof,
+        100.0 * gen_tps * a.batch_size as f64 / roof
+    );
+    Ok(())
+}
+
+/// Bytes read plus written per second by an elementwise pass over 1 GiB on the default
+/// device (median of 9).
+fn copy_bandwidth() -> CliResult<f64> {
+    let dev = rmlx::default_device();
+    let backend = rmlx::backend_for(dev).map_err(err)?;
+    let n = 1usize << 28; // f32: 1 GiB
+    let x = ops::astype(
+        &rmlx::random::bits(&[n], None).map_err(err)?,
+        rmlx::Dtype::F32,
+    );
+    x.eval().map_err(err)?;
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        backend.synchronize(dev.index).map_err(err)?;
+        let t = Instant::now();
+        let y = &x * 1.0f32;
+        y.eval().map_err(err)?;
+        backend.synchronize(dev.index).map_err(err)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.remove(0);
+    times.sort_by(f64::total_cmp);
+    Ok(2.0 * (n * 4) as f64 / times[times.len() / 2])
 }

@@ -188,7 +188,7 @@ fn load_model(args: &ModelArgs) -> CliResult<(LoadedModel, f64)> {
 
 /// Makes the chosen device the process default: every op the model builds runs there, and
 /// weights move to it on first use.
-fn select_device(d: DeviceArg) -> CliResult<()> {
+pub(crate) fn select_device(d: DeviceArg) -> CliResult<()> {
     let gpu = rmlx::Device::gpu(0);
     let dev = match d {
         DeviceArg::Cpu => rmlx::Device::cpu(),

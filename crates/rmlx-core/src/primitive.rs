@@ -188,6 +188,11 @@ pub enum Primitive {
     /// `[src, update]`: a copy of `src` with `update` written at the strided region
     /// `start`/`step` (the update's shape gives the counts).
     SliceUpdate { start: Vec<usize>, step: Vec<isize> },
+    /// `[src, update, start]`: a copy of `src` with `update` (same shape except along `axis`)
+    /// written at position `start` (an integer scalar read on the device, clamped so the update
+    /// fits) along `axis`. A KV cache written at a position held in device memory lets a
+    /// decode step be replayed as a recorded CUDA graph.
+    SliceUpdateAt { axis: usize },
     /// `[a, indices]`: `a.take(indices, axis)`; output shape
     /// `a.shape[..axis] + indices.shape + a.shape[axis+1..]`. Negative indices wrap.
     Take { axis: usize },
@@ -265,6 +270,7 @@ impl Primitive {
             Primitive::Matmul => "matmul",
             Primitive::Concatenate { .. } => "concatenate",
             Primitive::SliceUpdate { .. } => "slice_update",
+            Primitive::SliceUpdateAt { .. } => "slice_update_at",
             Primitive::Take { .. } => "take",
             Primitive::TakeAlongAxis { .. } => "take_along_axis",
             Primitive::PutAlongAxis { .. } => "put_along_axis",

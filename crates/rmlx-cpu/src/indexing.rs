@@ -84,6 +84,23 @@ pub fn slice_update(
     Ok(o)
 }
 
+/// `slice_update` at a position read from the `start` scalar (clamped so `upd` fits) along
+/// `axis`, every other axis from 0.
+pub fn slice_update_at(
+    src: ArrayData,
+    upd: &ArrayData,
+    start: &ArrayData,
+    axis: usize,
+    out: &OutputSpec,
+) -> Result<ArrayData> {
+    let at = contiguous::<i32>(start).first().copied().unwrap_or(0);
+    let room = src.shape[axis] - upd.shape[axis];
+    let mut st = vec![0usize; src.shape.len()];
+    st[axis] = (at.max(0) as usize).min(room);
+    let step = vec![1isize; src.shape.len()];
+    slice_update(src, upd, &st, &step, out)
+}
+
 /// Indices as i64, row-major.
 fn read_indices(idx: &ArrayData) -> Vec<i64> {
     dispatch_dtype!(idx.dtype, I => contiguous::<I>(idx).iter().map(|&v| cast::<I, i64>(v)).collect())

@@ -57,6 +57,7 @@ impl Backend for CpuBackend {
             | Primitive::Matmul
             | Primitive::Concatenate { .. }
             | Primitive::SliceUpdate { .. }
+            | Primitive::SliceUpdateAt { .. }
             | Primitive::Take { .. }
             | Primitive::TakeAlongAxis { .. }
             | Primitive::PutAlongAxis { .. }
@@ -106,6 +107,10 @@ impl Backend for CpuBackend {
             Primitive::Concatenate { axis } => indexing::concatenate(&x, *axis, out),
             Primitive::SliceUpdate { start, step } => {
                 indexing::slice_update(x.swap_remove(0), &x[0], start, step, out)
+            }
+            Primitive::SliceUpdateAt { axis } => {
+                let src = x.swap_remove(0); // x is now [start, update]
+                indexing::slice_update_at(src, &x[1], &x[0], *axis, out)
             }
             Primitive::Take { axis } => indexing::take(&x[0], &x[1], *axis, out),
             Primitive::TakeAlongAxis { axis } => {

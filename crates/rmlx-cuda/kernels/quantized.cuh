@@ -158,14 +158,19 @@ __device__ __forceinline__ void rq_load8(const bf16* __restrict__ p, float* o) {
   }
 }
 
-template <class TX, class TS, class TO, int BITS, int MM>
+// KS = 1: the block's 4 warps own 4 x RQ_R rows. KS = 4 (long rows): they share RQ_R rows,
+// warp w taking every 4th step of K from step w, and the partial sums meet in shared memory:
+// four times the warps in flight for the same matrix, which a weight stream needs to reach
+// the memory bandwidth (4096 rows of 4 warps per 4 x 4 rows is 2 blocks per SM otherwise).
+template <class TX, class TS, class TO, int BITS, int MM, int KS>
 __device__ void rq_qmv_t(const TX* __restrict__ x, const u32* __restrict__ w, const TS* __restrict__ s,
                          const TS* __restrict__ b, TO* __restrict__ y, int M, i64 N, i64 K, int gs_shift,
                          i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {
   constexpr int SC = RqSub<BITS>::SC, WPS = RqSub<BITS>::WPS, U = RqSub<BITS>::U;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const i64 bat = blockIdx.y;
-  const i64 row0 = ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * RQ_R;
+  const i64 row0 = KS == 1 ? ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * RQ_R : (i64)blockIdx.x * RQ_R;
+  const int kpart = KS == 1 ? 0 : warp;
   if (row0 >= N) return;
   const i64 W = K * BITS / 32, G = K >> gs_shift;
   x += bat * xbs;
@@ -189,7 +194,7 @@ __device__ void rq_qmv_t(const TX* __restrict__ x, const u32* __restrict__ w, co
 #pragma unroll
     for (int m = 0; m < MM; ++m) acc[r][m] = 0.0f;
 
-  for (i64 base = 0; base < K; base += (i64)32 * SC * U) {
+  for (i64 base = (i64)kpart * 32 * SC * U; base < K; base += (i64)KS * 32 * SC * U) {
     // issue every load of the step first (U x RQ_R x WPS words in flight per lane)
     u32 wv[U][RQ_R][WPS];
 #pragma unroll
@@ -229,11 +234,30 @@ __device__ void rq_qmv_t(const TX* __restrict__ x, const u32* __restrict__ w, co
       }
     }
   }
+  if (KS == 1) {
+#pragma unroll
+    for (int r = 0; r < RQ_R; ++r)
+#pragma unroll
+      for (int m = 0; m < MM; ++m) {
+        const float v = warp_sum(acc[r][m]);
+        if (lane == 0 && m < M && row0 + r < N) y[(i64)m * N + row0 + r] = from_f<TO>(v);
+      }
+    return;
+  }
+  __shared__ float part[KS][RQ_R * MM];
 #pragma unroll
   for (int r = 0; r < RQ_R; ++r)
 #pragma unroll
     for (int m = 0; m < MM; ++m) {
       const float v = warp_sum(acc[r][m]);
-      if (lane == 0 && m < M && row0 + r < N) y[(i64)m * N + row0 + r] = from_f<TO>(v);
+      if (lane == 0) part[warp][r * MM + m] = v;
     }
+  __syncthreads();
+  if (warp == 0 && lane < RQ_R * MM) {
+    const int r = lane / MM, m = lane % MM;
+    float v = 0.0f;
+#pragma unroll
+    for (int k = 0; k < KS; ++k) v += part[k][lane];
+    if (m < M && row0 + r < N) y[(i64)m * N + row0 + r] = from_f<TO>(v);
+  }
 }

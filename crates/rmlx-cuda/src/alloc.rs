@@ -8,7 +8,7 @@ use cudarc::driver::{result, sys, CudaContext, CudaStream};
 use rmlx_core::{DeviceMemory, Error, Result};
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The bucket a request of `len` bytes is served from: powers of two up to 1 MiB, then
@@ -33,6 +33,39 @@ pub struct Allocator {
     cached: AtomicUsize,
     limit: AtomicUsize,
     cache_limit: AtomicUsize,
+    /// Set while a CUDA graph is being recorded (`graph.rs`): every block handed out then
+    /// belongs to that graph's pool, and nothing is returned to the driver.
+    capturing: AtomicBool,
+    capture: Mutex<Option<Capture>>,
+    /// Signalled when a recording ends (other threads wait for it, see `wait_capture`).
+    capture_ended: std::sync::Condvar,
+}
+
+/// What a recording collects: the pool its allocations belong to, and every buffer allocated
+/// before it that its kernels touch (weights, KV caches), kept alive while the graph exists.
+pub struct Capture {
+    /// The recording thread: only its work belongs to the graph.
+    pub owner: std::thread::ThreadId,
+    pub pool: Arc<GraphPool>,
+    pub keep: Vec<Arc<DeviceBuffer>>,
+}
+
+/// Blocks owned by a recorded graph. A graph replays into the same addresses, so memory it
+/// used must never be handed to anyone else while it may run again: blocks allocated during
+/// recording come back here when their arrays drop, and go back to the allocator only when
+/// the graph (and every array still using one of them) is gone.
+pub struct GraphPool {
+    alloc: Arc<Allocator>,
+    blocks: Mutex<Vec<(sys::CUdeviceptr, usize)>>,
+}
+
+impl Drop for GraphPool {
+    fn drop(&mut self) {
+        let blocks = std::mem::take(self.blocks.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for (ptr, size) in blocks {
+            self.alloc.release(ptr, size);
+        }
+    }
 }
 
 impl Allocator {
@@ -49,6 +82,76 @@ impl Allocator {
             // MLX's default: most of the device, leaving room for the driver and cuBLAS.
             limit: AtomicUsize::new(total / 20 * 19),
             cache_limit: AtomicUsize::new(usize::MAX),
+            capturing: AtomicBool::new(false),
+            capture: Mutex::new(None),
+            capture_ended: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Whether a graph is being recorded on this device.
+    pub fn capturing(&self) -> bool {
+        self.capturing.load(Ordering::Acquire)
+    }
+
+    /// Whether this thread is recording a graph. Another thread's recording is waited out
+    /// first: its stream is being captured, so this thread's work must not reach it.
+    pub fn wait_capture(&self) -> bool {
+        if !self.capturing() {
+            return false;
+        }
+        let me = std::thread::current().id();
+        let mut c = self.capture.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match c.as_ref() {
+                Some(cap) if cap.owner == me => return true,
+                Some(_) => {
+                    c = self
+                        .capture_ended
+                        .wait(c)
+                        .unwrap_or_else(|e| e.into_inner())
+                }
+                None => return false,
+            }
+        }
+    }
+
+    /// Starts collecting allocations and touched buffers for a graph recording.
+    pub fn begin_capture(self: &Arc<Self>) {
+        let pool = Arc::new(GraphPool {
+            alloc: self.clone(),
+            blocks: Mutex::new(Vec::new()),
+        });
+        *self.capture.lock().unwrap_or_else(|e| e.into_inner()) = Some(Capture {
+            owner: std::thread::current().id(),
+            pool,
+            keep: Vec::new(),
+        });
+        self.capturing.store(true, Ordering::Release);
+    }
+
+    /// Ends a recording, handing over what it collected.
+    pub fn end_capture(&self) -> Option<Capture> {
+        self.capturing.store(false, Ordering::Release);
+        self.capture
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Records that the graph being recorded reads or writes `b` (no-op otherwise).
+    pub fn touch(&self, b: &Arc<DeviceBuffer>) {
+        if !self.capturing() || b.pool.is_some() {
+            return;
+        }
+        if let Some(c) = self
+            .capture
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            if !c.keep.iter().any(|k| Arc::ptr_eq(k, b)) {
+                c.keep.push(b.clone());
+            }
         }
     }
 
@@ -78,6 +181,9 @@ impl Allocator {
     }
 
     fn trim(&self, keep: usize) {
+        if self.capturing() {
+            return; // freeing synchronises, which a recording stream does not allow
+        }
         let _ = self.ctx.bind_to_thread();
         // Blocks in the cache may still be read by queued kernels.
         let _ = self.stream.synchronize();
@@ -126,11 +232,18 @@ impl Allocator {
                 }
             },
         };
+        let pool = if self.wait_capture() {
+            let c = self.capture.lock().unwrap_or_else(|e| e.into_inner());
+            c.as_ref().map(|c| c.pool.clone())
+        } else {
+            None
+        };
         Ok(DeviceBuffer {
             ptr,
             len,
             size,
             alloc: self.clone(),
+            pool,
         })
     }
 
@@ -165,7 +278,8 @@ impl Allocator {
 
     fn release(&self, ptr: sys::CUdeviceptr, size: usize) {
         self.active.fetch_sub(size, Ordering::Relaxed);
-        if self.cached() + size <= self.cache_limit.load(Ordering::Relaxed) {
+        // cuMemFree synchronises, which a stream being recorded does not allow: cache instead.
+        if self.capturing() || self.cached() + size <= self.cache_limit.load(Ordering::Relaxed) {
             self.free
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -188,17 +302,32 @@ pub struct DeviceBuffer {
     pub len: usize,
     size: usize,
     alloc: Arc<Allocator>,
+    /// The recorded graph this block belongs to, if it was allocated during a recording.
+    pool: Option<Arc<GraphPool>>,
 }
 
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
-        self.alloc.release(self.ptr, self.size);
+        match &self.pool {
+            Some(p) => p
+                .blocks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((self.ptr, self.size)),
+            None => self.alloc.release(self.ptr, self.size),
+        }
     }
 }
 
 impl DeviceMemory for DeviceBuffer {
     fn download(&self, dst: &mut [u8]) -> Result<()> {
         crate::stats::DOWNLOADS.fetch_add(1, Ordering::Relaxed);
+        if self.alloc.wait_capture() {
+            return Err(Error::runtime(
+                "cuda",
+                "reading GPU data on the host while a CUDA graph is being recorded (the recorded step must not depend on values read back)",
+            ));
+        }
         let n = dst.len().min(self.len);
         if n == 0 {
             return Ok(());

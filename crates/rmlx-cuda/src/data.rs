@@ -60,7 +60,9 @@ impl DevIn {
 
 /// The device copy of a buffer's bytes, uploading them the first time.
 pub fn device_bytes(gpu: &Arc<Gpu>, b: &Buffer) -> Result<Arc<DeviceBuffer>> {
-    b.device_copy(BACKEND, gpu.index, |bytes| upload(gpu, bytes))
+    let d = b.device_copy(BACKEND, gpu.index, |bytes| upload(gpu, bytes))?;
+    gpu.alloc.touch(&d);
+    Ok(d)
 }
 
 /// Copies host bytes into a fresh device block: large ones through the pinned staging buffers
@@ -70,6 +72,18 @@ pub fn device_bytes(gpu: &Arc<Gpu>, b: &Buffer) -> Result<Arc<DeviceBuffer>> {
 pub fn upload(gpu: &Arc<Gpu>, bytes: &[u8]) -> Result<DeviceBuffer> {
     crate::stats::UPLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let d = gpu.alloc.alloc(bytes.len())?;
+    if gpu.alloc.capturing() {
+        // A copy queued on the recording stream would become a graph node that re-reads the
+        // host memory at every replay: copy now, synchronously (outside the recording; the
+        // stream is non-blocking), so the graph sees a constant.
+        if !bytes.is_empty() {
+            gpu.bind()?;
+            // SAFETY: d holds at least bytes.len() bytes.
+            unsafe { result::memcpy_htod_sync(d.ptr, bytes) }
+                .map_err(|e| cuda_err("copying to the GPU", e))?;
+        }
+        return Ok(d);
+    }
     if gpu.alloc.staging.upload(d.ptr, bytes)? {
         return Ok(d);
     }

@@ -154,7 +154,7 @@ impl Gpu {
             )
         }
         .map_err(|e| cuda_err(&format!("launching {name}"), e))?;
-        if crate::stats::sync_each_kernel() {
+        if crate::stats::sync_each_kernel() && !self.alloc.capturing() {
             // Debug mode: a fault is reported by the kernel (and so the op) that caused it.
             self.stream
                 .synchronize()

@@ -6,6 +6,7 @@
 pub mod alloc;
 pub mod context;
 pub mod data;
+pub mod graph;
 pub mod kernels;
 pub mod launch;
 pub mod ops;
@@ -41,6 +42,7 @@ impl Backend for CudaBackend {
             | Primitive::Matmul
             | Primitive::Concatenate { .. }
             | Primitive::SliceUpdate { .. }
+            | Primitive::SliceUpdateAt { .. }
             | Primitive::Take { .. }
             | Primitive::TakeAlongAxis { .. }
             | Primitive::PutAlongAxis { .. }
@@ -86,6 +88,11 @@ impl Backend for CudaBackend {
                 let mut x = x;
                 let src = x.swap_remove(0);
                 ops::indexing::slice_update(&g, src, &x[0], start, step, shape, od)
+            }
+            Primitive::SliceUpdateAt { axis } => {
+                let mut x = x;
+                let src = x.swap_remove(0); // x is now [start, update]
+                ops::indexing::slice_update_at(&g, src, &x[1], &x[0], *axis, od)
             }
             Primitive::Take { axis } => ops::indexing::take(&g, &x[0], &x[1], *axis, shape, od),
             Primitive::TakeAlongAxis { axis } => {

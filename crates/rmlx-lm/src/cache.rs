@@ -37,6 +37,10 @@ pub struct StandardCache {
     keys: Option<Array>,
     values: Option<Array>,
     offset: usize,
+    /// Set while decoding by graph replay (`graph_decode.rs`): the position of the next
+    /// token as an i32 `[1]` array in device memory. Writes go there and attention spans the
+    /// whole buffer under a mask, so one recorded step serves every position up to capacity.
+    at: Option<Array>,
 }
 
 /// A sliding-window cache of at most `max_size` positions; the first `keep` are never evicted.
@@ -168,7 +172,40 @@ fn plain_mask(l: usize, offset: usize, window: Option<usize>) -> Result<Attentio
 }
 
 impl StandardCache {
+    /// Positions the buffers hold (0 before the first write).
+    pub fn capacity(&self) -> usize {
+        self.keys.as_ref().map_or(0, |x| x.shape()[2])
+    }
+
+    /// One token written at the device-held position `at`; returns the whole buffers.
+    fn update_at(&mut self, k: &Array, v: &Array, at: &Array) -> Result<(Array, Array)> {
+        let [_, _, l, _] = kv_dims(k, v)?;
+        let (Some(kb), Some(vb)) = (&self.keys, &self.values) else {
+            return Err(gen_err(
+                "[cache] a device-positioned write needs an allocated cache",
+            ));
+        };
+        if l != 1 || self.offset >= self.capacity() {
+            return Err(gen_err(format!(
+                "[cache] a device-positioned write takes one position below the capacity {} (offset {}, {l} new)",
+                self.capacity(),
+                self.offset
+            )));
+        }
+        check_fits(kb, k, "keys")?;
+        check_fits(vb, v, "values")?;
+        let kb = ops::slice_update_at(kb, k, at, 2)?;
+        let vb = ops::slice_update_at(vb, v, at, 2)?;
+        self.offset += 1;
+        self.keys = Some(kb.clone());
+        self.values = Some(vb.clone());
+        Ok((kb, vb))
+    }
+
     fn update_and_fetch(&mut self, k: &Array, v: &Array) -> Result<(Array, Array)> {
+        if let Some(at) = self.at.clone() {
+            return self.update_at(k, v, &at);
+        }
         let [_, _, l, _] = kv_dims(k, v)?;
         let prev = self.offset;
         let cap = self.keys.as_ref().map_or(0, |x| x.shape()[2]);
@@ -463,6 +500,57 @@ impl KvCache {
         }
     }
 
+    /// Switches a standard cache to device-positioned writes at `at` (an i32 `[1]` array), or
+    /// back with `None`; false (and nothing changed) for other caches.
+    pub fn set_position_array(&mut self, at: Option<Array>) -> bool {
+        match self {
+            KvCache::Standard(c) => {
+                c.at = at;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The device-held position of the next token, while writes are device-positioned.
+    pub fn position_array(&self) -> Option<&Array> {
+        match self {
+            KvCache::Standard(c) => c.at.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The key and value buffers of a standard cache (whole capacity).
+    pub fn buffers(&self) -> Option<(Array, Array)> {
+        match self {
+            KvCache::Standard(c) => Some((c.keys.clone()?, c.values.clone()?)),
+            _ => None,
+        }
+    }
+
+    /// Counts `n` positions as written by someone else (a replayed graph wrote them into the
+    /// buffers): standard caches only, within capacity.
+    pub fn advance(&mut self, n: usize) -> Result<()> {
+        match self {
+            KvCache::Standard(c) if c.offset + n <= c.capacity() => {
+                c.offset += n;
+                Ok(())
+            }
+            _ => Err(gen_err(format!(
+                "[cache] cannot advance a {} cache by {n} positions",
+                self.class_name()
+            ))),
+        }
+    }
+
+    /// Positions the cache can hold before it grows (standard caches; 0 otherwise).
+    pub fn capacity(&self) -> usize {
+        match self {
+            KvCache::Standard(c) => c.capacity(),
+            _ => 0,
+        }
+    }
+
     /// Positions currently held (at most `max_size` for a rotating cache).
     pub fn size(&self) -> usize {
         match self {
@@ -500,6 +588,15 @@ impl KvCache {
     /// The mask for `l` new queries given what the cache holds now (call before
     /// `update_and_fetch`); `window` = the layer's sliding window, if any.
     pub fn mask(&self, l: usize, window: Option<usize>) -> Result<AttentionMask> {
+        if let (KvCache::Standard(c), true) = (self, window.is_none()) {
+            if let Some(at) = &c.at {
+                // keys 0..=at of the whole buffer: [1, capacity]
+                let cap = c.capacity();
+                let j = ops::arange(0.0, cap as f64, 1.0, Dtype::I32)?;
+                let m = ops::less_equal(&j, at)?;
+                return Ok(AttentionMask::Array(ops::reshape(&m, &[1, cap as i64])?));
+            }
+        }
         match self {
             KvCache::Rotating(c) => c.mask(l, window),
             _ => plain_mask(l, self.offset(), window),
@@ -709,6 +806,7 @@ pub fn load_prompt_cache(path: &Path) -> Result<(Vec<KvCache>, HashMap<String, S
                     keys,
                     values,
                     offset,
+                    at: None,
                 })
             }
             "RotatingKVCache" => {

@@ -3,6 +3,7 @@
 
 use crate::cache::KvCache;
 use crate::error::{LmError, Result};
+use crate::graph_decode::ReplayDecoder;
 use crate::models::LanguageModel;
 use crate::sample::{Sampler, SamplerSettings};
 use crate::tokenizer::{StreamingDetokenizer, Tokenizer};
@@ -75,6 +76,8 @@ pub struct TokenStream<'a> {
     prompt_tps: f64,
     gen_start: Option<Instant>,
     done: bool,
+    /// GPU decode steps by graph replay (`graph_decode.rs`).
+    replay: ReplayDecoder,
 }
 
 /// Streams generated tokens for `prompt` (token ids, already templated).
@@ -113,6 +116,7 @@ pub fn stream_generate<'a>(
             *c = KvCache::quantized(bits, opts.kv_group_size)?;
         }
     }
+    let replay = ReplayDecoder::new(rmlx::default_device(), &caches);
     let mut eos: Vec<u32> = tokenizer.eos_token_ids().to_vec();
     eos.extend(cfg.eos_token_ids.iter().copied());
     Ok(TokenStream {
@@ -134,6 +138,7 @@ pub fn stream_generate<'a>(
         prompt_tps: 0.0,
         gen_start: None,
         done: opts.max_tokens == 0,
+        replay,
     })
 }
 
@@ -152,11 +157,35 @@ pub fn generate(
 }
 
 impl TokenStream<'_> {
-    /// Runs `tokens` through the model and samples the next token.
-    fn step(&mut self, tokens: &[u32]) -> Result<(u32, Array)> {
-        let x = Array::from_slice(tokens, &[1, tokens.len()])?;
-        let logits = self.model.forward_last(&x, &mut self.caches)?;
-        let logits = ops::astype(&logits, Dtype::F32);
+    /// Greedy with no logit processors: the token is the argmax of the raw logits, which the
+    /// GPU computes, so nothing but the id needs to reach the host.
+    fn plain_greedy(&self) -> bool {
+        let s = self.sampler.settings();
+        s.temp == 0.0 && s.logit_bias.is_empty() && s.repetition_penalty.is_none_or(|p| p == 0.0)
+    }
+
+    /// One decode step through graph replay, when it applies (`None`: take the ordinary path).
+    fn graph_step(&mut self, token: u32) -> Result<Option<(u32, Array)>> {
+        if !self.replay.step(self.model, &mut self.caches, token)? {
+            return Ok(None);
+        }
+        if self.plain_greedy() {
+            let id = self.replay.argmax()?;
+            let logits = self.replay.logits()?;
+            return self.finish_sample(logits, Some(id)).map(Some);
+        }
+        let logits = self.replay.logits_host()?;
+        self.finish_sample(logits, None).map(Some)
+    }
+
+    /// Samples from f32 logits `[1, vocab]`; `argmax`, when given (plain greedy sampling,
+    /// computed on the device), is the token and the log-probabilities stay lazy.
+    fn finish_sample(&mut self, logits: Array, argmax: Option<u32>) -> Result<(u32, Array)> {
+        if let Some(id) = argmax {
+            let lse = ops::logsumexp(&logits, Some(&[-1]), true)?;
+            let lp = ops::subtract(&logits, &lse)?;
+            return Ok((id, ops::squeeze(&lp, &[0])?));
+        }
         let (ids, logprobs) = self
             .sampler
             .sample(&logits, std::slice::from_ref(&self.history))?;
@@ -164,6 +193,18 @@ impl TokenStream<'_> {
             .first()
             .ok_or_else(|| LmError::Generate("the sampler returned no token".into()))?;
         Ok((id, ops::squeeze(&logprobs, &[0])?))
+    }
+
+    /// Runs `tokens` through the model and samples the next token.
+    fn step(&mut self, tokens: &[u32]) -> Result<(u32, Array)> {
+        if let [token] = tokens {
+            if let Some(r) = self.graph_step(*token)? {
+                return Ok(r);
+            }
+        }
+        let x = Array::from_slice(tokens, &[1, tokens.len()])?;
+        let logits = self.model.forward_last(&x, &mut self.caches)?;
+        self.finish_sample(ops::astype(&logits, Dtype::F32), None)
     }
 
     /// Prefill in chunks of `prefill_step_size`, then the first sampled token.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod generate;
+pub mod graph_decode;
 pub mod load;
 pub mod models;
 pub mod perplexity;

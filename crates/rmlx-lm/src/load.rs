@@ -94,6 +94,57 @@ pub fn load_weights(path: &Path) -> Result<(Value, Weights)> {
     Ok((config, weights))
 }
 
+/// A model of the architecture and shape a `config.json` describes, with random weights made
+/// on the default device (for benchmarks: speed does not depend on the values). Floats are
+/// `torch_dtype` (bfloat16 when absent); a `quantization` block `{group_size, bits}` makes
+/// every linear and embedding affine-quantized. Returns the model, the config, and each made
+/// tensor's name and bytes.
+pub fn random_model(config_file: &Path, seed: u64) -> Result<(Model, Value, Vec<(String, usize)>)> {
+    let text = std::fs::read_to_string(config_file).map_err(|e| {
+        LmError::Load(format!(
+            "{}: cannot read the config ({e})",
+            config_file.display()
+        ))
+    })?;
+    let config: Value = serde_json::from_str(&text)
+        .map_err(|e| LmError::Config(format!("{}: invalid JSON: {e}", config_file.display())))?;
+    let dtype = match config.get("torch_dtype").and_then(Value::as_str) {
+        None | Some("bfloat16") => Dtype::BF16,
+        Some("float16") => Dtype::F16,
+        Some("float32") => Dtype::F32,
+        Some(other) => {
+            return Err(LmError::Config(format!(
+                "{}: torch_dtype `{other}` is not one of bfloat16, float16, float32",
+                config_file.display()
+            )))
+        }
+    };
+    let quant = match config.get("quantization") {
+        None => None,
+        Some(q) => {
+            let field = |k: &str| q.get(k).and_then(Value::as_u64).map(|v| v as usize);
+            let (g, b) = (
+                field("group_size").unwrap_or(64),
+                field("bits").unwrap_or(4),
+            );
+            if ![32, 64, 128].contains(&g) || ![2, 3, 4, 5, 6, 8].contains(&b) {
+                return Err(LmError::Config(format!(
+                    "{}: quantization needs group_size 32/64/128 and bits 2-8, got {g} and {b}",
+                    config_file.display()
+                )));
+            }
+            Some((g, b))
+        }
+    };
+    let mut weights = Weights::random(dtype, quant, seed);
+    let model = models::build(ModelConfig::from_json(&config)?, &mut weights)?;
+    let made = weights
+        .random_fill()
+        .map(|r| r.made.clone())
+        .unwrap_or_default();
+    Ok((model, config, made))
+}
+
 fn build(config: &Value, weights: &mut Weights, opts: &LoadOptions) -> Result<Model> {
     let cfg = ModelConfig::from_json(config)?;
     if let Some(dt) = opts.dtype {

@@ -46,7 +46,9 @@ fn tiny_models_match_mlx_on_gpu() {
     let Some(dev) = gpu() else { return };
     for name in MODELS {
         let dir = fixture(name);
-        let (model, _) = load_model(&dir, &LoadOptions::default()).unwrap();
+        // loaded with the GPU as the default device: q/k/v and gate/up are fused
+        let (model, _) =
+            rmlx::with_device(dev, || load_model(&dir, &LoadOptions::default()).unwrap());
         let (t, _) = rmlx::io::load_safetensors(dir.join("reference.safetensors")).unwrap();
         let get = |n: &str| t.iter().find(|(k, _)| k == n).unwrap().1.clone();
         let tokens = get("tokens").to_vec::<u32>().unwrap();
@@ -149,5 +151,70 @@ fn greedy_tokens_match_cpu() {
             compare_greedy("SmolLM2-135M Q4_1", &model, &prompt, 32, dev);
         }
         None => eprintln!("skipped SmolLM2: model file not present (set RMLX_SMOLLM2)"),
+    }
+}
+
+/// Decoding by CUDA graph replay gives the ordinary path's logits and tokens step after step,
+/// across a cache growth point (the graph is dropped, one ordinary step grows the cache, and
+/// the step is recorded again), for dense and quantized models in f32 and bf16.
+#[test]
+fn graph_replay_matches_ordinary_decode() {
+    use rmlx_lm::graph_decode::ReplayDecoder;
+    let Some(dev) = gpu() else { return };
+    let row = |l: &Array| rmlx::ops::astype(l, Dtype::F32).to_vec::<f32>().unwrap();
+    let argmax = |r: &[f32]| (0..r.len()).fold(0, |b, i| if r[i] > r[b] { i } else { b }) as u32;
+    for name in ["llama", "qwen3_q4"] {
+        for dtype in [None, Some(Dtype::BF16)] {
+            rmlx::with_device(dev, || {
+                let (model, _) = load_model(&fixture(name), &LoadOptions { dtype }).unwrap();
+                // 250 prompt tokens: the caches hold 256, so decoding crosses a growth point
+                let prompt: Vec<u32> = (0..250).map(|i| (i * 7 % 96) as u32).collect();
+                let x = Array::from_slice(&prompt, &[1, prompt.len()]).unwrap();
+                let (mut plain, mut replayed) = (model.make_caches(), model.make_caches());
+                let first = row(&model.forward_last(&x, &mut plain).unwrap());
+                model
+                    .forward_last(&x, &mut replayed)
+                    .unwrap()
+                    .eval()
+                    .unwrap();
+                let mut replay = ReplayDecoder::new(dev, &replayed);
+                let mut tok = argmax(&first);
+                let (mut n_replayed, mut worst) = (0, 0.0f32);
+                for step in 0..20 {
+                    let ids = Array::from_slice(&[tok], &[1, 1]).unwrap();
+                    let want = row(&model.forward_last(&ids, &mut plain).unwrap());
+                    let got = if replay.step(model.as_ref(), &mut replayed, tok).unwrap() {
+                        n_replayed += replay.active() as usize;
+                        assert_eq!(
+                            replay.argmax().unwrap(),
+                            argmax(&want),
+                            "{name} step {step}"
+                        );
+                        row(&replay.logits_host().unwrap())
+                    } else {
+                        row(&model.forward_last(&ids, &mut replayed).unwrap())
+                    };
+                    assert_eq!(
+                        plain[0].offset(),
+                        replayed[0].offset(),
+                        "{name} step {step}"
+                    );
+                    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                    let d = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f32::max);
+                    worst = worst.max(d / scale);
+                    assert!(
+                        d <= 1e-2 * scale,
+                        "{name} {dtype:?} step {step}: replay differs by {d}"
+                    );
+                    tok = argmax(&want);
+                }
+                eprintln!("{name} {dtype:?}: {n_replayed} of 20 steps replayed ({} kernels), worst relative logit difference {worst:.1e}", replay.kernels());
+                assert!(n_replayed >= 12, "{name}: only {n_replayed} steps replayed");
+            });
+        }
     }
 }

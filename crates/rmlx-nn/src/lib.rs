@@ -6,11 +6,13 @@
 mod error;
 mod linear;
 mod norm;
+mod parallel;
 mod rope;
 mod weights;
 
 pub use error::{Error, Result};
 pub use linear::{Embedding, Linear, QuantParams};
 pub use norm::{LayerNorm, RmsNorm};
+pub use parallel::Parallel;
 pub use rope::{Rope, RopeScaling};
 pub use weights::{closest_key, Weights};

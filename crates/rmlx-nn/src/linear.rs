@@ -36,6 +36,13 @@ impl Linear {
         }
     }
 
+    /// The added bias, if any.
+    pub fn bias(&self) -> Option<&Array> {
+        match self {
+            Linear::Dense { bias, .. } | Linear::Quantized { bias, .. } => bias.as_ref(),
+        }
+    }
+
     /// Output features.
     pub fn out_features(&self) -> usize {
         match self {

@@ -170,6 +170,25 @@ impl Rope {
         )?)
     }
 
+    /// Like [`Rope::forward`], the position taken from an i32 array (one per batch row, or one
+    /// for all) that may live in device memory.
+    pub fn forward_at(&self, x: &Array, offset: &Array) -> Result<Array> {
+        let x = if self.mscale != 1.0 {
+            self.scale_rotated(x)?
+        } else {
+            x.clone()
+        };
+        Ok(fast::rope(
+            &x,
+            self.dims,
+            self.traditional,
+            self.base,
+            self.scale,
+            offset,
+            self.freqs.as_ref(),
+        )?)
+    }
+
     /// Multiplies the first `dims` features by `mscale` (all of them in the common case).
     fn scale_rotated(&self, x: &Array) -> Result<Array> {
         let hd = *x.shape().last().unwrap_or(&0);

@@ -12,11 +12,58 @@ use std::collections::HashMap;
 #[derive(Default, Clone, Debug)]
 pub struct Weights {
     map: HashMap<String, Array>,
+    random: Option<RandomFill>,
+}
+
+/// Random weights made on request, for benchmarks of a shape that has no checkpoint: speed
+/// does not depend on the values. Floats are normal with std 0.02 in `dtype`; with `quant`
+/// `(group_size, bits)` every linear and embedding is affine-quantized (uniform random codes,
+/// scales and biases that dequantize to std ~0.02), as `mlx_lm.convert -q` would leave it.
+#[derive(Clone, Debug)]
+pub struct RandomFill {
+    pub dtype: rmlx::Dtype,
+    pub quant: Option<(usize, usize)>,
+    /// Every tensor made so far, with its bytes (what a benchmark's roofline counts).
+    pub made: Vec<(String, usize)>,
+    key: u64,
 }
 
 impl Weights {
     pub fn new(map: HashMap<String, Array>) -> Weights {
-        Weights { map }
+        Weights { map, random: None }
+    }
+
+    /// An empty map that makes every weight asked for (see [`RandomFill`]).
+    pub fn random(dtype: rmlx::Dtype, quant: Option<(usize, usize)>, seed: u64) -> Weights {
+        Weights {
+            map: HashMap::new(),
+            random: Some(RandomFill {
+                dtype,
+                quant,
+                made: Vec::new(),
+                key: seed,
+            }),
+        }
+    }
+
+    /// What a random map made (None for a checkpoint's).
+    pub fn random_fill(&self) -> Option<&RandomFill> {
+        self.random.as_ref()
+    }
+
+    /// A made tensor, evaluated where the default device is (so it is made on the GPU).
+    fn make(&mut self, name: &str, shape: &[usize], dtype: rmlx::Dtype, std: f32) -> Result<Array> {
+        let r = self.random.as_mut().expect("random map");
+        r.key += 1;
+        let key = rmlx::random::key(r.key);
+        let a = if dtype == rmlx::Dtype::U32 {
+            rmlx::random::bits(shape, Some(&key))?
+        } else {
+            rmlx::random::normal(shape, dtype, 0.0, std, Some(&key))?
+        };
+        a.eval()?;
+        r.made.push((name.to_string(), a.nbytes()));
+        Ok(a)
     }
 
     pub fn insert(&mut self, name: impl Into<String>, a: Array) {
@@ -63,6 +110,9 @@ impl Weights {
 
     /// `take` plus a shape check.
     pub fn take_shaped(&mut self, name: &str, shape: &[usize]) -> Result<Array> {
+        if let (false, Some(dt)) = (self.contains(name), self.random.as_ref().map(|r| r.dtype)) {
+            return self.make(name, shape, dt, 0.02);
+        }
         let a = self.take(name)?;
         check_shape(name, &a, shape)?;
         Ok(a)
@@ -137,6 +187,26 @@ impl Weights {
         out_f: usize,
     ) -> Result<Option<(Array, Array, Array, QuantParams)>> {
         let sname = format!("{prefix}.scales");
+        if let (false, Some(r)) = (self.contains(&sname), self.random.as_ref()) {
+            let (dt, Some((group_size, bits))) = (r.dtype, r.quant) else {
+                return Ok(None);
+            };
+            let wq = self.make(
+                &format!("{prefix}.weight"),
+                &[out_f, in_f * bits / 32],
+                rmlx::Dtype::U32,
+                0.0,
+            )?;
+            // codes uniform in [0, 2^bits): scale so the weights have std ~0.02, centred
+            let levels = ((1u32 << bits) - 1) as f32;
+            let scale = 0.02 * 3f32.sqrt() * 2.0 / levels;
+            let g = [out_f, in_f / group_size];
+            let scales = &self.make(&sname, &g, dt, 0.1 * scale)? + scale;
+            let biases = &self.make(&format!("{prefix}.biases"), &g, dt, 0.1 * scale)?
+                - levels / 2.0 * scale;
+            rmlx::eval(&[scales.clone(), biases.clone()])?;
+            return Ok(Some((wq, scales, biases, QuantParams { group_size, bits })));
+        }
         if !self.contains(&sname) {
             return Ok(None);
         }

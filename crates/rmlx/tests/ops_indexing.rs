@@ -255,3 +255,52 @@ fn zero_size_and_scalars() {
         c.eval().unwrap();
     });
 }
+
+/// `slice_update_at` (position read from an array) equals `slice_update` at the same start,
+/// clamps a start past the end, writes in place when the buffer is donated, and checks shapes.
+#[test]
+fn slice_update_at_matches_static_update() {
+    common::for_each_device(|_| {
+        let base = ops::reshape(
+            &ops::arange(0.0, 2.0 * 3.0 * 8.0 * 4.0, 1.0, Dtype::F32).unwrap(),
+            &[2, 3, 8, 4],
+        )
+        .unwrap();
+        let upd = ops::astype(
+            &ops::reshape(
+                &ops::arange(-24.0, 0.0, 1.0, Dtype::F32).unwrap(),
+                &[2, 3, 1, 4],
+            )
+            .unwrap(),
+            Dtype::BF16,
+        );
+        for (at, want_at) in [(0i32, 0i64), (5, 5), (7, 7), (12, 7), (-3, 0)] {
+            let pos = Array::from_slice(&[at], &[1]).unwrap();
+            let got = ops::slice_update_at(&base, &upd, &pos, 2).unwrap();
+            let want = ops::slice_update(&base, &upd, &[0, 0, want_at], &[1, 1, 1]).unwrap();
+            assert_eq!(got.dtype(), Dtype::F32);
+            assert_eq!(common::vals(&got), common::vals(&want), "start {at}");
+        }
+        // two updates of the same buffer: the second sees the first (in place or not)
+        let p0 = Array::from_slice(&[1i32], &[1]).unwrap();
+        let p1 = Array::from_slice(&[2i64], &[]).unwrap();
+        let a = ops::slice_update_at(&base, &upd, &p0, -2).unwrap();
+        let b = ops::slice_update_at(&a, &upd, &p1, 2).unwrap();
+        let w = ops::slice_update(
+            &base,
+            &ops::concatenate(&[upd.clone(), upd.clone()], 2).unwrap(),
+            &[0, 0, 1],
+            &[1, 1, 1],
+        )
+        .unwrap();
+        assert_eq!(common::vals(&b), common::vals(&w));
+        // bad shapes and starts are errors naming the op
+        let bad = ops::reshape(&upd, &[3, 2, 1, 4]).unwrap();
+        let e = ops::slice_update_at(&base, &bad, &p0, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("slice_update_at"), "{e}");
+        let fpos = Array::from_slice(&[1.0f32], &[1]).unwrap();
+        assert!(ops::slice_update_at(&base, &upd, &fpos, 2).is_err());
+    });
+}

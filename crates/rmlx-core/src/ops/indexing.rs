@@ -83,6 +83,48 @@ pub fn slice_update(src: &Array, update: &Array, start: &[i64], step: &[i64]) ->
     ))
 }
 
+/// A copy of `src` with `update` written at position `start` along `axis`, where `start` is an
+/// integer scalar array (so the position can live in device memory and change between replays
+/// of a recorded step). `update` has `src`'s shape except along `axis`; a start past the end is
+/// clamped so the update fits (MLX's dynamic `slice_update` does the same).
+#[track_caller]
+pub fn slice_update_at(src: &Array, update: &Array, start: &Array, axis: i32) -> Result<Array> {
+    let ax = normalize_axis("slice_update_at", axis, src.ndim())?;
+    let fits = update.ndim() == src.ndim()
+        && update.shape()[ax] <= src.shape()[ax]
+        && (0..src.ndim()).all(|i| i == ax || update.shape()[i] == src.shape()[i]);
+    if !fits {
+        return Err(Error::invalid(
+            "slice_update_at",
+            format!(
+                "update of shape {} must match {} except along axis {axis}, and not be longer there",
+                fmt_shape(update.shape()),
+                fmt_shape(src.shape())
+            ),
+        ));
+    }
+    if start.size() != 1 || !start.dtype().is_integer() {
+        return Err(Error::invalid(
+            "slice_update_at",
+            format!(
+                "start must be one integer, got shape {} of {}",
+                fmt_shape(start.shape()),
+                start.dtype()
+            ),
+        ));
+    }
+    Ok(Array::make(
+        src.shape().into(),
+        src.dtype(),
+        Primitive::SliceUpdateAt { axis: ax },
+        vec![
+            src.clone(),
+            astype(update, src.dtype()),
+            crate::ops::reshape(&astype(start, crate::Dtype::I32), &[1])?,
+        ],
+    ))
+}
+
 /// Indices must be integers (any width, signed or not); negative ones wrap once from the end.
 fn check_indices(op: &'static str, indices: &Array) -> Result<()> {
     if !indices.dtype().is_integer() {

@@ -7,18 +7,53 @@ use crate::error::{Error, Result};
 use crate::primitive::{OutputSpec, Primitive, ViewOp};
 use crate::shape::{broadcast_strides, reshape_strides};
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::thread::ThreadId;
 
 /// One evaluation at a time: nodes are filled exactly once, and `async_eval` work is ordered
-/// before a later `eval` of the same arrays.
-static EVAL_LOCK: Mutex<()> = Mutex::new(());
+/// before a later `eval` of the same arrays. Re-entrant, so a caller can hold it across several
+/// evaluations (a CUDA graph recording must see no other thread's work).
+static EVAL_OWNER: Mutex<(Option<ThreadId>, usize)> = Mutex::new((None, 0));
+static EVAL_FREED: Condvar = Condvar::new();
+
+struct EvalGuard;
+
+impl Drop for EvalGuard {
+    fn drop(&mut self) {
+        let mut g = EVAL_OWNER.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 -= 1;
+        if g.1 == 0 {
+            g.0 = None;
+            EVAL_FREED.notify_all();
+        }
+    }
+}
+
+/// Runs `f` holding the evaluation lock (re-entrant on this thread): no other thread
+/// evaluates anything until it returns.
+pub fn with_eval_lock<T>(f: impl FnOnce() -> T) -> T {
+    let me = std::thread::current().id();
+    {
+        let mut g = EVAL_OWNER.lock().unwrap_or_else(|e| e.into_inner());
+        while g.0.is_some_and(|o| o != me) {
+            g = EVAL_FREED.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.0 = Some(me);
+        g.1 += 1;
+    }
+    let _guard = EvalGuard;
+    f()
+}
 
 /// Computes `arrays` and everything they depend on that is not yet computed.
 pub fn eval(arrays: &[Array]) -> Result<()> {
     if arrays.iter().all(|a| a.is_evaluated()) {
         return Ok(());
     }
-    let _g = EVAL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    with_eval_lock(|| eval_locked(arrays))
+}
+
+fn eval_locked(arrays: &[Array]) -> Result<()> {
     for node in topo_order(arrays) {
         let Some((prim, inputs)) = node.take_pending() else {
             continue;

@@ -122,7 +122,7 @@ pub fn slice_update_source(ud: Dtype, od: Dtype, contiguous: bool) -> (String, S
 /// cache replacing its buffer every step), its device copy is written in place.
 pub fn slice_update(
     gpu: &Arc<Gpu>,
-    mut src: ArrayData,
+    src: ArrayData,
     upd: &ArrayData,
     start: &[usize],
     step: &[isize],
@@ -166,6 +166,26 @@ pub fn slice_update(
             ));
         }
     }
+    let (out, yptr) = write_target(gpu, src, od)?;
+    let n = upd.numel();
+    if n == 0 {
+        return Ok(out);
+    }
+    let u = input(gpu, upd)?;
+    let rl = Lay::new(&upd.shape, &strides)?;
+    let (name, s) = slice_update_source(upd.dtype, od, u.contiguous());
+    let f = gpu.kernels.get(&gpu.ctx, &name, &s)?;
+    let mut a = Args::new();
+    a.ptr(u.ptr).i64(u.offset).push(u.lay);
+    a.ptr(yptr).i64(base as i64).push(rl).i64(n as i64);
+    gpu.launch(&f, &name, Grid::elems(n), &mut a)?;
+    Ok(out)
+}
+
+/// The array an update is written into, and its device address: `src`'s own device copy when
+/// nothing else holds its buffer and it covers the whole buffer row-contiguously (a KV cache
+/// replacing its buffer every step: an in-place write), else a fresh copy.
+fn write_target(gpu: &Arc<Gpu>, mut src: ArrayData, od: Dtype) -> Result<(ArrayData, u64)> {
     let whole = src.offset == 0
         && src.is_contiguous()
         && src.buffer.len() == src.numel() * src.dtype.size()
@@ -187,25 +207,71 @@ pub fn slice_update(
             donated = Some(d.ptr);
         }
     }
-    let (out, yptr) = match donated {
+    Ok(match donated {
         Some(p) => (src, p),
         None => {
             let o = copy(gpu, &src, od)?;
             let p = input(gpu, &o)?.ptr;
             (o, p)
         }
-    };
+    })
+}
+
+/// SliceUpdateAt: like SliceUpdate, the region starting at `start[0]` (clamped to `room`)
+/// along one axis of stride `axstride`, read on the device so a recorded graph can replay it.
+pub fn slice_update_at_source(ud: Dtype, od: Dtype, contiguous: bool) -> (String, String) {
+    let name = format!(
+        "slice_update_at_{}_{}_{}",
+        tag(ud),
+        tag(od),
+        cls(contiguous)
+    );
+    let src = format!(
+        "extern \"C\" __global__ void {name}(const {x}* __restrict__ x, i64 xo, Lay xl, {o}* __restrict__ y, Lay rl, i64 n, const i32* __restrict__ at, i64 room, i64 axstride) {{\n  i64 s = (i64)at[0];\n  s = s < 0 ? 0 : (s > room ? room : s);\n  i64 base = s * axstride;\n  GRID_LOOP(i, n) {{\n    {x} v0 = {r};\n    y[base + loc(i, rl)] = {c};\n  }}\n}}\n",
+        x = ctype(ud),
+        o = ctype(od),
+        r = read("x", "i", contiguous),
+        c = cast_expr("v0", ud, od),
+    );
+    (name, src)
+}
+
+/// A copy of `src` (in place when donated) with `upd` written at the position `start` holds
+/// along `axis`; `upd` matches `src` on every other axis.
+pub fn slice_update_at(
+    gpu: &Arc<Gpu>,
+    src: ArrayData,
+    upd: &ArrayData,
+    start: &ArrayData,
+    axis: usize,
+    od: Dtype,
+) -> Result<ArrayData> {
+    let shape = src.shape.to_vec();
+    if upd.shape.len() != shape.len() || start.dtype != Dtype::I32 || start.numel() != 1 {
+        return Err(Error::invalid(
+            "slice_update_at",
+            format!(
+                "an update of shape {:?} at an i32 start does not fit {shape:?}",
+                &upd.shape[..]
+            ),
+        ));
+    }
+    let rs = rmlx_core::shape::row_major_strides(&shape);
+    let (out, yptr) = write_target(gpu, src, od)?;
     let n = upd.numel();
     if n == 0 {
         return Ok(out);
     }
     let u = input(gpu, upd)?;
-    let rl = Lay::new(&upd.shape, &strides)?;
-    let (name, s) = slice_update_source(upd.dtype, od, u.contiguous());
+    let at = input(gpu, start)?;
+    let rl = Lay::new(&upd.shape, &rs)?;
+    let (name, s) = slice_update_at_source(upd.dtype, od, u.contiguous());
     let f = gpu.kernels.get(&gpu.ctx, &name, &s)?;
     let mut a = Args::new();
     a.ptr(u.ptr).i64(u.offset).push(u.lay);
-    a.ptr(yptr).i64(base as i64).push(rl).i64(n as i64);
+    a.ptr(yptr).push(rl).i64(n as i64).ptr(at.base());
+    a.i64((shape[axis] - upd.shape[axis]) as i64)
+        .i64(rs[axis] as i64);
     gpu.launch(&f, &name, Grid::elems(n), &mut a)?;
     Ok(out)
 }

@@ -72,15 +72,31 @@ pub fn dequantize_source(s: Dtype, o: Dtype, mlxr: bool) -> (String, String) {
     (name, src)
 }
 
-/// The decode kernel (transposed weights) for `mm` rows of x at most.
-pub fn qmv_t_source(x: Dtype, s: Dtype, o: Dtype, bits: usize, mm: usize) -> (String, String) {
-    let name = format!("rq_qmv_t_{}_{}_{}_b{bits}_m{mm}", tag(x), tag(s), tag(o));
+/// The decode kernel (transposed weights) for `mm` rows of x at most; `ks` warps (1 or 4)
+/// share each group of weight rows, splitting K.
+pub fn qmv_t_source(
+    x: Dtype,
+    s: Dtype,
+    o: Dtype,
+    bits: usize,
+    mm: usize,
+    ks: usize,
+) -> (String, String) {
+    let name = format!(
+        "rq_qmv_t_{}_{}_{}_b{bits}_m{mm}_k{ks}",
+        tag(x),
+        tag(s),
+        tag(o)
+    );
     let (cx, cs, co) = (ctype(x), ctype(s), ctype(o));
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* x, const u32* w, const {cs}* s, const {cs}* b, {co}* y, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  rq_qmv_t<{cx}, {cs}, {co}, {bits}, {mm}>(x, w, s, b, y, M, N, K, gs_shift, xbs, wbs, sbs, bbs, ybs);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* x, const u32* w, const {cs}* s, const {cs}* b, {co}* y, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  rq_qmv_t<{cx}, {cs}, {co}, {bits}, {mm}, {ks}>(x, w, s, b, y, M, N, K, gs_shift, xbs, wbs, sbs, bbs, ybs);\n}}\n"
     );
     (name, src)
 }
+
+/// Codes one warp step of the decode kernel covers (32 lanes x 32 codes, for every width).
+const QMV_STEP: usize = 1024;
 
 /// `part` of quantizing `w: [..., K]` (0 → packed u32 words, 1 → scales, 2 → biases).
 pub fn quantize(
@@ -322,7 +338,14 @@ pub fn quantized_matmul(
             3 | 4 => 4,
             _ => 8,
         };
-        let (name, src) = qmv_t_source(xa.dtype, sa.dtype, od, bits, mm);
+        // Rows of at least 4 steps: 4 warps per row group (see the kernel).
+        let ks = if k >= 4 * QMV_STEP && std::env::var("RMLX_QMV_KSPLIT").map_or(true, |v| v != "0")
+        {
+            4
+        } else {
+            1
+        };
+        let (name, src) = qmv_t_source(xa.dtype, sa.dtype, od, bits, mm, ks);
         let f = get(gpu, &name, &src)?;
         let mut a = Args::new();
         a.ptr(xi.base())
@@ -339,9 +362,9 @@ pub fn quantized_matmul(
             .i64(sbs)
             .i64(bbs)
             .i64((m * n) as i64);
-        // 4 warps of 4 weight rows per block
+        // 4 warps of 4 weight rows per block, or (ks = 4) 4 warps on the same 4 rows
         let g = Grid {
-            grid: (n.div_ceil(16) as u32, batch.max(1) as u32, 1),
+            grid: (n.div_ceil(16 / ks) as u32, batch.max(1) as u32, 1),
             block: (128, 1, 1),
             shared: 0,
         };
@@ -411,15 +434,16 @@ mod tests {
         for bits in [2, 3, 4, 5, 6, 8] {
             for mm in [1, 2, 4, 8] {
                 let b = Dtype::BF16;
-                body.push_str(&qmv_t_source(b, b, b, bits, mm).1);
+                body.push_str(&qmv_t_source(b, b, b, bits, mm, 1).1);
+                body.push_str(&qmv_t_source(b, b, b, bits, mm, 4).1);
             }
         }
         for xd in FL {
             for sd in FL {
                 let od = Dtype::promote(xd, sd);
                 if (xd, sd) != (Dtype::BF16, Dtype::BF16) {
-                    body.push_str(&qmv_t_source(xd, sd, od, 4, 1).1);
-                    body.push_str(&qmv_t_source(xd, sd, od, 3, 8).1);
+                    body.push_str(&qmv_t_source(xd, sd, od, 4, 1, 4).1);
+                    body.push_str(&qmv_t_source(xd, sd, od, 3, 8, 1).1);
                 }
             }
         }

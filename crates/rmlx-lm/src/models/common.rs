@@ -5,7 +5,7 @@ use crate::cache::{causal_mask, AttentionMask, KvCache};
 use crate::config::ModelConfig;
 use crate::error::{LmError, Result};
 use rmlx::{fast, ops, Array};
-use rmlx_nn::{Linear, RmsNorm, Rope, Weights};
+use rmlx_nn::{Linear, Parallel, RmsNorm, Rope, Weights};
 
 /// The nonlinearity of a gated MLP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,9 +19,8 @@ pub enum Activation {
 /// Multi-head attention with grouped KV heads, optional q/k RMS norms (Qwen3, Gemma 3).
 #[derive(Clone, Debug)]
 pub struct Attention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
+    /// q, k and v projections (fused into one on a GPU).
+    pub qkv: Parallel,
     pub o_proj: Linear,
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
@@ -69,10 +68,13 @@ impl Attention {
                 w.rms_norm(&p, d, c.rms_norm_eps)?
             }))
         };
+        let qkv = vec![
+            w.linear(&format!("{prefix}.q_proj"), dim, h * d, spec.qkv_bias)?,
+            w.linear(&format!("{prefix}.k_proj"), dim, kv * d, spec.qkv_bias)?,
+            w.linear(&format!("{prefix}.v_proj"), dim, kv * d, spec.qkv_bias)?,
+        ];
         Ok(Attention {
-            q_proj: w.linear(&format!("{prefix}.q_proj"), dim, h * d, spec.qkv_bias)?,
-            k_proj: w.linear(&format!("{prefix}.k_proj"), dim, kv * d, spec.qkv_bias)?,
-            v_proj: w.linear(&format!("{prefix}.v_proj"), dim, kv * d, spec.qkv_bias)?,
+            qkv: Parallel::new(qkv, Parallel::fuse_by_default())?,
             o_proj: w.linear(&format!("{prefix}.o_proj"), h * d, dim, spec.o_bias)?,
             q_norm: norm(w, "q_norm")?,
             k_norm: norm(w, "k_norm")?,
@@ -101,12 +103,22 @@ impl Attention {
             };
             Ok(ops::transpose(&y, Some(&[0, 2, 1, 3]))?)
         };
-        let q = heads(self.q_proj.forward(x)?, self.n_heads, &self.q_norm)?;
-        let k = heads(self.k_proj.forward(x)?, self.n_kv_heads, &self.k_norm)?;
-        let v = heads(self.v_proj.forward(x)?, self.n_kv_heads, &None)?;
-        let offset = cache.as_ref().map_or(0, |c| c.offset());
-        let q = self.rope.forward(&q, offset)?;
-        let k = self.rope.forward(&k, offset)?;
+        let [q, k, v]: [Array; 3] = self.qkv.forward(x)?.try_into().map_err(|_| {
+            LmError::Generate("attention: the q/k/v projection gave the wrong parts".into())
+        })?;
+        let q = heads(q, self.n_heads, &self.q_norm)?;
+        let k = heads(k, self.n_kv_heads, &self.k_norm)?;
+        let v = heads(v, self.n_kv_heads, &None)?;
+        let (q, k) = match cache.as_ref().and_then(|c| c.position_array()) {
+            Some(at) => (self.rope.forward_at(&q, at)?, self.rope.forward_at(&k, at)?),
+            None => {
+                let offset = cache.as_ref().map_or(0, |c| c.offset());
+                (
+                    self.rope.forward(&q, offset)?,
+                    self.rope.forward(&k, offset)?,
+                )
+            }
+        };
         let (k, v) = match cache {
             Some(c) => c.update_and_fetch(&k, &v)?,
             None => (k, v),
@@ -126,8 +138,8 @@ impl Attention {
 /// `down_proj(act(gate_proj(x)) * up_proj(x))`.
 #[derive(Clone, Debug)]
 pub struct Mlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
+    /// gate and up projections (fused into one on a GPU).
+    pub gate_up: Parallel,
     pub down_proj: Linear,
     pub act: Activation,
 }
@@ -141,9 +153,12 @@ impl Mlp {
         act: Activation,
     ) -> Result<Mlp> {
         let (d, h) = (c.hidden_size, c.intermediate_size);
+        let gate_up = vec![
+            w.linear(&format!("{prefix}.gate_proj"), d, h, bias)?,
+            w.linear(&format!("{prefix}.up_proj"), d, h, bias)?,
+        ];
         Ok(Mlp {
-            gate_proj: w.linear(&format!("{prefix}.gate_proj"), d, h, bias)?,
-            up_proj: w.linear(&format!("{prefix}.up_proj"), d, h, bias)?,
+            gate_up: Parallel::new(gate_up, Parallel::fuse_by_default())?,
             down_proj: w.linear(&format!("{prefix}.down_proj"), h, d, bias)?,
             act,
         })
@@ -151,12 +166,13 @@ impl Mlp {
 
     /// `x: [B, L, dim]` → `[B, L, dim]`.
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        let g = self.gate_proj.forward(x)?;
+        let [g, u]: [Array; 2] = self.gate_up.forward(x)?.try_into().map_err(|_| {
+            LmError::Generate("mlp: the gate/up projection gave the wrong parts".into())
+        })?;
         let g = match self.act {
             Activation::Silu => ops::silu(&g),
             Activation::GeluApprox => ops::gelu_approx(&g),
         };
-        let u = self.up_proj.forward(x)?;
         Ok(self.down_proj.forward(&ops::multiply(&g, &u)?)?)
     }
 }

@@ -1,0 +1,195 @@
+//! `Parallel`: linear layers that read the same input (q/k/v, gate/up), kept apart or fused.
+//!
+//! Fused, their weights are concatenated along the output axis once at load, so a step runs
+//! one matrix product instead of several and slices the result (zero-copy views). That saves
+//! kernels per token on a GPU, where a small model's step is bound by launches, and reads the
+//! input once. On the CPU they stay apart: the weights remain zero-copy views of the file.
+
+use crate::error::Result;
+use crate::linear::Linear;
+use rmlx::{ops, Array};
+
+#[derive(Clone, Debug)]
+pub enum Parallel {
+    Separate(Vec<Linear>),
+    Fused { layer: Linear, sizes: Vec<usize> },
+}
+
+/// Concatenates along axis 0 and evaluates (the parts' device copies are dropped with them).
+fn cat(parts: Vec<&Array>) -> Result<Array> {
+    let owned: Vec<Array> = parts.into_iter().cloned().collect();
+    let a = ops::concatenate(&owned, 0)?;
+    a.eval()?;
+    Ok(a)
+}
+
+/// One layer computing every part's outputs, when the parts agree in kind, dtype,
+/// quantization and bias presence.
+fn fuse(parts: &[Linear]) -> Result<Option<Linear>> {
+    let all_bias = parts.iter().all(|p| p.bias().is_some());
+    let no_bias = parts.iter().all(|p| p.bias().is_none());
+    if !(all_bias || no_bias) {
+        return Ok(None);
+    }
+    let bias = if all_bias {
+        Some(cat(parts.iter().filter_map(Linear::bias).collect())?)
+    } else {
+        None
+    };
+    match &parts[0] {
+        Linear::Dense { weight, .. } => {
+            let ws: Option<Vec<&Array>> = parts
+                .iter()
+                .map(|p| match p {
+                    Linear::Dense { weight: w, .. } if w.dtype() == weight.dtype() => Some(w),
+                    _ => None,
+                })
+                .collect();
+            let Some(ws) = ws else { return Ok(None) };
+            Ok(Some(Linear::Dense {
+                weight: cat(ws)?,
+                bias,
+            }))
+        }
+        Linear::Quantized { scales, q, .. } => {
+            let (mut wqs, mut ss, mut bs) = (Vec::new(), Vec::new(), Vec::new());
+            for p in parts {
+                match p {
+                    Linear::Quantized {
+                        wq,
+                        scales: s,
+                        biases: b,
+                        q: pq,
+                        ..
+                    } if pq == q && s.dtype() == scales.dtype() => {
+                        wqs.push(wq);
+                        ss.push(s);
+                        bs.push(b);
+                    }
+                    _ => return Ok(None),
+                }
+            }
+            Ok(Some(Linear::Quantized {
+                wq: cat(wqs)?,
+                scales: cat(ss)?,
+                biases: cat(bs)?,
+                bias,
+                q: *q,
+            }))
+        }
+    }
+}
+
+impl Parallel {
+    /// The layers `parts` (same input features), fused when `fuse` is set and they agree.
+    pub fn new(parts: Vec<Linear>, fuse_them: bool) -> Result<Parallel> {
+        if fuse_them && parts.len() > 1 {
+            if let Some(layer) = fuse(&parts)? {
+                let sizes = parts.iter().map(Linear::out_features).collect();
+                return Ok(Parallel::Fused { layer, sizes });
+            }
+        }
+        Ok(Parallel::Separate(parts))
+    }
+
+    /// Whether to fuse for the default device: on a GPU (see the module comment).
+    pub fn fuse_by_default() -> bool {
+        rmlx::default_device().kind == rmlx::DeviceType::Gpu
+            && std::env::var("RMLX_FUSE").map_or(true, |v| v != "0")
+    }
+
+    /// `x: [..., in]` → one `[..., out_i]` per part.
+    pub fn forward(&self, x: &Array) -> Result<Vec<Array>> {
+        match self {
+            Parallel::Separate(ls) => ls.iter().map(|l| l.forward(x)).collect(),
+            Parallel::Fused { layer, sizes } => {
+                let y = layer.forward(x)?;
+                let nd = y.ndim();
+                let mut out = Vec::with_capacity(sizes.len());
+                let mut at = 0i64;
+                for &n in sizes {
+                    let mut start = vec![0i64; nd];
+                    let mut stop: Vec<i64> = y.shape().iter().map(|&d| d as i64).collect();
+                    start[nd - 1] = at;
+                    stop[nd - 1] = at + n as i64;
+                    out.push(ops::slice(&y, &start, &stop, &vec![1; nd])?);
+                    at += n as i64;
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linear::QuantParams;
+
+    fn dense(out: usize, seed: u64, bias: bool) -> Linear {
+        let k = rmlx::random::key(seed);
+        Linear::Dense {
+            weight: rmlx::random::normal(&[out, 8], rmlx::Dtype::F32, 0.0, 1.0, Some(&k)).unwrap(),
+            bias: bias.then(|| Array::from_vec((0..out).map(|i| i as f32).collect::<Vec<_>>())),
+        }
+    }
+
+    fn quant(out: usize, seed: u64) -> Linear {
+        let k = rmlx::random::key(seed);
+        let w = rmlx::random::normal(&[out, 64], rmlx::Dtype::F32, 0.0, 1.0, Some(&k)).unwrap();
+        let (wq, scales, biases) = ops::quantize(&w, 32, 4).unwrap();
+        Linear::Quantized {
+            wq,
+            scales,
+            biases,
+            bias: None,
+            q: QuantParams {
+                group_size: 32,
+                bits: 4,
+            },
+        }
+    }
+
+    fn same(a: &[Array], b: &[Array]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x.shape(), y.shape());
+            let (x, y) = (x.to_vec::<f32>().unwrap(), y.to_vec::<f32>().unwrap());
+            for (p, q) in x.iter().zip(&y) {
+                assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{p} vs {q}");
+            }
+        }
+    }
+
+    #[test]
+    fn fused_equals_separate() {
+        let x = rmlx::random::normal(&[2, 3, 8], rmlx::Dtype::F32, 0.0, 1.0, None).unwrap();
+        let parts = vec![dense(8, 1, true), dense(4, 2, true), dense(4, 3, true)];
+        let sep = Parallel::new(parts.clone(), false)
+            .unwrap()
+            .forward(&x)
+            .unwrap();
+        let fused = Parallel::new(parts, true).unwrap();
+        assert!(matches!(fused, Parallel::Fused { .. }));
+        same(&fused.forward(&x).unwrap(), &sep);
+
+        let x = rmlx::random::normal(&[1, 64], rmlx::Dtype::F32, 0.0, 1.0, None).unwrap();
+        let parts = vec![quant(32, 4), quant(64, 5)];
+        let sep = Parallel::new(parts.clone(), false)
+            .unwrap()
+            .forward(&x)
+            .unwrap();
+        let fused = Parallel::new(parts, true).unwrap();
+        assert!(matches!(fused, Parallel::Fused { .. }));
+        same(&fused.forward(&x).unwrap(), &sep);
+    }
+
+    #[test]
+    fn mismatched_parts_stay_separate() {
+        let mixed = vec![dense(8, 1, true), dense(4, 2, false)];
+        assert!(matches!(
+            Parallel::new(mixed, true).unwrap(),
+            Parallel::Separate(_)
+        ));
+    }
+}
