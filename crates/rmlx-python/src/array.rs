@@ -609,7 +609,9 @@ impl PyArray {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let a = self.inner.clone();
         eval_py(py, std::slice::from_ref(&a))?;
-        Ok(format!("{a}"))
+        // Formatting evaluates a float copy: without the GIL, like every evaluation, so an
+        // async_eval thread that releases a NumPy buffer (which needs the GIL) cannot deadlock.
+        Ok(py.detach(move || format!("{a}")))
     }
 
     fn __str__(&self, py: Python<'_>) -> PyResult<String> {
