@@ -18,3 +18,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== Rust tests (workspace)"
 cargo test --workspace --no-fail-fast
+
+echo "== Python module (maturin wheel in a private venv, then pytest)"
+bash scripts/python_test.sh

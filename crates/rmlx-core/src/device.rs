@@ -93,14 +93,23 @@ pub fn with_stream<R>(s: Stream, f: impl FnOnce() -> R) -> R {
     struct Pop;
     impl Drop for Pop {
         fn drop(&mut self) {
-            STREAM_SCOPE.with(|st| {
-                st.borrow_mut().pop();
-            });
+            pop_stream();
         }
     }
-    STREAM_SCOPE.with(|st| st.borrow_mut().push(s));
+    push_stream(s);
     let _pop = Pop;
     f()
+}
+
+/// Makes `s` this thread's default stream until the matching [`pop_stream`]: for scopes that
+/// are not closures (Python's `with mx.stream(s):` block). Prefer [`with_stream`] in Rust.
+pub fn push_stream(s: Stream) {
+    STREAM_SCOPE.with(|st| st.borrow_mut().push(s));
+}
+
+/// Ends the innermost [`push_stream`] scope of this thread; returns its stream.
+pub fn pop_stream() -> Option<Stream> {
+    STREAM_SCOPE.with(|st| st.borrow_mut().pop())
 }
 
 /// Runs `f` with stream 0 of device `d` as the default.

@@ -24,8 +24,8 @@ pub use buffer::{
     set_cache_limit, set_memory_limit, Buffer, DeviceMemory, MappedBytes,
 };
 pub use device::{
-    default_device, default_stream, set_default_device, with_device, with_stream, Device,
-    DeviceType, Stream,
+    default_device, default_stream, pop_stream, push_stream, set_default_device, with_device,
+    with_stream, Device, DeviceType, Stream,
 };
 pub use dtype::{bf16, f16, Dtype, Element};
 pub use error::{Error, Result};

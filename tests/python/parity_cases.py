@@ -1,0 +1,121 @@
+"""One script, two frameworks: ``cases(mx)`` runs the same MLX-style code with
+``mx = mlx.core`` or ``mx = rmlx.core`` and returns name -> NumPy result.
+
+``scripts/fixtures/python_mlx_parity.py`` runs it with MLX and commits the results
+(tests/fixtures/python/mlx_parity.npz); ``test_mlx_parity.py`` runs it with rmlx and
+compares. Inputs come from a seeded NumPy generator, so both sides see the same numbers.
+Keep every array small: the fixture file stays a few KB.
+"""
+
+import numpy as np
+
+
+def _inputs():
+    rng = np.random.default_rng(1234)
+    return {
+        "a": rng.standard_normal((3, 4)).astype(np.float32),
+        "b": rng.standard_normal((4,)).astype(np.float32),
+        "m": rng.standard_normal((4, 5)).astype(np.float32),
+        "p": (rng.random((2, 3)).astype(np.float32) + 0.5),
+        "i": rng.integers(-5, 5, (3, 4)).astype(np.int32),
+        "w": rng.standard_normal((8, 64)).astype(np.float32),
+        "x": rng.standard_normal((2, 64)).astype(np.float32),
+        "q": rng.standard_normal((1, 4, 3, 8)).astype(np.float32),
+        "k": rng.standard_normal((1, 2, 5, 8)).astype(np.float32),
+        "v": rng.standard_normal((1, 2, 5, 8)).astype(np.float32),
+        "r": rng.standard_normal((1, 2, 3, 8)).astype(np.float32),
+    }
+
+
+def cases(mx):
+    n = _inputs()
+    a, b, m, p = mx.array(n["a"]), mx.array(n["b"]), mx.array(n["m"]), mx.array(n["p"])
+    i = mx.array(n["i"])
+    out = {}
+
+    # Arithmetic with broadcasting and Python scalars (weak types).
+    out["add_bcast"] = a + b
+    out["scalar_ops"] = (a * 2 - 1) / 3 + 0.5
+    out["rsub_rdiv"] = 1 - a, 2 / p
+    out["int_scalar"] = i * 3 + 1
+    out["int_div"] = i / 2
+    out["floordiv_mod"] = i // 3, i % 3
+    out["pow"] = p ** 2.5
+    out["cmp"] = a > 0, a <= b, i == 2
+    out["neg_abs"] = -a, abs(a)
+    out["matmul"] = a @ m
+    out["maximum"] = mx.maximum(a, 0.0), mx.minimum(a, b)
+    out["where"] = mx.where(a > 0, a, 0.0)
+    out["clip"] = mx.clip(a, -0.5, 0.5)
+
+    # Unary.
+    for name in ["exp", "sin", "cos", "tanh", "sigmoid", "erf", "square", "abs", "sign",
+                 "floor", "ceil"]:
+        out["u_" + name] = getattr(mx, name)(a)
+    out["u_log_sqrt"] = mx.log(p), mx.sqrt(p), mx.rsqrt(p), mx.log1p(p), mx.reciprocal(p)
+    out["u_erfinv"] = mx.erfinv(mx.array(n["p"] - 1.0))
+    out["round"] = mx.round(a * 10), mx.round(a, 2)
+
+    # Reductions.
+    out["sum"] = mx.sum(a), mx.sum(a, axis=0), mx.sum(a, axis=1, keepdims=True)
+    out["mean_var"] = mx.mean(a, axis=-1), mx.var(a, axis=0), mx.var(a, ddof=1), mx.std(a)
+    out["max_min"] = mx.max(a, axis=1), mx.min(a, axis=(0, 1)), a.max(), a.min(0)
+    out["prod"] = mx.prod(p, axis=1)
+    out["logsumexp"] = mx.logsumexp(a, axis=1), mx.logsumexp(a)
+    out["softmax"] = mx.softmax(a, axis=-1), mx.softmax(a, axis=0)
+    out["argmax"] = mx.argmax(a, axis=1), mx.argmin(a, axis=0), mx.argmax(a)
+    out["any_all"] = mx.any(a > 1, axis=0), mx.all(a > -3)
+    out["cumsum"] = mx.cumsum(a, axis=1), mx.cumprod(p, axis=0), mx.cummax(a, axis=1)
+    out["cumsum_rev"] = mx.cumsum(a, axis=1, reverse=True), mx.cumsum(a, axis=1, inclusive=False)
+
+    # Shapes and indexing.
+    out["reshape"] = mx.reshape(a, (2, 6)), a.reshape(4, 3), a.reshape(-1)
+    out["transpose"] = mx.transpose(a), a.T, mx.swapaxes(a, 0, 1), mx.moveaxis(mx.array(n["q"]), 1, 3)
+    out["expand_squeeze"] = mx.expand_dims(a, 0), mx.squeeze(mx.expand_dims(a, (0, 2)))
+    out["concat_stack"] = mx.concatenate([a, a], axis=1), mx.stack([a, a], axis=0)
+    out["split"] = tuple(mx.split(a, 2, axis=1)) + tuple(mx.split(a, [1, 2], axis=0))
+    out["pad"] = mx.pad(a, ((1, 0), (0, 2))), mx.pad(a, 1, constant_values=3.0)
+    out["tril_triu"] = mx.tril(mx.ones((4, 4))), mx.triu(a, k=1)
+    out["broadcast_to"] = mx.broadcast_to(b, (3, 4))
+    out["index_basic"] = a[1], a[:, 2], a[1:3, ::2], a[::-1], a[..., -1], a[None, 0, 1:]
+    out["index_array"] = a[mx.array([2, 0])], a[:, mx.array([3, 1, 1])], a[mx.array([0, 2]), mx.array([1, 3])]
+    out["take"] = mx.take(a, mx.array([0, 5, 11])), mx.take(a, mx.array([1, 0]), axis=1)
+    out["take_along"] = mx.take_along_axis(a, mx.argsort(a, axis=1), axis=1)
+    out["sort"] = mx.sort(a, axis=1), mx.sort(a, axis=0), mx.argsort(b)
+    out["topk"] = mx.sort(mx.topk(a, 2, axis=1), axis=1)
+    out["partition"] = mx.partition(b, 1)[1:2]
+
+    # Creation.
+    out["creation"] = (mx.arange(5), mx.arange(1, 2, 0.25), mx.linspace(0, 1, 5), mx.eye(3, 4, k=1),
+                       mx.zeros((2, 2)), mx.full((2, 3), 7), mx.ones_like(a), mx.identity(2))
+    out["astype"] = a.astype(mx.float16), a.astype(mx.int32), (a > 0).astype(mx.float32), a.astype(mx.bfloat16).astype(mx.float32)
+
+    # Quantization (bit-exact with MLX).
+    w, x = mx.array(n["w"]), mx.array(n["x"])
+    for bits in (4, 8):
+        wq, s, bi = mx.quantize(w, group_size=32, bits=bits)
+        out[f"quant{bits}"] = wq, s, bi, mx.dequantize(wq, s, bi, group_size=32, bits=bits)
+        out[f"qmm{bits}"] = mx.quantized_matmul(x, wq, s, bi, transpose=True, group_size=32, bits=bits)
+
+    # Random with explicit keys (threefry, as MLX).
+    key = mx.random.key(42)
+    out["random"] = (mx.random.uniform(shape=(5,), key=key), mx.random.normal((5,), key=key),
+                     mx.random.randint(0, 10, (5,), key=key), mx.random.split(key))
+
+    # Fused ops.
+    q, k, v = mx.array(n["q"]), mx.array(n["k"]), mx.array(n["v"])
+    out["rms_norm"] = mx.fast.rms_norm(a, mx.ones((4,)) * 2, 1e-5)
+    out["layer_norm"] = mx.fast.layer_norm(a, b, b, 1e-5)
+    r = mx.array(n["r"])
+    out["rope"] = (mx.fast.rope(r, 8, traditional=False, base=10000.0, scale=1.0, offset=3),
+                   mx.fast.rope(r, 4, traditional=True, base=10000.0, scale=0.5, offset=0))
+    out["sdpa"] = (mx.fast.scaled_dot_product_attention(q, k, v, scale=0.35),
+                   mx.fast.scaled_dot_product_attention(q, k, v, scale=0.35, mask="causal"))
+
+    return {name: _to_numpy(val) for name, val in out.items()}
+
+
+def _to_numpy(val):
+    if isinstance(val, tuple):
+        return tuple(_to_numpy(v) for v in val)
+    return np.array(val)
