@@ -158,21 +158,15 @@ __device__ __forceinline__ void rq_load8(const bf16* __restrict__ p, float* o) {
   }
 }
 
+// One matrix: the block's warps take weight rows from blockIdx.x (the batch is the caller's).
 template <class TX, class TS, class TO, int BITS, int MM>
-__device__ void rq_qmv_t(const TX* __restrict__ x, const u32* __restrict__ w, const TS* __restrict__ s,
-                         const TS* __restrict__ b, TO* __restrict__ y, int M, i64 N, i64 K, int gs_shift,
-                         i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {
+__device__ void rq_qmv_t_mat(const TX* __restrict__ x, const u32* __restrict__ w, const TS* __restrict__ s,
+                             const TS* __restrict__ b, TO* __restrict__ y, int M, i64 N, i64 K, int gs_shift) {
   constexpr int SC = RqSub<BITS>::SC, WPS = RqSub<BITS>::WPS, U = RqSub<BITS>::U;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const i64 bat = blockIdx.y;
   const i64 row0 = ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * RQ_R;
   if (row0 >= N) return;
   const i64 W = K * BITS / 32, G = K >> gs_shift;
-  x += bat * xbs;
-  w += bat * wbs;
-  s += bat * sbs;
-  b += bat * bbs;
-  y += bat * ybs;
   const u32* wr[RQ_R];
   const TS* sr[RQ_R];
   const TS* br[RQ_R];
@@ -236,4 +230,14 @@ __device__ void rq_qmv_t(const TX* __restrict__ x, const u32* __restrict__ w, co
       const float v = warp_sum(acc[r][m]);
       if (lane == 0 && m < M && row0 + r < N) y[(i64)m * N + row0 + r] = from_f<TO>(v);
     }
+}
+
+// Batched: blockIdx.y picks the matrix.
+template <class TX, class TS, class TO, int BITS, int MM>
+__device__ void rq_qmv_t(const TX* __restrict__ x, const u32* __restrict__ w, const TS* __restrict__ s,
+                         const TS* __restrict__ b, TO* __restrict__ y, int M, i64 N, i64 K, int gs_shift,
+                         i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {
+  const i64 bat = blockIdx.y;
+  rq_qmv_t_mat<TX, TS, TO, BITS, MM>(x + bat * xbs, w + bat * wbs, s + bat * sbs, b + bat * bbs, y + bat * ybs,
+                                     M, N, K, gs_shift);
 }
