@@ -158,7 +158,13 @@ fn quantized_models_default_path() {
     let _restore = DefaultModeOnDrop;
     rmlx_cpu::quantized::qmv::set_exact(false);
     TOL.with(|t| t.set(0.15));
-    for a in ARCHS {
+    // Not the MoE models: routing is discontinuous, so the int8 noise can flip a near-tie
+    // between two experts and change a token's output by the order of the logits (measured:
+    // qwen3_moe_q4 decode step 33, |Δ| 2.2 of 4.6). The exact path above checks them.
+    for a in ARCHS
+        .iter()
+        .filter(|a| !["qwen3_moe", "mixtral"].contains(a))
+    {
         check_arch(&format!("{a}_q4"));
     }
 }

@@ -281,27 +281,22 @@ mod tests {
         let x = ops::random::normal(&[1, t, d], Dtype::F32, 0.0, 1.0, key(4).as_ref()).unwrap();
         let ids: Vec<u32> = (0..t * 2).map(|i| ((i * 7 + i / 3) % e) as u32).collect();
         let idx = Array::from_slice(&ids, &[1, t, 2]).unwrap();
-        for glu in [&dense, &q] {
+        // dense: summation order only; quantized: the single-token path takes the int8-activation
+        // decode kernel, the sorted one the float prefill kernel (≈1e-2 of the output scale)
+        for (glu, tol) in [(&dense, 1e-4f32), (&q, 5e-2)] {
             let sorted = glu.forward(&x, &idx).unwrap();
             assert_eq!(sorted.shape(), &[1, t, 2, d]);
+            let all = sorted.to_vec::<f32>().unwrap();
             // token by token (2 pairs each): the unsorted path
             for ti in [0usize, 17, 39] {
-                let xt = ops::slice(
-                    &x,
-                    &[0, ti as i64, 0],
-                    &[1, ti as i64 + 1, d as i64],
-                    &[1, 1, 1],
-                )
-                .unwrap();
+                let (a, b) = (ti as i64, ti as i64 + 1);
+                let xt = ops::slice(&x, &[0, a, 0], &[1, b, d as i64], &[1, 1, 1]).unwrap();
                 let it = Array::from_slice(&ids[ti * 2..ti * 2 + 2], &[1, 1, 2]).unwrap();
                 let one = glu.forward(&xt, &it).unwrap().to_vec::<f32>().unwrap();
-                let all = sorted.to_vec::<f32>().unwrap();
+                let scale = one.iter().fold(1f32, |m, v| m.max(v.abs()));
                 let got = &all[ti * 2 * d..(ti + 1) * 2 * d];
                 for (a, b) in got.iter().zip(&one) {
-                    assert!(
-                        (a - b).abs() < 2e-2 * (1.0 + b.abs()),
-                        "token {ti}: {a} vs {b}"
-                    );
+                    assert!((a - b).abs() <= tol * scale, "token {ti}: {a} vs {b}");
                 }
             }
         }
