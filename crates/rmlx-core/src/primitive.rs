@@ -246,6 +246,19 @@ pub enum Primitive {
         bits: usize,
         transpose: bool,
     },
+    /// `[a, b, lhs, rhs]`: `a: [Ba, M, K]`, `b: [Bb, K, N]`, `lhs`, `rhs`: u32 `[B]` →
+    /// `[B, M, N]` with `out[i] = a[lhs[i]] @ b[rhs[i]]` (MoE experts picked per row).
+    /// `sorted_indices`: `rhs` is sorted (a hint; results do not depend on it).
+    GatherMm { sorted_indices: bool },
+    /// `[x, wq, scales, biases, lhs, rhs]`: `x: [Bx, M, K]`, `wq: [E, ..]` (as
+    /// `QuantizedMatmul`'s), `lhs`, `rhs`: u32 `[B]` → `[B, M, N]` with
+    /// `out[i] = quantized_matmul(x[lhs[i]], wq[rhs[i]], ..)`.
+    GatherQmm {
+        group_size: usize,
+        bits: usize,
+        transpose: bool,
+        sorted_indices: bool,
+    },
 }
 
 impl Primitive {
@@ -285,6 +298,8 @@ impl Primitive {
             Primitive::Quantize { .. } => "quantize",
             Primitive::Dequantize { .. } => "dequantize",
             Primitive::QuantizedMatmul { .. } => "quantized_matmul",
+            Primitive::GatherMm { .. } => "gather_mm",
+            Primitive::GatherQmm { .. } => "gather_qmm",
         }
     }
 }

@@ -14,6 +14,7 @@
 pub mod binary;
 pub mod copy;
 pub mod creation;
+pub mod gather_matmul;
 pub mod indexing;
 pub mod matmul;
 pub mod norm;
@@ -71,7 +72,9 @@ impl Backend for CpuBackend {
             | Primitive::ScaledDotProductAttention { .. }
             | Primitive::Quantize { .. }
             | Primitive::Dequantize { .. }
-            | Primitive::QuantizedMatmul { .. } => true,
+            | Primitive::QuantizedMatmul { .. }
+            | Primitive::GatherMm { .. }
+            | Primitive::GatherQmm { .. } => true,
         }
     }
 
@@ -152,6 +155,13 @@ impl Backend for CpuBackend {
                 bits,
                 transpose,
             } => quantized::quantized_matmul(&x, *group_size, *bits, *transpose, out),
+            Primitive::GatherMm { .. } => gather_matmul::gather_mm(&x, out),
+            Primitive::GatherQmm {
+                group_size,
+                bits,
+                transpose,
+                ..
+            } => gather_matmul::gather_qmm(&x, *group_size, *bits, *transpose, out),
         }
     }
 }

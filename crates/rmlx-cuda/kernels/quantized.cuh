@@ -158,26 +158,20 @@ __device__ __forceinline__ void rq_load8(const bf16* __restrict__ p, float* o) {
   }
 }
 
+// One matrix: the block's warps take weight rows from blockIdx.x (the batch is the caller's).
 // KS = 1: the block's 4 warps own 4 x RQ_R rows. KS = 4 (long rows): they share RQ_R rows,
 // warp w taking every 4th step of K from step w, and the partial sums meet in shared memory:
 // four times the warps in flight for the same matrix, which a weight stream needs to reach
 // the memory bandwidth (4096 rows of 4 warps per 4 x 4 rows is 2 blocks per SM otherwise).
 template <class TX, class TS, class TO, int BITS, int MM, int KS>
-__device__ void rq_qmv_t(const TX* __restrict__ x, const u32* __restrict__ w, const TS* __restrict__ s,
-                         const TS* __restrict__ b, TO* __restrict__ y, int M, i64 N, i64 K, int gs_shift,
-                         i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {
+__device__ void rq_qmv_t_mat(const TX* __restrict__ x, const u32* __restrict__ w, const TS* __restrict__ s,
+                             const TS* __restrict__ b, TO* __restrict__ y, int M, i64 N, i64 K, int gs_shift) {
   constexpr int SC = RqSub<BITS>::SC, WPS = RqSub<BITS>::WPS, U = RqSub<BITS>::U;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const i64 bat = blockIdx.y;
   const i64 row0 = KS == 1 ? ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * RQ_R : (i64)blockIdx.x * RQ_R;
   const int kpart = KS == 1 ? 0 : warp;
   if (row0 >= N) return;
   const i64 W = K * BITS / 32, G = K >> gs_shift;
-  x += bat * xbs;
-  w += bat * wbs;
-  s += bat * sbs;
-  b += bat * bbs;
-  y += bat * ybs;
   const u32* wr[RQ_R];
   const TS* sr[RQ_R];
   const TS* br[RQ_R];
@@ -260,4 +254,14 @@ __device__ void rq_qmv_t(const TX* __restrict__ x, const u32* __restrict__ w, co
     for (int k = 0; k < KS; ++k) v += part[k][lane];
     if (m < M && row0 + r < N) y[(i64)m * N + row0 + r] = from_f<TO>(v);
   }
+}
+
+// Batched: blockIdx.y picks the matrix.
+template <class TX, class TS, class TO, int BITS, int MM, int KS>
+__device__ void rq_qmv_t(const TX* __restrict__ x, const u32* __restrict__ w, const TS* __restrict__ s,
+                         const TS* __restrict__ b, TO* __restrict__ y, int M, i64 N, i64 K, int gs_shift,
+                         i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {
+  const i64 bat = blockIdx.y;
+  rq_qmv_t_mat<TX, TS, TO, BITS, MM, KS>(x + bat * xbs, w + bat * wbs, s + bat * sbs, b + bat * bbs, y + bat * ybs,
+                                     M, N, K, gs_shift);
 }

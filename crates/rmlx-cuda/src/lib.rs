@@ -54,6 +54,8 @@ impl Backend for CudaBackend {
             | Primitive::Quantize { .. }
             | Primitive::Dequantize { .. }
             | Primitive::QuantizedMatmul { .. }
+            | Primitive::GatherMm { .. }
+            | Primitive::GatherQmm { .. }
             | Primitive::Reduce { .. }
             | Primitive::ArgReduce { .. }
             | Primitive::Scan { .. }
@@ -152,6 +154,13 @@ impl Backend for CudaBackend {
             } => {
                 ops::quantized::quantized_matmul(&g, &x, *group_size, *bits, *transpose, shape, od)
             }
+            Primitive::GatherMm { .. } => ops::gather_matmul::gather_mm(&g, &x, shape, od),
+            Primitive::GatherQmm {
+                group_size,
+                bits,
+                transpose,
+                ..
+            } => ops::gather_matmul::gather_qmm(&g, &x, *group_size, *bits, *transpose, shape, od),
         }
     }
 

@@ -34,6 +34,19 @@ pub struct ModelConfig {
     pub final_logit_softcapping: Option<f32>,
     /// `eos_token_id` from the config (one or many), if given.
     pub eos_token_ids: Vec<u32>,
+    /// Mixture of experts: experts per MoE layer (`num_experts`, Mixtral's
+    /// `num_local_experts`); 0 for dense models.
+    pub num_experts: usize,
+    /// Experts each token is routed to.
+    pub num_experts_per_tok: usize,
+    /// Hidden size of each expert (Qwen3-MoE's `moe_intermediate_size`; else
+    /// `intermediate_size`).
+    pub moe_intermediate_size: usize,
+    /// Renormalise the top-k routing weights to sum to 1 (Qwen3-MoE's `norm_topk_prob`).
+    pub norm_topk_prob: bool,
+    /// Every `decoder_sparse_step`-th layer is MoE, except `mlp_only_layers` (Qwen3-MoE).
+    pub decoder_sparse_step: usize,
+    pub mlp_only_layers: Vec<usize>,
 }
 
 fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
@@ -119,10 +132,36 @@ impl ModelConfig {
             Some(x) => x.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
             None => vec![],
         };
+        let intermediate_size = req_usize(v, "intermediate_size")?;
+        let num_experts = match opt_usize(v, "num_experts")? {
+            Some(n) => n,
+            None => opt_usize(v, "num_local_experts")?.unwrap_or(0),
+        };
+        let num_experts_per_tok = opt_usize(v, "num_experts_per_tok")?.unwrap_or(0);
+        if num_experts > 0 && (num_experts_per_tok == 0 || num_experts_per_tok > num_experts) {
+            return Err(LmError::Config(format!(
+                "config.json: num_experts_per_tok ({num_experts_per_tok}) must be between 1 and the number of experts ({num_experts})"
+            )));
+        }
+        let mlp_only_layers = match get(v, "mlp_only_layers") {
+            None => vec![],
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_u64().map(|x| x as usize))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    LmError::Config("config.json: `mlp_only_layers` must list layer numbers".into())
+                })?,
+            Some(x) => {
+                return Err(LmError::Config(format!(
+                    "config.json: `mlp_only_layers` must be a list, got {x}"
+                )))
+            }
+        };
         Ok(ModelConfig {
             hidden_size,
             num_hidden_layers: req_usize(v, "num_hidden_layers")?,
-            intermediate_size: req_usize(v, "intermediate_size")?,
+            intermediate_size,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
@@ -146,6 +185,13 @@ impl ModelConfig {
             query_pre_attn_scalar: opt_f32(v, "query_pre_attn_scalar")?,
             final_logit_softcapping: opt_f32(v, "final_logit_softcapping")?,
             eos_token_ids,
+            num_experts,
+            num_experts_per_tok,
+            moe_intermediate_size: opt_usize(v, "moe_intermediate_size")?
+                .unwrap_or(intermediate_size),
+            norm_topk_prob: opt_bool(v, "norm_topk_prob")?.unwrap_or(false),
+            decoder_sparse_step: opt_usize(v, "decoder_sparse_step")?.unwrap_or(1).max(1),
+            mlp_only_layers,
             model_type,
         })
     }

@@ -4,7 +4,9 @@
 //! by the group size quantized with MLX's affine quantizer (`ops::quantize`, bit-exact with
 //! MLX); same tensor names, shards and index (`rmlx::io::save_sharded`), `config.json` with the
 //! `quantization` block and its `quantization_config` copy (other keys, `torch_dtype` included, kept as mlx_lm keeps
-//! them), tokenizer files alongside.
+//! them), tokenizer files alongside. Mixture-of-experts checkpoints get mlx_lm's `sanitize`
+//! (per-expert tensors stacked into `switch_mlp.*`) and its per-architecture quantization
+//! choices (Qwen3-MoE's router `mlp.gate` at 8 bits, group 64, recorded per module).
 
 use crate::error::{LmError, Result};
 use crate::load::load_weights;
@@ -97,6 +99,15 @@ fn quantizable(name: &str, a: &Array, group_size: usize) -> bool {
         && a.shape()[a.ndim() - 1].is_multiple_of(group_size)
 }
 
+/// The (group size, bits) mlx_lm's `quant_predicate` of the architecture gives module `path`
+/// instead of the defaults: Qwen3-MoE keeps its router at 8 bits (a 4-bit router misroutes).
+fn module_override(model_type: &str, path: &str) -> Option<(usize, usize)> {
+    match model_type {
+        "qwen3_moe" if path.ends_with("mlp.gate") => Some((64, 8)),
+        _ => None,
+    }
+}
+
 /// Converts `src` (HF directory or `.gguf` file) into an MLX-format directory `out`.
 pub fn convert(src: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
     if opts.quantize {
@@ -114,7 +125,13 @@ pub fn convert(src: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
         }
     }
     let is_gguf = src.is_file();
-    let (mut config, weights) = load_weights(src)?;
+    let (mut config, mut weights) = load_weights(src)?;
+    let model_type = config
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    crate::models::stack_moe_experts(&config, &mut weights)?;
     let dtype = target_dtype(opts, &config)?;
     let mut names: Vec<String> = weights.remaining_keys();
     names.sort();
@@ -151,10 +168,16 @@ pub fn convert(src: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
 
     // 2. Quantize linear and embedding weights.
     let mut tensors: BTreeMap<String, Array> = BTreeMap::new();
+    let mut overrides = serde_json::Map::new();
     for (name, a) in dense {
-        if opts.quantize && quantizable(&name, &a, opts.q_group_size) {
-            let (wq, s, b) = ops::quantize(&a, opts.q_group_size, opts.q_bits)?;
-            let base = name.strip_suffix(".weight").unwrap_or(&name).to_string();
+        let base = name.strip_suffix(".weight").unwrap_or(&name).to_string();
+        let special = module_override(&model_type, &base);
+        let (gs, bits) = special.unwrap_or((opts.q_group_size, opts.q_bits));
+        if opts.quantize && quantizable(&name, &a, gs) {
+            if special.is_some() {
+                overrides.insert(base.clone(), json!({"group_size": gs, "bits": bits}));
+            }
+            let (wq, s, b) = ops::quantize(&a, gs, bits)?;
             tensors.insert(format!("{base}.scales"), s);
             tensors.insert(format!("{base}.biases"), b);
             tensors.insert(name, wq);
@@ -171,7 +194,9 @@ pub fn convert(src: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
         obj.remove("_name_or_path");
         obj.remove("quantization_config");
         if opts.quantize {
-            let q = json!({"group_size": opts.q_group_size, "bits": opts.q_bits, "mode": "affine"});
+            let mut q =
+                json!({"group_size": opts.q_group_size, "bits": opts.q_bits, "mode": "affine"});
+            q.as_object_mut().expect("object").extend(overrides.clone());
             obj.insert("quantization".into(), q.clone());
             obj.insert("quantization_config".into(), q);
         } else {

@@ -233,10 +233,11 @@ fn gguf_arch(arch: &str) -> Result<(&'static str, bool)> {
         "llama" => ("llama", true),
         "qwen2" => ("qwen2", false),
         "qwen3" => ("qwen3", false),
+        "qwen3moe" => ("qwen3_moe", false),
         "gemma3" => ("gemma3_text", false),
         other => {
             return Err(LmError::Config(format!(
-            "GGUF architecture `{other}` is not supported (supported: llama, qwen2, qwen3, gemma3)"
+            "GGUF architecture `{other}` is not supported (supported: llama (and Mixtral), qwen2, qwen3, qwen3moe, gemma3)"
         )))
         }
     })
@@ -246,8 +247,13 @@ fn gguf_arch(arch: &str) -> Result<(&'static str, bool)> {
 pub fn gguf_weights(g: &GgufFile, path: &Path) -> Result<(Value, Weights)> {
     let bad = |e: rmlx::Error| LmError::Config(format!("{}: {e}", path.display()));
     let arch = g.get_str("general.architecture").map_err(bad)?.to_string();
-    let (model_type, permuted) = gguf_arch(&arch)?;
+    let (mut model_type, permuted) = gguf_arch(&arch)?;
     let u = |k: &str| g.get_u32(&format!("{arch}.{k}")).map_err(bad);
+    // llama.cpp writes Mixtral as `llama` with experts
+    let experts = u("expert_count").unwrap_or(0);
+    if arch == "llama" && experts > 0 {
+        model_type = "mixtral";
+    }
     let f = |k: &str| g.get_f32(&format!("{arch}.{k}")).ok();
     let n_heads = u("attention.head_count")? as usize;
     let hidden = u("embedding_length")? as usize;
@@ -270,7 +276,8 @@ pub fn gguf_weights(g: &GgufFile, path: &Path) -> Result<(Value, Weights)> {
         "model_type": model_type,
         "hidden_size": hidden,
         "num_hidden_layers": u("block_count")?,
-        "intermediate_size": u("feed_forward_length")?,
+        "intermediate_size": u("feed_forward_length")
+            .or_else(|e| u("expert_feed_forward_length").map_err(|_| e))?,
         "num_attention_heads": n_heads,
         "num_key_value_heads": n_kv,
         "head_dim": head_dim,
@@ -278,6 +285,27 @@ pub fn gguf_weights(g: &GgufFile, path: &Path) -> Result<(Value, Weights)> {
         "rms_norm_eps": f("attention.layer_norm_rms_epsilon").unwrap_or(1e-6),
         "tie_word_embeddings": g.tensor_info("output.weight").is_none(),
     });
+    if experts > 0 {
+        c["num_experts"] = json!(experts);
+        c["num_experts_per_tok"] = json!(u("expert_used_count")?);
+        if let Ok(n) = u("expert_feed_forward_length") {
+            c["moe_intermediate_size"] = json!(n);
+        }
+        // llama.cpp renormalises Qwen3-MoE's top-k weights unless the file says otherwise
+        let norm = g
+            .get_bool(&format!("{arch}.expert_weights_norm"))
+            .unwrap_or(arch == "qwen3moe");
+        c["norm_topk_prob"] = json!(norm);
+        // a layer without a router is a dense MLP (Qwen3-MoE's `mlp_only_layers`)
+        let layers = u("block_count")?;
+        let dense: Vec<u32> = (0..layers)
+            .filter(|i| {
+                g.tensor_info(&format!("blk.{i}.ffn_gate_inp.weight"))
+                    .is_none()
+            })
+            .collect();
+        c["mlp_only_layers"] = json!(dense);
+    }
     if let Some(t) = f("rope.freq_base") {
         c["rope_theta"] = json!(t);
     }
@@ -316,7 +344,12 @@ pub fn gguf_weights(g: &GgufFile, path: &Path) -> Result<(Value, Weights)> {
     }
     let mut w = Weights::default();
     for t in g.tensors() {
-        let Some(name) = hf_name(&t.name, arch == "gemma3") else {
+        let moe_block = if model_type == "mixtral" {
+            "block_sparse_moe"
+        } else {
+            "mlp"
+        };
+        let Some(name) = hf_name(&t.name, arch == "gemma3", moe_block) else {
             continue;
         };
         let tensor = g
@@ -362,7 +395,7 @@ pub fn gguf_weights(g: &GgufFile, path: &Path) -> Result<(Value, Weights)> {
 
 /// GGUF tensor name → HF module path (without `.weight`/`.bias`); `None` for tensors the
 /// models do not use.
-fn hf_name(gguf: &str, gemma: bool) -> Option<String> {
+fn hf_name(gguf: &str, gemma: bool, moe_block: &str) -> Option<String> {
     let base = gguf
         .strip_suffix(".weight")
         .or_else(|| gguf.strip_suffix(".bias"))?;
@@ -390,6 +423,16 @@ fn hf_name(gguf: &str, gemma: bool) -> Option<String> {
                 "ffn_gate" => "mlp.gate_proj",
                 "ffn_up" => "mlp.up_proj",
                 "ffn_down" => "mlp.down_proj",
+                // experts stacked [E, out, in], and the router
+                "ffn_gate_exps" | "ffn_up_exps" | "ffn_down_exps" | "ffn_gate_inp" => {
+                    let m = match part {
+                        "ffn_gate_exps" => "switch_mlp.gate_proj",
+                        "ffn_up_exps" => "switch_mlp.up_proj",
+                        "ffn_down_exps" => "switch_mlp.down_proj",
+                        _ => "gate",
+                    };
+                    return Some(format!("model.layers.{i}.{moe_block}.{m}"));
+                }
                 _ => return None,
             };
             format!("model.layers.{i}.{m}")

@@ -55,15 +55,26 @@ fn tmp(name: &str) -> PathBuf {
 
 #[test]
 fn quantized_matches_mlx_lm_bit_for_bit() {
-    let out = tmp("q4");
+    matches_mlx_lm("src", "mlx_q4");
+}
+
+/// Qwen3-MoE from Hugging Face's per-expert layout: experts stacked, the router at 8 bits with
+/// its per-module entries in `quantization` (scripts/fixtures/convert_moe_mlx.py).
+#[test]
+fn moe_quantized_matches_mlx_lm_bit_for_bit() {
+    matches_mlx_lm("moe_src", "moe_mlx_q4");
+}
+
+fn matches_mlx_lm(src: &str, reference: &str) {
+    let out = tmp(reference);
     let opts = ConvertOptions {
         quantize: true,
         q_bits: 4,
         q_group_size: 64,
         dtype: Some(Dtype::F16),
     };
-    convert(&fixtures().join("src"), &out, &opts).unwrap();
-    let (ours, theirs) = (tensors(&out), tensors(&fixtures().join("mlx_q4")));
+    convert(&fixtures().join(src), &out, &opts).unwrap();
+    let (ours, theirs) = (tensors(&out), tensors(&fixtures().join(reference)));
     assert_eq!(
         ours.keys().collect::<Vec<_>>(),
         theirs.keys().collect::<Vec<_>>()
@@ -83,7 +94,7 @@ fn quantized_matches_mlx_lm_bit_for_bit() {
     let cfg = |d: &Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap()
     };
-    assert_eq!(cfg(&out), cfg(&fixtures().join("mlx_q4")));
+    assert_eq!(cfg(&out), cfg(&fixtures().join(reference)));
     let index = |d: &Path| -> serde_json::Value {
         let v: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(d.join("model.safetensors.index.json")).unwrap(),
@@ -91,7 +102,7 @@ fn quantized_matches_mlx_lm_bit_for_bit() {
         .unwrap();
         v["weight_map"].clone()
     };
-    assert_eq!(index(&out), index(&fixtures().join("mlx_q4")));
+    assert_eq!(index(&out), index(&fixtures().join(reference)));
     assert!(out.join("tokenizer.json").is_file() && out.join("tokenizer_config.json").is_file());
     std::fs::remove_dir_all(&out).ok();
 }

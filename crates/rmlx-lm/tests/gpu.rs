@@ -17,6 +17,10 @@ const MODELS: &[&str] = &[
     "qwen2_q4",
     "qwen3_q4",
     "gemma3_q4",
+    "qwen3_moe",
+    "mixtral",
+    "qwen3_moe_q4",
+    "mixtral_q4",
 ];
 
 fn gpu() -> Option<Device> {

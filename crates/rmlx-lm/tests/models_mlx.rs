@@ -1,4 +1,5 @@
-//! Tiny random-weight checkpoints written by MLX (scripts/fixtures/tiny_models_mlx.py): rmlx's
+//! Tiny random-weight checkpoints written by MLX (scripts/fixtures/tiny_models_mlx.py, and
+//! tiny_moe_mlx.py for qwen3_moe and mixtral): rmlx's
 //! logits equal mlx-lm's, cached decoding equals uncached, and bad checkpoints fail clearly.
 //!
 //! Tolerance: the dense fixtures are float32 and the quantized ones dequantize to exactly the
@@ -12,7 +13,7 @@ use rmlx_lm::load::{load_model, LoadOptions};
 use rmlx_lm::models::Model;
 use std::path::{Path, PathBuf};
 
-const ARCHS: &[&str] = &["llama", "qwen2", "qwen3", "gemma3"];
+const ARCHS: &[&str] = &["llama", "qwen2", "qwen3", "gemma3", "qwen3_moe", "mixtral"];
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -157,7 +158,13 @@ fn quantized_models_default_path() {
     let _restore = DefaultModeOnDrop;
     rmlx_cpu::quantized::qmv::set_exact(false);
     TOL.with(|t| t.set(0.15));
-    for a in ARCHS {
+    // Not the MoE models: routing is discontinuous, so the int8 noise can flip a near-tie
+    // between two experts and change a token's output by the order of the logits (measured:
+    // qwen3_moe_q4 decode step 33, |Δ| 2.2 of 4.6). The exact path above checks them.
+    for a in ARCHS
+        .iter()
+        .filter(|a| !["qwen3_moe", "mixtral"].contains(a))
+    {
         check_arch(&format!("{a}_q4"));
     }
 }

@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::linear::{Embedding, Linear, QuantParams};
 use crate::norm::RmsNorm;
+use crate::switch::SwitchLinear;
 use rmlx::{ops, Array};
 use std::collections::HashMap;
 
@@ -133,7 +134,7 @@ impl Weights {
         } else {
             None
         };
-        match self.quantized(prefix, in_f, out_f)? {
+        match self.quantized(prefix, &[], in_f, out_f)? {
             Some((wq, scales, biases, q)) => Ok(Linear::Quantized {
                 wq,
                 scales,
@@ -150,7 +151,7 @@ impl Weights {
 
     /// An `Embedding` `[vocab, dim]` at `prefix`, quantized when `prefix.scales` exists.
     pub fn embedding(&mut self, prefix: &str, vocab: usize, dim: usize) -> Result<Embedding> {
-        match self.quantized(prefix, dim, vocab)? {
+        match self.quantized(prefix, &[], dim, vocab)? {
             Some((wq, scales, biases, q)) => Ok(Embedding::Quantized {
                 wq,
                 scales,
@@ -180,9 +181,42 @@ impl Weights {
         Ok(RmsNorm { weight, eps })
     }
 
+    /// A `SwitchLinear` of `experts` stacked `[out, in]` matrices at `prefix`
+    /// (`prefix.weight` `[experts, out, in]`, optional `prefix.bias` `[experts, out]`),
+    /// quantized when `prefix.scales` exists.
+    pub fn switch_linear(
+        &mut self,
+        prefix: &str,
+        experts: usize,
+        in_f: usize,
+        out_f: usize,
+        bias: bool,
+    ) -> Result<SwitchLinear> {
+        let bias = if bias {
+            Some(self.take_shaped(&format!("{prefix}.bias"), &[experts, out_f])?)
+        } else {
+            None
+        };
+        match self.quantized(prefix, &[experts], in_f, out_f)? {
+            Some((wq, scales, biases, q)) => Ok(SwitchLinear::Quantized {
+                wq,
+                scales,
+                biases,
+                bias,
+                q,
+            }),
+            None => Ok(SwitchLinear::Dense {
+                weight: self.take_shaped(&format!("{prefix}.weight"), &[experts, out_f, in_f])?,
+                bias,
+            }),
+        }
+    }
+
+    /// Quantized parts of a `[lead.., out, in]` matrix (stack) at `prefix`, if quantized.
     fn quantized(
         &mut self,
         prefix: &str,
+        lead: &[usize],
         in_f: usize,
         out_f: usize,
     ) -> Result<Option<(Array, Array, Array, QuantParams)>> {
@@ -214,18 +248,18 @@ impl Weights {
         let wq = self.take(&wname)?;
         let scales = self.take(&sname)?;
         let biases = self.take(&format!("{prefix}.biases"))?;
+        let lead_s: String = lead.iter().map(|d| format!("{d}, ")).collect();
         let bad = |what: String| {
             Error::Weight(format!(
-                "quantized `{prefix}` for [{out_f}, {in_f}]: {what}"
+                "quantized `{prefix}` for [{lead_s}{out_f}, {in_f}]: {what}"
             ))
         };
-        if wq.ndim() != 2
-            || scales.ndim() != 2
-            || wq.shape()[0] != out_f
-            || scales.shape()[0] != out_f
-        {
+        let nl = lead.len();
+        let shaped =
+            |a: &Array| a.ndim() == nl + 2 && a.shape()[..nl] == *lead && a.shape()[nl] == out_f;
+        if !shaped(&wq) || !shaped(&scales) {
             return Err(bad(format!(
-                "expected `{wname}` [{out_f}, packed] and `{sname}` [{out_f}, groups], found {:?} and {:?}",
+                "expected `{wname}` [{lead_s}{out_f}, packed] and `{sname}` [{lead_s}{out_f}, groups], found {:?} and {:?}",
                 wq.shape(),
                 scales.shape()
             )));
@@ -236,7 +270,7 @@ impl Weights {
                 wq.dtype()
             )));
         }
-        let (packed, groups) = (wq.shape()[1], scales.shape()[1]);
+        let (packed, groups) = (wq.shape()[nl + 1], scales.shape()[nl + 1]);
         let bits = packed * 32 / in_f.max(1);
         let group_size = in_f / groups.max(1);
         if packed * 32 != in_f * bits

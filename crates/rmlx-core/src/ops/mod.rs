@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod convert;
 pub mod creation;
+pub mod gather_matmul;
 pub mod indexing;
 pub mod matmul;
 pub mod quantized;
@@ -17,6 +18,7 @@ pub mod unary;
 pub use binary::*;
 pub use convert::*;
 pub use creation::*;
+pub use gather_matmul::*;
 pub use indexing::*;
 pub use matmul::*;
 pub use quantized::*;

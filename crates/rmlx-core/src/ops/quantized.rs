@@ -32,7 +32,7 @@ fn check_params(op: &'static str, group_size: usize, bits: usize) -> Result<()> 
     Ok(())
 }
 
-fn check_float(op: &'static str, what: &str, a: &Array) -> Result<()> {
+pub(crate) fn check_float(op: &'static str, what: &str, a: &Array) -> Result<()> {
     if !a.dtype().is_float() {
         return Err(Error::dtype(
             op,
@@ -114,7 +114,7 @@ pub fn quantize(w: &Array, group_size: usize, bits: usize) -> Result<(Array, Arr
 }
 
 /// Validates `(wq, scales, biases)` and returns the unpacked row length (`K`).
-fn check_packed(
+pub(crate) fn check_packed(
     op: &'static str,
     wq: &Array,
     scales: &Array,

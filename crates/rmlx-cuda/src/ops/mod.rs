@@ -1,6 +1,7 @@
 //! GPU kernels by family, one file each (the CPU backend's layout).
 
 pub mod elementwise;
+pub mod gather_matmul;
 pub mod indexing;
 pub mod matmul;
 pub mod norm;

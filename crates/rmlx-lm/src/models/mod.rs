@@ -4,8 +4,10 @@
 pub mod common;
 pub mod gemma3;
 pub mod llama;
+pub mod mixtral;
 pub mod qwen2;
 pub mod qwen3;
+pub mod qwen3_moe;
 
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
@@ -54,11 +56,33 @@ const MODEL_TYPES: &[(&str, Constructor)] = &[
     ("mistral", |c, w| Ok(Box::new(llama::Llama::load(c, w)?))),
     ("qwen2", |c, w| Ok(Box::new(qwen2::load(c, w)?))),
     ("qwen3", |c, w| Ok(Box::new(qwen3::load(c, w)?))),
+    ("qwen3_moe", |c, w| Ok(Box::new(qwen3_moe::load(c, w)?))),
+    ("mixtral", |c, w| Ok(Box::new(mixtral::load(c, w)?))),
     ("gemma3_text", |c, w| {
         Ok(Box::new(gemma3::Gemma3::load(c, w)?))
     }),
     ("gemma3", |c, w| Ok(Box::new(gemma3::Gemma3::load(c, w)?))),
 ];
+
+/// mlx-lm's `sanitize` for mixture-of-experts checkpoints: Hugging Face's per-expert tensors
+/// stacked into `switch_mlp.*` (a no-op for dense models and stacked files).
+pub fn stack_moe_experts(config: &serde_json::Value, w: &mut Weights) -> Result<()> {
+    let t = config.get("model_type").and_then(|t| t.as_str());
+    if !matches!(t, Some("qwen3_moe" | "mixtral")) {
+        return Ok(());
+    }
+    let c = ModelConfig::from_json(config)?;
+    let f = match c.model_type.as_str() {
+        "qwen3_moe" => qwen3_moe::flavor(&c),
+        "mixtral" => mixtral::flavor(),
+        _ => return Ok(()),
+    };
+    for i in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{i}.{}", f.block);
+        qwen3_moe::stack_experts(w, &p, c.num_experts, &f.expert_names)?;
+    }
+    Ok(())
+}
 
 /// The `model_type`s this build can run.
 pub fn supported_model_types() -> Vec<&'static str> {

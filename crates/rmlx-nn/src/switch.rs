@@ -1,0 +1,304 @@
+//! Mixture-of-experts layers (mlx-lm's `switch_layers.py`): `SwitchLinear` applies, per token,
+//! the experts its router chose (a stack `[E, out, in]`, dense or quantized, through
+//! `gather_mm` / `gather_qmm`), `SwitchGlu` is the gated expert MLP, and `route` turns router
+//! logits into expert ids and weights the way each architecture does.
+
+use crate::error::{Error, Result};
+use crate::linear::QuantParams;
+use rmlx::{ops, Array, Dtype};
+
+/// Token-expert pairs from which the expert MLP sorts tokens by expert (mlx-lm's rule), so each
+/// expert's weights are read once per step and the kernels see long runs of one expert.
+pub const SORT_MIN_PAIRS: usize = 64;
+
+/// `E` stacked linear maps `x @ W[e].T (+ b[e])`, `W: [E, out, in]`; the quantized form keeps
+/// MLX's packed layout per expert (`switch_mlp.*` in mlx-community checkpoints).
+#[derive(Clone, Debug)]
+pub enum SwitchLinear {
+    Dense {
+        weight: Array,
+        bias: Option<Array>,
+    },
+    Quantized {
+        wq: Array,
+        scales: Array,
+        biases: Array,
+        bias: Option<Array>,
+        q: QuantParams,
+    },
+}
+
+impl SwitchLinear {
+    /// Experts in the stack.
+    pub fn num_experts(&self) -> usize {
+        match self {
+            SwitchLinear::Dense { weight, .. } => weight.shape()[0],
+            SwitchLinear::Quantized { wq, .. } => wq.shape()[0],
+        }
+    }
+
+    /// `x: [..., M, in]` with `indices: [...]` (broadcast against x's batch axes) →
+    /// `[..., M, out]`, each batch entry through expert `indices[...]`. `sorted_indices`
+    /// promises sorted indices (a speed hint).
+    pub fn forward(&self, x: &Array, indices: &Array, sorted_indices: bool) -> Result<Array> {
+        let (y, bias) = match self {
+            SwitchLinear::Dense { weight, bias } => (
+                ops::gather_mm(
+                    x,
+                    &ops::swapaxes(weight, -1, -2)?,
+                    None,
+                    Some(indices),
+                    sorted_indices,
+                )?,
+                bias,
+            ),
+            SwitchLinear::Quantized {
+                wq,
+                scales,
+                biases,
+                bias,
+                q,
+            } => (
+                ops::gather_qmm(
+                    x,
+                    wq,
+                    scales,
+                    biases,
+                    None,
+                    Some(indices),
+                    true,
+                    q.group_size,
+                    q.bits,
+                    sorted_indices,
+                )?,
+                bias,
+            ),
+        };
+        Ok(match bias {
+            // bias[indices]: [..., out] → [..., 1, out]
+            Some(b) => ops::add(
+                &y,
+                &ops::expand_dims(&ops::take(b, indices, Some(0))?, &[-2])?,
+            )?,
+            None => y,
+        })
+    }
+}
+
+/// The gated expert MLP: `down(silu(gate(x)) * up(x))` with each token through its chosen
+/// experts.
+#[derive(Clone, Debug)]
+pub struct SwitchGlu {
+    pub gate_proj: SwitchLinear,
+    pub up_proj: SwitchLinear,
+    pub down_proj: SwitchLinear,
+}
+
+impl SwitchGlu {
+    /// `x: [..., D]`, `indices: [..., k]` (u32 expert ids) → `[..., k, D]`, one output per
+    /// chosen expert (the caller weights and sums them).
+    pub fn forward(&self, x: &Array, indices: &Array) -> Result<Array> {
+        // x: [..., 1, 1, D] so that its batch broadcasts against indices [..., k]
+        let x = ops::expand_dims(x, &[-2, -3])?;
+        if indices.size() < SORT_MIN_PAIRS {
+            let h = self.hidden(&x, indices, false)?;
+            return Ok(ops::squeeze(
+                &self.down_proj.forward(&h, indices, false)?,
+                &[-2],
+            )?);
+        }
+        // Prefill: one row per (token, expert) pair, sorted by expert; results unsorted after.
+        let k = indices.shape()[indices.ndim() - 1];
+        let flat = ops::reshape(indices, &[-1])?;
+        let order = ops::argsort(&flat, Some(0))?;
+        let inv_order = ops::argsort(&order, Some(0))?;
+        let tokens = ops::floor_divide(&order, &Array::scalar(k as u32))?;
+        let xs = ops::take(&ops::flatten(&x, 0, -3)?, &tokens, Some(0))?; // [T*k, 1, D]
+        let idx = ops::take(&flat, &order, Some(0))?; // [T*k] sorted
+        let h = self.hidden(&xs, &idx, true)?;
+        let y = self.down_proj.forward(&h, &idx, true)?; // [T*k, 1, D]
+        let y = ops::take(&y, &inv_order, Some(0))?;
+        let d = y.shape()[y.ndim() - 1] as i64;
+        let shape: Vec<i64> = indices
+            .shape()
+            .iter()
+            .map(|&s| s as i64)
+            .chain([d])
+            .collect();
+        Ok(ops::reshape(&y, &shape)?)
+    }
+
+    fn hidden(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {
+        let up = self.up_proj.forward(x, idx, sorted)?;
+        let gate = self.gate_proj.forward(x, idx, sorted)?;
+        Ok(ops::multiply(&ops::silu(&gate), &up)?)
+    }
+}
+
+/// How an architecture turns router logits into expert ids and weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routing {
+    /// Softmax over all experts, keep the top k (Qwen2/3-MoE, OLMoE); `renormalize` rescales
+    /// the k weights to sum to 1 (`norm_topk_prob`).
+    SoftmaxTopK { renormalize: bool },
+    /// Top k logits, then a softmax over those k (Mixtral).
+    TopKSoftmax,
+    /// Sigmoid of each logit, keep the top k; `renormalize` as above (DeepSeek-V3 style
+    /// scoring without group limits or score correction).
+    SigmoidTopK { renormalize: bool },
+}
+
+/// `logits: [..., E]` → (`indices: [..., k]` u32, `weights: [..., k]` f32): the k chosen experts
+/// per token and their mixing weights. Softmaxes run in f32 (mlx-lm's `precise=True`).
+pub fn route(logits: &Array, k: usize, routing: Routing) -> Result<(Array, Array)> {
+    let e = logits.shape().last().copied().unwrap_or(0);
+    if k == 0 || k > e {
+        return Err(Error::Config(format!(
+            "cannot route each token to {k} of {e} experts"
+        )));
+    }
+    let logits = ops::astype(logits, Dtype::F32);
+    // top-k indices of `s` along the last axis (in no particular order, as argpartition)
+    let top = |s: &Array| -> Result<Array> {
+        let p = ops::argpartition(s, -(k as i32), Some(-1))?;
+        let n = p.ndim();
+        let mut start = vec![0i64; n];
+        start[n - 1] = (e - k) as i64;
+        let stop = vec![i64::MAX; n];
+        Ok(ops::slice(&p, &start, &stop, &vec![1; n])?)
+    };
+    let renorm = |w: Array, on: bool| -> Result<Array> {
+        if !on {
+            return Ok(w);
+        }
+        Ok(ops::divide(&w, &ops::sum(&w, Some(&[-1]), true)?)?)
+    };
+    Ok(match routing {
+        Routing::SoftmaxTopK { renormalize } => {
+            let g = ops::softmax(&logits, Some(&[-1]), true)?;
+            let i = top(&g)?;
+            let w = ops::take_along_axis(&g, &i, Some(-1))?;
+            (i, renorm(w, renormalize)?)
+        }
+        Routing::TopKSoftmax => {
+            let i = top(&logits)?;
+            let w = ops::take_along_axis(&logits, &i, Some(-1))?;
+            (i, ops::softmax(&w, Some(&[-1]), true)?)
+        }
+        Routing::SigmoidTopK { renormalize } => {
+            let g = ops::sigmoid(&logits);
+            let i = top(&g)?;
+            let w = ops::take_along_axis(&g, &i, Some(-1))?;
+            (i, renorm(w, renormalize)?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arr(v: &[f32], shape: &[usize]) -> Array {
+        Array::from_slice(v, shape).unwrap()
+    }
+
+    fn sorted_pairs(i: &Array, w: &Array) -> Vec<(u32, f32)> {
+        let (i, w) = (i.to_vec::<u32>().unwrap(), w.to_vec::<f32>().unwrap());
+        let mut p: Vec<(u32, f32)> = i.into_iter().zip(w).collect();
+        p.sort_by_key(|x| x.0);
+        p
+    }
+
+    #[test]
+    fn routing_modes() {
+        let l = arr(&[0.1, 2.0, -1.0, 1.0], &[1, 4]);
+        let ex: Vec<f32> = [0.1f32, 2.0, -1.0, 1.0].iter().map(|v| v.exp()).collect();
+        let z: f32 = ex.iter().sum();
+        let (i, w) = route(&l, 2, Routing::SoftmaxTopK { renormalize: false }).unwrap();
+        let p = sorted_pairs(&i, &w);
+        assert_eq!((p[0].0, p[1].0), (1, 3));
+        assert!((p[0].1 - ex[1] / z).abs() < 1e-6 && (p[1].1 - ex[3] / z).abs() < 1e-6);
+        for r in [
+            Routing::SoftmaxTopK { renormalize: true },
+            Routing::TopKSoftmax,
+        ] {
+            let (i, w) = route(&l, 2, r).unwrap();
+            let p = sorted_pairs(&i, &w);
+            let want = ex[1] / (ex[1] + ex[3]);
+            assert!((p[0].1 - want).abs() < 1e-6, "{r:?}: {p:?}");
+        }
+        let (i, w) = route(&l, 1, Routing::SigmoidTopK { renormalize: false }).unwrap();
+        assert_eq!(i.to_vec::<u32>().unwrap(), vec![1]);
+        assert!((w.to_vec::<f32>().unwrap()[0] - 1.0 / (1.0 + (-2.0f32).exp())).abs() < 1e-6);
+        let msg = route(&l, 5, Routing::TopKSoftmax).unwrap_err().to_string();
+        assert!(msg.contains("5 of 4 experts"), "{msg}");
+    }
+
+    /// The sorted (prefill) path equals the unsorted one, dense and quantized.
+    #[test]
+    fn sorted_and_unsorted_paths_agree() {
+        let (e, d, h) = (4usize, 64usize, 32usize);
+        let key = |s: u64| Some(ops::random::key(s));
+        let w = |s: u64, o: usize, i: usize| {
+            ops::random::normal(&[e, o, i], Dtype::F32, 0.0, 0.2, key(s).as_ref())
+        };
+        let dense = SwitchGlu {
+            gate_proj: SwitchLinear::Dense {
+                weight: w(1, h, d).unwrap(),
+                bias: None,
+            },
+            up_proj: SwitchLinear::Dense {
+                weight: w(2, h, d).unwrap(),
+                bias: None,
+            },
+            down_proj: SwitchLinear::Dense {
+                weight: w(3, d, h).unwrap(),
+                bias: None,
+            },
+        };
+        let quant = |l: &SwitchLinear| {
+            let SwitchLinear::Dense { weight, .. } = l else {
+                unreachable!()
+            };
+            let (wq, scales, biases) = ops::quantize(weight, 32, 4).unwrap();
+            SwitchLinear::Quantized {
+                wq,
+                scales,
+                biases,
+                bias: None,
+                q: QuantParams {
+                    group_size: 32,
+                    bits: 4,
+                },
+            }
+        };
+        let q = SwitchGlu {
+            gate_proj: quant(&dense.gate_proj),
+            up_proj: quant(&dense.up_proj),
+            down_proj: quant(&dense.down_proj),
+        };
+        let t = 40; // 40 tokens x top-2 = 80 pairs: the sorted path
+        let x = ops::random::normal(&[1, t, d], Dtype::F32, 0.0, 1.0, key(4).as_ref()).unwrap();
+        let ids: Vec<u32> = (0..t * 2).map(|i| ((i * 7 + i / 3) % e) as u32).collect();
+        let idx = Array::from_slice(&ids, &[1, t, 2]).unwrap();
+        // dense: summation order only; quantized: the single-token path takes the int8-activation
+        // decode kernel, the sorted one the float prefill kernel (≈1e-2 of the output scale)
+        for (glu, tol) in [(&dense, 1e-4f32), (&q, 5e-2)] {
+            let sorted = glu.forward(&x, &idx).unwrap();
+            assert_eq!(sorted.shape(), &[1, t, 2, d]);
+            let all = sorted.to_vec::<f32>().unwrap();
+            // token by token (2 pairs each): the unsorted path
+            for ti in [0usize, 17, 39] {
+                let (a, b) = (ti as i64, ti as i64 + 1);
+                let xt = ops::slice(&x, &[0, a, 0], &[1, b, d as i64], &[1, 1, 1]).unwrap();
+                let it = Array::from_slice(&ids[ti * 2..ti * 2 + 2], &[1, 1, 2]).unwrap();
+                let one = glu.forward(&xt, &it).unwrap().to_vec::<f32>().unwrap();
+                let scale = one.iter().fold(1f32, |m, v| m.max(v.abs()));
+                let got = &all[ti * 2 * d..(ti + 1) * 2 * d];
+                for (a, b) in got.iter().zip(&one) {
+                    assert!((a - b).abs() <= tol * scale, "token {ti}: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
