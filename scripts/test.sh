@@ -18,3 +18,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== Rust tests (workspace)"
 cargo test --workspace --no-fail-fast
+
+echo "== OpenAI Python client against rmlx serve (makes its venv under \${RMLX_CACHE:-~/.cache/rmlx})"
+bash scripts/openai_compat_test.sh
