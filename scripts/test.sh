@@ -21,3 +21,6 @@ cargo test --workspace --no-fail-fast
 
 echo "== Python module (maturin wheel in a private venv, then pytest)"
 bash scripts/python_test.sh
+
+echo "== OpenAI Python client against rmlx serve (makes its venv under \${RMLX_CACHE:-~/.cache/rmlx})"
+bash scripts/openai_compat_test.sh

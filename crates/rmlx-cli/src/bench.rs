@@ -19,8 +19,18 @@ pub struct BenchArgs {
     generation_tokens: usize,
     #[arg(long = "num-trials", short = 'n', default_value_t = 5)]
     num_trials: usize,
-    #[arg(long = "batch-size", short = 'b', default_value_t = 1)]
-    batch_size: usize,
+    /// Sequences per batch; a list (`-b 1,4,16`) or `--ragged` runs the batch engine (ragged
+    /// per-sequence caches) once per size and prints total generation tok/s.
+    #[arg(
+        long = "batch-size",
+        short = 'b',
+        default_value = "1",
+        value_delimiter = ','
+    )]
+    batch_sizes: Vec<usize>,
+    /// Benchmark the batch engine (continuous batching's) instead of one rectangular batch.
+    #[arg(long)]
+    ragged: bool,
     /// Prompt tokens per forward pass during prefill.
     #[arg(long = "prefill-step-size", default_value_t = 512)]
     prefill_step_size: usize,
@@ -62,7 +72,7 @@ fn trial(
     kernels: &mut usize,
 ) -> CliResult<Trial> {
     rmlx::reset_peak_memory();
-    let (b, l) = (a.batch_size, a.prompt_tokens);
+    let (b, l) = (a.batch_sizes[0], a.prompt_tokens);
     let step = a.prefill_step_size.max(1);
     let mut caches = model.make_caches();
     let t0 = Instant::now();
@@ -112,7 +122,12 @@ fn trial(
 }
 
 pub fn run(a: BenchArgs) -> CliResult<()> {
-    if a.prompt_tokens == 0 || a.generation_tokens == 0 || a.num_trials == 0 || a.batch_size == 0 {
+    if a.prompt_tokens == 0
+        || a.generation_tokens == 0
+        || a.num_trials == 0
+        || a.batch_sizes.is_empty()
+        || a.batch_sizes.contains(&0)
+    {
         return Err(
             "--prompt-tokens, --generation-tokens, --num-trials and --batch-size must be >= 1"
                 .into(),
@@ -142,9 +157,19 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
             ));
         }
     }
+    if a.ragged || a.batch_sizes.len() > 1 {
+        eprintln!("Loaded the model in {load_s:.3} s");
+        return crate::bench_batch::run(
+            &m,
+            &a.batch_sizes,
+            a.prompt_tokens,
+            a.generation_tokens,
+            a.num_trials,
+        );
+    }
     let vocab = cfg.vocab_size as u32;
     let mut rng = fastrand::Rng::with_seed(0);
-    let prompt: Vec<u32> = (0..a.batch_size * a.prompt_tokens)
+    let prompt: Vec<u32> = (0..a.batch_sizes[0] * a.prompt_tokens)
         .map(|_| rng.u32(0..vocab))
         .collect();
     eprintln!("Loaded the model in {load_s:.3} s; running a warm-up trial");

@@ -3,7 +3,10 @@
 //! progress and errors go to standard error. Errors are one line and exit with status 1.
 
 mod bench;
+mod bench_batch;
 mod model_path;
+mod prompts_file;
+mod serve;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rmlx_lm::chat_template::ChatMessage;
@@ -40,8 +43,8 @@ enum Command {
     Convert(ConvertArgs),
     /// Perplexity of the model on a text file.
     Perplexity(PerplexityArgs),
-    /// OpenAI-compatible HTTP server (not yet implemented).
-    Serve(ModelArgs),
+    /// OpenAI-compatible HTTP server with continuous batching.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,11 +57,11 @@ enum DeviceArg {
 
 /// Model selection shared by every command.
 #[derive(Args, Clone)]
-struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// A Hugging Face / mlx-community directory or a .gguf file (default: SmolLM2-135M-Instruct
     /// Q4_1, fetched into the cache if missing).
     #[arg(long, short = 'm')]
-    model: Option<PathBuf>,
+    pub(crate) model: Option<PathBuf>,
     /// Where to run: gpu (CUDA device 0), cpu, or auto (the GPU where one is present).
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
@@ -95,6 +98,10 @@ struct GenerateArgs {
     /// The prompt ("-" reads standard input).
     #[arg(long, short = 'p', default_value = "hello")]
     prompt: String,
+    /// Generate every prompt of this file together (one a line, or JSON lines
+    /// {"prompt", "max_tokens", "temp", "seed"}); prints JSON lines {"index", "text", "finish_reason"}.
+    #[arg(long = "prompts-file", conflicts_with = "prompt")]
+    prompts_file: Option<PathBuf>,
     #[arg(long = "system-prompt")]
     system_prompt: Option<String>,
     /// Feed the prompt as it is, without the model's chat template.
@@ -155,7 +162,7 @@ fn main() {
         Command::Bench(a) => bench::run(a),
         Command::Convert(a) => convert(a),
         Command::Perplexity(a) => perplexity(a),
-        Command::Serve(_) => Err("`rmlx serve` is not yet implemented".to_string()),
+        Command::Serve(a) => serve::run(a),
     };
     if let Err(e) = res {
         let line = e.replace('\n', " ");
@@ -166,7 +173,7 @@ fn main() {
 
 /// Loads the model (fetching the default one if needed) with a spinner on a terminal.
 /// Returns it with the load time in seconds.
-fn load_model(args: &ModelArgs) -> CliResult<(LoadedModel, f64)> {
+pub(crate) fn load_model(args: &ModelArgs) -> CliResult<(LoadedModel, f64)> {
     select_device(args.device)?;
     let path = match &args.model {
         Some(p) => {
@@ -257,6 +264,19 @@ fn prompt_ids(m: &LoadedModel, messages: &[ChatMessage], raw: Option<&str>) -> C
 }
 
 fn generate(a: GenerateArgs) -> CliResult<()> {
+    if let Some(file) = &a.prompts_file {
+        let base = gen_options(&a.sampling)?;
+        let prompts = prompts_file::read(file, &base)?;
+        let (m, _) = load_model(&a.model)?;
+        let use_template = !a.ignore_chat_template && m.tokenizer.chat_template().is_some();
+        return prompts_file::run(
+            &m,
+            prompts,
+            a.system_prompt.as_deref(),
+            use_template,
+            a.verbose,
+        );
+    }
     let prompt = if a.prompt == "-" {
         let mut s = String::new();
         std::io::stdin()

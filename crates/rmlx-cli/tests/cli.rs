@@ -60,7 +60,10 @@ fn errors_are_one_line_with_nonzero_exit() {
         ]),
         "/nonexistent/model.gguf",
     );
-    assert_error(&rmlx(&["serve"]), "not yet implemented");
+    assert_error(
+        &rmlx(&["serve", "--model", "/nonexistent/m.gguf"]),
+        "/nonexistent/m.gguf",
+    );
     // Without a GPU, --device gpu names the missing device; with one, the bad model path.
     let o = rmlx(&[
         "generate", "--device", "gpu", "--model", "/tmp", "--prompt", "hi",

@@ -6,6 +6,7 @@ use crate::error::{LmError, Result};
 use crate::graph_decode::ReplayDecoder;
 use crate::models::LanguageModel;
 use crate::sample::{Sampler, SamplerSettings};
+use crate::stop::StopText;
 use crate::tokenizer::{StreamingDetokenizer, Tokenizer};
 use rmlx::{ops, Array, Dtype};
 use std::time::Instant;
@@ -70,7 +71,7 @@ pub struct TokenStream<'a> {
     /// The sampled token not yet handed out, with its logprobs.
     next: Option<(u32, Array)>,
     /// Text produced but held back because it may be the start of a stop string.
-    held: String,
+    held: StopText,
     n: usize,
     start: Instant,
     prompt_tps: f64,
@@ -87,6 +88,36 @@ pub fn stream_generate<'a>(
     prompt: &[u32],
     opts: &GenerateOptions,
 ) -> Result<TokenStream<'a>> {
+    check_prompt(model, prompt)?;
+    let caches = make_caches(model, opts)?;
+    let replay = ReplayDecoder::new(rmlx::default_device(), &caches);
+    let mut eos: Vec<u32> = tokenizer.eos_token_ids().to_vec();
+    eos.extend(model.config().eos_token_ids.iter().copied());
+    Ok(TokenStream {
+        model,
+        opts: GenerateOptions {
+            prefill_step_size: opts.prefill_step_size.max(1),
+            ..opts.clone()
+        },
+        eos,
+        caches,
+        sampler: Sampler::new(opts.sampler.clone()),
+        detok: StreamingDetokenizer::new(tokenizer),
+        history: prompt.to_vec(),
+        prompt_len: prompt.len(),
+        next: None,
+        held: StopText::new(&opts.stop),
+        n: 0,
+        start: Instant::now(),
+        prompt_tps: 0.0,
+        gen_start: None,
+        done: opts.max_tokens == 0,
+        replay,
+    })
+}
+
+/// Checks a prompt: not empty, within the context, every id inside the vocabulary.
+pub(crate) fn check_prompt(model: &dyn LanguageModel, prompt: &[u32]) -> Result<()> {
     if prompt.is_empty() {
         return Err(LmError::Generate(
             "the prompt is empty: give at least one token".into(),
@@ -107,6 +138,14 @@ pub fn stream_generate<'a>(
             cfg.vocab_size
         )));
     }
+    Ok(())
+}
+
+/// The model's caches, quantized for full-attention layers when `opts.kv_bits` asks.
+pub(crate) fn make_caches(
+    model: &dyn LanguageModel,
+    opts: &GenerateOptions,
+) -> Result<Vec<KvCache>> {
     let mut caches = model.make_caches();
     if let Some(bits) = opts.kv_bits {
         for c in caches
@@ -116,30 +155,7 @@ pub fn stream_generate<'a>(
             *c = KvCache::quantized(bits, opts.kv_group_size)?;
         }
     }
-    let replay = ReplayDecoder::new(rmlx::default_device(), &caches);
-    let mut eos: Vec<u32> = tokenizer.eos_token_ids().to_vec();
-    eos.extend(cfg.eos_token_ids.iter().copied());
-    Ok(TokenStream {
-        model,
-        opts: GenerateOptions {
-            prefill_step_size: opts.prefill_step_size.max(1),
-            ..opts.clone()
-        },
-        eos,
-        caches,
-        sampler: Sampler::new(opts.sampler.clone()),
-        detok: StreamingDetokenizer::new(tokenizer),
-        history: prompt.to_vec(),
-        prompt_len: prompt.len(),
-        next: None,
-        held: String::new(),
-        n: 0,
-        start: Instant::now(),
-        prompt_tps: 0.0,
-        gen_start: None,
-        done: opts.max_tokens == 0,
-        replay,
-    })
+    Ok(caches)
 }
 
 /// Generates and returns the whole text.
@@ -225,40 +241,6 @@ impl TokenStream<'_> {
         Ok(out)
     }
 
-    /// Splits `self.held` into text safe to hand out and a tail that may begin a stop string;
-    /// `Some(text)` when a stop string was found (text before it).
-    fn release(&mut self) -> (String, Option<String>) {
-        if let Some((pos, _)) = self
-            .opts
-            .stop
-            .iter()
-            .filter(|s| !s.is_empty())
-            .filter_map(|s| self.held.find(s.as_str()).map(|p| (p, s)))
-            .min()
-        {
-            let before = self.held[..pos].to_string();
-            self.held.clear();
-            return (String::new(), Some(before));
-        }
-        let keep = self
-            .opts
-            .stop
-            .iter()
-            .flat_map(|s| {
-                (1..s.len())
-                    .filter(|&k| s.is_char_boundary(k))
-                    .map(move |k| &s[..k])
-            })
-            .filter(|p| self.held.ends_with(p))
-            .map(str::len)
-            .max()
-            .unwrap_or(0);
-        let cut = self.held.len() - keep;
-        let out = self.held[..cut].to_string();
-        self.held.drain(..cut);
-        (out, None)
-    }
-
     fn response(
         &self,
         text: String,
@@ -292,26 +274,24 @@ impl TokenStream<'_> {
         self.n += 1;
         if self.eos.contains(&token) {
             self.done = true;
-            let mut text = std::mem::take(&mut self.held);
+            let mut text = self.held.take();
             text.push_str(&self.detok.finalize());
             return Ok(self.response(text, token, logprobs, Some("stop")));
         }
         self.history.push(token);
         let piece = self.detok.add_token(token);
-        self.held.push_str(&piece);
-        let (text, stopped) = self.release();
+        let (text, stopped) = self.held.push(&piece);
         if let Some(before) = stopped {
             self.done = true;
             return Ok(self.response(text + &before, token, logprobs, Some("stop")));
         }
         if self.n >= self.opts.max_tokens {
             self.done = true;
-            self.held.push_str(&self.detok.finalize());
-            let (mut text2, stopped) = self.release();
+            let (mut text2, stopped) = self.held.push(&self.detok.finalize());
             if let Some(before) = stopped {
                 return Ok(self.response(text + &before, token, logprobs, Some("stop")));
             }
-            text2.push_str(&std::mem::take(&mut self.held));
+            text2.push_str(&self.held.take());
             return Ok(self.response(text + &text2, token, logprobs, Some("length")));
         }
         // Compute the following token before handing this one out (mlx-lm's order).

@@ -84,7 +84,8 @@ impl Sampler {
         &self.settings
     }
 
-    fn validate(&self, vocab: usize) -> Result<()> {
+    /// Checks the settings against a vocabulary of `vocab` tokens (`sample` does it too).
+    pub fn validate(&self, vocab: usize) -> Result<()> {
         let s = &self.settings;
         if !(s.temp.is_finite() && s.temp >= 0.0) {
             return Err(bad(format!(

@@ -93,6 +93,60 @@ impl Attention {
         mask: &AttentionMask,
         cache: Option<&mut KvCache>,
     ) -> Result<Array> {
+        let (q, k, v) = self.project(x)?;
+        let o = self.attend(&q, &k, &v, mask, cache)?;
+        self.output(&o)
+    }
+
+    /// A ragged decode step: row `b` of `x: [B, 1, dim]` is the next token of sequence `b`,
+    /// which has its own cache `caches[b]` (any length) and mask `masks[b]`. The projections
+    /// see all B rows at once (one matmul per weight); RoPE, the cache write and attention
+    /// run per sequence, exactly as a batch of one would run them.
+    pub fn forward_rows(
+        &self,
+        x: &Array,
+        masks: &[AttentionMask],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Array> {
+        let b = x.shape()[0];
+        if x.ndim() != 3 || x.shape()[1] != 1 || masks.len() != b || caches.len() != b {
+            return Err(LmError::Generate(format!(
+                "[forward_rows] x must be [B, 1, dim] with one mask and one cache per row, got {:?}, {} masks, {} caches",
+                x.shape(),
+                masks.len(),
+                caches.len()
+            )));
+        }
+        let (q, k, v) = self.project(x)?;
+        let row = |a: &Array, i: usize| -> Result<Array> {
+            Ok(ops::slice(
+                a,
+                &[i as i64, 0, 0, 0],
+                &[i as i64 + 1, i64::MAX, i64::MAX, i64::MAX],
+                &[1, 1, 1, 1],
+            )?)
+        };
+        let mut outs = Vec::with_capacity(b);
+        for (i, (mask, cache)) in masks.iter().zip(caches.iter_mut()).enumerate() {
+            let o = self.attend(
+                &row(&q, i)?,
+                &row(&k, i)?,
+                &row(&v, i)?,
+                mask,
+                Some(&mut **cache),
+            )?;
+            outs.push(o);
+        }
+        let o = if b == 1 {
+            outs.pop().expect("one row")
+        } else {
+            ops::concatenate(&outs, 0)?
+        };
+        self.output(&o)
+    }
+
+    /// `x: [B, L, dim]` → q `[B, H, L, D]`, k and v `[B, Hkv, L, D]` (norms applied, no RoPE).
+    fn project(&self, x: &Array) -> Result<(Array, Array, Array)> {
         let (b, l) = (x.shape()[0] as i64, x.shape()[1] as i64);
         // [B, L, H*D] → [B, L, H, D]; norms act on D, then → [B, H, L, D].
         let heads = |y: Array, n: usize, norm: &Option<RmsNorm>| -> Result<Array> {
@@ -106,31 +160,48 @@ impl Attention {
         let [q, k, v]: [Array; 3] = self.qkv.forward(x)?.try_into().map_err(|_| {
             LmError::Generate("attention: the q/k/v projection gave the wrong parts".into())
         })?;
-        let q = heads(q, self.n_heads, &self.q_norm)?;
-        let k = heads(k, self.n_kv_heads, &self.k_norm)?;
-        let v = heads(v, self.n_kv_heads, &None)?;
+        Ok((
+            heads(q, self.n_heads, &self.q_norm)?,
+            heads(k, self.n_kv_heads, &self.k_norm)?,
+            heads(v, self.n_kv_heads, &None)?,
+        ))
+    }
+
+    /// RoPE at the cache's offset (or its device-held position during graph replay), the
+    /// cache update, attention: → o `[B, H, L, D]`.
+    fn attend(
+        &self,
+        q: &Array,
+        k: &Array,
+        v: &Array,
+        mask: &AttentionMask,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Array> {
         let (q, k) = match cache.as_ref().and_then(|c| c.position_array()) {
-            Some(at) => (self.rope.forward_at(&q, at)?, self.rope.forward_at(&k, at)?),
+            Some(at) => (self.rope.forward_at(q, at)?, self.rope.forward_at(k, at)?),
             None => {
                 let offset = cache.as_ref().map_or(0, |c| c.offset());
-                (
-                    self.rope.forward(&q, offset)?,
-                    self.rope.forward(&k, offset)?,
-                )
+                (self.rope.forward(q, offset)?, self.rope.forward(k, offset)?)
             }
         };
         let (k, v) = match cache {
-            Some(c) => c.update_and_fetch(&k, &v)?,
-            None => (k, v),
+            Some(c) => c.update_and_fetch(&k, v)?,
+            None => (k, v.clone()),
         };
         let m = match mask {
             AttentionMask::None => fast::Mask::None,
             AttentionMask::Causal => fast::Mask::Causal,
             AttentionMask::Array(a) => fast::Mask::Array(a),
         };
-        // o: [B, H, L, D] → [B, L, H*D]
-        let o = fast::scaled_dot_product_attention(&q, &k, &v, self.scale, m)?;
-        let o = ops::reshape(&ops::transpose(&o, Some(&[0, 2, 1, 3]))?, &[b, l, -1])?;
+        Ok(fast::scaled_dot_product_attention(
+            &q, &k, &v, self.scale, m,
+        )?)
+    }
+
+    /// o `[B, H, L, D]` → `[B, L, dim]` through `o_proj`.
+    fn output(&self, o: &Array) -> Result<Array> {
+        let (b, l) = (o.shape()[0] as i64, o.shape()[2] as i64);
+        let o = ops::reshape(&ops::transpose(o, Some(&[0, 2, 1, 3]))?, &[b, l, -1])?;
         Ok(self.o_proj.forward(&o)?)
     }
 }
@@ -210,6 +281,39 @@ pub fn check_inputs(tokens: &Array, caches: &[KvCache], n_layers: usize) -> Resu
         )));
     }
     Ok(())
+}
+
+/// Checks a ragged decode step: one token per sequence, each with one cache per layer.
+pub fn check_rows(tokens: &[u32], caches: &[&mut [KvCache]], n_layers: usize) -> Result<()> {
+    if tokens.is_empty() || tokens.len() != caches.len() {
+        return Err(LmError::Generate(format!(
+            "[forward_rows] needs one token and one cache list per sequence, got {} tokens and {} cache lists",
+            tokens.len(),
+            caches.len()
+        )));
+    }
+    if let Some(c) = caches.iter().find(|c| c.len() != n_layers) {
+        return Err(LmError::Generate(format!(
+            "[forward_rows] {} caches passed for {n_layers} layers",
+            c.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Each sequence's mask for one new token from its cache of layer `layer` (before the update).
+pub fn row_masks(
+    caches: &[&mut [KvCache]],
+    layer: Option<usize>,
+    window: Option<usize>,
+) -> Result<Vec<AttentionMask>> {
+    caches
+        .iter()
+        .map(|c| match layer {
+            Some(i) => make_mask(c.get(i), 1, window),
+            None => Ok(AttentionMask::None),
+        })
+        .collect()
 }
 
 /// The output head: an untied `lm_head` or the embedding table used as a linear layer.

@@ -3,7 +3,9 @@
 //! RMS norms, also around the attention and MLP outputs; embeddings scaled by sqrt(hidden);
 //! a gelu-approx MLP; optional final logit soft-capping. Follows mlx-lm's `gemma3_text.py`.
 
-use super::common::{check_inputs, make_mask, Activation, Attention, AttentionSpec, Head, Mlp};
+use super::common::{
+    check_inputs, check_rows, make_mask, row_masks, Activation, Attention, AttentionSpec, Head, Mlp,
+};
 use super::llama::last_position;
 use super::LanguageModel;
 use crate::cache::{AttentionMask, KvCache};
@@ -47,9 +49,16 @@ impl DecoderLayer {
         mask: &AttentionMask,
         cache: Option<&mut KvCache>,
     ) -> Result<Array> {
-        let r = self
-            .self_attn
-            .forward(&self.input_layernorm.forward(x)?, mask, cache)?;
+        self.block(x, |a, h| a.forward(h, mask, cache))
+    }
+
+    /// The block around an attention call `attn(self_attn, normed x)` (shared or ragged caches).
+    fn block(
+        &self,
+        x: &Array,
+        attn: impl FnOnce(&Attention, &Array) -> Result<Array>,
+    ) -> Result<Array> {
+        let r = attn(&self.self_attn, &self.input_layernorm.forward(x)?)?;
         let h = residual(x, &self.post_attention_layernorm.forward(&r)?)?;
         let r = self
             .mlp
@@ -139,13 +148,7 @@ impl Gemma3 {
     fn hidden(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
         check_inputs(tokens, caches, self.layers.len())?;
         let l = tokens.shape()[1];
-        // Activations in the norms' dtype (GGUF: f32 norms, f16 embedding scales).
-        let h = self
-            .embed_tokens
-            .forward_as(tokens, self.norm.weight.dtype())?;
-        // sqrt(hidden) rounded to bfloat16 first, then in h's dtype, as mlx-lm does.
-        let s = rmlx::bf16::from_f32((self.config.hidden_size as f32).sqrt()).to_f32();
-        let mut h = &h * s;
+        let mut h = self.embed(tokens)?;
         // Masks are computed once, before any cache is updated, from the first layer of each kind.
         let first = |sliding: bool| self.layers.iter().position(|x| x.is_sliding == sliding);
         let mask_for = |i: Option<usize>, window: Option<usize>| -> Result<AttentionMask> {
@@ -167,6 +170,17 @@ impl Gemma3 {
         Ok(self.norm.forward(&h)?)
     }
 
+    /// `tokens: [B, L]` → scaled embeddings `[B, L, dim]`.
+    fn embed(&self, tokens: &Array) -> Result<Array> {
+        // Activations in the norms' dtype (GGUF: f32 norms, f16 embedding scales).
+        let h = self
+            .embed_tokens
+            .forward_as(tokens, self.norm.weight.dtype())?;
+        // sqrt(hidden) rounded to bfloat16 first, then in h's dtype, as mlx-lm does.
+        let s = rmlx::bf16::from_f32((self.config.hidden_size as f32).sqrt()).to_f32();
+        Ok(&h * s)
+    }
+
     fn head(&self, h: &Array) -> Result<Array> {
         let logits = self.lm_head.forward(h, &self.embed_tokens)?;
         Ok(match self.config.final_logit_softcapping {
@@ -184,6 +198,21 @@ impl LanguageModel for Gemma3 {
 
     fn forward_last(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
         let h = last_position(&self.hidden(tokens, caches)?)?;
+        self.head(&h)
+    }
+
+    fn forward_rows(&self, tokens: &[u32], caches: &mut [&mut [KvCache]]) -> Result<Array> {
+        check_rows(tokens, caches, self.layers.len())?;
+        let mut h = self.embed(&Array::from_slice(tokens, &[tokens.len(), 1])?)?;
+        let first = |sliding: bool| self.layers.iter().position(|x| x.is_sliding == sliding);
+        let global = row_masks(caches, first(false), None)?;
+        let local = row_masks(caches, first(true), Some(self.window()))?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let masks = if layer.is_sliding { &local } else { &global };
+            let mut lc: Vec<&mut KvCache> = caches.iter_mut().map(|c| &mut c[i]).collect();
+            h = layer.block(&h, |a, x| a.forward_rows(x, masks, &mut lc))?;
+        }
+        let h = last_position(&self.norm.forward(&h)?)?;
         self.head(&h)
     }
 

@@ -1,7 +1,9 @@
 //! Llama (and Mistral, and the Qwen2/Qwen3 variants built from here): pre-norm decoder blocks
 //! of grouped-query attention with RoPE and a SwiGLU MLP. Follows mlx-lm's `llama.py`.
 
-use super::common::{check_inputs, make_mask, Activation, Attention, AttentionSpec, Head, Mlp};
+use super::common::{
+    check_inputs, check_rows, make_mask, row_masks, Activation, Attention, AttentionSpec, Head, Mlp,
+};
 use super::LanguageModel;
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
@@ -35,9 +37,16 @@ impl DecoderLayer {
         mask: &crate::cache::AttentionMask,
         cache: Option<&mut KvCache>,
     ) -> Result<Array> {
-        let r = self
-            .self_attn
-            .forward(&self.input_layernorm.forward(x)?, mask, cache)?;
+        self.block(x, |a, h| a.forward(h, mask, cache))
+    }
+
+    /// The block around an attention call `attn(self_attn, normed x)` (shared or ragged caches).
+    pub fn block(
+        &self,
+        x: &Array,
+        attn: impl FnOnce(&Attention, &Array) -> Result<Array>,
+    ) -> Result<Array> {
+        let r = attn(&self.self_attn, &self.input_layernorm.forward(x)?)?;
         let h = ops::add(x, &r)?;
         let r = self
             .mlp
@@ -139,6 +148,19 @@ impl LanguageModel for Llama {
 
     fn forward_last(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
         let h = last_position(&self.hidden(tokens, caches)?)?;
+        self.lm_head.forward(&h, &self.embed_tokens)
+    }
+
+    fn forward_rows(&self, tokens: &[u32], caches: &mut [&mut [KvCache]]) -> Result<Array> {
+        check_rows(tokens, caches, self.layers.len())?;
+        let x = Array::from_slice(tokens, &[tokens.len(), 1])?;
+        let mut h = self.embed_tokens.forward_as(&x, self.norm.weight.dtype())?;
+        let masks = row_masks(caches, Some(0), None)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let mut lc: Vec<&mut KvCache> = caches.iter_mut().map(|c| &mut c[i]).collect();
+            h = layer.block(&h, |a, x| a.forward_rows(x, &masks, &mut lc))?;
+        }
+        let h = last_position(&self.norm.forward(&h)?)?;
         self.lm_head.forward(&h, &self.embed_tokens)
     }
 

@@ -37,6 +37,19 @@ pub trait LanguageModel: Send + Sync {
         )?)
     }
 
+    /// A ragged decode step: `tokens[b]` is the next token of sequence `b` and `caches[b]` its
+    /// own per-layer caches (sequences may have any lengths) → logits `[B, vocab]`. Models
+    /// override it to run each linear layer once over all B rows; this default runs the
+    /// sequences one after the other.
+    fn forward_rows(&self, tokens: &[u32], caches: &mut [&mut [KvCache]]) -> Result<Array> {
+        common::check_rows(tokens, caches, self.num_layers())?;
+        let mut outs = Vec::with_capacity(tokens.len());
+        for (&t, c) in tokens.iter().zip(caches.iter_mut()) {
+            outs.push(self.forward_last(&Array::from_slice(&[t], &[1, 1])?, c)?);
+        }
+        Ok(ops::concatenate(&outs, 0)?)
+    }
+
     /// One fresh cache per layer, of the kind each layer needs.
     fn make_caches(&self) -> Vec<KvCache>;
 

@@ -1,0 +1,582 @@
+//! Batched generation over ragged sequences: every sequence keeps its own KV caches (nothing
+//! is left-padded to the longest), its own sampler (settings and seed) and its own stop
+//! conditions. Each decode step runs the model once over the decoding sequences
+//! (`LanguageModel::forward_rows`: one matmul per weight for all rows, attention per
+//! sequence). Sequences join and leave between steps — the server's continuous batching —
+//! and `batch_generate` is the one-shot form.
+//!
+//! Batch invariance: a sequence's tokens do not depend on its batch mates. Prompts are
+//! prefilled per sequence in the same chunks `stream_generate` uses, and decode steps go through
+//! the model in groups of at most `max_rows` sequences (default [`DECODE_ROWS`] = 8, the
+//! quantized decode kernels' row limit: up to it every output row is computed the same way
+//! whatever the row count; above it the prefill-shaped product rounds differently).
+
+use crate::cache::KvCache;
+use crate::error::{LmError, Result};
+use crate::generate::{check_prompt, make_caches, GenerateOptions};
+use crate::models::LanguageModel;
+use crate::prefix_cache::PrefixCache;
+use crate::sample::Sampler;
+use crate::stop::StopText;
+use crate::tokenizer::{StreamingDetokenizer, Tokenizer};
+use rmlx::{ops, Array, Dtype};
+use std::time::Instant;
+
+/// Rows per forward pass up to which results are batch-invariant (the decode kernels' limit).
+pub const DECODE_ROWS: usize = 8;
+
+/// How the batch is run.
+#[derive(Clone, Debug)]
+pub struct BatchOptions {
+    /// Most sequences per decode forward pass; more decoding sequences take several passes.
+    /// Above [`DECODE_ROWS`] results depend on the batch (faster on a GPU, not invariant).
+    pub max_rows: usize,
+    /// Prompt tokens prefilled per step across sequences (at least one chunk runs), so a long
+    /// prompt does not stall the decoding sequences for more than about one chunk.
+    pub prefill_tokens: usize,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions {
+            max_rows: DECODE_ROWS,
+            prefill_tokens: 512,
+        }
+    }
+}
+
+/// One sequence to generate.
+#[derive(Clone, Debug)]
+pub struct SeqRequest {
+    /// Prompt token ids (already templated).
+    pub prompt: Vec<u32>,
+    pub opts: GenerateOptions,
+    /// Report the chosen token's log-probability and this many top alternatives.
+    pub logprobs: Option<usize>,
+}
+
+impl SeqRequest {
+    pub fn new(prompt: Vec<u32>, opts: GenerateOptions) -> SeqRequest {
+        SeqRequest {
+            prompt,
+            opts,
+            logprobs: None,
+        }
+    }
+}
+
+/// Why a sequence ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FinishReason {
+    /// EOS or a stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+    /// The sequence failed (the others go on).
+    Error(String),
+}
+
+impl FinishReason {
+    /// OpenAI's / mlx-lm's name (`stop`, `length`, `error`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Error(_) => "error",
+        }
+    }
+}
+
+/// The log-probability of a sampled token and the top alternatives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub logprob: f32,
+    /// `(token, logprob)`, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// What one step produced for one sequence.
+#[derive(Clone, Debug)]
+pub struct SeqEvent {
+    pub id: u64,
+    /// The sampled token (None for a sequence that ends without one: `max_tokens` 0, errors).
+    pub token: Option<u32>,
+    /// Newly completed text (may be empty).
+    pub text: String,
+    pub logprob: Option<TokenLogprob>,
+    /// Set on the sequence's last event.
+    pub finish_reason: Option<FinishReason>,
+    pub prompt_tokens: usize,
+    /// Tokens generated so far, this one included.
+    pub generation_tokens: usize,
+    /// Prompt tokens whose keys/values came from the prefix cache.
+    pub cached_tokens: usize,
+}
+
+/// Time spent and tokens made, over the generator's life.
+#[derive(Clone, Debug, Default)]
+pub struct BatchStats {
+    pub prompt_tokens: usize,
+    pub prefill_secs: f64,
+    pub generation_tokens: usize,
+    pub decode_secs: f64,
+    /// Decode forward passes and the rows they carried (mean batch = rows / passes).
+    pub decode_passes: usize,
+    pub decode_rows: usize,
+}
+
+struct Seq {
+    id: u64,
+    opts: GenerateOptions,
+    logprobs: Option<usize>,
+    caches: Vec<KvCache>,
+    sampler: Sampler,
+    /// Prompt plus generated tokens (the repetition history; the cache holds a prefix of it).
+    history: Vec<u32>,
+    prompt_len: usize,
+    /// Prompt positions already in the cache.
+    fed: usize,
+    cached: usize,
+    /// The last token handed out, to be fed at the next decode step.
+    next: Option<u32>,
+    detok: StreamingDetokenizer,
+    stop: StopText,
+    n: usize,
+    finished: bool,
+}
+
+/// Sequences generating together; call [`BatchGenerator::step`] until it is empty.
+pub struct BatchGenerator<'m> {
+    model: &'m dyn LanguageModel,
+    tokenizer: Tokenizer,
+    eos: Vec<u32>,
+    opts: BatchOptions,
+    seqs: Vec<Seq>,
+    next_id: u64,
+    prefix: Option<PrefixCache>,
+    stats: BatchStats,
+}
+
+impl<'m> BatchGenerator<'m> {
+    pub fn new(
+        model: &'m dyn LanguageModel,
+        tokenizer: &Tokenizer,
+        opts: BatchOptions,
+    ) -> BatchGenerator<'m> {
+        let mut eos: Vec<u32> = tokenizer.eos_token_ids().to_vec();
+        eos.extend(model.config().eos_token_ids.iter().copied());
+        BatchGenerator {
+            model,
+            tokenizer: tokenizer.clone(),
+            eos,
+            opts: BatchOptions {
+                max_rows: opts.max_rows.max(1),
+                prefill_tokens: opts.prefill_tokens.max(1),
+            },
+            seqs: Vec::new(),
+            next_id: 0,
+            prefix: None,
+            stats: BatchStats::default(),
+        }
+    }
+
+    /// Reuse the keys/values of earlier prompts that share a prefix with a new one (finished
+    /// sequences leave their caches in an LRU of at most `max_bytes`). Reused prefixes change
+    /// the prefill's chunking, so results may differ in the last bits from a fresh prefill.
+    pub fn enable_prefix_cache(&mut self, max_bytes: usize) {
+        self.prefix = Some(PrefixCache::new(max_bytes));
+    }
+
+    /// The prefix cache, when enabled.
+    pub fn prefix_cache(&mut self) -> Option<&mut PrefixCache> {
+        self.prefix.as_mut()
+    }
+
+    /// Checks and adds a sequence; it starts prefilling at the next step. Returns its id.
+    pub fn insert(&mut self, req: SeqRequest) -> Result<u64> {
+        check_request(self.model, &req)?;
+        let sampler = Sampler::new(req.opts.sampler.clone());
+        let reused = match (&mut self.prefix, req.opts.kv_bits) {
+            (Some(p), None) => p.lookup(&req.prompt),
+            _ => None,
+        };
+        let (caches, fed) = match reused {
+            Some((c, n)) => (c, n),
+            None => (make_caches(self.model, &req.opts)?, 0),
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        self.seqs.push(Seq {
+            id,
+            logprobs: req.logprobs,
+            caches,
+            sampler,
+            prompt_len: req.prompt.len(),
+            history: req.prompt,
+            fed,
+            cached: fed,
+            next: None,
+            detok: StreamingDetokenizer::new(&self.tokenizer),
+            stop: StopText::new(&req.opts.stop),
+            n: 0,
+            finished: false,
+            opts: GenerateOptions {
+                prefill_step_size: req.opts.prefill_step_size.max(1),
+                ..req.opts
+            },
+        });
+        Ok(id)
+    }
+
+    /// Drops a sequence (a cancelled request) and its caches; false if it was not there.
+    pub fn remove(&mut self, id: u64) -> bool {
+        let before = self.seqs.len();
+        self.seqs.retain(|s| s.id != id);
+        self.seqs.len() != before
+    }
+
+    /// Sequences not finished yet.
+    pub fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    /// Ids of the sequences still generating, in arrival order.
+    pub fn ids(&self) -> Vec<u64> {
+        self.seqs.iter().map(|s| s.id).collect()
+    }
+
+    /// Bytes held by the live sequences' KV caches.
+    pub fn kv_bytes(&self) -> usize {
+        self.seqs
+            .iter()
+            .flat_map(|s| &s.caches)
+            .map(KvCache::nbytes)
+            .sum()
+    }
+
+    pub fn stats(&self) -> &BatchStats {
+        &self.stats
+    }
+
+    /// One scheduling step: prefill chunks (up to `prefill_tokens` prompt tokens), then one
+    /// decode step for every sequence that has a token to feed. Returns what each sequence
+    /// produced; finished sequences are gone afterwards. A failing forward pass ends the
+    /// sequences it carried (with `FinishReason::Error`), not the generator.
+    pub fn step(&mut self) -> Vec<SeqEvent> {
+        let mut events = Vec::new();
+        for i in 0..self.seqs.len() {
+            if self.seqs[i].opts.max_tokens == 0 && !self.seqs[i].finished {
+                let s = &mut self.seqs[i];
+                s.finished = true;
+                events.push(event(
+                    s,
+                    None,
+                    String::new(),
+                    None,
+                    Some(FinishReason::Length),
+                ));
+            }
+        }
+        self.prefill(&mut events);
+        self.decode(&mut events);
+        self.retire();
+        events
+    }
+
+    /// Prefill chunks of the sequences still reading their prompts, oldest first.
+    fn prefill(&mut self, events: &mut Vec<SeqEvent>) {
+        let t0 = Instant::now();
+        let mut budget = self.opts.prefill_tokens;
+        let mut ran = false;
+        for i in 0..self.seqs.len() {
+            while !self.seqs[i].finished
+                && self.seqs[i].fed < self.seqs[i].prompt_len
+                && (budget > 0 || !ran)
+            {
+                let s = &mut self.seqs[i];
+                let rest = s.prompt_len - s.fed;
+                let n = rest.min(s.opts.prefill_step_size);
+                let chunk = &s.history[s.fed..s.fed + n];
+                ran = true;
+                budget = budget.saturating_sub(n);
+                self.stats.prompt_tokens += n;
+                let out = Array::from_slice(chunk, &[1, n])
+                    .map_err(LmError::from)
+                    .and_then(|x| self.model.forward_last(&x, &mut s.caches));
+                s.fed += n;
+                let out = match out {
+                    // Evaluating the last logits runs every layer, so the caches hold the chunk.
+                    Ok(l) if n < rest => l.eval().map_err(LmError::from).map(|_| None),
+                    Ok(l) => Ok(Some(ops::astype(&l, Dtype::F32))),
+                    Err(e) => Err(e),
+                };
+                match out {
+                    Ok(None) => {}
+                    Ok(Some(logits)) => {
+                        let ev = self.sample_and_emit(i, &logits);
+                        events.push(ev);
+                    }
+                    Err(e) => {
+                        let s = &mut self.seqs[i];
+                        s.finished = true;
+                        events.push(fail(s, &e));
+                    }
+                }
+            }
+        }
+        self.stats.prefill_secs += t0.elapsed().as_secs_f64();
+    }
+
+    /// One token for every sequence with one to feed, `max_rows` sequences per forward pass.
+    fn decode(&mut self, events: &mut Vec<SeqEvent>) {
+        let ready: Vec<usize> = (0..self.seqs.len())
+            .filter(|&i| !self.seqs[i].finished && self.seqs[i].next.is_some())
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        let t0 = Instant::now();
+        for group in ready.chunks(self.opts.max_rows) {
+            let tokens: Vec<u32> = group
+                .iter()
+                .map(|&i| self.seqs[i].next.expect("ready"))
+                .collect();
+            let logits = {
+                let mut caches: Vec<&mut [KvCache]> = Vec::with_capacity(group.len());
+                // Disjoint &mut borrows of the group's caches, in group order.
+                let mut rest: &mut [Seq] = &mut self.seqs;
+                let mut base = 0;
+                for &i in group {
+                    let (_, tail) = rest.split_at_mut(i - base);
+                    let (s, tail) = tail.split_first_mut().expect("index in range");
+                    caches.push(&mut s.caches);
+                    rest = tail;
+                    base = i + 1;
+                }
+                self.model
+                    .forward_rows(&tokens, &mut caches)
+                    .map(|l| ops::astype(&l, Dtype::F32))
+                    .and_then(|l| l.eval().map(|_| l).map_err(LmError::from))
+            };
+            self.stats.decode_passes += 1;
+            self.stats.decode_rows += group.len();
+            match logits {
+                Ok(logits) => {
+                    for (r, &i) in group.iter().enumerate() {
+                        let row =
+                            ops::slice(&logits, &[r as i64, 0], &[r as i64 + 1, i64::MAX], &[1, 1]);
+                        let ev = match row {
+                            Ok(row) => self.sample_and_emit(i, &row),
+                            Err(e) => {
+                                self.seqs[i].finished = true;
+                                fail(&self.seqs[i], &e.into())
+                            }
+                        };
+                        events.push(ev);
+                    }
+                }
+                Err(e) => {
+                    for &i in group {
+                        self.seqs[i].finished = true;
+                        events.push(fail(&self.seqs[i], &e));
+                    }
+                }
+            }
+        }
+        self.stats.decode_secs += t0.elapsed().as_secs_f64();
+    }
+
+    /// Samples sequence `i`'s next token from `logits: [1, V]` and hands it out (the
+    /// bookkeeping of `TokenStream::advance`).
+    fn sample_and_emit(&mut self, i: usize, logits: &Array) -> SeqEvent {
+        let eos = &self.eos;
+        let s = &mut self.seqs[i];
+        let sampled = s.sampler.sample(logits, std::slice::from_ref(&s.history));
+        let (token, lp) = match sampled {
+            Ok((ids, lp)) if !ids.is_empty() => (ids[0], lp),
+            Ok(_) => {
+                s.finished = true;
+                return fail(
+                    s,
+                    &LmError::Generate("the sampler returned no token".into()),
+                );
+            }
+            Err(e) => {
+                s.finished = true;
+                return fail(s, &e);
+            }
+        };
+        let logprob = match s.logprobs {
+            Some(top) => match lp.to_vec::<f32>() {
+                Ok(v) => Some(token_logprob(&v, token, top)),
+                Err(e) => {
+                    s.finished = true;
+                    return fail(s, &e.into());
+                }
+            },
+            None => None,
+        };
+        s.n += 1;
+        self.stats.generation_tokens += 1;
+        s.next = None;
+        if eos.contains(&token) {
+            s.finished = true;
+            let mut text = s.stop.take();
+            text.push_str(&s.detok.finalize());
+            return event(s, Some(token), text, logprob, Some(FinishReason::Stop));
+        }
+        s.history.push(token);
+        let piece = s.detok.add_token(token);
+        let (text, stopped) = s.stop.push(&piece);
+        if let Some(before) = stopped {
+            s.finished = true;
+            return event(
+                s,
+                Some(token),
+                text + &before,
+                logprob,
+                Some(FinishReason::Stop),
+            );
+        }
+        if s.n >= s.opts.max_tokens {
+            s.finished = true;
+            let tail = s.detok.finalize();
+            let (mut text2, stopped) = s.stop.push(&tail);
+            if let Some(before) = stopped {
+                return event(
+                    s,
+                    Some(token),
+                    text + &before,
+                    logprob,
+                    Some(FinishReason::Stop),
+                );
+            }
+            text2.push_str(&s.stop.take());
+            return event(
+                s,
+                Some(token),
+                text + &text2,
+                logprob,
+                Some(FinishReason::Length),
+            );
+        }
+        s.next = Some(token);
+        event(s, Some(token), text, logprob, None)
+    }
+
+    /// Removes finished sequences, leaving their caches to the prefix cache.
+    fn retire(&mut self) {
+        let (done, live): (Vec<Seq>, Vec<Seq>) = std::mem::take(&mut self.seqs)
+            .into_iter()
+            .partition(|s| s.finished);
+        self.seqs = live;
+        if let Some(p) = &mut self.prefix {
+            for s in done {
+                let n = s.caches.first().map_or(0, KvCache::offset);
+                if s.opts.kv_bits.is_none() && n > 0 && n <= s.history.len() {
+                    p.insert(s.history[..n].to_vec(), s.caches);
+                }
+            }
+        }
+    }
+}
+
+/// Checks a request before it is queued: the prompt (not empty, within the context and the
+/// vocabulary) and the sampler settings.
+pub fn check_request(model: &dyn LanguageModel, req: &SeqRequest) -> Result<()> {
+    check_prompt(model, &req.prompt)?;
+    Sampler::new(req.opts.sampler.clone()).validate(model.config().vocab_size)
+}
+
+fn event(
+    s: &Seq,
+    token: Option<u32>,
+    text: String,
+    logprob: Option<TokenLogprob>,
+    finish_reason: Option<FinishReason>,
+) -> SeqEvent {
+    SeqEvent {
+        id: s.id,
+        token,
+        text,
+        logprob,
+        finish_reason,
+        prompt_tokens: s.prompt_len,
+        generation_tokens: s.n,
+        cached_tokens: s.cached,
+    }
+}
+
+fn fail(s: &Seq, e: &LmError) -> SeqEvent {
+    event(
+        s,
+        None,
+        String::new(),
+        None,
+        Some(FinishReason::Error(e.to_string())),
+    )
+}
+
+/// The chosen token's log-probability and the `top` most likely tokens of a logprobs row.
+fn token_logprob(lp: &[f32], token: u32, top: usize) -> TokenLogprob {
+    let mut idx: Vec<u32> = (0..lp.len() as u32).collect();
+    let by = |a: &u32, b: &u32| lp[*b as usize].total_cmp(&lp[*a as usize]).then(a.cmp(b));
+    let top = top.min(idx.len());
+    if top > 0 && top < idx.len() {
+        idx.select_nth_unstable_by(top - 1, by);
+    }
+    idx.truncate(top);
+    idx.sort_unstable_by(by);
+    TokenLogprob {
+        logprob: lp.get(token as usize).copied().unwrap_or(f32::NEG_INFINITY),
+        top: idx.into_iter().map(|i| (i, lp[i as usize])).collect(),
+    }
+}
+
+/// One finished sequence of [`batch_generate`].
+#[derive(Clone, Debug)]
+pub struct BatchResult {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: usize,
+}
+
+/// Generates every request together (ragged, each with its own settings and stop rules) and
+/// returns the results in request order, with the run's statistics.
+pub fn batch_generate(
+    model: &dyn LanguageModel,
+    tokenizer: &Tokenizer,
+    requests: Vec<SeqRequest>,
+    opts: &BatchOptions,
+) -> Result<(Vec<BatchResult>, BatchStats)> {
+    let mut g = BatchGenerator::new(model, tokenizer, opts.clone());
+    let mut results: Vec<BatchResult> = Vec::with_capacity(requests.len());
+    for (i, r) in requests.into_iter().enumerate() {
+        results.push(BatchResult {
+            text: String::new(),
+            tokens: Vec::new(),
+            finish_reason: FinishReason::Length,
+            prompt_tokens: r.prompt.len(),
+        });
+        let id = g
+            .insert(r)
+            .map_err(|e| LmError::Generate(format!("prompt {i}: {e}")))?;
+        debug_assert_eq!(id as usize, i);
+    }
+    while !g.is_empty() {
+        for ev in g.step() {
+            let r = &mut results[ev.id as usize];
+            r.text.push_str(&ev.text);
+            r.tokens.extend(ev.token);
+            if let Some(f) = ev.finish_reason {
+                r.finish_reason = f;
+            }
+        }
+    }
+    Ok((results, g.stats().clone()))
+}
