@@ -46,6 +46,23 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// Peak memory of the device the benchmark runs on (GPU memory on a GPU, as mlx_lm reports).
+fn peak() -> usize {
+    let d = rmlx::default_device();
+    match d.kind {
+        rmlx::DeviceType::Gpu => rmlx::cuda::peak_memory(d.index),
+        rmlx::DeviceType::Cpu => rmlx::peak_memory(),
+    }
+}
+
+fn reset_peak() {
+    let d = rmlx::default_device();
+    match d.kind {
+        rmlx::DeviceType::Gpu => rmlx::cuda::reset_peak_memory(d.index),
+        rmlx::DeviceType::Cpu => rmlx::reset_peak_memory(),
+    }
+}
+
 /// Greedy next tokens from logits `[B, V]`.
 fn argmax_tokens(logits: &Array) -> CliResult<Array> {
     let t = ops::argmax(logits, Some(-1), false).map_err(err)?; // [B]
@@ -61,7 +78,7 @@ fn trial(
     a: &BenchArgs,
     kernels: &mut usize,
 ) -> CliResult<Trial> {
-    rmlx::reset_peak_memory();
+    reset_peak();
     let (b, l) = (a.batch_size, a.prompt_tokens);
     let step = a.prefill_step_size.max(1);
     let mut caches = model.make_caches();
@@ -106,7 +123,7 @@ fn trial(
         } else {
             gen_n as f64 / gen_time
         },
-        peak_memory: rmlx::peak_memory() as f64 / 1e9,
+        peak_memory: peak() as f64 / 1e9,
         total_time: t0.elapsed().as_secs_f64(),
     })
 }
