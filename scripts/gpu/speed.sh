@@ -35,6 +35,34 @@ if [ -z "$only" ] || [ "$only" = llama ]; then
   run "llama8b q4 p2048 (prefill)" $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 2048 -g 4 -n 3 --prefill-step-size 2048
   [ "${SPEED_LONG:-0}" = 1 ] && run "llama8b q4 p8192 g128" $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 8192 -g 128 -n 1 --prefill-step-size 2048
 fi
+if [ "${SPEED_NCU:-0}" = 1 ]; then
+  # Per-kernel GPU times (Nsight Compute) of one decode step, launched op by op so each is seen.
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  ncu_sum() { python3 - "$1" <<'PY'
+import re, sys
+rows, name, inv = [], None, 1
+for line in open(sys.argv[1], errors="replace"):
+    if "Invocations" in line and line.startswith("  ") and not line.startswith("   "):
+        name = line.strip().split(" ")[0]
+        inv = int(re.search(r"Invocations\s+(\d+)", line).group(1))
+    m = re.search(r"gpu__time_duration.sum\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", line)
+    if m and name:
+        unit, avg = m.group(1), float(m.group(4).replace(",", ""))
+        us = avg / 1000 if unit.startswith("n") else (avg * 1000 if unit.startswith("m") else avg)
+        rows.append((us * inv, name, us, inv))
+rows.sort(reverse=True)
+print(f"  total {sum(r[0] for r in rows):.1f} us over {sum(r[3] for r in rows)} kernels")
+for t, n, us, k in rows[:16]:
+    print(f"  {t:9.1f} us  {k:4d} x {us:8.2f} us  {n[:70]}")
+PY
+  }
+  RMLX_CUDA_GRAPH=0 timeout 240 $NCU --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+    --launch-skip 20000 --launch-count 490 $R bench --random-weights --config $C/smollm2-135m-q4.json --device gpu -p 16 -g 64 -n 1 >"$OUT/ncu-smol.txt" 2>&1
+  echo "=== ncu: smollm2 q4, 500 kernels of decode"; ncu_sum "$OUT/ncu-smol.txt"
+  RMLX_CUDA_GRAPH=0 timeout 240 $NCU --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+    --launch-skip 20000 --launch-count 522 $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 16 -g 64 -n 1 >"$OUT/ncu-llama.txt" 2>&1
+  echo "=== ncu: llama8b q4, 522 kernels of decode"; ncu_sum "$OUT/ncu-llama.txt"
+fi
 if [ "${MLX:-0}" = 1 ] && [ -f .devtools/anchors/gpu/run_part.sh ]; then
   MLX_BUDGET_S=${MLX_BUDGET_S:-240} MLX_ONLY=${MLX_ONLY:-q4} bash .devtools/anchors/gpu/run_part.sh mlx 2>&1 \
     | grep -E "^RESULT|error|Error" | cut -c1-400

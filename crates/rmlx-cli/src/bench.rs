@@ -56,6 +56,23 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// Peak memory of the device the benchmark runs on (GPU memory on a GPU, as mlx_lm reports).
+fn peak() -> usize {
+    let d = rmlx::default_device();
+    match d.kind {
+        rmlx::DeviceType::Gpu => rmlx::cuda::peak_memory(d.index),
+        rmlx::DeviceType::Cpu => rmlx::peak_memory(),
+    }
+}
+
+fn reset_peak() {
+    let d = rmlx::default_device();
+    match d.kind {
+        rmlx::DeviceType::Gpu => rmlx::cuda::reset_peak_memory(d.index),
+        rmlx::DeviceType::Cpu => rmlx::reset_peak_memory(),
+    }
+}
+
 /// Greedy next tokens from logits `[B, V]`.
 fn argmax_tokens(logits: &Array) -> CliResult<Array> {
     let t = ops::argmax(logits, Some(-1), false).map_err(err)?; // [B]
@@ -71,7 +88,7 @@ fn trial(
     a: &BenchArgs,
     kernels: &mut usize,
 ) -> CliResult<Trial> {
-    rmlx::reset_peak_memory();
+    reset_peak();
     let (b, l) = (a.batch_sizes[0], a.prompt_tokens);
     let step = a.prefill_step_size.max(1);
     let mut caches = model.make_caches();
@@ -116,7 +133,7 @@ fn trial(
         } else {
             gen_n as f64 / gen_time
         },
-        peak_memory: rmlx::peak_memory() as f64 / 1e9,
+        peak_memory: peak() as f64 / 1e9,
         total_time: t0.elapsed().as_secs_f64(),
     })
 }
@@ -131,6 +148,20 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
         return Err(
             "--prompt-tokens, --generation-tokens, --num-trials and --batch-size must be >= 1"
                 .into(),
+        );
+    }
+    if a.ragged || a.batch_sizes.len() > 1 {
+        if a.random_weights {
+            return Err("--ragged and several batch sizes need --model (its tokenizer detokenizes); --random-weights runs one batch size".into());
+        }
+        let (m, load_s) = load_model(&a.model)?;
+        eprintln!("Loaded the model in {load_s:.3} s");
+        return crate::bench_batch::run(
+            &m,
+            &a.batch_sizes,
+            a.prompt_tokens,
+            a.generation_tokens,
+            a.num_trials,
         );
     }
     let (model, load_s, made): (rmlx_lm::models::Model, f64, Vec<(String, usize)>) =
@@ -156,16 +187,6 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                 a.prompt_tokens + a.generation_tokens
             ));
         }
-    }
-    if a.ragged || a.batch_sizes.len() > 1 {
-        eprintln!("Loaded the model in {load_s:.3} s");
-        return crate::bench_batch::run(
-            &m,
-            &a.batch_sizes,
-            a.prompt_tokens,
-            a.generation_tokens,
-            a.num_trials,
-        );
     }
     let vocab = cfg.vocab_size as u32;
     let mut rng = fastrand::Rng::with_seed(0);
@@ -229,7 +250,7 @@ fn roofline(
         .find(|(n, _)| n.contains("norm"))
         .map_or(2, |(_, b)| b / c.hidden_size.max(1));
     let kv = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * ctx * act;
-    let b = a.batch_size.max(1);
+    let b = a.batch_sizes[0].max(1);
     let per_step = weights + kv * b;
     let bw = copy_bandwidth()?;
     let roof = bw / per_step as f64 * b as f64;
@@ -240,7 +261,7 @@ fn roofline(
         kv as f64 / 1e6,
         bw / 1e9,
         roof,
-        100.0 * gen_tps * a.batch_size as f64 / roof
+        100.0 * gen_tps * b as f64 / roof
     );
     Ok(())
 }

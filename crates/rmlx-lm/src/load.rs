@@ -94,12 +94,15 @@ pub fn load_weights(path: &Path) -> Result<(Value, Weights)> {
     Ok((config, weights))
 }
 
+/// Name and bytes of each tensor a random-weight model was made of.
+pub type MadeTensors = Vec<(String, usize)>;
+
 /// A model of the architecture and shape a `config.json` describes, with random weights made
 /// on the default device (for benchmarks: speed does not depend on the values). Floats are
 /// `torch_dtype` (bfloat16 when absent); a `quantization` block `{group_size, bits}` makes
 /// every linear and embedding affine-quantized. Returns the model, the config, and each made
 /// tensor's name and bytes.
-pub fn random_model(config_file: &Path, seed: u64) -> Result<(Model, Value, Vec<(String, usize)>)> {
+pub fn random_model(config_file: &Path, seed: u64) -> Result<(Model, Value, MadeTensors)> {
     let text = std::fs::read_to_string(config_file).map_err(|e| {
         LmError::Load(format!(
             "{}: cannot read the config ({e})",
