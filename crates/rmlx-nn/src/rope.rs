@@ -152,22 +152,9 @@ impl Rope {
 
     /// `x: [B, H, L, head_dim]`, positions `offset .. offset + L`.
     pub fn forward(&self, x: &Array, offset: usize) -> Result<Array> {
-        let x = if self.mscale != 1.0 {
-            self.scale_rotated(x)?
-        } else {
-            x.clone()
-        };
         let offset = i32::try_from(offset)
             .map_err(|_| Error::Config(format!("rope offset {offset} too large")))?;
-        Ok(fast::rope_at(
-            &x,
-            self.dims,
-            self.traditional,
-            self.base,
-            self.scale,
-            offset,
-            self.freqs.as_ref(),
-        )?)
+        self.forward_at(x, &Array::scalar(offset))
     }
 
     /// Like [`Rope::forward`], the position taken from an i32 array (one per batch row, or one
