@@ -3,8 +3,10 @@
 # a private venv and runs the pytest suite in tests/python.
 #   scripts/python_test.sh               venv in ${RMLX_PYVENV:-~/.cache/rmlx/pyvenv}
 #   scripts/python_test.sh -k parity     extra arguments go to pytest
-# The build uses cargo's `test` profile (RMLX_PY_PROFILE to change), so it reuses what
-# `cargo test --workspace` compiled.
+# The build uses cargo's `dev` profile (RMLX_PY_PROFILE to change): its dependencies are
+# built with the same settings as `cargo test --workspace`'s, so they are reused. (Not the `test`
+# profile: `cargo rustc --profile test` builds the library as a test harness, which cannot link
+# as an extension module.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +19,7 @@ fi
 
 WHEELS="${CARGO_TARGET_DIR:-target}/wheels"
 rm -f "$WHEELS"/rmlx-*.whl
-"$VENV/bin/maturin" build --profile "${RMLX_PY_PROFILE:-test}" -m crates/rmlx-python/Cargo.toml -i "$VENV/bin/python" -o "$WHEELS" --quiet
+"$VENV/bin/maturin" build --profile "${RMLX_PY_PROFILE:-dev}" -m crates/rmlx-python/Cargo.toml -i "$VENV/bin/python" -o "$WHEELS" --quiet
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$WHEELS"/rmlx-*.whl
 
 "$VENV/bin/python" scripts/python_stubs.py --check
