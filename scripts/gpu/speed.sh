@@ -31,6 +31,11 @@ if [ -z "$only" ] || [ "$only" = smol ]; then
 fi
 if [ -z "$only" ] || [ "$only" = llama ]; then
   run "llama8b q4 p512 g128" $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 512 -g 128 -n 3
+  if [ "${SPEED_ABLATE:-1}" = 1 ]; then
+    # each change of this session switched off alone: programmatic dependent launch, the int8 qmv
+    RMLX_PDL=0 run "llama8b q4 p512 no-PDL" $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 512 -g 128 -n 2
+    RMLX_QMV_EXACT=1 run "llama8b q4 p512 exact-qmv" $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 512 -g 128 -n 2
+  fi
   RMLX_CUDA_GRAPH=0 run "llama8b q4 p512 no-graph" $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 512 -g 64 -n 2
   run "llama8b q4 p2048 (prefill)" $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 2048 -g 4 -n 3 --prefill-step-size 2048
   [ "${SPEED_LONG:-0}" = 1 ] && run "llama8b q4 p8192 g128" $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 8192 -g 128 -n 1 --prefill-step-size 2048
@@ -56,12 +61,17 @@ for t, n, us, k in rows[:16]:
     print(f"  {t:9.1f} us  {k:4d} x {us:8.2f} us  {n[:70]}")
 PY
   }
-  RMLX_CUDA_GRAPH=0 timeout 240 $NCU --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+  # warm caches (--cache-control none): the durations a replayed step sees
+  RMLX_CUDA_GRAPH=0 timeout 240 $NCU --clock-control none --cache-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
     --launch-skip 20000 --launch-count 490 $R bench --random-weights --config $C/smollm2-135m-q4.json --device gpu -p 16 -g 64 -n 1 >"$OUT/ncu-smol.txt" 2>&1
   echo "=== ncu: smollm2 q4, 500 kernels of decode"; ncu_sum "$OUT/ncu-smol.txt"
-  RMLX_CUDA_GRAPH=0 timeout 240 $NCU --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
-    --launch-skip 20000 --launch-count 522 $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 16 -g 64 -n 1 >"$OUT/ncu-llama.txt" 2>&1
-  echo "=== ncu: llama8b q4, 522 kernels of decode"; ncu_sum "$OUT/ncu-llama.txt"
+  RMLX_CUDA_GRAPH=0 timeout 240 $NCU --clock-control none --cache-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+    --launch-skip 20000 --launch-count 650 $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 16 -g 64 -n 1 >"$OUT/ncu-llama.txt" 2>&1
+  echo "=== ncu: llama8b q4, 650 kernels of decode"; ncu_sum "$OUT/ncu-llama.txt"
+  # the whole replayed step as one workload: GPU time per token including the gaps between kernels
+  timeout 240 $NCU --clock-control none --cache-control none --graph-profiling graph --metrics gpu__time_duration.sum \
+    --launch-skip 2300 --launch-count 3 $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 16 -g 48 -n 1 >"$OUT/ncu-llama-graph.txt" 2>&1
+  echo "=== ncu: llama8b q4, replayed steps (graph as one workload)"; grep -E "gpu__time_duration|==PROF==|==ERROR==|Graph|graph" "$OUT/ncu-llama-graph.txt" | head -12
 fi
 if [ "${MLX:-0}" = 1 ] && [ -f .devtools/anchors/gpu/run_part.sh ]; then
   MLX_BUDGET_S=${MLX_BUDGET_S:-240} MLX_ONLY=${MLX_ONLY:-q4} bash .devtools/anchors/gpu/run_part.sh mlx 2>&1 \

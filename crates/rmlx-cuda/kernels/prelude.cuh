@@ -13,6 +13,17 @@ struct bf16 { unsigned short b; };
 #define MAX_DIMS 10
 struct Lay { i64 shape[MAX_DIMS]; i64 strides[MAX_DIMS]; int ndim; int pad; };
 
+// Programmatic dependent launch (sm_90+, launch.rs): every kernel first lets the next kernel
+// of the stream be scheduled, then waits until the previous one has finished and its writes
+// are visible, so a kernel's launch overlaps its predecessor's tail instead of following it.
+// kernels.rs inserts the call at the top of every entry point; without the launch attribute
+// both instructions return at once.
+__device__ __forceinline__ void rmlx_pdl_entry() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n\tgriddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // A grid-stride loop: `GRID_LOOP(i, n) { ... }` visits i = 0..n across the whole grid.
 #define GRID_LOOP(i, n) \
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
@@ -94,6 +105,33 @@ __device__ __forceinline__ bool nonzero(u8 v) { return v != 0; }
 __device__ __forceinline__ bool nonzero(u32 v) { return v != 0; }
 __device__ __forceinline__ bool nonzero(i32 v) { return v != 0; }
 __device__ __forceinline__ bool nonzero(i64 v) { return v != 0; }
+
+// 8 consecutive elements (16-byte aligned; 32 bytes for f32) as f32.
+__device__ __forceinline__ void load8(const float* __restrict__ p, float* o) {
+  const float4 a = *reinterpret_cast<const float4*>(p);
+  const float4 c = *reinterpret_cast<const float4*>(p + 4);
+  o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
+  o[4] = c.x; o[5] = c.y; o[6] = c.z; o[7] = c.w;
+}
+__device__ __forceinline__ void load8(const f16* __restrict__ p, float* o) {
+  const uint4 a = *reinterpret_cast<const uint4*>(p);
+  const u32 w[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    o[2 * j] = h2f((unsigned short)(w[j] & 0xffffu));
+    o[2 * j + 1] = h2f((unsigned short)(w[j] >> 16));
+  }
+}
+__device__ __forceinline__ void load8(const bf16* __restrict__ p, float* o) {
+  const uint4 a = *reinterpret_cast<const uint4*>(p);
+  const u32 w[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    o[2 * j] = __int_as_float(w[j] << 16);
+    o[2 * j + 1] = __int_as_float(w[j] & 0xffff0000u);
+  }
+}
+
 
 __device__ __forceinline__ float kmax_f(float a, float b) { return (a > b || a != a) ? a : b; }
 __device__ __forceinline__ float kmin_f(float a, float b) { return (a < b || a != a) ? a : b; }

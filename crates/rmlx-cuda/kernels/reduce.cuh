@@ -147,3 +147,54 @@ __device__ __forceinline__ void argreduce_rows(const TI* __restrict__ x, i64 xo,
     if (lane == 0) y[r] = bi == 0xffffffffu ? 0u : bi;
   }
 }
+
+// Few long rows (a decode step's argmax over the vocabulary): block (r, sp) of a grid
+// (nrows, nsplit) reduces elements [sp * chunk, sp * chunk + chunk) of row r into
+// (pv, pi)[r * nsplit + sp] with global indices; argreduce_merge (one block per row) then
+// reduces the nsplit candidates with the same order (first NaN, then the extreme, then the
+// lowest index), so the result equals the one-pass kernel's.
+template <class TI, class A, class LD, bool MAX>
+__device__ __forceinline__ void argreduce_split(const TI* __restrict__ x, i64 xo, const Lay& kl, i64 rs, i64 R,
+                                                i64 chunk, A* __restrict__ pv, u32* __restrict__ pi) {
+  __shared__ A shv[32];
+  __shared__ u32 shi[32];
+  LD ld;
+  const i64 r = blockIdx.x;
+  const int nsplit = gridDim.y, sp = blockIdx.y;
+  const TI* xr = x + xo + loc(r, kl);
+  const i64 j1 = min(R, (sp + 1) * chunk);
+  A bv = (A)0;
+  u32 bi = 0xffffffffu;
+#pragma unroll 4
+  for (i64 j = sp * chunk + threadIdx.x; j < j1; j += blockDim.x) {
+    A v = ld(xr[j * rs]);
+    if (arg_wins<MAX>(v, (u32)j, bv, bi)) { bv = v; bi = (u32)j; }
+  }
+  arg_warp<MAX>(bv, bi);
+  const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (lane == 0) { shv[w] = bv; shi[w] = bi; }
+  __syncthreads();
+  if (w == 0) {
+    const int nw = blockDim.x >> 5;
+    bv = lane < nw ? shv[lane] : (A)0;
+    bi = lane < nw ? shi[lane] : 0xffffffffu;
+    arg_warp<MAX>(bv, bi);
+    if (lane == 0) { pv[r * nsplit + sp] = bv; pi[r * nsplit + sp] = bi; }
+  }
+}
+
+template <class A, bool MAX>
+__device__ __forceinline__ void argreduce_merge(const A* __restrict__ pv, const u32* __restrict__ pi, int nsplit,
+                                                u32* __restrict__ y) {
+  const i64 r = blockIdx.x;
+  const int lane = threadIdx.x;  // one warp per row
+  A bv = (A)0;
+  u32 bi = 0xffffffffu;
+  for (int s = lane; s < nsplit; s += 32) {
+    const A v = pv[r * nsplit + s];
+    const u32 i = pi[r * nsplit + s];
+    if (arg_wins<MAX>(v, i, bv, bi)) { bv = v; bi = i; }
+  }
+  arg_warp<MAX>(bv, bi);
+  if (lane == 0) y[r] = bi == 0xffffffffu ? 0u : bi;
+}

@@ -138,3 +138,126 @@ __device__ void rs_sdpa_merge(const float* __restrict__ part_ml, const float* __
     out[row * Dv + d] = from_f<T>(x * (1.0f / lsum));
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Decode (one query per head, L = 1), GQA-aware: one block of RD_NW warps per (batch, KV head,
+// key split) serves all G = Hq / Hkv query heads of that KV head, so K and V are read once for
+// the G heads (the kernel above reads them once per query head). Lane l holds dims
+// [l*DL, l*DL + DL) of q, K and V (D = 32 * DL, rows contiguous); warp w takes keys
+// k0 + w, k0 + w + RD_NW, ...; per key: G dot products reduced across the warp, an online
+// softmax per head in f32, V accumulated in registers. The warps' states meet in shared memory;
+// the block writes the output row (one split) or its (m, l, acc) for rs_sdpa_merge.
+#define RD_NW 4
+
+template <class T, int DL>
+__device__ __forceinline__ void rd_load_row(const T* __restrict__ p, float* o) {
+#pragma unroll
+  for (int e = 0; e < DL; ++e) o[e] = to_f(p[e]);
+}
+template <>
+__device__ __forceinline__ void rd_load_row<bf16, 4>(const bf16* __restrict__ p, float* o) {
+  const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
+  o[0] = __int_as_float(v.x << 16);
+  o[1] = __int_as_float(v.x & 0xffff0000u);
+  o[2] = __int_as_float(v.y << 16);
+  o[3] = __int_as_float(v.y & 0xffff0000u);
+}
+
+template <class T, class TM, int MASK, int G, int DL>
+__device__ void rs_sdpa_decode(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                               const TM* __restrict__ mask, T* __restrict__ out, float* __restrict__ part_ml,
+                               float* __restrict__ part_acc, Sd4 ql, Sd4 kl, Sd4 vl, Sd4 ml, int Hq, int Hkv, int S,
+                               float scale, int n_split, int split_len) {
+  constexpr int D = 32 * DL;
+  __shared__ float sm_ml[RD_NW][G][2];
+  __shared__ float sm_acc[RD_NW][G][D];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int hk = (int)(blockIdx.x % Hkv);
+  const i64 bb = blockIdx.x / Hkv;
+  const int sp = blockIdx.y;
+  float qv[G][DL];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const T* qr = q + ql.off + bb * ql.s[0] + (i64)(hk * G + g) * ql.s[1];
+    rd_load_row<T, DL>(qr + lane * DL, qv[g]);
+#pragma unroll
+    for (int e = 0; e < DL; ++e) qv[g][e] *= scale;
+  }
+  const T* kb = k + kl.off + bb * kl.s[0] + hk * kl.s[1] + lane * DL;
+  const T* vb = v + vl.off + bb * vl.s[0] + hk * vl.s[1] + lane * DL;
+  const int k0 = sp * split_len, k1 = min(S, k0 + split_len);
+  const float NEG_INF = -__int_as_float(0x7f800000);
+  float m[G], l[G], acc[G][DL];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    m[g] = NEG_INF;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < DL; ++e) acc[g][e] = 0.0f;
+  }
+  for (int j = k0 + warp; j < k1; j += RD_NW) {
+    float kv[DL], vv[DL];
+    rd_load_row<T, DL>(kb + (i64)j * kl.s[2], kv);
+    rd_load_row<T, DL>(vb + (i64)j * vl.s[2], vv);
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      float s = 0.0f;
+#pragma unroll
+      for (int e = 0; e < DL; ++e) s = fmaf(qv[g][e], kv[e], s);
+      s = warp_sum(s);
+      if (MASK == 2 || MASK == 3) {
+        const TM mv = mask[ml.off + bb * ml.s[0] + (i64)(hk * G + g) * ml.s[1] + (i64)j * ml.s[3]];
+        if (MASK == 2) {
+          if (!nonzero(mv)) s = -3.40282347e38f;  // f32::MIN, as the CPU
+        } else {
+          s += to_f(mv);
+        }
+      }
+      const float mn = fmaxf(m[g], s);
+      if (mn == NEG_INF) continue;  // an additive -inf before any visible key
+      const float corr = expf(m[g] - mn), p = expf(s - mn);
+      l[g] = l[g] * corr + p;
+#pragma unroll
+      for (int e = 0; e < DL; ++e) acc[g][e] = fmaf(p, vv[e], acc[g][e] * corr);
+      m[g] = mn;
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    if (lane == 0) {
+      sm_ml[warp][g][0] = m[g];
+      sm_ml[warp][g][1] = l[g];
+    }
+#pragma unroll
+    for (int e = 0; e < DL; ++e) sm_acc[warp][g][lane * DL + e] = acc[g][e];
+  }
+  __syncthreads();
+  for (int t = threadIdx.x; t < G * D; t += blockDim.x) {
+    const int g = t / D, d = t % D;
+    float M = NEG_INF;
+#pragma unroll
+    for (int w = 0; w < RD_NW; ++w) M = fmaxf(M, sm_ml[w][g][0]);
+    float L = 0.0f, A = 0.0f;
+    if (M != NEG_INF) {
+#pragma unroll
+      for (int w = 0; w < RD_NW; ++w) {
+        const float mw = sm_ml[w][g][0];
+        if (mw == NEG_INF) continue;
+        const float c = expf(mw - M);
+        L += sm_ml[w][g][1] * c;
+        A += sm_acc[w][g][d] * c;
+      }
+    }
+    const i64 row = bb * Hq + hk * G + g;
+    if (n_split == 1) {
+      out[row * D + d] = from_f<T>(A * (1.0f / L));
+    } else {
+      const i64 p = row * n_split + sp;
+      if (d == 0) {
+        part_ml[2 * p] = M;
+        part_ml[2 * p + 1] = L;
+      }
+      part_acc[p * D + d] = A;
+    }
+  }
+}

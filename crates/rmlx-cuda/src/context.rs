@@ -23,6 +23,9 @@ pub struct Gpu {
     pub name: String,
     pub alloc: Arc<Allocator>,
     pub kernels: KernelCache,
+    /// Kernels launch as programmatic dependents of their predecessor (sm_90 and later;
+    /// `RMLX_PDL=0` turns it off): see `rmlx_pdl_entry` in kernels/prelude.cuh.
+    pub pdl: bool,
     pub(crate) blas: Mutex<Option<crate::ops::matmul::BlasLt>>,
 }
 
@@ -38,7 +41,9 @@ impl Gpu {
             .map_err(|e| cuda_err("reading the compute capability", e))?;
         let name = ctx.name().unwrap_or_else(|_| "unknown".into());
         let arch = format!("sm_{major}{minor}");
+        let pdl = major >= 9 && std::env::var("RMLX_PDL").map_or(true, |v| v != "0");
         Ok(Arc::new(Gpu {
+            pdl,
             index,
             alloc: Arc::new(Allocator::new(ctx.clone(), stream.clone())),
             kernels: KernelCache::new(arch.clone()),

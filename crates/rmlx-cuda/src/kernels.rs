@@ -181,6 +181,24 @@ pub fn compile_cubin(src: &str, arch: &str, name: &str) -> Result<Vec<u8>> {
     out
 }
 
+/// `body` with `rmlx_pdl_entry();` (prelude.cuh) as the first statement of every
+/// `extern "C" __global__` entry point, so that every kernel can be launched as a programmatic
+/// dependent of the one before it (launch.rs).
+pub fn with_pdl_entry(body: &str) -> String {
+    const ENTRY: &str = "extern \"C\" __global__";
+    let mut out = String::with_capacity(body.len() + 256);
+    let mut rest = body;
+    while let Some(i) = rest.find(ENTRY) {
+        // the body opens at the first brace after the parameter list (which has none)
+        let Some(j) = rest[i..].find('{') else { break };
+        out.push_str(&rest[..i + j + 1]);
+        out.push_str(" rmlx_pdl_entry();");
+        rest = &rest[i + j + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Loaded kernels of one device, by name. A kernel's name encodes everything its generated
 /// source depends on (op, dtypes, layout class, compile-time sizes), so the per-launch lookup
 /// is one string hash; debug builds check that a name never maps to two sources.
@@ -214,7 +232,7 @@ impl KernelCache {
             let _ = h;
             return Ok(f.clone());
         }
-        let src = format!("{PRELUDE}\n{body}");
+        let src = format!("{PRELUDE}\n{}", with_pdl_entry(body));
         let ver = nvrtc_version()?;
         let file_key = fnv64(&[src.as_bytes(), self.arch.as_bytes(), ver.as_bytes()]);
         let dir = cache_dir();
@@ -256,7 +274,26 @@ pub(crate) fn assert_compiles(name: &str, sources: &str) {
         eprintln!("skipped: NVRTC not found");
         return;
     }
-    if let Err(e) = compile_cubin(&format!("{PRELUDE}\n{sources}"), "sm_90", name) {
+    if let Err(e) = compile_cubin(
+        &format!("{PRELUDE}\n{}", with_pdl_entry(sources)),
+        "sm_90",
+        name,
+    ) {
         panic!("{e}");
+    }
+}
+
+#[cfg(test)]
+mod pdl_tests {
+    use super::with_pdl_entry;
+
+    #[test]
+    fn every_entry_point_waits_first() {
+        let src = "__device__ void f() {}\nextern \"C\" __global__ void a(const float* x, Lay l) {\n  f();\n}\nextern \"C\" __global__ void __launch_bounds__(128) b(int n) { g(); }\n";
+        let out = with_pdl_entry(src);
+        assert_eq!(out.matches("rmlx_pdl_entry();").count(), 2);
+        assert!(out.contains("Lay l) { rmlx_pdl_entry();\n  f();"));
+        assert!(out.contains("b(int n) { rmlx_pdl_entry(); g(); }"));
+        assert!(out.starts_with("__device__ void f() {}"));
     }
 }

@@ -131,7 +131,10 @@ fn quantized_matmul_matches_mlx() {
                 let half = got.dtype() != Dtype::F32;
                 let rows = ld("x").size() / ld("x").dim(-1);
                 let int8 = !exact && t && (bits == 4 || bits == 8) && rows <= 8;
-                let tol = if int8 { 2e-2 } else { 1e-5 };
+                // outside exact mode a GPU multiplies half x by weights rounded to x's dtype
+                // on the tensor cores (as MLX does): a few half ulps
+                let half_weights = !exact && half && rows > 8;
+                let tol = if int8 || half_weights { 2e-2 } else { 1e-5 };
                 if !half {
                     assert_close(
                         &vals(&got),

@@ -10,6 +10,30 @@ use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::primitive::Primitive;
 use crate::shape::{broadcast_shapes, fmt_shape, Shape};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+static DECODE_MODE: AtomicU8 = AtomicU8::new(0); // 0 = unread, 1 = int8 allowed, 2 = exact
+
+/// Forces every backend's decode-shaped quantized matmul (a few rows of `x`) onto its exact
+/// float path (`true`), or allows the faster path that quantizes `x` to int8 per block of 32
+/// (`false`, llama.cpp's trade: ~3e-3 relative error on the products, measured in the
+/// backends' tests). The default is the int8 path unless `RMLX_QMV_EXACT=1` is set.
+pub fn set_exact_decode(exact: bool) {
+    DECODE_MODE.store(if exact { 2 } else { 1 }, Ordering::Relaxed);
+}
+
+/// Whether decode-shaped quantized products must use the exact float path (see
+/// [`set_exact_decode`]).
+pub fn exact_decode() -> bool {
+    match DECODE_MODE.load(Ordering::Relaxed) {
+        0 => {
+            let exact = std::env::var("RMLX_QMV_EXACT").is_ok_and(|v| v == "1");
+            set_exact_decode(exact);
+            exact
+        }
+        m => m == 2,
+    }
+}
 
 /// Bit widths MLX's affine mode accepts.
 pub const QUANT_BITS: [usize; 6] = [2, 3, 4, 5, 6, 8];

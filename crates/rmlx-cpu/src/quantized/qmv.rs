@@ -10,12 +10,11 @@
 //!   `Σ (s q + b) x = s Σ (q - c) x + (b + c s) Σ x`. Accuracy: each `x_i` moves by at most
 //!   `d/2`, so an output errs by at most `Σ_blocks |s| d/2 Σ |q_i - c|`; measured: ~1e-3 of
 //!   max|out| for zero-centred weights, up to ~1e-2 for groups with large offsets (tests), the
-//!   same trade llama.cpp makes for Q4_0/Q8_0. `set_exact(true)` or `RMLX_QMV_EXACT=1` turns it off.
+//!   same trade llama.cpp makes for Q4_0/Q8_0. `set_exact(true)` or `RMLX_QMV_EXACT=1` turns it off (for every backend).
 
 use super::pack::unpack;
 use rayon::prelude::*;
 use rmlx_core::dtype::Element;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Weight bytes below which a product runs on the calling thread: waking a second thread
 /// costs more than it saves on small matrices (SmolLM2's 576×576 is ~200 KiB).
@@ -25,25 +24,14 @@ const MIN_PARALLEL_BYTES: usize = 128 << 10;
 /// a few more when they are big enough, so a slow thread does not hold the others up).
 const MIN_TASK_BYTES: usize = 256 << 10;
 
-static MODE: AtomicU8 = AtomicU8::new(0); // 0 = unread, 1 = fast, 2 = exact
-
-/// Forces the exact float decode path (`true`) or allows the int8 path (`false`). The
-/// default is the int8 path unless the environment variable `RMLX_QMV_EXACT=1` is set.
+/// Forces the exact float decode path (`true`) or allows the int8 path (`false`) on every
+/// backend: [`rmlx_core::ops::quantized::set_exact_decode`].
 pub fn set_exact(exact: bool) {
-    MODE.store(if exact { 2 } else { 1 }, Ordering::Relaxed);
+    rmlx_core::ops::quantized::set_exact_decode(exact);
 }
 
 fn exact_mode() -> bool {
-    match MODE.load(Ordering::Relaxed) {
-        0 => {
-            let exact = std::env::var("RMLX_QMV_EXACT")
-                .map(|v| v == "1")
-                .unwrap_or(false);
-            set_exact(exact);
-            exact
-        }
-        m => m == 2,
-    }
+    rmlx_core::ops::quantized::exact_decode()
 }
 
 /// The weights of one product: `wq: [n, k*bits/32]`, `scales`, `biases`: `[n, k/group_size]`.

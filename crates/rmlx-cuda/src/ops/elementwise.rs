@@ -37,12 +37,25 @@ pub fn source(name: &str, ins: &[(Dtype, bool)], od: Dtype, expr: &str) -> (Stri
             r = read(&format!("x{j}"), "i", c)
         ));
     }
-    let src = format!(
-        "extern \"C\" __global__ void {kname}({params}{o}* __restrict__ y, i64 n) {{\n  GRID_LOOP(i, n) {{\n{loads}    y[i] = {expr};\n  }}\n}}\n",
-        o = ctype(od)
-    );
+    let all_contiguous = ins.iter().all(|&(_, c)| c);
+    let src = if all_contiguous {
+        // UNROLL coalesced elements per thread, all loads issued before the stores: a
+        // one-element loop keeps too few bytes in flight to stream at the memory bandwidth
+        format!(
+            "extern \"C\" __global__ void {kname}({params}{o}* __restrict__ y, i64 n) {{\n  for (i64 b = (i64)blockIdx.x * blockDim.x * {UNROLL} + threadIdx.x; b < n; b += (i64)gridDim.x * blockDim.x * {UNROLL}) {{\n#pragma unroll\n    for (int u = 0; u < {UNROLL}; ++u) {{\n      const i64 i = b + (i64)u * blockDim.x;\n      if (i < n) {{\n{loads}    y[i] = {expr};\n      }}\n    }}\n  }}\n}}\n",
+            o = ctype(od)
+        )
+    } else {
+        format!(
+            "extern \"C\" __global__ void {kname}({params}{o}* __restrict__ y, i64 n) {{\n  GRID_LOOP(i, n) {{\n{loads}    y[i] = {expr};\n  }}\n}}\n",
+            o = ctype(od)
+        )
+    };
     (kname, src)
 }
+
+/// Elements per thread and pass of an all-contiguous element-wise kernel.
+const UNROLL: usize = 4;
 
 /// Runs a generated element-wise kernel over `ins` (already broadcast to `out_shape`).
 fn run(
@@ -67,7 +80,12 @@ fn run(
         a.ptr(d.ptr).i64(d.offset).push(d.lay);
     }
     a.ptr(yptr).i64(n as i64);
-    gpu.launch(&f, &kname, Grid::elems(n), &mut a)?;
+    let per_thread = if kinds.iter().all(|&(_, c)| c) {
+        UNROLL
+    } else {
+        1
+    };
+    gpu.launch(&f, &kname, Grid::elems(n.div_ceil(per_thread)), &mut a)?;
     Ok(out)
 }
 

@@ -95,6 +95,38 @@ pub fn qmv_t_source(
     (name, src)
 }
 
+/// The int8-activation decode kernel (4- or 8-bit weights, groups of 32 or more): `r` weight
+/// rows per warp, `un` blocks of 32 codes in flight per lane and row.
+pub fn qmv8_source(
+    s: Dtype,
+    o: Dtype,
+    bits: usize,
+    mm: usize,
+    r: usize,
+    un: usize,
+) -> (String, String) {
+    let name = format!("rq_qmv8_{}_{}_b{bits}_m{mm}_r{r}_u{un}", tag(s), tag(o));
+    let (cs, co) = (ctype(s), ctype(o));
+    let src = format!(
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const signed char* xq, const RqXBlock* meta, const u32* w, const {cs}* s, const {cs}* b, {co}* y, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  rq_qmv8<{cs}, {co}, {bits}, {mm}, {r}, {un}>(xq, meta, w, s, b, y, M, N, K, gs_shift, xbs, wbs, sbs, bbs, ybs);\n}}\n"
+    );
+    (name, src)
+}
+
+/// The activation quantizer of [`qmv8_source`]'s kernel (x of dtype `x`, codes laid out for
+/// `bits`-bit weights).
+pub fn quantize_x_source(x: Dtype, bits: usize) -> (String, String) {
+    let name = format!("rq_quantize_x_{}_b{bits}", tag(x));
+    let cx = ctype(x);
+    let src = format!(
+        "extern \"C\" __global__ void {name}(const {cx}* x, signed char* xq, RqXBlock* meta, int M, i64 K) {{\n  rq_quantize_x<{cx}, {bits}>(x, xq, meta, M, K);\n}}\n"
+    );
+    (name, src)
+}
+
+/// Bytes of one int8 block's meta (`RqXBlock`: step, Σx, Σxq, padding).
+const XBLOCK_META: usize = 16;
+
 /// Codes one warp step of the decode kernel covers (32 lanes x 32 codes, for every width).
 const QMV_STEP: usize = 1024;
 
@@ -338,6 +370,58 @@ pub fn quantized_matmul(
             3 | 4 => 4,
             _ => 8,
         };
+        if (bits == 4 || bits == 8)
+            && group_size >= 32
+            && !rmlx_core::ops::quantized::exact_decode()
+        {
+            let rows = batch.max(1) * m;
+            let (xq, xqp) = output(gpu, &[rows * k], Dtype::U8)?;
+            let (meta, metap) = output(gpu, &[rows * k / 32 * XBLOCK_META], Dtype::U8)?;
+            let (qn, qs) = quantize_x_source(xd.dtype, bits);
+            let qf = get(gpu, &qn, &qs)?;
+            let mut a = Args::new();
+            a.ptr(xi.base())
+                .ptr(xqp)
+                .ptr(metap)
+                .i32(rows as i32)
+                .i64(k as i64);
+            // one warp per block of 32 elements
+            gpu.launch(&qf, &qn, Grid::elems(rows * k), &mut a)?;
+            // measured on an H200 (dev/kernels/qmv): 4 rows per warp for tall matrices and
+            // several x rows, 1 row per warp otherwise (more warps in flight)
+            let (r, un) = match (mm, n >= 8192) {
+                (1, true) => (4, 2),
+                (1, false) => (1, 2),
+                (2, _) => (2, 2),
+                _ => (4, 1),
+            };
+            let (name, src) = qmv8_source(sa.dtype, od, bits, mm, r, un);
+            let f = get(gpu, &name, &src)?;
+            let mut a = Args::new();
+            a.ptr(xqp)
+                .ptr(metap)
+                .ptr(wi.base())
+                .ptr(si.base())
+                .ptr(bi.base())
+                .ptr(yptr)
+                .i32(m as i32)
+                .i64(n as i64)
+                .i64(k as i64)
+                .i32(group_size.trailing_zeros() as i32)
+                .i64((m * k) as i64)
+                .i64(wbs)
+                .i64(sbs)
+                .i64(bbs)
+                .i64((m * n) as i64);
+            let g = Grid {
+                grid: (n.div_ceil(4 * r) as u32, batch.max(1) as u32, 1),
+                block: (128, 1, 1),
+                shared: 0,
+            };
+            gpu.launch(&f, &name, g, &mut a)?;
+            drop((xd, xq, meta));
+            return Ok(out);
+        }
         // Rows of at least 4 steps: 4 warps per row group (see the kernel).
         let ks = if k >= 4 * QMV_STEP && std::env::var("RMLX_QMV_KSPLIT").map_or(true, |v| v != "0")
         {
@@ -372,10 +456,17 @@ pub fn quantized_matmul(
         drop(xd);
         return Ok(out);
     }
-    // Many rows: dequantize to an f32 temporary, then cuBLASLt in f32 and one rounding to the
-    // output dtype, as the CPU does (half weights would round every product: bf16 prefill
-    // then misses the f64 reference by several ulps).
-    let cd = Dtype::F32;
+    // Many rows (prefill): dequantize to a temporary and multiply with cuBLASLt. For half x and
+    // output the temporary is that dtype and the product runs on the tensor cores with f32 accumulation,
+    // as MLX does (each weight rounded once to bf16/f16); in exact mode
+    // (`set_exact_decode(true)`) or for f32 x it is f32 and the product f32, as the CPU does
+    // (bf16 weights miss the f64 reference by several ulps).
+    let half = matches!(od, Dtype::BF16 | Dtype::F16) && xa.dtype == od;
+    let cd = if half && !rmlx_core::ops::quantized::exact_decode() {
+        xa.dtype
+    } else {
+        Dtype::F32
+    };
     let bt = batch.max(1);
     let (tmp, tptr) = output(gpu, &[bt, rows_w, kpack], cd)?;
     dequantize_into(
@@ -446,6 +537,17 @@ mod tests {
                     body.push_str(&qmv_t_source(xd, sd, od, 3, 8, 1).1);
                 }
             }
+        }
+        // the int8-activation decode kernel: every configuration the dispatch picks
+        for bits in [4, 8] {
+            for t in FL {
+                body.push_str(&quantize_x_source(t, bits).1);
+            }
+            for (mm, r, un) in [(1, 4, 2), (1, 1, 2), (2, 2, 2), (4, 4, 1), (8, 4, 1)] {
+                body.push_str(&qmv8_source(Dtype::BF16, Dtype::BF16, bits, mm, r, un).1);
+            }
+            body.push_str(&qmv8_source(Dtype::F16, Dtype::F32, bits, 1, 1, 2).1);
+            body.push_str(&qmv8_source(Dtype::F32, Dtype::F32, bits, 8, 4, 1).1);
         }
         assert_compiles("quantized_all", &format!("{QUANT_CUH}\n{body}"));
     }

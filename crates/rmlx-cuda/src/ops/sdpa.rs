@@ -23,6 +23,8 @@ const NT: usize = 128;
 const MAXD: usize = 512;
 /// Blocks the key splitting aims for (a few per SM).
 const TARGET_BLOCKS: usize = 512;
+/// Blocks the decode kernel aims for: (batch, KV head) pairs times key splits.
+const DECODE_TARGET_BLOCKS: usize = 264;
 /// Smallest key range worth a split of its own.
 const MIN_SPLIT: usize = 256;
 
@@ -77,6 +79,51 @@ pub fn source(t: Dtype, kind: u32, md: Dtype, dvp: usize) -> (String, String) {
         "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {c}* q, const {c}* k, const {c}* v, const {cm}* mask, {c}* out, float* part_ml, float* part_acc, Sd4 ql, Sd4 kl, Sd4 vl, Sd4 ml, int Hq, int Hkv, int L, int S, int D, int Dv, float scale, int n_split, int split_len) {{\n  rs_sdpa<{c}, {cm}, {kind}, {dvp}>(q, k, v, mask, out, part_ml, part_acc, ql, kl, vl, ml, Hq, Hkv, L, S, D, Dv, scale, n_split, split_len);\n}}\n"
     );
     (name, src)
+}
+
+/// The GQA-aware decode kernel (`L = 1`, `D = Dv = 32 * dl`, `g` query heads per KV head).
+pub fn decode_source(t: Dtype, kind: u32, md: Dtype, g: usize, dl: usize) -> (String, String) {
+    let mk = match kind {
+        0 => "none".to_string(),
+        1 => "causal".to_string(),
+        2 => "bool".to_string(),
+        _ => format!("add{}", tag(md)),
+    };
+    let name = format!("rs_sdpa_dec_{}_{mk}_g{g}_d{dl}", tag(t));
+    let (c, cm) = (ctype(t), ctype(md));
+    let src = format!(
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {c}* q, const {c}* k, const {c}* v, const {cm}* mask, {c}* out, float* part_ml, float* part_acc, Sd4 ql, Sd4 kl, Sd4 vl, Sd4 ml, int Hq, int Hkv, int S, float scale, int n_split, int split_len) {{\n  rs_sdpa_decode<{c}, {cm}, {kind}, {g}, {dl}>(q, k, v, mask, out, part_ml, part_acc, ql, kl, vl, ml, Hq, Hkv, S, scale, n_split, split_len);\n}}\n"
+    );
+    (name, src)
+}
+
+/// Whether the decode kernel serves these inputs: one query row, equal head dims of 32 to 256
+/// (a power of two), at most 8 query heads per KV head, rows contiguous and aligned for the
+/// lanes' vector loads.
+fn decode_fits(
+    q: &ArrayData,
+    k: &ArrayData,
+    v: &ArrayData,
+    dims: &SdpaDims,
+) -> Option<(usize, usize)> {
+    let dl = dims.d / 32;
+    let g = dims.hq / dims.hkv.max(1);
+    let aligned = |x: &ArrayData| {
+        x.strides[3] == 1
+            && (x.offset % dl == 0)
+            && x.strides[..3]
+                .iter()
+                .all(|s| s.rem_euclid(dl as isize) == 0)
+    };
+    (dims.l == 1
+        && dims.d == dims.dv
+        && dims.d.is_multiple_of(32)
+        && [1, 2, 4, 8].contains(&dl)
+        && (1..=8).contains(&g)
+        && aligned(q)
+        && aligned(k)
+        && aligned(v))
+    .then_some((g, dl))
 }
 
 /// The split-merging kernel for outputs of dtype `t`.
@@ -135,6 +182,66 @@ pub fn sdpa(
     }
     let (qi, ki, vi) = (input(gpu, q)?, input(gpu, k)?, input(gpu, v)?);
     let mi = m.map(|m| input(gpu, m)).transpose()?;
+    let dims = SdpaDims {
+        b,
+        hq,
+        l,
+        d,
+        hkv,
+        s,
+        dv,
+    };
+    if let Some((g, dl)) = decode_fits(q, k, v, &dims) {
+        // blocks: (batch, KV head) x key splits of at least 16 keys, about 2 per SM
+        let pairs = b * hkv;
+        let n_split = (DECODE_TARGET_BLOCKS.div_ceil(pairs))
+            .min(s.div_ceil(16))
+            .clamp(1, 65_535);
+        let split_len = s.div_ceil(n_split).max(1);
+        let n_split = s.div_ceil(split_len).max(1);
+        let (name, body) = decode_source(q.dtype, kind, md, g, dl);
+        let f = gpu
+            .kernels
+            .get(&gpu.ctx, &name, &format!("{SDPA_CUH}\n{body}"))?;
+        let parts = if n_split > 1 {
+            Some((
+                gpu.alloc.alloc(rows * n_split * 2 * 4)?,
+                gpu.alloc.alloc(rows * n_split * dv * 4)?,
+            ))
+        } else {
+            None
+        };
+        let (pml, pacc) = parts.as_ref().map_or((0, 0), |(a, c)| (a.ptr, c.ptr));
+        let mut a = Args::new();
+        a.ptr(qi.ptr)
+            .ptr(ki.ptr)
+            .ptr(vi.ptr)
+            .ptr(mi.as_ref().map_or(0, |m| m.ptr))
+            .ptr(optr)
+            .ptr(pml)
+            .ptr(pacc)
+            .push(sd4(q))
+            .push(sd4(k))
+            .push(sd4(v))
+            .push(m.map(sd4).unwrap_or_default())
+            .i32(hq as i32)
+            .i32(hkv as i32)
+            .i32(s as i32)
+            .f32(scale)
+            .i32(n_split as i32)
+            .i32(split_len as i32);
+        let grid = Grid {
+            grid: (pairs as u32, n_split as u32, 1),
+            block: (NT as u32, 1, 1),
+            shared: 0,
+        };
+        gpu.launch(&f, &name, grid, &mut a)?;
+        if n_split > 1 {
+            merge(gpu, od, pml, pacc, optr, rows, dv, n_split)?;
+        }
+        drop(parts);
+        return Ok(out);
+    }
     let n_split = if rows >= TARGET_BLOCKS / 2 {
         1
     } else {
@@ -192,21 +299,36 @@ pub fn sdpa(
     };
     gpu.launch(&f, &name, g, &mut a)?;
     if n_split > 1 {
-        let (mname, mbody) = merge_source(od);
-        let mf = gpu
-            .kernels
-            .get(&gpu.ctx, &mname, &format!("{SDPA_CUH}\n{mbody}"))?;
-        let mut a = Args::new();
-        a.ptr(pml)
-            .ptr(pacc)
-            .ptr(optr)
-            .i32(dv as i32)
-            .i32(n_split as i32);
-        gpu.launch(&mf, &mname, Grid::rows(rows, NT as u32), &mut a)?;
+        merge(gpu, od, pml, pacc, optr, rows, dv, n_split)?;
     }
     // the partials may be freed now: later work on this stream is ordered after the merge
     drop(parts);
     Ok(out)
+}
+
+/// Combines the key splits' softmax states (`pml`, `pacc`) of `rows` rows into `optr`.
+#[allow(clippy::too_many_arguments)]
+fn merge(
+    gpu: &Arc<Gpu>,
+    od: Dtype,
+    pml: u64,
+    pacc: u64,
+    optr: u64,
+    rows: usize,
+    dv: usize,
+    n_split: usize,
+) -> Result<()> {
+    let (mname, mbody) = merge_source(od);
+    let mf = gpu
+        .kernels
+        .get(&gpu.ctx, &mname, &format!("{SDPA_CUH}\n{mbody}"))?;
+    let mut a = Args::new();
+    a.ptr(pml)
+        .ptr(pacc)
+        .ptr(optr)
+        .i32(dv as i32)
+        .i32(n_split as i32);
+    gpu.launch(&mf, &mname, Grid::rows(rows, NT as u32), &mut a)
 }
 
 #[cfg(test)]
@@ -230,6 +352,16 @@ mod tests {
                 }
             }
         }
+        for t in fl {
+            for (kind, md) in [(0, Dtype::F32), (1, Dtype::F32), (2, Dtype::Bool), (3, t)] {
+                for g in 1..=8 {
+                    body.push_str(&decode_source(t, kind, md, g, 4).1);
+                }
+                for dl in [1, 2, 8] {
+                    body.push_str(&decode_source(t, kind, md, 4, dl).1);
+                }
+            }
+        }
         assert_compiles("sdpa_all", &format!("{SDPA_CUH}\n{body}"));
     }
 
@@ -249,6 +381,12 @@ mod tests {
             (4, 1, 3, 300, 128, 1),
             (2, 2, 1, 1000, 256, 2),
             (2, 1, 5, 40, 32, 1),
+            // the GQA decode kernel: Llama-3-8B's and SmolLM2's head groups, 8 heads per KV
+            // head with fewer keys than warps, a causal single row
+            (32, 8, 1, 700, 128, 2),
+            (9, 3, 1, 330, 64, 2),
+            (8, 1, 1, 3, 128, 0),
+            (6, 2, 1, 77, 32, 1),
         ] {
             let (qv, kv, vv) = (
                 f(hq * l * d, 0.37),

@@ -1,0 +1,342 @@
+// qmv ladder: the production decode kernels of crates/rmlx-cuda/kernels/quantized.cuh, built
+// by nvcc, checked against a float64 CPU reference and timed against a device-to-device copy
+// in the same process. Usage: bench [bits] (default: 4 and 8). Build: see run.sh.
+#include <cuda_runtime.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "../../../crates/rmlx-cuda/kernels/prelude.cuh"
+#include "../../../crates/rmlx-cuda/kernels/quantized.cuh"
+#include "v4_fused.cuh"
+
+#define CK(x)                                                                          \
+  do {                                                                                 \
+    cudaError_t e_ = (x);                                                              \
+    if (e_ != cudaSuccess) {                                                           \
+      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      exit(1);                                                                         \
+    }                                                                                  \
+  } while (0)
+
+// --- kernels under test ----------------------------------------------------------------------
+template <int BITS, int MM, int KS>
+__global__ void __launch_bounds__(128) k_v0(const bf16* x, const u32* w, const bf16* s, const bf16* b, bf16* y,
+                                            int M, i64 N, i64 K, int gs_shift) {
+  rq_qmv_t_mat<bf16, bf16, bf16, BITS, MM, KS>(x, w, s, b, y, M, N, K, gs_shift);
+}
+template <int BITS, int MM, int KS>
+__global__ void __launch_bounds__(128) rq_v0_f32(const bf16* x, const u32* w, const bf16* s, const bf16* b, float* y,
+                                                 int M, i64 N, i64 K, int gs_shift) {
+  rq_qmv_t_mat<bf16, bf16, float, BITS, MM, KS>(x, w, s, b, y, M, N, K, gs_shift);
+}
+template <int BITS>
+__global__ void k_qx(const bf16* x, signed char* xq, RqXBlock* meta, int M, i64 K) {
+  rq_quantize_x<bf16, BITS>(x, xq, meta, M, K);
+}
+template <class TO, int BITS, int MM, int R, int UN>
+__global__ void __launch_bounds__(128) k_v1(const signed char* xq, const RqXBlock* meta, const u32* w, const bf16* s,
+                                            const bf16* b, TO* y, int M, i64 N, i64 K, int gs_shift) {
+  rq_qmv8_mat<bf16, TO, BITS, MM, R, UN>(xq, meta, w, s, b, y, M, N, K, gs_shift);
+}
+
+template <class TO, int BITS, int UN>
+__global__ void __launch_bounds__(256) k_v4(const bf16* x, const u32* w, const bf16* s, const bf16* b, TO* y, i64 N,
+                                            i64 K, int gs_shift) {
+  rq_qmv8f<bf16, bf16, TO, BITS, UN>(x, w, s, b, y, N, K, gs_shift);
+}
+__global__ void k_copy(const uint4* a, uint4* b, i64 n) {
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) b[i] = a[i];
+}
+__global__ void k_read(const uint4* a, u32* out, i64 n) {
+  u32 acc = 0;
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+    const uint4 v = __ldg(a + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x12345678u) out[0] = acc;
+}
+
+// --- host helpers ----------------------------------------------------------------------------
+static uint16_t f2bf(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  u += 0x7fff + ((u >> 16) & 1);
+  return (uint16_t)(u >> 16);
+}
+static float bf2f(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+struct Mat {
+  i64 N, K;
+  int bits, gs;
+  std::vector<u32> w;
+  std::vector<uint16_t> s, b;
+  size_t wbytes() const { return w.size() * 4; }
+  size_t sbytes() const { return s.size() * 2; }
+};
+
+static Mat make_mat(i64 N, i64 K, int bits, int gs, std::mt19937& rng) {
+  Mat m{N, K, bits, gs, {}, {}, {}};
+  m.w.resize((size_t)N * K * bits / 32);
+  for (auto& v : m.w) v = rng();
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const i64 G = K / gs;
+  m.s.resize((size_t)N * G);
+  m.b.resize((size_t)N * G);
+  for (size_t i = 0; i < m.s.size(); ++i) {
+    float sc = 0.02f * (0.5f + std::fabs(nd(rng))) / (float)(1 << (bits - 4 + 4));
+    m.s[i] = f2bf(sc);
+    // typical affine groups: bias near -(2^(bits-1)) * scale, with spread
+    m.b[i] = f2bf(-sc * (float)(1 << (bits - 1)) + 0.01f * nd(rng));
+  }
+  return m;
+}
+
+static u32 code(const Mat& m, i64 r, i64 c) {
+  const i64 bit = c * m.bits;
+  const u32* row = m.w.data() + r * (m.K * m.bits / 32);
+  u32 v = row[bit >> 5] >> (bit & 31);
+  return v & ((1u << m.bits) - 1u);
+}
+
+// float64 reference for rows r0, r0+step, ...
+static void reference(const Mat& m, const std::vector<uint16_t>& x, int M, i64 step, std::vector<double>& ref) {
+  ref.assign((size_t)M * m.N, 0.0);
+  for (i64 r = 0; r < m.N; r += step)
+    for (int mi = 0; mi < M; ++mi) {
+      double acc = 0;
+      for (i64 c = 0; c < m.K; ++c) {
+        const i64 g = r * (m.K / m.gs) + c / m.gs;
+        const double wv = (double)bf2f(m.s[g]) * code(m, r, c) + (double)bf2f(m.b[g]);
+        acc += wv * (double)bf2f(x[(size_t)mi * m.K + c]);
+      }
+      ref[(size_t)mi * m.N + r] = acc;
+    }
+}
+
+static double rel_err(const std::vector<double>& ref, const std::vector<float>& got, i64 N, int M, i64 step) {
+  double num = 0, den = 0;
+  for (int mi = 0; mi < M; ++mi)
+    for (i64 r = 0; r < N; r += step) {
+      const double d = got[(size_t)mi * N + r] - ref[(size_t)mi * N + r];
+      if (!std::isfinite(got[(size_t)mi * N + r])) return INFINITY;
+      num += d * d;
+      den += ref[(size_t)mi * N + r] * ref[(size_t)mi * N + r];
+    }
+  return std::sqrt(num / den);
+}
+
+struct Dev {
+  u32* w;
+  bf16* s;
+  bf16* b;
+};
+
+static float median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Times `launch(copy)` over all copies as one captured graph; returns µs per call (median of 7).
+template <class F>
+static float time_graph(int copies, int reps, F launch) {
+  cudaStream_t st;
+  CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+  for (int r = 0; r < reps; ++r)
+    for (int c = 0; c < copies; ++c) launch(c, st);
+  CK(cudaStreamEndCapture(st, &g));
+  CK(cudaGraphInstantiate(&ge, g, 0));
+  CK(cudaGraphLaunch(ge, st));
+  CK(cudaStreamSynchronize(st));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  std::vector<float> t;
+  for (int i = 0; i < 7; ++i) {
+    CK(cudaEventRecord(e0, st));
+    CK(cudaGraphLaunch(ge, st));
+    CK(cudaEventRecord(e1, st));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    t.push_back(ms * 1000.0f / (reps * copies));
+  }
+  CK(cudaGetLastError());
+  cudaGraphExecDestroy(ge);
+  cudaGraphDestroy(g);
+  cudaStreamDestroy(st);
+  return median(t);
+}
+
+static int g_sms = 132;
+static float g_read = 0;
+static float copy_bw() {
+  const size_t n = (size_t)1 << 30;
+  void *a, *b;
+  CK(cudaMalloc(&a, n));
+  CK(cudaMalloc(&b, n));
+  CK(cudaMemset(a, 1, n));
+  const i64 n16 = n / 16;
+  float us = time_graph(1, 5, [&](int, cudaStream_t st) {
+    k_copy<<<g_sms * 8, 256, 0, st>>>((const uint4*)a, (uint4*)b, n16);
+  });
+  float usr = time_graph(1, 5, [&](int, cudaStream_t st) {
+    k_read<<<g_sms * 8, 256, 0, st>>>((const uint4*)a, (u32*)b, n16);
+  });
+  float usm = time_graph(1, 5, [&](int, cudaStream_t st) { CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, st)); });
+  printf("ceilings: copy kernel %.0f GB/s, cudaMemcpy D2D %.0f GB/s (read + write), read-only kernel %.0f GB/s\n",
+         2.0 * n / (us * 1e-6) / 1e9, 2.0 * n / (usm * 1e-6) / 1e9, n / (usr * 1e-6) / 1e9);
+  g_read = n / (usr * 1e-6) / 1e9;
+  CK(cudaFree(a));
+  CK(cudaFree(b));
+  return 2.0 * n / (us * 1e-6) / 1e9;  // GB/s, read + write
+}
+
+template <int BITS, int MM>
+static void run_shape(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng) {
+  Mat m = make_mat(N, K, BITS, gs, rng);
+  const size_t bytes = m.wbytes() + 2 * m.sbytes();
+  const int copies = (int)std::max<size_t>(2, (600ull << 20) / bytes + 1);
+  std::vector<Dev> d(copies);
+  for (auto& c : d) {
+    CK(cudaMalloc(&c.w, m.wbytes()));
+    CK(cudaMalloc(&c.s, m.sbytes()));
+    CK(cudaMalloc(&c.b, m.sbytes()));
+    CK(cudaMemcpy(c.w, m.w.data(), m.wbytes(), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(c.s, m.s.data(), m.sbytes(), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(c.b, m.b.data(), m.sbytes(), cudaMemcpyHostToDevice));
+  }
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<uint16_t> x((size_t)M * K);
+  for (auto& v : x) v = f2bf(nd(rng));
+  bf16 *dx, *dy;
+  float* dyf;
+  signed char* dxq;
+  RqXBlock* dmeta;
+  CK(cudaMalloc(&dx, x.size() * 2));
+  CK(cudaMalloc(&dy, (size_t)M * N * 2));
+  CK(cudaMalloc(&dyf, (size_t)M * N * 4));
+  CK(cudaMalloc(&dxq, (size_t)M * K));
+  CK(cudaMalloc(&dmeta, (size_t)M * K / 32 * sizeof(RqXBlock)));
+  CK(cudaMemcpy(dx, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
+  const int gss = __builtin_ctz(gs);
+  const i64 step = std::max<i64>(1, N / 512);
+  std::vector<double> ref;
+  reference(m, x, M, step, ref);
+
+  auto check = [&](const char* name, auto launch_f32out) {
+    CK(cudaMemset(dyf, 0xff, (size_t)M * N * 4));  // NaN poison
+    launch_f32out();
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    std::vector<float> got((size_t)M * N);
+    CK(cudaMemcpy(got.data(), dyf, got.size() * 4, cudaMemcpyDeviceToHost));
+    return rel_err(ref, got, N, M, step);
+  };
+  // v0 (float kernel) with f32 output: a bf16-output copy of the kernel is what ships; error
+  // is measured in f32 to see the kernel's own error.
+  const int ks0 = K >= 4096 ? 4 : 1;
+  auto v0 = [&](int c, cudaStream_t st, bool f32) {
+    const dim3 grid((unsigned)((N + (16 / ks0) - 1) / (16 / ks0)));
+    if (f32) {
+      if (ks0 == 4)
+        rq_v0_f32<BITS, MM, 4><<<grid, 128, 0, st>>>(dx, d[c].w, d[c].s, d[c].b, dyf, M, N, K, gss);
+      else
+        rq_v0_f32<BITS, MM, 1><<<grid, 128, 0, st>>>(dx, d[c].w, d[c].s, d[c].b, dyf, M, N, K, gss);
+    } else if (ks0 == 4)
+      k_v0<BITS, MM, 4><<<grid, 128, 0, st>>>(dx, d[c].w, d[c].s, d[c].b, dy, M, N, K, gss);
+    else
+      k_v0<BITS, MM, 1><<<grid, 128, 0, st>>>(dx, d[c].w, d[c].s, d[c].b, dy, M, N, K, gss);
+  };
+  const double e0 = check("v0", [&] { v0(0, 0, true); });
+  const float t0 = time_graph(copies, 10, [&](int c, cudaStream_t st) { v0(c, st, false); });
+
+  auto qx = [&](cudaStream_t st) {
+    const i64 blocks = (i64)M * K / 32;
+    k_qx<BITS><<<(unsigned)((blocks + 7) / 8), 256, 0, st>>>(dx, dxq, dmeta, M, K);
+  };
+  const float tq = time_graph(copies, 10, [&](int, cudaStream_t st) { qx(st); });
+  printf("%-6s N=%6lld K=%6lld gs=%3d M=%d bits=%d  bytes=%8.2f MB  copy=%.0f GB/s\n", "shape", (long long)N,
+         (long long)K, gs, M, BITS, bytes / 1e6, copy);
+  printf("  v0 float     %8.2f us  %7.0f GB/s  %5.1f%% of copy  err %.2e\n", t0, bytes / (t0 * 1e-6) / 1e9,
+         100.0 * bytes / (t0 * 1e-6) / 1e9 / copy, e0);
+  printf("  quantize_x   %8.2f us\n", tq);
+
+#define V1(R, UN)                                                                                                \
+  {                                                                                                              \
+    const int rows_per_block = 4 * R;                                                                            \
+    const dim3 grid((unsigned)((N + rows_per_block - 1) / rows_per_block));                                      \
+    const double e = check("v1", [&] {                                                                           \
+      qx(0);                                                                                                     \
+      k_v1<float, BITS, MM, R, UN><<<grid, 128>>>(dxq, dmeta, d[0].w, d[0].s, d[0].b, dyf, M, N, K, gss);       \
+    });                                                                                                          \
+    const float t = time_graph(copies, 10, [&](int c, cudaStream_t st) {                                        \
+      k_v1<bf16, BITS, MM, R, UN><<<grid, 128, 0, st>>>(dxq, dmeta, d[c].w, d[c].s, d[c].b, dy, M, N, K, gss);  \
+    });                                                                                                          \
+    printf("  v1 R=%d UN=%d  %8.2f us  %7.0f GB/s  %5.1f%% of copy  err %.2e  (+quantize_x: %.1f%%)\n", R, UN, t, \
+           bytes / (t * 1e-6) / 1e9, 100.0 * bytes / (t * 1e-6) / 1e9 / copy, e,                                 \
+           100.0 * bytes / ((t + tq) * 1e-6) / 1e9 / copy);                                                      \
+  }
+  V1(1, 2) V1(2, 2) V1(4, 1) V1(4, 2)
+#define V4(UN, BPS, T)                                                                                             \
+  if (M == 1) {                                                                                                  \
+    const size_t sm = (size_t)(K / 32) * 48;                                                                      \
+    const unsigned blocks = (unsigned)std::min<i64>((N + (T / 32) - 1) / (T / 32), (i64)g_sms * BPS);             \
+    CK(cudaFuncSetAttribute(k_v4<float, BITS, UN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));       \
+    CK(cudaFuncSetAttribute(k_v4<bf16, BITS, UN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));        \
+    const double e = check("v4", [&] {                                                                           \
+      k_v4<float, BITS, UN><<<blocks, T, sm>>>(dx, d[0].w, d[0].s, d[0].b, dyf, N, K, gss);                      \
+    });                                                                                                          \
+    const float t = time_graph(copies, 10, [&](int c, cudaStream_t st) {                                        \
+      k_v4<bf16, BITS, UN><<<blocks, T, sm, st>>>(dx, d[c].w, d[c].s, d[c].b, dy, N, K, gss);                   \
+    });                                                                                                          \
+    printf("  v4 UN=%d %d/SM x%d %8.2f us  %7.0f GB/s  %5.1f%% of copy %5.1f%% of read  err %.2e (fused x)\n", UN, BPS, T, t, \
+           bytes / (t * 1e-6) / 1e9, 100.0 * bytes / (t * 1e-6) / 1e9 / copy, 100.0 * bytes / (t * 1e-6) / 1e9 / g_read, e); \
+  }
+  V4(1, 2, 256) V4(2, 2, 256) V4(4, 2, 256) V4(2, 4, 128)
+  for (auto& c : d) {
+    cudaFree(c.w);
+    cudaFree(c.s);
+    cudaFree(c.b);
+  }
+  cudaFree(dx);
+  cudaFree(dy);
+  cudaFree(dyf);
+  cudaFree(dxq);
+  cudaFree(dmeta);
+}
+
+int main(int argc, char** argv) {
+  int only_bits = argc > 1 ? atoi(argv[1]) : 0;
+  cudaDeviceProp p;
+  CK(cudaGetDeviceProperties(&p, 0));
+  g_sms = p.multiProcessorCount;
+  const float copy = copy_bw();
+  printf("device %s, %d SMs, L2 %d MB; copy %.0f GB/s (1 GiB D2D, read + write)\n", p.name, p.multiProcessorCount,
+         p.l2CacheSize >> 20, copy);
+  std::mt19937 rng(1234);
+  const i64 shapes[4][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {128256, 4096}};
+  for (auto& sh : shapes) {
+    if (only_bits == 0 || only_bits == 4) run_shape<4, 1>(sh[0], sh[1], 64, 1, copy, rng);
+    if (only_bits == 0 || only_bits == 8) run_shape<8, 1>(sh[0], sh[1], 64, 1, copy, rng);
+  }
+  // rows of x: 2..8 at 4-bit on the 14336 x 4096 shape
+  run_shape<4, 4>(14336, 4096, 64, 4, copy, rng);
+  run_shape<4, 8>(14336, 4096, 64, 8, copy, rng);
+  // group sizes
+  run_shape<4, 1>(14336, 4096, 32, 1, copy, rng);
+  run_shape<4, 1>(14336, 4096, 128, 1, copy, rng);
+  return 0;
+}
