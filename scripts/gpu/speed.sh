@@ -4,7 +4,7 @@
 # random-weight models of the shapes, with and without CUDA graph replay, and (when
 # MLX=1 and the MLX-CUDA wheels were stashed, see /work/shared/anchors/GPU.md) MLX-CUDA's
 # figures for the same shapes in the same call. A short table comes last.
-#   SPEED_TESTS=0  skip the test binaries      SPEED_ONLY=smol|llama  one shape
+#   SPEED_TESTS=0  skip the test binaries      SPEED_ONLY=smol|llama|moe  one shape
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export RMLX_KERNEL_CACHE=${RMLX_KERNEL_CACHE:-$HOME/.cache/rmlx/kernels}
@@ -39,6 +39,9 @@ if [ -z "$only" ] || [ "$only" = llama ]; then
   RMLX_CUDA_GRAPH=0 run "llama8b q4 p512 no-graph" $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 512 -g 64 -n 2
   run "llama8b q4 p2048 (prefill)" $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 2048 -g 4 -n 3 --prefill-step-size 2048
   [ "${SPEED_LONG:-0}" = 1 ] && run "llama8b q4 p8192 g128" $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 8192 -g 128 -n 1 --prefill-step-size 2048
+fi
+if [ -z "$only" ] || [ "$only" = moe ]; then
+  run "qwen3-30b-a3b q4 p512 g128" $R bench --random-weights --config $C/qwen3-30b-a3b-q4.json --device gpu -p 512 -g 128 -n 2
 fi
 if [ "${SPEED_NCU:-0}" = 1 ]; then
   # Per-kernel GPU times (Nsight Compute) of one decode step, launched op by op so each is seen.

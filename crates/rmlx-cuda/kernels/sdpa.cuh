@@ -261,3 +261,132 @@ __device__ void rs_sdpa_decode(const T* __restrict__ q, const T* __restrict__ k,
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Prefill (many query rows): one block of 128 threads per (16 query rows, query head), keys in
+// tiles of 32 through shared memory (f32), so a K/V tile is read once for 16 rows instead of
+// once per row. Thread t owns row t / 8 of the tile: scores of keys t % 8 + 8 c (c < 4), then
+// output dims t % 8 + 8 e (e < D / 8); the 8 threads of a row reduce its max and sum by
+// shuffles. Online softmax in f32; masks as rs_sdpa (end-aligned causal, rows that see no key
+// attend uniformly).
+#define RP_BQ 16
+#define RP_BK 32
+
+template <class T, class TM, int MASK, int D>
+__device__ void rs_sdpa_prefill(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                                const TM* __restrict__ mask, T* __restrict__ out, Sd4 ql, Sd4 kl, Sd4 vl, Sd4 ml,
+                                int Hq, int Hkv, int L, int S, float scale) {
+  constexpr int DP = D + 4;  // padded rows: 16-byte aligned, consecutive rows 4 banks apart
+  __shared__ __align__(16) float qs[RP_BQ][DP];
+  __shared__ __align__(16) float ks[RP_BK][DP];
+  __shared__ __align__(16) float vs[RP_BK][D];
+  __shared__ float ps[RP_BQ][RP_BK];
+  const int t = threadIdx.x, r = t >> 3, c8 = t & 7;
+  const int i0 = blockIdx.x * RP_BQ;
+  const int h = (int)(blockIdx.y % Hq);
+  const i64 bb = blockIdx.y / Hq;
+  const int hk = h / (Hq / Hkv);
+  const T* qb = q + ql.off + bb * ql.s[0] + h * ql.s[1];
+  const T* kb = k + kl.off + bb * kl.s[0] + hk * kl.s[1];
+  const T* vb = v + vl.off + bb * vl.s[0] + hk * vl.s[1];
+  for (int e = t; e < RP_BQ * D; e += blockDim.x) {
+    const int rr = e / D, d = e % D;
+    const int i = i0 + rr;
+    qs[rr][d] = i < L ? to_f(qb[(i64)i * ql.s[2] + d * ql.s[3]]) * scale : 0.0f;
+  }
+  const int i = i0 + r;  // this thread's query row
+  const int lim = i + S - L;
+  const bool uniform = (MASK == 1) && lim < 0;
+  // keys any row of the tile may see
+  int kend = S;
+  if (MASK == 1 && i0 + S - L >= 0) {  // (a tile with a uniform row needs every key)
+    const int last = min(i0 + RP_BQ, L) - 1;
+    kend = min(S, last + S - L + 1);
+  }
+  const float NEG_INF = -__int_as_float(0x7f800000);
+  float m = NEG_INF, l = 0.0f;
+  float acc[D / 8];
+#pragma unroll
+  for (int e = 0; e < D / 8; ++e) acc[e] = 0.0f;
+
+  for (int j0 = 0; j0 < kend; j0 += RP_BK) {
+    __syncthreads();  // the previous tile's ks/vs/ps are consumed
+    for (int e = t; e < RP_BK * D; e += blockDim.x) {
+      const int jj = e / D, d = e % D;
+      const int j = j0 + jj;
+      float kv = 0.0f, vv = 0.0f;
+      if (j < S) {
+        kv = to_f(kb[(i64)j * kl.s[2] + d * kl.s[3]]);
+        vv = to_f(vb[(i64)j * vl.s[2] + d * vl.s[3]]);
+      }
+      ks[jj][d] = kv;
+      vs[jj][d] = vv;
+    }
+    __syncthreads();
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll 8
+    for (int d = 0; d < D; d += 4) {
+      const float4 qv = *reinterpret_cast<const float4*>(&qs[r][d]);
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const float4 kv = *reinterpret_cast<const float4*>(&ks[c8 + 8 * c][d]);
+        s[c] = fmaf(qv.x, kv.x, fmaf(qv.y, kv.y, fmaf(qv.z, kv.z, fmaf(qv.w, kv.w, s[c]))));
+      }
+    }
+    float bm = NEG_INF;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int j = j0 + c8 + 8 * c;
+      bool vis = j < S && i < L;
+      float sc = s[c];
+      if (MASK == 1) {
+        if (uniform) sc = 0.0f;
+        else vis = vis && j <= lim;
+      } else if (MASK == 2 || MASK == 3) {
+        if (vis) {
+          const TM mv = mask[ml.off + bb * ml.s[0] + h * ml.s[1] + (i64)i * ml.s[2] + (i64)j * ml.s[3]];
+          if (MASK == 2) {
+            if (!nonzero(mv)) sc = -3.40282347e38f;  // f32::MIN, as the CPU
+          } else {
+            sc += to_f(mv);
+          }
+        }
+      }
+      s[c] = vis ? sc : NEG_INF;
+      bm = fmaxf(bm, s[c]);
+    }
+    for (int o = 4; o > 0; o >>= 1) bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, o));
+    const float mn = fmaxf(m, bm);
+    float corr = 1.0f, lsum = 0.0f;
+    if (mn == NEG_INF) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) ps[r][c8 + 8 * c] = 0.0f;
+    } else {
+      corr = expf(m - mn);
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const float p = expf(s[c] - mn);  // invisible keys: exp(-inf) = 0
+        ps[r][c8 + 8 * c] = p;
+        lsum += p;
+      }
+      m = mn;
+    }
+    for (int o = 4; o > 0; o >>= 1) lsum += __shfl_xor_sync(0xffffffffu, lsum, o);
+    l = l * corr + lsum;
+    __syncwarp();
+#pragma unroll
+    for (int e = 0; e < D / 8; ++e) acc[e] *= corr;
+    const int jn = min(RP_BK, S - j0);
+    for (int jj = 0; jj < jn; ++jj) {
+      const float p = ps[r][jj];
+#pragma unroll
+      for (int e = 0; e < D / 8; ++e) acc[e] = fmaf(p, vs[jj][c8 + 8 * e], acc[e]);
+    }
+  }
+  if (i < L) {
+    const float inv = 1.0f / l;
+    T* orow = out + ((bb * Hq + h) * (i64)L + i) * D;
+#pragma unroll
+    for (int e = 0; e < D / 8; ++e) orow[c8 + 8 * e] = from_f<T>(acc[e] * inv);
+  }
+}

@@ -23,6 +23,8 @@ const NT: usize = 128;
 const MAXD: usize = 512;
 /// Blocks the key splitting aims for (a few per SM).
 const TARGET_BLOCKS: usize = 512;
+/// Query rows per block of the prefill kernel (`RP_BQ`).
+const PREFILL_ROWS: usize = 16;
 /// Blocks the decode kernel aims for: (batch, KV head) pairs times key splits.
 const DECODE_TARGET_BLOCKS: usize = 264;
 /// Smallest key range worth a split of its own.
@@ -93,6 +95,22 @@ pub fn decode_source(t: Dtype, kind: u32, md: Dtype, g: usize, dl: usize) -> (St
     let (c, cm) = (ctype(t), ctype(md));
     let src = format!(
         "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {c}* q, const {c}* k, const {c}* v, const {cm}* mask, {c}* out, float* part_ml, float* part_acc, Sd4 ql, Sd4 kl, Sd4 vl, Sd4 ml, int Hq, int Hkv, int S, float scale, int n_split, int split_len) {{\n  rs_sdpa_decode<{c}, {cm}, {kind}, {g}, {dl}>(q, k, v, mask, out, part_ml, part_acc, ql, kl, vl, ml, Hq, Hkv, S, scale, n_split, split_len);\n}}\n"
+    );
+    (name, src)
+}
+
+/// The tiled prefill kernel (`L > 1`, `D = Dv` of 64 or 128).
+pub fn prefill_source(t: Dtype, kind: u32, md: Dtype, d: usize) -> (String, String) {
+    let mk = match kind {
+        0 => "none".to_string(),
+        1 => "causal".to_string(),
+        2 => "bool".to_string(),
+        _ => format!("add{}", tag(md)),
+    };
+    let name = format!("rs_sdpa_pre_{}_{mk}_d{d}", tag(t));
+    let (c, cm) = (ctype(t), ctype(md));
+    let src = format!(
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {c}* q, const {c}* k, const {c}* v, const {cm}* mask, {c}* out, Sd4 ql, Sd4 kl, Sd4 vl, Sd4 ml, int Hq, int Hkv, int L, int S, float scale) {{\n  rs_sdpa_prefill<{c}, {cm}, {kind}, {d}>(q, k, v, mask, out, ql, kl, vl, ml, Hq, Hkv, L, S, scale);\n}}\n"
     );
     (name, src)
 }
@@ -191,6 +209,34 @@ pub fn sdpa(
         s,
         dv,
     };
+    if l > 1 && d == dv && (d == 64 || d == 128) {
+        let (name, body) = prefill_source(q.dtype, kind, md, d);
+        let f = gpu
+            .kernels
+            .get(&gpu.ctx, &name, &format!("{SDPA_CUH}\n{body}"))?;
+        let mut a = Args::new();
+        a.ptr(qi.ptr)
+            .ptr(ki.ptr)
+            .ptr(vi.ptr)
+            .ptr(mi.as_ref().map_or(0, |m| m.ptr))
+            .ptr(optr)
+            .push(sd4(q))
+            .push(sd4(k))
+            .push(sd4(v))
+            .push(m.map(sd4).unwrap_or_default())
+            .i32(hq as i32)
+            .i32(hkv as i32)
+            .i32(l as i32)
+            .i32(s as i32)
+            .f32(scale);
+        let grid = Grid {
+            grid: (l.div_ceil(PREFILL_ROWS) as u32, (b * hq) as u32, 1),
+            block: (NT as u32, 1, 1),
+            shared: 0,
+        };
+        gpu.launch(&f, &name, grid, &mut a)?;
+        return Ok(out);
+    }
     if let Some((g, dl)) = decode_fits(q, k, v, &dims) {
         // blocks: (batch, KV head) x key splits of at least 16 keys, about 2 per SM
         let pairs = b * hkv;
@@ -360,6 +406,9 @@ mod tests {
                 for dl in [1, 2, 8] {
                     body.push_str(&decode_source(t, kind, md, 4, dl).1);
                 }
+                for d in [64, 128] {
+                    body.push_str(&prefill_source(t, kind, md, d).1);
+                }
             }
         }
         assert_compiles("sdpa_all", &format!("{SDPA_CUH}\n{body}"));
@@ -387,6 +436,13 @@ mod tests {
             (9, 3, 1, 330, 64, 2),
             (8, 1, 1, 3, 128, 0),
             (6, 2, 1, 77, 32, 1),
+            // the tiled prefill kernel: causal square and with a cached prefix, a bool mask,
+            // a tile tail (L % 16, S % 32), more queries than keys (uniform rows)
+            (8, 2, 100, 100, 128, 1),
+            (4, 4, 37, 300, 64, 1),
+            (4, 1, 20, 200, 64, 2),
+            (2, 1, 50, 45, 64, 1),
+            (2, 2, 33, 33, 128, 0),
         ] {
             let (qv, kv, vv) = (
                 f(hq * l * d, 0.37),
@@ -394,7 +450,8 @@ mod tests {
                 f(hkv * s * d, 0.23),
             );
             let keep = |i: usize, j: usize| match mk {
-                1 => j <= i + s - l,
+                // end-aligned; signed, so that rows before the first key (l > s) see none
+                1 => j as isize <= i as isize + s as isize - l as isize,
                 2 => j >= 150 && !j.is_multiple_of(3),
                 _ => true,
             };
@@ -438,7 +495,12 @@ mod tests {
                         })
                         .collect();
                     let m = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let e: Vec<f32> = sc.iter().map(|x| (x - m).exp()).collect();
+                    // a row that sees no key attends uniformly (the CPU's rule)
+                    let e: Vec<f32> = if m == f32::NEG_INFINITY {
+                        vec![1.0; s]
+                    } else {
+                        sc.iter().map(|x| (x - m).exp()).collect()
+                    };
                     let z: f32 = e.iter().sum();
                     for t in 0..d {
                         let want: f32 = (0..s).map(|j| e[j] / z * vv[(hk * s + j) * d + t]).sum();
