@@ -24,3 +24,6 @@ bash scripts/python_test.sh
 
 echo "== OpenAI Python client against rmlx serve (makes its venv under \${RMLX_CACHE:-~/.cache/rmlx})"
 bash scripts/openai_compat_test.sh
+
+echo "== chat page in headless Chromium (rmlx serve with SmolLM2 on the CPU; installs chromium and selenium if missing)"
+bash scripts/chat_page_test.sh

@@ -7,6 +7,7 @@ use clap::Args;
 use rmlx::{ops, Array};
 use rmlx_lm::graph_decode::ReplayDecoder;
 use rmlx_lm::models::LanguageModel;
+use rmlx_lm::tokenizer::Tokenizer;
 use std::time::Instant;
 
 #[derive(Args)]
@@ -162,34 +163,31 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                 .into(),
         );
     }
-    if a.ragged || a.batch_sizes.len() > 1 {
-        if a.random_weights {
-            return Err("--ragged and several batch sizes need --model (its tokenizer detokenizes); --random-weights runs one batch size".into());
-        }
+    let (model, load_s, made, tokenizer) = if a.random_weights {
+        crate::select_device(a.model.device)?;
+        let t0 = Instant::now();
+        let path = a
+            .config
+            .as_ref()
+            .ok_or("--random-weights needs --config FILE")?;
+        let (m, _, made) = rmlx_lm::load::random_model(path, 0).map_err(err)?;
+        let tokenizer = Tokenizer::ids_only(m.config().vocab_size).map_err(err)?;
+        (m, t0.elapsed().as_secs_f64(), made, tokenizer)
+    } else {
         let (m, load_s) = load_model(&a.model)?;
+        (m.model, load_s, Vec::new(), m.tokenizer)
+    };
+    if a.ragged || a.batch_sizes.len() > 1 {
         eprintln!("Loaded the model in {load_s:.3} s");
         return crate::bench_batch::run(
-            &m,
+            model.as_ref(),
+            &tokenizer,
             &a.batch_sizes,
             a.prompt_tokens,
             a.generation_tokens,
             a.num_trials,
         );
     }
-    let (model, load_s, made): (rmlx_lm::models::Model, f64, Vec<(String, usize)>) =
-        if a.random_weights {
-            crate::select_device(a.model.device)?;
-            let t0 = Instant::now();
-            let path = a
-                .config
-                .as_ref()
-                .ok_or("--random-weights needs --config FILE")?;
-            let (m, _, made) = rmlx_lm::load::random_model(path, 0).map_err(err)?;
-            (m, t0.elapsed().as_secs_f64(), made)
-        } else {
-            let (m, load_s) = load_model(&a.model)?;
-            (m.model, load_s, Vec::new())
-        };
     let model = model.as_ref();
     let cfg = model.config();
     if let Some(ctx) = cfg.max_position_embeddings {

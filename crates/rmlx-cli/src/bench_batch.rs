@@ -1,25 +1,28 @@
 //! `rmlx bench -b 1,4,16` (or `--ragged`): total generation throughput of the batch engine
 //! (`rmlx_lm::batch`, ragged per-sequence caches, one forward pass over up to 8 sequences per
 //! decode step). Each size runs `num_trials` times after a warm-up; prompts are random tokens
-//! of different lengths (½ to 1½ × `prompt_tokens`), EOS is masked out (logit bias) so every
-//! sequence generates exactly `generation_tokens`.
+//! of different lengths (½ to 1½ × `prompt_tokens`, from a seeded generator, so every run sees the
+//! same ones), EOS is masked out (logit bias) so every sequence generates exactly
+//! `generation_tokens`. A random-weight model has no tokenizer: it runs with `Tokenizer::ids_only`,
+//! whose detokenizing is cheaper than a real vocabulary's.
 
 use crate::CliResult;
 use rmlx_lm::batch::{batch_generate, BatchOptions, SeqRequest};
 use rmlx_lm::generate::GenerateOptions;
-use rmlx_lm::load::LoadedModel;
+use rmlx_lm::models::LanguageModel;
 use rmlx_lm::sample::SamplerSettings;
+use rmlx_lm::tokenizer::Tokenizer;
 
 pub fn run(
-    m: &LoadedModel,
+    model: &dyn LanguageModel,
+    tokenizer: &Tokenizer,
     sizes: &[usize],
     prompt_tokens: usize,
     generation_tokens: usize,
     trials: usize,
 ) -> CliResult<()> {
-    let model = m.model.as_ref();
     let vocab = model.config().vocab_size as u32;
-    let mut eos: Vec<u32> = m.tokenizer.eos_token_ids().to_vec();
+    let mut eos: Vec<u32> = tokenizer.eos_token_ids().to_vec();
     eos.extend(model.config().eos_token_ids.iter().copied());
     let opts = GenerateOptions {
         max_tokens: generation_tokens,
@@ -38,7 +41,7 @@ pub fn run(
                 SeqRequest::new(p, opts.clone())
             })
             .collect();
-        let go = || batch_generate(model, &m.tokenizer, reqs.clone(), &BatchOptions::default());
+        let go = || batch_generate(model, tokenizer, reqs.clone(), &BatchOptions::default());
         go().map_err(|e| e.to_string())?; // warm-up
         let (mut gen_tps, mut prompt_tps) = (0.0, 0.0);
         for _ in 0..trials {

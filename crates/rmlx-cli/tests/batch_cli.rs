@@ -132,3 +132,43 @@ fn bench_batch_sizes_print_one_line_each() {
         assert!(tps > 0.0);
     }
 }
+
+#[test]
+fn bench_batch_sizes_run_on_random_weights_without_a_tokenizer() {
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/models/tiny_chat/config.json");
+    let o = rmlx(&[
+        "bench",
+        "--random-weights",
+        "--config",
+        config.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "-p",
+        "8",
+        "-g",
+        "4",
+        "-n",
+        "1",
+        "-b",
+        "1,2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for (l, b) in lines.iter().zip([1, 2]) {
+        let field = |name: &str| -> f64 {
+            l.split(&format!("{name}="))
+                .nth(1)
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {l:?}"))
+        };
+        assert!(l.starts_with(&format!("batch_size={b}, ")), "{l}");
+        assert!(
+            field("generation_tps") > 0.0 && field("prompt_tps") > 0.0,
+            "{l}"
+        );
+    }
+}

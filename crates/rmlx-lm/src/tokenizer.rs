@@ -13,11 +13,13 @@ use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::decoders::strip::Strip;
 use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::models::wordlevel::WordLevel;
 use tokenizers::normalizers::{NormalizerWrapper, Prepend, Replace};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
@@ -331,6 +333,37 @@ impl Tokenizer {
             add_bos: v.add_bos_token.unwrap_or(v.model == "llama") && bos_id.is_some(),
             add_eos: v.add_eos_token.unwrap_or(false) && eos_id.is_some(),
             chat_template: v.chat_template,
+        })
+    }
+
+    /// A stand-in for a model that comes without a tokenizer (random weights for a benchmark):
+    /// token `i` is the word `<i>`, text is words split at whitespace, decoding joins them with
+    /// spaces; no BOS, EOS or chat template.
+    pub fn ids_only(vocab_size: usize) -> Result<Self> {
+        if vocab_size == 0 || vocab_size > u32::MAX as usize {
+            return Err(LmError::Tokenizer(format!(
+                "an ids-only tokenizer needs 1 to 2^32 - 1 tokens, got {vocab_size}"
+            )));
+        }
+        let vocab: Vocab = (0..vocab_size as u32)
+            .map(|i| (format!("<{i}>"), i))
+            .collect();
+        let model = WordLevel::builder()
+            .vocab(vocab)
+            .unk_token("<0>".into())
+            .build()
+            .map_err(tk_err("cannot build the ids-only vocabulary"))?;
+        let mut inner = tokenizers::Tokenizer::new(model);
+        inner.with_pre_tokenizer(Some(WhitespaceSplit));
+        Ok(Self {
+            inner,
+            bos_id: None,
+            bos_token: None,
+            eos_token: None,
+            eos_ids: Vec::new(),
+            add_bos: false,
+            add_eos: false,
+            chat_template: None,
         })
     }
 

@@ -200,3 +200,19 @@ fn from_dir_errors_name_the_file() {
     assert!(e.contains("tokenizer.json"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn ids_only_tokenizer_round_trips_ids() {
+    let t = Tokenizer::ids_only(100).unwrap();
+    assert_eq!(t.vocab_size(), 100);
+    assert!(t.eos_token_ids().is_empty() && t.bos_token_id().is_none());
+    assert_eq!(t.encode("<7> <42>  <99>", true).unwrap(), [7, 42, 99]);
+    assert_eq!(t.decode(&[7, 42, 99]).unwrap(), "<7> <42> <99>");
+    let mut d = StreamingDetokenizer::new(&t);
+    let text: String = [3, 0, 5].iter().map(|&i| d.add_token(i)).collect();
+    assert_eq!(text + &d.finalize(), "<3> <0> <5>");
+    assert!(t
+        .apply_chat_template(&[ChatMessage::new("user", "hi")], true)
+        .is_err());
+    assert!(Tokenizer::ids_only(0).is_err());
+}

@@ -1,5 +1,6 @@
 //! rmlx's OpenAI-compatible HTTP server: `POST /v1/chat/completions`, `POST /v1/completions`
-//! (JSON or server-sent events), `GET /v1/models`, `GET /health`. HTTP only: requests are
+//! (JSON or server-sent events), `GET /v1/models`, `GET /health`, and a chat page at `GET /`
+//! (one self-contained file, `chat.html`). HTTP only: requests are
 //! checked and turned into generation requests here, and the continuous-batching scheduler
 //! of `rmlx_lm::scheduler` runs them on one model thread.
 
@@ -101,10 +102,11 @@ impl Drop for ServerHandle {
     }
 }
 
-/// Bearer-token check (constant-time compare) for everything but `/health`.
+/// Bearer-token check (constant-time compare) for everything but `/health` and the chat page
+/// (a browser loads `/` without a key; the page then sends its key with each API call).
 async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     if let Some(key) = &app.api_key {
-        if req.uri().path() != "/health" {
+        if !matches!(req.uri().path(), "/health" | "/") {
             let given = req
                 .headers()
                 .get("authorization")
@@ -138,6 +140,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/v1/completions", post(routes::completions))
         .route("/v1/models", get(routes::models))
         .route("/health", get(routes::health))
+        .route("/", get(routes::chat_page))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(app.max_body_bytes))

@@ -1,5 +1,5 @@
-//! The endpoints: completions (SSE or one JSON answer), models, health, and the errors for
-//! everything else.
+//! The endpoints: completions (SSE or one JSON answer), models, health, the chat page, and the
+//! errors for everything else.
 
 use crate::api::{self, build_request, parse_body, Endpoint, Meta};
 use crate::error::ApiError;
@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, Stream};
 use rmlx_lm::batch::{FinishReason, SeqEvent};
@@ -53,11 +53,26 @@ pub async fn models(State(app): State<Arc<App>>) -> Json<Value> {
     }]}))
 }
 
+/// The chat page: HTML, CSS and script in one file, nothing fetched from elsewhere (the
+/// content security policy makes sure of it); it talks to `/v1/chat/completions`.
+pub async fn chat_page() -> impl IntoResponse {
+    const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+        connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    (
+        [
+            ("content-security-policy", CSP),
+            ("cache-control", "no-cache"),
+            ("x-content-type-options", "nosniff"),
+        ],
+        Html(include_str!("chat.html")),
+    )
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::status(
         StatusCode::NOT_FOUND,
         "invalid_request_error",
-        "no such endpoint (try POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health)",
+        "no such endpoint (try GET / for the chat page, POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health)",
     )
 }
 

@@ -300,10 +300,34 @@ fn bad_requests_get_openai_errors_and_the_server_goes_on() {
 }
 
 #[test]
-fn api_key_guards_everything_but_health() {
+fn the_chat_page_is_one_self_contained_file() {
+    let h = server(|_| {});
+    let r = request(h.addr, "GET", "/", "", None);
+    assert_eq!(r.status, 200);
+    let head = r.headers.to_ascii_lowercase();
+    assert!(head.contains("content-type: text/html"), "{head}");
+    // The policy forbids loading anything from another origin.
+    assert!(
+        head.contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
+    assert!(r.body.contains("/v1/chat/completions") && r.body.contains("stream: true"));
+    for external in ["http://", "https://", "src=", "<link"] {
+        assert!(
+            !r.body.contains(external),
+            "the page refers to {external:?}"
+        );
+    }
+    // Only GET (and HEAD) are served there.
+    assert_eq!(request(h.addr, "POST", "/", "{}", None).status, 405);
+}
+
+#[test]
+fn api_key_guards_everything_but_health_and_the_chat_page() {
     let h = server(|c| c.api_key = Some("s3cret".into()));
     let a = h.addr;
     assert_eq!(request(a, "GET", "/health", "", None).status, 200);
+    assert_eq!(request(a, "GET", "/", "", None).status, 200);
     let r = request(a, "GET", "/v1/models", "", None);
     assert_error(&r, 401, "API key");
     assert_eq!(r.json()["error"]["code"], "invalid_api_key");
