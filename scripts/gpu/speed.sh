@@ -40,6 +40,11 @@ if [ -z "$only" ] || [ "$only" = llama ]; then
   run "llama8b q4 p2048 (prefill)" $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 2048 -g 4 -n 3 --prefill-step-size 2048
   [ "${SPEED_LONG:-0}" = 1 ] && run "llama8b q4 p8192 g128" $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -p 8192 -g 128 -n 1 --prefill-step-size 2048
 fi
+if [ "${SPEED_BATCH:-0}" = 1 ]; then
+  # batched decode (issue 8): total generation tok/s over all sequences
+  run "llama8b q4 batches p128 g128" $R bench --random-weights --config $C/llama3.1-8b-q4.json --device gpu -b 1,4,8,16,64 -p 128 -g 128 -n 1
+  grep -E "batch|Batch" "$OUT/bench-llama8b_q4_batches_p128_g128.log" | head -20
+fi
 if [ -z "$only" ] || [ "$only" = moe ]; then
   run "qwen3-30b-a3b q4 p512 g128" $R bench --random-weights --config $C/qwen3-30b-a3b-q4.json --device gpu -p 512 -g 128 -n 2
 fi

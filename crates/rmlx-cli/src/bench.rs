@@ -237,8 +237,8 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
 }
 
 /// The decode roofline of a random-weight model: bytes one generated token must read (every
-/// weight once, except the embedding table when the head is untied: one row of it; plus the
-/// KV cache at the mean context), over the copy bandwidth measured here, now.
+/// weight once, a mixture's experts only top-k of them, the embedding table only one row when
+/// the head is untied; plus the KV cache at the mean context), over the copy bandwidth measured here, now.
 fn roofline(
     model: &dyn LanguageModel,
     made: &[(String, usize)],
@@ -251,13 +251,21 @@ fn roofline(
         .filter(|(n, _)| n.contains("embed_tokens"))
         .map(|(_, b)| b)
         .sum();
-    let all: usize = made.iter().map(|(_, b)| b).sum();
+    // a mixture reads only its active experts: top-k of each expert stack
+    let share = |n: &str| {
+        if n.contains("switch_mlp") && c.num_experts > 0 {
+            c.num_experts_per_tok as f64 / c.num_experts as f64
+        } else {
+            1.0
+        }
+    };
+    let all = made.iter().map(|(n, b)| *b as f64 * share(n)).sum::<f64>() as usize;
     let tied = !made.iter().any(|(n, _)| n.starts_with("lm_head"));
     let weights = if tied { all } else { all - embed };
     let ctx = a.prompt_tokens + a.generation_tokens / 2;
     let act = made
         .iter()
-        .find(|(n, _)| n.contains("norm"))
+        .find(|(n, _)| n.ends_with("input_layernorm.weight"))
         .map_or(2, |(_, b)| b / c.hidden_size.max(1));
     let kv = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * ctx * act;
     let b = a.batch_sizes[0].max(1);

@@ -225,16 +225,18 @@ impl Weights {
             let (dt, Some((group_size, bits))) = (r.dtype, r.quant) else {
                 return Ok(None);
             };
+            // a stack keeps its leading axes (a mixture's experts: each one its own matrix)
+            let shape = |last: usize| [lead, &[out_f, last]].concat();
             let wq = self.make(
                 &format!("{prefix}.weight"),
-                &[out_f, in_f * bits / 32],
+                &shape(in_f * bits / 32),
                 rmlx::Dtype::U32,
                 0.0,
             )?;
             // codes uniform in [0, 2^bits): scale so the weights have std ~0.02, centred
             let levels = ((1u32 << bits) - 1) as f32;
             let scale = 0.02 * 3f32.sqrt() * 2.0 / levels;
-            let g = [out_f, in_f / group_size];
+            let g = shape(in_f / group_size);
             let scales = &self.make(&sname, &g, dt, 0.1 * scale)? + scale;
             let biases = &self.make(&format!("{prefix}.biases"), &g, dt, 0.1 * scale)?
                 - levels / 2.0 * scale;
@@ -358,6 +360,34 @@ mod tests {
             Some("model.layers.0.self_attn.q_proj.weight")
         );
         assert_eq!(closest_key("x", std::iter::empty()), None);
+    }
+
+    /// A random quantized expert stack has one matrix per expert (it once had one for all,
+    /// which made MoE benchmarks read the same small matrix for every expert).
+    #[test]
+    fn random_expert_stacks_keep_their_expert_axis() {
+        let mut w = Weights::random(rmlx::Dtype::F32, Some((32, 4)), 7);
+        let s = w
+            .switch_linear("mlp.switch_mlp.up_proj", 4, 64, 16, false)
+            .unwrap();
+        match s {
+            SwitchLinear::Quantized {
+                wq, scales, biases, ..
+            } => {
+                assert_eq!(wq.shape(), &[4, 16, 8]);
+                assert_eq!(scales.shape(), &[4, 16, 2]);
+                assert_eq!(biases.shape(), &[4, 16, 2]);
+            }
+            SwitchLinear::Dense { .. } => panic!("a quantized random map made a dense stack"),
+        }
+        let mut w = Weights::random(rmlx::Dtype::F32, None, 7);
+        match w
+            .switch_linear("mlp.switch_mlp.up_proj", 4, 64, 16, false)
+            .unwrap()
+        {
+            SwitchLinear::Dense { weight, .. } => assert_eq!(weight.shape(), &[4, 16, 64]),
+            SwitchLinear::Quantized { .. } => panic!("a float random map made a quantized stack"),
+        }
     }
 
     #[test]
