@@ -128,7 +128,7 @@ fn decode_fits(
     let g = dims.hq / dims.hkv.max(1);
     let aligned = |x: &ArrayData| {
         x.strides[3] == 1
-            && (x.offset % dl == 0)
+            && x.offset.is_multiple_of(dl)
             && x.strides[..3]
                 .iter()
                 .all(|s| s.rem_euclid(dl as isize) == 0)
