@@ -305,6 +305,29 @@ fn mat_batch(gpu: &Arc<Gpu>, x: &ArrayData) -> Result<(Option<ArrayData>, DevIn,
     Ok((Some(d), i, (r * c) as i64))
 }
 
+/// The arguments both decode kernels take after their x argument(s): weights, scales,
+/// biases, y; M, N, K, log2 of the group size; the batch strides of x, w, s, b and y.
+fn decode_args(
+    a: &mut Args,
+    [w, s, b, y]: [u64; 4],
+    (m, n, k, group_size): (usize, usize, usize, usize),
+    [wbs, sbs, bbs]: [i64; 3],
+) {
+    a.ptr(w)
+        .ptr(s)
+        .ptr(b)
+        .ptr(y)
+        .i32(m as i32)
+        .i64(n as i64)
+        .i64(k as i64)
+        .i32(group_size.trailing_zeros() as i32)
+        .i64((m * k) as i64)
+        .i64(wbs)
+        .i64(sbs)
+        .i64(bbs)
+        .i64((m * n) as i64);
+}
+
 /// `[x, wq, scales, biases]` → `x @ dequant(w).T` (transpose) or `x @ dequant(w)`.
 #[allow(clippy::too_many_arguments)]
 pub fn quantized_matmul(
@@ -398,21 +421,14 @@ pub fn quantized_matmul(
             let (name, src) = qmv8_source(sa.dtype, od, bits, mm, r, un);
             let f = get(gpu, &name, &src)?;
             let mut a = Args::new();
-            a.ptr(xqp)
-                .ptr(metap)
-                .ptr(wi.base())
-                .ptr(si.base())
-                .ptr(bi.base())
-                .ptr(yptr)
-                .i32(m as i32)
-                .i64(n as i64)
-                .i64(k as i64)
-                .i32(group_size.trailing_zeros() as i32)
-                .i64((m * k) as i64)
-                .i64(wbs)
-                .i64(sbs)
-                .i64(bbs)
-                .i64((m * n) as i64);
+            a.ptr(xqp).ptr(metap);
+            let dims = (m, n, k, group_size);
+            decode_args(
+                &mut a,
+                [wi.base(), si.base(), bi.base(), yptr],
+                dims,
+                [wbs, sbs, bbs],
+            );
             let g = Grid {
                 grid: (n.div_ceil(4 * r) as u32, batch.max(1) as u32, 1),
                 block: (128, 1, 1),
@@ -432,20 +448,14 @@ pub fn quantized_matmul(
         let (name, src) = qmv_t_source(xa.dtype, sa.dtype, od, bits, mm, ks);
         let f = get(gpu, &name, &src)?;
         let mut a = Args::new();
-        a.ptr(xi.base())
-            .ptr(wi.base())
-            .ptr(si.base())
-            .ptr(bi.base())
-            .ptr(yptr)
-            .i32(m as i32)
-            .i64(n as i64)
-            .i64(k as i64)
-            .i32(group_size.trailing_zeros() as i32)
-            .i64((m * k) as i64)
-            .i64(wbs)
-            .i64(sbs)
-            .i64(bbs)
-            .i64((m * n) as i64);
+        a.ptr(xi.base());
+        let dims = (m, n, k, group_size);
+        decode_args(
+            &mut a,
+            [wi.base(), si.base(), bi.base(), yptr],
+            dims,
+            [wbs, sbs, bbs],
+        );
         // 4 warps of 4 weight rows per block, or (ks = 4) 4 warps on the same 4 rows
         let g = Grid {
             grid: (n.div_ceil(16 / ks) as u32, batch.max(1) as u32, 1),

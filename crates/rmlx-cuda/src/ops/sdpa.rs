@@ -66,15 +66,39 @@ fn mask_kind(mask: SdpaMask, md: Option<Dtype>) -> Result<(u32, Dtype)> {
     })
 }
 
-/// The attention kernel for inputs of dtype `t`, mask kind/type and `dvp` output dims per
-/// thread: name and wrapper source.
-pub fn source(t: Dtype, kind: u32, md: Dtype, dvp: usize) -> (String, String) {
-    let mk = match kind {
+/// The mask part of a kernel name.
+fn mask_tag(kind: u32, md: Dtype) -> String {
+    match kind {
         0 => "none".to_string(),
         1 => "causal".to_string(),
         2 => "bool".to_string(),
         _ => format!("add{}", tag(md)),
-    };
+    }
+}
+
+/// q, k, v, mask and output pointers, the split partials (`parts`, for the kernels that take
+/// them), then the four strided layouts: the arguments every attention kernel starts with.
+fn qkv_args(
+    a: &mut Args,
+    [q, k, v, mask, out]: [u64; 5],
+    parts: Option<(u64, u64)>,
+    x: &[ArrayData],
+    m: Option<&ArrayData>,
+) {
+    a.ptr(q).ptr(k).ptr(v).ptr(mask).ptr(out);
+    if let Some((pml, pacc)) = parts {
+        a.ptr(pml).ptr(pacc);
+    }
+    a.push(sd4(&x[0]))
+        .push(sd4(&x[1]))
+        .push(sd4(&x[2]))
+        .push(m.map(sd4).unwrap_or_default());
+}
+
+/// The attention kernel for inputs of dtype `t`, mask kind/type and `dvp` output dims per
+/// thread: name and wrapper source.
+pub fn source(t: Dtype, kind: u32, md: Dtype, dvp: usize) -> (String, String) {
+    let mk = mask_tag(kind, md);
     let name = format!("rs_sdpa_{}_{mk}_v{dvp}", tag(t));
     let (c, cm) = (ctype(t), ctype(md));
     let src = format!(
@@ -85,12 +109,7 @@ pub fn source(t: Dtype, kind: u32, md: Dtype, dvp: usize) -> (String, String) {
 
 /// The GQA-aware decode kernel (`L = 1`, `D = Dv = 32 * dl`, `g` query heads per KV head).
 pub fn decode_source(t: Dtype, kind: u32, md: Dtype, g: usize, dl: usize) -> (String, String) {
-    let mk = match kind {
-        0 => "none".to_string(),
-        1 => "causal".to_string(),
-        2 => "bool".to_string(),
-        _ => format!("add{}", tag(md)),
-    };
+    let mk = mask_tag(kind, md);
     let name = format!("rs_sdpa_dec_{}_{mk}_g{g}_d{dl}", tag(t));
     let (c, cm) = (ctype(t), ctype(md));
     let src = format!(
@@ -101,12 +120,7 @@ pub fn decode_source(t: Dtype, kind: u32, md: Dtype, g: usize, dl: usize) -> (St
 
 /// The tiled prefill kernel (`L > 1`, `D = Dv` of 64 or 128).
 pub fn prefill_source(t: Dtype, kind: u32, md: Dtype, d: usize) -> (String, String) {
-    let mk = match kind {
-        0 => "none".to_string(),
-        1 => "causal".to_string(),
-        2 => "bool".to_string(),
-        _ => format!("add{}", tag(md)),
-    };
+    let mk = mask_tag(kind, md);
     let name = format!("rs_sdpa_pre_{}_{mk}_d{d}", tag(t));
     let (c, cm) = (ctype(t), ctype(md));
     let src = format!(
@@ -200,6 +214,13 @@ pub fn sdpa(
     }
     let (qi, ki, vi) = (input(gpu, q)?, input(gpu, k)?, input(gpu, v)?);
     let mi = m.map(|m| input(gpu, m)).transpose()?;
+    let ptrs = [
+        qi.ptr,
+        ki.ptr,
+        vi.ptr,
+        mi.as_ref().map_or(0, |m| m.ptr),
+        optr,
+    ];
     let dims = SdpaDims {
         b,
         hq,
@@ -215,16 +236,8 @@ pub fn sdpa(
             .kernels
             .get(&gpu.ctx, &name, &format!("{SDPA_CUH}\n{body}"))?;
         let mut a = Args::new();
-        a.ptr(qi.ptr)
-            .ptr(ki.ptr)
-            .ptr(vi.ptr)
-            .ptr(mi.as_ref().map_or(0, |m| m.ptr))
-            .ptr(optr)
-            .push(sd4(q))
-            .push(sd4(k))
-            .push(sd4(v))
-            .push(m.map(sd4).unwrap_or_default())
-            .i32(hq as i32)
+        qkv_args(&mut a, ptrs, None, x, m);
+        a.i32(hq as i32)
             .i32(hkv as i32)
             .i32(l as i32)
             .i32(s as i32)
@@ -259,18 +272,8 @@ pub fn sdpa(
         };
         let (pml, pacc) = parts.as_ref().map_or((0, 0), |(a, c)| (a.ptr, c.ptr));
         let mut a = Args::new();
-        a.ptr(qi.ptr)
-            .ptr(ki.ptr)
-            .ptr(vi.ptr)
-            .ptr(mi.as_ref().map_or(0, |m| m.ptr))
-            .ptr(optr)
-            .ptr(pml)
-            .ptr(pacc)
-            .push(sd4(q))
-            .push(sd4(k))
-            .push(sd4(v))
-            .push(m.map(sd4).unwrap_or_default())
-            .i32(hq as i32)
+        qkv_args(&mut a, ptrs, Some((pml, pacc)), x, m);
+        a.i32(hq as i32)
             .i32(hkv as i32)
             .i32(s as i32)
             .f32(scale)
@@ -318,18 +321,8 @@ pub fn sdpa(
     };
     let (pml, pacc) = parts.as_ref().map_or((0, 0), |(a, c)| (a.ptr, c.ptr));
     let mut a = Args::new();
-    a.ptr(qi.ptr)
-        .ptr(ki.ptr)
-        .ptr(vi.ptr)
-        .ptr(mi.as_ref().map_or(0, |m| m.ptr))
-        .ptr(optr)
-        .ptr(pml)
-        .ptr(pacc)
-        .push(sd4(q))
-        .push(sd4(k))
-        .push(sd4(v))
-        .push(m.map(sd4).unwrap_or_default())
-        .i32(hq as i32)
+    qkv_args(&mut a, ptrs, Some((pml, pacc)), x, m);
+    a.i32(hq as i32)
         .i32(hkv as i32)
         .i32(l as i32)
         .i32(s as i32)
