@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Batched decoding of SmolLM2-135M Q4_1 on the CPU, short prompts: `rmlx bench -b SIZES` (the
-# batch engine; batch 1 is rmlx's own reference) beside llama.cpp's batched decoding
-# (scripts/bench/llamacpp_batched.py, llama-cpp-python), in alternating fresh processes, 2
-# threads each, the same prompt lengths (½..1½ × P random tokens) and G greedy tokens with EOS
-# ignored. Prints every line and, per batch size, the median total generation tok/s and ratio.
+# Batched decoding of SmolLM2-135M Q4_1 on the CPU, short prompts: rmlx's batch engine (`rmlx
+# bench -b B --ragged`, what `-b 1,4,16,64` runs per size; its batch 1 is rmlx's own reference)
+# beside llama.cpp's batched decoding (scripts/bench/llamacpp_batched.py, llama-cpp-python). One
+# fresh process per size, rmlx then llama.cpp at each (a pair shares the machine's state), 2
+# threads each, the same prompt lengths (½..1½ × P random tokens) and G greedy tokens, EOS
+# ignored. Prints every line and, per batch size, the median total generation tok/s and ratios.
 #   ROUNDS=2 SIZES=1,4,16,64 P=32 G=64 bash scripts/bench/batch_cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,10 +20,13 @@ export RAYON_NUM_THREADS=2
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for i in $(seq "$ROUNDS"); do
-  "$BIN" bench --model "$GGUF" --device cpu -b "$SIZES" -p "$P" -g "$G" -n 1 2>/dev/null \
-    | sed "s/^/rmlx round $i: /" | tee -a "$out"
-  "$A/venv/bin/python" scripts/bench/llamacpp_batched.py --model "$GGUF" -b "$SIZES" -p "$P" -g "$G" \
-    --threads 2 2>/dev/null | sed "s/^/llama.cpp round $i: /" | tee -a "$out"
+  for b in ${SIZES//,/ }; do
+    echo "# $(date -u +%T) load $(cut -d' ' -f1-3 /proc/loadavg)"
+    "$BIN" bench --model "$GGUF" --device cpu -b "$b" --ragged -p "$P" -g "$G" -n 1 2>/dev/null \
+      | sed "s/^/rmlx round $i: /" | tee -a "$out"
+    "$A/venv/bin/python" scripts/bench/llamacpp_batched.py --model "$GGUF" -b "$b" -p "$P" -g "$G" \
+      --threads 2 2>/dev/null | sed "s/^/llama.cpp round $i: /" | tee -a "$out"
+  done
 done
 python3 - "$out" <<'PY'
 import re, sys, statistics as st
