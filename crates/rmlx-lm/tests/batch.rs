@@ -308,7 +308,7 @@ fn kept_caches_continue_a_sequence() {
             Some(cache.clone()),
         )
         .unwrap();
-        let mut out = vec![Vec::new(), Vec::new()];
+        let mut out = [Vec::new(), Vec::new()];
         let mut prompt_tokens = 0;
         while !g2.is_empty() {
             for ev in g2.step() {
