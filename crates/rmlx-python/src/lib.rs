@@ -14,6 +14,7 @@ mod errors;
 mod fast;
 mod indexing;
 mod io;
+mod linalg;
 mod lm;
 mod memory;
 mod ops_elementwise;
@@ -84,6 +85,7 @@ fn core_module(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(async_eval, m)?)?;
     random::register(py, m)?;
     fast::register(py, m)?;
+    linalg::register(py, m)?;
     lm::register(py, m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
