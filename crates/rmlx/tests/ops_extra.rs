@@ -157,6 +157,53 @@ fn run(fx: &Fixture, case: &Value) -> Array {
         }
         .unwrap(),
         "searchsorted" => ops::searchsorted(&x(0), &x(1), g["right"].as_bool().unwrap()).unwrap(),
+        "conv_general" => {
+            let v = |k: &str| -> Vec<i64> {
+                match &g[k] {
+                    Value::Null => vec![],
+                    Value::Array(_) => ints(&g[k]),
+                    n => vec![n.as_i64().unwrap()],
+                }
+            };
+            let u = |k: &str| v(k).iter().map(|&x| x as usize).collect::<Vec<_>>();
+            let (lo, hi) = match &g["padding"] {
+                Value::Array(p) if p.len() == 2 && p[0].is_array() => (ints(&p[0]), ints(&p[1])),
+                _ => (v("padding"), v("padding")),
+            };
+            let o = ops::ConvOptions {
+                stride: u("stride"),
+                padding_lo: lo,
+                padding_hi: hi,
+                kernel_dilation: u("kernel_dilation"),
+                input_dilation: u("input_dilation"),
+                groups: g["groups"].as_u64().unwrap_or(1) as usize,
+                flip: g["flip"].as_bool().unwrap_or(false),
+            };
+            ops::conv_general(&x(0), &x(1), &o).unwrap()
+        }
+        "conv_transpose" => {
+            let u = |k: &str| -> Vec<usize> {
+                g.get(k)
+                    .map(|v| ints(v).iter().map(|&x| x as usize).collect())
+                    .unwrap_or_default()
+            };
+            ops::conv_transpose(
+                &x(0),
+                &x(1),
+                &u("stride"),
+                &u("padding"),
+                &u("dilation"),
+                &u("output_padding"),
+                1,
+            )
+            .unwrap()
+        }
+        "einsum" => {
+            let n = case["inputs"].as_array().unwrap().len();
+            let xs: Vec<Array> = (0..n).map(x).collect();
+            ops::einsum(g["subscripts"].as_str().unwrap(), &xs).unwrap()
+        }
+        "convolve" => ops::convolve(&x(0), &x(1), g["mode"].as_str().unwrap()).unwrap(),
         "masked_scatter" => ops::masked_scatter(&x(0), &x(1), &x(2)).unwrap(),
         "bernoulli" => {
             let shape: Vec<usize> = ints(&g["shape"]).iter().map(|&d| d as usize).collect();
@@ -197,7 +244,7 @@ fn matches_mlx() {
             fx.cases.len(),
             failed.join("\n")
         );
-        assert!(n >= 250, "only {n} cases ran");
+        assert!(n >= 290, "only {n} cases ran");
     });
 }
 
@@ -251,6 +298,54 @@ fn argument_errors() {
         &ops::zeros(&[0, 3], Dtype::F32)
     ))
     .contains("no values"));
+    let x = ops::zeros(&[1, 5, 4], Dtype::F32);
+    let w = ops::zeros(&[2, 3, 4], Dtype::F32);
+    let conv = |x: &Array, w: &Array, o: ops::ConvOptions| msg(ops::conv_general(x, w, &o));
+    assert!(conv(&ops::zeros(&[5, 4], Dtype::F32), &w, Default::default()).contains("1-3 spatial"));
+    assert!(conv(&ops::zeros(&[1, 5, 4], Dtype::I32), &w, Default::default()).contains("floating"));
+    assert!(
+        conv(&x, &ops::zeros(&[2, 3, 3], Dtype::F32), Default::default())
+            .contains("input channels")
+    );
+    assert!(conv(
+        &x,
+        &w,
+        ops::ConvOptions {
+            groups: 3,
+            ..Default::default()
+        }
+    )
+    .contains("divisible"));
+    assert!(conv(
+        &x,
+        &w,
+        ops::ConvOptions {
+            stride: vec![0],
+            ..Default::default()
+        }
+    )
+    .contains("positive"));
+    assert!(conv(
+        &x,
+        &w,
+        ops::ConvOptions {
+            stride: vec![1, 1],
+            ..Default::default()
+        }
+    )
+    .contains("1D"));
+    assert!(conv(&x, &ops::zeros(&[2, 9, 4], Dtype::F32), Default::default()).contains("smaller"));
+    assert!(msg(ops::convolve(&x, &w, "full")).contains("1-D"));
+    let v = ops::zeros(&[3], Dtype::F32);
+    assert!(msg(ops::convolve(&v, &v, "middle")).contains("mode"));
+    let m = ops::zeros(&[2, 3], Dtype::F32);
+    let ein = |s: &str, xs: &[Array]| msg(ops::einsum(s, xs));
+    assert!(ein("ij,jk->ik", std::slice::from_ref(&m)).contains("operands"));
+    assert!(ein("ijk", std::slice::from_ref(&m)).contains("subscripts"));
+    assert!(ein("ij->ii", std::slice::from_ref(&m)).contains("repeat"));
+    assert!(ein("ij->k", std::slice::from_ref(&m)).contains("does not appear"));
+    assert!(ein("ij,ij->i", &[m.clone(), ops::zeros(&[2, 4], Dtype::F32)]).contains("sizes"));
+    assert!(ein("i1", std::slice::from_ref(&m)).contains("character"));
     let p = Array::from_slice(&[0.5f32, 0.5], &[2]).unwrap();
     assert!(msg(ops::random::bernoulli(&p, Some(&[3]), None)).contains("broadcast"));
     assert!(msg(ops::random::bernoulli(&Array::scalar(1i32), None, None)).contains("float"));
