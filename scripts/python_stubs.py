@@ -15,7 +15,7 @@ import rmlx.core as mx
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                    "crates", "rmlx-python", "python", "rmlx", "core")
 
-ARRAY_PARAMS = {"a", "b", "c", "x", "y", "w", "condition", "val", "vals", "values", "indices",
+ARRAY_PARAMS = {"a", "b", "c", "x", "y", "w", "input", "condition", "val", "vals", "values", "indices",
                 "scales", "biases", "q", "k", "v", "logits", "weight", "bias", "offset", "freqs",
                 "key", "arr", "other", "a_min", "a_max", "array", "sorted_sequence",
                 "lhs_indices", "rhs_indices", "global_scale", "lower", "upper", "p"}
@@ -32,12 +32,16 @@ TYPES = {
     "arg1": "Union[Dtype, DtypeCategory]", "arg2": "Union[Dtype, DtypeCategory]",
     "kind": "Union[Dtype, str, Tuple[Any, ...]]", "from_": "Union[array, Dtype]", "to": "Dtype",
     "device_type": "DeviceType", "d": "Union[None, Device, DeviceType]", "fun": "Any",
+    "subscripts": "str", "dilation": "Union[int, Sequence[int]]",
+    "kernel_dilation": "Union[int, Sequence[int]]", "input_dilation": "Union[int, Sequence[int]]",
+    "output_padding": "Union[int, Sequence[int]]",
+    "padding": "Union[int, Sequence[int], Tuple[Sequence[int], Sequence[int]]]",
 }
 BOOL = {"keepdims", "precise", "reverse", "inclusive", "traditional", "transpose", "equal_nan",
-        "return_metadata", "copy", "sparse", "shapeless", "sorted_indices"}
+        "return_metadata", "copy", "sparse", "shapeless", "sorted_indices", "flip"}
 INT = {"group_size", "bits", "kth", "num", "ddof", "n", "m", "width", "num_samples", "decimals",
        "start_axis", "end_axis", "source", "destination", "axis1", "axis2", "dims", "limit",
-       "index", "repeats", "M"}
+       "index", "repeats", "M", "groups"}
 FLOAT = {"eps", "scale", "low", "high", "loc", "rtol", "atol", "start", "stop", "constant_values",
          "alpha", "beta", "nan", "posinf", "neginf"}
 RETURNS = {
@@ -76,6 +80,8 @@ StreamOrDevice = Union["Stream", "Device", "DeviceType", None]
 def ptype(name, p, fname):
     if name == "axes" and fname == "tensordot":
         return "Union[int, Sequence[Sequence[int]]]"
+    if name == "stride" and fname.startswith("conv"):
+        return "Union[int, Sequence[int], None]"
     if name in BOOL:
         t = "bool"
     elif name in INT or (name == "k" and fname in ("topk", "eye", "tril", "triu", "diag", "tri")) \

@@ -153,6 +153,20 @@ def cases(mx):
     out["random_bits_draws"] = (mx.random.bernoulli(0.3, (8,), key=key), mx.random.permutation(6, key=key),
                                 mx.random.permutation(mx.arange(5), key=key))
 
+    x1, x2 = mx.array(n["m"][None, :, :]), mx.array(n["q"])  # [1, 4, 5], [1, 4, 3, 8]
+    w1 = mx.array(n["w"][:6, :10].reshape(6, 2, 5))
+    w2 = mx.array(n["w"][:4, :48].reshape(4, 3, 2, 8))
+    out["conv"] = (mx.conv1d(x1, w1), mx.conv1d(x1, w1, stride=2, padding=1, dilation=2),
+                   mx.conv2d(x2, w2, padding=(1, 0)), mx.conv2d(x2, w2[:, :, :, :4], groups=2),
+                   mx.conv_general(x1, w1, padding=([2], [0]), input_dilation=2, flip=True),
+                   mx.conv_transpose1d(x1, mx.array(n["w"][:3, :10].reshape(3, 2, 5)), stride=2, output_padding=1),
+                   mx.conv_transpose2d(x2, w2, stride=(1, 2), padding=1),
+                   mx.conv3d(mx.array(n["q"][None]), mx.array(n["w"][:2, :32].reshape(2, 1, 2, 2, 8))),
+                   mx.convolve(b, mx.array([1.0, -2.0, 0.5])), mx.convolve(b, a[0], mode="same"))
+
+    out["einsum"] = (mx.einsum("ij,jk->ik", a, m), mx.einsum("ij->j", a), mx.einsum("ii", m[:, :4]),
+                     mx.einsum("bhqd,bhkd->bhqk", r, k), mx.einsum("i,j", b, b))
+
     # Boolean-mask assignment (masked_scatter); reading with a mask is refused, as in MLX.
     def masked(x, mask, v):
         x = mx.array(x)

@@ -125,6 +125,23 @@ def test_new_ops_match_numpy():
         np.searchsorted([1, 2, 2, 4], [0, 2, 3, 5], side="right"))
     for got, want in zip(mx.meshgrid(mx.arange(3), mx.arange(2)), np.meshgrid(np.arange(3), np.arange(2))):
         np.testing.assert_array_equal(np.array(got), want)
+    for sub, shapes in [("ij,jk->ik", [(3, 4), (4, 5)]), ("bij,bjk", [(2, 3, 4), (2, 4, 2)]),
+                        ("ii->i", [(3, 3)]), ("...i,i->...", [(2, 3, 4), (4,)]), ("ijk,kl,lm->im",
+                        [(2, 3, 4), (4, 5), (5, 2)])]:
+        xs = [rng.standard_normal(sh).astype(np.float32) for sh in shapes]
+        close(np.array(mx.einsum(sub, *[mx.array(x_) for x_ in xs])), np.einsum(sub, *xs), rtol=1e-4, atol=1e-5)
+    # Integers contract too (MLX refuses: its matmul takes floats only).
+    ia, ib = rng.integers(-5, 5, (3, 4)), rng.integers(-5, 5, (4, 2))
+    got = mx.einsum("ij,jk->ik", mx.array(ia.astype(np.int32)), mx.array(ib.astype(np.int32)))
+    assert got.dtype == mx.int32
+    np.testing.assert_array_equal(np.array(got), ia @ ib)
+    x1 = rng.standard_normal((1, 9, 4)).astype(np.float32)
+    w1 = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    # conv1d is cross-correlation: out[t, o] = sum_k,c x[t + k, c] w[o, k, c]
+    want = np.stack([np.einsum("kc,okc->o", x1[0, t:t + 3], w1) for t in range(7)])[None]
+    close(np.array(mx.conv1d(mx.array(x1), mx.array(w1))), want, rtol=1e-4, atol=1e-5)
+    close(np.array(mx.convolve(mx.array(x[0]), mx.array(y[0, :3]))), np.convolve(x[0], y[0, :3]), rtol=1e-5,
+          atol=1e-6)
     for w in ("bartlett", "blackman", "hamming", "hanning"):
         close(np.array(getattr(mx, w)(7)), getattr(np, w)(7), atol=1e-6)
 

@@ -7,6 +7,7 @@
 
 mod args;
 mod array;
+mod conv;
 mod convert;
 mod device;
 mod dtype;
@@ -79,6 +80,7 @@ fn core_module(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     ops_reduce::register(m)?;
     ops_gather::register(m)?;
     quantized::register(m)?;
+    conv::register(m)?;
     io::register(m)?;
     memory::register(m)?;
     m.add_function(wrap_pyfunction!(eval, m)?)?;

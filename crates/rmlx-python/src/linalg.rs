@@ -212,6 +212,22 @@ fn cross(
     on(stream, || ops::cross(&a, &b, axis)).map(PyArray::from)
 }
 
+/// Einstein summation over the operands' labelled axes: `"ij,jk->ik"`, `"bhqd,bhkd->bhqk"`,
+/// `"ii->i"`, `"...ij,...jk"` (without `->` the output is the labels used once, sorted).
+#[pyfunction]
+#[pyo3(signature = (subscripts, *operands, stream = None))]
+fn einsum(
+    subscripts: &str,
+    operands: &Bound<'_, pyo3::types::PyTuple>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let xs: Vec<rmlx::Array> = operands
+        .iter()
+        .map(|o| to_array(&o, None))
+        .collect::<PyResult<_>>()?;
+    on(stream, || ops::einsum(subscripts, &xs)).map(PyArray::from)
+}
+
 pub fn register(py: Python<'_>, parent: &Bound<'_, PyModule>) -> PyResult<()> {
     macro_rules! add {
         ($m:expr, $($f:ident),*) => {$( $m.add_function(wrap_pyfunction!($f, $m)?)?; )*};
@@ -228,7 +244,8 @@ pub fn register(py: Python<'_>, parent: &Bound<'_, PyModule>) -> PyResult<()> {
         diag,
         trace,
         tri,
-        hadamard_transform
+        hadamard_transform,
+        einsum
     );
     let m = PyModule::new(py, "linalg")?;
     add!(&m, norm, cross);

@@ -655,6 +655,38 @@ def concatenate(arrays: Any, /, axis: Union[int, Sequence[int], None] = 0, *, st
 def contiguous(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """A row-contiguous copy of `a` (`a` itself when it already is)."""
 
+def conv1d(input: ArrayLike, weight: ArrayLike, /, stride: Union[int, Sequence[int], None] = None, padding: Optional[Union[int, Sequence[int], Tuple[Sequence[int], Sequence[int]]]] = None, dilation: Optional[Union[int, Sequence[int]]] = None, groups: int = 1, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """1-D convolution (cross-correlation) of `input: [N, L, C_in]` with
+    `weight: [C_out, K, C_in / groups]`."""
+
+def conv2d(input: ArrayLike, weight: ArrayLike, /, stride: Union[int, Sequence[int], None] = None, padding: Optional[Union[int, Sequence[int], Tuple[Sequence[int], Sequence[int]]]] = None, dilation: Optional[Union[int, Sequence[int]]] = None, groups: int = 1, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """2-D convolution of `input: [N, H, W, C_in]` with `weight: [C_out, KH, KW, C_in / groups]`;
+    `stride`, `padding`, `dilation` are ints or pairs."""
+
+def conv3d(input: ArrayLike, weight: ArrayLike, /, stride: Union[int, Sequence[int], None] = None, padding: Optional[Union[int, Sequence[int], Tuple[Sequence[int], Sequence[int]]]] = None, dilation: Optional[Union[int, Sequence[int]]] = None, groups: int = 1, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """3-D convolution of `input: [N, D, H, W, C_in]` with
+    `weight: [C_out, KD, KH, KW, C_in / groups]`."""
+
+def conv_general(input: ArrayLike, weight: ArrayLike, /, stride: Union[int, Sequence[int], None] = None, padding: Optional[Union[int, Sequence[int], Tuple[Sequence[int], Sequence[int]]]] = None, kernel_dilation: Optional[Union[int, Sequence[int]]] = None, input_dilation: Optional[Union[int, Sequence[int]]] = None, groups: int = 1, flip: bool = False, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """The general convolution: `padding` an int, a list (both sides) or a pair of lists (low,
+    high); `kernel_dilation`; `input_dilation` (zeros between input elements); `flip` for a
+    true convolution."""
+
+def conv_transpose1d(input: ArrayLike, weight: ArrayLike, /, stride: Union[int, Sequence[int], None] = None, padding: Optional[Union[int, Sequence[int], Tuple[Sequence[int], Sequence[int]]]] = None, dilation: Optional[Union[int, Sequence[int]]] = None, output_padding: Optional[Union[int, Sequence[int]]] = None, groups: int = 1, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """1-D transposed convolution of `input: [N, L, C_in]` with `weight: [C_out, K, C_in]`."""
+
+def conv_transpose2d(input: ArrayLike, weight: ArrayLike, /, stride: Union[int, Sequence[int], None] = None, padding: Optional[Union[int, Sequence[int], Tuple[Sequence[int], Sequence[int]]]] = None, dilation: Optional[Union[int, Sequence[int]]] = None, output_padding: Optional[Union[int, Sequence[int]]] = None, groups: int = 1, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """2-D transposed convolution of `input: [N, H, W, C_in]` with
+    `weight: [C_out, KH, KW, C_in]`."""
+
+def conv_transpose3d(input: ArrayLike, weight: ArrayLike, /, stride: Union[int, Sequence[int], None] = None, padding: Optional[Union[int, Sequence[int], Tuple[Sequence[int], Sequence[int]]]] = None, dilation: Optional[Union[int, Sequence[int]]] = None, output_padding: Optional[Union[int, Sequence[int]]] = None, groups: int = 1, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """3-D transposed convolution of `input: [N, D, H, W, C_in]` with
+    `weight: [C_out, KD, KH, KW, C_in]`."""
+
+def convolve(a: ArrayLike, v: ArrayLike, /, mode: str = 'full', *, stream: Optional[StreamOrDevice] = None) -> array:
+    """The discrete convolution of two 1-D arrays (the longer is the signal, the kernel is
+    flipped): `mode` "full", "same" or "valid"."""
+
 def cos(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise cosine."""
 
@@ -722,6 +754,10 @@ def divide(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = 
 
 def divmod(a: ArrayLike, b: ArrayLike, *, stream: Optional[StreamOrDevice] = None) -> List[array]:
     """`[a // b, a % b]` elementwise, with Python's sign rules."""
+
+def einsum(subscripts: str, *operands: Any, stream: Optional[StreamOrDevice] = None) -> array:
+    """Einstein summation over the operands' labelled axes: `"ij,jk->ik"`, `"bhqd,bhkd->bhqk"`,
+    `"ii->i"`, `"...ij,...jk"` (without `->` the output is the labels used once, sorted)."""
 
 def empty(shape: ShapeLike, dtype: Optional[DtypeLike] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Uninitialised memory is never handed out: an array of `shape` filled with zeros."""
