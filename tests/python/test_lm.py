@@ -277,3 +277,10 @@ def test_batch_generate_releases_the_gil():
     stop.set()
     t.join()
     assert len(ticks) > 10
+
+
+def test_mlx_lm_import_paths():
+    from rmlx.lm.generate import BatchResponse, BatchStats, batch_generate  # as mlx_lm.generate
+
+    assert batch_generate is rmlx.lm.batch_generate and BatchResponse is rmlx.lm.BatchResponse
+    assert BatchStats is rmlx.lm.BatchStats and callable(rmlx.lm.generate)

@@ -372,3 +372,21 @@ def generate(
             print(f"Generation: {last.generation_tokens} tokens, {last.generation_tps:.3f} tokens-per-sec")
             print(f"Peak memory: {last.peak_memory:.3f} GB")
     return text
+
+
+def _generate_module():
+    """``rmlx.lm.generate`` is the function, as in mlx_lm; ``import rmlx.lm.generate`` (or
+    ``from rmlx.lm.generate import batch_generate, BatchResponse``) gives a module of the
+    names mlx_lm.generate has, as mlx_lm's module of that name does."""
+    import sys
+    import types
+
+    m = types.ModuleType(__name__ + ".generate", _generate_module.__doc__)
+    for name in ("generate", "stream_generate", "batch_generate", "BatchResponse", "BatchStats",
+                 "GenerationResponse"):
+        setattr(m, name, globals()[name])
+    sys.modules[m.__name__] = m
+
+
+_generate_module()
+
