@@ -112,6 +112,71 @@ def cases(mx):
     out["sdpa"] = (mx.fast.scaled_dot_product_attention(q, k, v, scale=0.35),
                    mx.fast.scaled_dot_product_attention(q, k, v, scale=0.35, mask="causal"))
 
+    # Functions added for mlx.core's names (issue 9).
+    u = mx.array(n["p"] - 1.0)  # in (-0.5, 0.5)
+    out["u_inverse"] = (mx.arcsin(u), mx.arccos(u), mx.arctan(a), mx.arcsinh(a), mx.arccosh(p + 1),
+                        mx.arctanh(u), mx.asin(u), mx.atan2(a, b))
+    out["u_hyper"] = mx.sinh(a), mx.cosh(a), mx.tan(u), mx.expm1(a), mx.log2(p), mx.log10(p)
+    out["u_misc"] = (mx.trunc(a * 3), mx.degrees(a), mx.radians(a), mx.logaddexp(a, b),
+                     mx.logical_xor(a > 0, b > 0), mx.positive(a), mx.stop_gradient(a))
+    special = mx.array([float("nan"), float("inf"), -float("inf"), 1.0])
+    out["predicates"] = (mx.isnan(special), mx.isinf(special), mx.isposinf(special),
+                         mx.isneginf(special), mx.isfinite(special), mx.nan_to_num(special),
+                         mx.nan_to_num(special, nan=1.0, posinf=2.0, neginf=-2.0), mx.isnan(i))
+    out["divmod"] = tuple(mx.divmod(i, 3))
+    out["shape_new"] = (mx.flip(a), mx.flip(a, 1), mx.roll(a, 2), mx.roll(a, -1, 1), mx.roll(a, (1, 2), (0, 1)),
+                        mx.repeat(a, 2, axis=1), mx.repeat(i, 3), mx.tile(a, (2, 1)), mx.tile(b, 2),
+                        mx.unflatten(a, 1, (2, 2)), mx.diff(a), mx.diff(i, n=2, axis=0),
+                        mx.permute_dims(a), mx.matrix_transpose(mx.array(n["q"])))
+    out["meshgrid"] = mx.meshgrid(b, mx.arange(3)) + mx.meshgrid(b, mx.arange(3), indexing="ij", sparse=True)
+    out["unstack"] = mx.unstack(a, axis=1)
+    out["atleast"] = mx.atleast_1d(mx.array(2.0)), mx.atleast_2d(b), mx.atleast_3d(a)
+    out["median_count"] = (mx.median(a), mx.median(a, axis=1), mx.median(i, axis=0, keepdims=True),
+                           mx.count_nonzero(i), mx.count_nonzero(i, axis=1)) + mx.minmax(a, axis=0)
+    out["scan_dtype"] = mx.cumsum(i, axis=1, dtype=mx.float32), mx.cumulative_prod(p, axis=1)
+    out["products"] = (mx.outer(a, b), mx.inner(a, a), mx.tensordot(a, m, axes=1),
+                       mx.tensordot(a, a, axes=[[0, 1], [0, 1]]), mx.kron(a, mx.ones((2, 1))),
+                       mx.addmm(b, a, m[:, :4], alpha=0.5, beta=2.0), mx.vecdot(a, a, axis=0))
+    out["diagonals"] = (mx.diagonal(m), mx.diagonal(m, 1), mx.diag(b, k=-1), mx.diag(m), mx.trace(m),
+                        mx.trace(i, offset=1, dtype=mx.float32), mx.tri(3, 4, k=1))
+    out["linalg"] = (mx.linalg.norm(a), mx.linalg.norm(a, axis=1), mx.linalg.norm(b, ord=1),
+                     mx.linalg.norm(a, ord="fro", keepdims=True), mx.linalg.norm(a, ord=float("inf")),
+                     mx.linalg.norm(b, ord=float("-inf")), mx.linalg.norm(b, ord=3),
+                     mx.linalg.cross(a[:, :3], b[:3]))
+    out["hadamard"] = mx.hadamard_transform(a), mx.hadamard_transform(m[:, :4], scale=1.0)
+    out["dtypes"] = (mx.array(mx.finfo(mx.float16).max), mx.array(mx.finfo(mx.bfloat16).eps),
+                     mx.array(mx.iinfo(mx.int32).min), mx.array(mx.issubdtype(mx.float16, mx.floating)),
+                     mx.array(mx.issubdtype(mx.uint8, mx.signedinteger)),
+                     mx.array(mx.issubdtype(mx.int32, mx.integer)), mx.array(mx.pi), mx.array(mx.e),
+                     mx.zeros((2,), dtype=mx.result_type(i, mx.float16)),
+                     mx.array(mx.can_cast(mx.int32, mx.float32)), mx.array(mx.can_cast(mx.uint32, mx.int32)))
+    out["random_bits_draws"] = (mx.random.bernoulli(0.3, (8,), key=key), mx.random.permutation(6, key=key),
+                                mx.random.permutation(mx.arange(5), key=key))
+
+    x1, x2 = mx.array(n["m"][None, :, :]), mx.array(n["q"])  # [1, 4, 5], [1, 4, 3, 8]
+    w1 = mx.array(n["w"][:6, :10].reshape(6, 2, 5))
+    w2 = mx.array(n["w"][:4, :48].reshape(4, 3, 2, 8))
+    out["conv"] = (mx.conv1d(x1, w1), mx.conv1d(x1, w1, stride=2, padding=1, dilation=2),
+                   mx.conv2d(x2, w2, padding=(1, 0)), mx.conv2d(x2, w2[:, :, :, :4], groups=2),
+                   mx.conv_general(x1, w1, padding=([2], [0]), input_dilation=2, flip=True),
+                   mx.conv_transpose1d(x1, mx.array(n["w"][:3, :10].reshape(3, 2, 5)), stride=2, output_padding=1),
+                   mx.conv_transpose2d(x2, w2, stride=(1, 2), padding=1),
+                   mx.conv3d(mx.array(n["q"][None]), mx.array(n["w"][:2, :32].reshape(2, 1, 2, 2, 8))),
+                   mx.convolve(b, mx.array([1.0, -2.0, 0.5])), mx.convolve(b, a[0], mode="same"))
+
+    out["einsum"] = (mx.einsum("ij,jk->ik", a, m), mx.einsum("ij->j", a), mx.einsum("ii", m[:, :4]),
+                     mx.einsum("bhqd,bhkd->bhqk", r, k), mx.einsum("i,j", b, b))
+
+    # Boolean-mask assignment (masked_scatter); reading with a mask is refused, as in MLX.
+    def masked(x, mask, v):
+        x = mx.array(x)
+        x[mask] = v
+        return x
+    out["mask_set"] = (masked(a, a > 0, 0.0), masked(a, a > 0, mx.arange(12).astype(mx.float32)),
+                       masked(a, mx.array([True, False, True]), b), masked(i, i < 0, mx.array([7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18])),
+                       masked(a, np.array([False, True, False]), 5.0), masked(a, [True, False, True], 1.0),
+                       masked(a, True, 2.0), masked(a, False, 2.0))
+
     return {name: _to_numpy(val) for name, val in out.items()}
 
 

@@ -51,6 +51,40 @@ impl Dtype {
         matches!(self, Dtype::I32 | Dtype::I64) || self.is_float()
     }
 
+    /// The largest finite value (`finfo(t).max`, `iinfo(t).max`; 1 for bool).
+    pub fn max_value(self) -> f64 {
+        match self {
+            Dtype::Bool => 1.0,
+            Dtype::U8 => u8::MAX as f64,
+            Dtype::U32 => u32::MAX as f64,
+            Dtype::I32 => i32::MAX as f64,
+            Dtype::I64 => i64::MAX as f64,
+            Dtype::F16 => f16::MAX.to_f64(),
+            Dtype::BF16 => bf16::MAX.to_f64(),
+            Dtype::F32 => f32::MAX as f64,
+        }
+    }
+
+    /// The lowest finite value (`finfo(t).min`, `iinfo(t).min`).
+    pub fn min_value(self) -> f64 {
+        match self {
+            Dtype::Bool | Dtype::U8 | Dtype::U32 => 0.0,
+            Dtype::I32 => i32::MIN as f64,
+            Dtype::I64 => i64::MIN as f64,
+            Dtype::F16 | Dtype::BF16 | Dtype::F32 => -self.max_value(),
+        }
+    }
+
+    /// For float types: the distance from 1 to the next larger value (`finfo(t).eps`).
+    pub fn eps(self) -> Option<f64> {
+        match self {
+            Dtype::F16 => Some(f16::EPSILON.to_f64()),
+            Dtype::BF16 => Some(bf16::EPSILON.to_f64()),
+            Dtype::F32 => Some(f32::EPSILON as f64),
+            _ => None,
+        }
+    }
+
     /// The name MLX and NumPy use (`float32`, `bfloat16`, ...).
     pub fn name(self) -> &'static str {
         match self {

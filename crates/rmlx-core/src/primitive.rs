@@ -48,7 +48,19 @@ pub enum UnaryOp {
     Square,
     Sin,
     Cos,
+    Tan,
+    ArcSin,
+    ArcCos,
+    ArcTan,
+    Sinh,
+    Cosh,
     Tanh,
+    ArcSinh,
+    ArcCosh,
+    ArcTanh,
+    Expm1,
+    Log2,
+    Log10,
     Sigmoid,
     Erf,
     ErfInv,
@@ -87,6 +99,8 @@ pub enum BinaryOp {
     BitwiseXor,
     LeftShift,
     RightShift,
+    /// `atan2(a, b)`: the angle of the point `(b, a)`.
+    ArcTan2,
 }
 
 impl BinaryOp {

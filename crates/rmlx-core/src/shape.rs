@@ -24,8 +24,12 @@ pub fn row_major_strides(shape: &[usize]) -> Strides {
     s
 }
 
-/// Whether (shape, strides) lays elements out densely in row-major order.
+/// Whether (shape, strides) lays elements out densely in row-major order (an empty array
+/// always does: it has no elements to misplace).
 pub fn is_row_contiguous(shape: &[usize], strides: &[isize]) -> bool {
+    if shape.contains(&0) {
+        return true;
+    }
     let mut expect = 1isize;
     for i in (0..shape.len()).rev() {
         if shape[i] == 1 {
@@ -252,6 +256,15 @@ pub fn reshape_strides(shape: &[usize], strides: &[isize], new_shape: &[usize]) 
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn empty_arrays_are_row_contiguous() {
+        // [3, 0, 5] with row-major strides (zero-size axes count as 1): no element is out of place.
+        let shape = [3, 0, 5];
+        assert!(is_row_contiguous(&shape, &row_major_strides(&shape)));
+        assert!(is_row_contiguous(&[0], &[7]));
+        assert!(!is_row_contiguous(&[2, 3], &[1, 2]));
+    }
 
     #[test]
     fn broadcast_rules() {

@@ -154,6 +154,7 @@ macro_rules! float_binary {
                     r
                 }
             }),
+            ArcTan2 => ar!(|x: f32, y: f32| x.atan2(y)),
             Equal => cmp!(|x: f32, y: f32| x == y),
             NotEqual => cmp!(|x: f32, y: f32| x != y),
             Less => cmp!(|x: f32, y: f32| x < y),
@@ -369,6 +370,13 @@ fn int_binary<T: IntOps>(
         }),
         // the op converts integer division to float first
         Divide => map2::<T, T, _>(a, b, od, |x, y| T::from_f64(x.to_f64() / y.to_f64())),
+        ArcTan2 => Err(Error::dtype(
+            "cpu",
+            format!(
+                "ArcTan2 is not defined for {} (the op converts to float)",
+                a.dtype
+            ),
+        )),
     }
 }
 

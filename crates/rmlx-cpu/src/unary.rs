@@ -263,6 +263,54 @@ macro_rules! float_fn {
                 let $g = |v: f32| v.tanh();
                 $body
             }
+            Tan => {
+                let $g = |v: f32| v.tan();
+                $body
+            }
+            ArcSin => {
+                let $g = |v: f32| v.asin();
+                $body
+            }
+            ArcCos => {
+                let $g = |v: f32| v.acos();
+                $body
+            }
+            ArcTan => {
+                let $g = |v: f32| v.atan();
+                $body
+            }
+            Sinh => {
+                let $g = |v: f32| v.sinh();
+                $body
+            }
+            Cosh => {
+                let $g = |v: f32| v.cosh();
+                $body
+            }
+            ArcSinh => {
+                let $g = |v: f32| v.asinh();
+                $body
+            }
+            ArcCosh => {
+                let $g = |v: f32| v.acosh();
+                $body
+            }
+            ArcTanh => {
+                let $g = |v: f32| v.atanh();
+                $body
+            }
+            Expm1 => {
+                let $g = |v: f32| v.exp_m1();
+                $body
+            }
+            Log2 => {
+                let $g = |v: f32| v.log2();
+                $body
+            }
+            Log10 => {
+                let $g = |v: f32| v.log10();
+                $body
+            }
             Sigmoid => {
                 let $g = sigmoid_f32;
                 $body

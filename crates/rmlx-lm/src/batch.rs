@@ -65,6 +65,23 @@ impl SeqRequest {
     }
 }
 
+/// A sequence's KV caches with the tokens they hold: what a finished sequence leaves when
+/// the generator keeps caches ([`BatchGenerator::keep_caches`]), and a starting point for a
+/// new request that continues it ([`BatchGenerator::insert_with_cache`]). The caches hold the
+/// prompt and the generated tokens except the last (which was never fed back).
+#[derive(Clone, Debug)]
+pub struct PromptCache {
+    pub caches: Vec<KvCache>,
+    pub tokens: Vec<u32>,
+}
+
+impl PromptCache {
+    /// Bytes held by the caches.
+    pub fn nbytes(&self) -> usize {
+        self.caches.iter().map(KvCache::nbytes).sum()
+    }
+}
+
 /// Why a sequence ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FinishReason {
@@ -154,6 +171,8 @@ pub struct BatchGenerator<'m> {
     seqs: Vec<Seq>,
     next_id: u64,
     prefix: Option<PrefixCache>,
+    /// Finished sequences' caches by id, when kept.
+    kept: Option<std::collections::HashMap<u64, PromptCache>>,
     stats: BatchStats,
 }
 
@@ -176,6 +195,7 @@ impl<'m> BatchGenerator<'m> {
             seqs: Vec::new(),
             next_id: 0,
             prefix: None,
+            kept: None,
             stats: BatchStats::default(),
         }
     }
@@ -192,17 +212,51 @@ impl<'m> BatchGenerator<'m> {
         self.prefix.as_mut()
     }
 
+    /// Keep each finished sequence's caches for [`BatchGenerator::take_cache`] (instead of
+    /// handing them to the prefix cache).
+    pub fn keep_caches(&mut self) {
+        self.kept.get_or_insert_with(Default::default);
+    }
+
+    /// The caches a finished sequence left, once (with [`BatchGenerator::keep_caches`]).
+    pub fn take_cache(&mut self, id: u64) -> Option<PromptCache> {
+        self.kept.as_mut().and_then(|k| k.remove(&id))
+    }
+
     /// Checks and adds a sequence; it starts prefilling at the next step. Returns its id.
     pub fn insert(&mut self, req: SeqRequest) -> Result<u64> {
+        self.insert_with_cache(req, None)
+    }
+
+    /// [`BatchGenerator::insert`], continuing from `cache` when given: the prompt is read
+    /// after the cached tokens (which also count for the repetition penalty). The cache is
+    /// not changed (its arrays are shared, and written copies are made on the first step).
+    pub fn insert_with_cache(
+        &mut self,
+        req: SeqRequest,
+        cache: Option<PromptCache>,
+    ) -> Result<u64> {
         check_request(self.model, &req)?;
         let sampler = Sampler::new(req.opts.sampler.clone());
-        let reused = match (&mut self.prefix, req.opts.kv_bits) {
-            (Some(p), None) => p.lookup(&req.prompt),
-            _ => None,
-        };
-        let (caches, fed) = match reused {
-            Some((c, n)) => (c, n),
-            None => (make_caches(self.model, &req.opts)?, 0),
+        let (caches, history, fed) = match cache {
+            Some(c) => {
+                check_cache(self.model, &c, req.prompt.len())?;
+                let fed = c.tokens.len();
+                let mut history = c.tokens;
+                history.extend(&req.prompt);
+                (c.caches, history, fed)
+            }
+            None => {
+                let reused = match (&mut self.prefix, req.opts.kv_bits) {
+                    (Some(p), None) => p.lookup(&req.prompt),
+                    _ => None,
+                };
+                let (caches, fed) = match reused {
+                    Some((c, n)) => (c, n),
+                    None => (make_caches(self.model, &req.opts)?, 0),
+                };
+                (caches, req.prompt, fed)
+            }
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -211,8 +265,8 @@ impl<'m> BatchGenerator<'m> {
             logprobs: req.logprobs,
             caches,
             sampler,
-            prompt_len: req.prompt.len(),
-            history: req.prompt,
+            prompt_len: history.len(),
+            history,
             fed,
             cached: fed,
             next: None,
@@ -474,6 +528,24 @@ impl<'m> BatchGenerator<'m> {
             .into_iter()
             .partition(|s| s.finished);
         self.seqs = live;
+        if let Some(kept) = &mut self.kept {
+            for s in done {
+                let n = s
+                    .caches
+                    .first()
+                    .map_or(0, KvCache::offset)
+                    .min(s.history.len());
+                let tokens = s.history[..n].to_vec();
+                kept.insert(
+                    s.id,
+                    PromptCache {
+                        caches: s.caches,
+                        tokens,
+                    },
+                );
+            }
+            return;
+        }
         if let Some(p) = &mut self.prefix {
             for s in done {
                 let n = s.caches.first().map_or(0, KvCache::offset);
@@ -490,6 +562,45 @@ impl<'m> BatchGenerator<'m> {
 pub fn check_request(model: &dyn LanguageModel, req: &SeqRequest) -> Result<()> {
     check_prompt(model, &req.prompt)?;
     Sampler::new(req.opts.sampler.clone()).validate(model.config().vocab_size)
+}
+
+/// Checks that `c` fits `model` (one cache per layer, of the layer's kind, all holding the
+/// cache's tokens) and that the continued sequence stays within the context.
+fn check_cache(model: &dyn LanguageModel, c: &PromptCache, prompt_len: usize) -> Result<()> {
+    let want = model.make_caches();
+    let bad = |msg: String| Err(LmError::Generate(format!("[prompt_cache] {msg}")));
+    if c.caches.len() != want.len() {
+        return bad(format!(
+            "the cache has {} layers but the model has {}",
+            c.caches.len(),
+            want.len()
+        ));
+    }
+    for (i, (have, w)) in c.caches.iter().zip(&want).enumerate() {
+        // A quantized cache stands in for a standard one (kv_bits); rotating must stay rotating.
+        let rotating = |k: &KvCache| matches!(k, KvCache::Rotating(_));
+        if rotating(have) != rotating(w) {
+            return bad(format!(
+                "layer {i}'s cache is not of the kind the model uses"
+            ));
+        }
+        if have.offset() != c.tokens.len() {
+            return bad(format!(
+                "layer {i} holds {} positions but the cache lists {} tokens",
+                have.offset(),
+                c.tokens.len()
+            ));
+        }
+    }
+    if let Some(ctx) = model.config().max_position_embeddings {
+        if c.tokens.len() + prompt_len > ctx {
+            return bad(format!(
+                "{} cached and {prompt_len} new tokens exceed the model's context of {ctx}",
+                c.tokens.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn event(

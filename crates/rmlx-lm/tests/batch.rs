@@ -273,6 +273,76 @@ fn prefix_cache_reuses_a_shared_prefix() {
     assert_eq!(p.hits, 1);
 }
 
+#[test]
+fn kept_caches_continue_a_sequence() {
+    let tok = tiny_tokenizer();
+    for arch in ["llama", "gemma3"] {
+        let (model, _) = load_model(&fixture(arch), &LoadOptions::default()).unwrap();
+        let m = model.as_ref();
+        let mut g = BatchGenerator::new(m, &tok, BatchOptions::default());
+        g.keep_caches();
+        let p: Vec<u32> = (0..12).map(|i| 3 + (i * 11) % 90).collect();
+        let id = g.insert(SeqRequest::new(p.clone(), greedy(4))).unwrap();
+        let mut gen = Vec::new();
+        while !g.is_empty() {
+            for ev in g.step() {
+                gen.extend(ev.token);
+            }
+        }
+        let cache = g.take_cache(id).expect("kept");
+        assert!(g.take_cache(id).is_none(), "{arch}: handed out once");
+        // Everything fed is in the cache: the prompt and the generated tokens but the last.
+        let fed: Vec<u32> = p.iter().chain(&gen[..gen.len() - 1]).copied().collect();
+        assert_eq!(cache.tokens, fed, "{arch}");
+        assert!(cache.nbytes() > 0);
+        // A new prompt after the cache gives the tokens of the whole history from scratch.
+        let follow = vec![7u32, 8, 9];
+        let mut g2 = BatchGenerator::new(m, &tok, BatchOptions::default());
+        g2.insert_with_cache(
+            SeqRequest::new(follow.clone(), greedy(5)),
+            Some(cache.clone()),
+        )
+        .unwrap();
+        g2.insert_with_cache(
+            SeqRequest::new(follow.clone(), greedy(5)),
+            Some(cache.clone()),
+        )
+        .unwrap();
+        let mut out = [Vec::new(), Vec::new()];
+        let mut prompt_tokens = 0;
+        while !g2.is_empty() {
+            for ev in g2.step() {
+                out[ev.id as usize].extend(ev.token);
+                prompt_tokens = ev.prompt_tokens;
+                assert_eq!(ev.cached_tokens, fed.len());
+            }
+        }
+        assert_eq!(prompt_tokens, fed.len() + follow.len());
+        let whole: Vec<u32> = fed.iter().chain(&follow).copied().collect();
+        let (want, _, _) = alone(m, &tok, &whole, &greedy(5));
+        assert_eq!(out[0], want, "{arch}: continued = from scratch");
+        assert_eq!(out[1], want, "{arch}: the same cache twice");
+        assert_eq!(
+            cache.caches[0].offset(),
+            fed.len(),
+            "{arch}: the given cache is unchanged"
+        );
+        // A cache that does not fit the model is refused.
+        let mut short = cache.clone();
+        short.caches.pop();
+        let e = g2
+            .insert_with_cache(SeqRequest::new(follow.clone(), greedy(1)), Some(short))
+            .unwrap_err();
+        assert!(e.to_string().contains("layers"), "{e}");
+        let mut wrong = cache.clone();
+        wrong.tokens.pop();
+        let e = g2
+            .insert_with_cache(SeqRequest::new(follow, greedy(1)), Some(wrong))
+            .unwrap_err();
+        assert!(e.to_string().contains("positions"), "{e}");
+    }
+}
+
 /// Row `i` of a quantized product over `m` rows equals the product of row `i` alone, bitwise,
 /// for m = 1..=8 (the int8 and the exact decode paths). The dense float product (the `gemm`
 /// crate) is not bitwise row-invariant: m = 1 takes a gemv kernel whose rounding differs from

@@ -235,6 +235,78 @@ fn stream(s: &Bound<'_, PyAny>) -> PyResult<StreamContext> {
     Ok(StreamContext { stream })
 }
 
+/// Number of devices of a kind: 1 CPU, and the CUDA devices present.
+#[pyfunction]
+fn device_count(device_type: PyDeviceType) -> usize {
+    match device_type {
+        PyDeviceType::cpu => 1,
+        PyDeviceType::gpu => (0..)
+            .take_while(|&i| rmlx::is_available(Device::gpu(i)))
+            .count(),
+    }
+}
+
+/// A description of a device (the default device when None): its name and kind.
+#[pyfunction]
+#[pyo3(signature = (d = None))]
+fn device_info<'py>(
+    py: Python<'py>,
+    d: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    let dev = match d.filter(|d| !d.is_none()) {
+        Some(d) => extract_device(d)?,
+        None => rmlx::default_device(),
+    };
+    check_available(dev)?;
+    let info = pyo3::types::PyDict::new(py);
+    info.set_item("device_name", dev.to_string())?;
+    info.set_item(
+        "architecture",
+        match dev.kind {
+            DeviceType::Cpu => std::env::consts::ARCH,
+            DeviceType::Gpu => "cuda",
+        },
+    )?;
+    Ok(info)
+}
+
+/// Metal is Apple's: never available here.
+#[pyfunction]
+fn metal_is_available() -> bool {
+    false
+}
+
+/// Whether a CUDA device is present (the GPU backend of rmlx).
+#[pyfunction]
+fn cuda_is_available() -> bool {
+    rmlx::is_available(Device::gpu(0))
+}
+
+/// Returns `fun` unchanged: rmlx does not trace or fuse functions, and a compiled function
+/// computes the same values as the original, so code written for `mx.compile` runs as is.
+#[pyfunction]
+#[pyo3(signature = (fun, inputs = None, outputs = None, shapeless = false))]
+fn compile<'py>(
+    fun: Bound<'py, PyAny>,
+    inputs: Option<&Bound<'py, PyAny>>,
+    outputs: Option<&Bound<'py, PyAny>>,
+    shapeless: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let _ = (inputs, outputs, shapeless);
+    if !fun.is_callable() {
+        return Err(PyTypeError::new_err("[compile] fun must be callable"));
+    }
+    Ok(fun)
+}
+
+/// Does nothing: `compile` never compiles (see `compile`).
+#[pyfunction]
+fn disable_compile() {}
+
+/// Does nothing: `compile` never compiles (see `compile`).
+#[pyfunction]
+fn enable_compile() {}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyDeviceType>()?;
     m.add_class::<PyDevice>()?;
@@ -249,5 +321,20 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(is_available, m)?)?;
     m.add_function(wrap_pyfunction!(synchronize, m)?)?;
     m.add_function(wrap_pyfunction!(stream, m)?)?;
+    m.add_function(wrap_pyfunction!(device_count, m)?)?;
+    m.add_function(wrap_pyfunction!(device_info, m)?)?;
+    m.add_function(wrap_pyfunction!(compile, m)?)?;
+    m.add_function(wrap_pyfunction!(disable_compile, m)?)?;
+    m.add_function(wrap_pyfunction!(enable_compile, m)?)?;
+    // mx.metal and mx.cuda: which accelerator is present.
+    let py = m.py();
+    for (name, f) in [
+        ("metal", wrap_pyfunction!(metal_is_available, m)?),
+        ("cuda", wrap_pyfunction!(cuda_is_available, m)?),
+    ] {
+        let sub = PyModule::new(py, name)?;
+        sub.add("is_available", f)?;
+        crate::add_submodule(m, &sub, &format!("rmlx.core.{name}"))?;
+    }
     Ok(())
 }

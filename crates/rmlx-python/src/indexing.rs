@@ -1,6 +1,11 @@
 //! `a[key]` and `a[key] = v` with NumPy's rules: ints, slices, `None`, `...`, and integer
 //! arrays (advanced indexing: index arrays broadcast together; their result axes go where the
 //! indexed axes were when those are adjacent, else first).
+//!
+//! Boolean masks follow MLX: `a[mask] = v` (the whole key a bool array, NumPy bool array,
+//! list of bools or Python bool, shaped like `a`'s leading axes) writes `v`'s elements in
+//! order where the mask is true (`ops::masked_scatter`); reading `a[mask]` is refused with
+//! MLX's `ValueError`, since its shape would depend on the mask's values.
 
 use crate::array::PyArray;
 use crate::convert::to_array;
@@ -19,7 +24,37 @@ enum Idx {
     Arr(Array),
 }
 
+/// MLX's refusal of boolean indices when reading (and inside a tuple key).
+fn bool_index_error() -> PyErr {
+    PyValueError::new_err(
+        "[index] boolean indices are not yet supported (as in MLX): a boolean mask works only \
+         as the whole key of an assignment, x[mask] = v; to read, use mx.where",
+    )
+}
+
+/// The key as a boolean mask, when it is one: a Python bool, a bool array, or a NumPy array
+/// or list that converts to bool (as MLX's `extract_boolean_mask`).
+fn bool_mask(key: &Bound<'_, PyAny>) -> PyResult<Option<Array>> {
+    if key.is_instance_of::<PyBool>() {
+        return Ok(Some(Array::scalar(rmlx::dtype::Bool8(
+            key.extract::<bool>()? as u8,
+        ))));
+    }
+    if let Ok(a) = key.cast::<PyArray>() {
+        let a = a.borrow();
+        return Ok((a.inner.dtype() == Dtype::Bool).then(|| a.inner.clone()));
+    }
+    if key.is_instance_of::<PyList>() || key.hasattr("__array__")? {
+        let a = to_array(key, None)?;
+        return Ok((a.dtype() == Dtype::Bool).then_some(a));
+    }
+    Ok(None)
+}
+
 fn parse_one(ob: &Bound<'_, PyAny>) -> PyResult<Idx> {
+    if ob.is_instance_of::<PyBool>() {
+        return Err(bool_index_error());
+    }
     if ob.is_none() {
         return Ok(Idx::NewAxis);
     }
@@ -46,10 +81,12 @@ fn parse_one(ob: &Bound<'_, PyAny>) -> PyResult<Idx> {
     }
     if ob.cast::<PyArray>().is_ok() || ob.is_instance_of::<PyList>() || ob.hasattr("__array__")? {
         let a = to_array(ob, None)?;
+        if a.dtype() == Dtype::Bool {
+            return Err(bool_index_error());
+        }
         if !a.dtype().is_integer() {
             return Err(PyIndexError::new_err(format!(
-                "[index] arrays used as indices must be integers, got {} (boolean masks are \
-                 not supported: use mx.where)",
+                "[index] arrays used as indices must be integers, got {}",
                 a.dtype()
             )));
         }
@@ -154,6 +191,9 @@ fn basic(x: &Array, items: &[Idx]) -> PyResult<(Array, Vec<i32>)> {
 
 /// `x[key]`.
 pub fn get(x: &Array, key: &Bound<'_, PyAny>) -> PyResult<Array> {
+    if !key.is_instance_of::<PyTuple>() && bool_mask(key)?.is_some() {
+        return Err(bool_index_error());
+    }
     // Fast path for the most common key, one int.
     if key.is_instance_of::<PyInt>() && !key.is_instance_of::<PyBool>() && x.ndim() > 0 {
         let j = norm_int(key.extract()?, x.shape()[0], 0)?;
@@ -238,8 +278,32 @@ fn gather(y: &Array, adv: &[usize], idx: &[Array]) -> rmlx::Result<Array> {
     ops::transpose(&out, Some(&perm))
 }
 
+/// `x[mask] = v`: `v`'s elements written in order where `mask` is true. When `v` lists
+/// fewer values than the mask may select, the mask is counted first (MLX fails at
+/// evaluation then; counting here gives the error at the assignment, and on a GPU too).
+fn set_masked(py: Python<'_>, x: &Array, mask: &Array, v: &Array) -> PyResult<Array> {
+    let unmasked = x.ndim().saturating_sub(mask.ndim());
+    if v.ndim() == unmasked + 1 && v.shape()[0] < mask.size() {
+        let (m, n) = (mask.clone(), v.shape()[0]);
+        let count =
+            py.detach(|| guard(|| ops::sum(&m, None, false).and_then(|s| s.item::<i64>())))?;
+        if count as usize > n {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "[masked_scatter] the mask selects {count} entries but the values hold only {n}"
+            )));
+        }
+        if count == 0 {
+            return Ok(x.clone());
+        }
+    }
+    guard(|| ops::masked_scatter(x, mask, v))
+}
+
 /// `x[key] = v`: a new array with the region replaced (the Python object is rebound).
 pub fn set(x: &Array, key: &Bound<'_, PyAny>, v: &Array) -> PyResult<Array> {
+    if let Some(mask) = bool_mask(key)? {
+        return set_masked(key.py(), x, &mask, v);
+    }
     let (xe, items) = parse(x, key)?;
     let v = ops::astype(v, x.dtype());
     let arrs: Vec<usize> = (0..items.len())

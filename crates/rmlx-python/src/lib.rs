@@ -7,6 +7,7 @@
 
 mod args;
 mod array;
+mod conv;
 mod convert;
 mod device;
 mod dtype;
@@ -14,6 +15,7 @@ mod errors;
 mod fast;
 mod indexing;
 mod io;
+mod linalg;
 mod lm;
 mod memory;
 mod ops_elementwise;
@@ -78,12 +80,14 @@ fn core_module(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     ops_reduce::register(m)?;
     ops_gather::register(m)?;
     quantized::register(m)?;
+    conv::register(m)?;
     io::register(m)?;
     memory::register(m)?;
     m.add_function(wrap_pyfunction!(eval, m)?)?;
     m.add_function(wrap_pyfunction!(async_eval, m)?)?;
     random::register(py, m)?;
     fast::register(py, m)?;
+    linalg::register(py, m)?;
     lm::register(py, m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

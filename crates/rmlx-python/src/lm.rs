@@ -5,10 +5,13 @@ use crate::array::PyArray;
 use crate::convert::to_array;
 use crate::dtype::opt_dtype;
 use crate::errors::guard;
-use pyo3::exceptions::{PyStopIteration, PyTypeError};
+use pyo3::exceptions::{PyStopIteration, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rmlx::{ops, Dtype};
+use rmlx_lm::batch::{
+    BatchGenerator, BatchOptions, FinishReason, PromptCache, SeqRequest, DECODE_ROWS,
+};
 use rmlx_lm::chat_template::ChatMessage;
 use rmlx_lm::generate::{GenerateOptions, TokenStream};
 use rmlx_lm::load::LoadOptions;
@@ -315,12 +318,237 @@ fn stream_generate(
     })
 }
 
+/// The KV caches one finished sequence of `batch_generate(..., return_prompt_caches=True)`
+/// left: pass it back in `prompt_caches` to continue that sequence with a new prompt.
+/// Holds the prompt and the generated tokens but the last.
+#[pyclass(name = "PromptCache", module = "rmlx.lm", frozen)]
+pub struct PyPromptCache {
+    cache: PromptCache,
+}
+
+#[pymethods]
+impl PyPromptCache {
+    /// Number of tokens held (the same in every layer).
+    #[getter]
+    fn offset(&self) -> usize {
+        self.cache.tokens.len()
+    }
+
+    /// The token ids held.
+    #[getter]
+    fn tokens(&self) -> Vec<u32> {
+        self.cache.tokens.clone()
+    }
+
+    /// Bytes of keys and values held.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.cache.nbytes()
+    }
+
+    /// Number of layers.
+    fn __len__(&self) -> usize {
+        self.cache.caches.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "PromptCache(layers={}, offset={}, nbytes={})",
+            self.cache.caches.len(),
+            self.cache.tokens.len(),
+            self.cache.nbytes()
+        )
+    }
+}
+
+/// Sequences generating together (the native half of `rmlx.lm.batch_generate`): `insert`
+/// prompts, call `step` until empty. Each sequence has its own sampler and stop rules, and
+/// its tokens do not depend on its batch mates (decode passes of at most 8 rows).
+#[pyclass(name = "BatchGenerator", module = "rmlx.lm")]
+pub struct PyBatchGenerator {
+    // Field order matters: the generator borrows the model and must drop first.
+    gen: Mutex<BatchGenerator<'static>>,
+    steps: Mutex<usize>,
+    _model: Arc<Model>,
+}
+
+#[pymethods]
+impl PyBatchGenerator {
+    /// `max_rows`: sequences per decode forward pass (more than 8 is faster on a GPU but
+    /// no longer batch-invariant); `prefill_tokens`: prompt tokens prefilled per step;
+    /// `keep_caches`: keep finished sequences' caches for `take_cache`.
+    #[new]
+    #[pyo3(signature = (model, tokenizer, *, max_rows = DECODE_ROWS, prefill_tokens = 512, keep_caches = false))]
+    fn new(
+        model: &PyModel,
+        tokenizer: &PyTokenizer,
+        max_rows: usize,
+        prefill_tokens: usize,
+        keep_caches: bool,
+    ) -> PyResult<Self> {
+        if max_rows == 0 || prefill_tokens == 0 {
+            return Err(PyValueError::new_err(
+                "[BatchGenerator] max_rows and prefill_tokens must be positive",
+            ));
+        }
+        let m = model.model.clone();
+        let opts = BatchOptions {
+            max_rows,
+            prefill_tokens,
+        };
+        let mut g = BatchGenerator::new(m.as_ref().as_ref(), &tokenizer.tok, opts);
+        if keep_caches {
+            g.keep_caches();
+        }
+        // SAFETY: the generator borrows the model behind `m`'s Arc, which this object owns and
+        // drops after the generator (field order), so the borrow outlives every use.
+        let g: BatchGenerator<'static> =
+            unsafe { std::mem::transmute::<BatchGenerator<'_>, BatchGenerator<'static>>(g) };
+        Ok(PyBatchGenerator {
+            gen: Mutex::new(g),
+            steps: Mutex::new(0),
+            _model: m,
+        })
+    }
+
+    /// Adds a sequence and returns its id (0, 1, ... in insertion order). Settings as
+    /// `stream_generate`'s; `logprobs` reports each token's log-probability; `cache`
+    /// continues a `PromptCache`.
+    #[pyo3(signature = (prompt, *, max_tokens = 256, temp = 0.0, top_p = 1.0, top_k = 0, min_p = 0.0, min_tokens_to_keep = 1, repetition_penalty = None, repetition_context_size = 20, logit_bias = None, seed = None, stop = None, prefill_step_size = 512, kv_bits = None, kv_group_size = 64, logprobs = false, cache = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &self,
+        prompt: Vec<u32>,
+        max_tokens: usize,
+        temp: f32,
+        top_p: f32,
+        top_k: usize,
+        min_p: f32,
+        min_tokens_to_keep: usize,
+        repetition_penalty: Option<f32>,
+        repetition_context_size: usize,
+        logit_bias: Option<Vec<(u32, f32)>>,
+        seed: Option<u64>,
+        stop: Option<Vec<String>>,
+        prefill_step_size: usize,
+        kv_bits: Option<usize>,
+        kv_group_size: usize,
+        logprobs: bool,
+        cache: Option<PyRef<'_, PyPromptCache>>,
+    ) -> PyResult<u64> {
+        let opts = GenerateOptions {
+            max_tokens,
+            sampler: SamplerSettings {
+                temp,
+                top_p,
+                top_k,
+                min_p,
+                min_tokens_to_keep,
+                repetition_penalty,
+                repetition_context_size,
+                logit_bias: logit_bias.unwrap_or_default(),
+                seed,
+            },
+            stop: stop.unwrap_or_default(),
+            prefill_step_size,
+            kv_bits,
+            kv_group_size,
+        };
+        let req = SeqRequest {
+            prompt,
+            opts,
+            logprobs: logprobs.then_some(0),
+        };
+        let cache = cache.map(|c| c.cache.clone());
+        let mut g = self.gen.lock().unwrap_or_else(|e| e.into_inner());
+        guard(|| g.insert_with_cache(req, cache))
+    }
+
+    /// Runs one step (prefill chunks, then one token for every decoding sequence), releasing
+    /// the GIL. Returns `(id, token, text, logprob, finish_reason, error)` per sequence that
+    /// produced something: `token` is None for a sequence that ends without one, `logprob`
+    /// None unless asked, `finish_reason` "stop", "length", "error" or None, `error` the
+    /// message of a failed sequence.
+    #[allow(clippy::type_complexity)]
+    fn step(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<
+        Vec<(
+            u64,
+            Option<u32>,
+            String,
+            Option<f32>,
+            Option<&'static str>,
+            Option<String>,
+        )>,
+    > {
+        let events = py.detach(|| {
+            let mut g = self.gen.lock().unwrap_or_else(|e| e.into_inner());
+            let before = g.stats().decode_rows;
+            let ev = guard(|| Ok::<_, PyErr>(g.step()))?;
+            if g.stats().decode_rows > before {
+                *self.steps.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            }
+            Ok::<_, PyErr>(ev)
+        })?;
+        Ok(events
+            .into_iter()
+            .map(|e| {
+                let err = match &e.finish_reason {
+                    Some(FinishReason::Error(m)) => Some(m.clone()),
+                    _ => None,
+                };
+                (
+                    e.id,
+                    e.token,
+                    e.text,
+                    e.logprob.map(|l| l.logprob),
+                    e.finish_reason.as_ref().map(FinishReason::as_str),
+                    err,
+                )
+            })
+            .collect())
+    }
+
+    /// The caches a finished sequence left (when made with `keep_caches=True`), once.
+    fn take_cache(&self, id: u64) -> Option<PyPromptCache> {
+        let mut g = self.gen.lock().unwrap_or_else(|e| e.into_inner());
+        g.take_cache(id).map(|cache| PyPromptCache { cache })
+    }
+
+    /// Counters so far: `prompt_tokens`, `prompt_time`, `generation_tokens`,
+    /// `generation_steps`, `decode_time` (seconds), `decode_passes`.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let g = self.gen.lock().unwrap_or_else(|e| e.into_inner());
+        let s = g.stats();
+        let d = PyDict::new(py);
+        d.set_item("prompt_tokens", s.prompt_tokens)?;
+        d.set_item("prompt_time", s.prefill_secs)?;
+        d.set_item("generation_tokens", s.generation_tokens)?;
+        d.set_item(
+            "generation_steps",
+            *self.steps.lock().unwrap_or_else(|e| e.into_inner()),
+        )?;
+        d.set_item("decode_time", s.decode_secs)?;
+        d.set_item("decode_passes", s.decode_passes)?;
+        Ok(d)
+    }
+
+    /// Sequences not finished yet.
+    fn __len__(&self) -> usize {
+        self.gen.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
 pub fn register(py: Python<'_>, parent: &Bound<'_, PyModule>) -> PyResult<()> {
     let m = PyModule::new(py, "_lm")?;
     m.add_class::<PyModel>()?;
     m.add_class::<PyTokenizer>()?;
     m.add_class::<PyResponse>()?;
     m.add_class::<PyTokenStream>()?;
+    m.add_class::<PyPromptCache>()?;
+    m.add_class::<PyBatchGenerator>()?;
     m.add_function(wrap_pyfunction!(load, &m)?)?;
     m.add_function(wrap_pyfunction!(stream_generate, &m)?)?;
     crate::add_submodule(parent, &m, "rmlx.core._lm")

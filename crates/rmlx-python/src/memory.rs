@@ -34,6 +34,12 @@ fn set_memory_limit(limit: usize) -> usize {
     rmlx::set_memory_limit(limit)
 }
 
+/// The current cap on host allocations (see `set_memory_limit`).
+#[pyfunction]
+fn get_memory_limit() -> usize {
+    rmlx::memory_limit()
+}
+
 /// Caps the allocation cache; returns the previous cap.
 #[pyfunction]
 fn set_cache_limit(limit: usize) -> usize {
@@ -59,6 +65,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(reset_peak_memory, m)?)?;
     m.add_function(wrap_pyfunction!(get_cache_memory, m)?)?;
     m.add_function(wrap_pyfunction!(set_memory_limit, m)?)?;
+    m.add_function(wrap_pyfunction!(get_memory_limit, m)?)?;
     m.add_function(wrap_pyfunction!(set_cache_limit, m)?)?;
     m.add_function(wrap_pyfunction!(set_wired_limit, m)?)?;
     m.add_function(wrap_pyfunction!(clear_cache, m)?)?;

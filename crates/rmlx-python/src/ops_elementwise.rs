@@ -58,6 +58,95 @@ unary! {
     logical_not => ops::logical_not;
     /// Elementwise `1 / a`.
     reciprocal => ops::reciprocal;
+    /// Elementwise tangent.
+    tan => ops::tan;
+    /// Elementwise inverse sine.
+    arcsin => ops::arcsin;
+    /// Elementwise inverse cosine.
+    arccos => ops::arccos;
+    /// Elementwise inverse tangent.
+    arctan => ops::arctan;
+    /// Elementwise hyperbolic sine.
+    sinh => ops::sinh;
+    /// Elementwise hyperbolic cosine.
+    cosh => ops::cosh;
+    /// Elementwise inverse hyperbolic sine.
+    arcsinh => ops::arcsinh;
+    /// Elementwise inverse hyperbolic cosine.
+    arccosh => ops::arccosh;
+    /// Elementwise inverse hyperbolic tangent.
+    arctanh => ops::arctanh;
+    /// Elementwise `e^a - 1`, accurate for small `a`.
+    expm1 => ops::expm1;
+    /// Elementwise base-2 logarithm.
+    log2 => ops::log2;
+    /// Elementwise base-10 logarithm.
+    log10 => ops::log10;
+    /// Elementwise rounding toward zero (integers unchanged).
+    trunc => ops::trunc;
+    /// Radians to degrees.
+    degrees => ops::degrees;
+    /// Degrees to radians.
+    radians => ops::radians;
+    /// Where `a` is NaN (bool).
+    isnan => ops::isnan;
+    /// Where `a` is +inf or -inf (bool).
+    isinf => ops::isinf;
+    /// Where `a` is +inf (bool).
+    isposinf => ops::isposinf;
+    /// Where `a` is -inf (bool).
+    isneginf => ops::isneginf;
+    /// Where `a` is finite: neither infinite nor NaN (bool).
+    isfinite => ops::isfinite;
+}
+
+/// `a` itself (there are no gradients to stop in rmlx).
+#[pyfunction]
+#[pyo3(signature = (a, /, *, stream = None))]
+pub fn stop_gradient(a: &Bound<'_, PyAny>, stream: Option<&Bound<'_, PyAny>>) -> PyResult<PyArray> {
+    let a = to_array(a, None)?;
+    on(stream, || Ok::<_, rmlx::Error>(a)).map(PyArray::from)
+}
+
+/// Elementwise `+a` (a copy of `a`).
+#[pyfunction]
+#[pyo3(signature = (a, /, *, stream = None))]
+pub fn positive(a: &Bound<'_, PyAny>, stream: Option<&Bound<'_, PyAny>>) -> PyResult<PyArray> {
+    let a = to_array(a, None)?;
+    on(stream, || Ok::<_, rmlx::Error>(a)).map(PyArray::from)
+}
+
+/// `a` with NaN replaced by `nan`, +inf by `posinf` and -inf by `neginf` (by default the
+/// largest and lowest finite values of the dtype); integer arrays are returned unchanged.
+#[pyfunction]
+#[pyo3(signature = (a, nan = 0.0, posinf = None, neginf = None, *, stream = None))]
+pub fn nan_to_num(
+    a: &Bound<'_, PyAny>,
+    nan: f64,
+    posinf: Option<f64>,
+    neginf: Option<f64>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let a = to_array(a, None)?;
+    on(stream, || {
+        Ok::<_, rmlx::Error>(ops::nan_to_num(&a, nan, posinf, neginf))
+    })
+    .map(PyArray::from)
+}
+
+/// `[a // b, a % b]` elementwise, with Python's sign rules.
+#[pyfunction]
+#[pyo3(signature = (a, b, *, stream = None))]
+pub fn divmod(
+    a: &Bound<'_, PyAny>,
+    b: &Bound<'_, PyAny>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Vec<PyArray>> {
+    let (a, b) = pair(a, b)?;
+    on(stream, || {
+        Ok::<_, rmlx::Error>(vec![ops::floor_divide(&a, &b)?, ops::remainder(&a, &b)?])
+    })
+    .map(|v| v.into_iter().map(PyArray::from).collect())
 }
 
 /// Elementwise bitwise not of an integer or bool array.
@@ -155,6 +244,12 @@ binary! {
     right_shift => ops::right_shift;
     /// Matrix product with NumPy's batching rules.
     matmul => ops::matmul;
+    /// Elementwise angle of the point `(b, a)`, in `[-pi, pi]`.
+    arctan2 => ops::arctan2;
+    /// Elementwise `log(e^a + e^b)`, without overflow.
+    logaddexp => ops::logaddexp;
+    /// Elementwise exclusive or of truth values (bool).
+    logical_xor => ops::logical_xor;
 }
 
 /// Elements of `x` where `condition` is true, else of `y` (all broadcast together).
@@ -324,7 +419,49 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         clip,
         allclose,
         isclose,
-        array_equal
+        array_equal,
+        tan,
+        arcsin,
+        arccos,
+        arctan,
+        sinh,
+        cosh,
+        arcsinh,
+        arccosh,
+        arctanh,
+        expm1,
+        log2,
+        log10,
+        trunc,
+        degrees,
+        radians,
+        isnan,
+        isinf,
+        isposinf,
+        isneginf,
+        isfinite,
+        stop_gradient,
+        positive,
+        nan_to_num,
+        divmod,
+        arctan2,
+        logaddexp,
+        logical_xor
     );
+    // mlx.core's other names for the same functions.
+    for (alias, name) in [
+        ("acos", "arccos"),
+        ("acosh", "arccosh"),
+        ("asin", "arcsin"),
+        ("asinh", "arcsinh"),
+        ("atan", "arctan"),
+        ("atanh", "arctanh"),
+        ("atan2", "arctan2"),
+        ("pow", "power"),
+        ("bitwise_left_shift", "left_shift"),
+        ("bitwise_right_shift", "right_shift"),
+    ] {
+        m.add(alias, m.getattr(name)?)?;
+    }
     Ok(())
 }

@@ -111,6 +111,30 @@ fn put_along_axis(
     on(stream, || ops::put_along_axis(&a, &i, &v, axis)).map(PyArray::from)
 }
 
+/// Indices (uint32, of `values`' shape) where `values` would be inserted to keep the 1-D
+/// `sorted_sequence` sorted: the number of elements below each value (`side="left"`) or at
+/// most it (`side="right"`).
+#[pyfunction]
+#[pyo3(signature = (sorted_sequence, values, /, side = "left", *, stream = None))]
+fn searchsorted(
+    sorted_sequence: &Bound<'_, PyAny>,
+    values: &Bound<'_, PyAny>,
+    side: &str,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let right = match side {
+        "left" => false,
+        "right" => true,
+        _ => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "[searchsorted] side must be 'left' or 'right', got {side:?}"
+            )))
+        }
+    };
+    let (a, v) = (to_array(sorted_sequence, None)?, to_array(values, None)?);
+    on(stream, || ops::searchsorted(&a, &v, right)).map(PyArray::from)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     macro_rules! add {
         ($($f:ident),*) => {$( m.add_function(wrap_pyfunction!($f, m)?)?; )*};
@@ -123,7 +147,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         topk,
         take,
         take_along_axis,
-        put_along_axis
+        put_along_axis,
+        searchsorted
     );
     Ok(())
 }

@@ -42,6 +42,41 @@ reduce! {
     mean => ops::mean;
     /// `log(sum(exp(a)))` over `axis`, computed stably.
     logsumexp => ops::logsumexp;
+    /// The median over `axis`: the middle sorted value, or the mean of the two middle ones
+    /// (float; NaN when the values hold a NaN).
+    median => ops::median;
+}
+
+/// Number of non-zero elements over `axis` (int32).
+#[pyfunction]
+#[pyo3(signature = (a, /, *, axis = None, keepdims = false, stream = None))]
+fn count_nonzero(
+    a: &Bound<'_, PyAny>,
+    axis: Option<&Bound<'_, PyAny>>,
+    keepdims: bool,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let (a, ax) = (to_array(a, None)?, args::axes(axis)?);
+    on(stream, || ops::count_nonzero(&a, ax.as_deref(), keepdims)).map(PyArray::from)
+}
+
+/// `(min, max)` over `axis`.
+#[pyfunction]
+#[pyo3(signature = (a, /, axis = None, keepdims = false, *, stream = None))]
+fn minmax(
+    a: &Bound<'_, PyAny>,
+    axis: Option<&Bound<'_, PyAny>>,
+    keepdims: bool,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(PyArray, PyArray)> {
+    let (a, ax) = (to_array(a, None)?, args::axes(axis)?);
+    on(stream, || {
+        Ok::<_, rmlx::Error>((
+            ops::min(&a, ax.as_deref(), keepdims)?,
+            ops::max(&a, ax.as_deref(), keepdims)?,
+        ))
+    })
+    .map(|(lo, hi)| (lo.into(), hi.into()))
 }
 
 /// Variance over `axis`, dividing by `N - ddof`.
@@ -132,11 +167,34 @@ macro_rules! scan {
     )*};
 }
 
-scan! {
-    /// Cumulative sum along `axis` (of the flattened array when None).
+macro_rules! scan_dtype {
+    ($($(#[$m:meta])* $name:ident => $f:path;)*) => {$(
+        $(#[$m])*
+        #[pyfunction]
+        #[pyo3(signature = (a, /, axis = None, *, reverse = false, inclusive = true, dtype = None, stream = None))]
+        fn $name(
+            a: &Bound<'_, PyAny>,
+            axis: Option<i32>,
+            reverse: bool,
+            inclusive: bool,
+            dtype: Option<&Bound<'_, PyAny>>,
+            stream: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<PyArray> {
+            let a = to_array(a, crate::dtype::opt_dtype(dtype)?)?;
+            on(stream, || $f(&a, axis, reverse, inclusive)).map(PyArray::from)
+        }
+    )*};
+}
+
+scan_dtype! {
+    /// Cumulative sum along `axis` (of the flattened array when None), of `a` cast to
+    /// `dtype` when given.
     cumsum => ops::cumsum;
-    /// Cumulative product along `axis`.
+    /// Cumulative product along `axis`, of `a` cast to `dtype` when given.
     cumprod => ops::cumprod;
+}
+
+scan! {
     /// Cumulative maximum along `axis`.
     cummax => ops::cummax;
     /// Cumulative minimum along `axis`.
@@ -148,8 +206,28 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ($($f:ident),*) => {$( m.add_function(wrap_pyfunction!($f, m)?)?; )*};
     }
     add!(
-        sum, prod, max, min, any, all, mean, logsumexp, var, std_, softmax, argmax, argmin, cumsum,
-        cumprod, cummax, cummin
+        sum,
+        prod,
+        max,
+        min,
+        any,
+        all,
+        mean,
+        logsumexp,
+        var,
+        std_,
+        softmax,
+        argmax,
+        argmin,
+        cumsum,
+        cumprod,
+        cummax,
+        cummin,
+        median,
+        count_nonzero,
+        minmax
     );
+    m.add("cumulative_sum", m.getattr("cumsum")?)?;
+    m.add("cumulative_prod", m.getattr("cumprod")?)?;
     Ok(())
 }

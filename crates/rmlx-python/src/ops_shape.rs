@@ -419,6 +419,280 @@ fn triu(x: &Bound<'_, PyAny>, k: i64, stream: Option<&Bound<'_, PyAny>>) -> PyRe
     on(stream, || ops::triu(&x, k)).map(PyArray::from)
 }
 
+/// Uninitialised memory is never handed out: an array of `shape` filled with zeros.
+#[pyfunction]
+#[pyo3(signature = (shape, dtype = None, *, stream = None))]
+fn empty(
+    shape: &Bound<'_, PyAny>,
+    dtype: Option<&Bound<'_, PyAny>>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    zeros(shape, dtype, stream)
+}
+
+/// Zeros with the shape of `a` (and its dtype unless `dtype` is given).
+#[pyfunction]
+#[pyo3(signature = (a, /, dtype = None, *, stream = None))]
+fn empty_like(
+    a: &Bound<'_, PyAny>,
+    dtype: Option<&Bound<'_, PyAny>>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let a = to_array(a, None)?;
+    let d = dtype_or(dtype, a.dtype())?;
+    on(stream, || Ok::<_, rmlx::Error>(ops::zeros(a.shape(), d))).map(PyArray::from)
+}
+
+/// `a` as an array (no copy when it already is one of `dtype`).
+#[pyfunction]
+#[pyo3(signature = (a, dtype = None, *, copy = None))]
+fn asarray(
+    a: &Bound<'_, PyAny>,
+    dtype: Option<&Bound<'_, PyAny>>,
+    copy: Option<bool>,
+) -> PyResult<PyArray> {
+    let _ = copy; // arrays are immutable values: a copy and the original are indistinguishable
+    to_array(a, opt_dtype(dtype)?).map(PyArray::from)
+}
+
+/// `a` with its axes permuted by `axes` (reversed when None); the array API's `transpose`.
+#[pyfunction]
+#[pyo3(signature = (a, /, axes = None, *, stream = None))]
+fn permute_dims(
+    a: &Bound<'_, PyAny>,
+    axes: Option<&Bound<'_, PyAny>>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    transpose(a, axes, stream)
+}
+
+/// `a` with its last two axes exchanged.
+#[pyfunction]
+#[pyo3(signature = (a, /, *, stream = None))]
+fn matrix_transpose(a: &Bound<'_, PyAny>, stream: Option<&Bound<'_, PyAny>>) -> PyResult<PyArray> {
+    let a = to_array(a, None)?;
+    on(stream, || ops::swapaxes(&a, -1, -2)).map(PyArray::from)
+}
+
+/// The shape that the given shapes broadcast to.
+#[pyfunction]
+#[pyo3(signature = (*shapes))]
+fn broadcast_shapes(shapes: &Bound<'_, PyTuple>) -> PyResult<Py<PyTuple>> {
+    let mut out: Vec<usize> = Vec::new();
+    if shapes.is_empty() {
+        return Err(PyValueError::new_err("[broadcast_shapes] no input shapes"));
+    }
+    for s in shapes.iter() {
+        let s = args::shape(&s)?;
+        out = crate::errors::guard(|| {
+            rmlx::shape::broadcast_shapes("broadcast_shapes", &out, &s).map(|v| v.to_vec())
+        })?;
+    }
+    Ok(PyTuple::new(shapes.py(), out)?.unbind())
+}
+
+/// `a` reversed along `axis` (an int or a sequence; every axis when None).
+#[pyfunction]
+#[pyo3(signature = (a, /, axis = None, *, stream = None))]
+fn flip(
+    a: &Bound<'_, PyAny>,
+    axis: Option<&Bound<'_, PyAny>>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let (a, ax) = (to_array(a, None)?, args::axes(axis)?);
+    on(stream, || ops::flip(&a, ax.as_deref())).map(PyArray::from)
+}
+
+/// `a` rolled by `shift` along `axis`: elements that leave one end enter at the other.
+/// Without `axis` the flattened array rolls (by the sum of the shifts); one shift rolls
+/// every given axis; one axis rolls by the sum of the shifts; else they pair up.
+#[pyfunction]
+#[pyo3(signature = (a, shift, axis = None, /, *, stream = None))]
+fn roll(
+    a: &Bound<'_, PyAny>,
+    shift: &Bound<'_, PyAny>,
+    axis: Option<&Bound<'_, PyAny>>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let a = to_array(a, None)?;
+    let sh = args::shape_i64(shift)
+        .map_err(|_| PyTypeError::new_err("[roll] shift must be an int or a sequence of ints"))?;
+    let ax = args::axes(axis)?;
+    on(stream, || ops::roll(&a, &sh, ax.as_deref())).map(PyArray::from)
+}
+
+/// Each element of `array` repeated `repeats` times along `axis` (of the flattened array
+/// when None).
+#[pyfunction]
+#[pyo3(signature = (array, repeats, axis = None, *, stream = None))]
+fn repeat(
+    array: &Bound<'_, PyAny>,
+    repeats: i64,
+    axis: Option<i32>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let a = to_array(array, None)?;
+    let r = usize::try_from(repeats)
+        .map_err(|_| PyValueError::new_err("[repeat] the number of repeats cannot be negative"))?;
+    on(stream, || ops::repeat(&a, r, axis)).map(PyArray::from)
+}
+
+/// `a` repeated `reps` times along each axis (NumPy's `tile`).
+#[pyfunction]
+#[pyo3(signature = (a, reps, /, *, stream = None))]
+fn tile(
+    a: &Bound<'_, PyAny>,
+    reps: &Bound<'_, PyAny>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let a = to_array(a, None)?;
+    let r = args::shape(reps)
+        .map_err(|_| PyValueError::new_err("[tile] reps must be non-negative ints"))?;
+    on(stream, || ops::tile(&a, &r)).map(PyArray::from)
+}
+
+/// Coordinate arrays from coordinate vectors (inputs are flattened): `indexing` "xy"
+/// (Cartesian) or "ij" (matrix); `sparse` keeps each output broadcastable.
+#[pyfunction]
+#[pyo3(signature = (*arrays, sparse = false, indexing = "xy", stream = None))]
+fn meshgrid(
+    py: Python<'_>,
+    arrays: &Bound<'_, PyTuple>,
+    sparse: Option<bool>,
+    indexing: Option<&str>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<PyTuple>> {
+    let xs = array_list(arrays.as_any())?;
+    let ix = indexing.unwrap_or("xy");
+    let out = on(stream, || ops::meshgrid(&xs, sparse.unwrap_or(false), ix))?;
+    Ok(PyTuple::new(py, out.into_iter().map(PyArray::from))?.unbind())
+}
+
+fn atleast(
+    py: Python<'_>,
+    arys: &Bound<'_, PyTuple>,
+    n: usize,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    let xs = array_list(arys.as_any())?;
+    let out: Vec<Array> = on(stream, || {
+        xs.iter().map(|x| ops::atleast_nd(x, n)).collect()
+    })?;
+    if out.len() == 1 {
+        let one = out.into_iter().next().expect("one array");
+        return Ok(Py::new(py, PyArray::from(one))?.into_any());
+    }
+    let v: Vec<PyArray> = out.into_iter().map(PyArray::from).collect();
+    Ok(v.into_pyobject(py)?.into_any().unbind())
+}
+
+/// The arrays with at least one dimension (one array, or a list for several).
+#[pyfunction]
+#[pyo3(signature = (*arys, stream = None))]
+fn atleast_1d(
+    py: Python<'_>,
+    arys: &Bound<'_, PyTuple>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    atleast(py, arys, 1, stream)
+}
+
+/// The arrays with at least two dimensions (`[k]` becomes `[1, k]`).
+#[pyfunction]
+#[pyo3(signature = (*arys, stream = None))]
+fn atleast_2d(
+    py: Python<'_>,
+    arys: &Bound<'_, PyTuple>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    atleast(py, arys, 2, stream)
+}
+
+/// The arrays with at least three dimensions (`[k]` becomes `[1, k, 1]`, `[m, k]` becomes
+/// `[m, k, 1]`).
+#[pyfunction]
+#[pyo3(signature = (*arys, stream = None))]
+fn atleast_3d(
+    py: Python<'_>,
+    arys: &Bound<'_, PyTuple>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    atleast(py, arys, 3, stream)
+}
+
+/// `a` with `axis` split into `shape` (one entry may be -1).
+#[pyfunction]
+#[pyo3(signature = (a, /, axis, shape, *, stream = None))]
+fn unflatten(
+    a: &Bound<'_, PyAny>,
+    axis: i32,
+    shape: &Bound<'_, PyAny>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let (a, s) = (to_array(a, None)?, args::shape_i64(shape)?);
+    on(stream, || ops::unflatten(&a, axis, &s)).map(PyArray::from)
+}
+
+/// The slices of `x` along `axis`, as a tuple (the inverse of `stack`).
+#[pyfunction]
+#[pyo3(signature = (x, /, *, axis = 0, stream = None))]
+fn unstack(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    axis: i32,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<PyTuple>> {
+    let x = to_array(x, None)?;
+    let parts = on(stream, || {
+        let ax = rmlx::shape::normalize_axis("unstack", axis, x.ndim())?;
+        let n = x.shape()[ax];
+        ops::split(&x, SplitSpec::Indices(&(1..n).collect::<Vec<_>>()), axis)?
+            .iter()
+            .map(|p| ops::squeeze(p, &[axis]))
+            .collect::<rmlx::Result<Vec<_>>>()
+    })?;
+    Ok(PyTuple::new(py, parts.into_iter().map(PyArray::from))?.unbind())
+}
+
+/// The `n`-th discrete difference along `axis` (`a[1:] - a[:-1]`, `n` times).
+#[pyfunction]
+#[pyo3(signature = (a, /, n = 1, axis = -1, *, stream = None))]
+fn diff(
+    a: &Bound<'_, PyAny>,
+    n: i64,
+    axis: i32,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let a = to_array(a, None)?;
+    let n = usize::try_from(n)
+        .map_err(|_| PyValueError::new_err("[diff] order n must be non-negative"))?;
+    on(stream, || ops::diff(&a, n, axis)).map(PyArray::from)
+}
+
+macro_rules! windows {
+    ($($(#[$m:meta])* $name:ident;)*) => {$(
+        $(#[$m])*
+        #[pyfunction]
+        #[pyo3(signature = (M, *, stream = None))]
+        #[allow(non_snake_case)]
+        fn $name(M: i64, stream: Option<&Bound<'_, PyAny>>) -> PyResult<PyArray> {
+            let m = usize::try_from(M).unwrap_or(0); // MLX: M < 1 gives an empty window
+            on(stream, || ops::$name(m)).map(PyArray::from)
+        }
+    )*};
+}
+
+windows! {
+    /// The Bartlett (triangular) window of `M` points (float32).
+    bartlett;
+    /// The Blackman window of `M` points (float32).
+    blackman;
+    /// The Hamming window of `M` points (float32).
+    hamming;
+    /// The Hann window of `M` points (float32).
+    hanning;
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     macro_rules! add {
         ($($f:ident),*) => {$( m.add_function(wrap_pyfunction!($f, m)?)?; )*};
@@ -450,7 +724,28 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         split,
         pad,
         tril,
-        triu
+        triu,
+        empty,
+        empty_like,
+        asarray,
+        permute_dims,
+        matrix_transpose,
+        broadcast_shapes,
+        flip,
+        roll,
+        repeat,
+        tile,
+        meshgrid,
+        atleast_1d,
+        atleast_2d,
+        atleast_3d,
+        unflatten,
+        unstack,
+        diff,
+        bartlett,
+        blackman,
+        hamming,
+        hanning
     );
     m.add("concat", m.getattr("concatenate")?)?;
     Ok(())

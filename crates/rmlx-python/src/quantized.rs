@@ -97,7 +97,87 @@ fn quantized_matmul(
     .map(PyArray::from)
 }
 
+/// `quantized_matmul` with a matrix-level gather (MoE experts): `result[i] =
+/// quantized_matmul(x[lhs_indices[i]], w[rhs_indices[i]], ...)` over the batch axes of `x`
+/// and of the stacked `w`, `scales`, `biases`.
+#[pyfunction]
+#[pyo3(signature = (x, w, /, scales, biases = None, lhs_indices = None, rhs_indices = None, transpose = true, group_size = None, bits = None, mode = "affine", global_scale = None, *, sorted_indices = false, stream = None))]
+#[allow(clippy::too_many_arguments)]
+fn gather_qmm(
+    x: &Bound<'_, PyAny>,
+    w: &Bound<'_, PyAny>,
+    scales: &Bound<'_, PyAny>,
+    biases: Option<&Bound<'_, PyAny>>,
+    lhs_indices: Option<&Bound<'_, PyAny>>,
+    rhs_indices: Option<&Bound<'_, PyAny>>,
+    transpose: bool,
+    group_size: Option<usize>,
+    bits: Option<usize>,
+    mode: &str,
+    global_scale: Option<&Bound<'_, PyAny>>,
+    sorted_indices: bool,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    check_mode(mode)?;
+    if global_scale.is_some_and(|g| !g.is_none()) {
+        return Err(PyValueError::new_err(
+            "[gather_qmm] global_scale belongs to the nvfp4 mode; rmlx implements mode='affine'",
+        ));
+    }
+    let (x, w, s) = (
+        to_array(x, None)?,
+        to_array(w, None)?,
+        to_array(scales, None)?,
+    );
+    let b = need_biases("gather_qmm", crate::args::opt_array(biases)?)?;
+    let (li, ri) = (
+        crate::args::opt_array(lhs_indices)?,
+        crate::args::opt_array(rhs_indices)?,
+    );
+    let (g, nb) = (group_size.unwrap_or(64), bits.unwrap_or(4));
+    on(stream, || {
+        ops::gather_qmm(
+            &x,
+            &w,
+            &s,
+            &b,
+            li.as_ref(),
+            ri.as_ref(),
+            transpose,
+            g,
+            nb,
+            sorted_indices,
+        )
+    })
+    .map(PyArray::from)
+}
+
+/// Matrix product with a matrix-level gather: `result[i] = a[lhs_indices[i]] @
+/// b[rhs_indices[i]]`, the indices flat over the batch axes of `a` and `b`.
+#[pyfunction]
+#[pyo3(signature = (a, b, /, lhs_indices = None, rhs_indices = None, *, sorted_indices = false, stream = None))]
+fn gather_mm(
+    a: &Bound<'_, PyAny>,
+    b: &Bound<'_, PyAny>,
+    lhs_indices: Option<&Bound<'_, PyAny>>,
+    rhs_indices: Option<&Bound<'_, PyAny>>,
+    sorted_indices: bool,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let (a, b) = (to_array(a, None)?, to_array(b, None)?);
+    let (li, ri) = (
+        crate::args::opt_array(lhs_indices)?,
+        crate::args::opt_array(rhs_indices)?,
+    );
+    on(stream, || {
+        ops::gather_mm(&a, &b, li.as_ref(), ri.as_ref(), sorted_indices)
+    })
+    .map(PyArray::from)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(gather_mm, m)?)?;
+    m.add_function(wrap_pyfunction!(gather_qmm, m)?)?;
     m.add_function(wrap_pyfunction!(quantize, m)?)?;
     m.add_function(wrap_pyfunction!(dequantize, m)?)?;
     m.add_function(wrap_pyfunction!(quantized_matmul, m)?)?;

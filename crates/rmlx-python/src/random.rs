@@ -147,6 +147,104 @@ fn categorical(
     .map(PyArray::from)
 }
 
+/// Booleans, true with probability `p` (a float or float array), of `shape` (default
+/// `p`'s shape).
+#[pyfunction]
+#[pyo3(signature = (p = None, shape = None, key = None, stream = None))]
+fn bernoulli(
+    p: Option<&Bound<'_, PyAny>>,
+    shape: Option<&Bound<'_, PyAny>>,
+    key: Option<&Bound<'_, PyAny>>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let p = match p.filter(|p| !p.is_none()) {
+        None => Array::scalar(0.5f32),
+        Some(p) => to_array(p, None)?,
+    };
+    let s = shape
+        .filter(|s| !s.is_none())
+        .map(args::shape)
+        .transpose()?;
+    let k = args::opt_array(key)?;
+    on(stream, || random::bernoulli(&p, s.as_deref(), k.as_ref())).map(PyArray::from)
+}
+
+/// Normal numbers truncated to `[lower, upper]` (broadcast to `shape`).
+#[pyfunction]
+#[pyo3(signature = (lower, upper, shape = None, dtype = None, key = None, stream = None))]
+fn truncated_normal(
+    lower: &Bound<'_, PyAny>,
+    upper: &Bound<'_, PyAny>,
+    shape: Option<&Bound<'_, PyAny>>,
+    dtype: Option<&Bound<'_, PyAny>>,
+    key: Option<&Bound<'_, PyAny>>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let (lo, hi) = (to_array(lower, None)?, to_array(upper, None)?);
+    let s = shape
+        .filter(|s| !s.is_none())
+        .map(args::shape)
+        .transpose()?;
+    let d = opt_dtype(dtype)?.unwrap_or(Dtype::F32);
+    let k = args::opt_array(key)?;
+    on(stream, || {
+        random::truncated_normal(&lo, &hi, s.as_deref(), d, k.as_ref())
+    })
+    .map(PyArray::from)
+}
+
+/// Standard Gumbel numbers of `shape`.
+#[pyfunction]
+#[pyo3(signature = (shape = None, dtype = None, key = None, stream = None))]
+fn gumbel(
+    shape: Option<&Bound<'_, PyAny>>,
+    dtype: Option<&Bound<'_, PyAny>>,
+    key: Option<&Bound<'_, PyAny>>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let s = shape_or_scalar(shape)?;
+    let d = opt_dtype(dtype)?.unwrap_or(Dtype::F32);
+    let k = args::opt_array(key)?;
+    on(stream, || random::gumbel(&s, d, k.as_ref())).map(PyArray::from)
+}
+
+/// Laplace numbers with location `loc` and scale `scale`.
+#[pyfunction]
+#[pyo3(signature = (shape = None, dtype = None, loc = 0.0, scale = 1.0, key = None, stream = None))]
+fn laplace(
+    shape: Option<&Bound<'_, PyAny>>,
+    dtype: Option<&Bound<'_, PyAny>>,
+    loc: f32,
+    scale: f32,
+    key: Option<&Bound<'_, PyAny>>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let s = shape_or_scalar(shape)?;
+    let d = opt_dtype(dtype)?.unwrap_or(Dtype::F32);
+    let k = args::opt_array(key)?;
+    on(stream, || random::laplace(&s, d, loc, scale, k.as_ref())).map(PyArray::from)
+}
+
+/// A random permutation of `range(x)` (an int), or `x` shuffled along `axis` (an array).
+#[pyfunction]
+#[pyo3(signature = (x, axis = 0, key = None, stream = None))]
+fn permutation(
+    x: &Bound<'_, PyAny>,
+    axis: i32,
+    key: Option<&Bound<'_, PyAny>>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let k = args::opt_array(key)?;
+    if x.is_instance_of::<pyo3::types::PyInt>() {
+        let n: i64 = x.extract()?;
+        let n = usize::try_from(n)
+            .map_err(|_| PyValueError::new_err("[permutation] n cannot be negative"))?;
+        return on(stream, || random::permutation(n, k.as_ref())).map(PyArray::from);
+    }
+    let a = to_array(x, None)?;
+    on(stream, || random::permute(&a, axis, k.as_ref())).map(PyArray::from)
+}
+
 pub fn register(py: Python<'_>, parent: &Bound<'_, PyModule>) -> PyResult<()> {
     let m = PyModule::new(py, "random")?;
     m.add_function(wrap_pyfunction!(seed, &m)?)?;
@@ -157,5 +255,10 @@ pub fn register(py: Python<'_>, parent: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(normal, &m)?)?;
     m.add_function(wrap_pyfunction!(randint, &m)?)?;
     m.add_function(wrap_pyfunction!(categorical, &m)?)?;
+    m.add_function(wrap_pyfunction!(bernoulli, &m)?)?;
+    m.add_function(wrap_pyfunction!(truncated_normal, &m)?)?;
+    m.add_function(wrap_pyfunction!(gumbel, &m)?)?;
+    m.add_function(wrap_pyfunction!(laplace, &m)?)?;
+    m.add_function(wrap_pyfunction!(permutation, &m)?)?;
     crate::add_submodule(parent, &m, "rmlx.core.random")
 }

@@ -13,7 +13,7 @@ fn binary(op_name: &'static str, a: &Array, b: &Array, op: BinaryOp) -> Result<A
     let mut t = Dtype::promote(a.dtype(), b.dtype());
     use BinaryOp::*;
     match op {
-        Divide if !t.is_float() => t = Dtype::F32,
+        Divide | ArcTan2 if !t.is_float() => t = Dtype::F32,
         BitwiseAnd | BitwiseOr | BitwiseXor | LeftShift | RightShift if t.is_float() => {
             return Err(Error::dtype(
                 op_name,
@@ -52,6 +52,31 @@ binary_fns! {
     logical_and => LogicalAnd, logical_or => LogicalOr,
     bitwise_and => BitwiseAnd, bitwise_or => BitwiseOr, bitwise_xor => BitwiseXor,
     left_shift => LeftShift, right_shift => RightShift,
+    /// The angle of the point `(b, a)` in `[-pi, pi]` (integers give float32).
+    arctan2 => ArcTan2,
+}
+
+/// `log(exp(a) + exp(b))` without overflow (integers give float32; half types are computed
+/// in float32).
+#[track_caller]
+pub fn logaddexp(a: &Array, b: &Array) -> Result<Array> {
+    let t = Dtype::promote(a.dtype(), b.dtype());
+    let t = if t.is_float() { t } else { Dtype::F32 };
+    let (x, y) = (astype(a, Dtype::F32), astype(b, Dtype::F32));
+    let m = maximum(&x, &y)?;
+    // m + log1p(e^-|a-b|); where a == b (also both +inf or both -inf, whose difference is
+    // NaN) the result is m + ln 2.
+    let d = crate::ops::negative(&crate::ops::abs(&subtract(&x, &y)?));
+    let r = add(&m, &crate::ops::log1p(&crate::ops::exp(&d)))?;
+    let same = add(&m, &Array::scalar(std::f32::consts::LN_2))?;
+    let r = where_(&equal(&x, &y)?, &same, &r)?;
+    Ok(astype(&r, t))
+}
+
+/// Elementwise exclusive or of truth values (bool).
+#[track_caller]
+pub fn logical_xor(a: &Array, b: &Array) -> Result<Array> {
+    not_equal(&astype(a, Dtype::Bool), &astype(b, Dtype::Bool))
 }
 
 /// Picks from `a` where `cond` is true, else from `b` (all broadcast together).

@@ -105,3 +105,61 @@ pub fn eye(n: usize, m: Option<usize>, k: i64, dtype: Dtype) -> Result<Array> {
 pub fn identity(n: usize, dtype: Dtype) -> Result<Array> {
     eye(n, None, 0, dtype)
 }
+
+/// A window of `m` float32 points: `f(x)` at `x = scale * n / (m - 1)` for `n` in `0..m`
+/// (`[]` and `[1]` for `m` 0 and 1, as MLX).
+fn window(m: usize, scale: f64, f: impl FnOnce(Array) -> Result<Array>) -> Result<Array> {
+    if m <= 1 {
+        return Ok(crate::ops::ones(&[m], Dtype::F32));
+    }
+    let n = arange(0.0, m as f64, 1.0, Dtype::F32)?;
+    f(crate::ops::multiply(
+        &Array::scalar((scale / (m - 1) as f64) as f32),
+        &n,
+    )?)
+}
+
+fn f32s(v: f32) -> Array {
+    Array::scalar(v)
+}
+
+/// The Bartlett (triangular) window of `m` points: `1 - |2n/(m-1) - 1|`.
+#[track_caller]
+pub fn bartlett(m: usize) -> Result<Array> {
+    use crate::ops::{abs, subtract};
+    window(m, 2.0, |x| {
+        subtract(&f32s(1.0), &abs(&subtract(&x, &f32s(1.0))?))
+    })
+}
+
+/// The Hann window of `m` points: `sin^2(pi n / (m-1))`.
+#[track_caller]
+pub fn hanning(m: usize) -> Result<Array> {
+    window(m, std::f64::consts::PI, |x| {
+        Ok(crate::ops::square(&crate::ops::sin(&x)))
+    })
+}
+
+/// The Hamming window of `m` points: `0.54 - 0.46 cos(2 pi n / (m-1))`.
+#[track_caller]
+pub fn hamming(m: usize) -> Result<Array> {
+    use crate::ops::{cos, multiply, subtract};
+    window(m, 2.0 * std::f64::consts::PI, |x| {
+        subtract(&f32s(0.54), &multiply(&f32s(0.46), &cos(&x))?)
+    })
+}
+
+/// The Blackman window of `m` points: `0.34 - 0.5 cos x + 0.16 cos^2 x` with
+/// `x = 2 pi n / (m-1)` (MLX's form of `0.42 - 0.5 cos x + 0.08 cos 2x`).
+#[track_caller]
+pub fn blackman(m: usize) -> Result<Array> {
+    use crate::ops::{add, cos, multiply, square, subtract};
+    window(m, 2.0 * std::f64::consts::PI, |x| {
+        let c = cos(&x);
+        let t1 = multiply(&f32s(0.5), &c)?;
+        add(
+            &subtract(&f32s(0.34), &t1)?,
+            &multiply(&f32s(0.16), &square(&c))?,
+        )
+    })
+}

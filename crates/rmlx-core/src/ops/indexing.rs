@@ -277,3 +277,93 @@ pub fn put_along_axis(
         vec![x.clone(), ib, vb],
     ))
 }
+
+/// A copy of `a` whose elements selected by the boolean `mask` are replaced, in row-major
+/// order, by consecutive elements of `values` (MLX's `masked_scatter`, behind
+/// `a[mask] = values`). `mask` has the shape of `a`'s leading axes and covers the rest
+/// whole. `values` either broadcasts to one value per selected position (fewer dimensions
+/// than `a.ndim - mask.ndim + 1`), or lists them along its first axis, the rest
+/// broadcasting to `a`'s trailing shape; extra values are unused. Fewer values than selected
+/// positions is an error when the result is evaluated on the CPU (a GPU repeats the last).
+#[track_caller]
+pub fn masked_scatter(a: &Array, mask: &Array, values: &Array) -> Result<Array> {
+    let op = "masked_scatter";
+    if mask.dtype() != crate::Dtype::Bool {
+        return Err(Error::dtype(
+            op,
+            format!("the mask has to be boolean, got {}", mask.dtype()),
+        ));
+    }
+    if mask.ndim() > a.ndim() {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "the mask of shape {} has more dimensions than the array of shape {}",
+                fmt_shape(mask.shape()),
+                fmt_shape(a.shape())
+            ),
+        ));
+    }
+    let unmasked = a.ndim() - mask.ndim();
+    if values.ndim() > unmasked + 1 {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "values of shape {} must be broadcastable with the last {unmasked} dimensions of the array of shape {}",
+                fmt_shape(values.shape()),
+                fmt_shape(a.shape())
+            ),
+        ));
+    }
+    if mask.shape() != &a.shape()[..mask.ndim()] {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "the boolean mask should have the shape of the beginning of the indexed array, but the mask has shape {} and the array has shape {}",
+                fmt_shape(mask.shape()),
+                fmt_shape(a.shape())
+            ),
+        ));
+    }
+    let trailing = &a.shape()[mask.ndim()..];
+    // The values as [count, trailing...].
+    let v = astype(values, a.dtype());
+    let mut vshape: Vec<usize> = Vec::with_capacity(unmasked + 1);
+    let v = if v.ndim() < unmasked + 1 {
+        let mut lead: Vec<i64> = vec![1; unmasked + 1 - v.ndim()];
+        lead.extend(v.shape().iter().map(|&d| d as i64));
+        vshape.push(mask.size());
+        crate::ops::reshape(&v, &lead)?
+    } else {
+        vshape.push(v.shape()[0]);
+        v
+    };
+    vshape.extend(trailing);
+    let src = crate::ops::reshape(&crate::ops::broadcast_to(&v, &vshape)?, &[-1])?;
+    if a.size() == 0 {
+        return Ok(a.clone());
+    }
+    if src.size() == 0 {
+        return Err(Error::invalid(
+            op,
+            "there are no values to write where the mask is true",
+        ));
+    }
+    let mut mshape: Vec<i64> = mask.shape().iter().map(|&d| d as i64).collect();
+    mshape.extend(std::iter::repeat_n(1, unmasked));
+    let em = crate::ops::broadcast_to(&crate::ops::reshape(mask, &mshape)?, a.shape())?;
+    let em = crate::ops::reshape(&em, &[-1])?;
+    // The k-th selected position (in row-major order) reads value k.
+    let it = if a.size() > i32::MAX as usize {
+        crate::Dtype::I64
+    } else {
+        crate::Dtype::I32
+    };
+    let k = crate::ops::cumsum(&astype(&em, it), Some(0), false, false)?;
+    let k = crate::ops::where_(&em, &k, &Array::scalar_of(0.0, it))?;
+    let picked = take(&src, &k, Some(0))?;
+    let flat = crate::ops::reshape(a, &[-1])?;
+    let out = crate::ops::where_(&em, &picked, &flat)?;
+    let shape: Vec<i64> = a.shape().iter().map(|&d| d as i64).collect();
+    crate::ops::reshape(&out, &shape)
+}

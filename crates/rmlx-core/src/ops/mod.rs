@@ -2,10 +2,13 @@
 //! a lazy array; most are compositions of a few primitives.
 
 pub mod binary;
+pub mod conv;
 pub mod convert;
 pub mod creation;
+pub mod einsum;
 pub mod gather_matmul;
 pub mod indexing;
+pub mod linalg;
 pub mod matmul;
 pub mod quantized;
 pub mod random;
@@ -16,10 +19,13 @@ pub mod sort;
 pub mod unary;
 
 pub use binary::*;
+pub use conv::*;
 pub use convert::*;
 pub use creation::*;
+pub use einsum::*;
 pub use gather_matmul::*;
 pub use indexing::*;
+pub use linalg::*;
 pub use matmul::*;
 pub use quantized::*;
 pub use reduce::*;

@@ -290,3 +290,142 @@ pub fn categorical(
     let last = crate::ops::slice(&idx, &start, &stop, &vec![1; nd])?;
     crate::ops::squeeze(&last, &[-1])
 }
+
+/// Booleans that are true with probability `p` (broadcast to `shape`, or `p`'s shape when
+/// `None`): `bits < p * 2^32`, as MLX (so the same key gives MLX's draws).
+#[track_caller]
+pub fn bernoulli(p: &Array, shape: Option<&[usize]>, key: Option<&Array>) -> Result<Array> {
+    if !p.dtype().is_float() {
+        return Err(Error::dtype(
+            "bernoulli",
+            format!("the probability p must be a float array, got {}", p.dtype()),
+        ));
+    }
+    let shape = shape.unwrap_or(p.shape());
+    if crate::shape::broadcast_shapes("bernoulli", shape, p.shape())?.as_slice() != shape {
+        return Err(Error::invalid(
+            "bernoulli",
+            format!(
+                "p of shape {} does not broadcast to shape {}",
+                crate::shape::fmt_shape(p.shape()),
+                crate::shape::fmt_shape(shape)
+            ),
+        ));
+    }
+    let k = resolve_key("bernoulli", key)?;
+    let b = bits(shape, Some(&k))?;
+    // p on the scale [0, next float above u32::MAX]: p >= 1 is always true, p <= 0 never.
+    let upper = (u32::MAX as f32).next_up();
+    let t = crate::ops::multiply(&crate::ops::astype(p, Dtype::F32), &Array::scalar(upper))?;
+    crate::ops::less(&crate::ops::astype(&b, Dtype::F32), &t)
+}
+
+/// Normal numbers truncated to `[lower, upper]` (broadcast to `shape`), by inverting the
+/// normal CDF on a uniform draw between the bounds' CDF values (as MLX and JAX).
+#[track_caller]
+pub fn truncated_normal(
+    lower: &Array,
+    upper: &Array,
+    shape: Option<&[usize]>,
+    dtype: Dtype,
+    key: Option<&Array>,
+) -> Result<Array> {
+    if !dtype.is_float() {
+        return Err(Error::dtype(
+            "truncated_normal",
+            format!("only floating point dtypes are supported, got {dtype}"),
+        ));
+    }
+    let bshape = crate::shape::broadcast_shapes("truncated_normal", lower.shape(), upper.shape())?;
+    let shape: Vec<usize> = match shape {
+        Some(s) => {
+            if crate::shape::broadcast_shapes("truncated_normal", s, &bshape)?.as_slice() != s {
+                return Err(Error::invalid(
+                    "truncated_normal",
+                    format!(
+                        "bounds of shape {} do not broadcast to shape {}",
+                        crate::shape::fmt_shape(&bshape),
+                        crate::shape::fmt_shape(s)
+                    ),
+                ));
+            }
+            s.to_vec()
+        }
+        None => bshape.to_vec(),
+    };
+    let k = resolve_key("truncated_normal", key)?;
+    let sqrt2 = Array::scalar(std::f32::consts::SQRT_2);
+    let (lo, hi) = (
+        crate::ops::astype(lower, Dtype::F32),
+        crate::ops::astype(upper, Dtype::F32),
+    );
+    let a = crate::ops::erf(&crate::ops::divide(&lo, &sqrt2)?);
+    let b = crate::ops::erf(&crate::ops::divide(&hi, &sqrt2)?);
+    let u = unit_f32(&shape, &k)?;
+    let u = crate::ops::add(
+        &crate::ops::multiply(&u, &crate::ops::subtract(&b, &a)?)?,
+        &a,
+    )?;
+    let z = crate::ops::multiply(&crate::ops::erfinv(&u), &sqrt2)?;
+    let z = crate::ops::maximum(&crate::ops::minimum(&hi, &z)?, &lo)?;
+    Ok(crate::ops::astype(&z, dtype))
+}
+
+/// Standard Gumbel numbers: `-log(-log(u))` of `u` uniform in `[0, 1)`.
+#[track_caller]
+pub fn gumbel(shape: &[usize], dtype: Dtype, key: Option<&Array>) -> Result<Array> {
+    if !dtype.is_float() {
+        return Err(Error::dtype(
+            "gumbel",
+            format!("only floating point dtypes are supported, got {dtype}"),
+        ));
+    }
+    let u = uniform(0.0, 1.0, shape, Dtype::F32, key)?;
+    let g = crate::ops::negative(&crate::ops::log(&crate::ops::negative(&crate::ops::log(
+        &u,
+    ))));
+    Ok(crate::ops::astype(&g, dtype))
+}
+
+/// Laplace numbers with location `loc` and scale `scale`, by the inverse CDF
+/// `sign(u) * log(1 - |u|)` of `u` uniform in `(-1, 1)` (as MLX; the law is symmetric).
+#[track_caller]
+pub fn laplace(
+    shape: &[usize],
+    dtype: Dtype,
+    loc: f32,
+    scale: f32,
+    key: Option<&Array>,
+) -> Result<Array> {
+    if !dtype.is_float() {
+        return Err(Error::dtype(
+            "laplace",
+            format!("only real floating point types are supported, got {dtype}"),
+        ));
+    }
+    let low = (-1.0f32).next_up();
+    let u = uniform(low, 1.0, shape, Dtype::F32, key)?;
+    let l = crate::ops::log1p(&crate::ops::negative(&crate::ops::abs(&u)));
+    let s = crate::ops::multiply(&crate::ops::sign(&u), &l)?;
+    let s = crate::ops::add(
+        &crate::ops::multiply(&s, &Array::scalar(scale))?,
+        &Array::scalar(loc),
+    )?;
+    Ok(crate::ops::astype(&s, dtype))
+}
+
+/// A random permutation of `0..n` (uint32): the argsort of random bits, as MLX (so the same
+/// key gives MLX's permutation).
+#[track_caller]
+pub fn permutation(n: usize, key: Option<&Array>) -> Result<Array> {
+    let k = resolve_key("permutation", key)?;
+    crate::ops::argsort(&bits(&[n], Some(&k))?, Some(0))
+}
+
+/// `x` with its entries along `axis` in random order.
+#[track_caller]
+pub fn permute(x: &Array, axis: i32, key: Option<&Array>) -> Result<Array> {
+    let ax = normalize_axis("permutation", axis, x.ndim())?;
+    let p = permutation(x.shape()[ax], key)?;
+    crate::ops::take(x, &p, Some(ax as i32))
+}

@@ -303,3 +303,53 @@ pub fn argmax(x: &Array, axis: Option<i32>, keepdims: bool) -> Result<Array> {
 pub fn argmin(x: &Array, axis: Option<i32>, keepdims: bool) -> Result<Array> {
     arg_reduce("argmin", ArgReduceOp::ArgMin, x, axis, keepdims)
 }
+
+/// Number of non-zero elements over `axes` (int32).
+#[track_caller]
+pub fn count_nonzero(x: &Array, axes: Option<&[i32]>, keepdims: bool) -> Result<Array> {
+    let nz = crate::ops::not_equal(x, &Array::scalar_of(0.0, x.dtype()))?;
+    sum(&astype(&nz, Dtype::I32), axes, keepdims)
+}
+
+/// The median over `axes` (all when `None`): the middle of the sorted values, or the mean of
+/// the two middle ones; integers give float32; NaN anywhere in a reduction gives NaN.
+#[track_caller]
+pub fn median(x: &Array, axes: Option<&[i32]>, keepdims: bool) -> Result<Array> {
+    let ax = reduce_axes("median", x, axes)?;
+    let t = float_of(x.dtype());
+    let (flat, _) = axes_last(x, &ax)?;
+    let n = *flat.shape().last().expect("axes_last adds an axis");
+    if n == 0 {
+        return Err(Error::invalid(
+            "median",
+            "cannot take the median along an empty axis",
+        ));
+    }
+    let sorted = crate::ops::sort(&flat, Some(-1))?;
+    let nd = sorted.ndim();
+    let pick = |i: usize| {
+        let mut start = vec![0i64; nd];
+        let mut stop: Vec<i64> = sorted.shape().iter().map(|&d| d as i64).collect();
+        (start[nd - 1], stop[nd - 1]) = (i as i64, i as i64 + 1);
+        crate::ops::slice(&sorted, &start, &stop, &vec![1; nd]).map(|s| astype(&s, t))
+    };
+    let mut m = pick(n / 2)?;
+    if n % 2 == 0 {
+        m = crate::ops::multiply(
+            &crate::ops::add(&m, &pick(n / 2 - 1)?)?,
+            &Array::scalar_of(0.5, t),
+        )?;
+    }
+    if x.dtype().is_float() {
+        // Sorting puts NaN last, where the midpoint never looks: propagate it explicitly.
+        let nan = any(&crate::ops::isnan(&flat), Some(&[-1]), true)?;
+        m = crate::ops::where_(&nan, &Array::scalar_of(f64::NAN, t), &m)?;
+    }
+    let m = crate::ops::squeeze(&m, &[-1])?;
+    if keepdims {
+        let ax_i: Vec<i32> = ax.iter().map(|&a| a as i32).collect();
+        crate::ops::expand_dims(&m, &ax_i)
+    } else {
+        Ok(m)
+    }
+}

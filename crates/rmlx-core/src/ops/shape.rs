@@ -425,3 +425,226 @@ pub fn triu(x: &Array, k: i64) -> Result<Array> {
     let mask = tri_mask("triu", x, k, false)?;
     crate::ops::where_(&mask, x, &Array::scalar_of(0.0, x.dtype()))
 }
+
+/// The elements of `x` in reverse order along `axes` (all axes when `None`), as a view.
+#[track_caller]
+pub fn flip(x: &Array, axes: Option<&[i32]>) -> Result<Array> {
+    let n = x.ndim();
+    let axes = match axes {
+        None => (0..n).collect(),
+        Some(a) => normalize_axes("flip", a, n)?,
+    };
+    let mut start = vec![0i64; n];
+    let mut stop: Vec<i64> = x.shape().iter().map(|&d| d as i64).collect();
+    let mut step = vec![1i64; n];
+    for &a in &axes {
+        (start[a], stop[a], step[a]) = (-1, i64::MIN + 1, -1);
+    }
+    slice(x, &start, &stop, &step)
+}
+
+/// `x` shifted by `shift` positions along `axis` (elements that fall off one end come back
+/// at the other).
+fn roll_axis(x: &Array, shift: i64, axis: usize) -> Result<Array> {
+    let dim = x.shape()[axis] as i64;
+    if dim == 0 {
+        return Ok(x.clone());
+    }
+    let s = shift.rem_euclid(dim);
+    if s == 0 {
+        return Ok(x.clone());
+    }
+    let n = x.ndim();
+    let part = |b: i64, e: i64| {
+        let mut start = vec![0i64; n];
+        let mut stop: Vec<i64> = x.shape().iter().map(|&d| d as i64).collect();
+        (start[axis], stop[axis]) = (b, e);
+        slice(x, &start, &stop, &vec![1; n])
+    };
+    concatenate(&[part(dim - s, dim)?, part(0, dim - s)?], axis as i32)
+}
+
+/// Rolls `x` by `shift` along `axes`, as `mlx.core.roll`: without axes the flattened array
+/// rolls by the sum of the shifts; one shift rolls every axis by it; one axis rolls by the
+/// sum of the shifts; otherwise shifts and axes pair up.
+#[track_caller]
+pub fn roll(x: &Array, shift: &[i64], axes: Option<&[i32]>) -> Result<Array> {
+    if shift.is_empty() {
+        return Err(Error::invalid("roll", "at least one shift is needed"));
+    }
+    let total: i64 = shift.iter().sum();
+    let Some(axes) = axes else {
+        let flat = reshape(x, &[-1])?;
+        let shape: Vec<i64> = x.shape().iter().map(|&d| d as i64).collect();
+        return reshape(&roll_axis(&flat, total, 0)?, &shape);
+    };
+    let axes = normalize_axes("roll", axes, x.ndim())?;
+    let pairs: Vec<(i64, usize)> = match (shift.len(), axes.len()) {
+        (_, 1) => vec![(total, axes[0])],
+        (1, _) => axes.iter().map(|&a| (shift[0], a)).collect(),
+        (s, a) if s == a => shift.iter().copied().zip(axes).collect(),
+        (s, a) => {
+            return Err(Error::invalid(
+                "roll",
+                format!("{s} shifts and {a} axes given; they must have the same length"),
+            ))
+        }
+    };
+    let mut y = x.clone();
+    for (s, a) in pairs {
+        y = roll_axis(&y, s, a)?;
+    }
+    Ok(y)
+}
+
+/// Each element repeated `repeats` times along `axis` (of the flattened array when `None`).
+#[track_caller]
+pub fn repeat(x: &Array, repeats: usize, axis: Option<i32>) -> Result<Array> {
+    let (x, ax) = match axis {
+        None => (reshape(x, &[-1])?, 0),
+        Some(a) => (x.clone(), normalize_axis("repeat", a, x.ndim())?),
+    };
+    let e = expand_dims(&x, &[ax as i32 + 1])?;
+    let mut big: Vec<usize> = e.shape().to_vec();
+    big[ax + 1] = repeats;
+    let b = broadcast_to(&e, &big)?;
+    let mut shape: Vec<i64> = x.shape().iter().map(|&d| d as i64).collect();
+    shape[ax] *= repeats as i64;
+    reshape(&b, &shape)
+}
+
+/// `x` repeated `reps[i]` times along each axis (NumPy's `tile`: the shorter of `reps` and
+/// the shape is padded with leading ones).
+#[track_caller]
+pub fn tile(x: &Array, reps: &[usize]) -> Result<Array> {
+    let n = x.ndim().max(reps.len());
+    let mut shape = vec![1usize; n - x.ndim()];
+    shape.extend(x.shape());
+    let mut r = vec![1usize; n - reps.len()];
+    r.extend(reps);
+    // [d0, d1, ..] → [1, d0, 1, d1, ..] → broadcast [r0, d0, r1, d1, ..] → [r0 d0, r1 d1, ..]
+    let inter: Vec<i64> = shape.iter().flat_map(|&d| [1, d as i64]).collect();
+    let big: Vec<usize> = shape.iter().zip(&r).flat_map(|(&d, &k)| [k, d]).collect();
+    let out: Vec<i64> = shape
+        .iter()
+        .zip(&r)
+        .map(|(&d, &k)| (d * k) as i64)
+        .collect();
+    let y = broadcast_to(&reshape(x, &inter)?, &big)?;
+    reshape(&y, &out)
+}
+
+/// Coordinate arrays from 1-D coordinate vectors (inputs are flattened): `indexing` "xy"
+/// (Cartesian: the first two output axes swapped) or "ij" (matrix). `sparse` leaves each
+/// output broadcastable instead of full size.
+#[track_caller]
+pub fn meshgrid(xs: &[Array], sparse: bool, indexing: &str) -> Result<Vec<Array>> {
+    let xy = match indexing {
+        "xy" => true,
+        "ij" => false,
+        _ => {
+            return Err(Error::invalid(
+                "meshgrid",
+                format!("invalid indexing value {indexing:?}; valid values are 'xy' and 'ij'"),
+            ))
+        }
+    };
+    let n = xs.len();
+    let mut sizes: Vec<usize> = xs.iter().map(|x| x.size()).collect();
+    // Output axis of input i.
+    let pos = |i: usize| match (xy && n > 1, i) {
+        (true, 0) => 1,
+        (true, 1) => 0,
+        _ => i,
+    };
+    if xy && n > 1 {
+        sizes.swap(0, 1);
+    }
+    xs.iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let mut shape = vec![1i64; n];
+            shape[pos(i)] = -1;
+            let y = reshape(x, &shape)?;
+            if sparse {
+                Ok(y)
+            } else {
+                broadcast_to(&y, &sizes)
+            }
+        })
+        .collect()
+}
+
+/// `x` with at least `n` (1, 2 or 3) dimensions, as NumPy's `atleast_1d/2d/3d`: a 1-D
+/// array becomes `[1, k]` (2-D) or `[1, k, 1]` (3-D), a 2-D array `[m, k, 1]` (3-D).
+#[track_caller]
+pub fn atleast_nd(x: &Array, n: usize) -> Result<Array> {
+    if x.ndim() >= n {
+        return Ok(x.clone());
+    }
+    let s: Vec<i64> = x.shape().iter().map(|&d| d as i64).collect();
+    let shape: Vec<i64> = match (n, s.as_slice()) {
+        (_, []) => vec![1; n],
+        (2, [k]) => vec![1, *k],
+        (3, [k]) => vec![1, *k, 1],
+        (3, [m, k]) => vec![*m, *k, 1],
+        _ => {
+            return Err(Error::invalid(
+                "atleast_nd",
+                format!("n must be 1, 2 or 3, got {n}"),
+            ))
+        }
+    };
+    reshape(x, &shape)
+}
+
+/// `x` with `axis` split into `shape` (one entry may be -1).
+#[track_caller]
+pub fn unflatten(x: &Array, axis: i32, shape: &[i64]) -> Result<Array> {
+    let ax = normalize_axis("unflatten", axis, x.ndim())?;
+    if shape.is_empty() {
+        return Err(Error::invalid(
+            "unflatten",
+            "the new shape must not be empty",
+        ));
+    }
+    let part = resolve_reshape("unflatten", &x.shape()[ax..=ax], shape)?;
+    let mut out: Vec<i64> = x.shape()[..ax].iter().map(|&d| d as i64).collect();
+    out.extend(part.iter().map(|&d| d as i64));
+    out.extend(x.shape()[ax + 1..].iter().map(|&d| d as i64));
+    reshape(x, &out)
+}
+
+/// The `n`-th discrete difference along `axis`: `x[1:] - x[:-1]`, `n` times (bool arrays
+/// give `x[1:] != x[:-1]`).
+#[track_caller]
+pub fn diff(x: &Array, n: usize, axis: i32) -> Result<Array> {
+    if x.ndim() == 0 {
+        return Err(Error::invalid(
+            "diff",
+            "a 0-dimensional array has no axis to take differences along",
+        ));
+    }
+    let ax = normalize_axis("diff", axis, x.ndim())?;
+    let nd = x.ndim();
+    let mut y = x.clone();
+    for _ in 0..n {
+        let dim = y.shape()[ax] as i64;
+        if dim == 0 {
+            break;
+        }
+        let part = |b: i64, e: i64| {
+            let mut start = vec![0i64; nd];
+            let mut stop: Vec<i64> = y.shape().iter().map(|&d| d as i64).collect();
+            (start[ax], stop[ax]) = (b, e);
+            slice(&y, &start, &stop, &vec![1; nd])
+        };
+        let (hi, lo) = (part(1, dim)?, part(0, dim - 1)?);
+        y = if y.dtype() == crate::Dtype::Bool {
+            crate::ops::not_equal(&hi, &lo)?
+        } else {
+            crate::ops::subtract(&hi, &lo)?
+        };
+    }
+    Ok(y)
+}

@@ -121,3 +121,27 @@ pub fn topk(x: &Array, k: usize, axis: Option<i32>) -> Result<Array> {
     let p = partition(&xf, (dim - k) as i32, Some(ax as i32))?;
     crate::ops::slice(&p, &start, &stop, &vec![1; n])
 }
+
+/// Where `values` would go in the ascending 1-D `sorted`: per value, the number of elements
+/// below it (`right = false`) or at most it (`right = true`), as uint32 of `values`' shape.
+/// Compares every value with every element (memory `values.size * sorted.size`).
+#[track_caller]
+pub fn searchsorted(sorted: &Array, values: &Array, right: bool) -> Result<Array> {
+    if sorted.ndim() != 1 {
+        return Err(Error::invalid(
+            "searchsorted",
+            format!(
+                "the sorted sequence must be 1-D but has {} dimensions",
+                sorted.ndim()
+            ),
+        ));
+    }
+    let v = crate::ops::expand_dims(values, &[-1])?;
+    let below = if right {
+        crate::ops::less_equal(sorted, &v)?
+    } else {
+        crate::ops::less(sorted, &v)?
+    };
+    let n = crate::ops::sum(&below, Some(&[-1]), false)?;
+    Ok(crate::ops::astype(&n, Dtype::U32))
+}

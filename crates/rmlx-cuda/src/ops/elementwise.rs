@@ -144,6 +144,18 @@ pub(crate) fn unary_expr(op: UnaryOp, t: Dtype) -> Result<String> {
             Sin => format!("sinf({f})"),
             Cos => format!("cosf({f})"),
             Tanh => format!("tanhf({f})"),
+            Tan => format!("tanf({f})"),
+            ArcSin => format!("asinf({f})"),
+            ArcCos => format!("acosf({f})"),
+            ArcTan => format!("atanf({f})"),
+            Sinh => format!("sinhf({f})"),
+            Cosh => format!("coshf({f})"),
+            ArcSinh => format!("asinhf({f})"),
+            ArcCosh => format!("acoshf({f})"),
+            ArcTanh => format!("atanhf({f})"),
+            Expm1 => format!("expm1f({f})"),
+            Log2 => format!("log2f({f})"),
+            Log10 => format!("log10f({f})"),
             Sigmoid => format!("sigmoid_f({f})"),
             Erf => format!("erff({f})"),
             ErfInv => format!("erfinvf({f})"),
@@ -230,6 +242,7 @@ pub(crate) fn binary_expr(op: BinaryOp, t: Dtype) -> Result<String> {
             Maximum => ar(format!("kmax_f({x}, {y})")),
             Minimum => ar(format!("kmin_f({x}, {y})")),
             Remainder => ar(format!("py_fmod({x}, {y})")),
+            ArcTan2 => ar(format!("atan2f({x}, {y})")),
             Equal => cmp("=="),
             NotEqual => cmp("!="),
             Less => cmp("<"),
@@ -255,6 +268,12 @@ pub(crate) fn binary_expr(op: BinaryOp, t: Dtype) -> Result<String> {
                 "(boolean)(v0 & v1)".into()
             }
             Remainder => "(boolean)0".into(),
+            ArcTan2 => {
+                return Err(Error::dtype(
+                    "cuda",
+                    "ArcTan2 is not defined for bool (the op converts to float)",
+                ))
+            }
             Power => "(boolean)(v0 | (v1 ^ 1))".into(),
             LeftShift => "(boolean)(((u8)(v0 << (v1 & 7))) != 0)".into(),
             RightShift => "(boolean)((v0 >> (v1 & 7)) != 0)".into(),
@@ -290,6 +309,12 @@ pub(crate) fn binary_expr(op: BinaryOp, t: Dtype) -> Result<String> {
         LogicalAnd => "(boolean)(v0 != 0 && v1 != 0)".into(),
         LogicalOr => "(boolean)(v0 != 0 || v1 != 0)".into(),
         Divide => format!("from_d<{ct}>(to_d(v0) / to_d(v1))"),
+        ArcTan2 => {
+            return Err(Error::dtype(
+                "cuda",
+                format!("ArcTan2 is not defined for {t} (the op converts to float)"),
+            ))
+        }
     })
 }
 
@@ -368,6 +393,18 @@ mod tests {
                 UnaryOp::LogicalNot,
                 UnaryOp::BitwiseInvert,
                 UnaryOp::Silu,
+                UnaryOp::Tan,
+                UnaryOp::ArcSin,
+                UnaryOp::ArcCos,
+                UnaryOp::ArcTan,
+                UnaryOp::Sinh,
+                UnaryOp::Cosh,
+                UnaryOp::ArcSinh,
+                UnaryOp::ArcCosh,
+                UnaryOp::ArcTanh,
+                UnaryOp::Expm1,
+                UnaryOp::Log2,
+                UnaryOp::Log10,
             ] {
                 if let Ok(e) = unary_expr(op, s) {
                     add(source(
@@ -390,6 +427,7 @@ mod tests {
                 BinaryOp::LeftShift,
                 BinaryOp::RightShift,
                 BinaryOp::BitwiseXor,
+                BinaryOp::ArcTan2,
             ] {
                 if let Ok(e) = binary_expr(op, s) {
                     let od = if op.is_predicate() { Dtype::Bool } else { s };

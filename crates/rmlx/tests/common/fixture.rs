@@ -13,10 +13,12 @@ pub struct Fixture {
 }
 
 pub fn load_fixture() -> Fixture {
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/ops_elementwise"
-    );
+    load_fixture_dir("ops_elementwise")
+}
+
+/// The fixture in `tests/fixtures/<name>` (same layout: `data.safetensors`, `cases.json`).
+pub fn load_fixture_dir(name: &str) -> Fixture {
+    let dir = format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     let bytes = std::fs::read(format!("{dir}/data.safetensors")).expect("fixture data");
     let meta: Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{dir}/cases.json")).expect("cases"))

@@ -4,7 +4,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy
 
-from . import fast as fast, random as random
+from . import cuda as cuda, fast as fast, linalg as linalg, metal as metal, random as random
 
 ArrayLike = Union["array", bool, int, float, Sequence[Any], numpy.ndarray]
 DtypeLike = Union["Dtype", str, type]
@@ -273,22 +273,22 @@ class array:
 
 class Dtype:
     """An array element type, as `mlx.core.Dtype`."""
-    def __eq__(self, value: Any, /) -> array:
+    def __eq__(self, value: Any, /) -> bool:
         """Return self==value."""
 
-    def __ge__(self, value: Any, /) -> array:
+    def __ge__(self, value: Any, /) -> bool:
         """Return self>=value."""
 
-    def __gt__(self, value: Any, /) -> array:
+    def __gt__(self, value: Any, /) -> bool:
         """Return self>value."""
 
-    def __le__(self, value: Any, /) -> array:
+    def __le__(self, value: Any, /) -> bool:
         """Return self<=value."""
 
-    def __lt__(self, value: Any, /) -> array:
+    def __lt__(self, value: Any, /) -> bool:
         """Return self<value."""
 
-    def __ne__(self, value: Any, /) -> array:
+    def __ne__(self, value: Any, /) -> bool:
         """Return self!=value."""
 
     @property
@@ -296,51 +296,85 @@ class Dtype:
         """Bytes per element."""
 
 
-class DeviceType:
-    """The kind of a device (`mx.cpu`, `mx.gpu`)."""
-    cpu: DeviceType
-    gpu: DeviceType
-    def __eq__(self, value: Any, /) -> array:
+class DtypeCategory:
+    """A kind of dtypes, as `mlx.core.DtypeCategory`: `generic` ⊃ `number` ⊃ `inexact`
+    (`floating`, `complexfloating`) and `integer` (`signedinteger`, `unsignedinteger`);
+    `bool` is only `generic`."""
+    complexfloating: DtypeCategory
+    floating: DtypeCategory
+    inexact: DtypeCategory
+    signedinteger: DtypeCategory
+    unsignedinteger: DtypeCategory
+    integer: DtypeCategory
+    number: DtypeCategory
+    generic: DtypeCategory
+    def __eq__(self, value: Any, /) -> bool:
         """Return self==value."""
 
-    def __ge__(self, value: Any, /) -> array:
+    def __ge__(self, value: Any, /) -> bool:
         """Return self>=value."""
 
-    def __gt__(self, value: Any, /) -> array:
+    def __gt__(self, value: Any, /) -> bool:
         """Return self>value."""
 
     def __int__(self, /) -> int:
         """int(self)"""
 
-    def __le__(self, value: Any, /) -> array:
+    def __le__(self, value: Any, /) -> bool:
         """Return self<=value."""
 
-    def __lt__(self, value: Any, /) -> array:
+    def __lt__(self, value: Any, /) -> bool:
         """Return self<value."""
 
-    def __ne__(self, value: Any, /) -> array:
+    def __ne__(self, value: Any, /) -> bool:
+        """Return self!=value."""
+
+
+class DeviceType:
+    """The kind of a device (`mx.cpu`, `mx.gpu`)."""
+    cpu: DeviceType
+    gpu: DeviceType
+    def __eq__(self, value: Any, /) -> bool:
+        """Return self==value."""
+
+    def __ge__(self, value: Any, /) -> bool:
+        """Return self>=value."""
+
+    def __gt__(self, value: Any, /) -> bool:
+        """Return self>value."""
+
+    def __int__(self, /) -> int:
+        """int(self)"""
+
+    def __le__(self, value: Any, /) -> bool:
+        """Return self<=value."""
+
+    def __lt__(self, value: Any, /) -> bool:
+        """Return self<value."""
+
+    def __ne__(self, value: Any, /) -> bool:
         """Return self!=value."""
 
 
 class Device:
     """A processor: `Device(mx.cpu)` or `Device(mx.gpu, index)`."""
     def __init__(self, type: DeviceType, index: int = 0) -> None: ...
-    def __eq__(self, value: Any, /) -> array:
+    def __eq__(self, value: Any, /) -> bool:
         """Return self==value."""
 
-    def __ge__(self, value: Any, /) -> array:
+    def __ge__(self, value: Any, /) -> bool:
         """Return self>=value."""
 
-    def __gt__(self, value: Any, /) -> array:
+    def __gt__(self, value: Any, /) -> bool:
         """Return self>value."""
 
-    def __le__(self, value: Any, /) -> array:
+    def __le__(self, value: Any, /) -> bool:
         """Return self<=value."""
 
-    def __lt__(self, value: Any, /) -> array:
+    def __lt__(self, value: Any, /) -> bool:
         """Return self<value."""
 
-    def __ne__(self, value: Any, /) -> array:
+    def __ne__(self, value: Any, /) -> bool:
         """Return self!=value."""
 
     @property
@@ -356,22 +390,22 @@ class Stream:
     """An ordered queue of work on a device; ops built inside `with mx.stream(s):` (or given
     `stream=s`) run on it."""
     def __init__(self, device: Union[Device, DeviceType], index: int = 0) -> None: ...
-    def __eq__(self, value: Any, /) -> array:
+    def __eq__(self, value: Any, /) -> bool:
         """Return self==value."""
 
-    def __ge__(self, value: Any, /) -> array:
+    def __ge__(self, value: Any, /) -> bool:
         """Return self>=value."""
 
-    def __gt__(self, value: Any, /) -> array:
+    def __gt__(self, value: Any, /) -> bool:
         """Return self>value."""
 
-    def __le__(self, value: Any, /) -> array:
+    def __le__(self, value: Any, /) -> bool:
         """Return self<=value."""
 
-    def __lt__(self, value: Any, /) -> array:
+    def __lt__(self, value: Any, /) -> bool:
         """Return self<value."""
 
-    def __ne__(self, value: Any, /) -> array:
+    def __ne__(self, value: Any, /) -> bool:
         """Return self!=value."""
 
     @property
@@ -392,14 +426,73 @@ class StreamContext:
         ...
 
 
+class finfo:
+    """The limits of a float dtype, as `mlx.core.finfo`."""
+    def __init__(self, dtype: DtypeLike) -> None: ...
+    @property
+    def bits(self) -> int:
+        """Bits per element."""
+
+    @property
+    def dtype(self) -> Dtype:
+        ...
+
+    @property
+    def eps(self) -> float:
+        """The distance from 1 to the next larger value."""
+
+    @property
+    def max(self) -> float:
+        """The largest finite value."""
+
+    @property
+    def min(self) -> float:
+        """The lowest finite value."""
+
+    @property
+    def smallest_normal(self) -> float:
+        """The smallest positive normal value."""
+
+
+class iinfo:
+    """The limits of an integer dtype, as `mlx.core.iinfo`."""
+    def __init__(self, dtype: DtypeLike) -> None: ...
+    @property
+    def dtype(self) -> Dtype:
+        ...
+
+    @property
+    def max(self) -> int:
+        """The largest value."""
+
+    @property
+    def min(self) -> int:
+        """The lowest value."""
+
+
 bfloat16: Dtype
 bool: Dtype
+bool_: Dtype
+complexfloating: DtypeCategory
+e: float
+euler_gamma: float
 float16: Dtype
 float32: Dtype
+floating: DtypeCategory
+generic: DtypeCategory
+inexact: DtypeCategory
+inf: float
 int32: Dtype
 int64: Dtype
+integer: DtypeCategory
+nan: float
+number: DtypeCategory
+pi: float
+signedinteger: DtypeCategory
 uint32: Dtype
 uint8: Dtype
+unsignedinteger: DtypeCategory
+newaxis: None
 cpu: DeviceType
 gpu: DeviceType
 __version__: str
@@ -407,8 +500,17 @@ __version__: str
 def abs(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise absolute value."""
 
+def acos(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise inverse cosine."""
+
+def acosh(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise inverse hyperbolic cosine."""
+
 def add(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise `a + b` with broadcasting."""
+
+def addmm(c: ArrayLike, a: ArrayLike, b: ArrayLike, /, alpha: float = 1.0, beta: float = 1.0, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """`alpha * (a @ b) + beta * c`."""
 
 def all(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, keepdims: bool = False, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Whether all elements over `axis` are true."""
@@ -422,6 +524,27 @@ def any(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, keepdims:
 def arange(*args: Any, dtype: Optional[DtypeLike] = None, stream: Optional[StreamOrDevice] = None) -> array:
     """`arange(stop)`, `arange(start, stop, step=1)`: evenly spaced values in `[start, stop)`;
     int32 when every bound is an int, else float32."""
+
+def arccos(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise inverse cosine."""
+
+def arccosh(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise inverse hyperbolic cosine."""
+
+def arcsin(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise inverse sine."""
+
+def arcsinh(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise inverse hyperbolic sine."""
+
+def arctan(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise inverse tangent."""
+
+def arctan2(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise angle of the point `(b, a)`, in `[-pi, pi]`."""
+
+def arctanh(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise inverse hyperbolic tangent."""
 
 def argmax(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, keepdims: bool = False, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Index of the maximum along `axis` (of the flattened array when None), as uint32."""
@@ -438,6 +561,15 @@ def argsort(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = ..., *, str
 def array_equal(a: ArrayLike, b: ArrayLike, /, equal_nan: bool = False, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Whether `a` and `b` have the same shape and elements."""
 
+def asarray(a: ArrayLike, dtype: Optional[DtypeLike] = None, *, copy: Optional[bool] = None) -> array:
+    """`a` as an array (no copy when it already is one of `dtype`)."""
+
+def asin(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise inverse sine."""
+
+def asinh(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise inverse hyperbolic sine."""
+
 def astype(a: ArrayLike, /, dtype: Optional[DtypeLike], *, stream: Optional[StreamOrDevice] = None) -> array:
     """`a` converted to `dtype`."""
 
@@ -445,23 +577,61 @@ def async_eval(*args: Any) -> None:
     """Starts computing the given arrays on a background thread and returns at once; reading
     them (or `mx.eval`) waits for the result."""
 
+def atan(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise inverse tangent."""
+
+def atan2(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise angle of the point `(b, a)`, in `[-pi, pi]`."""
+
+def atanh(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise inverse hyperbolic tangent."""
+
+def atleast_1d(*arys: Any, stream: Optional[StreamOrDevice] = None) -> Union[array, List[array]]:
+    """The arrays with at least one dimension (one array, or a list for several)."""
+
+def atleast_2d(*arys: Any, stream: Optional[StreamOrDevice] = None) -> Union[array, List[array]]:
+    """The arrays with at least two dimensions (`[k]` becomes `[1, k]`)."""
+
+def atleast_3d(*arys: Any, stream: Optional[StreamOrDevice] = None) -> Union[array, List[array]]:
+    """The arrays with at least three dimensions (`[k]` becomes `[1, k, 1]`, `[m, k]` becomes
+    `[m, k, 1]`)."""
+
+def bartlett(M: int, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """The Bartlett (triangular) window of `M` points (float32)."""
+
 def bitwise_and(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise bitwise and of integers."""
 
 def bitwise_invert(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise bitwise not of an integer or bool array."""
 
+def bitwise_left_shift(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise `a << b`."""
+
 def bitwise_or(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise bitwise or of integers."""
+
+def bitwise_right_shift(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise `a >> b`."""
 
 def bitwise_xor(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise bitwise xor of integers."""
 
+def blackman(M: int, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """The Blackman window of `M` points (float32)."""
+
 def broadcast_arrays(*arrays: Any, stream: Optional[StreamOrDevice] = None) -> List[array]:
     """The arrays broadcast to their common shape."""
 
+def broadcast_shapes(*shapes: Any) -> Tuple[int, ...]:
+    """The shape that the given shapes broadcast to."""
+
 def broadcast_to(a: ArrayLike, /, shape: ShapeLike, *, stream: Optional[StreamOrDevice] = None) -> array:
     """`a` broadcast to `shape` (a view)."""
+
+def can_cast(from_: Union[array, Dtype], to: Dtype) -> bool:
+    """Whether values of `from_` (an array or dtype) convert to `to` under type promotion
+    (promoting the two gives `to`)."""
 
 def ceil(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise ceiling (integers unchanged)."""
@@ -472,6 +642,10 @@ def clear_cache() -> None:
 def clip(a: ArrayLike, /, a_min: ArrayLike, a_max: ArrayLike, *, stream: Optional[StreamOrDevice] = None) -> array:
     """`a` clamped into `[a_min, a_max]` (either bound may be None)."""
 
+def compile(fun: Any, inputs: Optional[Any] = None, outputs: Optional[Any] = None, shapeless: bool = False) -> Any:
+    """Returns `fun` unchanged: rmlx does not trace or fuse functions, and a compiled function
+    computes the same values as the original, so code written for `mx.compile` runs as is."""
+
 def concat(arrays: Any, /, axis: Union[int, Sequence[int], None] = 0, *, stream: Optional[StreamOrDevice] = None) -> array:
     """The arrays joined along an existing `axis` (default 0)."""
 
@@ -481,8 +655,46 @@ def concatenate(arrays: Any, /, axis: Union[int, Sequence[int], None] = 0, *, st
 def contiguous(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """A row-contiguous copy of `a` (`a` itself when it already is)."""
 
+def conv1d(input: ArrayLike, weight: ArrayLike, /, stride: Union[int, Sequence[int], None] = None, padding: Optional[Union[int, Sequence[int], Tuple[Sequence[int], Sequence[int]]]] = None, dilation: Optional[Union[int, Sequence[int]]] = None, groups: int = 1, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """1-D convolution (cross-correlation) of `input: [N, L, C_in]` with
+    `weight: [C_out, K, C_in / groups]`."""
+
+def conv2d(input: ArrayLike, weight: ArrayLike, /, stride: Union[int, Sequence[int], None] = None, padding: Optional[Union[int, Sequence[int], Tuple[Sequence[int], Sequence[int]]]] = None, dilation: Optional[Union[int, Sequence[int]]] = None, groups: int = 1, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """2-D convolution of `input: [N, H, W, C_in]` with `weight: [C_out, KH, KW, C_in / groups]`;
+    `stride`, `padding`, `dilation` are ints or pairs."""
+
+def conv3d(input: ArrayLike, weight: ArrayLike, /, stride: Union[int, Sequence[int], None] = None, padding: Optional[Union[int, Sequence[int], Tuple[Sequence[int], Sequence[int]]]] = None, dilation: Optional[Union[int, Sequence[int]]] = None, groups: int = 1, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """3-D convolution of `input: [N, D, H, W, C_in]` with
+    `weight: [C_out, KD, KH, KW, C_in / groups]`."""
+
+def conv_general(input: ArrayLike, weight: ArrayLike, /, stride: Union[int, Sequence[int], None] = None, padding: Optional[Union[int, Sequence[int], Tuple[Sequence[int], Sequence[int]]]] = None, kernel_dilation: Optional[Union[int, Sequence[int]]] = None, input_dilation: Optional[Union[int, Sequence[int]]] = None, groups: int = 1, flip: bool = False, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """The general convolution: `padding` an int, a list (both sides) or a pair of lists (low,
+    high); `kernel_dilation`; `input_dilation` (zeros between input elements); `flip` for a
+    true convolution."""
+
+def conv_transpose1d(input: ArrayLike, weight: ArrayLike, /, stride: Union[int, Sequence[int], None] = None, padding: Optional[Union[int, Sequence[int], Tuple[Sequence[int], Sequence[int]]]] = None, dilation: Optional[Union[int, Sequence[int]]] = None, output_padding: Optional[Union[int, Sequence[int]]] = None, groups: int = 1, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """1-D transposed convolution of `input: [N, L, C_in]` with `weight: [C_out, K, C_in]`."""
+
+def conv_transpose2d(input: ArrayLike, weight: ArrayLike, /, stride: Union[int, Sequence[int], None] = None, padding: Optional[Union[int, Sequence[int], Tuple[Sequence[int], Sequence[int]]]] = None, dilation: Optional[Union[int, Sequence[int]]] = None, output_padding: Optional[Union[int, Sequence[int]]] = None, groups: int = 1, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """2-D transposed convolution of `input: [N, H, W, C_in]` with
+    `weight: [C_out, KH, KW, C_in]`."""
+
+def conv_transpose3d(input: ArrayLike, weight: ArrayLike, /, stride: Union[int, Sequence[int], None] = None, padding: Optional[Union[int, Sequence[int], Tuple[Sequence[int], Sequence[int]]]] = None, dilation: Optional[Union[int, Sequence[int]]] = None, output_padding: Optional[Union[int, Sequence[int]]] = None, groups: int = 1, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """3-D transposed convolution of `input: [N, D, H, W, C_in]` with
+    `weight: [C_out, KD, KH, KW, C_in]`."""
+
+def convolve(a: ArrayLike, v: ArrayLike, /, mode: str = 'full', *, stream: Optional[StreamOrDevice] = None) -> array:
+    """The discrete convolution of two 1-D arrays (the longer is the signal, the kernel is
+    flipped): `mode` "full", "same" or "valid"."""
+
 def cos(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise cosine."""
+
+def cosh(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise hyperbolic cosine."""
+
+def count_nonzero(a: ArrayLike, /, *, axis: Union[int, Sequence[int], None] = None, keepdims: bool = False, stream: Optional[StreamOrDevice] = None) -> array:
+    """Number of non-zero elements over `axis` (int32)."""
 
 def cummax(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, *, reverse: bool = False, inclusive: bool = True, stream: Optional[StreamOrDevice] = None) -> array:
     """Cumulative maximum along `axis`."""
@@ -490,11 +702,19 @@ def cummax(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, *, rev
 def cummin(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, *, reverse: bool = False, inclusive: bool = True, stream: Optional[StreamOrDevice] = None) -> array:
     """Cumulative minimum along `axis`."""
 
-def cumprod(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, *, reverse: bool = False, inclusive: bool = True, stream: Optional[StreamOrDevice] = None) -> array:
-    """Cumulative product along `axis`."""
+def cumprod(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, *, reverse: bool = False, inclusive: bool = True, dtype: Optional[DtypeLike] = None, stream: Optional[StreamOrDevice] = None) -> array:
+    """Cumulative product along `axis`, of `a` cast to `dtype` when given."""
 
-def cumsum(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, *, reverse: bool = False, inclusive: bool = True, stream: Optional[StreamOrDevice] = None) -> array:
-    """Cumulative sum along `axis` (of the flattened array when None)."""
+def cumsum(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, *, reverse: bool = False, inclusive: bool = True, dtype: Optional[DtypeLike] = None, stream: Optional[StreamOrDevice] = None) -> array:
+    """Cumulative sum along `axis` (of the flattened array when None), of `a` cast to
+    `dtype` when given."""
+
+def cumulative_prod(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, *, reverse: bool = False, inclusive: bool = True, dtype: Optional[DtypeLike] = None, stream: Optional[StreamOrDevice] = None) -> array:
+    """Cumulative product along `axis`, of `a` cast to `dtype` when given."""
+
+def cumulative_sum(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, *, reverse: bool = False, inclusive: bool = True, dtype: Optional[DtypeLike] = None, stream: Optional[StreamOrDevice] = None) -> array:
+    """Cumulative sum along `axis` (of the flattened array when None), of `a` cast to
+    `dtype` when given."""
 
 def default_device() -> Device:
     """The device ops run on when no stream is given."""
@@ -503,11 +723,50 @@ def default_stream(device: Optional[Union[Device, DeviceType]] = None) -> Stream
     """The stream ops run on by default: the innermost `with mx.stream(...)` of this thread, else
     stream 0 of `device` (the default device when None)."""
 
+def degrees(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Radians to degrees."""
+
 def dequantize(w: ArrayLike, /, scales: ArrayLike, biases: Optional[ArrayLike] = None, group_size: int = 64, bits: int = 4, mode: str = 'affine', dtype: Optional[DtypeLike] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Unpacks `(w, scales, biases)` back to `[..., N, K]`: `scale * q + bias`."""
 
+def device_count(device_type: DeviceType) -> int:
+    """Number of devices of a kind: 1 CPU, and the CUDA devices present."""
+
+def device_info(d: Union[None, Device, DeviceType] = None) -> Dict[str, Any]:
+    """A description of a device (the default device when None): its name and kind."""
+
+def diag(a: ArrayLike, /, k: int = 0, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """The `k`-th diagonal of a 2-D `a`, or a 2-D array with the 1-D `a` on its `k`-th
+    diagonal."""
+
+def diagonal(a: ArrayLike, offset: int = 0, axis1: int = 0, axis2: int = 1, stream: Optional[StreamOrDevice] = None) -> array:
+    """The diagonal at `offset` of the matrices spanned by `axis1` and `axis2` (the last axis
+    of the result)."""
+
+def diff(a: ArrayLike, /, n: int = 1, axis: Union[int, Sequence[int], None] = ..., *, stream: Optional[StreamOrDevice] = None) -> array:
+    """The `n`-th discrete difference along `axis` (`a[1:] - a[:-1]`, `n` times)."""
+
+def disable_compile() -> None:
+    """Does nothing: `compile` never compiles (see `compile`)."""
+
 def divide(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise true division (integers give float32)."""
+
+def divmod(a: ArrayLike, b: ArrayLike, *, stream: Optional[StreamOrDevice] = None) -> List[array]:
+    """`[a // b, a % b]` elementwise, with Python's sign rules."""
+
+def einsum(subscripts: str, *operands: Any, stream: Optional[StreamOrDevice] = None) -> array:
+    """Einstein summation over the operands' labelled axes: `"ij,jk->ik"`, `"bhqd,bhkd->bhqk"`,
+    `"ii->i"`, `"...ij,...jk"` (without `->` the output is the labels used once, sorted)."""
+
+def empty(shape: ShapeLike, dtype: Optional[DtypeLike] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Uninitialised memory is never handed out: an array of `shape` filled with zeros."""
+
+def empty_like(a: ArrayLike, /, dtype: Optional[DtypeLike] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Zeros with the shape of `a` (and its dtype unless `dtype` is given)."""
+
+def enable_compile() -> None:
+    """Does nothing: `compile` never compiles (see `compile`)."""
 
 def equal(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise `a == b` (bool)."""
@@ -527,11 +786,17 @@ def exp(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
 def expand_dims(a: ArrayLike, /, axis: Union[int, Sequence[int], None], *, stream: Optional[StreamOrDevice] = None) -> array:
     """`a` with unit axes inserted at `axis` (an int or a sequence)."""
 
+def expm1(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise `e^a - 1`, accurate for small `a`."""
+
 def eye(n: int, m: Optional[int] = None, k: int = 0, dtype: Optional[DtypeLike] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
     """An `n x m` matrix with ones on diagonal `k`."""
 
 def flatten(a: ArrayLike, /, start_axis: int = 0, end_axis: int = ..., *, stream: Optional[StreamOrDevice] = None) -> array:
     """Axes `start_axis..=end_axis` of `a` merged into one."""
+
+def flip(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """`a` reversed along `axis` (an int or a sequence; every axis when None)."""
 
 def floor(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise floor (integers unchanged)."""
@@ -545,11 +810,23 @@ def full(shape: ShapeLike, vals: ArrayLike, dtype: Optional[DtypeLike] = None, *
 def full_like(a: ArrayLike, vals: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """`vals` with the shape and dtype of `a`."""
 
+def gather_mm(a: ArrayLike, b: ArrayLike, /, lhs_indices: Optional[ArrayLike] = None, rhs_indices: Optional[ArrayLike] = None, *, sorted_indices: bool = False, stream: Optional[StreamOrDevice] = None) -> array:
+    """Matrix product with a matrix-level gather: `result[i] = a[lhs_indices[i]] @
+    b[rhs_indices[i]]`, the indices flat over the batch axes of `a` and `b`."""
+
+def gather_qmm(x: ArrayLike, w: ArrayLike, /, scales: ArrayLike, biases: Optional[ArrayLike] = None, lhs_indices: Optional[ArrayLike] = None, rhs_indices: Optional[ArrayLike] = None, transpose: bool = True, group_size: Optional[int] = None, bits: Optional[int] = None, mode: str = 'affine', global_scale: Optional[ArrayLike] = None, *, sorted_indices: bool = False, stream: Optional[StreamOrDevice] = None) -> array:
+    """`quantized_matmul` with a matrix-level gather (MoE experts): `result[i] =
+    quantized_matmul(x[lhs_indices[i]], w[rhs_indices[i]], ...)` over the batch axes of `x`
+    and of the stacked `w`, `scales`, `biases`."""
+
 def get_active_memory() -> int:
     """Bytes held by live arrays (mapped files are not counted)."""
 
 def get_cache_memory() -> int:
     """Bytes kept in the allocation cache for reuse."""
+
+def get_memory_limit() -> int:
+    """The current cap on host allocations (see `set_memory_limit`)."""
 
 def get_peak_memory() -> int:
     """The largest active memory since the start or the last `reset_peak_memory`."""
@@ -560,14 +837,53 @@ def greater(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] =
 def greater_equal(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise `a >= b`."""
 
+def hadamard_transform(a: ArrayLike, scale: Optional[float] = None, stream: Optional[StreamOrDevice] = None) -> array:
+    """The Walsh-Hadamard transform along the last axis (a power-of-two length), times
+    `scale` (default `1/sqrt(n)`)."""
+
+def hamming(M: int, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """The Hamming window of `M` points (float32)."""
+
+def hanning(M: int, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """The Hann window of `M` points (float32)."""
+
 def identity(n: int, dtype: Optional[DtypeLike] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
     """The `n x n` identity matrix."""
+
+def inner(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """The sum product over the last axes of `a` and `b`."""
 
 def is_available(device: Union[Device, DeviceType]) -> bool:
     """Whether `device` can run work here."""
 
 def isclose(a: ArrayLike, b: ArrayLike, /, rtol: float = 1e-05, atol: float = 1e-08, *, equal_nan: bool = False, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise `|a - b| <= atol + rtol * |b|`."""
+
+def isdtype(dtype: Optional[DtypeLike], kind: Union[Dtype, str, Tuple[Any, ...]]) -> bool:
+    """Whether `dtype` is of `kind`: a dtype, one of the array API's names ("bool", "signed
+    integer", "unsigned integer", "integral", "real floating", "complex floating",
+    "numeric"), or a tuple of those."""
+
+def isfinite(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Where `a` is finite: neither infinite nor NaN (bool)."""
+
+def isinf(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Where `a` is +inf or -inf (bool)."""
+
+def isnan(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Where `a` is NaN (bool)."""
+
+def isneginf(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Where `a` is -inf (bool)."""
+
+def isposinf(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Where `a` is +inf (bool)."""
+
+def issubdtype(arg1: Union[Dtype, DtypeCategory], arg2: Union[Dtype, DtypeCategory]) -> bool:
+    """Whether `arg1` (a dtype or category) is `arg2` or lies within the category `arg2`."""
+
+def kron(a: ArrayLike, b: ArrayLike, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """The Kronecker product of `a` and `b`."""
 
 def left_shift(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise `a << b`."""
@@ -588,8 +904,17 @@ def load(file: Union[str, os.PathLike], /, format: Optional[str] = None, return_
 def log(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise natural logarithm."""
 
+def log10(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise base-10 logarithm."""
+
 def log1p(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise `log(1 + a)`, accurate for small `a`."""
+
+def log2(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise base-2 logarithm."""
+
+def logaddexp(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise `log(e^a + e^b)`, without overflow."""
 
 def logical_and(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise logical and (bool)."""
@@ -600,11 +925,22 @@ def logical_not(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> 
 def logical_or(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise logical or (bool)."""
 
+def logical_xor(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise exclusive or of truth values (bool)."""
+
 def logsumexp(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, keepdims: bool = False, *, stream: Optional[StreamOrDevice] = None) -> array:
     """`log(sum(exp(a)))` over `axis`, computed stably."""
 
 def matmul(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Matrix product with NumPy's batching rules."""
+
+def matrix_norm(a: ArrayLike, /, ord: Union[None, int, float, str] = None, axis: Union[int, Sequence[int], None] = None, keepdims: bool = False, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Vector and matrix norms: `ord` None (2-norm / Frobenius), a number (vectors: p-norm, 0
+    counts non-zeros, ±inf max/min of |a|; matrices: ±1 column sums, ±inf row sums) or
+    "fro". `axis` picks one (vector) or two (matrix) axes; None takes `a` whole."""
+
+def matrix_transpose(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """`a` with its last two axes exchanged."""
 
 def max(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, keepdims: bool = False, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Maximum over `axis`."""
@@ -615,17 +951,32 @@ def maximum(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] =
 def mean(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, keepdims: bool = False, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Mean over `axis`."""
 
+def median(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, keepdims: bool = False, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """The median over `axis`: the middle sorted value, or the mean of the two middle ones
+    (float; NaN when the values hold a NaN)."""
+
+def meshgrid(*arrays: Any, sparse: bool = False, indexing: str = 'xy', stream: Optional[StreamOrDevice] = None) -> Tuple[array, ...]:
+    """Coordinate arrays from coordinate vectors (inputs are flattened): `indexing` "xy"
+    (Cartesian) or "ij" (matrix); `sparse` keeps each output broadcastable."""
+
 def min(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, keepdims: bool = False, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Minimum over `axis`."""
 
 def minimum(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise minimum."""
 
+def minmax(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, keepdims: bool = False, *, stream: Optional[StreamOrDevice] = None) -> Tuple[array, array]:
+    """`(min, max)` over `axis`."""
+
 def moveaxis(a: ArrayLike, /, source: int, destination: int, *, stream: Optional[StreamOrDevice] = None) -> array:
     """`a` with axis `source` moved to `destination`."""
 
 def multiply(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise `a * b`."""
+
+def nan_to_num(a: ArrayLike, nan: float = 0.0, posinf: Optional[float] = None, neginf: Optional[float] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """`a` with NaN replaced by `nan`, +inf by `posinf` and -inf by `neginf` (by default the
+    largest and lowest finite values of the dtype); integer arrays are returned unchanged."""
 
 def negative(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise `-a`."""
@@ -643,12 +994,24 @@ def ones(shape: ShapeLike, dtype: Optional[DtypeLike] = None, *, stream: Optiona
 def ones_like(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Ones with the shape and dtype of `a`."""
 
+def outer(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """The outer product of the flattened `a` and `b`."""
+
 def pad(a: ArrayLike, pad_width: Union[int, Tuple[int, int], Sequence[Tuple[int, int]]], mode: str = 'constant', constant_values: float = 0.0, *, stream: Optional[StreamOrDevice] = None) -> array:
     """`a` padded with `constant_values`: `pad_width` is an int, a `(before, after)` pair, or one
     pair per axis. Only `mode="constant"`."""
 
 def partition(a: ArrayLike, /, kth: int, axis: Union[int, Sequence[int], None] = ..., *, stream: Optional[StreamOrDevice] = None) -> array:
     """`a` partitioned along `axis`: element `kth` in its sorted place, smaller ones before it."""
+
+def permute_dims(a: ArrayLike, /, axes: Union[int, Sequence[int], None] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """`a` with its axes permuted by `axes` (reversed when None); the array API's `transpose`."""
+
+def positive(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise `+a` (a copy of `a`)."""
+
+def pow(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise `a ** b`."""
 
 def power(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise `a ** b`."""
@@ -667,11 +1030,18 @@ def quantized_matmul(x: ArrayLike, w: ArrayLike, /, scales: ArrayLike, biases: O
     """`x @ dequantize(w).T` (`transpose=True`, the layout of `nn.QuantizedLinear`) or
     `x @ dequantize(w)`, without materialising the dequantized matrix."""
 
+def radians(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Degrees to radians."""
+
 def reciprocal(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise `1 / a`."""
 
 def remainder(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise `a % b` (sign of the divisor, as Python)."""
+
+def repeat(array: ArrayLike, repeats: int, axis: Union[int, Sequence[int], None] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Each element of `array` repeated `repeats` times along `axis` (of the flattened array
+    when None)."""
 
 def reset_peak_memory() -> None:
     """Starts peak tracking again from the current active memory."""
@@ -679,8 +1049,16 @@ def reset_peak_memory() -> None:
 def reshape(a: ArrayLike, /, shape: ShapeLike, *, stream: Optional[StreamOrDevice] = None) -> array:
     """The elements of `a` in `shape` (one entry may be -1)."""
 
+def result_type(*arrays_and_dtypes: Any) -> Dtype:
+    """The dtype MLX's promotion gives the arrays and dtypes together."""
+
 def right_shift(a: ArrayLike, b: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise `a >> b`."""
+
+def roll(a: ArrayLike, shift: Union[int, Sequence[int]], axis: Union[int, Sequence[int], None] = None, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """`a` rolled by `shift` along `axis`: elements that leave one end enter at the other.
+    Without `axis` the flattened array rolls (by the sum of the shifts); one shift rolls
+    every given axis; one axis rolls by the sum of the shifts; else they pair up."""
 
 def round(a: ArrayLike, /, decimals: int = 0, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise rounding to `decimals` places (halves to even, as NumPy)."""
@@ -693,6 +1071,11 @@ def save(file: Union[str, os.PathLike], arr: ArrayLike) -> None:
 
 def save_safetensors(file: Union[str, os.PathLike], arrays: Any, metadata: Optional[Dict[str, str]] = None) -> None:
     """Saves `arrays` (a dict of name → array) to a safetensors file with string `metadata`."""
+
+def searchsorted(sorted_sequence: ArrayLike, values: ArrayLike, /, side: str = 'left', *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Indices (uint32, of `values`' shape) where `values` would be inserted to keep the 1-D
+    `sorted_sequence` sorted: the number of elements below each value (`side="left"`) or at
+    most it (`side="right"`)."""
 
 def set_cache_limit(limit: int) -> int:
     """Caps the allocation cache; returns the previous cap."""
@@ -715,6 +1098,9 @@ def sign(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
 
 def sin(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise sine."""
+
+def sinh(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise hyperbolic sine."""
 
 def softmax(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, *, precise: bool = False, stream: Optional[StreamOrDevice] = None) -> array:
     """Softmax over `axis` (all axes when None); `precise` accumulates half inputs in float32."""
@@ -740,6 +1126,9 @@ def stack(arrays: Any, /, axis: Union[int, Sequence[int], None] = 0, *, stream: 
 def std(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, keepdims: bool = False, ddof: int = 0, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Standard deviation over `axis` (`sqrt(var)`)."""
 
+def stop_gradient(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """`a` itself (there are no gradients to stop in rmlx)."""
+
 def stream(s: StreamOrDevice) -> StreamContext:
     """`with mx.stream(s):` runs the ops built in the block on `s` (a `Stream`, `Device`,
     `mx.cpu` or `mx.gpu`)."""
@@ -762,14 +1151,31 @@ def take(a: ArrayLike, /, indices: ArrayLike, axis: Union[int, Sequence[int], No
 def take_along_axis(a: ArrayLike, /, indices: ArrayLike, axis: Union[int, Sequence[int], None] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elements of `a` at `indices` (broadcast against `a`) along `axis`."""
 
+def tan(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise tangent."""
+
 def tanh(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elementwise hyperbolic tangent."""
+
+def tensordot(a: ArrayLike, b: ArrayLike, /, axes: Union[int, Sequence[Sequence[int]]] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """The sum product over axes: `axes=n` contracts the last `n` axes of `a` with the first
+    `n` of `b`; `axes=[axes_a, axes_b]` pairs the listed axes."""
+
+def tile(a: ArrayLike, reps: Union[int, Sequence[int]], /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """`a` repeated `reps` times along each axis (NumPy's `tile`)."""
 
 def topk(a: ArrayLike, /, k: int, axis: Union[int, Sequence[int], None] = ..., *, stream: Optional[StreamOrDevice] = None) -> array:
     """The `k` largest elements along `axis` (unordered, as MLX)."""
 
+def trace(a: ArrayLike, /, offset: int = 0, axis1: int = 0, axis2: int = 1, dtype: Optional[DtypeLike] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """The sum along the diagonal at `offset` of the matrices spanned by `axis1`, `axis2`
+    (accumulated in `dtype` when given)."""
+
 def transpose(a: ArrayLike, /, axes: Union[int, Sequence[int], None] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
     """`a` with its axes permuted by `axes` (reversed when None)."""
+
+def tri(n: int, m: Optional[int] = None, k: int = 0, dtype: Optional[DtypeLike] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """`[n, m]` (m defaults to n) with ones at and below the `k`-th diagonal, zeros above."""
 
 def tril(x: ArrayLike, k: int = 0, *, stream: Optional[StreamOrDevice] = None) -> array:
     """The lower triangle of `x` (on and below diagonal `k`); zeros elsewhere."""
@@ -777,8 +1183,20 @@ def tril(x: ArrayLike, k: int = 0, *, stream: Optional[StreamOrDevice] = None) -
 def triu(x: ArrayLike, k: int = 0, *, stream: Optional[StreamOrDevice] = None) -> array:
     """The upper triangle of `x` (on and above diagonal `k`); zeros elsewhere."""
 
+def trunc(a: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """Elementwise rounding toward zero (integers unchanged)."""
+
+def unflatten(a: ArrayLike, /, axis: Union[int, Sequence[int], None], shape: ShapeLike, *, stream: Optional[StreamOrDevice] = None) -> array:
+    """`a` with `axis` split into `shape` (one entry may be -1)."""
+
+def unstack(x: ArrayLike, /, *, axis: Union[int, Sequence[int], None] = 0, stream: Optional[StreamOrDevice] = None) -> Tuple[array, ...]:
+    """The slices of `x` along `axis`, as a tuple (the inverse of `stack`)."""
+
 def var(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, keepdims: bool = False, ddof: int = 0, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Variance over `axis`, dividing by `N - ddof`."""
+
+def vecdot(a: ArrayLike, b: ArrayLike, /, *, axis: Union[int, Sequence[int], None] = ..., stream: Optional[StreamOrDevice] = None) -> array:
+    """The sum of `a * b` along `axis` (the same axis of both)."""
 
 def where(condition: ArrayLike, x: ArrayLike, y: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elements of `x` where `condition` is true, else of `y` (all broadcast together)."""

@@ -7,17 +7,30 @@ import numpy
 from . import array, Dtype, Device, DeviceType, Stream
 from . import ArrayLike, DtypeLike, ShapeLike, StreamOrDevice
 
+def bernoulli(p: Optional[ArrayLike] = None, shape: Optional[ShapeLike] = None, key: Optional[ArrayLike] = None, stream: Optional[StreamOrDevice] = None) -> array:
+    """Booleans, true with probability `p` (a float or float array), of `shape` (default
+    `p`'s shape)."""
+
 def bits(shape: Optional[ShapeLike] = None, width: int = 4, key: Optional[ArrayLike] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Random bits of `shape`; `width` bytes per element (1, 2 or 4)."""
 
 def categorical(logits: ArrayLike, axis: Union[int, Sequence[int], None] = ..., shape: Optional[ShapeLike] = None, num_samples: Optional[int] = None, key: Optional[ArrayLike] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Category indices sampled from unnormalised log-probabilities along `axis`."""
 
+def gumbel(shape: Optional[ShapeLike] = None, dtype: Optional[DtypeLike] = None, key: Optional[ArrayLike] = None, stream: Optional[StreamOrDevice] = None) -> array:
+    """Standard Gumbel numbers of `shape`."""
+
 def key(seed: int) -> array:
     """A PRNG key (uint32 `[2]`) from an integer seed."""
 
+def laplace(shape: Optional[ShapeLike] = None, dtype: Optional[DtypeLike] = None, loc: float = 0.0, scale: float = 1.0, key: Optional[ArrayLike] = None, stream: Optional[StreamOrDevice] = None) -> array:
+    """Laplace numbers with location `loc` and scale `scale`."""
+
 def normal(shape: Optional[ShapeLike] = None, dtype: Optional[DtypeLike] = None, loc: float = 0.0, scale: float = 1.0, key: Optional[ArrayLike] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Normal values with mean `loc` and standard deviation `scale`."""
+
+def permutation(x: ArrayLike, axis: Union[int, Sequence[int], None] = 0, key: Optional[ArrayLike] = None, stream: Optional[StreamOrDevice] = None) -> array:
+    """A random permutation of `range(x)` (an int), or `x` shuffled along `axis` (an array)."""
 
 def randint(low: float, high: float, shape: Optional[ShapeLike] = None, dtype: Optional[DtypeLike] = None, key: Optional[ArrayLike] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Integers uniform in `[low, high)`."""
@@ -27,6 +40,9 @@ def seed(seed: int) -> None:
 
 def split(key: ArrayLike, num: int = 2, *, stream: Optional[StreamOrDevice] = None) -> List[array]:
     """`num` new keys (`[num, 2]`) derived from `key`."""
+
+def truncated_normal(lower: ArrayLike, upper: ArrayLike, shape: Optional[ShapeLike] = None, dtype: Optional[DtypeLike] = None, key: Optional[ArrayLike] = None, stream: Optional[StreamOrDevice] = None) -> array:
+    """Normal numbers truncated to `[lower, upper]` (broadcast to `shape`)."""
 
 def uniform(low: float = 0.0, high: float = 1.0, shape: Optional[ShapeLike] = None, dtype: Optional[DtypeLike] = None, key: Optional[ArrayLike] = None, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Uniform values in `[low, high)` of `shape` and float `dtype`."""
