@@ -287,8 +287,6 @@ fn roofline(
 /// Bytes read plus written per second by an elementwise pass (a contiguous negation, the
 /// kernel closest to a plain copy) over 1 GiB on the default device (median of 9).
 fn copy_bandwidth() -> CliResult<f64> {
-    let dev = rmlx::default_device();
-    let backend = rmlx::backend_for(dev).map_err(err)?;
     let n = 1usize << 28; // f32: 1 GiB
     let x = ops::astype(
         &rmlx::random::bits(&[n], None).map_err(err)?,
@@ -297,11 +295,11 @@ fn copy_bandwidth() -> CliResult<f64> {
     x.eval().map_err(err)?;
     let mut times = Vec::new();
     for _ in 0..10 {
-        backend.synchronize(dev.index).map_err(err)?;
+        sync()?;
         let t = Instant::now();
         let y = ops::neg(&x);
         y.eval().map_err(err)?;
-        backend.synchronize(dev.index).map_err(err)?;
+        sync()?;
         times.push(t.elapsed().as_secs_f64());
     }
     times.remove(0);

@@ -263,6 +263,45 @@ impl PyTokenStream {
     }
 }
 
+/// Generation settings from the keyword arguments `stream_generate` and the batch
+/// generator's `insert` share (mlx_lm's names).
+#[allow(clippy::too_many_arguments)]
+fn options(
+    max_tokens: usize,
+    temp: f32,
+    top_p: f32,
+    top_k: usize,
+    min_p: f32,
+    min_tokens_to_keep: usize,
+    repetition_penalty: Option<f32>,
+    repetition_context_size: usize,
+    logit_bias: Option<Vec<(u32, f32)>>,
+    seed: Option<u64>,
+    stop: Option<Vec<String>>,
+    prefill_step_size: usize,
+    kv_bits: Option<usize>,
+    kv_group_size: usize,
+) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens,
+        sampler: SamplerSettings {
+            temp,
+            top_p,
+            top_k,
+            min_p,
+            min_tokens_to_keep,
+            repetition_penalty,
+            repetition_context_size,
+            logit_bias: logit_bias.unwrap_or_default(),
+            seed,
+        },
+        stop: stop.unwrap_or_default(),
+        prefill_step_size,
+        kv_bits,
+        kv_group_size,
+    }
+}
+
 /// Starts generating from `prompt` (token ids). Sampling settings use mlx_lm's names.
 #[pyfunction]
 #[pyo3(signature = (model, tokenizer, prompt, *, max_tokens = 256, temp = 0.0, top_p = 1.0, top_k = 0, min_p = 0.0, min_tokens_to_keep = 1, repetition_penalty = None, repetition_context_size = 20, logit_bias = None, seed = None, stop = None, prefill_step_size = 512, kv_bits = None, kv_group_size = 64))]
@@ -286,24 +325,22 @@ fn stream_generate(
     kv_bits: Option<usize>,
     kv_group_size: usize,
 ) -> PyResult<PyTokenStream> {
-    let opts = GenerateOptions {
+    let opts = options(
         max_tokens,
-        sampler: SamplerSettings {
-            temp,
-            top_p,
-            top_k,
-            min_p,
-            min_tokens_to_keep,
-            repetition_penalty,
-            repetition_context_size,
-            logit_bias: logit_bias.unwrap_or_default(),
-            seed,
-        },
-        stop: stop.unwrap_or_default(),
+        temp,
+        top_p,
+        top_k,
+        min_p,
+        min_tokens_to_keep,
+        repetition_penalty,
+        repetition_context_size,
+        logit_bias,
+        seed,
+        stop,
         prefill_step_size,
         kv_bits,
         kv_group_size,
-    };
+    );
     let m = model.model.clone();
     let s = guard(|| {
         rmlx_lm::generate::stream_generate(m.as_ref().as_ref(), &tokenizer.tok, &prompt, &opts)
@@ -436,24 +473,22 @@ impl PyBatchGenerator {
         logprobs: bool,
         cache: Option<PyRef<'_, PyPromptCache>>,
     ) -> PyResult<u64> {
-        let opts = GenerateOptions {
+        let opts = options(
             max_tokens,
-            sampler: SamplerSettings {
-                temp,
-                top_p,
-                top_k,
-                min_p,
-                min_tokens_to_keep,
-                repetition_penalty,
-                repetition_context_size,
-                logit_bias: logit_bias.unwrap_or_default(),
-                seed,
-            },
-            stop: stop.unwrap_or_default(),
+            temp,
+            top_p,
+            top_k,
+            min_p,
+            min_tokens_to_keep,
+            repetition_penalty,
+            repetition_context_size,
+            logit_bias,
+            seed,
+            stop,
             prefill_step_size,
             kv_bits,
             kv_group_size,
-        };
+        );
         let req = SeqRequest {
             prompt,
             opts,

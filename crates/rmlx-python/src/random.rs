@@ -17,6 +17,21 @@ fn shape_or_scalar(shape: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<usize>> {
     }
 }
 
+/// What every draw of a distribution takes: its shape (a scalar when absent), its dtype
+/// (`default` when absent) and its key (the global generator's when absent).
+fn draw_args(
+    shape: Option<&Bound<'_, PyAny>>,
+    dtype: Option<&Bound<'_, PyAny>>,
+    default: Dtype,
+    key: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(Vec<usize>, Dtype, Option<rmlx::Array>)> {
+    Ok((
+        shape_or_scalar(shape)?,
+        opt_dtype(dtype)?.unwrap_or(default),
+        args::opt_array(key)?,
+    ))
+}
+
 /// Seeds the global generator used by draws without a `key`.
 #[pyfunction]
 fn seed(seed: u64) {
@@ -83,9 +98,7 @@ fn uniform(
     key: Option<&Bound<'_, PyAny>>,
     stream: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyArray> {
-    let s = shape_or_scalar(shape)?;
-    let d = opt_dtype(dtype)?.unwrap_or(Dtype::F32);
-    let k = args::opt_array(key)?;
+    let (s, d, k) = draw_args(shape, dtype, Dtype::F32, key)?;
     on(stream, || random::uniform(low, high, &s, d, k.as_ref())).map(PyArray::from)
 }
 
@@ -100,9 +113,7 @@ fn normal(
     key: Option<&Bound<'_, PyAny>>,
     stream: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyArray> {
-    let s = shape_or_scalar(shape)?;
-    let d = opt_dtype(dtype)?.unwrap_or(Dtype::F32);
-    let k = args::opt_array(key)?;
+    let (s, d, k) = draw_args(shape, dtype, Dtype::F32, key)?;
     on(stream, || random::normal(&s, d, loc, scale, k.as_ref())).map(PyArray::from)
 }
 
@@ -117,9 +128,7 @@ fn randint(
     key: Option<&Bound<'_, PyAny>>,
     stream: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyArray> {
-    let s = shape_or_scalar(shape)?;
-    let d = opt_dtype(dtype)?.unwrap_or(Dtype::I32);
-    let k = args::opt_array(key)?;
+    let (s, d, k) = draw_args(shape, dtype, Dtype::I32, key)?;
     on(stream, || random::randint(low, high, &s, d, k.as_ref())).map(PyArray::from)
 }
 
@@ -202,9 +211,7 @@ fn gumbel(
     key: Option<&Bound<'_, PyAny>>,
     stream: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyArray> {
-    let s = shape_or_scalar(shape)?;
-    let d = opt_dtype(dtype)?.unwrap_or(Dtype::F32);
-    let k = args::opt_array(key)?;
+    let (s, d, k) = draw_args(shape, dtype, Dtype::F32, key)?;
     on(stream, || random::gumbel(&s, d, k.as_ref())).map(PyArray::from)
 }
 
@@ -219,9 +226,7 @@ fn laplace(
     key: Option<&Bound<'_, PyAny>>,
     stream: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyArray> {
-    let s = shape_or_scalar(shape)?;
-    let d = opt_dtype(dtype)?.unwrap_or(Dtype::F32);
-    let k = args::opt_array(key)?;
+    let (s, d, k) = draw_args(shape, dtype, Dtype::F32, key)?;
     on(stream, || random::laplace(&s, d, loc, scale, k.as_ref())).map(PyArray::from)
 }
 

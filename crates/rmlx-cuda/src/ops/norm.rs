@@ -149,7 +149,8 @@ fn run(
     let (wp, bp) = (ptr(w)?, ptr(b)?);
     // the vector kernel: contiguous rows of whole 16-byte chunks, at most 4 chunks a thread
     let esz = x.dtype.size();
-    let ch = (d / 8).div_ceil(threads_for(d) as usize);
+    let threads = threads_for(d);
+    let ch = (d / 8).div_ceil(threads as usize);
     if !layer
         && xs == 1
         && d.is_multiple_of(8)
@@ -167,12 +168,7 @@ fn run(
         a.ptr(xi.ptr).i64(xi.offset).push(rl);
         a.ptr(wp).ptr(yptr);
         a.i64(rows as i64).i64(d as i64).f32(eps);
-        gpu.launch(
-            &f,
-            &name,
-            Grid::rows(rows.min(1 << 20), threads_for(d)),
-            &mut a,
-        )?;
+        gpu.launch(&f, &name, Grid::rows(rows.min(1 << 20), threads), &mut a)?;
         drop(params);
         return Ok(out);
     }
@@ -182,7 +178,7 @@ fn run(
     a.ptr(xi.ptr).i64(xi.offset).push(rl).i64(xs);
     a.ptr(wp).ptr(bp).ptr(yptr);
     a.i64(rows as i64).i64(d as i64).f32(eps);
-    let g = Grid::rows(rows.min(1 << 20), threads_for(d));
+    let g = Grid::rows(rows.min(1 << 20), threads);
     gpu.launch(&f, &name, g, &mut a)?;
     drop(params);
     Ok(out)

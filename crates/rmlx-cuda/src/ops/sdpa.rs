@@ -178,6 +178,7 @@ pub fn sdpa(
     od: Dtype,
 ) -> Result<ArrayData> {
     let bad = |m: String| Error::invalid("cuda", format!("[scaled_dot_product_attention] {m}"));
+    let dims = SdpaDims::of("cuda", x, mask)?;
     let SdpaDims {
         b,
         hq,
@@ -186,7 +187,7 @@ pub fn sdpa(
         hkv,
         s,
         dv,
-    } = SdpaDims::of("cuda", x, mask)?;
+    } = dims;
     let (q, k, v) = (&x[0], &x[1], &x[2]);
     if !q.dtype.is_float() || od != q.dtype {
         return Err(Error::dtype(
@@ -221,15 +222,6 @@ pub fn sdpa(
         mi.as_ref().map_or(0, |m| m.ptr),
         optr,
     ];
-    let dims = SdpaDims {
-        b,
-        hq,
-        l,
-        d,
-        hkv,
-        s,
-        dv,
-    };
     if l > 1 && d == dv && (d == 64 || d == 128) {
         let (name, body) = prefill_source(q.dtype, kind, md, d);
         let f = gpu
@@ -262,14 +254,7 @@ pub fn sdpa(
         let f = gpu
             .kernels
             .get(&gpu.ctx, &name, &format!("{SDPA_CUH}\n{body}"))?;
-        let parts = if n_split > 1 {
-            Some((
-                gpu.alloc.alloc(rows * n_split * 2 * 4)?,
-                gpu.alloc.alloc(rows * n_split * dv * 4)?,
-            ))
-        } else {
-            None
-        };
+        let parts = split_parts(gpu, rows, n_split, dv)?;
         let (pml, pacc) = parts.as_ref().map_or((0, 0), |(a, c)| (a.ptr, c.ptr));
         let mut a = Args::new();
         qkv_args(&mut a, ptrs, Some((pml, pacc)), x, m);
@@ -310,15 +295,7 @@ pub fn sdpa(
     let f = gpu
         .kernels
         .get(&gpu.ctx, &name, &format!("{SDPA_CUH}\n{body}"))?;
-    // the split partials: (m, l) and Dv accumulators per (row, split)
-    let parts = if n_split > 1 {
-        Some((
-            gpu.alloc.alloc(rows * n_split * 2 * 4)?,
-            gpu.alloc.alloc(rows * n_split * dv.max(1) * 4)?,
-        ))
-    } else {
-        None
-    };
+    let parts = split_parts(gpu, rows, n_split, dv)?;
     let (pml, pacc) = parts.as_ref().map_or((0, 0), |(a, c)| (a.ptr, c.ptr));
     let mut a = Args::new();
     qkv_args(&mut a, ptrs, Some((pml, pacc)), x, m);
@@ -343,6 +320,23 @@ pub fn sdpa(
     // the partials may be freed now: later work on this stream is ordered after the merge
     drop(parts);
     Ok(out)
+}
+
+/// The split partials of `rows` rows in `n_split` key splits: (m, l) and `dv` accumulators per
+/// (row, split), f32; none for one split.
+fn split_parts(
+    gpu: &Arc<Gpu>,
+    rows: usize,
+    n_split: usize,
+    dv: usize,
+) -> Result<Option<(crate::alloc::DeviceBuffer, crate::alloc::DeviceBuffer)>> {
+    if n_split <= 1 {
+        return Ok(None);
+    }
+    Ok(Some((
+        gpu.alloc.alloc(rows * n_split * 2 * 4)?,
+        gpu.alloc.alloc(rows * n_split * dv.max(1) * 4)?,
+    )))
 }
 
 /// Combines the key splits' softmax states (`pml`, `pacc`) of `rows` rows into `optr`.
