@@ -255,10 +255,12 @@ pub enum Primitive {
     /// `[wq, scales, biases]` → floats of the scales' dtype.
     Dequantize { group_size: usize, bits: usize },
     /// `[x, wq, scales, biases]`: `x @ dequant(w).T` (transpose) or `x @ dequant(w)`.
+    /// `exact`: the exact float kernels only (`ops::quantized::exact_decode` when recorded).
     QuantizedMatmul {
         group_size: usize,
         bits: usize,
         transpose: bool,
+        exact: bool,
     },
     /// `[a, b, lhs, rhs]`: `a: [Ba, M, K]`, `b: [Bb, K, N]`, `lhs`, `rhs`: u32 `[B]` →
     /// `[B, M, N]` with `out[i] = a[lhs[i]] @ b[rhs[i]]` (MoE experts picked per row).
@@ -272,6 +274,7 @@ pub enum Primitive {
         bits: usize,
         transpose: bool,
         sorted_indices: bool,
+        exact: bool,
     },
 }
 

@@ -102,6 +102,7 @@ pub fn gather_qmm(
     group_size: usize,
     bits: usize,
     transpose: bool,
+    exact: bool,
     out: &OutputSpec,
 ) -> Result<ArrayData> {
     const OP: &str = "gather_qmm";
@@ -132,7 +133,7 @@ pub fn gather_qmm(
                     bits,
                 };
                 let xs = stack_rows(&xf, &lhs[r.clone()], m * k);
-                matmul_one(&xs, r.len() * m, &w, transpose, o);
+                matmul_one(&xs, r.len() * m, &w, transpose, exact, o);
             };
             let outs = run_slices(&mut res, &rs, m * n);
             // the kernels split large matrices over threads themselves; many small runs

@@ -154,14 +154,16 @@ impl Backend for CpuBackend {
                 group_size,
                 bits,
                 transpose,
-            } => quantized::quantized_matmul(&x, *group_size, *bits, *transpose, out),
+                exact,
+            } => quantized::quantized_matmul(&x, *group_size, *bits, *transpose, *exact, out),
             Primitive::GatherMm { .. } => gather_matmul::gather_mm(&x, out),
             Primitive::GatherQmm {
                 group_size,
                 bits,
                 transpose,
+                exact,
                 ..
-            } => gather_matmul::gather_qmm(&x, *group_size, *bits, *transpose, out),
+            } => gather_matmul::gather_qmm(&x, *group_size, *bits, *transpose, *exact, out),
         }
     }
 }

@@ -151,9 +151,16 @@ impl Backend for CudaBackend {
                 group_size,
                 bits,
                 transpose,
-            } => {
-                ops::quantized::quantized_matmul(&g, &x, *group_size, *bits, *transpose, shape, od)
-            }
+                exact,
+            } => ops::quantized::quantized_matmul(
+                &g,
+                &x,
+                (*group_size, *bits),
+                *transpose,
+                *exact,
+                shape,
+                od,
+            ),
             Primitive::GatherMm { .. } => ops::gather_matmul::gather_mm(&g, &x, shape, od),
             Primitive::GatherQmm {
                 group_size,

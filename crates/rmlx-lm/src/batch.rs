@@ -13,7 +13,7 @@
 
 use crate::cache::KvCache;
 use crate::error::{LmError, Result};
-use crate::generate::{check_prompt, make_caches, GenerateOptions};
+use crate::generate::{check_prompt, make_caches, prefill_chunk, GenerateOptions};
 use crate::models::LanguageModel;
 use crate::prefix_cache::PrefixCache;
 use crate::sample::Sampler;
@@ -23,7 +23,7 @@ use rmlx::{ops, Array, Dtype};
 use std::time::Instant;
 
 /// Rows per forward pass up to which results are batch-invariant (the decode kernels' limit).
-pub const DECODE_ROWS: usize = 8;
+pub const DECODE_ROWS: usize = rmlx::ops::quantized::DECODE_MAX_ROWS;
 
 /// How the batch is run.
 #[derive(Clone, Debug)]
@@ -154,6 +154,9 @@ struct Seq {
     /// Prompt positions already in the cache.
     fed: usize,
     cached: usize,
+    /// Leading tokens whose keys/values came from prefill chunks of more than
+    /// `DECODE_ROWS` rows (what the prefix cache may hand out again; see `prefill_chunk`).
+    prefilled: usize,
     /// The last token handed out, to be fed at the next decode step.
     next: Option<u32>,
     detok: StreamingDetokenizer,
@@ -201,8 +204,11 @@ impl<'m> BatchGenerator<'m> {
     }
 
     /// Reuse the keys/values of earlier prompts that share a prefix with a new one (finished
-    /// sequences leave their caches in an LRU of at most `max_bytes`). Reused prefixes change
-    /// the prefill's chunking, so results may differ in the last bits from a fresh prefill.
+    /// sequences leave their caches in an LRU of at most `max_bytes`). Only keys/values that a
+    /// prefill computed are reused, and at least `DECODE_ROWS + 1` prompt tokens are left to
+    /// compute, so the prompt goes through the same kernels as a fresh prefill: results may
+    /// differ only in the last bits (a different chunking), not by the int8 decode kernels'
+    /// approximation.
     pub fn enable_prefix_cache(&mut self, max_bytes: usize) {
         self.prefix = Some(PrefixCache::new(max_bytes));
     }
@@ -238,6 +244,7 @@ impl<'m> BatchGenerator<'m> {
     ) -> Result<u64> {
         check_request(self.model, &req)?;
         let sampler = Sampler::new(req.opts.sampler.clone());
+        let cache_given = cache.is_some();
         let (caches, history, fed) = match cache {
             Some(c) => {
                 check_cache(self.model, &c, req.prompt.len())?;
@@ -260,8 +267,16 @@ impl<'m> BatchGenerator<'m> {
         };
         let id = self.next_id;
         self.next_id += 1;
+        // A continued cache's tokens may come from decode steps; a prompt of at most
+        // DECODE_ROWS tokens is prefilled by the decode kernels.
+        let prefilled = if cache_given || history.len() - fed <= DECODE_ROWS {
+            0
+        } else {
+            history.len()
+        };
         self.seqs.push(Seq {
             id,
+            prefilled,
             logprobs: req.logprobs,
             caches,
             sampler,
@@ -353,7 +368,7 @@ impl<'m> BatchGenerator<'m> {
             {
                 let s = &mut self.seqs[i];
                 let rest = s.prompt_len - s.fed;
-                let n = rest.min(s.opts.prefill_step_size);
+                let n = prefill_chunk(rest, s.opts.prefill_step_size);
                 let chunk = &s.history[s.fed..s.fed + n];
                 ran = true;
                 budget = budget.saturating_sub(n);
@@ -550,7 +565,7 @@ impl<'m> BatchGenerator<'m> {
             for s in done {
                 let n = s.caches.first().map_or(0, KvCache::offset);
                 if s.opts.kv_bits.is_none() && n > 0 && n <= s.history.len() {
-                    p.insert(s.history[..n].to_vec(), s.caches);
+                    p.insert(s.history[..n].to_vec(), s.caches, s.prefilled.min(n));
                 }
             }
         }

@@ -8,6 +8,7 @@ use crate::models::LanguageModel;
 use crate::sample::{Sampler, SamplerSettings};
 use crate::stop::StopText;
 use crate::tokenizer::{StreamingDetokenizer, Tokenizer};
+use rmlx::ops::quantized::DECODE_MAX_ROWS;
 use rmlx::{ops, Array, Dtype};
 use std::time::Instant;
 
@@ -114,6 +115,21 @@ pub fn stream_generate<'a>(
         done: opts.max_tokens == 0,
         replay,
     })
+}
+
+/// Rows of the next prefill chunk when `rest` prompt tokens are left: `step`, except that no
+/// chunk is left with at most `DECODE_MAX_ROWS` rows (the last chunk takes them), and a chunk
+/// has more rows than that whenever the prompt does. So every token of a longer prompt goes
+/// through the prefill kernels whatever the chunking, and a prefix reused from the prefix cache
+/// gives the tokens of a fresh prefill (up to the rounding of a different GEMM blocking) rather
+/// than the int8 decode kernels' approximation.
+pub(crate) fn prefill_chunk(rest: usize, step: usize) -> usize {
+    let step = step.max(DECODE_MAX_ROWS + 1);
+    if rest <= step + DECODE_MAX_ROWS {
+        rest
+    } else {
+        step
+    }
 }
 
 /// Checks a prompt: not empty, within the context, every id inside the vocabulary.
@@ -228,11 +244,15 @@ impl TokenStream<'_> {
         let prompt = self.history.clone();
         let step = self.opts.prefill_step_size;
         let mut rest = &prompt[..];
-        while rest.len() > step {
-            let x = Array::from_slice(&rest[..step], &[1, step])?;
+        loop {
+            let n = prefill_chunk(rest.len(), step);
+            if n == rest.len() {
+                break;
+            }
+            let x = Array::from_slice(&rest[..n], &[1, n])?;
             // Evaluating the last logits runs every layer, so the caches hold the chunk after it.
             self.model.forward_last(&x, &mut self.caches)?.eval()?;
-            rest = &rest[step..];
+            rest = &rest[n..];
         }
         let out = self.step(rest)?;
         let t = self.start.elapsed().as_secs_f64();

@@ -3,11 +3,21 @@
 //! conversation) skips recomputing that prefix. A small LRU bounded in bytes; a hit hands out
 //! a copy trimmed to the shared prefix (arrays are immutable, so the entry stays valid: the
 //! first write to a shared buffer copies it).
+//!
+//! Reuse must not change what the model computes beyond rounding: a fresh prefill runs every
+//! prompt token of a prompt longer than `DECODE_MAX_ROWS` through the prefill kernels, while
+//! decode steps and chunks of at most that many rows take the int8 decode kernels (a different
+//! approximation, enough to change a greedy continuation after a few tokens on a 4-bit model).
+//! So an entry hands out only its prefilled tokens, and a hit leaves more than
+//! `DECODE_MAX_ROWS` prompt tokens to compute.
 
 use crate::cache::KvCache;
+use rmlx::ops::quantized::DECODE_MAX_ROWS;
 
 struct Entry {
     tokens: Vec<u32>,
+    /// Leading tokens whose keys/values a prefill computed (reusable).
+    prefilled: usize,
     caches: Vec<KvCache>,
     bytes: usize,
     last_used: u64,
@@ -50,9 +60,9 @@ impl PrefixCache {
         self.entries.is_empty()
     }
 
-    /// Caches holding the longest cached prefix of `prompt` and its length. At least one
-    /// prompt token is always left to compute (its logits start the generation). None when
-    /// nothing useful is cached.
+    /// Caches holding the longest reusable cached prefix of `prompt` and its length. More than
+    /// `DECODE_MAX_ROWS` prompt tokens are always left to compute (the last one's logits start
+    /// the generation; see the module's note). None when nothing useful is cached.
     pub fn lookup(&mut self, prompt: &[u32]) -> Option<(Vec<KvCache>, usize)> {
         let (best, n) = self
             .entries
@@ -65,7 +75,8 @@ impl PrefixCache {
                     .zip(prompt)
                     .take_while(|(a, b)| a == b)
                     .count();
-                (i, common.min(prompt.len().saturating_sub(1)))
+                let keep = prompt.len().saturating_sub(DECODE_MAX_ROWS + 1);
+                (i, common.min(e.prefilled).min(keep))
             })
             .max_by_key(|&(_, n)| n)?;
         if n == 0 {
@@ -86,18 +97,24 @@ impl PrefixCache {
         Some((caches, n))
     }
 
-    /// Keeps `caches` (holding exactly `tokens`) for later prompts; evicts least recently
-    /// used entries beyond the byte budget. An entry that is a prefix of the new one goes.
-    pub fn insert(&mut self, tokens: Vec<u32>, caches: Vec<KvCache>) {
+    /// Keeps `caches` (holding exactly `tokens`, of which the first `prefilled` came from a
+    /// prefill) for later prompts; evicts least recently used entries beyond the byte budget.
+    /// An entry that is a prefix of the new one, with no more reusable tokens, goes.
+    pub fn insert(&mut self, tokens: Vec<u32>, caches: Vec<KvCache>, prefilled: usize) {
         let bytes: usize = caches.iter().map(KvCache::nbytes).sum();
-        if bytes > self.max_bytes || tokens.is_empty() {
+        let prefilled = prefilled.min(tokens.len());
+        if bytes > self.max_bytes || prefilled == 0 {
             return;
         }
-        self.entries
-            .retain(|e| !(e.tokens.len() <= tokens.len() && tokens.starts_with(&e.tokens)));
+        self.entries.retain(|e| {
+            !(e.tokens.len() <= tokens.len()
+                && e.prefilled <= prefilled
+                && tokens.starts_with(&e.tokens))
+        });
         self.clock += 1;
         self.entries.push(Entry {
             tokens,
+            prefilled,
             caches,
             bytes,
             last_used: self.clock,

@@ -5,6 +5,7 @@
 //! SmolLM2-135M (skipped when absent). Also checks the property this rests on: the decode
 //! kernels compute each row of a product the same way for 1 to 8 rows.
 
+use rmlx::ops::quantized::with_exact_decode;
 use rmlx::{ops, Array, Dtype};
 use rmlx_lm::batch::{
     batch_generate, BatchGenerator, BatchOptions, FinishReason, SeqRequest, DECODE_ROWS,
@@ -242,35 +243,118 @@ fn bad_requests_are_errors_not_panics() {
     assert!(g.is_empty());
 }
 
+/// Runs `prompt` through `g` (prefix cache on) greedily: its tokens and the prompt tokens
+/// that came from the prefix cache.
+fn run_cached(g: &mut BatchGenerator, prompt: Vec<u32>, n: usize) -> (Vec<u32>, usize) {
+    g.insert(SeqRequest::new(prompt, greedy(n))).unwrap();
+    let (mut ids, mut cached) = (Vec::new(), 0);
+    while !g.is_empty() {
+        for ev in g.step() {
+            ids.extend(ev.token);
+            cached = ev.cached_tokens;
+        }
+    }
+    (ids, cached)
+}
+
+/// A shared system prompt and an earlier turn are reused, and the continuation equals a fresh
+/// prefill's, on dense and 4-bit weights: only prefilled keys/values are reused and more than
+/// `DECODE_ROWS` prompt tokens are left to compute, so the prompt never meets the int8 decode
+/// kernels (which a 2-token suffix would, and which change 4-bit greedy text after a few tokens).
 #[test]
 fn prefix_cache_reuses_a_shared_prefix() {
     let tok = tiny_tokenizer();
-    let (model, _) = load_model(&fixture("llama"), &LoadOptions::default()).unwrap();
-    let mut g = BatchGenerator::new(model.as_ref(), &tok, BatchOptions::default());
-    g.enable_prefix_cache(64 << 20);
-    let system: Vec<u32> = (0..40).map(|i| 3 + (i * 13) % 90).collect();
-    let run = |g: &mut BatchGenerator, p: Vec<u32>| -> (Vec<u32>, usize) {
-        g.insert(SeqRequest::new(p, greedy(5))).unwrap();
-        let (mut ids, mut cached) = (Vec::new(), 0);
-        while !g.is_empty() {
-            for ev in g.step() {
-                ids.extend(ev.token);
-                cached = ev.cached_tokens;
-            }
-        }
-        (ids, cached)
+    for name in ["llama", "llama_q4", "qwen3_q4"] {
+        let (model, _) = load_model(&fixture(name), &LoadOptions::default()).unwrap();
+        let m = model.as_ref();
+        let mut g = BatchGenerator::new(m, &tok, BatchOptions::default());
+        g.enable_prefix_cache(64 << 20);
+        let system: Vec<u32> = (0..40).map(|i| 3 + (i * 13) % 90).collect();
+        let p1: Vec<u32> = system.iter().copied().chain([10, 11, 12]).collect();
+        let p2: Vec<u32> = system.iter().copied().chain([20, 21]).collect();
+        let (ids1, c1) = run_cached(&mut g, p1.clone(), 8);
+        assert_eq!(c1, 0, "{name}");
+        let (ids2, c2) = run_cached(&mut g, p2.clone(), 12);
+        assert_eq!(
+            c2,
+            p2.len() - DECODE_ROWS - 1,
+            "{name}: the shared prefix, less 9"
+        );
+        assert_eq!(
+            ids2,
+            alone(m, &tok, &p2, &greedy(12)).0,
+            "{name}: system prompt"
+        );
+        // The next turn: p1, its answer, new text. Only p1's prompt was prefilled (its answer
+        // came from decode steps), so that much is reused.
+        let p3: Vec<u32> = p1
+            .iter()
+            .chain(&ids1)
+            .copied()
+            .chain((0..12).map(|i| 30 + i))
+            .collect();
+        let (ids3, c3) = run_cached(&mut g, p3.clone(), 12);
+        assert_eq!(c3, p1.len(), "{name}: the earlier turn's prompt");
+        assert_eq!(
+            ids3,
+            alone(m, &tok, &p3, &greedy(12)).0,
+            "{name}: next turn"
+        );
+        // A prompt of at most DECODE_ROWS + 1 tokens reuses nothing.
+        let (_, c4) = run_cached(&mut g, p1[..DECODE_ROWS + 1].to_vec(), 2);
+        assert_eq!(c4, 0, "{name}");
+        assert_eq!(g.prefix_cache().unwrap().hits, 2, "{name}");
+    }
+}
+
+/// The reported case: SmolLM2-135M (4-bit) with a shared system prompt gives the same greedy
+/// answers with the prefix cache as without it. Skipped when the model is absent.
+#[test]
+fn smollm2_prefix_cache_equals_fresh_prefill() {
+    let Some(path) = smollm2() else {
+        eprintln!("skipping: SmolLM2-135M-Instruct.Q4_1.gguf not in $RMLX_CACHE/models (run scripts/fetch_models.sh)");
+        return;
     };
-    let p1: Vec<u32> = system.iter().copied().chain([10, 11, 12]).collect();
-    let p2: Vec<u32> = system.iter().copied().chain([20, 21]).collect();
-    let (_, c1) = run(&mut g, p1);
-    assert_eq!(c1, 0);
-    let (ids2, c2) = run(&mut g, p2.clone());
-    assert_eq!(c2, 40, "the shared 40-token prefix was reused");
-    // A reused prefix changes the prefill's chunking (2 rows at offset 40 instead of 42 from
-    // 0), so only rounding may differ: on these dense float32 weights the tokens agree.
-    assert_eq!(ids2, alone(model.as_ref(), &tok, &p2, &greedy(5)).0);
-    let p = g.prefix_cache().unwrap();
-    assert_eq!(p.hits, 1);
+    let lm = load(&path, &LoadOptions::default()).unwrap();
+    let (m, tok) = (lm.model.as_ref(), &lm.tokenizer);
+    let system = "You are a concise assistant. Answer in one short sentence.";
+    let mut g = BatchGenerator::new(m, tok, BatchOptions::default());
+    g.enable_prefix_cache(64 << 20);
+    let encode = |msgs: &[(&str, &str)]| -> Vec<u32> {
+        let msgs: Vec<_> = msgs
+            .iter()
+            .map(|(r, c)| rmlx_lm::chat_template::ChatMessage::new(*r, *c))
+            .collect();
+        tok.encode(&tok.apply_chat_template(&msgs, true).unwrap(), false)
+            .unwrap()
+    };
+    for (i, q) in [
+        "What is the capital of France?",
+        "Name a primary colour.",
+        "Hi",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = encode(&[("system", system), ("user", q)]);
+        let (ids, cached) = run_cached(&mut g, p.clone(), 32);
+        assert_eq!(cached > 0, i > 0, "{q}: cached {cached}");
+        assert_eq!(ids, alone(m, tok, &p, &greedy(32)).0, "{q}");
+        // The next turn continues the conversation: the cache holds this one.
+        let answer = tok.decode(&ids).unwrap();
+        let p2 = encode(&[
+            ("system", system),
+            ("user", q),
+            ("assistant", answer.trim_end_matches("<|im_end|>")),
+            ("user", "Why?"),
+        ]);
+        let (ids2, cached2) = run_cached(&mut g, p2.clone(), 32);
+        assert!(
+            cached2 >= p.len() - DECODE_ROWS - 1,
+            "{q}: next turn cached {cached2}"
+        );
+        assert_eq!(ids2, alone(m, tok, &p2, &greedy(32)).0, "{q}: next turn");
+    }
 }
 
 #[test]
@@ -360,43 +444,43 @@ fn decode_kernels_are_row_invariant_up_to_8_rows() {
     let w = Array::from_slice(&w, &[n, k]).unwrap();
     let (wq, s, b) = ops::quantize(&w, 32, 4).unwrap();
     for exact in [false, true] {
-        rmlx_cpu::quantized::qmv::set_exact(exact);
-        for what in ["quantized", "dense"] {
-            let prod = |rows: &[f32], m: usize| -> Vec<f32> {
-                let xa = Array::from_slice(rows, &[m, k]).unwrap();
-                let y = if what == "quantized" {
-                    ops::quantized_matmul(&xa, &wq, &s, &b, true, 32, 4).unwrap()
-                } else {
-                    ops::matmul(&xa, &ops::transpose(&w, None).unwrap()).unwrap()
-                };
-                ops::astype(&y, Dtype::F32).to_vec::<f32>().unwrap()
-            };
-            let alone: Vec<Vec<f32>> = (0..DECODE_ROWS)
-                .map(|i| prod(&x[i * k..(i + 1) * k], 1))
-                .collect();
-            for m in 1..=DECODE_ROWS {
-                let all = prod(&x[..m * k], m);
-                for (i, a) in alone.iter().enumerate().take(m) {
-                    let got = &all[i * n..(i + 1) * n];
-                    if what == "quantized" {
-                        assert_eq!(got, &a[..], "{what} (exact {exact}): row {i} of {m}");
+        with_exact_decode(exact, || {
+            for what in ["quantized", "dense"] {
+                let prod = |rows: &[f32], m: usize| -> Vec<f32> {
+                    let xa = Array::from_slice(rows, &[m, k]).unwrap();
+                    let y = if what == "quantized" {
+                        ops::quantized_matmul(&xa, &wq, &s, &b, true, 32, 4).unwrap()
                     } else {
-                        let worst = got
-                            .iter()
-                            .zip(a)
-                            .map(|(x, y)| (x - y).abs())
-                            .fold(0.0, f32::max);
-                        let scale = a.iter().fold(1.0f32, |s, v| s.max(v.abs()));
-                        assert!(
-                            worst <= 1e-5 * scale,
-                            "dense: row {i} of {m} off by {worst}"
-                        );
+                        ops::matmul(&xa, &ops::transpose(&w, None).unwrap()).unwrap()
+                    };
+                    ops::astype(&y, Dtype::F32).to_vec::<f32>().unwrap()
+                };
+                let alone: Vec<Vec<f32>> = (0..DECODE_ROWS)
+                    .map(|i| prod(&x[i * k..(i + 1) * k], 1))
+                    .collect();
+                for m in 1..=DECODE_ROWS {
+                    let all = prod(&x[..m * k], m);
+                    for (i, a) in alone.iter().enumerate().take(m) {
+                        let got = &all[i * n..(i + 1) * n];
+                        if what == "quantized" {
+                            assert_eq!(got, &a[..], "{what} (exact {exact}): row {i} of {m}");
+                        } else {
+                            let worst = got
+                                .iter()
+                                .zip(a)
+                                .map(|(x, y)| (x - y).abs())
+                                .fold(0.0, f32::max);
+                            let scale = a.iter().fold(1.0f32, |s, v| s.max(v.abs()));
+                            assert!(
+                                worst <= 1e-5 * scale,
+                                "dense: row {i} of {m} off by {worst}"
+                            );
+                        }
                     }
                 }
             }
-        }
+        });
     }
-    rmlx_cpu::quantized::qmv::set_exact(false);
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //! the chat template it echoes the question and then faces a flat distribution (all logits ≈ −5
 //! to −6 in both llama.cpp and rmlx), hence the "garbage" token; not an import bug.
 use rmlx::io::gguf::{GgufFile, Tensor};
+use rmlx::ops::quantized::with_exact_decode;
 use rmlx::{ops, Array, Dtype};
 
 #[test]
@@ -46,26 +47,28 @@ fn gemma3_gguf_dump() {
                     let k = d.shape()[1];
                     for m in [1usize, 12] {
                         for exact in [true, false] {
-                            rmlx_cpu::quantized::qmv::set_exact(exact);
-                            let x = rmlx::random::normal(&[1, m, k], Dtype::F32, 0.0, 1.0, None)
+                            with_exact_decode(exact, || {
+                                let x =
+                                    rmlx::random::normal(&[1, m, k], Dtype::F32, 0.0, 1.0, None)
+                                        .unwrap();
+                                let got = ops::quantized_matmul(
+                                    &x, &wq, &scales, &biases, true, group_size, bits,
+                                )
                                 .unwrap();
-                            let got = ops::quantized_matmul(
-                                &x, &wq, &scales, &biases, true, group_size, bits,
-                            )
-                            .unwrap();
-                            let want = ops::matmul(&x, &ops::transpose(&d, None).unwrap()).unwrap();
-                            let got = ops::astype(&got, Dtype::F32).to_vec::<f32>().unwrap();
-                            let want = want.to_vec::<f32>().unwrap();
-                            let worst = got
-                                .iter()
-                                .zip(&want)
-                                .map(|(a, b)| (a - b).abs())
-                                .fold(0.0f32, f32::max);
-                            let sc = want.iter().fold(0.0f32, |a, b| a.max(b.abs()));
-                            eprintln!("{} bits {bits} gs {group_size} M={m} exact={exact}: max |Δ| {worst} (scale {sc})", t.name);
+                                let want =
+                                    ops::matmul(&x, &ops::transpose(&d, None).unwrap()).unwrap();
+                                let got = ops::astype(&got, Dtype::F32).to_vec::<f32>().unwrap();
+                                let want = want.to_vec::<f32>().unwrap();
+                                let worst = got
+                                    .iter()
+                                    .zip(&want)
+                                    .map(|(a, b)| (a - b).abs())
+                                    .fold(0.0f32, f32::max);
+                                let sc = want.iter().fold(0.0f32, |a, b| a.max(b.abs()));
+                                eprintln!("{} bits {bits} gs {group_size} M={m} exact={exact}: max |Δ| {worst} (scale {sc})", t.name);
+                            });
                         }
                     }
-                    rmlx_cpu::quantized::qmv::set_exact(false);
                 }
                 d
             }
@@ -115,48 +118,49 @@ fn gemma3_gguf_dump() {
     }
 
     for exact in [true, false] {
-        rmlx_cpu::quantized::qmv::set_exact(exact);
-        let opts = rmlx_lm::generate::GenerateOptions {
-            max_tokens: 16,
-            ..Default::default()
-        };
-        let got: Vec<u32> =
-            rmlx_lm::generate::stream_generate(lm.model.as_ref(), &lm.tokenizer, &toks, &opts)
-                .unwrap()
-                .map(|r| r.unwrap().token)
-                .collect();
-        eprintln!(
-            "greedy exact={exact}: {got:?} {:?}",
-            lm.tokenizer.decode(&got)
-        );
-        // Cached decode vs full pass.
-        let mut caches = lm.model.make_caches();
-        let mut seq = toks.clone();
-        let _ = lm.model.forward(&x, &mut caches).unwrap();
-        for &t in &got[..6] {
-            seq.push(t);
-            let step = ops::astype(
-                &lm.model
-                    .forward(&Array::from_slice(&[t], &[1, 1]).unwrap(), &mut caches)
-                    .unwrap(),
-                Dtype::F32,
-            )
-            .to_vec::<f32>()
-            .unwrap();
-            let full = ops::astype(
-                &lm.model
-                    .forward_last(&Array::from_slice(&seq, &[1, seq.len()]).unwrap(), &mut [])
-                    .unwrap(),
-                Dtype::F32,
-            )
-            .to_vec::<f32>()
-            .unwrap();
-            let worst = step
-                .iter()
-                .zip(&full)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            eprintln!("  step len {}: cached vs full max |Δ| {worst}", seq.len());
-        }
+        with_exact_decode(exact, || {
+            let opts = rmlx_lm::generate::GenerateOptions {
+                max_tokens: 16,
+                ..Default::default()
+            };
+            let got: Vec<u32> =
+                rmlx_lm::generate::stream_generate(lm.model.as_ref(), &lm.tokenizer, &toks, &opts)
+                    .unwrap()
+                    .map(|r| r.unwrap().token)
+                    .collect();
+            eprintln!(
+                "greedy exact={exact}: {got:?} {:?}",
+                lm.tokenizer.decode(&got)
+            );
+            // Cached decode vs full pass.
+            let mut caches = lm.model.make_caches();
+            let mut seq = toks.clone();
+            let _ = lm.model.forward(&x, &mut caches).unwrap();
+            for &t in &got[..6] {
+                seq.push(t);
+                let step = ops::astype(
+                    &lm.model
+                        .forward(&Array::from_slice(&[t], &[1, 1]).unwrap(), &mut caches)
+                        .unwrap(),
+                    Dtype::F32,
+                )
+                .to_vec::<f32>()
+                .unwrap();
+                let full = ops::astype(
+                    &lm.model
+                        .forward_last(&Array::from_slice(&seq, &[1, seq.len()]).unwrap(), &mut [])
+                        .unwrap(),
+                    Dtype::F32,
+                )
+                .to_vec::<f32>()
+                .unwrap();
+                let worst = step
+                    .iter()
+                    .zip(&full)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                eprintln!("  step len {}: cached vs full max |Δ| {worst}", seq.len());
+            }
+        });
     }
 }

@@ -3,6 +3,7 @@
 //! after a step whose top-two margin is smaller than the devices' logit difference (reported).
 //! Skips, saying so, where no CUDA device is present.
 
+use rmlx::ops::quantized::with_exact_decode;
 use rmlx::{Array, Device, Dtype};
 use rmlx_lm::load::{load_model, LoadOptions};
 use rmlx_lm::models::Model;
@@ -125,37 +126,38 @@ fn compare_greedy(name: &str, model: &Model, prompt: &[u32], steps: usize, dev: 
 fn greedy_tokens_match_cpu() {
     let Some(dev) = gpu() else { return };
     // the CPU's float product, as the GPU computes it
-    rmlx_cpu::quantized::qmv::set_exact(true);
-    for name in MODELS {
-        for dtype in [None, Some(Dtype::BF16), Some(Dtype::F16)] {
-            let (model, _) = load_model(&fixture(name), &LoadOptions { dtype }).unwrap();
-            compare_greedy(
-                &format!("{name} {dtype:?}"),
-                &model,
-                &[1, 5, 9, 3, 7, 2],
-                12,
-                dev,
-            );
+    with_exact_decode(true, || {
+        for name in MODELS {
+            for dtype in [None, Some(Dtype::BF16), Some(Dtype::F16)] {
+                let (model, _) = load_model(&fixture(name), &LoadOptions { dtype }).unwrap();
+                compare_greedy(
+                    &format!("{name} {dtype:?}"),
+                    &model,
+                    &[1, 5, 9, 3, 7, 2],
+                    12,
+                    dev,
+                );
+            }
         }
-    }
-    let smol = std::env::var_os("RMLX_SMOLLM2")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| {
-                PathBuf::from(h).join(".cache/rmlx/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-            })
-        });
-    match smol.filter(|p| p.exists()) {
-        Some(p) => {
-            let (model, _) = load_model(&p, &LoadOptions::default()).unwrap();
-            // "What is 2+2?" in SmolLM2's chat template, as token ids
-            let prompt = [
-                1, 9690, 198, 2683, 339, 253, 5356, 5646, 11173, 3365, 3511, 308,
-            ];
-            compare_greedy("SmolLM2-135M Q4_1", &model, &prompt, 32, dev);
+        let smol = std::env::var_os("RMLX_SMOLLM2")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| {
+                    PathBuf::from(h).join(".cache/rmlx/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+                })
+            });
+        match smol.filter(|p| p.exists()) {
+            Some(p) => {
+                let (model, _) = load_model(&p, &LoadOptions::default()).unwrap();
+                // "What is 2+2?" in SmolLM2's chat template, as token ids
+                let prompt = [
+                    1, 9690, 198, 2683, 339, 253, 5356, 5646, 11173, 3365, 3511, 308,
+                ];
+                compare_greedy("SmolLM2-135M Q4_1", &model, &prompt, 32, dev);
+            }
+            None => eprintln!("skipped SmolLM2: model file not present (set RMLX_SMOLLM2)"),
         }
-        None => eprintln!("skipped SmolLM2: model file not present (set RMLX_SMOLLM2)"),
-    }
+    });
 }
 
 /// Decoding by CUDA graph replay gives the ordinary path's logits and tokens step after step,

@@ -8,6 +8,7 @@
 //! way with the exact (float) quantized product, as MLX computes it; rmlx's default product for
 //! inputs of ≤ 8 rows quantizes the activations to int8 (see `quantized_models_default_path`).
 
+use rmlx::ops::quantized::with_exact_decode;
 use rmlx::{Array, Dtype};
 use rmlx_lm::load::{load_model, LoadOptions};
 use rmlx_lm::models::Model;
@@ -120,28 +121,23 @@ fn dense_models_match_mlx() {
     }
 }
 
-/// The quantized-product mode is process-wide: tests that set it hold this lock.
-static QMV_MODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Restores the default (int8) small-M product when dropped, even if a check panics.
-struct DefaultModeOnDrop;
-impl Drop for DefaultModeOnDrop {
+/// Restores the default tolerance when dropped, even if a check panics.
+struct DefaultTolOnDrop;
+impl Drop for DefaultTolOnDrop {
     fn drop(&mut self) {
-        rmlx_cpu::quantized::qmv::set_exact(false);
         TOL.with(|t| t.set(1e-3));
     }
 }
 
 #[test]
 fn quantized_models_match_mlx() {
-    let _lock = QMV_MODE.lock().unwrap_or_else(|e| e.into_inner());
-    let _restore = DefaultModeOnDrop;
     // MLX computes the quantized product in float: with the exact path rmlx must match it to
     // summation-order noise, which checks the model code itself.
-    rmlx_cpu::quantized::qmv::set_exact(true);
-    for a in ARCHS {
-        check_arch(&format!("{a}_q4"));
-    }
+    with_exact_decode(true, || {
+        for a in ARCHS {
+            check_arch(&format!("{a}_q4"));
+        }
+    });
 }
 
 /// The default product for ≤ 8 input rows (prefill of 3 tokens, decode steps, forward_last's
@@ -154,19 +150,19 @@ fn quantized_models_match_mlx() {
 /// below what a wrong model gives (differences of the order of the logits themselves).
 #[test]
 fn quantized_models_default_path() {
-    let _lock = QMV_MODE.lock().unwrap_or_else(|e| e.into_inner());
-    let _restore = DefaultModeOnDrop;
-    rmlx_cpu::quantized::qmv::set_exact(false);
+    let _restore = DefaultTolOnDrop;
     TOL.with(|t| t.set(0.15));
     // Not the MoE models: routing is discontinuous, so the int8 noise can flip a near-tie
     // between two experts and change a token's output by the order of the logits (measured:
     // qwen3_moe_q4 decode step 33, |Δ| 2.2 of 4.6). The exact path above checks them.
-    for a in ARCHS
-        .iter()
-        .filter(|a| !["qwen3_moe", "mixtral"].contains(a))
-    {
-        check_arch(&format!("{a}_q4"));
-    }
+    with_exact_decode(false, || {
+        for a in ARCHS
+            .iter()
+            .filter(|a| !["qwen3_moe", "mixtral"].contains(a))
+        {
+            check_arch(&format!("{a}_q4"));
+        }
+    });
 }
 
 #[test]

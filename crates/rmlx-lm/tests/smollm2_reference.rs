@@ -2,7 +2,7 @@
 //! (copied into tests/fixtures/reference/ by the project): llama.cpp (8-bit activations) and
 //! PyTorch float32 on the exactly dequantized weights.
 //!
-//! With the exact quantized product (`set_exact(true)`) rmlx computes in float32 on exactly
+//! With the exact quantized product (`with_exact_decode(true, ..)`) rmlx computes in float32 on exactly
 //! imported weights, so it should follow the float32 reference: logits at that reference's
 //! top-5 ids within 0.02 (float32 summation-order noise measured ~1e-3 here, times a 20×
 //! margin). rmlx's default product quantizes the activations of inputs with ≤ 8 rows (the raw
@@ -16,6 +16,7 @@
 //! The model is not committed: the test skips (with a message) when
 //! `$RMLX_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf` (default `~/.cache/rmlx/...`) is absent.
 
+use rmlx::ops::quantized::with_exact_decode;
 use rmlx::{ops, Array};
 use rmlx_lm::generate::{stream_generate, GenerateOptions};
 use rmlx_lm::load::{load, LoadOptions};
@@ -63,27 +64,29 @@ fn smollm2_matches_references() {
     };
     let lm = load(&path, &LoadOptions::default()).unwrap();
     let forward = |prompt: &[u32], exact: bool| -> (Vec<f32>, usize) {
-        rmlx_cpu::quantized::qmv::set_exact(exact);
-        let x = Array::from_slice(prompt, &[1, prompt.len()]).unwrap();
-        let logits = lm.model.forward(&x, &mut []).unwrap();
-        let v = logits.shape()[2];
-        (
-            ops::astype(&logits, rmlx::Dtype::F32)
-                .to_vec::<f32>()
-                .unwrap(),
-            v,
-        )
+        with_exact_decode(exact, || {
+            let x = Array::from_slice(prompt, &[1, prompt.len()]).unwrap();
+            let logits = lm.model.forward(&x, &mut []).unwrap();
+            let v = logits.shape()[2];
+            (
+                ops::astype(&logits, rmlx::Dtype::F32)
+                    .to_vec::<f32>()
+                    .unwrap(),
+                v,
+            )
+        })
     };
     let greedy = |prompt: &[u32], n: usize, exact: bool| -> Vec<u32> {
-        rmlx_cpu::quantized::qmv::set_exact(exact);
-        let opts = GenerateOptions {
-            max_tokens: n,
-            ..Default::default()
-        };
-        stream_generate(lm.model.as_ref(), &lm.tokenizer, prompt, &opts)
-            .unwrap()
-            .map(|r| r.unwrap().token)
-            .collect()
+        with_exact_decode(exact, || {
+            let opts = GenerateOptions {
+                max_tokens: n,
+                ..Default::default()
+            };
+            stream_generate(lm.model.as_ref(), &lm.tokenizer, prompt, &opts)
+                .unwrap()
+                .map(|r| r.unwrap().token)
+                .collect()
+        })
     };
     for (pc, pf) in cpp["prompts"]
         .as_array()
@@ -155,5 +158,4 @@ fn smollm2_matches_references() {
             assert_eq!(got, agree, "{name} (exact {exact}): greedy continuation");
         }
     }
-    rmlx_cpu::quantized::qmv::set_exact(false);
 }

@@ -8,7 +8,7 @@
 
 use half::bf16;
 use rmlx_cpu::quantized::qmm::{qmm_t, sgemm_nt};
-use rmlx_cpu::quantized::qmv::{qmv, set_exact, Packed};
+use rmlx_cpu::quantized::qmv::{qmv, Packed};
 use std::time::Instant;
 
 const ROTATE_BYTES: usize = 128 << 20;
@@ -113,7 +113,6 @@ fn decode(n: usize, k: usize, bits: usize, iters: usize, copy_bw: f64) {
     let x: Vec<f32> = (0..k).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
     let mut out = vec![0f32; n];
     for exact in [false, true] {
-        set_exact(exact);
         let mut t = vec![];
         for it in 0..iters + count {
             let m = &ms[it % count];
@@ -127,7 +126,7 @@ fn decode(n: usize, k: usize, bits: usize, iters: usize, copy_bw: f64) {
                 bits,
             };
             let t0 = Instant::now();
-            qmv(&x, 1, &w, &mut out);
+            qmv(&x, 1, &w, exact, &mut out);
             if it >= count {
                 t.push(t0.elapsed().as_secs_f64());
             }
@@ -141,7 +140,6 @@ fn decode(n: usize, k: usize, bits: usize, iters: usize, copy_bw: f64) {
             (count * bytes) >> 20
         );
     }
-    set_exact(false);
 }
 
 fn prefill(m: usize, n: usize, k: usize, iters: usize) {

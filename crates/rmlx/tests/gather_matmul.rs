@@ -7,6 +7,7 @@ mod common;
 
 use common::{assert_close, for_each_device, vals};
 use proptest::prelude::*;
+use rmlx::ops::quantized::with_exact_decode;
 use rmlx::ops::{gather_mm, gather_qmm, quantize, quantized_matmul};
 use rmlx::{ops, Array, Dtype};
 use std::path::PathBuf;
@@ -42,44 +43,44 @@ fn gather_matches_mlx() {
     let cases = meta["cases"].as_object().unwrap();
     for_each_device(|_| {
         for exact in [true, false] {
-            rmlx_cpu::quantized::qmv::set_exact(exact);
-            for (name, c) in cases {
-                let ld = |p: &str| load(&st, &format!("{name}_{p}"));
-                let (lhs, rhs) = (
-                    c["lhs"].as_bool().unwrap().then(|| ld("lhs")),
-                    c["rhs"].as_bool().unwrap().then(|| ld("rhs")),
-                );
-                let sorted = c["sorted_indices"].as_bool().unwrap();
-                let got = if c["op"] == "gather_mm" {
-                    gather_mm(&ld("x"), &ld("w"), lhs.as_ref(), rhs.as_ref(), sorted).unwrap()
-                } else {
-                    gather_qmm(
-                        &ld("x"),
-                        &ld("wq"),
-                        &ld("scales"),
-                        &ld("biases"),
-                        lhs.as_ref(),
-                        rhs.as_ref(),
-                        c["transpose"].as_bool().unwrap(),
-                        c["group_size"].as_u64().unwrap() as usize,
-                        c["bits"].as_u64().unwrap() as usize,
-                        sorted,
-                    )
-                    .unwrap()
-                };
-                let want = ld("out");
-                assert_eq!(got.shape(), want.shape(), "{name} shape");
-                assert_eq!(got.dtype(), want.dtype(), "{name} dtype");
-                let want = vals(&want);
-                let scale = max_abs(&want);
-                // the int8-activation decode path and half dtypes carry their known error
-                let loose = !exact || got.dtype() != Dtype::F32;
-                let (rtol, atol) = if loose { (1e-2, 2e-2) } else { (1e-4, 1e-5) };
-                let what = format!("{name} (exact={exact})");
-                assert_close(&vals(&got), &want, rtol, atol * scale, &what);
-            }
+            with_exact_decode(exact, || {
+                for (name, c) in cases {
+                    let ld = |p: &str| load(&st, &format!("{name}_{p}"));
+                    let (lhs, rhs) = (
+                        c["lhs"].as_bool().unwrap().then(|| ld("lhs")),
+                        c["rhs"].as_bool().unwrap().then(|| ld("rhs")),
+                    );
+                    let sorted = c["sorted_indices"].as_bool().unwrap();
+                    let got = if c["op"] == "gather_mm" {
+                        gather_mm(&ld("x"), &ld("w"), lhs.as_ref(), rhs.as_ref(), sorted).unwrap()
+                    } else {
+                        gather_qmm(
+                            &ld("x"),
+                            &ld("wq"),
+                            &ld("scales"),
+                            &ld("biases"),
+                            lhs.as_ref(),
+                            rhs.as_ref(),
+                            c["transpose"].as_bool().unwrap(),
+                            c["group_size"].as_u64().unwrap() as usize,
+                            c["bits"].as_u64().unwrap() as usize,
+                            sorted,
+                        )
+                        .unwrap()
+                    };
+                    let want = ld("out");
+                    assert_eq!(got.shape(), want.shape(), "{name} shape");
+                    assert_eq!(got.dtype(), want.dtype(), "{name} dtype");
+                    let want = vals(&want);
+                    let scale = max_abs(&want);
+                    // the int8-activation decode path and half dtypes carry their known error
+                    let loose = !exact || got.dtype() != Dtype::F32;
+                    let (rtol, atol) = if loose { (1e-2, 2e-2) } else { (1e-4, 1e-5) };
+                    let what = format!("{name} (exact={exact})");
+                    assert_close(&vals(&got), &want, rtol, atol * scale, &what);
+                }
+            });
         }
-        rmlx_cpu::quantized::qmv::set_exact(false);
     });
 }
 
@@ -224,7 +225,7 @@ fn check_against_loop(
         want.extend(vals(&y));
     }
     // Stacked runs may take the prefill kernel where the loop takes the int8 decode kernel
-    // (another test in this binary may switch the mode), so allow the int8 error; a wrong
+    // (the default mode), so allow the int8 error; a wrong
     // expert or row is off by the order of max|out|.
     let scale = max_abs(&want);
     for (j, (g, w)) in got.iter().zip(&want).enumerate() {

@@ -3,6 +3,7 @@
 //! and a differential test of CPU against GPU on random shapes, strides and dtypes.
 //! Skips, saying so, where no CUDA device is present.
 
+use rmlx::ops::quantized::with_exact_decode;
 use rmlx::{ops, Array, Device, Dtype};
 
 fn gpu() -> Option<Device> {
@@ -260,88 +261,91 @@ fn max_rel(what: &str, c: &Array, g: &Array) -> f32 {
 fn smollm2_shapes_agree() {
     let Some(g) = gpu() else { return };
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    rmlx_cpu::quantized::qmv::set_exact(true);
-    let key = rmlx::random::key(3);
-    let rnd = |shape: &[usize], dt: Dtype, k: u64| {
-        let a =
-            rmlx::random::normal(shape, Dtype::F32, 0.0, 1.0, Some(&rmlx::random::key(k))).unwrap();
-        ops::astype(&a, dt)
-    };
-    let _ = key;
-    let bf = Dtype::BF16;
-    for (m, bits) in [
-        (1usize, 2usize),
-        (1, 3),
-        (1, 4),
-        (1, 6),
-        (1, 8),
-        (12, 2),
-        (12, 4),
-        (37, 2),
-    ] {
-        for (n, k) in [(1536usize, 576usize), (576, 1536), (49152, 576)] {
-            let w = rnd(&[n, k], bf, 11);
-            let (wq, s, b) = ops::quantize(&w, 64, bits).unwrap();
-            rmlx::eval(&[wq.clone(), s.clone(), b.clone()]).unwrap();
-            let x = rnd(&[1, m, k], bf, 12);
-            x.eval().unwrap();
-            let f = |x: &Array| ops::quantized_matmul(x, &wq, &s, &b, true, 64, bits).unwrap();
-            let c = f(&x);
-            let gg = rmlx::with_device(g, || f(&x));
-            let r = max_rel(&format!("qmm m={m} bits={bits} {n}x{k}"), &c, &gg);
-            assert!(r < 2e-2, "qmm m={m} bits={bits} {n}x{k}: relative {r}");
+    with_exact_decode(true, || {
+        let key = rmlx::random::key(3);
+        let rnd = |shape: &[usize], dt: Dtype, k: u64| {
+            let a = rmlx::random::normal(shape, Dtype::F32, 0.0, 1.0, Some(&rmlx::random::key(k)))
+                .unwrap();
+            ops::astype(&a, dt)
+        };
+        let _ = key;
+        let bf = Dtype::BF16;
+        for (m, bits) in [
+            (1usize, 2usize),
+            (1, 3),
+            (1, 4),
+            (1, 6),
+            (1, 8),
+            (12, 2),
+            (12, 4),
+            (37, 2),
+        ] {
+            for (n, k) in [(1536usize, 576usize), (576, 1536), (49152, 576)] {
+                let w = rnd(&[n, k], bf, 11);
+                let (wq, s, b) = ops::quantize(&w, 64, bits).unwrap();
+                rmlx::eval(&[wq.clone(), s.clone(), b.clone()]).unwrap();
+                let x = rnd(&[1, m, k], bf, 12);
+                x.eval().unwrap();
+                let f = |x: &Array| ops::quantized_matmul(x, &wq, &s, &b, true, 64, bits).unwrap();
+                let c = f(&x);
+                let gg = rmlx::with_device(g, || f(&x));
+                let r = max_rel(&format!("qmm m={m} bits={bits} {n}x{k}"), &c, &gg);
+                assert!(r < 2e-2, "qmm m={m} bits={bits} {n}x{k}: relative {r}");
+            }
         }
-    }
-    // norm, rope, attention at the model's sizes
-    let x = rnd(&[1, 37, 576], bf, 13);
-    let wn = rnd(&[576], bf, 14);
-    let f = |x: &Array| rmlx::fast::rms_norm(x, Some(&wn), 1e-5).unwrap();
-    assert!(max_rel("rms_norm", &f(&x), &rmlx::with_device(g, || f(&x))) < 1e-2);
-    let q = rnd(&[1, 9, 37, 64], bf, 15);
-    let kk = rnd(&[1, 3, 37, 64], bf, 16);
-    let v = rnd(&[1, 3, 37, 64], bf, 17);
-    for off in [0i32, 5, 1000] {
-        let o = Array::scalar(off);
-        let f = |x: &Array| rmlx::fast::rope(x, 64, false, Some(100000.0), 1.0, &o, None).unwrap();
-        assert!(
-            max_rel(
-                &format!("rope offset {off}"),
-                &f(&q),
-                &rmlx::with_device(g, || f(&q))
-            ) < 1e-2
-        );
-    }
-    for (l, mask) in [
-        (37usize, rmlx::fast::Mask::Causal),
-        (1, rmlx::fast::Mask::None),
-    ] {
-        let qq = ops::slice(
-            &q,
-            &[0, 0, 37 - l as i64, 0],
-            &[1, 9, 37, 64],
-            &[1, 1, 1, 1],
-        )
-        .unwrap();
-        let f =
-            |q: &Array| rmlx::fast::scaled_dot_product_attention(q, &kk, &v, 0.125, mask).unwrap();
-        assert!(
-            max_rel(
-                &format!("sdpa L={l}"),
-                &f(&qq),
-                &rmlx::with_device(g, || f(&qq))
-            ) < 2e-2
-        );
-    }
-    // the tied, quantized embedding: gather rows, dequantize
-    let emb = rnd(&[49152, 576], bf, 18);
-    let (wq, s, b) = ops::quantize(&emb, 64, 2).unwrap();
-    rmlx::eval(&[wq.clone(), s.clone(), b.clone()]).unwrap();
-    let ids = Array::from_vec(vec![1u32, 9690, 198, 49151, 0]);
-    let f = || {
-        let t = |a: &Array| ops::take(a, &ids, Some(0)).unwrap();
-        ops::dequantize(&t(&wq), &t(&s), &t(&b), 64, 2).unwrap()
-    };
-    assert!(max_rel("embedding rows", &f(), &rmlx::with_device(g, f)) < 1e-3);
+        // norm, rope, attention at the model's sizes
+        let x = rnd(&[1, 37, 576], bf, 13);
+        let wn = rnd(&[576], bf, 14);
+        let f = |x: &Array| rmlx::fast::rms_norm(x, Some(&wn), 1e-5).unwrap();
+        assert!(max_rel("rms_norm", &f(&x), &rmlx::with_device(g, || f(&x))) < 1e-2);
+        let q = rnd(&[1, 9, 37, 64], bf, 15);
+        let kk = rnd(&[1, 3, 37, 64], bf, 16);
+        let v = rnd(&[1, 3, 37, 64], bf, 17);
+        for off in [0i32, 5, 1000] {
+            let o = Array::scalar(off);
+            let f =
+                |x: &Array| rmlx::fast::rope(x, 64, false, Some(100000.0), 1.0, &o, None).unwrap();
+            assert!(
+                max_rel(
+                    &format!("rope offset {off}"),
+                    &f(&q),
+                    &rmlx::with_device(g, || f(&q))
+                ) < 1e-2
+            );
+        }
+        for (l, mask) in [
+            (37usize, rmlx::fast::Mask::Causal),
+            (1, rmlx::fast::Mask::None),
+        ] {
+            let qq = ops::slice(
+                &q,
+                &[0, 0, 37 - l as i64, 0],
+                &[1, 9, 37, 64],
+                &[1, 1, 1, 1],
+            )
+            .unwrap();
+            let f = |q: &Array| {
+                rmlx::fast::scaled_dot_product_attention(q, &kk, &v, 0.125, mask).unwrap()
+            };
+            assert!(
+                max_rel(
+                    &format!("sdpa L={l}"),
+                    &f(&qq),
+                    &rmlx::with_device(g, || f(&qq))
+                ) < 2e-2
+            );
+        }
+        // the tied, quantized embedding: gather rows, dequantize
+        let emb = rnd(&[49152, 576], bf, 18);
+        let (wq, s, b) = ops::quantize(&emb, 64, 2).unwrap();
+        rmlx::eval(&[wq.clone(), s.clone(), b.clone()]).unwrap();
+        let ids = Array::from_vec(vec![1u32, 9690, 198, 49151, 0]);
+        let f = || {
+            let t = |a: &Array| ops::take(a, &ids, Some(0)).unwrap();
+            ops::dequantize(&t(&wq), &t(&s), &t(&b), 64, 2).unwrap()
+        };
+        assert!(max_rel("embedding rows", &f(), &rmlx::with_device(g, f)) < 1e-3);
+    });
 }
 
 /// A fault inside a kernel is an error, never a crash: reported by the next synchronisation,

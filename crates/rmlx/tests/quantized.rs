@@ -5,6 +5,7 @@
 mod common;
 
 use common::{assert_close, for_each_device, vals};
+use rmlx::ops::quantized::with_exact_decode;
 use rmlx::ops::{dequantize, quantize, quantized_matmul};
 use rmlx::{Array, Dtype};
 use std::path::PathBuf;
@@ -105,67 +106,68 @@ fn quantized_matmul_matches_mlx() {
     for_each_device(|_| {
         // Exact float decode path first (tight tolerance), then the default int8 decode path.
         for exact in [true, false] {
-            rmlx_cpu::quantized::qmv::set_exact(exact);
-            for (name, c) in cases {
-                let (t, gs, bits) = (
-                    c["transpose"].as_bool().unwrap(),
-                    c["group_size"].as_u64().unwrap() as usize,
-                    c["bits"].as_u64().unwrap() as usize,
-                );
-                let ld = |p: &str| load(&st, &format!("{name}_{p}"));
-                let want = ld("out");
-                let got = quantized_matmul(
-                    &ld("x"),
-                    &ld("wq"),
-                    &ld("scales"),
-                    &ld("biases"),
-                    t,
-                    gs,
-                    bits,
-                )
-                .unwrap();
-                assert_eq!(got.shape(), want.shape(), "{name} shape");
-                assert_eq!(got.dtype(), want.dtype(), "{name} dtype");
-                let want = vals(&want);
-                let scale = max_abs(&want);
-                let half = got.dtype() != Dtype::F32;
-                let rows = ld("x").size() / ld("x").dim(-1);
-                let int8 = !exact && t && (bits == 4 || bits == 8) && rows <= 8;
-                // outside exact mode a GPU multiplies half x by weights rounded to x's dtype
-                // on the tensor cores (as MLX does): a few half ulps
-                let half_weights = !exact && half && rows > 8;
-                let tol = if int8 || half_weights { 2e-2 } else { 1e-5 };
-                if !half {
+            with_exact_decode(exact, || {
+                for (name, c) in cases {
+                    let (t, gs, bits) = (
+                        c["transpose"].as_bool().unwrap(),
+                        c["group_size"].as_u64().unwrap() as usize,
+                        c["bits"].as_u64().unwrap() as usize,
+                    );
+                    let ld = |p: &str| load(&st, &format!("{name}_{p}"));
+                    let want = ld("out");
+                    let got = quantized_matmul(
+                        &ld("x"),
+                        &ld("wq"),
+                        &ld("scales"),
+                        &ld("biases"),
+                        t,
+                        gs,
+                        bits,
+                    )
+                    .unwrap();
+                    assert_eq!(got.shape(), want.shape(), "{name} shape");
+                    assert_eq!(got.dtype(), want.dtype(), "{name} dtype");
+                    let want = vals(&want);
+                    let scale = max_abs(&want);
+                    let half = got.dtype() != Dtype::F32;
+                    let rows = ld("x").size() / ld("x").dim(-1);
+                    let int8 = !exact && t && (bits == 4 || bits == 8) && rows <= 8;
+                    // outside exact mode a GPU multiplies half x by weights rounded to x's dtype
+                    // on the tensor cores (as MLX does): a few half ulps
+                    let half_weights = !exact && half && rows > 8;
+                    let tol = if int8 || half_weights { 2e-2 } else { 1e-5 };
+                    if !half {
+                        assert_close(
+                            &vals(&got),
+                            &want,
+                            1e-4,
+                            tol * scale,
+                            &format!("{name} (exact={exact})"),
+                        );
+                        continue;
+                    }
+                    // MLX accumulates half products with half-precision steps (its bf16 results
+                    // are off by up to ~4% of max|out| from an f64 reference), so half cases are
+                    // checked tightly against f64 and loosely against MLX.
+                    let f = |a: Array| rmlx::ops::astype(&a, Dtype::F32);
+                    let wd = vals(
+                        &dequantize(&ld("wq"), &f(ld("scales")), &f(ld("biases")), gs, bits)
+                            .unwrap(),
+                    );
+                    let n = wd.len() / ld("x").dim(-1);
+                    let exact_ref = matmul_t(&vals(&ld("x")), &wd, rows, n, ld("x").dim(-1));
+                    let what = format!("{name} (exact={exact}) vs f64");
+                    assert_close(&vals(&got), &exact_ref, 1e-2, tol * scale, &what);
                     assert_close(
                         &vals(&got),
                         &want,
-                        1e-4,
-                        tol * scale,
-                        &format!("{name} (exact={exact})"),
+                        1e-2,
+                        5e-2 * scale,
+                        &format!("{name} (exact={exact}) vs MLX"),
                     );
-                    continue;
                 }
-                // MLX accumulates half products with half-precision steps (its bf16 results
-                // are off by up to ~4% of max|out| from an f64 reference), so half cases are
-                // checked tightly against f64 and loosely against MLX.
-                let f = |a: Array| rmlx::ops::astype(&a, Dtype::F32);
-                let wd = vals(
-                    &dequantize(&ld("wq"), &f(ld("scales")), &f(ld("biases")), gs, bits).unwrap(),
-                );
-                let n = wd.len() / ld("x").dim(-1);
-                let exact_ref = matmul_t(&vals(&ld("x")), &wd, rows, n, ld("x").dim(-1));
-                let what = format!("{name} (exact={exact}) vs f64");
-                assert_close(&vals(&got), &exact_ref, 1e-2, tol * scale, &what);
-                assert_close(
-                    &vals(&got),
-                    &want,
-                    1e-2,
-                    5e-2 * scale,
-                    &format!("{name} (exact={exact}) vs MLX"),
-                );
-            }
+            });
         }
-        rmlx_cpu::quantized::qmv::set_exact(false);
     });
 }
 
@@ -342,4 +344,63 @@ fn bad_arguments_are_clear_errors() {
     );
     let wqf = rmlx::ops::astype(&wq, Dtype::F32);
     assert!(err_msg(quantized_matmul(&x, &wqf, &s, &b, true, 64, 4)).contains("uint32"));
+}
+
+/// The decode mode is fixed in each product when it is recorded: a product built inside
+/// `with_exact_decode(true, ..)` and evaluated outside it (or on another thread) stays exact,
+/// scopes nest and restore, and another thread keeps the process default meanwhile.
+#[test]
+fn decode_mode_is_recorded_per_op() {
+    let (n, k) = (64, 256);
+    let w = Array::from_slice(&rand_vec(n * k, 11), &[n, k]).unwrap();
+    let (wq, s, b) = quantize(&w, 32, 4).unwrap();
+    let x = Array::from_slice(&rand_vec(k, 12), &[1, k]).unwrap();
+    let prod = || quantized_matmul(&x, &wq, &s, &b, true, 32, 4).unwrap();
+    let exact = with_exact_decode(true, || {
+        assert!(rmlx::ops::quantized::exact_decode());
+        let inner = with_exact_decode(false, prod);
+        assert!(rmlx::ops::quantized::exact_decode(), "scope not restored");
+        (prod(), inner)
+    });
+    let (exact, inner) = exact;
+    assert!(!rmlx::ops::quantized::exact_decode());
+    let other_thread = std::thread::scope(|t| {
+        let h = t.spawn(|| with_exact_decode(true, || vals(&prod())));
+        let default = vals(&prod());
+        (h.join().unwrap(), default)
+    });
+    // Evaluated here, outside the scope and after it ended.
+    let (exact, inner, default) = (vals(&exact), vals(&inner), vals(&prod()));
+    let wd = vals(&dequantize(&wq, &s, &b, 32, 4).unwrap());
+    let want = matmul_t(&vals(&x), &wd, 1, n, k);
+    assert_close(
+        &exact,
+        &want,
+        1e-5,
+        1e-5,
+        "recorded exact, evaluated outside",
+    );
+    assert_eq!(other_thread.0, exact, "exact scope on another thread");
+    assert_eq!(
+        other_thread.1, default,
+        "default here while another thread is exact"
+    );
+    assert_eq!(
+        inner, default,
+        "inner scope records the default (int8) mode"
+    );
+    // On machines with the int8 kernel the two modes differ (on others both are exact).
+    let gap = default
+        .iter()
+        .zip(&exact)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(gap <= 1e-2 * max_abs(&want), "int8 error {gap}");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        assert!(
+            gap > 0.0,
+            "int8 and exact products are identical: mode not applied"
+        );
+    }
 }

@@ -210,6 +210,7 @@ pub fn gather_qmm(
             bits,
             transpose,
             sorted_indices,
+            exact: crate::ops::quantized::exact_decode(),
         },
         vec![
             flatten_batch(x)?,

@@ -10,21 +10,46 @@ use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::primitive::Primitive;
 use crate::shape::{broadcast_shapes, fmt_shape, Shape};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 static DECODE_MODE: AtomicU8 = AtomicU8::new(0); // 0 = unread, 1 = int8 allowed, 2 = exact
 
-/// Forces every backend's decode-shaped quantized matmul (a few rows of `x`) onto its exact
-/// float path (`true`), or allows the faster path that quantizes `x` to int8 per block of 32
-/// (`false`, llama.cpp's trade: ~3e-3 relative error on the products, measured in the
-/// backends' tests). The default is the int8 path unless `RMLX_QMV_EXACT=1` is set.
+thread_local! {
+    /// This thread's override of the process default (see [`with_exact_decode`]).
+    static SCOPED_MODE: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Sets the process default for quantized products recorded from now on: `true` forces every
+/// backend onto its exact float paths, `false` allows the faster ones: decode shapes (a few
+/// rows of `x`) quantize `x` to int8 per block of 32 (llama.cpp's trade: ~3e-3 relative error
+/// on the products, measured in the backends' tests), and a GPU multiplies half `x` by weights
+/// rounded to that half dtype for prefill (as MLX). The default allows them unless
+/// `RMLX_QMV_EXACT=1` is set.
 pub fn set_exact_decode(exact: bool) {
     DECODE_MODE.store(if exact { 2 } else { 1 }, Ordering::Relaxed);
 }
 
-/// Whether decode-shaped quantized products must use the exact float path (see
-/// [`set_exact_decode`]).
+/// Runs `f` with quantized products recorded on this thread in the given mode, whatever the
+/// process default; the mode is fixed in each op when it is recorded, so arrays built inside
+/// `f` keep it wherever and whenever they are evaluated, and other threads are not affected.
+pub fn with_exact_decode<R>(exact: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<bool>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SCOPED_MODE.with(|m| m.set(self.0));
+        }
+    }
+    let _restore = Restore(SCOPED_MODE.with(|m| m.replace(Some(exact))));
+    f()
+}
+
+/// The mode a quantized product recorded now on this thread gets: the innermost
+/// [`with_exact_decode`] scope, else the process default ([`set_exact_decode`]).
 pub fn exact_decode() -> bool {
+    if let Some(exact) = SCOPED_MODE.with(Cell::get) {
+        return exact;
+    }
     match DECODE_MODE.load(Ordering::Relaxed) {
         0 => {
             let exact = std::env::var("RMLX_QMV_EXACT").is_ok_and(|v| v == "1");
@@ -34,6 +59,12 @@ pub fn exact_decode() -> bool {
         m => m == 2,
     }
 }
+
+/// Rows of `x` (per matrix) up to which every backend runs a transposed quantized product with
+/// its memory-bound decode kernel (int8 activations unless exact); more rows take the prefill
+/// kernel (dequantize and multiply). A row's result depends only on its own values within
+/// each family, so callers that want reproducible results keep a computation in one family.
+pub const DECODE_MAX_ROWS: usize = 8;
 
 /// Bit widths MLX's affine mode accepts.
 pub const QUANT_BITS: [usize; 6] = [2, 3, 4, 5, 6, 8];
@@ -340,6 +371,7 @@ fn make_qmm(
             group_size,
             bits,
             transpose,
+            exact: exact_decode(),
         },
         vec![x, wq.clone(), scales.clone(), biases.clone()],
     )

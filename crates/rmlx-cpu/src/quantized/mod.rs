@@ -11,8 +11,7 @@ use rmlx_core::dtype::{bf16, f16, Element};
 use rmlx_core::primitive::OutputSpec;
 use rmlx_core::{ArrayData, Dtype, Error, Result};
 
-/// Rows of `x` up to which the memory-bound decode kernel is used.
-pub const DECODE_MAX_ROWS: usize = 8;
+pub use rmlx_core::ops::quantized::DECODE_MAX_ROWS;
 
 /// Binds `$T` to the Rust type of a float dtype, or returns a dtype error.
 macro_rules! float_dispatch {
@@ -85,6 +84,7 @@ pub fn quantized_matmul(
     group_size: usize,
     bits: usize,
     transpose: bool,
+    exact: bool,
     out: &OutputSpec,
 ) -> Result<ArrayData> {
     let (xa, wa) = (&x[0], &x[1]);
@@ -133,7 +133,7 @@ pub fn quantized_matmul(
             };
             let xs = &xf[bi * m * k..(bi + 1) * m * k];
             let o = &mut res[bi * m * n..(bi + 1) * m * n];
-            matmul_one(xs, m, &w, transpose, o);
+            matmul_one(xs, m, &w, transpose, exact, o);
         }
     });
     if out.dtype != Dtype::F32 {
@@ -146,18 +146,20 @@ pub fn quantized_matmul(
     Ok(o)
 }
 
-/// One product `out: [m, n]` from `x: [m, k]` (f32) and one packed matrix.
+/// One product `out: [m, n]` from `x: [m, k]` (f32) and one packed matrix; `exact` keeps
+/// decode shapes off the int8 path (see `qmv::qmv`).
 pub fn matmul_one<S: Element>(
     x: &[f32],
     m: usize,
     w: &Packed<S>,
     transpose: bool,
+    exact: bool,
     out: &mut [f32],
 ) {
     if !transpose {
         qmm::qmm_n(x, m, w, out)
     } else if m <= DECODE_MAX_ROWS {
-        qmv::qmv(x, m, w, out)
+        qmv::qmv(x, m, w, exact, out)
     } else {
         qmm::qmm_t(x, m, w, out)
     }

@@ -10,7 +10,8 @@
 //!   `Σ (s q + b) x = s Σ (q - c) x + (b + c s) Σ x`. Accuracy: each `x_i` moves by at most
 //!   `d/2`, so an output errs by at most `Σ_blocks |s| d/2 Σ |q_i - c|`; measured: ~1e-3 of
 //!   max|out| for zero-centred weights, up to ~1e-2 for groups with large offsets (tests), the
-//!   same trade llama.cpp makes for Q4_0/Q8_0. `set_exact(true)` or `RMLX_QMV_EXACT=1` turns it off (for every backend).
+//!   same trade llama.cpp makes for Q4_0/Q8_0. The caller picks (`Primitive::QuantizedMatmul`'s `exact`, recorded from
+//!   `rmlx_core::ops::quantized::exact_decode`: `RMLX_QMV_EXACT=1` or `with_exact_decode(true, ..)`).
 
 use super::pack::unpack;
 use rayon::prelude::*;
@@ -23,16 +24,6 @@ const MIN_PARALLEL_BYTES: usize = 128 << 10;
 /// Weight bytes per parallel task at least (larger matrices split into one task per thread,
 /// a few more when they are big enough, so a slow thread does not hold the others up).
 const MIN_TASK_BYTES: usize = 256 << 10;
-
-/// Forces the exact float decode path (`true`) or allows the int8 path (`false`) on every
-/// backend: [`rmlx_core::ops::quantized::set_exact_decode`].
-pub fn set_exact(exact: bool) {
-    rmlx_core::ops::quantized::set_exact_decode(exact);
-}
-
-fn exact_mode() -> bool {
-    rmlx_core::ops::quantized::exact_decode()
-}
 
 /// The weights of one product: `wq: [n, k*bits/32]`, `scales`, `biases`: `[n, k/group_size]`.
 pub struct Packed<'a, S> {
@@ -52,16 +43,18 @@ impl<S> Packed<'_, S> {
     }
 }
 
-/// `out[m, n] = Σ_k x[m, k] * w[n, k]` for `x: [m, k]` (f32, `m <= 8`); picks the int8 path
-/// when available and allowed, else the exact one.
-pub fn qmv<S: Element>(x: &[f32], m: usize, w: &Packed<S>, out: &mut [f32]) {
+/// `out[m, n] = Σ_k x[m, k] * w[n, k]` for `x: [m, k]` (f32, `m <= 8`); takes the int8 path
+/// when it is available and not `exact`, else the exact one.
+pub fn qmv<S: Element>(x: &[f32], m: usize, w: &Packed<S>, exact: bool, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if !exact_mode() && int8_supported(w) {
+        if !exact && int8_supported(w) {
             // SAFETY: AVX2, FMA and F16C were detected at run time.
             return unsafe { avx2::qmv_int8(x, m, w, out) };
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = exact;
     qmv_exact(x, m, w, out)
 }
 
@@ -683,7 +676,7 @@ mod tests {
                     .collect();
                 let (mut want, mut got) = (vec![0f32; m * n], vec![0f32; m * n]);
                 qmv_exact(&x, m, &w, &mut want);
-                qmv(&x, m, &w, &mut got);
+                qmv(&x, m, &w, false, &mut got);
                 let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
                 let worst = got
                     .iter()

@@ -296,8 +296,6 @@ mod tests {
             return;
         }
         let gpu = crate::context::gpu(0).unwrap();
-        // the CPU reference in its exact float mode (not the int8-activation approximation)
-        rmlx_cpu::quantized::qmv::set_exact(true);
         let (e, n, k) = (5, 48, 128);
         let w: Vec<f32> = (0..e * n * k)
             .map(|i| ((i as f32 * 0.37).sin() * 2.0) * if i % 3 == 0 { 1.0 } else { -0.5 })
@@ -342,7 +340,8 @@ mod tests {
                     dtype: Dtype::F32,
                 };
                 let want =
-                    rmlx_cpu::gather_matmul::gather_qmm(&ins, gs, bits, transpose, &spec).unwrap();
+                    // the CPU reference in its exact float mode (not the int8 approximation)
+                        rmlx_cpu::gather_matmul::gather_qmm(&ins, gs, bits, transpose, true, &spec).unwrap();
                 let want = want.as_slice::<f32>().unwrap();
                 let got = gather_qmm(&gpu, &ins, gs, bits, transpose, &shape, Dtype::F32).unwrap();
                 let got = fetch(&gpu, &got);

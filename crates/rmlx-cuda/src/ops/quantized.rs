@@ -18,8 +18,7 @@ use std::sync::Arc;
 /// The templated device code every quantization kernel is generated from.
 pub const QUANT_CUH: &str = include_str!("../../kernels/quantized.cuh");
 
-/// Rows of x (per matrix) up to which the decode kernel runs.
-pub const DECODE_MAX_ROWS: usize = 8;
+pub use rmlx_core::ops::quantized::DECODE_MAX_ROWS;
 
 fn check_float(op: &str, what: &str, d: Dtype) -> Result<()> {
     if d.is_float() {
@@ -328,14 +327,14 @@ fn decode_args(
         .i64((m * n) as i64);
 }
 
-/// `[x, wq, scales, biases]` → `x @ dequant(w).T` (transpose) or `x @ dequant(w)`.
-#[allow(clippy::too_many_arguments)]
+/// `[x, wq, scales, biases]` → `x @ dequant(w).T` (transpose) or `x @ dequant(w)`; `exact`
+/// keeps to the float kernels (no int8 `x` for decode, no half weights for prefill).
 pub fn quantized_matmul(
     gpu: &Arc<Gpu>,
     x: &[ArrayData],
-    group_size: usize,
-    bits: usize,
+    (group_size, bits): (usize, usize),
     transpose: bool,
+    exact: bool,
     shape: &[usize],
     od: Dtype,
 ) -> Result<ArrayData> {
@@ -393,10 +392,7 @@ pub fn quantized_matmul(
             3 | 4 => 4,
             _ => 8,
         };
-        if (bits == 4 || bits == 8)
-            && group_size >= 32
-            && !rmlx_core::ops::quantized::exact_decode()
-        {
+        if (bits == 4 || bits == 8) && group_size >= 32 && !exact {
             let rows = batch.max(1) * m;
             let (xq, xqp) = output(gpu, &[rows * k], Dtype::U8)?;
             let (meta, metap) = output(gpu, &[rows * k / 32 * XBLOCK_META], Dtype::U8)?;
@@ -469,14 +465,10 @@ pub fn quantized_matmul(
     // Many rows (prefill): dequantize to a temporary and multiply with cuBLASLt. For half x and
     // output the temporary is that dtype and the product runs on the tensor cores with f32 accumulation,
     // as MLX does (each weight rounded once to bf16/f16); in exact mode
-    // (`set_exact_decode(true)`) or for f32 x it is f32 and the product f32, as the CPU does
+    // (`exact`, see `rmlx_core::ops::quantized::with_exact_decode`) or for f32 x it is f32 and the product f32, as the CPU does
     // (bf16 weights miss the f64 reference by several ulps).
     let half = matches!(od, Dtype::BF16 | Dtype::F16) && xa.dtype == od;
-    let cd = if half && !rmlx_core::ops::quantized::exact_decode() {
-        xa.dtype
-    } else {
-        Dtype::F32
-    };
+    let cd = if half && !exact { xa.dtype } else { Dtype::F32 };
     let bt = batch.max(1);
     let (tmp, tptr) = output(gpu, &[bt, rows_w, kpack], cd)?;
     dequantize_into(
@@ -659,7 +651,8 @@ mod tests {
                 let xa = host_f32(&xv, &[m, k]);
                 let mut ins = vec![xa];
                 ins.extend(parts.iter().cloned());
-                let y = quantized_matmul(&gpu, &ins, gs, bits, true, &[m, n], Dtype::F32).unwrap();
+                let y = quantized_matmul(&gpu, &ins, (gs, bits), true, false, &[m, n], Dtype::F32)
+                    .unwrap();
                 gpu.synchronize().unwrap();
                 y.buffer.ensure_host().unwrap();
                 let y = y.as_slice::<f32>().unwrap();
@@ -679,7 +672,8 @@ mod tests {
             let xv: Vec<f32> = (0..m * n).map(|i| (i as f32 * 0.13).sin()).collect();
             let mut ins = vec![host_f32(&xv, &[m, n])];
             ins.extend(parts.iter().cloned());
-            let y = quantized_matmul(&gpu, &ins, gs, bits, false, &[m, k], Dtype::F32).unwrap();
+            let y = quantized_matmul(&gpu, &ins, (gs, bits), false, false, &[m, k], Dtype::F32)
+                .unwrap();
             gpu.synchronize().unwrap();
             y.buffer.ensure_host().unwrap();
             let y = y.as_slice::<f32>().unwrap();
