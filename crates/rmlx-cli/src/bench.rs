@@ -2,12 +2,11 @@
 //! tokens, a warm-up trial, then per trial a chunked prefill and greedy decoding of a fixed
 //! number of tokens (EOS does not stop a benchmark).
 
-use crate::{load_model, CliResult, ModelArgs};
+use crate::{load_or_random, CliResult, ModelArgs, RandomWeightsArgs};
 use clap::Args;
 use rmlx::{ops, Array};
 use rmlx_lm::graph_decode::ReplayDecoder;
 use rmlx_lm::models::LanguageModel;
-use rmlx_lm::tokenizer::Tokenizer;
 use std::time::Instant;
 
 #[derive(Args)]
@@ -35,14 +34,8 @@ pub struct BenchArgs {
     /// Prompt tokens per forward pass during prefill.
     #[arg(long = "prefill-step-size", default_value_t = 512)]
     prefill_step_size: usize,
-    /// Build the model that `--config` describes with random weights on the device instead of
-    /// loading one (speed does not depend on the values).
-    #[arg(long = "random-weights", requires = "config")]
-    random_weights: bool,
-    /// A `config.json` of any supported architecture, optionally with a `quantization` block
-    /// `{"group_size": 64, "bits": 4}` (with `--random-weights`).
-    #[arg(long, requires = "random_weights")]
-    config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    random: RandomWeightsArgs,
 }
 
 /// One trial's figures (tokens per second per sequence, as mlx_lm reports them; GB; seconds).
@@ -163,20 +156,8 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                 .into(),
         );
     }
-    let (model, load_s, made, tokenizer) = if a.random_weights {
-        crate::select_device(a.model.device)?;
-        let t0 = Instant::now();
-        let path = a
-            .config
-            .as_ref()
-            .ok_or("--random-weights needs --config FILE")?;
-        let (m, _, made) = rmlx_lm::load::random_model(path, 0).map_err(err)?;
-        let tokenizer = Tokenizer::ids_only(m.config().vocab_size).map_err(err)?;
-        (m, t0.elapsed().as_secs_f64(), made, tokenizer)
-    } else {
-        let (m, load_s) = load_model(&a.model)?;
-        (m.model, load_s, Vec::new(), m.tokenizer)
-    };
+    let (m, load_s, made) = load_or_random(&a.model, &a.random)?;
+    let (model, tokenizer) = (m.model, m.tokenizer);
     if a.ragged || a.batch_sizes.len() > 1 {
         eprintln!("Loaded the model in {load_s:.3} s");
         return crate::bench_batch::run(

@@ -193,6 +193,37 @@ pub(crate) fn load_model(args: &ModelArgs) -> CliResult<(LoadedModel, f64)> {
     Ok((m?, t0.elapsed().as_secs_f64()))
 }
 
+/// `--random-weights --config FILE`: a model of the shape a `config.json` describes, with
+/// random weights, instead of a loaded one (benchmarks and load tests; speed does not depend on
+/// the values).
+#[derive(Args, Clone)]
+pub(crate) struct RandomWeightsArgs {
+    /// Build the model that `--config` describes with random weights on the device instead of
+    /// loading one; its tokenizer maps the word `<i>` to token i (any other word to 0).
+    #[arg(long = "random-weights", requires = "config")]
+    pub(crate) random_weights: bool,
+    /// A `config.json` of any supported architecture, optionally with a `quantization` block
+    /// `{"group_size": 64, "bits": 4}` (with `--random-weights`).
+    #[arg(long, requires = "random_weights")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+/// [`load_model`], or the random model `r` asks for; also each made tensor's name and bytes
+/// (empty for a loaded model).
+pub(crate) fn load_or_random(
+    args: &ModelArgs,
+    r: &RandomWeightsArgs,
+) -> CliResult<(LoadedModel, f64, rmlx_lm::load::MadeTensors)> {
+    let Some(path) = r.config.as_ref().filter(|_| r.random_weights) else {
+        let (m, load_s) = load_model(args)?;
+        return Ok((m, load_s, Vec::new()));
+    };
+    select_device(args.device)?;
+    let t0 = Instant::now();
+    let (m, made) = rmlx_lm::load::random(path, 0).map_err(|e| e.to_string())?;
+    Ok((m, t0.elapsed().as_secs_f64(), made))
+}
+
 /// Makes the chosen device the process default: every op the model builds runs there, and
 /// weights move to it on first use.
 pub(crate) fn select_device(d: DeviceArg) -> CliResult<()> {

@@ -1,6 +1,6 @@
 //! `rmlx serve`: the OpenAI-compatible server (crate `rmlx-server`) on a loaded model.
 
-use crate::{load_model, CliResult, ModelArgs};
+use crate::{load_or_random, CliResult, ModelArgs, RandomWeightsArgs};
 use clap::Args;
 use rmlx_lm::batch::BatchOptions;
 use rmlx_lm::scheduler::SchedulerConfig;
@@ -11,6 +11,9 @@ use rmlx_server::ServerConfig;
 pub struct ServeArgs {
     #[command(flatten)]
     model: ModelArgs,
+    /// (`--random-weights --config FILE`: a load test's model; prompts become token 0 words.)
+    #[command(flatten)]
+    random: RandomWeightsArgs,
     /// Address to listen on (loopback by default; set --api-key before exposing it further).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -65,9 +68,11 @@ pub fn run(a: ServeArgs) -> CliResult<()> {
         .clone()
         .or_else(|| std::env::var("RMLX_API_KEY").ok())
         .filter(|k| !k.is_empty());
-    let (m, load_s) = load_model(&a.model)?;
+    let (m, load_s, _) = load_or_random(&a.model, &a.random)?;
     let model_id = match &m.source {
-        rmlx_lm::load::ModelSource::Dir(p) | rmlx_lm::load::ModelSource::Gguf(p) => p
+        rmlx_lm::load::ModelSource::Dir(p)
+        | rmlx_lm::load::ModelSource::Gguf(p)
+        | rmlx_lm::load::ModelSource::Random(p) => p
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "rmlx".into()),

@@ -228,3 +228,71 @@ fn perplexity_prints_one_number() {
     // Repeated text is easy after its first window: well under the vocabulary size.
     assert!(v > 1.0 && v < 100.0, "{v}");
 }
+
+/// `rmlx serve --random-weights --config FILE` (the load test's server): a model of that shape
+/// answers a chat request with words of its ids-only tokenizer.
+#[test]
+fn serve_with_random_weights_answers_chat() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/bench/configs/smollm2-135m-q4.json"
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rmlx"))
+        .args([
+            "serve",
+            "--random-weights",
+            "--config",
+            config,
+            "--device",
+            "cpu",
+            "--port",
+            "0",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start rmlx serve");
+    // Kill the server whatever happens below.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let child = Kill(child);
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the server exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split([',', ' ']).next().unwrap().to_string();
+        }
+    };
+    let body = r#"{"messages":[{"role":"user","content":"<5> <6> <7> hello"}],"max_tokens":7}"#;
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let json: serde_json::Value =
+        serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    // Random weights stop at max_tokens unless they happen to pick the config's EOS id.
+    let n = json["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!((1..=7).contains(&n), "{json}");
+    let text = json["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        text.split_whitespace()
+            .all(|w| w.starts_with('<') && w.ends_with('>')),
+        "{text:?}"
+    );
+    assert_eq!(json["model"], "smollm2-135m-q4.json", "{json}");
+    drop(child);
+}

@@ -28,6 +28,8 @@ pub enum ModelSource {
     Dir(PathBuf),
     /// A single GGUF file.
     Gguf(PathBuf),
+    /// Random weights of the shape a `config.json` describes ([`random`]).
+    Random(PathBuf),
 }
 
 /// A ready model with its tokenizer and the config it was built from.
@@ -146,6 +148,20 @@ pub fn random_model(config_file: &Path, seed: u64) -> Result<(Model, Value, Made
         .map(|r| r.made.clone())
         .unwrap_or_default();
     Ok((model, config, made))
+}
+
+/// [`random_model`] with an ids-only tokenizer ([`Tokenizer::ids_only`]), as a
+/// [`LoadedModel`] that `generate`, `bench` and `serve` take like a real one.
+pub fn random(config_file: &Path, seed: u64) -> Result<(LoadedModel, MadeTensors)> {
+    let (model, config, made) = random_model(config_file, seed)?;
+    let tokenizer = Tokenizer::ids_only(model.config().vocab_size)?;
+    let loaded = LoadedModel {
+        model,
+        tokenizer,
+        config,
+        source: ModelSource::Random(config_file.to_path_buf()),
+    };
+    Ok((loaded, made))
 }
 
 fn build(config: &Value, weights: &mut Weights, opts: &LoadOptions) -> Result<Model> {

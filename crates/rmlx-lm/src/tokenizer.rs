@@ -125,6 +125,11 @@ fn ids_of(v: Option<&serde_json::Value>) -> Vec<u32> {
     }
 }
 
+/// The chat template of [`Tokenizer::ids_only`]: one `role: content` line a message.
+const IDS_ONLY_CHAT_TEMPLATE: &str =
+    "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}\
+    {% if add_generation_prompt %}assistant:{% endif %}";
+
 impl Tokenizer {
     /// Loads a Hugging Face / mlx-community model directory's tokenizer: `tokenizer.json`,
     /// with `tokenizer_config.json` (BOS/EOS, `add_bos_token`, `chat_template`, or a
@@ -336,9 +341,10 @@ impl Tokenizer {
         })
     }
 
-    /// A stand-in for a model that comes without a tokenizer (random weights for a benchmark):
-    /// token `i` is the word `<i>`, text is words split at whitespace, decoding joins them with
-    /// spaces; no BOS, EOS or chat template.
+    /// A stand-in for a model that comes without a tokenizer (random weights for a benchmark
+    /// or a load test): token `i` is the word `<i>` (any other word is token 0), text is words
+    /// split at whitespace, decoding joins them with spaces; no BOS or EOS (generation runs to
+    /// its token limit); a plain `role: content` chat template, so chat requests work.
     pub fn ids_only(vocab_size: usize) -> Result<Self> {
         if vocab_size == 0 || vocab_size > u32::MAX as usize {
             return Err(LmError::Tokenizer(format!(
@@ -363,7 +369,7 @@ impl Tokenizer {
             eos_ids: Vec::new(),
             add_bos: false,
             add_eos: false,
-            chat_template: None,
+            chat_template: Some(IDS_ONLY_CHAT_TEMPLATE.into()),
         })
     }
 
