@@ -2,7 +2,7 @@
 //! kernels index with.
 
 use crate::context::{cuda_err, Gpu};
-use cudarc::driver::{sys, CudaFunction};
+use cudarc::driver::{result, sys, CudaFunction};
 use rmlx_core::{Error, Result};
 use std::ffi::c_void;
 
@@ -141,40 +141,54 @@ impl Gpu {
             .iter_mut()
             .map(|b| b.as_mut_ptr() as *mut c_void)
             .collect();
-        // With `pdl`, a programmatic dependent of the previous kernel: scheduled while it
-        // finishes; the kernel itself waits for it before touching memory (prelude.cuh).
-        // Without, the attribute list is empty: a plain launch.
-        let mut attr = sys::CUlaunchAttribute {
-            id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
-            pad: [0; 4],
-            // SAFETY: an all-zero value is valid for every member of the union
-            value: unsafe { std::mem::zeroed() },
-        };
-        attr.value.programmaticStreamSerializationAllowed = 1;
-        let cfg = sys::CUlaunchConfig {
-            gridDimX: g.grid.0,
-            gridDimY: g.grid.1,
-            gridDimZ: g.grid.2,
-            blockDimX: g.block.0,
-            blockDimY: g.block.1,
-            blockDimZ: g.block.2,
-            sharedMemBytes: g.shared,
-            hStream: self.stream.cu_stream(),
-            attrs: &mut attr,
-            numAttrs: self.pdl as u32,
-        };
-        // SAFETY: argument count and types match the kernel's signature, which the caller
-        // generated together with this argument list; `cfg` and `attr` outlive the call.
-        unsafe {
-            sys::cuLaunchKernelEx(
-                &cfg,
-                f.cu_function(),
-                ptrs.as_mut_ptr(),
-                std::ptr::null_mut(),
-            )
+        if self.pdl {
+            // A programmatic dependent of the previous kernel: scheduled while it finishes;
+            // the kernel itself waits for it before touching memory (prelude.cuh).
+            let mut attr = sys::CUlaunchAttribute {
+                id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+                pad: [0; 4],
+                // SAFETY: an all-zero value is valid for every member of the union
+                value: unsafe { std::mem::zeroed() },
+            };
+            attr.value.programmaticStreamSerializationAllowed = 1;
+            let cfg = sys::CUlaunchConfig {
+                gridDimX: g.grid.0,
+                gridDimY: g.grid.1,
+                gridDimZ: g.grid.2,
+                blockDimX: g.block.0,
+                blockDimY: g.block.1,
+                blockDimZ: g.block.2,
+                sharedMemBytes: g.shared,
+                hStream: self.stream.cu_stream(),
+                attrs: &mut attr,
+                numAttrs: 1,
+            };
+            // SAFETY: as below; `cfg` and `attr` outlive the call.
+            unsafe {
+                sys::cuLaunchKernelEx(
+                    &cfg,
+                    f.cu_function(),
+                    ptrs.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                )
+            }
+            .result()
+            .map_err(|e| cuda_err(&format!("launching {name}"), e))?;
+        } else {
+            // SAFETY: argument count and types match the kernel's signature, which the caller
+            // generated together with this argument list.
+            unsafe {
+                result::launch_kernel(
+                    f.cu_function(),
+                    g.grid,
+                    g.block,
+                    g.shared,
+                    self.stream.cu_stream(),
+                    &mut ptrs,
+                )
+            }
+            .map_err(|e| cuda_err(&format!("launching {name}"), e))?;
         }
-        .result()
-        .map_err(|e| cuda_err(&format!("launching {name}"), e))?;
         if crate::stats::sync_each_kernel() && !self.alloc.capturing() {
             // Debug mode: a fault is reported by the kernel (and so the op) that caused it.
             self.stream
