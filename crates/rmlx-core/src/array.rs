@@ -27,6 +27,14 @@ impl ArrayData {
         Ok(ArrayData::contiguous(Arc::new(buf), shape, dtype))
     }
 
+    /// Like [`ArrayData::alloc`], but the elements are unspecified (zero, or the old values of
+    /// a recycled buffer): for kernels that write every element, saving a clearing pass over
+    /// the output (a quarter of the memory traffic of `a + b`).
+    pub fn alloc_for_overwrite(shape: &[usize], dtype: Dtype) -> Result<ArrayData> {
+        let buf = Buffer::alloc_uninit(numel(shape) * dtype.size())?;
+        Ok(ArrayData::contiguous(Arc::new(buf), shape, dtype))
+    }
+
     /// A row-contiguous layout over a whole buffer.
     pub fn contiguous(buffer: Arc<Buffer>, shape: &[usize], dtype: Dtype) -> ArrayData {
         ArrayData {

@@ -163,13 +163,9 @@ fn host_alloc(len: usize, zero: bool) -> Result<Host> {
         let layout = Layout::from_size_align(len, ALIGN)
             .map_err(|e| Error::oom("alloc", format!("{len} bytes: {e}")))?;
         // SAFETY: layout has non-zero size.
-        let p = unsafe {
-            if zero {
-                std::alloc::alloc_zeroed(layout)
-            } else {
-                std::alloc::alloc(layout)
-            }
-        };
+        // Always zeroed: fresh large blocks come from the OS already zero (no extra pass), and
+        // no buffer ever holds uninitialised bytes.
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
         if p.is_null() {
             ACTIVE.fetch_sub(len, Ordering::Relaxed);
             return Err(Error::oom(
@@ -223,7 +219,8 @@ impl Buffer {
         Ok(Self::with_host(len, host_alloc(len, true)?))
     }
 
-    /// Like `alloc`, but leaves the bytes as the allocator gave them (the kernel overwrites all).
+    /// Like `alloc`, but a recycled block keeps its old bytes instead of being cleared (one
+    /// write pass less): for kernels that overwrite every byte. Never uninitialised memory.
     pub fn alloc_uninit(len: usize) -> Result<Buffer> {
         Ok(Self::with_host(len, host_alloc(len, false)?))
     }

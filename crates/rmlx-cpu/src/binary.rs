@@ -5,6 +5,7 @@
 //! per-thread buffer; the inner loop is then one monomorphised, auto-vectorised pass.
 
 use crate::copy::{out_slice_mut, CHUNK};
+use crate::stream_store::{fill_streamed, should_stream};
 use crate::strided::collapse;
 use crate::unary::{gather, has_avx2, run1};
 use rayon::prelude::*;
@@ -35,6 +36,7 @@ fn classify<T: Element>(x: &ArrayData) -> Src<T> {
 }
 
 /// One chunk of an operand: values or one repeated value.
+#[derive(Clone, Copy)]
 enum Part<'a, T> {
     S(&'a [T]),
     V(T),
@@ -96,21 +98,28 @@ pub(crate) fn map2<T: Element, O: Element, F: Fn(T, T) -> O + Sync>(
     f: F,
 ) -> Result<ArrayData> {
     debug_assert_eq!(O::DTYPE, od);
-    let mut out = ArrayData::alloc(&a.shape, od)?;
+    let mut out = ArrayData::alloc_for_overwrite(&a.shape, od)?;
     if out.numel() == 0 {
         return Ok(out);
     }
     let (sa, sb) = (classify::<T>(a), classify::<T>(b));
     let dst: &mut [O] = out_slice_mut(&mut out);
+    let stream = should_stream::<O>(dst.len());
     dst.par_chunks_mut(CHUNK).enumerate().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(ba, bb), (c, d)| {
+        || (Vec::new(), Vec::new(), Vec::new()),
+        |(ba, bb, tmp), (c, d)| {
             let (start, n) = (c * CHUNK, d.len());
-            match (part(a, &sa, start, n, ba), part(b, &sb, start, n, bb)) {
-                (Part::S(x), Part::S(y)) => run2(x, y, d, &f),
-                (Part::S(x), Part::V(y)) => run1(x, d, &|u| f(u, y)),
-                (Part::V(x), Part::S(y)) => run1(y, d, &|u| f(x, u)),
+            let (pa, pb) = (part(a, &sa, start, n, ba), part(b, &sb, start, n, bb));
+            let kernel = |r: std::ops::Range<usize>, d: &mut [O]| match (pa, pb) {
+                (Part::S(x), Part::S(y)) => run2(&x[r.clone()], &y[r], d, &f),
+                (Part::S(x), Part::V(y)) => run1(&x[r], d, &|u| f(u, y)),
+                (Part::V(x), Part::S(y)) => run1(&y[r], d, &|u| f(x, u)),
                 (Part::V(x), Part::V(y)) => d.fill(f(x, y)),
+            };
+            if stream {
+                fill_streamed(d, tmp, kernel);
+            } else {
+                kernel(0..n, d);
             }
         },
     );
@@ -407,7 +416,7 @@ fn where_typed<T: Element>(
     b: &ArrayData,
     od: Dtype,
 ) -> Result<ArrayData> {
-    let mut out = ArrayData::alloc(&a.shape, od)?;
+    let mut out = ArrayData::alloc_for_overwrite(&a.shape, od)?;
     if out.numel() == 0 {
         return Ok(out);
     }

@@ -10,7 +10,7 @@ pub const CHUNK: usize = 1 << 16;
 
 /// `x` in a fresh row-contiguous buffer of the same dtype.
 pub fn copy(x: &ArrayData) -> Result<ArrayData> {
-    let mut out = ArrayData::alloc(&x.shape, x.dtype)?;
+    let mut out = ArrayData::alloc_for_overwrite(&x.shape, x.dtype)?;
     dispatch_dtype!(x.dtype, T => copy_into::<T>(x, &mut out));
     Ok(out)
 }
@@ -20,7 +20,10 @@ fn copy_into<T: Element>(x: &ArrayData, out: &mut ArrayData) {
     let n = x.numel();
     let dst: &mut [T] = out_slice_mut(out);
     if x.is_contiguous() {
-        dst.copy_from_slice(&src[x.offset..x.offset + n]);
+        // one thread cannot pull all of the memory bandwidth
+        dst.par_chunks_mut(CHUNK)
+            .zip(src[x.offset..x.offset + n].par_chunks(CHUNK))
+            .for_each(|(d, s)| d.copy_from_slice(s));
         return;
     }
     let dims = collapse(&x.shape, &x.strides);
@@ -63,7 +66,7 @@ pub fn contiguous<T: Element>(x: &ArrayData) -> std::borrow::Cow<'_, [T]> {
 
 /// `x` converted to `dtype`, row-contiguous.
 pub fn astype(x: &ArrayData, dtype: Dtype) -> Result<ArrayData> {
-    let mut out = ArrayData::alloc(&x.shape, dtype)?;
+    let mut out = ArrayData::alloc_for_overwrite(&x.shape, dtype)?;
     dispatch_dtype!(x.dtype, S => dispatch_dtype!(dtype, D => convert::<S, D>(x, &mut out)));
     Ok(out)
 }

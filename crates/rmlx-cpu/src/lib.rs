@@ -26,6 +26,7 @@ pub mod scan;
 pub mod sdpa;
 pub mod softmax;
 pub mod sort;
+pub mod stream_store;
 pub mod strided;
 pub mod unary;
 

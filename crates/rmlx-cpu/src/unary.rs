@@ -6,6 +6,7 @@
 //! picked at run time. Strided inputs are gathered chunk by chunk through `strided::walk`.
 
 use crate::copy::{out_slice_mut, CHUNK};
+use crate::stream_store::{fill_streamed, should_stream};
 use crate::strided::{collapse, walk};
 use rayon::prelude::*;
 use rmlx_core::dtype::{bf16, f16, Bool8, Element};
@@ -73,12 +74,19 @@ pub(crate) fn map1<T: Element, O: Element, F: Fn(T) -> O + Sync>(
     f: F,
 ) -> Result<ArrayData> {
     debug_assert_eq!(O::DTYPE, out_dtype);
-    let mut out = ArrayData::alloc(&x.shape, out_dtype)?;
+    let mut out = ArrayData::alloc_for_overwrite(&x.shape, out_dtype)?;
     let dst: &mut [O] = out_slice_mut(&mut out);
     if let Some(src) = x.as_slice::<T>() {
+        let stream = should_stream::<O>(dst.len());
         dst.par_chunks_mut(CHUNK)
             .zip(src.par_chunks(CHUNK))
-            .for_each(|(d, s)| run1(s, d, &f));
+            .for_each_init(Vec::new, |tmp, (d, s)| {
+                if stream {
+                    fill_streamed(d, tmp, |r, o| run1(&s[r], o, &f));
+                } else {
+                    run1(s, d, &f);
+                }
+            });
         return Ok(out);
     }
     let dims = collapse(&x.shape, &x.strides);

@@ -213,3 +213,25 @@ fn errors_name_the_op() {
         assert!(e.starts_with("[bitwise_invert]"), "{e}");
     });
 }
+
+/// Outputs above the streaming threshold (64 MiB) are written with non-temporal stores in
+/// blocks: every element still lands where it belongs, for two arrays, an array and a scalar,
+/// and a unary op, at a length that is not a multiple of any block or chunk.
+#[test]
+fn large_outputs_written_by_streaming_stores_are_exact() {
+    rmlx::with_device(rmlx::Device::cpu(), || {
+        let n = (16 << 20) + 1029;
+        let a = ops::arange(0.0, n as f64, 1.0, Dtype::F32).unwrap();
+        let two = Array::scalar(2.0f32);
+        let check = |what: &str, y: &Array, f: &dyn Fn(f32) -> f32| {
+            let v = y.to_vec::<f32>().unwrap();
+            assert_eq!(v.len(), n, "{what}");
+            for i in (0..n).step_by(4093).chain(n - 40..n) {
+                assert_eq!(v[i], f(i as f32), "{what} [{i}]");
+            }
+        };
+        check("a + a", &ops::add(&a, &a).unwrap(), &|x| x + x);
+        check("a * 2", &ops::multiply(&a, &two).unwrap(), &|x| x * 2.0);
+        check("-a", &ops::neg(&a), &|x| -x);
+    });
+}
