@@ -288,10 +288,12 @@ impl Array {
         g.take().map(|p| (p.prim, p.inputs))
     }
 
-    /// Inputs of an unevaluated node (for graph walks).
-    pub(crate) fn pending_inputs(&self) -> Vec<Array> {
+    /// Calls `f` with each input of an unevaluated node, last first (for graph walks).
+    pub(crate) fn for_each_pending_input_rev(&self, mut f: impl FnMut(&Array)) {
         let g = self.0.pending.lock().unwrap_or_else(|e| e.into_inner());
-        g.as_ref().map(|p| p.inputs.clone()).unwrap_or_default()
+        if let Some(p) = g.as_ref() {
+            p.inputs.iter().rev().for_each(&mut f);
+        }
     }
 
     /// The primitive of an unevaluated node (None once evaluated).

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::primitive::{OutputSpec, Primitive, ViewOp};
 use crate::shape::{broadcast_strides, reshape_strides};
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Condvar, Mutex};
 use std::thread::ThreadId;
 
@@ -80,10 +81,31 @@ pub fn async_eval(arrays: &[Array]) {
     });
 }
 
+/// Hashes node ids (addresses, distinct by construction) with one multiply: the graph walk
+/// hashes every node, and SipHash showed up in profiles of small-op chains.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, id: usize) {
+        // addresses are 8-aligned: fold the high bits down so hashbrown's top bits vary
+        let h = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
 /// Unevaluated nodes reachable from `roots`, inputs before users, without recursion.
 fn topo_order(roots: &[Array]) -> Vec<Array> {
     let mut order = Vec::new();
-    let mut seen: HashSet<usize> = HashSet::new();
+    let mut seen: HashSet<usize, BuildHasherDefault<IdHasher>> = HashSet::default();
     // (node, inputs_pushed)
     let mut stack: Vec<(Array, bool)> = roots.iter().rev().map(|a| (a.clone(), false)).collect();
     while let Some((a, expanded)) = stack.pop() {
@@ -97,13 +119,14 @@ fn topo_order(roots: &[Array]) -> Vec<Array> {
         if !seen.insert(a.id()) {
             continue;
         }
-        let inputs = a.pending_inputs();
-        stack.push((a, true));
-        for i in inputs.into_iter().rev() {
+        let at = stack.len();
+        a.for_each_pending_input_rev(|i| {
             if !i.is_evaluated() && !seen.contains(&i.id()) {
-                stack.push((i, false));
+                stack.push((i.clone(), false));
             }
-        }
+        });
+        // the node goes below its inputs: it is emitted once they are
+        stack.insert(at, (a, true));
     }
     order
 }
