@@ -211,8 +211,11 @@ fn ids_only_tokenizer_round_trips_ids() {
     let mut d = StreamingDetokenizer::new(&t);
     let text: String = [3, 0, 5].iter().map(|&i| d.add_token(i)).collect();
     assert_eq!(text + &d.finalize(), "<3> <0> <5>");
-    assert!(t
-        .apply_chat_template(&[ChatMessage::new("user", "hi")], true)
-        .is_err());
+    // A plain template so chat requests work on random-weight servers; other words are id 0.
+    let chat = t
+        .apply_chat_template(&[ChatMessage::new("user", "<5> hi")], true)
+        .unwrap();
+    assert_eq!(chat, "user: <5> hi\nassistant:");
+    assert_eq!(t.encode(&chat, false).unwrap(), [0, 5, 0, 0]);
     assert!(Tokenizer::ids_only(0).is_err());
 }
