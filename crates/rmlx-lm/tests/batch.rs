@@ -35,6 +35,15 @@ fn smollm2() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// SmolLM2-135M loaded, or None (saying so) when it is not in the cache.
+fn load_smollm2() -> Option<rmlx_lm::load::LoadedModel> {
+    let Some(path) = smollm2() else {
+        eprintln!("skipping: SmolLM2-135M-Instruct.Q4_1.gguf not in $RMLX_CACHE/models (run scripts/fetch_models.sh)");
+        return None;
+    };
+    Some(load(&path, &LoadOptions::default()).unwrap())
+}
+
 /// Eight prompts of different lengths (token ids < 96, avoiding the EOS id 2).
 fn prompts(vocab: u32) -> Vec<Vec<u32>> {
     [3usize, 17, 1, 40, 9, 25, 5, 60]
@@ -311,11 +320,7 @@ fn prefix_cache_reuses_a_shared_prefix() {
 /// answers with the prefix cache as without it. Skipped when the model is absent.
 #[test]
 fn smollm2_prefix_cache_equals_fresh_prefill() {
-    let Some(path) = smollm2() else {
-        eprintln!("skipping: SmolLM2-135M-Instruct.Q4_1.gguf not in $RMLX_CACHE/models (run scripts/fetch_models.sh)");
-        return;
-    };
-    let lm = load(&path, &LoadOptions::default()).unwrap();
+    let Some(lm) = load_smollm2() else { return };
     let (m, tok) = (lm.model.as_ref(), &lm.tokenizer);
     let system = "You are a concise assistant. Answer in one short sentence.";
     let mut g = BatchGenerator::new(m, tok, BatchOptions::default());
@@ -485,11 +490,7 @@ fn decode_kernels_are_row_invariant_up_to_8_rows() {
 
 #[test]
 fn smollm2_greedy_batch_of_8_equals_alone() {
-    let Some(path) = smollm2() else {
-        eprintln!("skipping: SmolLM2-135M-Instruct.Q4_1.gguf not in $RMLX_CACHE/models (run scripts/fetch_models.sh)");
-        return;
-    };
-    let m = load(&path, &LoadOptions::default()).unwrap();
+    let Some(m) = load_smollm2() else { return };
     let texts = [
         "Hi",
         "What is the capital of France?",
