@@ -31,7 +31,7 @@ impl ArrayData {
     /// a recycled buffer): for kernels that write every element, saving a clearing pass over
     /// the output (a quarter of the memory traffic of `a + b`).
     pub fn alloc_for_overwrite(shape: &[usize], dtype: Dtype) -> Result<ArrayData> {
-        let buf = Buffer::alloc_uninit(numel(shape) * dtype.size())?;
+        let buf = Buffer::alloc_for_overwrite(numel(shape) * dtype.size())?;
         Ok(ArrayData::contiguous(Arc::new(buf), shape, dtype))
     }
 
@@ -167,7 +167,7 @@ impl Array {
             ));
         }
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        let mut buf = Buffer::alloc_uninit(bytes.len())?;
+        let mut buf = Buffer::alloc_for_overwrite(bytes.len())?;
         buf.as_mut_slice().copy_from_slice(bytes);
         Ok(Array::from_data(ArrayData::contiguous(
             Arc::new(buf),
@@ -209,7 +209,7 @@ impl Array {
                 ),
             ));
         }
-        let mut buf = Buffer::alloc_uninit(bytes.len())?;
+        let mut buf = Buffer::alloc_for_overwrite(bytes.len())?;
         buf.as_mut_slice().copy_from_slice(bytes);
         Ok(Array::from_data(ArrayData::contiguous(
             Arc::new(buf),

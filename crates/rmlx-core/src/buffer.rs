@@ -221,7 +221,7 @@ impl Buffer {
 
     /// Like `alloc`, but a recycled block keeps its old bytes instead of being cleared (one
     /// write pass less): for kernels that overwrite every byte. Never uninitialised memory.
-    pub fn alloc_uninit(len: usize) -> Result<Buffer> {
+    pub fn alloc_for_overwrite(len: usize) -> Result<Buffer> {
         Ok(Self::with_host(len, host_alloc(len, false)?))
     }
 

@@ -211,12 +211,21 @@ pub fn normal(
         &crate::ops::multiply(&u, &Array::scalar(2.0f32))?,
         &Array::scalar(-1.0f32 + 1.0 / 16_777_216.0),
     )?;
-    let z = crate::ops::multiply(
+    scale_shift(
         &crate::ops::erfinv(&s),
-        &Array::scalar(std::f32::consts::SQRT_2 * scale),
+        std::f32::consts::SQRT_2 * scale,
+        loc,
+        dtype,
+    )
+}
+
+/// `x * scale + loc` in `dtype`: the last step of the location-scale distributions.
+fn scale_shift(x: &Array, scale: f32, loc: f32, dtype: Dtype) -> Result<Array> {
+    let y = crate::ops::add(
+        &crate::ops::multiply(x, &Array::scalar(scale))?,
+        &Array::scalar(loc),
     )?;
-    let z = crate::ops::add(&z, &Array::scalar(loc))?;
-    Ok(crate::ops::astype(&z, dtype))
+    Ok(crate::ops::astype(&y, dtype))
 }
 
 /// Integers uniform in `[low, high)` of an integer `dtype` (`bits % (high - low) + low`; the
@@ -407,11 +416,7 @@ pub fn laplace(
     let u = uniform(low, 1.0, shape, Dtype::F32, key)?;
     let l = crate::ops::log1p(&crate::ops::negative(&crate::ops::abs(&u)));
     let s = crate::ops::multiply(&crate::ops::sign(&u), &l)?;
-    let s = crate::ops::add(
-        &crate::ops::multiply(&s, &Array::scalar(scale))?,
-        &Array::scalar(loc),
-    )?;
-    Ok(crate::ops::astype(&s, dtype))
+    scale_shift(&s, scale, loc, dtype)
 }
 
 /// A random permutation of `0..n` (uint32): the argsort of random bits, as MLX (so the same

@@ -304,6 +304,13 @@ fn mat_batch(gpu: &Arc<Gpu>, x: &ArrayData) -> Result<(Option<ArrayData>, DevIn,
     Ok((Some(d), i, (r * c) as i64))
 }
 
+/// `RMLX_QMV_KSPLIT=0` keeps the float decode kernel at one warp per row group (an ablation
+/// switch), read once: this runs for every decode-shaped product.
+fn k_split_allowed() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("RMLX_QMV_KSPLIT").map_or(true, |v| v != "0"))
+}
+
 /// The arguments both decode kernels take after their x argument(s): weights, scales,
 /// biases, y; M, N, K, log2 of the group size; the batch strides of x, w, s, b and y.
 fn decode_args(
@@ -435,8 +442,7 @@ pub fn quantized_matmul(
             return Ok(out);
         }
         // Rows of at least 4 steps: 4 warps per row group (see the kernel).
-        let ks = if k >= 4 * QMV_STEP && std::env::var("RMLX_QMV_KSPLIT").map_or(true, |v| v != "0")
-        {
+        let ks = if k >= 4 * QMV_STEP && k_split_allowed() {
             4
         } else {
             1
