@@ -18,6 +18,7 @@ pub mod gather_matmul;
 pub mod indexing;
 pub mod matmul;
 pub mod norm;
+pub mod parallel;
 pub mod quantized;
 pub mod random;
 pub mod reduce;

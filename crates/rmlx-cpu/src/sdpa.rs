@@ -16,7 +16,6 @@
 mod simd;
 
 use crate::copy::{copy, out_slice_mut};
-use rayon::prelude::*;
 use rmlx_core::dtype::{Bool8, Element};
 use rmlx_core::fast::SdpaDims;
 use rmlx_core::primitive::{OutputSpec, SdpaMask};
@@ -221,10 +220,9 @@ fn run<T: KvElem>(
     out: &mut ArrayData,
 ) {
     let n_tasks = dm.b * dm.hkv * dm.n_qblk * dm.n_split;
-    let parts: Vec<Partial> = (0..n_tasks)
-        .into_par_iter()
-        .map(|t| task::<T>(t, q, k, v, scale, mask, dm))
-        .collect();
+    // The calling thread computes tasks too (a decode step has only a few, see `parallel`).
+    let parts: Vec<Partial> =
+        crate::parallel::map_tasks(n_tasks, |t| task::<T>(t, q, k, v, scale, mask, dm));
     // Merge the key splits of each (batch, kv head, query block) and write rows out.
     let dst: &mut [T] = out_slice_mut(out);
     for (base, group) in parts.chunks(dm.n_split).enumerate() {

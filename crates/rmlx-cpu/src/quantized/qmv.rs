@@ -14,7 +14,6 @@
 //!   `rmlx_core::ops::quantized::exact_decode`: `RMLX_QMV_EXACT=1` or `with_exact_decode(true, ..)`).
 
 use super::pack::unpack;
-use rayon::prelude::*;
 use rmlx_core::dtype::Element;
 
 /// Weight bytes below which a product runs on the calling thread: waking a second thread
@@ -110,7 +109,8 @@ fn for_row_ranges(
         .min(n.div_ceil(8));
     // Ranges of whole groups of 8 rows (full-width stores of per-row outputs stay apart).
     let per = n.div_ceil(tasks).next_multiple_of(8);
-    (0..n.div_ceil(per)).into_par_iter().for_each(|t| {
+    // The calling thread takes ranges too (`for_each_task`): no sleep and wake-up per product.
+    crate::parallel::for_each_task(n.div_ceil(per), |t| {
         let r0 = t * per;
         rows(r0..(r0 + per).min(n), ptr)
     });
