@@ -91,6 +91,34 @@ def test_accelerator_modules_and_devices():
     mx.set_memory_limit(old)
 
 
+def test_default_device_is_the_gpu_where_present():
+    """As in MLX: a fresh import runs ops on the GPU when there is one; RMLX_DEFAULT_DEVICE
+    overrides, and a bad value fails the import with a message naming it."""
+    import subprocess
+    import sys
+
+    def fresh(value):
+        env = {k: v for k, v in os.environ.items() if k != "RMLX_DEFAULT_DEVICE"}
+        if value is not None:
+            env["RMLX_DEFAULT_DEVICE"] = value
+        code = "import rmlx.core as mx; print(mx.default_device())"
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+
+    gpu = mx.is_available(mx.gpu)
+    r = fresh(None)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ("Device(gpu, 0)" if gpu else "Device(cpu, 0)")
+    r = fresh("cpu")
+    assert r.stdout.strip() == "Device(cpu, 0)", r.stderr
+    r = fresh("gpu")
+    if gpu:
+        assert r.stdout.strip() == "Device(gpu, 0)", r.stderr
+    else:
+        assert r.returncode != 0 and "not available" in r.stderr
+    r = fresh("tpu")
+    assert r.returncode != 0 and "RMLX_DEFAULT_DEVICE" in r.stderr and "cpu or gpu" in r.stderr
+
+
 def test_aliases_are_the_same_functions():
     a = mx.array([0.25, -0.5])
     np.testing.assert_array_equal(np.array(mx.acos(a)), np.array(mx.arccos(a)))

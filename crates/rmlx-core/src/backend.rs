@@ -33,6 +33,13 @@ pub trait Backend: Send + Sync {
     fn device_count(&self) -> usize {
         1
     }
+    /// Memory held by this backend's own allocator (a GPU's device memory), over the devices
+    /// opened so far. The CPU backend allocates host `Buffer`s and has none of its own.
+    fn memory_stats(&self) -> crate::memory::MemoryStats {
+        crate::memory::MemoryStats::default()
+    }
+    /// Applies one of the process-wide memory functions to this backend's allocator.
+    fn memory_control(&self, _control: crate::memory::MemoryControl) {}
 }
 
 static REGISTRY: RwLock<Vec<(DeviceType, Arc<dyn Backend>)>> = RwLock::new(Vec::new());
@@ -45,6 +52,12 @@ pub fn register_backend(kind: DeviceType, backend: Arc<dyn Backend>) {
 }
 
 /// The backend that runs work for `device`.
+/// Every registered backend.
+pub(crate) fn backends() -> Vec<Arc<dyn Backend>> {
+    let r = REGISTRY.read().unwrap_or_else(|e| e.into_inner());
+    r.iter().map(|(_, b)| b.clone()).collect()
+}
+
 pub fn backend_for(device: Device) -> Result<Arc<dyn Backend>> {
     let r = REGISTRY.read().unwrap_or_else(|e| e.into_inner());
     r.iter().find(|(k, _)| *k == device.kind).map(|(_, b)| b.clone()).ok_or_else(|| {

@@ -21,18 +21,18 @@ static CACHE: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
 /// Allocations below this size go straight to the system allocator (it recycles them well).
 const CACHE_MIN: usize = 1 << 16;
 
-/// Bytes held in the allocation cache (freed, kept for reuse; not counted as active).
-pub fn cache_memory() -> usize {
+/// Bytes held in the host allocation cache (freed, kept for reuse; not counted as active).
+pub fn host_cache_memory() -> usize {
     CACHE_BYTES.load(Ordering::Relaxed)
 }
-/// Caps the allocation cache; returns the previous cap.
-pub fn set_cache_limit(bytes: usize) -> usize {
+/// Caps the host allocation cache; returns the previous cap.
+pub fn set_host_cache_limit(bytes: usize) -> usize {
     let old = CACHE_LIMIT.swap(bytes, Ordering::Relaxed);
     trim_cache(bytes);
     old
 }
-/// Returns every cached allocation to the system.
-pub fn clear_cache() {
+/// Returns every cached host allocation to the system.
+pub fn clear_host_cache() {
     trim_cache(0);
 }
 
@@ -64,28 +64,32 @@ fn take_cached(len: usize) -> Option<*mut u8> {
 
 /// Bytes held by live host allocations made by rmlx (mapped files are not counted: the page
 /// cache owns them).
-pub fn active_memory() -> usize {
+pub fn host_active_memory() -> usize {
     ACTIVE.load(Ordering::Relaxed)
 }
-/// The largest `active_memory` seen since start or the last `reset_peak_memory`.
-pub fn peak_memory() -> usize {
+/// The largest `host_active_memory` seen since start or the last `reset_host_peak_memory`.
+pub fn host_peak_memory() -> usize {
     PEAK.load(Ordering::Relaxed)
 }
-pub fn reset_peak_memory() {
+pub fn reset_host_peak_memory() {
     PEAK.store(ACTIVE.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 /// Caps host allocations; one that would pass the cap fails with an out-of-memory error.
 /// Returns the previous limit.
-pub fn set_memory_limit(bytes: usize) -> usize {
+pub fn set_host_memory_limit(bytes: usize) -> usize {
     LIMIT.swap(bytes, Ordering::Relaxed)
 }
-pub fn memory_limit() -> usize {
+pub fn host_memory_limit() -> usize {
     LIMIT.load(Ordering::Relaxed)
 }
 
 /// Something that owns mapped bytes (a `memmap2::Mmap`, or any byte container).
 pub trait MappedBytes: Send + Sync + 'static {
     fn bytes(&self) -> &[u8];
+    /// A hint that `bytes()[offset..offset + len]` will not be read again soon (a tensor that
+    /// was converted on load): a file mapping may drop those pages from the process's memory;
+    /// they are read from the file again if they are touched.
+    fn release(&self, _offset: usize, _len: usize) {}
 }
 impl MappedBytes for Vec<u8> {
     fn bytes(&self) -> &[u8] {
@@ -413,8 +417,8 @@ mod tests {
         // Other tests allocate concurrently, so only the peak (monotone) is checked exactly;
         // the limit is tested in its own process (tests/memory_limit.rs of the facade).
         let b = Buffer::alloc(1 << 20).unwrap();
-        assert!(peak_memory() >= 1 << 20);
-        assert!(active_memory() >= 1 << 20);
+        assert!(host_peak_memory() >= 1 << 20);
+        assert!(host_active_memory() >= 1 << 20);
         drop(b);
     }
 

@@ -22,6 +22,11 @@ pub fn bucket(len: usize) -> usize {
     len.div_ceil(step) * step
 }
 
+/// MLX's default cap: most of the device, leaving room for the driver and cuBLAS.
+fn default_limit(total: usize) -> usize {
+    total / 20 * 19
+}
+
 pub struct Allocator {
     /// Pinned buffers for transfers of this device.
     pub staging: crate::staging::Staging,
@@ -71,6 +76,7 @@ impl Drop for GraphPool {
 impl Allocator {
     pub fn new(ctx: Arc<CudaContext>, stream: Arc<CudaStream>) -> Allocator {
         let total = ctx.total_mem().unwrap_or(usize::MAX);
+        let limit = rmlx_core::memory::requested_memory_limit().unwrap_or(default_limit(total));
         Allocator {
             staging: crate::staging::Staging::new(ctx.clone(), stream.clone()),
             ctx,
@@ -79,8 +85,7 @@ impl Allocator {
             active: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             cached: AtomicUsize::new(0),
-            // MLX's default: most of the device, leaving room for the driver and cuBLAS.
-            limit: AtomicUsize::new(total / 20 * 19),
+            limit: AtomicUsize::new(limit),
             cache_limit: AtomicUsize::new(usize::MAX),
             capturing: AtomicBool::new(false),
             capture: Mutex::new(None),
@@ -167,7 +172,13 @@ impl Allocator {
     pub fn cached(&self) -> usize {
         self.cached.load(Ordering::Relaxed)
     }
+    /// Caps the device memory; `usize::MAX` (no cap asked for) restores the default.
     pub fn set_limit(&self, bytes: usize) -> usize {
+        let bytes = if bytes == usize::MAX {
+            default_limit(self.ctx.total_mem().unwrap_or(usize::MAX))
+        } else {
+            bytes
+        };
         self.limit.swap(bytes, Ordering::Relaxed)
     }
     pub fn set_cache_limit(&self, bytes: usize) -> usize {

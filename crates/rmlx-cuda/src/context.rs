@@ -96,6 +96,12 @@ pub fn device_count() -> usize {
 
 static GPUS: Mutex<Vec<Option<Arc<Gpu>>>> = Mutex::new(Vec::new());
 
+/// The GPUs opened so far (memory statistics must not open one).
+pub fn opened() -> Vec<Arc<Gpu>> {
+    let g = GPUS.lock().unwrap_or_else(|e| e.into_inner());
+    g.iter().flatten().cloned().collect()
+}
+
 /// The state of GPU `index`, opening it on first use.
 pub fn gpu(index: usize) -> Result<Arc<Gpu>> {
     let n = device_count();

@@ -16,7 +16,7 @@ pub mod stats;
 use context::gpu;
 use ops::elementwise as ew;
 use rmlx_core::primitive::{OutputSpec, Primitive};
-use rmlx_core::{ArrayData, Backend, DeviceType, Error, Result};
+use rmlx_core::{ArrayData, Backend, DeviceType, Error, MemoryControl, MemoryStats, Result};
 use std::sync::Arc;
 
 pub use context::device_count;
@@ -177,6 +177,31 @@ impl Backend for CudaBackend {
 
     fn device_count(&self) -> usize {
         device_count()
+    }
+
+    fn memory_stats(&self) -> MemoryStats {
+        let mut s = MemoryStats::default();
+        for g in context::opened() {
+            s.active += g.alloc.active();
+            s.peak += g.alloc.peak();
+            s.cached += g.alloc.cached();
+        }
+        s
+    }
+
+    fn memory_control(&self, control: MemoryControl) {
+        for g in context::opened() {
+            match control {
+                MemoryControl::ResetPeak => g.alloc.reset_peak(),
+                MemoryControl::ClearCache => g.alloc.clear_cache(),
+                MemoryControl::SetLimit(b) => {
+                    g.alloc.set_limit(b);
+                }
+                MemoryControl::SetCacheLimit(b) => {
+                    g.alloc.set_cache_limit(b);
+                }
+            }
+        }
     }
 }
 

@@ -307,7 +307,29 @@ fn disable_compile() {}
 #[pyfunction]
 fn enable_compile() {}
 
+/// The default device at import, as MLX picks it: the GPU where one is present, else the CPU.
+/// `RMLX_DEFAULT_DEVICE=cpu` (or `gpu`) overrides; asking for an absent GPU is an import error.
+fn initial_default_device() -> PyResult<Device> {
+    let gpu = Device {
+        kind: DeviceType::Gpu,
+        index: 0,
+    };
+    match std::env::var("RMLX_DEFAULT_DEVICE").ok().as_deref() {
+        None | Some("") => Ok(if rmlx::is_available(gpu) {
+            gpu
+        } else {
+            Device::cpu()
+        }),
+        Some("cpu") => Ok(Device::cpu()),
+        Some("gpu") => check_available(gpu).map(|_| gpu),
+        Some(other) => Err(PyValueError::new_err(format!(
+            "[device] RMLX_DEFAULT_DEVICE={other:?} is not a device; use cpu or gpu"
+        ))),
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    rmlx::set_default_device(initial_default_device()?);
     m.add_class::<PyDeviceType>()?;
     m.add_class::<PyDevice>()?;
     m.add_class::<PyStream>()?;
