@@ -17,6 +17,20 @@ impl MappedBytes for MmapFile {
     fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
     }
+
+    fn release(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        if let Some(m) = &self.map {
+            if offset.checked_add(len).is_some_and(|e| e <= m.len()) && len > 0 {
+                // SAFETY: the mapping is read-only and file-backed, so dropping its pages loses
+                // nothing: a later read faults them in from the file again. (The range is
+                // widened to whole pages, which may cover a neighbour's bytes: same reasoning.)
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+                };
+            }
+        }
+    }
 }
 
 impl MmapFile {
@@ -163,4 +177,25 @@ pub(crate) fn checked_nbytes(shape: &[usize], elem_size: usize) -> Option<usize>
         return None;
     }
     Some(if shape.contains(&0) { 0 } else { span })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn released_pages_read_back_the_same_bytes() {
+        let path = std::env::temp_dir().join(format!("rmlx-release-{}.bin", std::process::id()));
+        let data: Vec<u8> = (0..3 * 4096 + 123).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let m = MmapFile::open("test", &path).unwrap();
+        assert_eq!(m.bytes(), &data[..]);
+        // unaligned, whole-file, empty and out-of-range requests
+        m.release(100, 5000);
+        m.release(0, data.len());
+        m.release(7, 0);
+        m.release(data.len() - 1, 2);
+        assert_eq!(m.bytes(), &data[..]);
+        std::fs::remove_file(&path).unwrap();
+    }
 }

@@ -406,9 +406,13 @@ impl GgufFile {
             GgmlType::I32 => Dtype::I32,
             GgmlType::I64 => Dtype::I64,
             ty if ty.affine_bits().is_some() => {
-                return quants::import(&t.name, ty, self.tensor_bytes(name)?, &t.shape).map_err(
-                    |m| Error::io(OP, format!("{}: tensor '{}': {m}", self.what, t.name)),
-                );
+                let bytes = self.tensor_bytes(name)?;
+                let out = quants::import(&t.name, ty, bytes, &t.shape)
+                    .map_err(|m| Error::io(OP, format!("{}: tensor '{}': {m}", self.what, t.name)));
+                // The import copied the blocks: their pages of the mapping can leave memory
+                // (otherwise a quantized model is resident twice while it loads).
+                self.src.release(t.offset, bytes.len());
+                return out;
             }
             _ => return Err(self.unsupported(t)),
         };
