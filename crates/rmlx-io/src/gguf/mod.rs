@@ -222,6 +222,10 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Dense tensors up to this size are copied out of the mapping (see `GgufFile::load`); larger
+/// ones (a float embedding or weight) stay zero-copy views of it.
+const SMALL_DENSE_BYTES: usize = 1 << 20;
+
 impl GgufFile {
     /// Maps and parses `path`. Data is not read until a tensor is loaded.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
@@ -395,8 +399,8 @@ impl GgufFile {
         )
     }
 
-    /// Loads tensor `name`: float and integer tensors as zero-copy arrays of the mapping,
-    /// quantized block types as MLX affine triples (see [`Tensor`]).
+    /// Loads tensor `name`: float and integer tensors as zero-copy arrays of the mapping (up to
+    /// 1 MiB: copies), quantized block types as MLX affine triples (see [`Tensor`]).
     pub fn load(&self, name: &str) -> Result<Tensor> {
         let t = self.info_or_err(name)?;
         let dense = match t.ggml_type {
@@ -416,6 +420,16 @@ impl GgufFile {
             }
             _ => return Err(self.unsupported(t)),
         };
+        let bytes = self.tensor_bytes(name)?;
+        if bytes.len() <= SMALL_DENSE_BYTES {
+            // Copied, and its pages released like a quantized tensor's: a norm weight read
+            // from the mapping at run time would fault in the whole page-cache folio around it
+            // (megabytes of other tensors on large-folio file systems), keeping most of the
+            // file resident for a few KiB.
+            let a = Array::from_bytes(bytes, &t.shape, dense)?;
+            self.src.release(t.offset, bytes.len());
+            return Ok(Tensor::Dense(a));
+        }
         Ok(Tensor::Dense(Array::from_mapped(
             self.src.clone(),
             t.offset,
