@@ -161,6 +161,10 @@ pub fn matmul_one<S: Element>(
     } else if m <= DECODE_MAX_ROWS {
         qmv::qmv(x, m, w, exact, out)
     } else {
+        // Every prefill, however short, takes the dequantize-and-GEMM path: a row's result then
+        // does not depend on how a prompt was cut into chunks, which the prefix cache relies on
+        // (rmlx-lm's `prefill_chunk`). The exact path is 2-3x faster below ~32 rows but sums in
+        // another order, and a 4-bit model's greedy text then changed on a cache hit.
         qmm::qmm_t(x, m, w, out)
     }
 }

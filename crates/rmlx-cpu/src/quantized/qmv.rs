@@ -74,15 +74,6 @@ pub fn int8_supported<S>(w: &Packed<S>) -> bool {
     }
 }
 
-/// Σ x over each group: `[m, k/group_size]`, exact in f32 (it multiplies the biases).
-fn group_sums(x: &[f32], m: usize, k: usize, group_size: usize) -> Vec<f32> {
-    let mut sums = Vec::with_capacity(m * k / group_size);
-    for row in x.chunks(k).take(m) {
-        sums.extend(row.chunks(group_size).map(|g| g.iter().sum::<f32>()));
-    }
-    sums
-}
-
 /// A raw output pointer that parallel tasks write disjoint elements through.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
@@ -116,43 +107,133 @@ fn for_row_ranges(
     });
 }
 
-/// The exact (float) decode path; portable, every bit width and group size.
+/// The exact (float) path; portable, every bit width and group size, any number of rows of
+/// `x` (decode's `exact` mode and the widths without an int8 kernel). Each output is the same
+/// sum in the same order whatever `m` is and whichever SIMD width runs it.
 pub fn qmv_exact<S: Element>(x: &[f32], m: usize, w: &Packed<S>, out: &mut [f32]) {
-    let (k, gs, n) = (w.k, w.group_size, w.n);
-    let groups = k / gs;
-    let words = k * w.bits / 32;
-    let sums = group_sums(x, m, k, gs);
-    for_row_ranges(n, w.bytes(), out, |range, ptr| {
-        let mut q = [0u8; 128];
-        let mut qf = [0f32; 128];
-        let mut o = [0f32; 8];
-        for r in range {
-            let row = &w.wq[r * words..(r + 1) * words];
-            o.fill(0.0);
-            for g in 0..groups {
-                unpack(row, w.bits, g * gs, &mut q[..gs]);
-                for (f, &qi) in qf.iter_mut().zip(&q[..gs]) {
-                    *f = qi as f32;
-                }
-                let (s, b) = (
-                    w.scales[r * groups + g].to_f32(),
-                    w.biases[r * groups + g].to_f32(),
-                );
-                for (mi, acc) in o[..m].iter_mut().enumerate() {
-                    let xs = &x[mi * k + g * gs..mi * k + (g + 1) * gs];
-                    *acc += s * dot(&qf[..gs], xs) + b * sums[mi * groups + g];
-                }
-            }
-            for (mi, v) in o[..m].iter().enumerate() {
-                // SAFETY: row r belongs to this task only; mi < m, r < n.
-                unsafe { *ptr.0.add(mi * n + r) = *v };
-            }
+    for_row_ranges(w.n, w.bytes(), out, |range, ptr| {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was detected just above.
+            return unsafe { exact_rows_avx2(x, m, w, range, ptr) };
         }
+        exact_rows(x, m, w, range, ptr)
     });
 }
 
+/// [`exact_rows`] compiled for AVX2 (the same operations in the same order, 8 lanes wide).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn exact_rows_avx2<S: Element>(
+    x: &[f32],
+    m: usize,
+    w: &Packed<S>,
+    range: std::ops::Range<usize>,
+    ptr: OutPtr,
+) {
+    exact_rows(x, m, w, range, ptr)
+}
+
+/// Output columns `range` of the exact path: each weight row is dequantized once (`s q + b`,
+/// f32) into a buffer that stays in L1, then dotted with the rows of `x`, four at a time so
+/// that each weight load serves four rows.
+#[inline(always)]
+fn exact_rows<S: Element>(
+    x: &[f32],
+    m: usize,
+    w: &Packed<S>,
+    range: std::ops::Range<usize>,
+    ptr: OutPtr,
+) {
+    let (k, gs, n) = (w.k, w.group_size, w.n);
+    let groups = k / gs;
+    let words = k * w.bits / 32;
+    let mut q = [0u8; 128];
+    let mut wf = vec![0f32; k];
+    for r in range {
+        let row = &w.wq[r * words..(r + 1) * words];
+        let bytes: &[u8] = bytemuck::cast_slice(row);
+        for g in 0..groups {
+            let (s, b) = (
+                w.scales[r * groups + g].to_f32(),
+                w.biases[r * groups + g].to_f32(),
+            );
+            let wg = &mut wf[g * gs..(g + 1) * gs];
+            match w.bits {
+                // Whole nibbles and bytes straight from the row (the common widths).
+                4 => {
+                    for (f, &byte) in wg.chunks_exact_mut(2).zip(&bytes[g * gs / 2..]) {
+                        f[0] = s * (byte & 15) as f32 + b;
+                        f[1] = s * (byte >> 4) as f32 + b;
+                    }
+                }
+                8 => {
+                    for (f, &byte) in wg.iter_mut().zip(&bytes[g * gs..]) {
+                        *f = s * byte as f32 + b;
+                    }
+                }
+                _ => {
+                    unpack(row, w.bits, g * gs, &mut q[..gs]);
+                    for (f, &qi) in wg.iter_mut().zip(&q[..gs]) {
+                        *f = s * qi as f32 + b;
+                    }
+                }
+            }
+        }
+        let mut mi = 0;
+        while mi + 4 <= m {
+            let d = dot4(&wf, &x[mi * k..(mi + 4) * k]);
+            for (j, v) in d.iter().enumerate() {
+                // SAFETY: row r belongs to this task only; mi + j < m, r < n.
+                unsafe { *ptr.0.add((mi + j) * n + r) = *v };
+            }
+            mi += 4;
+        }
+        for mi in mi..m {
+            // SAFETY: as above.
+            unsafe { *ptr.0.add(mi * n + r) = dot(&wf, &x[mi * k..(mi + 1) * k]) };
+        }
+    }
+}
+
+/// `[w · x0, w · x1, w · x2, w · x3]` for four consecutive rows `xs` of `w.len()` values, each
+/// summed exactly as [`dot`] sums it (so a row's result does not depend on its neighbours).
+#[inline(always)]
+fn dot4(w: &[f32], xs: &[f32]) -> [f32; 4] {
+    let k = w.len();
+    #[cfg(target_arch = "x86_64")]
+    if k % 8 == 0 && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 detected; xs holds 4 rows of k values.
+        return unsafe { dot4_avx2(w, xs) };
+    }
+    std::array::from_fn(|r| dot(w, &xs[r * k..(r + 1) * k]))
+}
+
+/// [`dot4`] with 8-lane vectors: lane `i` of row `r` adds `w[j] * x_r[j]` for `j ≡ i (mod 8)`
+/// in order, then the lanes are summed in order, as [`dot`] does (multiply, then add: no FMA).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot4_avx2(w: &[f32], xs: &[f32]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let k = w.len();
+    assert!(k % 8 == 0 && xs.len() >= 4 * k);
+    let (wp, xp) = (w.as_ptr(), xs.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for c in (0..k).step_by(8) {
+        let wv = _mm256_loadu_ps(wp.add(c));
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, _mm256_loadu_ps(xp.add(r * k + c))));
+        }
+    }
+    std::array::from_fn(|r| {
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r]);
+        lanes.iter().sum::<f32>()
+    })
+}
+
 /// A dot product with 8 independent partial sums (vectorizes without fast-math).
-#[inline]
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -605,7 +686,8 @@ mod tests {
                     group_size: gs,
                     bits,
                 };
-                for m in [1, 3, 8] {
+                // 13 and 32: more rows than decode takes (4-row blocks plus a tail)
+                for m in [1, 3, 8, 13, 32] {
                     let x: Vec<f32> = (0..m * k)
                         .map(|i| (i * 37 % 101) as f32 / 50.0 - 1.0)
                         .collect();
@@ -625,7 +707,7 @@ mod tests {
                         );
                     }
                     #[cfg(target_arch = "x86_64")]
-                    if int8_supported(&w) {
+                    if int8_supported(&w) && m <= 8 {
                         let mut got = vec![0f32; m * n];
                         unsafe { avx2::qmv_int8(&x, m, &w, &mut got) };
                         let mut worst = 0f64;
@@ -640,6 +722,36 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// The exact path gives each row of x the same bits whether it runs alone or among others
+    /// (4-row blocks and the single-row tail sum identically): chunked prefills agree.
+    #[test]
+    fn exact_path_is_row_invariant() {
+        for bits in [3, 4, 8] {
+            let (n, k, gs) = (300, 384, 64);
+            let (wq, s, b, _) = setup(n, k, gs, bits);
+            let w = Packed {
+                wq: &wq,
+                scales: &s,
+                biases: &b,
+                n,
+                k,
+                group_size: gs,
+                bits,
+            };
+            let m = 13;
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 29 % 83) as f32 / 41.0 - 1.0))
+                .collect();
+            let mut all = vec![0f32; m * n];
+            qmv_exact(&x, m, &w, &mut all);
+            for mi in 0..m {
+                let mut one = vec![0f32; n];
+                qmv_exact(&x[mi * k..(mi + 1) * k], 1, &w, &mut one);
+                assert_eq!(&all[mi * n..(mi + 1) * n], &one[..], "bits {bits} row {mi}");
             }
         }
     }
