@@ -202,7 +202,7 @@ fn exact_rows<S: Element>(
 fn dot4(w: &[f32], xs: &[f32]) -> [f32; 4] {
     let k = w.len();
     #[cfg(target_arch = "x86_64")]
-    if k % 8 == 0 && std::arch::is_x86_feature_detected!("avx2") {
+    if k.is_multiple_of(8) && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 detected; xs holds 4 rows of k values.
         return unsafe { dot4_avx2(w, xs) };
     }
@@ -216,7 +216,7 @@ fn dot4(w: &[f32], xs: &[f32]) -> [f32; 4] {
 unsafe fn dot4_avx2(w: &[f32], xs: &[f32]) -> [f32; 4] {
     use std::arch::x86_64::*;
     let k = w.len();
-    assert!(k % 8 == 0 && xs.len() >= 4 * k);
+    assert!(k.is_multiple_of(8) && xs.len() >= 4 * k);
     let (wp, xp) = (w.as_ptr(), xs.as_ptr());
     let mut acc = [_mm256_setzero_ps(); 4];
     for c in (0..k).step_by(8) {
@@ -744,7 +744,7 @@ mod tests {
             };
             let m = 13;
             let x: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 29 % 83) as f32 / 41.0 - 1.0))
+                .map(|i| (i * 29 % 83) as f32 / 41.0 - 1.0)
                 .collect();
             let mut all = vec![0f32; m * n];
             qmv_exact(&x, m, &w, &mut all);
