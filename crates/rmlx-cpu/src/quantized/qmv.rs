@@ -727,7 +727,7 @@ mod tests {
     }
 
     /// The exact path gives each row of x the same bits whether it runs alone or among others
-    /// (4-row blocks and the single-row tail sum identically): chunked prefills agree.
+    /// (4-row blocks and the single-row tail sum identically).
     #[test]
     fn exact_path_is_row_invariant() {
         for bits in [3, 4, 8] {
