@@ -4,7 +4,6 @@
 
 use crate::backend::backends;
 use crate::buffer;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What a backend's own allocator holds, in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -24,10 +23,6 @@ pub enum MemoryControl {
     SetLimit(usize),
     SetCacheLimit(usize),
 }
-
-/// The cap last given to `set_memory_limit` (`usize::MAX` while none was): a device opened
-/// later starts with it (see [`requested_memory_limit`]).
-static REQUESTED_LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 fn device_sum(f: impl Fn(MemoryStats) -> usize) -> usize {
     backends().iter().map(|b| f(b.memory_stats())).sum()
@@ -76,7 +71,6 @@ pub fn set_cache_limit(bytes: usize) -> usize {
 /// Caps the memory of the host and of each device (each on its own): an allocation that would
 /// pass its cap fails with an out-of-memory error. Returns the host's previous cap.
 pub fn set_memory_limit(bytes: usize) -> usize {
-    REQUESTED_LIMIT.store(bytes, Ordering::Relaxed);
     control(MemoryControl::SetLimit(bytes));
     buffer::set_host_memory_limit(bytes)
 }
@@ -86,10 +80,10 @@ pub fn memory_limit() -> usize {
     buffer::host_memory_limit()
 }
 
-/// The cap the program asked for with `set_memory_limit`, if it did; a device backend applies
-/// it to devices it opens later.
+/// The cap the program asked for with `set_memory_limit`, if it did (the host's, which it
+/// sets too); a device backend applies it to devices it opens later.
 pub fn requested_memory_limit() -> Option<usize> {
-    match REQUESTED_LIMIT.load(Ordering::Relaxed) {
+    match memory_limit() {
         usize::MAX => None,
         b => Some(b),
     }

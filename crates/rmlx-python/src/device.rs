@@ -310,10 +310,7 @@ fn enable_compile() {}
 /// The default device at import, as MLX picks it: the GPU where one is present, else the CPU.
 /// `RMLX_DEFAULT_DEVICE=cpu` (or `gpu`) overrides; asking for an absent GPU is an import error.
 fn initial_default_device() -> PyResult<Device> {
-    let gpu = Device {
-        kind: DeviceType::Gpu,
-        index: 0,
-    };
+    let gpu = Device::gpu(0);
     match std::env::var("RMLX_DEFAULT_DEVICE").ok().as_deref() {
         None | Some("") => Ok(if rmlx::is_available(gpu) {
             gpu

@@ -117,7 +117,7 @@ pub fn qmv_exact<S: Element>(x: &[f32], m: usize, w: &Packed<S>, out: &mut [f32]
             // SAFETY: AVX2 was detected just above.
             return unsafe { exact_rows_avx2(x, m, w, range, ptr) };
         }
-        exact_rows(x, m, w, range, ptr)
+        exact_rows(x, m, w, range, ptr, dot4)
     });
 }
 
@@ -131,12 +131,13 @@ unsafe fn exact_rows_avx2<S: Element>(
     range: std::ops::Range<usize>,
     ptr: OutPtr,
 ) {
-    exact_rows(x, m, w, range, ptr)
+    // SAFETY: AVX2 is enabled here; k is whole groups, so a multiple of 8.
+    exact_rows(x, m, w, range, ptr, |wf, xs| unsafe { dot4_avx2(wf, xs) })
 }
 
 /// Output columns `range` of the exact path: each weight row is dequantized once (`s q + b`,
 /// f32) into a buffer that stays in L1, then dotted with the rows of `x`, four at a time so
-/// that each weight load serves four rows.
+/// that each weight load serves four rows (`dot4`: [`dot4`] or [`dot4_avx2`], which sum alike).
 #[inline(always)]
 fn exact_rows<S: Element>(
     x: &[f32],
@@ -144,6 +145,7 @@ fn exact_rows<S: Element>(
     w: &Packed<S>,
     range: std::ops::Range<usize>,
     ptr: OutPtr,
+    dot4: impl Fn(&[f32], &[f32]) -> [f32; 4],
 ) {
     let (k, gs, n) = (w.k, w.group_size, w.n);
     let groups = k / gs;
@@ -201,11 +203,6 @@ fn exact_rows<S: Element>(
 #[inline(always)]
 fn dot4(w: &[f32], xs: &[f32]) -> [f32; 4] {
     let k = w.len();
-    #[cfg(target_arch = "x86_64")]
-    if k.is_multiple_of(8) && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 detected; xs holds 4 rows of k values.
-        return unsafe { dot4_avx2(w, xs) };
-    }
     std::array::from_fn(|r| dot(w, &xs[r * k..(r + 1) * k]))
 }
 
@@ -630,6 +627,24 @@ mod tests {
     use super::super::pack::{pack_row, quantize_group};
     use super::*;
 
+    /// The weights of one product from `setup`'s parts.
+    fn packed<'a, S>(
+        wq: &'a [u32],
+        scales: &'a [S],
+        biases: &'a [S],
+        (n, k, group_size, bits): (usize, usize, usize, usize),
+    ) -> Packed<'a, S> {
+        Packed {
+            wq,
+            scales,
+            biases,
+            n,
+            k,
+            group_size,
+            bits,
+        }
+    }
+
     /// A pseudo-random quantized matrix and its f64 dequantized copy.
     fn setup(
         n: usize,
@@ -677,15 +692,7 @@ mod tests {
         {
             {
                 let (wq, s, b, deq) = setup(n, k, gs, bits);
-                let w = Packed {
-                    wq: &wq,
-                    scales: &s,
-                    biases: &b,
-                    n,
-                    k,
-                    group_size: gs,
-                    bits,
-                };
+                let w = packed(&wq, &s, &b, (n, k, gs, bits));
                 // 13 and 32: more rows than decode takes (4-row blocks plus a tail)
                 for m in [1, 3, 8, 13, 32] {
                     let x: Vec<f32> = (0..m * k)
@@ -733,15 +740,7 @@ mod tests {
         for bits in [3, 4, 8] {
             let (n, k, gs) = (300, 384, 64);
             let (wq, s, b, _) = setup(n, k, gs, bits);
-            let w = Packed {
-                wq: &wq,
-                scales: &s,
-                biases: &b,
-                n,
-                k,
-                group_size: gs,
-                bits,
-            };
+            let w = packed(&wq, &s, &b, (n, k, gs, bits));
             let m = 13;
             let x: Vec<f32> = (0..m * k)
                 .map(|i| (i * 29 % 83) as f32 / 41.0 - 1.0)
@@ -770,15 +769,7 @@ mod tests {
             gs: usize,
             bits: usize,
         ) {
-            let w = Packed {
-                wq,
-                scales: s,
-                biases: b,
-                n,
-                k,
-                group_size: gs,
-                bits,
-            };
+            let w = packed(wq, s, b, (n, k, gs, bits));
             if !int8_supported(&w) {
                 return;
             }
