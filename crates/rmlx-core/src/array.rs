@@ -75,9 +75,12 @@ impl ArrayData {
     }
 }
 
+/// A node's inputs: most ops have at most three, kept inside the node (no allocation).
+pub(crate) type Inputs = smallvec::SmallVec<[Array; 3]>;
+
 struct Pending {
     prim: Primitive,
-    inputs: Vec<Array>,
+    inputs: Inputs,
 }
 
 /// A node of the graph: its shape, dtype and stream are known when it is built; its data once
@@ -97,7 +100,7 @@ impl Drop for Node {
         let Some(p) = self.pending.get_mut().ok().and_then(|p| p.take()) else {
             return;
         };
-        let mut stack: Vec<Array> = p.inputs;
+        let mut stack: Vec<Array> = p.inputs.into_vec();
         while let Some(a) = stack.pop() {
             if let Ok(mut node) = Arc::try_unwrap(a.0) {
                 if let Some(p) = node.pending.get_mut().ok().and_then(|p| p.take()) {
@@ -115,7 +118,12 @@ pub struct Array(pub(crate) Arc<Node>);
 impl Array {
     /// A node computed by `prim` from `inputs`, on the current default stream.
     #[track_caller]
-    pub fn make(shape: Shape, dtype: Dtype, prim: Primitive, inputs: Vec<Array>) -> Array {
+    pub fn make(
+        shape: Shape,
+        dtype: Dtype,
+        prim: Primitive,
+        inputs: impl IntoIterator<Item = Array>,
+    ) -> Array {
         Self::make_on(default_stream(), shape, dtype, prim, inputs)
     }
 
@@ -125,8 +133,9 @@ impl Array {
         shape: Shape,
         dtype: Dtype,
         prim: Primitive,
-        inputs: Vec<Array>,
+        inputs: impl IntoIterator<Item = Array>,
     ) -> Array {
+        let inputs = inputs.into_iter().collect();
         Array(Arc::new(Node {
             shape,
             dtype,
@@ -283,7 +292,7 @@ impl Array {
     }
 
     /// The primitive and inputs of an unevaluated node.
-    pub(crate) fn take_pending(&self) -> Option<(Primitive, Vec<Array>)> {
+    pub(crate) fn take_pending(&self) -> Option<(Primitive, Inputs)> {
         let mut g = self.0.pending.lock().unwrap_or_else(|e| e.into_inner());
         g.take().map(|p| (p.prim, p.inputs))
     }

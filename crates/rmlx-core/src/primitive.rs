@@ -279,6 +279,12 @@ pub enum Primitive {
 }
 
 impl Primitive {
+    /// Element-wise ops whose inputs may have any shape that broadcasts to the output's:
+    /// evaluation hands the backend strided views of the output's shape.
+    pub fn broadcasts_inputs(&self) -> bool {
+        matches!(self, Primitive::Binary(_) | Primitive::Where)
+    }
+
     /// The op name used in messages.
     pub fn name(&self) -> &'static str {
         match self {

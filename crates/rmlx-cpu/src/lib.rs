@@ -30,6 +30,7 @@ pub mod sort;
 pub mod stream_store;
 pub mod strided;
 pub mod unary;
+pub mod vmath;
 
 use rmlx_core::primitive::{OutputSpec, Primitive};
 use rmlx_core::{ArrayData, Backend, DeviceType, Result};

@@ -73,6 +73,16 @@ pub(crate) fn map1<T: Element, O: Element, F: Fn(T) -> O + Sync>(
     out_dtype: Dtype,
     f: F,
 ) -> Result<ArrayData> {
+    map1_slices(x, out_dtype, |s: &[T], d: &mut [O]| run1(s, d, &f))
+}
+
+/// Like [`map1`], with a kernel over slices (`f(src, dst)`, equal lengths) for functions that
+/// have their own vector code.
+pub(crate) fn map1_slices<T: Element, O: Element, F: Fn(&[T], &mut [O]) + Sync>(
+    x: &ArrayData,
+    out_dtype: Dtype,
+    f: F,
+) -> Result<ArrayData> {
     debug_assert_eq!(O::DTYPE, out_dtype);
     let mut out = ArrayData::alloc_for_overwrite(&x.shape, out_dtype)?;
     let dst: &mut [O] = out_slice_mut(&mut out);
@@ -82,9 +92,9 @@ pub(crate) fn map1<T: Element, O: Element, F: Fn(T) -> O + Sync>(
             .zip(src.par_chunks(CHUNK))
             .for_each_init(Vec::new, |tmp, (d, s)| {
                 if stream {
-                    fill_streamed(d, tmp, |r, o| run1(&s[r], o, &f));
+                    fill_streamed(d, tmp, |r, o| f(&s[r], o));
                 } else {
-                    run1(s, d, &f);
+                    f(s, d);
                 }
             });
         return Ok(out);
@@ -94,7 +104,7 @@ pub(crate) fn map1<T: Element, O: Element, F: Fn(T) -> O + Sync>(
         .enumerate()
         .for_each_init(Vec::new, |buf, (c, d)| {
             gather::<T>(x, &dims, c * CHUNK, d.len(), buf);
-            run1(buf, d, &f);
+            f(buf, d);
         });
     Ok(out)
 }
@@ -410,6 +420,7 @@ macro_rules! int_unary {
 pub fn unary(x: &ArrayData, op: UnaryOp, out: &OutputSpec) -> Result<ArrayData> {
     let od = out.dtype;
     match x.dtype {
+        Dtype::F32 if op == UnaryOp::Exp => map1_slices(x, od, crate::vmath::exp_slice),
         Dtype::F32 => float_fn!(op, g => map1::<f32, f32, _>(x, od, g)),
         Dtype::F16 => {
             float_fn!(op, g => map1::<f16, f16, _>(x, od, |v: f16| f16::from_f32(g(v.to_f32()))))

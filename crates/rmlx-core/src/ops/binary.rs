@@ -5,8 +5,8 @@ use crate::array::Array;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::ops::convert::astype;
-use crate::ops::shape::broadcast_arrays;
 use crate::primitive::{BinaryOp, Primitive};
+use crate::shape::broadcast_shapes;
 
 #[track_caller]
 fn binary(op_name: &'static str, a: &Array, b: &Array, op: BinaryOp) -> Result<Array> {
@@ -24,10 +24,11 @@ fn binary(op_name: &'static str, a: &Array, b: &Array, op: BinaryOp) -> Result<A
         _ => {}
     }
     let (a, b) = (astype(a, t), astype(b, t));
-    let v = broadcast_arrays(op_name, &[&a, &b])?;
+    let shape = broadcast_shapes(op_name, a.shape(), b.shape())?;
     let out = if op.is_predicate() { Dtype::Bool } else { t };
-    let shape = v[0].shape().into();
-    Ok(Array::make(shape, out, Primitive::Binary(op), v))
+    // Inputs keep their own shapes: evaluation broadcasts them as strided views (no graph node
+    // per broadcast operand, which was half the nodes of `x + 1`).
+    Ok(Array::make(shape, out, Primitive::Binary(op), [a, b]))
 }
 
 macro_rules! binary_fns {
@@ -85,9 +86,12 @@ pub fn where_(cond: &Array, a: &Array, b: &Array) -> Result<Array> {
     let t = Dtype::promote(a.dtype(), b.dtype());
     let c = astype(cond, Dtype::Bool);
     let (a, b) = (astype(a, t), astype(b, t));
-    let v = broadcast_arrays("where", &[&c, &a, &b])?;
-    let shape = v[0].shape().into();
-    Ok(Array::make(shape, t, Primitive::Where, v))
+    let shape = broadcast_shapes(
+        "where",
+        &broadcast_shapes("where", c.shape(), a.shape())?,
+        b.shape(),
+    )?;
+    Ok(Array::make(shape, t, Primitive::Where, [c, a, b]))
 }
 
 /// Clamps into `[lo, hi]`; either bound may be absent.

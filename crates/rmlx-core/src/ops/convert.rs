@@ -10,7 +10,7 @@ pub fn astype(x: &Array, dtype: Dtype) -> Array {
     if x.dtype() == dtype {
         return x.clone();
     }
-    Array::make(x.shape().into(), dtype, Primitive::AsType, vec![x.clone()])
+    Array::make(x.shape().into(), dtype, Primitive::AsType, [x.clone()])
 }
 
 /// A row-contiguous copy of `x` (or `x` itself when it already is).
@@ -23,10 +23,5 @@ pub fn contiguous(x: &Array) -> Array {
             }
         }
     }
-    Array::make(
-        x.shape().into(),
-        x.dtype(),
-        Primitive::Copy,
-        vec![x.clone()],
-    )
+    Array::make(x.shape().into(), x.dtype(), Primitive::Copy, [x.clone()])
 }

@@ -63,7 +63,7 @@ pub fn arange(start: f64, stop: f64, step: f64, dtype: Dtype) -> Result<Array> {
             start: F64(start),
             step: F64(step),
         },
-        vec![],
+        [],
     ))
 }
 

@@ -147,7 +147,7 @@ pub fn gather_mm(
         smallvec::smallvec![nb, m, n],
         t,
         Primitive::GatherMm { sorted_indices },
-        vec![a3, b3, li, ri],
+        [a3, b3, li, ri],
     );
     let shape: Vec<i64> = ishape.iter().chain(&[m, n]).map(|&d| d as i64).collect();
     reshape(&out, &shape)
@@ -212,7 +212,7 @@ pub fn gather_qmm(
             sorted_indices,
             exact: crate::ops::quantized::exact_decode(),
         },
-        vec![
+        [
             flatten_batch(x)?,
             flatten_batch(wq)?,
             flatten_batch(scales)?,

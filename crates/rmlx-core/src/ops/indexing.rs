@@ -79,7 +79,7 @@ pub fn slice_update(src: &Array, update: &Array, start: &[i64], step: &[i64]) ->
             start: st,
             step: sp,
         },
-        vec![src.clone(), upd],
+        [src.clone(), upd],
     ))
 }
 
@@ -117,7 +117,7 @@ pub fn slice_update_at(src: &Array, update: &Array, start: &Array, axis: i32) ->
         src.shape().into(),
         src.dtype(),
         Primitive::SliceUpdateAt { axis: ax },
-        vec![
+        [
             src.clone(),
             astype(update, src.dtype()),
             crate::ops::reshape(&astype(start, crate::Dtype::I32), &[1])?,
@@ -163,7 +163,7 @@ pub fn take(x: &Array, indices: &Array, axis: Option<i32>) -> Result<Array> {
         shape,
         x.dtype(),
         Primitive::Take { axis: ax },
-        vec![x.clone(), indices.clone()],
+        [x.clone(), indices.clone()],
     ))
 }
 
@@ -220,7 +220,7 @@ pub fn take_along_axis(x: &Array, indices: &Array, axis: Option<i32>) -> Result<
         is,
         x.dtype(),
         Primitive::TakeAlongAxis { axis: ax },
-        vec![xb, ib],
+        [xb, ib],
     ))
 }
 
@@ -274,7 +274,7 @@ pub fn put_along_axis(
         x.shape().into(),
         x.dtype(),
         Primitive::PutAlongAxis { axis: ax },
-        vec![x.clone(), ib, vb],
+        [x.clone(), ib, vb],
     ))
 }
 

@@ -78,7 +78,7 @@ pub fn matmul(a: &Array, b: &Array) -> Result<Array> {
     let b3 = broadcast_to(&astype(&b2, t), &b_shape)?;
     let mut out_shape: Shape = batch.clone();
     out_shape.extend([m, n]);
-    let out = Array::make(out_shape.clone(), t, Primitive::Matmul, vec![a3, b3]);
+    let out = Array::make(out_shape.clone(), t, Primitive::Matmul, [a3, b3]);
     if !drop_m && !drop_n {
         return Ok(out);
     }

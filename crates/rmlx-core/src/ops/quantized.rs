@@ -158,7 +158,7 @@ pub fn quantize(w: &Array, group_size: usize, bits: usize) -> Result<(Array, Arr
                 bits,
                 part: p,
             },
-            vec![w.clone()],
+            [w.clone()],
         )
     };
     Ok((
@@ -260,7 +260,7 @@ pub fn dequantize(
         shape,
         scales.dtype(),
         Primitive::Dequantize { group_size, bits },
-        vec![wq.clone(), scales.clone(), biases.clone()],
+        [wq.clone(), scales.clone(), biases.clone()],
     ))
 }
 
@@ -373,6 +373,6 @@ fn make_qmm(
             transpose,
             exact: exact_decode(),
         },
-        vec![x, wq.clone(), scales.clone(), biases.clone()],
+        [x, wq.clone(), scales.clone(), biases.clone()],
     )
 }

@@ -113,7 +113,7 @@ pub fn bits(shape: &[usize], key: Option<&Array>) -> Result<Array> {
         shape.into(),
         Dtype::U32,
         Primitive::RandomBits,
-        vec![k],
+        [k],
     ))
 }
 
@@ -125,7 +125,7 @@ pub fn split(key: &Array, num: usize) -> Result<Array> {
         [num, 2].as_slice().into(),
         Dtype::U32,
         Primitive::RandomBits,
-        vec![k],
+        [k],
     ))
 }
 

@@ -52,7 +52,7 @@ fn reduce_node(x: &Array, op: ReduceOp, axes: &[usize], keepdims: bool) -> Resul
             op,
             axes: axes.to_vec(),
         },
-        vec![x.clone()],
+        [x.clone()],
     );
     if keepdims {
         Ok(r)
@@ -213,7 +213,7 @@ pub fn logsumexp(x: &Array, axes: Option<&[i32]>, keepdims: bool) -> Result<Arra
     let (flat, _) = axes_last(&xf, &ax)?;
     let mut shape: Shape = flat.shape().into();
     *shape.last_mut().expect("at least one axis") = 1;
-    let r = Array::make(shape, flat.dtype(), Primitive::LogSumExp, vec![flat]);
+    let r = Array::make(shape, flat.dtype(), Primitive::LogSumExp, [flat]);
     reshape(&r, &reduced_shape(x.shape(), &ax, keepdims))
 }
 
@@ -235,7 +235,7 @@ pub fn softmax(x: &Array, axes: Option<&[i32]>, precise: bool) -> Result<Array> 
         flat.shape().into(),
         flat.dtype(),
         Primitive::Softmax,
-        vec![flat],
+        [flat],
     );
     let t_shape: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
     let s = reshape(&s, &t_shape)?;
@@ -281,7 +281,7 @@ fn arg_reduce(
         kept,
         Dtype::U32,
         Primitive::ArgReduce { op, axis: ax },
-        vec![src],
+        [src],
     );
     let shape: Vec<i64> = match (axis, keepdims) {
         (None, true) => vec![1; x.ndim()],

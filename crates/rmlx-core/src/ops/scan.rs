@@ -35,7 +35,7 @@ fn scan(
             reverse,
             inclusive,
         },
-        vec![src],
+        [src],
     ))
 }
 

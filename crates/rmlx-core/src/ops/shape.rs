@@ -10,7 +10,7 @@ use crate::shape::{
 };
 
 fn view(x: &Array, shape: Shape, v: ViewOp) -> Array {
-    Array::make(shape, x.dtype(), Primitive::View(v), vec![x.clone()])
+    Array::make(shape, x.dtype(), Primitive::View(v), [x.clone()])
 }
 
 /// `x` with a new shape of the same size; one dimension may be -1.

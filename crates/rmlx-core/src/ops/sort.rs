@@ -23,7 +23,7 @@ pub fn sort(x: &Array, axis: Option<i32>) -> Result<Array> {
         x.shape().into(),
         x.dtype(),
         Primitive::Sort { axis: ax },
-        vec![x],
+        [x],
     ))
 }
 
@@ -36,7 +36,7 @@ pub fn argsort(x: &Array, axis: Option<i32>) -> Result<Array> {
         x.shape().into(),
         Dtype::U32,
         Primitive::Argsort { axis: ax },
-        vec![x],
+        [x],
     ))
 }
 
@@ -77,7 +77,7 @@ pub fn argpartition(x: &Array, kth: i32, axis: Option<i32>) -> Result<Array> {
         xf.shape().into(),
         Dtype::U32,
         Primitive::Argpartition { kth: k, axis: ax },
-        vec![xf],
+        [xf],
     ))
 }
 
@@ -90,7 +90,7 @@ pub fn partition(x: &Array, kth: i32, axis: Option<i32>) -> Result<Array> {
         xf.shape().into(),
         Dtype::U32,
         Primitive::Argpartition { kth: k, axis: ax },
-        vec![xf.clone()],
+        [xf.clone()],
     );
     take_along_axis(&xf, &idx, Some(ax as i32))
 }

@@ -16,7 +16,7 @@ fn float_out(x: &Array) -> Dtype {
 #[track_caller]
 fn unary(x: &Array, op: UnaryOp, dtype: Dtype) -> Array {
     let x = crate::ops::astype(x, dtype);
-    Array::make(x.shape().into(), dtype, Primitive::Unary(op), vec![x])
+    Array::make(x.shape().into(), dtype, Primitive::Unary(op), [x])
 }
 
 macro_rules! float_unary {

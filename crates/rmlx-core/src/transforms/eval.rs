@@ -1,6 +1,6 @@
 //! `eval`: walk the graph once in dependency order and run each node on its stream's backend.
 
-use crate::array::{Array, ArrayData};
+use crate::array::{Array, ArrayData, Inputs};
 use crate::backend::backend_for;
 use crate::device::DeviceType;
 use crate::error::{Error, Result};
@@ -131,8 +131,15 @@ fn topo_order(roots: &[Array]) -> Vec<Array> {
     order
 }
 
-fn run(node: &Array, prim: &Primitive, inputs: Vec<Array>) -> Result<ArrayData> {
-    let datas: Vec<ArrayData> = inputs.iter().map(|a| a.data()).collect::<Result<_>>()?;
+fn run(node: &Array, prim: &Primitive, inputs: Inputs) -> Result<ArrayData> {
+    let mut datas: Vec<ArrayData> = inputs.iter().map(|a| a.data()).collect::<Result<_>>()?;
+    if prim.broadcasts_inputs() {
+        let shape = node.shape();
+        for d in datas.iter_mut().filter(|d| d.shape.as_slice() != shape) {
+            d.strides = broadcast_strides(&d.shape, &d.strides, shape);
+            d.shape = shape.into();
+        }
+    }
     // Drop the input handles now: the graph is freed as it runs, and an input nothing else
     // refers to leaves its buffer uniquely owned by `datas`, so the kernel may reuse it.
     drop(inputs);
