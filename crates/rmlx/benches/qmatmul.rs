@@ -67,32 +67,40 @@ fn par_zip(dst: &mut [u8], src: &[u8], f: impl Fn(&mut [u8], &[u8]) + Sync) {
     });
 }
 
-/// STREAM-style copy bandwidth (bytes read + written per second), median of `iters`.
-fn copy_bandwidth(iters: usize) -> f64 {
-    let n = 256 << 20;
-    let src = vec![1u8; n];
-    let mut dst = vec![0u8; n];
-    let mut t = vec![];
-    for _ in 0..iters {
-        let t0 = Instant::now();
-        par_zip(&mut dst, &src, |d, s| d.copy_from_slice(s));
-        t.push(t0.elapsed().as_secs_f64());
-    }
-    std::hint::black_box(&dst);
-    2.0 * n as f64 / median(t) / 1e9
+/// The copy reference: 256 MiB copied on all cores (STREAM-style; GB/s = bytes read + written).
+struct Copier {
+    src: Vec<u8>,
+    dst: Vec<u8>,
+    /// The read-only pass's source (its own 256 MiB).
+    words: Vec<u64>,
 }
 
-/// Read-only bandwidth (sum of u64 words), for reference.
-fn read_bandwidth(iters: usize) -> f64 {
-    let n = 256 << 20;
-    let src = vec![1u64; n / 8];
-    let mut t = vec![];
-    for _ in 0..iters {
+impl Copier {
+    fn new() -> Copier {
+        let n = 256 << 20;
+        Copier {
+            src: vec![1u8; n],
+            dst: vec![0u8; n],
+            words: vec![1u64; n / 8],
+        }
+    }
+
+    /// One copy, GB/s.
+    fn once(&mut self) -> f64 {
+        let t0 = Instant::now();
+        par_zip(&mut self.dst, &self.src, |d, s| d.copy_from_slice(s));
+        std::hint::black_box(&self.dst);
+        2.0 * self.src.len() as f64 / t0.elapsed().as_secs_f64() / 1e9
+    }
+
+    /// One read-only pass over the source (a sum of u64 words on all cores), GB/s read.
+    fn read_once(&self) -> f64 {
+        let words = &self.words;
         let t0 = Instant::now();
         let th = threads();
         let s: u64 = std::thread::scope(|sc| {
-            let hs: Vec<_> = src
-                .chunks(src.len().div_ceil(th))
+            let hs: Vec<_> = words
+                .chunks(words.len().div_ceil(th))
                 .map(|c| sc.spawn(move || c.iter().fold(0u64, |a, v| a.wrapping_add(*v))))
                 .collect();
             hs.into_iter()
@@ -100,12 +108,20 @@ fn read_bandwidth(iters: usize) -> f64 {
                 .fold(0u64, |a, v| a.wrapping_add(v))
         });
         std::hint::black_box(s);
-        t.push(t0.elapsed().as_secs_f64());
+        (words.len() * 8) as f64 / t0.elapsed().as_secs_f64() / 1e9
     }
-    n as f64 / median(t) / 1e9
+
+    /// Median of `iters` copies, GB/s.
+    fn median(&mut self, iters: usize) -> f64 {
+        median((0..iters).map(|_| self.once()).collect())
+    }
 }
 
-fn decode(n: usize, k: usize, bits: usize, iters: usize, copy_bw: f64) {
+/// Decode products over rotating matrices. Each round copies 256 MiB, then multiplies by every
+/// matrix once (one pass over >= 128 MiB of weights); the printed ratio is the median over rounds
+/// of the product's GB/s to the copy's in the same round: this machine's bandwidth drifts by tens
+/// of percent within minutes, so a copy timed once at the start made ratios unreliable.
+fn decode(n: usize, k: usize, bits: usize, rounds: usize, copier: &mut Copier) {
     let gs = 64;
     let bytes = n * k * bits / 8 + 2 * (n * k / gs) * 2;
     let count = ROTATE_BYTES.div_ceil(bytes).max(2);
@@ -113,30 +129,40 @@ fn decode(n: usize, k: usize, bits: usize, iters: usize, copy_bw: f64) {
     let x: Vec<f32> = (0..k).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
     let mut out = vec![0f32; n];
     for exact in [false, true] {
-        let mut t = vec![];
-        for it in 0..iters + count {
-            let m = &ms[it % count];
-            let w = Packed {
-                wq: &m.wq,
-                scales: &m.s,
-                biases: &m.b,
-                n,
-                k,
-                group_size: gs,
-                bits,
-            };
+        let (mut per_call, mut gbs, mut ratio, mut ratio_read) = (vec![], vec![], vec![], vec![]);
+        for round in 0..rounds + 1 {
+            let copy = copier.once();
+            let read = copier.read_once();
             let t0 = Instant::now();
-            qmv(&x, 1, &w, exact, &mut out);
-            if it >= count {
-                t.push(t0.elapsed().as_secs_f64());
+            for m in &ms {
+                let w = Packed {
+                    wq: &m.wq,
+                    scales: &m.s,
+                    biases: &m.b,
+                    n,
+                    k,
+                    group_size: gs,
+                    bits,
+                };
+                qmv(&x, 1, &w, exact, &mut out);
+            }
+            let dt = t0.elapsed().as_secs_f64();
+            if round > 0 {
+                // round 0 warms up
+                let g = (count * bytes) as f64 / dt / 1e9;
+                per_call.push(dt / count as f64);
+                gbs.push(g);
+                ratio.push(g / copy);
+                ratio_read.push(g / read);
             }
         }
-        let gbs = bytes as f64 / median(t.clone()) / 1e9;
         println!(
-            "qmv  {bits}-bit g64 N={n:5} K={k:5} {:5}: {:8.1} us  {gbs:6.2} GB/s  {:5.1}% of copy  ({count} matrices, {} MiB)",
+            "qmv  {bits}-bit g64 N={n:5} K={k:5} {:5}: {:8.1} us  {:6.2} GB/s  {:5.1}% of copy  {:5.1}% of read-only  ({count} matrices, {} MiB, {rounds} rounds)",
             if exact { "exact" } else { "int8" },
-            median(t) * 1e6,
-            100.0 * gbs / copy_bw,
+            median(per_call) * 1e6,
+            median(gbs),
+            100.0 * median(ratio),
+            100.0 * median(ratio_read),
             (count * bytes) >> 20
         );
     }
@@ -214,20 +240,22 @@ fn main() {
         std::arch::is_x86_feature_detected!("avx2"),
         std::arch::is_x86_feature_detected!("fma")
     );
-    let copy_bw = copy_bandwidth(iters.min(15));
+    let mut copier = Copier::new();
     println!(
-        "memory copy (read+write): {copy_bw:.2} GB/s; read-only: {:.2} GB/s",
-        read_bandwidth(iters.min(15))
+        "memory copy (read+write): {:.2} GB/s; read-only: {:.2} GB/s",
+        copier.median(iters.min(15)),
+        median((0..iters.min(15)).map(|_| copier.read_once()).collect())
     );
+    let rounds = if quick { 9 } else { 15 };
     for (n, k) in [(4096, 4096), (4096, 14336), (14336, 4096)] {
         for bits in [4, 8] {
-            decode(n, k, bits, iters, copy_bw);
+            decode(n, k, bits, rounds, &mut copier);
         }
     }
     prefill(512, 4096, 4096, if quick { 3 } else { 7 });
     println!(
         "memory copy again (drift check): {:.2} GB/s",
-        copy_bandwidth(iters.min(15))
+        copier.median(iters.min(15))
     );
     if std::env::var("RMLX_BENCH_MLX").is_ok_and(|v| v == "0") {
         return;
