@@ -353,12 +353,8 @@ fn task<T: KvElem>(
                     .iter_mut()
                     .for_each(|a| *a *= corr);
             }
-            let mut lsum = 0f32;
-            for x in srow.iter_mut() {
-                *x = (*x - m_new).exp();
-                lsum += *x;
-            }
-            p.l[r] += lsum;
+            // vector exp: libm's scalar expf per score was a visible slice of long-context decode
+            p.l[r] += crate::vmath::exp_sub_sum_inplace(srow, m_new);
             p.m[r] = m_new;
         }
         // acc[r] += p[r][j] * v_j  (each V row read once for all rows)
