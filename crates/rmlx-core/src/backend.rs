@@ -51,13 +51,13 @@ pub fn register_backend(kind: DeviceType, backend: Arc<dyn Backend>) {
     r.push((kind, backend));
 }
 
-/// The backend that runs work for `device`.
 /// Every registered backend.
 pub(crate) fn backends() -> Vec<Arc<dyn Backend>> {
     let r = REGISTRY.read().unwrap_or_else(|e| e.into_inner());
     r.iter().map(|(_, b)| b.clone()).collect()
 }
 
+/// The backend that runs work for `device`.
 pub fn backend_for(device: Device) -> Result<Arc<dyn Backend>> {
     let r = REGISTRY.read().unwrap_or_else(|e| e.into_inner());
     r.iter().find(|(k, _)| *k == device.kind).map(|(_, b)| b.clone()).ok_or_else(|| {

@@ -126,7 +126,7 @@ pub mod avx2 {
         }
     }
 
-    /// Horizontal sum of the eight lanes.
+    /// Horizontal sum of the eight lanes (the one the attention and decode kernels use too).
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     pub unsafe fn hsum(v: __m256) -> f32 {

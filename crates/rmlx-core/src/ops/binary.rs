@@ -5,8 +5,8 @@ use crate::array::Array;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::ops::convert::astype;
+use crate::ops::shape::common_shape;
 use crate::primitive::{BinaryOp, Primitive};
-use crate::shape::broadcast_shapes;
 
 #[track_caller]
 fn binary(op_name: &'static str, a: &Array, b: &Array, op: BinaryOp) -> Result<Array> {
@@ -24,7 +24,7 @@ fn binary(op_name: &'static str, a: &Array, b: &Array, op: BinaryOp) -> Result<A
         _ => {}
     }
     let (a, b) = (astype(a, t), astype(b, t));
-    let shape = broadcast_shapes(op_name, a.shape(), b.shape())?;
+    let shape = common_shape(op_name, &[&a, &b])?;
     let out = if op.is_predicate() { Dtype::Bool } else { t };
     // Inputs keep their own shapes: evaluation broadcasts them as strided views (no graph node
     // per broadcast operand, which was half the nodes of `x + 1`).
@@ -86,11 +86,7 @@ pub fn where_(cond: &Array, a: &Array, b: &Array) -> Result<Array> {
     let t = Dtype::promote(a.dtype(), b.dtype());
     let c = astype(cond, Dtype::Bool);
     let (a, b) = (astype(a, t), astype(b, t));
-    let shape = broadcast_shapes(
-        "where",
-        &broadcast_shapes("where", c.shape(), a.shape())?,
-        b.shape(),
-    )?;
+    let shape = common_shape("where", &[&c, &a, &b])?;
     Ok(Array::make(shape, t, Primitive::Where, [c, a, b]))
 }
 

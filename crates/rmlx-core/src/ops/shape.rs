@@ -102,13 +102,19 @@ pub fn broadcast_to(x: &Array, shape: &[usize]) -> Result<Array> {
     Ok(view(x, shape.into(), ViewOp::BroadcastTo))
 }
 
-/// Broadcasts all arrays to their common shape.
-#[track_caller]
-pub fn broadcast_arrays(op: &'static str, xs: &[&Array]) -> Result<Vec<Array>> {
+/// The shape all of `xs` broadcast to (or the error naming `op` and the two that disagree).
+pub(crate) fn common_shape(op: &'static str, xs: &[&Array]) -> Result<Shape> {
     let mut shape: Shape = Shape::new();
     for x in xs {
         shape = broadcast_shapes(op, &shape, x.shape())?;
     }
+    Ok(shape)
+}
+
+/// Broadcasts all arrays to their common shape.
+#[track_caller]
+pub fn broadcast_arrays(op: &'static str, xs: &[&Array]) -> Result<Vec<Array>> {
+    let shape = common_shape(op, xs)?;
     xs.iter().map(|x| broadcast_to(x, &shape)).collect()
 }
 

@@ -136,8 +136,7 @@ fn run(node: &Array, prim: &Primitive, inputs: Inputs) -> Result<ArrayData> {
     if prim.broadcasts_inputs() {
         let shape = node.shape();
         for d in datas.iter_mut().filter(|d| d.shape.as_slice() != shape) {
-            d.strides = broadcast_strides(&d.shape, &d.strides, shape);
-            d.shape = shape.into();
+            *d = broadcast_view(d, shape);
         }
     }
     // Drop the input handles now: the graph is freed as it runs, and an input nothing else
@@ -226,10 +225,15 @@ fn view(node: &Array, v: &ViewOp, x: &ArrayData) -> Result<ArrayData> {
                 ..x.clone()
             })
         }
-        ViewOp::BroadcastTo => Ok(ArrayData {
-            shape: shape.into(),
-            strides: broadcast_strides(&x.shape, &x.strides, shape),
-            ..x.clone()
-        }),
+        ViewOp::BroadcastTo => Ok(broadcast_view(x, shape)),
+    }
+}
+
+/// `x` seen with `shape` (which it broadcasts to): the same buffer, zero strides on the new axes.
+fn broadcast_view(x: &ArrayData, shape: &[usize]) -> ArrayData {
+    ArrayData {
+        shape: shape.into(),
+        strides: broadcast_strides(&x.shape, &x.strides, shape),
+        ..x.clone()
     }
 }

@@ -75,13 +75,7 @@ mod x86 {
         l
     }
 
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    }
+    use crate::vmath::avx2::hsum;
 
     /// One macro for the three element types keeps the loops identical; `$load` reads 8
     /// elements as f32.
