@@ -276,6 +276,34 @@ pub enum Primitive {
         sorted_indices: bool,
         exact: bool,
     },
+    /// `[logits [T, E]]`: the `k` experts each row picks (`fast::moe_route`); `part` 0 → their
+    /// indices (u32 `[T, k]`), 1 → their weights (f32 `[T, k]`), in the same order (two nodes,
+    /// cheap to recompute, keep the graph single-output).
+    MoeRoute {
+        k: usize,
+        routing: MoeRouting,
+        part: u8,
+    },
+    /// `[x [T, K], wq, scales, biases (gate), wq, scales, biases (up), indices u32 [T, k]]` →
+    /// `[T, k, N]`: `silu(x W_gate[e]ᵀ) * (x W_up[e]ᵀ)` per chosen expert (transposed stacks
+    /// `[E, N, ..]`, as `GatherQmm`'s).
+    GatherQmmSwiglu { group_size: usize, bits: usize },
+    /// `[h [T, k, K], wq, scales, biases, indices u32 [T, k], weights f32 [T, k]]` → `[T, N]`:
+    /// `Σ_j weights[t, j] · h[t, j] W[indices[t, j]]ᵀ`.
+    GatherQmmWeightedSum { group_size: usize, bits: usize },
+}
+
+/// How a mixture-of-experts router turns its logits into expert weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MoeRouting {
+    /// Softmax over all experts, keep the top k (Qwen2/3-MoE, OLMoE); `renormalize` rescales
+    /// the k weights to sum to 1 (`norm_topk_prob`).
+    SoftmaxTopK { renormalize: bool },
+    /// Top k logits, then a softmax over those k (Mixtral).
+    TopKSoftmax,
+    /// Sigmoid of each logit, keep the top k; `renormalize` as above (DeepSeek-V3 style
+    /// scoring without group limits or score correction).
+    SigmoidTopK { renormalize: bool },
 }
 
 impl Primitive {
@@ -323,6 +351,9 @@ impl Primitive {
             Primitive::QuantizedMatmul { .. } => "quantized_matmul",
             Primitive::GatherMm { .. } => "gather_mm",
             Primitive::GatherQmm { .. } => "gather_qmm",
+            Primitive::MoeRoute { .. } => "moe_route",
+            Primitive::GatherQmmSwiglu { .. } => "gather_qmm_swiglu",
+            Primitive::GatherQmmWeightedSum { .. } => "gather_qmm_weighted_sum",
         }
     }
 }

@@ -33,7 +33,7 @@ pub mod unary;
 pub mod vmath;
 
 use rmlx_core::primitive::{OutputSpec, Primitive};
-use rmlx_core::{ArrayData, Backend, DeviceType, Result};
+use rmlx_core::{ArrayData, Backend, DeviceType, Error, Result};
 use std::sync::Arc;
 
 /// The CPU backend.
@@ -78,6 +78,10 @@ impl Backend for CpuBackend {
             | Primitive::QuantizedMatmul { .. }
             | Primitive::GatherMm { .. }
             | Primitive::GatherQmm { .. } => true,
+            // fused MoE decode ops: their composition runs on the CPU
+            Primitive::MoeRoute { .. }
+            | Primitive::GatherQmmSwiglu { .. }
+            | Primitive::GatherQmmWeightedSum { .. } => false,
         }
     }
 
@@ -167,6 +171,15 @@ impl Backend for CpuBackend {
                 exact,
                 ..
             } => gather_matmul::gather_qmm(&x, *group_size, *bits, *transpose, *exact, out),
+            Primitive::MoeRoute { .. }
+            | Primitive::GatherQmmSwiglu { .. }
+            | Primitive::GatherQmmWeightedSum { .. } => Err(Error::invalid(
+                "cpu",
+                format!(
+                    "[{}] has no CPU kernel (`rmlx::fast` composes it from ordinary ops here)",
+                    prim.name()
+                ),
+            )),
         }
     }
 }

@@ -133,6 +133,57 @@ __device__ __forceinline__ u32 rq_code_c(const u32* w, int j) {
   return v & ((1u << BITS) - 1u);
 }
 
+// The streaming loop of the float decode kernels: lane partial sums acc[r][m] of weight rows
+// (wr, sr, br) against M <= MM rows of x, over the steps of K this warp owns (every KS-th step
+// from kpart). Not yet reduced across the warp. Also serves the fused MoE kernels (moe.cuh).
+template <class TX, class TS, int BITS, int R, int MM, int KS>
+__device__ __forceinline__ void rq_dot_rows(const TX* __restrict__ x, const u32* const (&wr)[R],
+                                            const TS* const (&sr)[R], const TS* const (&br)[R], int M, i64 K,
+                                            int gs_shift, int kpart, float (&acc)[R][MM]) {
+  constexpr int SC = RqSub<BITS>::SC, WPS = RqSub<BITS>::WPS, U = RqSub<BITS>::U;
+  const int lane = threadIdx.x & 31;
+  for (i64 base = (i64)kpart * 32 * SC * U; base < K; base += (i64)KS * 32 * SC * U) {
+    // issue every load of the step first (U x R x WPS words in flight per lane)
+    u32 wv[U][R][WPS];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const i64 c0 = base + (i64)u * 32 * SC + (i64)lane * SC;
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int j = 0; j < WPS; ++j) wv[u][r][j] = (c0 < K) ? __ldg(wr[r] + c0 * BITS / 32 + j) : 0u;
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const i64 c0 = base + (i64)u * 32 * SC + (i64)lane * SC;
+      if (c0 >= K) break;
+#pragma unroll
+      for (int p = 0; p < SC / 8; ++p) {
+        const i64 cb = c0 + p * 8;
+        const i64 g = cb >> gs_shift;
+        float wf[R][8];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const float sc = to_f(sr[r][g]), bs = to_f(br[r][g]);
+#pragma unroll
+          for (int j = 0; j < 8; ++j) wf[r][j] = fmaf(sc, (float)rq_code_c<BITS>(wv[u][r], p * 8 + j), bs);
+        }
+#pragma unroll
+        for (int m = 0; m < MM; ++m) {
+          if (m < M) {
+            float xv[8];
+            load8(x + (i64)m * K + cb, xv);
+#pragma unroll
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+              for (int j = 0; j < 8; ++j) acc[r][m] = fmaf(wf[r][j], xv[j], acc[r][m]);
+          }
+        }
+      }
+    }
+  }
+}
+
 // One matrix: the block's warps take weight rows from blockIdx.x (the batch is the caller's).
 // KS = 1: the block's 4 warps own 4 x RQ_R rows. KS = 4 (long rows): they share RQ_R rows,
 // warp w taking every 4th step of K from step w, and the partial sums meet in shared memory:
@@ -141,7 +192,6 @@ __device__ __forceinline__ u32 rq_code_c(const u32* w, int j) {
 template <class TX, class TS, class TO, int BITS, int MM, int KS>
 __device__ void rq_qmv_t_mat(const TX* __restrict__ x, const u32* __restrict__ w, const TS* __restrict__ s,
                              const TS* __restrict__ b, TO* __restrict__ y, int M, i64 N, i64 K, int gs_shift) {
-  constexpr int SC = RqSub<BITS>::SC, WPS = RqSub<BITS>::WPS, U = RqSub<BITS>::U;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const i64 row0 = KS == 1 ? ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * RQ_R : (i64)blockIdx.x * RQ_R;
   const int kpart = KS == 1 ? 0 : warp;
@@ -162,47 +212,7 @@ __device__ void rq_qmv_t_mat(const TX* __restrict__ x, const u32* __restrict__ w
   for (int r = 0; r < RQ_R; ++r)
 #pragma unroll
     for (int m = 0; m < MM; ++m) acc[r][m] = 0.0f;
-
-  for (i64 base = (i64)kpart * 32 * SC * U; base < K; base += (i64)KS * 32 * SC * U) {
-    // issue every load of the step first (U x RQ_R x WPS words in flight per lane)
-    u32 wv[U][RQ_R][WPS];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const i64 c0 = base + (i64)u * 32 * SC + (i64)lane * SC;
-#pragma unroll
-      for (int r = 0; r < RQ_R; ++r)
-#pragma unroll
-        for (int j = 0; j < WPS; ++j) wv[u][r][j] = (c0 < K) ? __ldg(wr[r] + c0 * BITS / 32 + j) : 0u;
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const i64 c0 = base + (i64)u * 32 * SC + (i64)lane * SC;
-      if (c0 >= K) break;
-#pragma unroll
-      for (int p = 0; p < SC / 8; ++p) {
-        const i64 cb = c0 + p * 8;
-        const i64 g = cb >> gs_shift;
-        float wf[RQ_R][8];
-#pragma unroll
-        for (int r = 0; r < RQ_R; ++r) {
-          const float sc = to_f(sr[r][g]), bs = to_f(br[r][g]);
-#pragma unroll
-          for (int j = 0; j < 8; ++j) wf[r][j] = fmaf(sc, (float)rq_code_c<BITS>(wv[u][r], p * 8 + j), bs);
-        }
-#pragma unroll
-        for (int m = 0; m < MM; ++m) {
-          if (m < M) {
-            float xv[8];
-            load8(x + (i64)m * K + cb, xv);
-#pragma unroll
-            for (int r = 0; r < RQ_R; ++r)
-#pragma unroll
-              for (int j = 0; j < 8; ++j) acc[r][m] = fmaf(wf[r][j], xv[j], acc[r][m]);
-          }
-        }
-      }
-    }
-  }
+  rq_dot_rows<TX, TS, BITS, RQ_R, MM, KS>(x, wr, sr, br, M, K, gs_shift, kpart, acc);
   if (KS == 1) {
 #pragma unroll
     for (int r = 0; r < RQ_R; ++r)

@@ -3,9 +3,10 @@
 //! `gather_mm` / `gather_qmm`), `SwitchGlu` is the gated expert MLP, and `route` turns router
 //! logits into expert ids and weights the way each architecture does.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::linear::QuantParams;
-use rmlx::{ops, Array, Dtype};
+use rmlx::fast::{self, ExpertStack};
+use rmlx::{ops, Array};
 
 /// Token-expert pairs from which the expert MLP sorts tokens by expert (mlx-lm's rule), so each
 /// expert's weights are read once per step and the kernels see long runs of one expert.
@@ -34,6 +35,20 @@ impl SwitchLinear {
         match self {
             SwitchLinear::Dense { weight, .. } => weight.shape()[0],
             SwitchLinear::Quantized { wq, .. } => wq.shape()[0],
+        }
+    }
+
+    /// The quantized stack without a bias, as the fused decode ops take it.
+    fn stack(&self) -> Option<(ExpertStack<'_>, QuantParams)> {
+        match self {
+            SwitchLinear::Quantized {
+                wq,
+                scales,
+                biases,
+                bias: None,
+                q,
+            } => Some((ExpertStack { wq, scales, biases }, *q)),
+            _ => None,
         }
     }
 
@@ -128,6 +143,36 @@ impl SwitchGlu {
         Ok(ops::reshape(&y, &shape)?)
     }
 
+    /// `x: [..., D]`, `indices`, `weights: [..., k]` → `[..., D]`: the chosen experts' outputs
+    /// mixed by the router's weights. Decode-sized steps of quantized experts run as two fused
+    /// ops (`fast::gather_qmm_swiglu`, `fast::gather_qmm_weighted_sum`: two kernels on a GPU
+    /// where the composition launches ~12).
+    pub fn forward_weighted(&self, x: &Array, indices: &Array, weights: &Array) -> Result<Array> {
+        if indices.size() < SORT_MIN_PAIRS && fused_moe() {
+            if let (Some((g, gq)), Some((u, uq)), Some((d, dq))) = (
+                self.gate_proj.stack(),
+                self.up_proj.stack(),
+                self.down_proj.stack(),
+            ) {
+                if gq == uq && uq == dq {
+                    let h = fast::gather_qmm_swiglu(x, g, u, indices, gq.group_size, gq.bits)?;
+                    return Ok(fast::gather_qmm_weighted_sum(
+                        &h,
+                        d,
+                        indices,
+                        weights,
+                        dq.group_size,
+                        dq.bits,
+                    )?);
+                }
+            }
+        }
+        let y = self.forward(x, indices)?;
+        let w = ops::astype(&ops::expand_dims(weights, &[-1])?, y.dtype());
+        let out = ops::sum(&ops::multiply(&y, &w)?, Some(&[-2]), false)?;
+        Ok(ops::astype(&out, y.dtype()))
+    }
+
     fn hidden(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {
         let up = self.up_proj.forward(x, idx, sorted)?;
         let gate = self.gate_proj.forward(x, idx, sorted)?;
@@ -135,68 +180,31 @@ impl SwitchGlu {
     }
 }
 
-/// How an architecture turns router logits into expert ids and weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Routing {
-    /// Softmax over all experts, keep the top k (Qwen2/3-MoE, OLMoE); `renormalize` rescales
-    /// the k weights to sum to 1 (`norm_topk_prob`).
-    SoftmaxTopK { renormalize: bool },
-    /// Top k logits, then a softmax over those k (Mixtral).
-    TopKSoftmax,
-    /// Sigmoid of each logit, keep the top k; `renormalize` as above (DeepSeek-V3 style
-    /// scoring without group limits or score correction).
-    SigmoidTopK { renormalize: bool },
-}
+/// How an architecture turns router logits into expert ids and weights (softmax or sigmoid
+/// scores, top k, optionally renormalised): `rmlx::fast::MoeRouting`.
+pub use rmlx::fast::MoeRouting as Routing;
 
 /// `logits: [..., E]` → (`indices: [..., k]` u32, `weights: [..., k]` f32): the k chosen experts
-/// per token and their mixing weights. Softmaxes run in f32 (mlx-lm's `precise=True`).
+/// per token and their mixing weights (`rmlx::fast::moe_route`: one kernel per part on a GPU).
+/// Softmaxes run in f32 (mlx-lm's `precise=True`).
 pub fn route(logits: &Array, k: usize, routing: Routing) -> Result<(Array, Array)> {
-    let e = logits.shape().last().copied().unwrap_or(0);
-    if k == 0 || k > e {
-        return Err(Error::Config(format!(
-            "cannot route each token to {k} of {e} experts"
-        )));
+    if !fused_moe() {
+        return Ok(fast::moe_route_fallback(logits, k, routing)?);
     }
-    let logits = ops::astype(logits, Dtype::F32);
-    // top-k indices of `s` along the last axis (in no particular order, as argpartition)
-    let top = |s: &Array| -> Result<Array> {
-        let p = ops::argpartition(s, -(k as i32), Some(-1))?;
-        let n = p.ndim();
-        let mut start = vec![0i64; n];
-        start[n - 1] = (e - k) as i64;
-        let stop = vec![i64::MAX; n];
-        Ok(ops::slice(&p, &start, &stop, &vec![1; n])?)
-    };
-    let renorm = |w: Array, on: bool| -> Result<Array> {
-        if !on {
-            return Ok(w);
-        }
-        Ok(ops::divide(&w, &ops::sum(&w, Some(&[-1]), true)?)?)
-    };
-    Ok(match routing {
-        Routing::SoftmaxTopK { renormalize } => {
-            let g = ops::softmax(&logits, Some(&[-1]), true)?;
-            let i = top(&g)?;
-            let w = ops::take_along_axis(&g, &i, Some(-1))?;
-            (i, renorm(w, renormalize)?)
-        }
-        Routing::TopKSoftmax => {
-            let i = top(&logits)?;
-            let w = ops::take_along_axis(&logits, &i, Some(-1))?;
-            (i, ops::softmax(&w, Some(&[-1]), true)?)
-        }
-        Routing::SigmoidTopK { renormalize } => {
-            let g = ops::sigmoid(&logits);
-            let i = top(&g)?;
-            let w = ops::take_along_axis(&g, &i, Some(-1))?;
-            (i, renorm(w, renormalize)?)
-        }
-    })
+    Ok(fast::moe_route(logits, k, routing)?)
+}
+
+/// `RMLX_MOE_FUSED=0` composes the MoE decode ops from ordinary ops even where the backend has
+/// the fused kernels (an ablation switch for benchmarks), read once.
+fn fused_moe() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("RMLX_MOE_FUSED").map_or(true, |v| v != "0"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rmlx::Dtype;
 
     fn arr(v: &[f32], shape: &[usize]) -> Array {
         Array::from_slice(v, shape).unwrap()

@@ -4,6 +4,7 @@ pub mod elementwise;
 pub mod gather_matmul;
 pub mod indexing;
 pub mod matmul;
+pub mod moe;
 pub mod norm;
 pub mod quantized;
 pub mod random;

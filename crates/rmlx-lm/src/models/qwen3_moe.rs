@@ -81,12 +81,9 @@ impl MoeBlock {
 
     /// `x: [B, L, dim]` → `[B, L, dim]`.
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        // inds, scores: [B, L, k]; y: [B, L, k, dim]
+        // inds, scores: [B, L, k]
         let (inds, scores) = route(&self.gate.forward(x)?, self.top_k, self.routing)?;
-        let y = self.switch_mlp.forward(x, &inds)?;
-        let scores = ops::astype(&ops::expand_dims(&scores, &[-1])?, y.dtype());
-        let out = ops::sum(&ops::multiply(&y, &scores)?, Some(&[-2]), false)?;
-        Ok(ops::astype(&out, y.dtype()))
+        Ok(self.switch_mlp.forward_weighted(x, &inds, &scores)?)
     }
 }
 

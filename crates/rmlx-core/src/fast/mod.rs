@@ -1,5 +1,5 @@
 //! Fused ops (MLX's `mx.fast`): `rms_norm`, `layer_norm`, `rope`,
-//! `scaled_dot_product_attention`.
+//! `scaled_dot_product_attention`; and rmlx's mixture-of-experts decode ops (`moe.rs`).
 //!
 //! Each op validates its arguments, then builds one fused primitive when the backend of the
 //! current stream has a kernel for it, and otherwise its `*_fallback`: the same computation
@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 use crate::ops;
 use crate::primitive::{Primitive, SdpaMask, F32};
 use crate::shape::{broadcast_shapes, fmt_shape, Shape};
+
+mod moe;
+pub use moe::*;
 
 /// Whether the current stream's backend runs `prim` itself (a missing backend reports its own
 /// error when the node is evaluated).

@@ -1,0 +1,168 @@
+// rmlx CUDA: fused mixture-of-experts decode kernels (rmlx_core::fast::moe): routing, the gated
+// expert MLP's first half, the down projection with the router's weighted sum. Compiled after
+// quantized.cuh (rq_dot_rows, RQ_R) and gather_matmul.cuh (rg_index).
+
+// ---------------------------------------------------------------------------------------------
+// Routing: one warp per row of logits [T, E], the row's scores in shared memory (E floats per
+// warp). MODE 0: softmax then top k; 1: top k then a softmax over them; 2: sigmoid then top k.
+// The selection runs on the logits (every mode's score is monotonic in them): k rounds of a
+// warp argmax, ties to the lower index; a chosen entry becomes NaN. Lane j < k keeps choice j.
+// PART 0 writes the indices (u32), 1 the weights (f32).
+template <class TL, int MODE, int PART>
+__device__ void rm_route(const TL* __restrict__ logits, void* __restrict__ out, i64 T, int E, int k, int renorm) {
+  extern __shared__ float rm_scores[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wpb = blockDim.x >> 5;
+  float* s = rm_scores + (i64)warp * E;
+  const float NEG = -__int_as_float(0x7f800000);
+  for (i64 t = (i64)blockIdx.x * wpb + warp; t < T; t += (i64)gridDim.x * wpb) {
+    const TL* l = logits + t * E;
+    float mx = NEG;
+    for (int i = lane; i < E; i += 32) {
+      float v = to_f(l[i]);
+      if (v != v) v = NEG;  // a NaN logit is never chosen before a number
+      s[i] = v;
+      mx = fmaxf(mx, v);
+    }
+    mx = warp_max(mx);
+    float z = 0.0f;
+    if (MODE == 0) {
+      for (int i = lane; i < E; i += 32) z += expf(s[i] - mx);
+      z = warp_sum(z);
+    }
+    int mine = 0;
+    float mv = NEG;
+    for (int j = 0; j < k; ++j) {
+      float bv = NEG;
+      int bi = 0x7fffffff;
+      for (int i = lane; i < E; i += 32) {
+        const float v = s[i];
+        if (v == v && (v > bv || (v == bv && i < bi))) {
+          bv = v;
+          bi = i;
+        }
+      }
+      for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) {
+          bv = ov;
+          bi = oi;
+        }
+      }
+      if (lane == j) {
+        mine = bi;
+        mv = bv;
+      }
+      if (lane == (bi & 31)) s[bi] = __int_as_float(0x7fc00000);  // only its owner lane reads it
+    }
+    if (PART == 0) {
+      if (lane < k) reinterpret_cast<u32*>(out)[t * k + lane] = (u32)mine;
+      continue;
+    }
+    float w;
+    if (MODE == 0) {
+      w = expf(mv - mx) / z;
+    } else if (MODE == 1) {
+      w = expf(mv - mx);  // the first choice is the row's maximum
+    } else {
+      w = 1.0f / (1.0f + expf(-mv));
+    }
+    if (MODE == 1 || renorm) w = w / warp_sum(lane < k ? w : 0.0f);
+    if (lane < k) reinterpret_cast<float*>(out)[t * k + lane] = w;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gate + up + SwiGLU: h[p, n] = silu(x[p / k] · Wg[e][n]) * (x[p / k] · Wu[e][n]) for each pair
+// p (token p / k, chosen expert e = idx[p]). Each warp streams RM_R rows of both matrices (2 RM_R
+// rows, the float decode kernel's loop), 4 warps per block; blockIdx.y strides over the pairs.
+#define RM_R 2
+template <class TX, class TS, class TO, int BITS>
+__device__ void rm_gather_swiglu(const TX* __restrict__ x, const u32* __restrict__ wg, const TS* __restrict__ sg,
+                                 const TS* __restrict__ bg, const u32* __restrict__ wu, const TS* __restrict__ su,
+                                 const TS* __restrict__ bu, TO* __restrict__ h, const u32* __restrict__ idx, i64 P,
+                                 int k, i64 E, i64 N, i64 K, int gs_shift) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const i64 row0 = ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * RM_R;
+  if (row0 >= N) return;
+  const i64 W = K * BITS / 32, G = K >> gs_shift;
+  for (i64 p = blockIdx.y; p < P; p += gridDim.y) {
+    const i64 e = rg_index(idx, p, E);
+    const u32* wr[2 * RM_R];
+    const TS* sr[2 * RM_R];
+    const TS* br[2 * RM_R];
+#pragma unroll
+    for (int r = 0; r < RM_R; ++r) {
+      const i64 row = e * N + ((row0 + r < N) ? row0 + r : N - 1);  // tail rows: not stored
+      wr[r] = wg + row * W;
+      sr[r] = sg + row * G;
+      br[r] = bg + row * G;
+      wr[RM_R + r] = wu + row * W;
+      sr[RM_R + r] = su + row * G;
+      br[RM_R + r] = bu + row * G;
+    }
+    float acc[2 * RM_R][1];
+#pragma unroll
+    for (int r = 0; r < 2 * RM_R; ++r) acc[r][0] = 0.0f;
+    rq_dot_rows<TX, TS, BITS, 2 * RM_R, 1, 1>(x + (p / k) * K, wr, sr, br, 1, K, gs_shift, 0, acc);
+#pragma unroll
+    for (int r = 0; r < RM_R; ++r) {
+      const float g = warp_sum(acc[r][0]), u = warp_sum(acc[RM_R + r][0]);
+      if (lane == 0 && row0 + r < N) h[p * N + row0 + r] = from_f<TO>(g * sigmoid_f(g) * u);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Down + weighted sum: y[t, n] = Σ_j wts[t, j] (h[t, j] · W[e_tj][n]). A block's 4 warps share
+// RQ_R rows and split the chosen experts (warp w takes j = w, w + 4, ...); the partial sums meet
+// in shared memory. blockIdx.y strides over the tokens.
+template <class TX, class TS, class TO, int BITS>
+__device__ void rm_gather_down_sum(const TX* __restrict__ h, const u32* __restrict__ w, const TS* __restrict__ s,
+                                   const TS* __restrict__ b, TO* __restrict__ y, const u32* __restrict__ idx,
+                                   const float* __restrict__ wts, i64 T, int k, i64 E, i64 N, i64 K,
+                                   int gs_shift) {
+  __shared__ float part[4][RQ_R];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  const i64 row0 = (i64)blockIdx.x * RQ_R;
+  if (row0 >= N) return;
+  const i64 W = K * BITS / 32, G = K >> gs_shift;
+  for (i64 t = blockIdx.y; t < T; t += gridDim.y) {
+    float tot[RQ_R];
+#pragma unroll
+    for (int r = 0; r < RQ_R; ++r) tot[r] = 0.0f;
+    for (int j = warp; j < k; j += nw) {
+      const i64 p = t * k + j;
+      const i64 e = rg_index(idx, p, E);
+      const u32* wr[RQ_R];
+      const TS* sr[RQ_R];
+      const TS* br[RQ_R];
+#pragma unroll
+      for (int r = 0; r < RQ_R; ++r) {
+        const i64 row = e * N + ((row0 + r < N) ? row0 + r : N - 1);
+        wr[r] = w + row * W;
+        sr[r] = s + row * G;
+        br[r] = b + row * G;
+      }
+      float acc[RQ_R][1];
+#pragma unroll
+      for (int r = 0; r < RQ_R; ++r) acc[r][0] = 0.0f;
+      rq_dot_rows<TX, TS, BITS, RQ_R, 1, 1>(h + p * K, wr, sr, br, 1, K, gs_shift, 0, acc);
+      const float wt = wts[p];
+#pragma unroll
+      for (int r = 0; r < RQ_R; ++r) tot[r] = fmaf(wt, acc[r][0], tot[r]);
+    }
+#pragma unroll
+    for (int r = 0; r < RQ_R; ++r) {
+      const float v = warp_sum(tot[r]);
+      if (lane == 0) part[warp][r] = v;
+    }
+    __syncthreads();
+    if (warp == 0 && lane < RQ_R && row0 + lane < N) {
+      float v = 0.0f;
+      for (int q = 0; q < nw; ++q) v += part[q][lane];
+      y[t * N + row0 + lane] = from_f<TO>(v);
+    }
+    __syncthreads();
+  }
+}

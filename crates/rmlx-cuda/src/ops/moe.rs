@@ -1,0 +1,318 @@
+//! The fused mixture-of-experts decode ops (`rmlx_core::fast::moe`) on the GPU, kernels in
+//! `kernels/moe.cuh`: routing (one warp per token), gate + up + SwiGLU and down + weighted sum
+//! (the float decode loop of `quantized.cuh`, only the chosen experts' weights read).
+
+use crate::context::Gpu;
+use crate::data::{contiguous_input, ctype, input, output, tag};
+use crate::launch::{Args, Grid};
+use crate::ops::elementwise as ew;
+use crate::ops::gather_matmul::GATHER_CUH;
+use crate::ops::quantized::QUANT_CUH;
+use rmlx_core::primitive::MoeRouting;
+use rmlx_core::{ArrayData, Dtype, Error, Result};
+use std::sync::Arc;
+
+/// The device code of the MoE kernels (compiled after `quantized.cuh` and `gather_matmul.cuh`).
+pub const MOE_CUH: &str = include_str!("../../kernels/moe.cuh");
+
+fn get(gpu: &Arc<Gpu>, name: &str, wrapper: &str) -> Result<cudarc::driver::CudaFunction> {
+    gpu.kernels.get(
+        &gpu.ctx,
+        name,
+        &format!("{QUANT_CUH}\n{GATHER_CUH}\n{MOE_CUH}\n{wrapper}"),
+    )
+}
+
+fn bad(op: &str, what: &str) -> Error {
+    Error::invalid("cuda", format!("[{op}] {what}"))
+}
+
+/// The routing kernel of logits dtype `l`, mode and part.
+pub fn route_source(l: Dtype, routing: MoeRouting, part: u8) -> (String, String) {
+    let mode = match routing {
+        MoeRouting::SoftmaxTopK { .. } => 0,
+        MoeRouting::TopKSoftmax => 1,
+        MoeRouting::SigmoidTopK { .. } => 2,
+    };
+    let name = format!("rm_route_{}_m{mode}_p{part}", tag(l));
+    let cl = ctype(l);
+    let src = format!(
+        "extern \"C\" __global__ void {name}(const {cl}* l, void* out, i64 T, int E, int k, int renorm) {{\n  rm_route<{cl}, {mode}, {part}>(l, out, T, E, k, renorm);\n}}\n"
+    );
+    (name, src)
+}
+
+/// `[logits [.., E]]` → indices (part 0) or weights (part 1) `[.., k]`.
+pub fn route(
+    gpu: &Arc<Gpu>,
+    x: &[ArrayData],
+    k: usize,
+    routing: MoeRouting,
+    part: u8,
+    shape: &[usize],
+    od: Dtype,
+) -> Result<ArrayData> {
+    const OP: &str = "moe_route";
+    let l = x.first().ok_or_else(|| bad(OP, "expected [logits]"))?;
+    let e = l.shape.last().copied().unwrap_or(0);
+    if !l.dtype.is_float() || k == 0 || k > 32 || k > e || e > 8192 {
+        return Err(bad(
+            OP,
+            &format!("needs float logits, 1 <= k <= min(32, E), E <= 8192; got {k} of {e}"),
+        ));
+    }
+    let (out, optr) = output(gpu, shape, od)?;
+    let t = out.numel() / k;
+    if t == 0 {
+        return Ok(out);
+    }
+    let (_kl, li) = contiguous_input(gpu, l)?;
+    let renorm = match routing {
+        MoeRouting::SoftmaxTopK { renormalize } | MoeRouting::SigmoidTopK { renormalize } => {
+            renormalize
+        }
+        MoeRouting::TopKSoftmax => false,
+    };
+    let (name, src) = route_source(l.dtype, routing, part);
+    let f = get(gpu, &name, &src)?;
+    // warps per block: their scores fit 32 KiB of shared memory
+    let wpb = (8192 / e).clamp(1, 4);
+    let mut a = Args::new();
+    a.ptr(li.base())
+        .ptr(optr)
+        .i64(t as i64)
+        .i32(e as i32)
+        .i32(k as i32)
+        .i32(renorm as i32);
+    let g = Grid {
+        grid: (t.div_ceil(wpb).min(65_535) as u32, 1, 1),
+        block: (32 * wpb as u32, 1, 1),
+        shared: (wpb * e * 4) as u32,
+    };
+    gpu.launch(&f, &name, g, &mut a)?;
+    Ok(out)
+}
+
+/// The gate + up + SwiGLU kernel.
+pub fn swiglu_source(x: Dtype, s: Dtype, o: Dtype, bits: usize) -> (String, String) {
+    let name = format!("rm_swiglu_{}_{}_{}_b{bits}", tag(x), tag(s), tag(o));
+    let (cx, cs, co) = (ctype(x), ctype(s), ctype(o));
+    let src = format!(
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* x, const u32* wg, const {cs}* sg, const {cs}* bg, const u32* wu, const {cs}* su, const {cs}* bu, {co}* h, const u32* idx, i64 P, int k, i64 E, i64 N, i64 K, int gs_shift) {{\n  rm_gather_swiglu<{cx}, {cs}, {co}, {bits}>(x, wg, sg, bg, wu, su, bu, h, idx, P, k, E, N, K, gs_shift);\n}}\n"
+    );
+    (name, src)
+}
+
+/// The down + weighted-sum kernel.
+pub fn down_sum_source(x: Dtype, s: Dtype, o: Dtype, bits: usize) -> (String, String) {
+    let name = format!("rm_down_sum_{}_{}_{}_b{bits}", tag(x), tag(s), tag(o));
+    let (cx, cs, co) = (ctype(x), ctype(s), ctype(o));
+    let src = format!(
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* h, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const u32* idx, const float* wts, i64 T, int k, i64 E, i64 N, i64 K, int gs_shift) {{\n  rm_gather_down_sum<{cx}, {cs}, {co}, {bits}>(h, w, s, b, y, idx, wts, T, k, E, N, K, gs_shift);\n}}\n"
+    );
+    (name, src)
+}
+
+/// x (or h) rows contiguous and 16-byte aligned for the decode loop's vector loads; the kept
+/// copy (if any) must outlive the launch.
+fn aligned_rows(gpu: &Arc<Gpu>, a: &ArrayData) -> Result<(ArrayData, u64)> {
+    let (mut d, mut i) = contiguous_input(gpu, a)?;
+    if !i.base().is_multiple_of(16) {
+        d = ew::copy(gpu, &d, d.dtype)?;
+        i = input(gpu, &d)?;
+    }
+    Ok((d, i.base()))
+}
+
+/// A stack `[wq [E, N, W], scales, biases [E, N, G]]`: device pointers, and (E, N).
+fn stack(
+    gpu: &Arc<Gpu>,
+    op: &str,
+    w: &[ArrayData],
+) -> Result<([u64; 3], [usize; 2], Vec<ArrayData>)> {
+    if w[0].dtype != Dtype::U32 || w[0].shape.len() != 3 || w[1].dtype != w[2].dtype {
+        return Err(bad(
+            op,
+            "expected a u32 stack [E, N, W] with scales and biases of one dtype",
+        ));
+    }
+    let mut keep = Vec::new();
+    let mut ptrs = [0u64; 3];
+    for (p, a) in ptrs.iter_mut().zip(w) {
+        let (d, i) = contiguous_input(gpu, a)?;
+        *p = i.base();
+        keep.push(d);
+    }
+    Ok((ptrs, [w[0].shape[0], w[0].shape[1]], keep))
+}
+
+/// `[x [T, K], gate wq/scales/biases, up wq/scales/biases, indices [T, k]]` → `[T, k, N]`.
+pub fn gather_swiglu(
+    gpu: &Arc<Gpu>,
+    x: &[ArrayData],
+    (group_size, bits): (usize, usize),
+    shape: &[usize],
+    od: Dtype,
+) -> Result<ArrayData> {
+    const OP: &str = "gather_qmm_swiglu";
+    if x.len() != 8 || x[0].shape.len() != 2 || x[7].dtype != Dtype::U32 || shape.len() != 3 {
+        return Err(bad(
+            OP,
+            "expected [x [T, K], 3 gate arrays, 3 up arrays, indices u32 [T, k]]",
+        ));
+    }
+    let (t, kdim) = (x[0].shape[0], x[0].shape[1]);
+    let (k, n) = (shape[1], shape[2]);
+    let (gp, [e, gn], _kg) = stack(gpu, OP, &x[1..4])?;
+    let (up, [ue, un], _ku) = stack(gpu, OP, &x[4..7])?;
+    if (e, gn) != (ue, un)
+        || gn != n
+        || x[1].shape[2] * 32 / bits != kdim
+        || !kdim.is_multiple_of(32)
+    {
+        return Err(bad(
+            OP,
+            "the gate and up stacks must be [E, N, K·bits/32] with K % 32 == 0",
+        ));
+    }
+    let (out, hptr) = output(gpu, shape, od)?;
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let (_kx, xp) = aligned_rows(gpu, &x[0])?;
+    let (_ki, ii) = contiguous_input(gpu, &x[7])?;
+    let (name, src) = swiglu_source(x[0].dtype, x[2].dtype, od, bits);
+    let f = get(gpu, &name, &src)?;
+    let mut a = Args::new();
+    a.ptr(xp)
+        .ptr(gp[0])
+        .ptr(gp[1])
+        .ptr(gp[2])
+        .ptr(up[0])
+        .ptr(up[1])
+        .ptr(up[2])
+        .ptr(hptr)
+        .ptr(ii.base())
+        .i64((t * k) as i64)
+        .i32(k as i32)
+        .i64(e as i64)
+        .i64(n as i64)
+        .i64(kdim as i64)
+        .i32(group_size.trailing_zeros() as i32);
+    // 4 warps of 2 rows (of each matrix) per block
+    let g = Grid {
+        grid: (n.div_ceil(8) as u32, (t * k).min(65_535) as u32, 1),
+        block: (128, 1, 1),
+        shared: 0,
+    };
+    gpu.launch(&f, &name, g, &mut a)?;
+    Ok(out)
+}
+
+/// `[h [T, k, K], wq, scales, biases, indices [T, k], weights f32 [T, k]]` → `[T, N]`.
+pub fn gather_weighted_sum(
+    gpu: &Arc<Gpu>,
+    x: &[ArrayData],
+    (group_size, bits): (usize, usize),
+    shape: &[usize],
+    od: Dtype,
+) -> Result<ArrayData> {
+    const OP: &str = "gather_qmm_weighted_sum";
+    if x.len() != 6
+        || x[0].shape.len() != 3
+        || x[4].dtype != Dtype::U32
+        || x[5].dtype != Dtype::F32
+        || shape.len() != 2
+    {
+        return Err(bad(
+            OP,
+            "expected [h [T, k, K], wq, scales, biases, indices u32, weights f32]",
+        ));
+    }
+    let (t, k, kdim) = (x[0].shape[0], x[0].shape[1], x[0].shape[2]);
+    let n = shape[1];
+    let (wp, [e, wn], _kw) = stack(gpu, OP, &x[1..4])?;
+    if wn != n || x[1].shape[2] * 32 / bits != kdim || !kdim.is_multiple_of(32) {
+        return Err(bad(
+            OP,
+            "the stack must be [E, N, K·bits/32] with K % 32 == 0",
+        ));
+    }
+    let (out, yptr) = output(gpu, shape, od)?;
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    if k == 0 || kdim == 0 {
+        return ew::arange(gpu, 0.0, 0.0, shape, od);
+    }
+    let (_kh, hp) = aligned_rows(gpu, &x[0])?;
+    let (_ki, ii) = contiguous_input(gpu, &x[4])?;
+    let (_kt, ti) = contiguous_input(gpu, &x[5])?;
+    let (name, src) = down_sum_source(x[0].dtype, x[2].dtype, od, bits);
+    let f = get(gpu, &name, &src)?;
+    let mut a = Args::new();
+    a.ptr(hp)
+        .ptr(wp[0])
+        .ptr(wp[1])
+        .ptr(wp[2])
+        .ptr(yptr)
+        .ptr(ii.base())
+        .ptr(ti.base())
+        .i64(t as i64)
+        .i32(k as i32)
+        .i64(e as i64)
+        .i64(n as i64)
+        .i64(kdim as i64)
+        .i32(group_size.trailing_zeros() as i32);
+    // 4 warps on 4 rows per block, splitting the chosen experts
+    let g = Grid {
+        grid: (n.div_ceil(4) as u32, t.min(65_535) as u32, 1),
+        block: (128, 1, 1),
+        shared: 0,
+    };
+    gpu.launch(&f, &name, g, &mut a)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::assert_compiles;
+
+    /// Every MoE kernel the backend generates compiles with NVRTC for sm_90.
+    #[test]
+    fn moe_kernels_compile() {
+        let mut body = String::new();
+        let fl = [Dtype::F32, Dtype::F16, Dtype::BF16];
+        for l in fl {
+            for r in [
+                MoeRouting::SoftmaxTopK { renormalize: true },
+                MoeRouting::TopKSoftmax,
+                MoeRouting::SigmoidTopK { renormalize: false },
+            ] {
+                for part in [0, 1] {
+                    body.push_str(&route_source(l, r, part).1);
+                }
+            }
+        }
+        for bits in [2, 3, 4, 5, 6, 8] {
+            let b = Dtype::BF16;
+            body.push_str(&swiglu_source(b, b, b, bits).1);
+            body.push_str(&down_sum_source(b, b, b, bits).1);
+        }
+        for xd in fl {
+            for sd in fl {
+                if (xd, sd) == (Dtype::BF16, Dtype::BF16) {
+                    continue;
+                }
+                let od = Dtype::promote(xd, sd);
+                body.push_str(&swiglu_source(xd, sd, od, 4).1);
+                body.push_str(&down_sum_source(xd, sd, od, 8).1);
+            }
+        }
+        assert_compiles(
+            "moe_all",
+            &format!("{QUANT_CUH}\n{GATHER_CUH}\n{MOE_CUH}\n{body}"),
+        );
+    }
+}
