@@ -101,6 +101,8 @@ pub enum BinaryOp {
     RightShift,
     /// `atan2(a, b)`: the angle of the point `(b, a)`.
     ArcTan2,
+    /// `silu(a) * b`: the SwiGLU gate in one pass, rounded once (rmlx's; integers become f32).
+    SiluMul,
 }
 
 impl BinaryOp {
@@ -149,6 +151,8 @@ pub enum ViewOp {
     Slice { start: Vec<usize>, step: Vec<isize> },
     /// NumPy broadcasting to the node's shape.
     BroadcastTo,
+    /// The same bytes seen as the node's dtype (of the input's element size).
+    Bitcast,
 }
 
 /// Where `scaled_dot_product_attention` takes its mask from.
@@ -276,21 +280,21 @@ pub enum Primitive {
         sorted_indices: bool,
         exact: bool,
     },
-    /// `[logits [T, E]]`: the `k` experts each row picks (`fast::moe_route`); `part` 0 → their
-    /// indices (u32 `[T, k]`), 1 → their weights (f32 `[T, k]`), in the same order (two nodes,
-    /// cheap to recompute, keep the graph single-output).
-    MoeRoute {
-        k: usize,
-        routing: MoeRouting,
-        part: u8,
-    },
+    /// `[logits [T, E]]` → u32 `[T, 2k]`: the `k` experts each row picks (`fast::moe_route`),
+    /// their indices in `[.., :k]` and the f32 bits of their weights in `[.., k:]` (one kernel;
+    /// `fast::moe_route` hands out the two halves as views).
+    MoeRoute { k: usize, routing: MoeRouting },
     /// `[x [T, K], wq, scales, biases (gate), wq, scales, biases (up), indices u32 [T, k]]` →
     /// `[T, k, N]`: `silu(x W_gate[e]ᵀ) * (x W_up[e]ᵀ)` per chosen expert (transposed stacks
     /// `[E, N, ..]`, as `GatherQmm`'s).
     GatherQmmSwiglu { group_size: usize, bits: usize },
-    /// `[h [T, k, K], wq, scales, biases, indices u32 [T, k], weights f32 [T, k]]` → `[T, N]`:
-    /// `Σ_j weights[t, j] · h[t, j] W[indices[t, j]]ᵀ`.
-    GatherQmmWeightedSum { group_size: usize, bits: usize },
+    /// `[h [T, k, K], wq, scales, biases, indices u32 [T, k], weights f32 [T, k], residual?
+    /// [T, N]]` → `[T, N]`: `residual + Σ_j weights[t, j] · h[t, j] W[indices[t, j]]ᵀ`.
+    GatherQmmWeightedSum {
+        group_size: usize,
+        bits: usize,
+        residual: bool,
+    },
 }
 
 /// How a mixture-of-experts router turns its logits into expert weights.
@@ -320,6 +324,7 @@ impl Primitive {
             Primitive::View(ViewOp::Transpose { .. }) => "transpose",
             Primitive::View(ViewOp::Slice { .. }) => "slice",
             Primitive::View(ViewOp::BroadcastTo) => "broadcast_to",
+            Primitive::View(ViewOp::Bitcast) => "view",
             Primitive::Copy => "copy",
             Primitive::AsType => "astype",
             Primitive::Arange { .. } => "arange",

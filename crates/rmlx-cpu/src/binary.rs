@@ -164,6 +164,7 @@ macro_rules! float_binary {
                 }
             }),
             ArcTan2 => ar!(|x: f32, y: f32| x.atan2(y)),
+            SiluMul => ar!(|x: f32, y: f32| x * crate::unary::sigmoid_f32(x) * y),
             Equal => cmp!(|x: f32, y: f32| x == y),
             NotEqual => cmp!(|x: f32, y: f32| x != y),
             Less => cmp!(|x: f32, y: f32| x < y),
@@ -379,10 +380,10 @@ fn int_binary<T: IntOps>(
         }),
         // the op converts integer division to float first
         Divide => map2::<T, T, _>(a, b, od, |x, y| T::from_f64(x.to_f64() / y.to_f64())),
-        ArcTan2 => Err(Error::dtype(
+        ArcTan2 | SiluMul => Err(Error::dtype(
             "cpu",
             format!(
-                "ArcTan2 is not defined for {} (the op converts to float)",
+                "{op:?} is not defined for {} (the op converts to float)",
                 a.dtype
             ),
         )),

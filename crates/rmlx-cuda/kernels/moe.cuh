@@ -1,15 +1,15 @@
 // rmlx CUDA: fused mixture-of-experts decode kernels (rmlx_core::fast::moe): routing, the gated
 // expert MLP's first half, the down projection with the router's weighted sum. Compiled after
-// quantized.cuh (rq_dot_rows, RQ_R) and gather_matmul.cuh (rg_index).
+// quantized.cuh (rq_dot_rows, RQ_R).
 
 // ---------------------------------------------------------------------------------------------
 // Routing: one warp per row of logits [T, E], the row's scores in shared memory (E floats per
 // warp). MODE 0: softmax then top k; 1: top k then a softmax over them; 2: sigmoid then top k.
 // The selection runs on the logits (every mode's score is monotonic in them): k rounds of a
 // warp argmax, ties to the lower index; a chosen entry becomes NaN. Lane j < k keeps choice j.
-// PART 0 writes the indices (u32), 1 the weights (f32).
-template <class TL, int MODE, int PART>
-__device__ void rm_route(const TL* __restrict__ logits, void* __restrict__ out, i64 T, int E, int k, int renorm) {
+// Row t of out [T, 2k] gets the indices, then the f32 bits of their weights.
+template <class TL, int MODE>
+__device__ void rm_route(const TL* __restrict__ logits, u32* __restrict__ out, i64 T, int E, int k, int renorm) {
   extern __shared__ float rm_scores[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wpb = blockDim.x >> 5;
   float* s = rm_scores + (i64)warp * E;
@@ -55,10 +55,6 @@ __device__ void rm_route(const TL* __restrict__ logits, void* __restrict__ out, 
       }
       if (lane == (bi & 31)) s[bi] = __int_as_float(0x7fc00000);  // only its owner lane reads it
     }
-    if (PART == 0) {
-      if (lane < k) reinterpret_cast<u32*>(out)[t * k + lane] = (u32)mine;
-      continue;
-    }
     float w;
     if (MODE == 0) {
       w = expf(mv - mx) / z;
@@ -68,7 +64,10 @@ __device__ void rm_route(const TL* __restrict__ logits, void* __restrict__ out, 
       w = 1.0f / (1.0f + expf(-mv));
     }
     if (MODE == 1 || renorm) w = w / warp_sum(lane < k ? w : 0.0f);
-    if (lane < k) reinterpret_cast<float*>(out)[t * k + lane] = w;
+    if (lane < k) {
+      out[t * 2 * k + lane] = (u32)mine;
+      out[t * 2 * k + k + lane] = __float_as_uint(w);
+    }
   }
 }
 
@@ -77,17 +76,26 @@ __device__ void rm_route(const TL* __restrict__ logits, void* __restrict__ out, 
 // p (token p / k, chosen expert e = idx[p]). Each warp streams RM_R rows of both matrices (2 RM_R
 // rows, the float decode kernel's loop), 4 warps per block; blockIdx.y strides over the pairs.
 #define RM_R 2
+
+// Entry j of row t of a [T, k] array whose rows are `rs` apart (the halves of the routing
+// output are views with rows 2k apart).
+template <class T>
+__device__ __forceinline__ T rm_at(const T* __restrict__ a, i64 t, int j, i64 rs) {
+  return a[t * rs + j];
+}
+
 template <class TX, class TS, class TO, int BITS>
 __device__ void rm_gather_swiglu(const TX* __restrict__ x, const u32* __restrict__ wg, const TS* __restrict__ sg,
                                  const TS* __restrict__ bg, const u32* __restrict__ wu, const TS* __restrict__ su,
-                                 const TS* __restrict__ bu, TO* __restrict__ h, const u32* __restrict__ idx, i64 P,
-                                 int k, i64 E, i64 N, i64 K, int gs_shift) {
+                                 const TS* __restrict__ bu, TO* __restrict__ h, const u32* __restrict__ idx,
+                                 i64 irs, i64 P, int k, i64 E, i64 N, i64 K, int gs_shift) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const i64 row0 = ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * RM_R;
   if (row0 >= N) return;
   const i64 W = K * BITS / 32, G = K >> gs_shift;
   for (i64 p = blockIdx.y; p < P; p += gridDim.y) {
-    const i64 e = rg_index(idx, p, E);
+    const i64 e0 = rm_at(idx, p / k, (int)(p % k), irs);
+    const i64 e = e0 < E ? e0 : E - 1;  // clamped as gather_qmm's
     const u32* wr[2 * RM_R];
     const TS* sr[2 * RM_R];
     const TS* br[2 * RM_R];
@@ -114,14 +122,15 @@ __device__ void rm_gather_swiglu(const TX* __restrict__ x, const u32* __restrict
 }
 
 // ---------------------------------------------------------------------------------------------
-// Down + weighted sum: y[t, n] = Σ_j wts[t, j] (h[t, j] · W[e_tj][n]). A block's 4 warps share
+// Down + weighted sum: y[t, n] = res[t, n] + Σ_j wts[t, j] (h[t, j] · W[e_tj][n]) (res optional,
+// null when absent). A block's 4 warps share
 // RQ_R rows and split the chosen experts (warp w takes j = w, w + 4, ...); the partial sums meet
 // in shared memory. blockIdx.y strides over the tokens.
-template <class TX, class TS, class TO, int BITS>
+template <class TX, class TS, class TO, class TR, int BITS>
 __device__ void rm_gather_down_sum(const TX* __restrict__ h, const u32* __restrict__ w, const TS* __restrict__ s,
                                    const TS* __restrict__ b, TO* __restrict__ y, const u32* __restrict__ idx,
-                                   const float* __restrict__ wts, i64 T, int k, i64 E, i64 N, i64 K,
-                                   int gs_shift) {
+                                   i64 irs, const float* __restrict__ wts, i64 wrs, const TR* __restrict__ res,
+                                   i64 T, int k, i64 E, i64 N, i64 K, int gs_shift) {
   __shared__ float part[4][RQ_R];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   const i64 row0 = (i64)blockIdx.x * RQ_R;
@@ -133,7 +142,8 @@ __device__ void rm_gather_down_sum(const TX* __restrict__ h, const u32* __restri
     for (int r = 0; r < RQ_R; ++r) tot[r] = 0.0f;
     for (int j = warp; j < k; j += nw) {
       const i64 p = t * k + j;
-      const i64 e = rg_index(idx, p, E);
+      const i64 e0 = rm_at(idx, t, j, irs);
+      const i64 e = e0 < E ? e0 : E - 1;
       const u32* wr[RQ_R];
       const TS* sr[RQ_R];
       const TS* br[RQ_R];
@@ -148,7 +158,7 @@ __device__ void rm_gather_down_sum(const TX* __restrict__ h, const u32* __restri
 #pragma unroll
       for (int r = 0; r < RQ_R; ++r) acc[r][0] = 0.0f;
       rq_dot_rows<TX, TS, BITS, RQ_R, 1, 1>(h + p * K, wr, sr, br, 1, K, gs_shift, 0, acc);
-      const float wt = wts[p];
+      const float wt = rm_at(wts, t, j, wrs);
 #pragma unroll
       for (int r = 0; r < RQ_R; ++r) tot[r] = fmaf(wt, acc[r][0], tot[r]);
     }
@@ -159,7 +169,7 @@ __device__ void rm_gather_down_sum(const TX* __restrict__ h, const u32* __restri
     }
     __syncthreads();
     if (warp == 0 && lane < RQ_R && row0 + lane < N) {
-      float v = 0.0f;
+      float v = res ? to_f(res[t * N + row0 + lane]) : 0.0f;
       for (int q = 0; q < nw; ++q) v += part[q][lane];
       y[t * N + row0 + lane] = from_f<TO>(v);
     }

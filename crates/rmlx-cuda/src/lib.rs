@@ -171,15 +171,13 @@ impl Backend for CudaBackend {
                 transpose,
                 ..
             } => ops::gather_matmul::gather_qmm(&g, &x, *group_size, *bits, *transpose, shape, od),
-            Primitive::MoeRoute { k, routing, part } => {
-                ops::moe::route(&g, &x, *k, *routing, *part, shape, od)
-            }
+            Primitive::MoeRoute { k, routing } => ops::moe::route(&g, &x, *k, *routing, shape),
             Primitive::GatherQmmSwiglu { group_size, bits } => {
                 ops::moe::gather_swiglu(&g, &x, (*group_size, *bits), shape, od)
             }
-            Primitive::GatherQmmWeightedSum { group_size, bits } => {
-                ops::moe::gather_weighted_sum(&g, &x, (*group_size, *bits), shape, od)
-            }
+            Primitive::GatherQmmWeightedSum {
+                group_size, bits, ..
+            } => ops::moe::gather_weighted_sum(&g, &x, (*group_size, *bits), shape, od),
         }
     }
 

@@ -144,10 +144,16 @@ impl SwitchGlu {
     }
 
     /// `x: [..., D]`, `indices`, `weights: [..., k]` → `[..., D]`: the chosen experts' outputs
-    /// mixed by the router's weights. Decode-sized steps of quantized experts run as two fused
-    /// ops (`fast::gather_qmm_swiglu`, `fast::gather_qmm_weighted_sum`: two kernels on a GPU
-    /// where the composition launches ~12).
-    pub fn forward_weighted(&self, x: &Array, indices: &Array, weights: &Array) -> Result<Array> {
+    /// mixed by the router's weights, plus `residual` (`[..., D]`) when given. Decode-sized steps
+    /// of quantized experts run as two fused ops (`fast::gather_qmm_swiglu`,
+    /// `fast::gather_qmm_weighted_sum`: two kernels on a GPU where the composition launches ~12).
+    pub fn forward_weighted(
+        &self,
+        x: &Array,
+        indices: &Array,
+        weights: &Array,
+        residual: Option<&Array>,
+    ) -> Result<Array> {
         if indices.size() < SORT_MIN_PAIRS && fused_moe() {
             if let (Some((g, gq)), Some((u, uq)), Some((d, dq))) = (
                 self.gate_proj.stack(),
@@ -161,6 +167,7 @@ impl SwitchGlu {
                         d,
                         indices,
                         weights,
+                        residual,
                         dq.group_size,
                         dq.bits,
                     )?);
@@ -170,13 +177,17 @@ impl SwitchGlu {
         let y = self.forward(x, indices)?;
         let w = ops::astype(&ops::expand_dims(weights, &[-1])?, y.dtype());
         let out = ops::sum(&ops::multiply(&y, &w)?, Some(&[-2]), false)?;
-        Ok(ops::astype(&out, y.dtype()))
+        let out = ops::astype(&out, y.dtype());
+        Ok(match residual {
+            Some(r) => ops::add(r, &out)?,
+            None => out,
+        })
     }
 
     fn hidden(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {
         let up = self.up_proj.forward(x, idx, sorted)?;
         let gate = self.gate_proj.forward(x, idx, sorted)?;
-        Ok(ops::multiply(&ops::silu(&gate), &up)?)
+        Ok(ops::silu_mul(&gate, &up)?)
     }
 }
 

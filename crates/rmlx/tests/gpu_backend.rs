@@ -223,6 +223,7 @@ fn cpu_and_gpu_agree_on_random_inputs() {
                     ops::softmax(x, Some(&[-1]), false).unwrap(),
                 ));
                 v.push(("tanh".into(), ops::tanh(x)));
+                v.push(("silu_mul".into(), ops::silu_mul(x, &ops::cos(x)).unwrap()));
             }
             v
         };

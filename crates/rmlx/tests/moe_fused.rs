@@ -145,10 +145,12 @@ fn swiglu_and_weighted_sum_loops() {
             }
         }
         close(&format!("swiglu g{gs} b{bits}"), &f32s(&hid), &want_h, 1e-4);
-        let y = fast::gather_qmm_weighted_sum(&hid, down.view(), &idx, &wts, gs, bits).unwrap();
+        let res = normal(&[1, t, d], 14, 1.0);
+        let y = fast::gather_qmm_weighted_sum(&hid, down.view(), &idx, &wts, Some(&res), gs, bits)
+            .unwrap();
         assert_eq!(y.shape(), &[1, t, d]);
         let (hv, wv) = (f32s(&hid), f32s(&wts));
-        let mut want_y = vec![0f64; t * d];
+        let mut want_y: Vec<f64> = f32s(&res).iter().map(|&v| v as f64).collect();
         for p in 0..t * k {
             for n in 0..d {
                 want_y[(p / k) * d + n] +=
@@ -227,6 +229,7 @@ fn bad_arguments_are_clear_errors() {
         down.view(),
         &idx,
         &normal(&[2, 3], 7, 1.0),
+        None,
         32,
         4,
     ));
@@ -237,6 +240,30 @@ fn bad_arguments_are_clear_errors() {
         down.view(),
         &idx,
         &fw,
+        None,
+        32,
+        4,
+    ));
+    assert!(m.contains("one row per chosen expert"), "{m}");
+    let m = err(fast::gather_qmm_weighted_sum(
+        &hid,
+        down.view(),
+        &idx,
+        &fw,
+        Some(&normal(&[2, 32], 8, 1.0)),
+        32,
+        4,
+    ));
+    assert!(
+        m.contains("residual (2,32) must have the output's shape (2,64)"),
+        "{m}"
+    );
+    let m = err(fast::gather_qmm_weighted_sum(
+        &normal(&[2, 3, 32], 5, 1.0),
+        down.view(),
+        &idx,
+        &fw,
+        None,
         32,
         4,
     ));
@@ -246,10 +273,24 @@ fn bad_arguments_are_clear_errors() {
         down.view(),
         &idx,
         &ops::astype(&idx, Dtype::F32),
+        None,
         64,
         4,
     ));
     assert!(m.contains("group"), "{m}");
+}
+
+/// `view` reinterprets bytes without a copy; the routing output's weights arrive through it.
+#[test]
+fn view_reinterprets_bytes() {
+    let x = Array::from_slice(&[1.5f32, -2.0, 0.0], &[3]).unwrap();
+    let u = ops::view(&x, Dtype::U32).unwrap();
+    let want: Vec<u32> = [1.5f32, -2.0, 0.0].iter().map(|v| v.to_bits()).collect();
+    assert_eq!(u.to_vec::<u32>().unwrap(), want);
+    let back = ops::view(&ops::slice(&u, &[1], &[3], &[1]).unwrap(), Dtype::F32).unwrap();
+    assert_eq!(back.to_vec::<f32>().unwrap(), vec![-2.0, 0.0]);
+    let m = err(ops::view(&x, Dtype::F16));
+    assert!(m.contains("element size"), "{m}");
 }
 
 fn gpu() -> Option<Device> {
@@ -322,13 +363,18 @@ fn gpu_kernels_match_the_cpu_composition() {
         let ids: Vec<u32> = (0..t * k).map(|p| ((p * 5 + p / k) % e) as u32).collect();
         let idx = Array::from_slice(&ids, &[1, t, k]).unwrap();
         let wts = ops::softmax(&normal(&[1, t, k], 34, 1.0), Some(&[-1]), true).unwrap();
+        let res = ops::astype(&normal(&[1, t, d], 35, 1.0), dt);
         let run = || {
             let hid = fast::gather_qmm_swiglu(&x, gate.view(), up.view(), &idx, gs, bits).unwrap();
-            let y = fast::gather_qmm_weighted_sum(&hid, down.view(), &idx, &wts, gs, bits).unwrap();
-            (hid, y)
+            let y = fast::gather_qmm_weighted_sum(&hid, down.view(), &idx, &wts, None, gs, bits)
+                .unwrap();
+            let yr =
+                fast::gather_qmm_weighted_sum(&hid, down.view(), &idx, &wts, Some(&res), gs, bits)
+                    .unwrap();
+            (hid, y, yr)
         };
-        let (ch, cy) = rmlx::ops::quantized::with_exact_decode(true, run);
-        let (gh, gy) = rmlx::with_device(g, run);
+        let (ch, cy, cyr) = rmlx::ops::quantized::with_exact_decode(true, run);
+        let (gh, gy, gyr) = rmlx::with_device(g, run);
         assert_eq!(gh.shape(), &[1, t, k, h]);
         assert_eq!(gy.shape(), &[1, t, d]);
         // the composition rounds each product to bf16 before SiLU, the product and the sum
@@ -337,6 +383,13 @@ fn gpu_kernels_match_the_cpu_composition() {
         close(&format!("swiglu {what}"), &f32s(&gh), &want, tol);
         let want: Vec<f64> = f32s(&cy).iter().map(|&v| v as f64).collect();
         close(&format!("weighted sum {what}"), &f32s(&gy), &want, tol);
+        let want: Vec<f64> = f32s(&cyr).iter().map(|&v| v as f64).collect();
+        close(
+            &format!("weighted sum + residual {what}"),
+            &f32s(&gyr),
+            &want,
+            tol,
+        );
         eprintln!("GPU vs CPU fused MoE ops agree: {what}");
     }
 }

@@ -183,6 +183,50 @@ fn special_values() {
     });
 }
 
+/// rmlx's fused SwiGLU gate equals silu(a) * b (rounded once), broadcasts, and takes integers
+/// to float32.
+#[test]
+fn silu_mul_is_the_swiglu_gate() {
+    for_each_device(|_| {
+        let a: Vec<f32> = (0..40).map(|i| (i as f32 - 20.0) * 0.37).collect();
+        let b: Vec<f32> = (0..40).map(|i| (i as f32 * 0.3).sin()).collect();
+        let want: Vec<f32> = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| x / (1.0 + (-x).exp()) * y)
+            .collect();
+        let (aa, bb) = (
+            Array::from_slice(&a, &[4, 10]).unwrap(),
+            Array::from_slice(&b, &[4, 10]).unwrap(),
+        );
+        let got = ops::silu_mul(&aa, &bb).unwrap().to_vec::<f32>().unwrap();
+        assert_close(&got, &want, 1e-6, 1e-6, "silu_mul f32");
+        let half = ops::silu_mul(
+            &ops::astype(&aa, Dtype::BF16),
+            &ops::astype(&bb, Dtype::BF16),
+        );
+        let half = ops::astype(&half.unwrap(), Dtype::F32)
+            .to_vec::<f32>()
+            .unwrap();
+        assert_close(&half, &want, 2e-2, 2e-2, "silu_mul bf16");
+        let row = ops::silu_mul(&aa, &Array::scalar(2.0f32)).unwrap();
+        assert_eq!(row.shape(), &[4, 10]);
+        let i = ops::silu_mul(
+            &Array::from_vec(vec![1i32, -2]),
+            &Array::from_vec(vec![3i32, 1]),
+        );
+        let i = i.unwrap();
+        assert_eq!(i.dtype(), Dtype::F32);
+        assert_close(
+            &i.to_vec::<f32>().unwrap(),
+            &[3.0 / (1.0 + (-1.0f32).exp()), -2.0 / (1.0 + 2.0f32.exp())],
+            1e-6,
+            1e-6,
+            "silu_mul i32",
+        );
+    });
+}
+
 #[test]
 fn arange_kernel() {
     for_each_device(|_| {

@@ -32,17 +32,22 @@ const ROUTE_MAX_E: usize = 8192;
 #[track_caller]
 pub fn moe_route(logits: &Array, k: usize, routing: MoeRouting) -> Result<(Array, Array)> {
     let e = check_route(logits, k)?;
-    let parts = [0u8, 1].map(|part| Primitive::MoeRoute { k, routing, part });
-    if k > ROUTE_MAX_K || e > ROUTE_MAX_E || !use_kernel(&parts[0]) {
+    let prim = Primitive::MoeRoute { k, routing };
+    if k > ROUTE_MAX_K || e > ROUTE_MAX_E || !use_kernel(&prim) {
         return moe_route_fallback(logits, k, routing);
     }
     let mut shape: Shape = logits.shape().into();
-    *shape.last_mut().expect("checked: at least 1-D") = k;
-    let [pi, pw] = parts;
-    Ok((
-        Array::make(shape.clone(), Dtype::U32, pi, [logits.clone()]),
-        Array::make(shape, Dtype::F32, pw, [logits.clone()]),
-    ))
+    let n = shape.len();
+    shape[n - 1] = 2 * k;
+    let packed = Array::make(shape, Dtype::U32, prim, [logits.clone()]);
+    let half = |from: usize| {
+        let mut start = vec![0i64; n];
+        start[n - 1] = from as i64;
+        let mut stop = vec![i64::MAX; n];
+        stop[n - 1] = (from + k) as i64;
+        ops::slice(&packed, &start, &stop, &vec![1; n])
+    };
+    Ok((half(0)?, ops::view(&half(k)?, Dtype::F32)?))
 }
 
 fn check_route(logits: &Array, k: usize) -> Result<usize> {
@@ -263,43 +268,52 @@ pub fn gather_qmm_swiglu_fallback(
     let xe = ops::expand_dims(x, &[-2, -3])?;
     let u = up.gather(&xe, indices, group_size, bits)?;
     let g = gate.gather(&xe, indices, group_size, bits)?;
-    ops::squeeze(&ops::multiply(&ops::silu(&g), &u)?, &[-2])
+    ops::squeeze(&ops::silu_mul(&g, &u)?, &[-2])
 }
 
-/// `h: [..., k, K]`, `indices`, `weights: [..., k]` → `[..., N]`:
-/// `Σ_j weights[..., j] · h[..., j, :] W[indices[..., j]]ᵀ`, in the dtype of `h` promoted with
-/// the scales'. Accumulates in f32, rounded once (the composition rounds each product and the
-/// weighted terms to that dtype first).
+/// `h: [..., k, K]`, `indices`, `weights: [..., k]`, `residual: [..., N]` (optional) →
+/// `[..., N]`: `residual + Σ_j weights[..., j] · h[..., j, :] W[indices[..., j]]ᵀ`, in the dtype
+/// of `h` promoted with the scales' (and the residual's). Accumulates in f32, rounded once (the
+/// composition rounds each product, the weighted terms and the sum to that dtype first).
 #[track_caller]
 pub fn gather_qmm_weighted_sum(
     h: &Array,
     down: ExpertStack,
     indices: &Array,
     weights: &Array,
+    residual: Option<&Array>,
     group_size: usize,
     bits: usize,
 ) -> Result<Array> {
-    let [_, n, kdim] = check_weighted_sum(h, &down, indices, weights, group_size, bits)?;
-    let prim = Primitive::GatherQmmWeightedSum { group_size, bits };
+    let [_, n, kdim] = check_weighted_sum(h, &down, indices, weights, residual, group_size, bits)?;
+    let prim = Primitive::GatherQmmWeightedSum {
+        group_size,
+        bits,
+        residual: residual.is_some(),
+    };
     if !kdim.is_multiple_of(32) || !use_kernel(&prim) {
-        return gather_qmm_weighted_sum_fallback(h, down, indices, weights, group_size, bits);
+        return gather_qmm_weighted_sum_fallback(
+            h, down, indices, weights, residual, group_size, bits,
+        );
     }
     let kk = indices.shape()[indices.ndim() - 1];
     let t: usize = indices.size() / kk.max(1);
-    let dtype = Dtype::promote(h.dtype(), down.scales.dtype());
-    let y = Array::make(
-        [t, n].into_iter().collect(),
-        dtype,
-        prim,
-        [
-            ops::reshape(h, &[t as i64, kk as i64, kdim as i64])?,
-            down.wq.clone(),
-            down.scales.clone(),
-            down.biases.clone(),
-            ops::reshape(&ops::astype(indices, Dtype::U32), &[t as i64, kk as i64])?,
-            ops::reshape(&ops::astype(weights, Dtype::F32), &[t as i64, kk as i64])?,
-        ],
-    );
+    let mut dtype = Dtype::promote(h.dtype(), down.scales.dtype());
+    if let Some(r) = residual {
+        dtype = Dtype::promote(dtype, r.dtype());
+    }
+    let mut inputs = vec![
+        ops::reshape(h, &[t as i64, kk as i64, kdim as i64])?,
+        down.wq.clone(),
+        down.scales.clone(),
+        down.biases.clone(),
+        ops::reshape(&ops::astype(indices, Dtype::U32), &[t as i64, kk as i64])?,
+        ops::reshape(&ops::astype(weights, Dtype::F32), &[t as i64, kk as i64])?,
+    ];
+    if let Some(r) = residual {
+        inputs.push(ops::reshape(r, &[t as i64, n as i64])?);
+    }
+    let y = Array::make([t, n].into_iter().collect(), dtype, prim, inputs);
     let lead = &indices.shape()[..indices.ndim() - 1];
     ops::reshape(&y, &out_shape(lead, n))
 }
@@ -309,6 +323,7 @@ fn check_weighted_sum(
     down: &ExpertStack,
     indices: &Array,
     weights: &Array,
+    residual: Option<&Array>,
     group_size: usize,
     bits: usize,
 ) -> Result<[usize; 3]> {
@@ -347,6 +362,21 @@ fn check_weighted_sum(
             ),
         ));
     }
+    if let Some(r) = residual {
+        check_float(OP, "residual", r)?;
+        let mut want: Vec<usize> = indices.shape()[..indices.ndim() - 1].to_vec();
+        want.push(dims[1]);
+        if r.shape() != want.as_slice() {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "residual {} must have the output's shape {}",
+                    fmt_shape(r.shape()),
+                    fmt_shape(&want)
+                ),
+            ));
+        }
+    }
     Ok(dims)
 }
 
@@ -357,14 +387,19 @@ pub fn gather_qmm_weighted_sum_fallback(
     down: ExpertStack,
     indices: &Array,
     weights: &Array,
+    residual: Option<&Array>,
     group_size: usize,
     bits: usize,
 ) -> Result<Array> {
-    check_weighted_sum(h, &down, indices, weights, group_size, bits)?;
+    check_weighted_sum(h, &down, indices, weights, residual, group_size, bits)?;
     // [..., k, 1, K] → [..., k, 1, N] → [..., k, N]
     let y = down.gather(&ops::expand_dims(h, &[-2])?, indices, group_size, bits)?;
     let y = ops::squeeze(&y, &[-2])?;
     let w = ops::astype(&ops::expand_dims(weights, &[-1])?, y.dtype());
     let out = ops::sum(&ops::multiply(&y, &w)?, Some(&[-2]), false)?;
-    Ok(ops::astype(&out, y.dtype()))
+    let out = ops::astype(&out, y.dtype());
+    match residual {
+        Some(r) => ops::add(r, &out),
+        None => Ok(out),
+    }
 }

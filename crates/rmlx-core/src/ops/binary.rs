@@ -13,7 +13,7 @@ fn binary(op_name: &'static str, a: &Array, b: &Array, op: BinaryOp) -> Result<A
     let mut t = Dtype::promote(a.dtype(), b.dtype());
     use BinaryOp::*;
     match op {
-        Divide | ArcTan2 if !t.is_float() => t = Dtype::F32,
+        Divide | ArcTan2 | SiluMul if !t.is_float() => t = Dtype::F32,
         BitwiseAnd | BitwiseOr | BitwiseXor | LeftShift | RightShift if t.is_float() => {
             return Err(Error::dtype(
                 op_name,
@@ -55,6 +55,9 @@ binary_fns! {
     left_shift => LeftShift, right_shift => RightShift,
     /// The angle of the point `(b, a)` in `[-pi, pi]` (integers give float32).
     arctan2 => ArcTan2,
+    /// `silu(a) * b`, the SwiGLU gate of an MLP, as one element-wise pass rounded once (rmlx's
+    /// own; MLX composes `silu` and `multiply`). Integers give float32.
+    silu_mul => SiluMul,
 }
 
 /// `log(exp(a) + exp(b))` without overflow (integers give float32; half types are computed

@@ -226,6 +226,10 @@ fn view(node: &Array, v: &ViewOp, x: &ArrayData) -> Result<ArrayData> {
             })
         }
         ViewOp::BroadcastTo => Ok(broadcast_view(x, shape)),
+        ViewOp::Bitcast => Ok(ArrayData {
+            dtype: node.dtype(),
+            ..x.clone()
+        }),
     }
 }
 

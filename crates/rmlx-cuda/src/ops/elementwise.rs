@@ -243,6 +243,7 @@ pub(crate) fn binary_expr(op: BinaryOp, t: Dtype) -> Result<String> {
             Minimum => ar(format!("kmin_f({x}, {y})")),
             Remainder => ar(format!("py_fmod({x}, {y})")),
             ArcTan2 => ar(format!("atan2f({x}, {y})")),
+            SiluMul => ar(format!("{x} * sigmoid_f({x}) * {y}")),
             Equal => cmp("=="),
             NotEqual => cmp("!="),
             Less => cmp("<"),
@@ -268,10 +269,10 @@ pub(crate) fn binary_expr(op: BinaryOp, t: Dtype) -> Result<String> {
                 "(boolean)(v0 & v1)".into()
             }
             Remainder => "(boolean)0".into(),
-            ArcTan2 => {
+            ArcTan2 | SiluMul => {
                 return Err(Error::dtype(
                     "cuda",
-                    "ArcTan2 is not defined for bool (the op converts to float)",
+                    format!("{op:?} is not defined for bool (the op converts to float)"),
                 ))
             }
             Power => "(boolean)(v0 | (v1 ^ 1))".into(),
@@ -309,10 +310,10 @@ pub(crate) fn binary_expr(op: BinaryOp, t: Dtype) -> Result<String> {
         LogicalAnd => "(boolean)(v0 != 0 && v1 != 0)".into(),
         LogicalOr => "(boolean)(v0 != 0 || v1 != 0)".into(),
         Divide => format!("from_d<{ct}>(to_d(v0) / to_d(v1))"),
-        ArcTan2 => {
+        ArcTan2 | SiluMul => {
             return Err(Error::dtype(
                 "cuda",
-                format!("ArcTan2 is not defined for {t} (the op converts to float)"),
+                format!("{op:?} is not defined for {t} (the op converts to float)"),
             ))
         }
     })
@@ -428,6 +429,7 @@ mod tests {
                 BinaryOp::RightShift,
                 BinaryOp::BitwiseXor,
                 BinaryOp::ArcTan2,
+                BinaryOp::SiluMul,
             ] {
                 if let Ok(e) = binary_expr(op, s) {
                     let od = if op.is_predicate() { Dtype::Bool } else { s };

@@ -6,20 +6,19 @@ use crate::context::Gpu;
 use crate::data::{contiguous_input, ctype, input, output, tag};
 use crate::launch::{Args, Grid};
 use crate::ops::elementwise as ew;
-use crate::ops::gather_matmul::GATHER_CUH;
 use crate::ops::quantized::QUANT_CUH;
 use rmlx_core::primitive::MoeRouting;
 use rmlx_core::{ArrayData, Dtype, Error, Result};
 use std::sync::Arc;
 
-/// The device code of the MoE kernels (compiled after `quantized.cuh` and `gather_matmul.cuh`).
+/// The device code of the MoE kernels (compiled after `quantized.cuh`).
 pub const MOE_CUH: &str = include_str!("../../kernels/moe.cuh");
 
 fn get(gpu: &Arc<Gpu>, name: &str, wrapper: &str) -> Result<cudarc::driver::CudaFunction> {
     gpu.kernels.get(
         &gpu.ctx,
         name,
-        &format!("{QUANT_CUH}\n{GATHER_CUH}\n{MOE_CUH}\n{wrapper}"),
+        &format!("{QUANT_CUH}\n{MOE_CUH}\n{wrapper}"),
     )
 }
 
@@ -27,30 +26,28 @@ fn bad(op: &str, what: &str) -> Error {
     Error::invalid("cuda", format!("[{op}] {what}"))
 }
 
-/// The routing kernel of logits dtype `l`, mode and part.
-pub fn route_source(l: Dtype, routing: MoeRouting, part: u8) -> (String, String) {
+/// The routing kernel of logits dtype `l` and mode.
+pub fn route_source(l: Dtype, routing: MoeRouting) -> (String, String) {
     let mode = match routing {
         MoeRouting::SoftmaxTopK { .. } => 0,
         MoeRouting::TopKSoftmax => 1,
         MoeRouting::SigmoidTopK { .. } => 2,
     };
-    let name = format!("rm_route_{}_m{mode}_p{part}", tag(l));
+    let name = format!("rm_route_{}_m{mode}", tag(l));
     let cl = ctype(l);
     let src = format!(
-        "extern \"C\" __global__ void {name}(const {cl}* l, void* out, i64 T, int E, int k, int renorm) {{\n  rm_route<{cl}, {mode}, {part}>(l, out, T, E, k, renorm);\n}}\n"
+        "extern \"C\" __global__ void {name}(const {cl}* l, u32* out, i64 T, int E, int k, int renorm) {{\n  rm_route<{cl}, {mode}>(l, out, T, E, k, renorm);\n}}\n"
     );
     (name, src)
 }
 
-/// `[logits [.., E]]` → indices (part 0) or weights (part 1) `[.., k]`.
+/// `[logits [.., E]]` → u32 `[.., 2k]`: the chosen indices, then the f32 bits of their weights.
 pub fn route(
     gpu: &Arc<Gpu>,
     x: &[ArrayData],
     k: usize,
     routing: MoeRouting,
-    part: u8,
     shape: &[usize],
-    od: Dtype,
 ) -> Result<ArrayData> {
     const OP: &str = "moe_route";
     let l = x.first().ok_or_else(|| bad(OP, "expected [logits]"))?;
@@ -61,8 +58,8 @@ pub fn route(
             &format!("needs float logits, 1 <= k <= min(32, E), E <= 8192; got {k} of {e}"),
         ));
     }
-    let (out, optr) = output(gpu, shape, od)?;
-    let t = out.numel() / k;
+    let (out, optr) = output(gpu, shape, Dtype::U32)?;
+    let t = out.numel() / (2 * k);
     if t == 0 {
         return Ok(out);
     }
@@ -73,7 +70,7 @@ pub fn route(
         }
         MoeRouting::TopKSoftmax => false,
     };
-    let (name, src) = route_source(l.dtype, routing, part);
+    let (name, src) = route_source(l.dtype, routing);
     let f = get(gpu, &name, &src)?;
     // warps per block: their scores fit 32 KiB of shared memory
     let wpb = (8192 / e).clamp(1, 4);
@@ -98,19 +95,42 @@ pub fn swiglu_source(x: Dtype, s: Dtype, o: Dtype, bits: usize) -> (String, Stri
     let name = format!("rm_swiglu_{}_{}_{}_b{bits}", tag(x), tag(s), tag(o));
     let (cx, cs, co) = (ctype(x), ctype(s), ctype(o));
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* x, const u32* wg, const {cs}* sg, const {cs}* bg, const u32* wu, const {cs}* su, const {cs}* bu, {co}* h, const u32* idx, i64 P, int k, i64 E, i64 N, i64 K, int gs_shift) {{\n  rm_gather_swiglu<{cx}, {cs}, {co}, {bits}>(x, wg, sg, bg, wu, su, bu, h, idx, P, k, E, N, K, gs_shift);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* x, const u32* wg, const {cs}* sg, const {cs}* bg, const u32* wu, const {cs}* su, const {cs}* bu, {co}* h, const u32* idx, i64 irs, i64 P, int k, i64 E, i64 N, i64 K, int gs_shift) {{\n  rm_gather_swiglu<{cx}, {cs}, {co}, {bits}>(x, wg, sg, bg, wu, su, bu, h, idx, irs, P, k, E, N, K, gs_shift);\n}}\n"
     );
     (name, src)
 }
 
-/// The down + weighted-sum kernel.
-pub fn down_sum_source(x: Dtype, s: Dtype, o: Dtype, bits: usize) -> (String, String) {
-    let name = format!("rm_down_sum_{}_{}_{}_b{bits}", tag(x), tag(s), tag(o));
-    let (cx, cs, co) = (ctype(x), ctype(s), ctype(o));
+/// The down + weighted-sum kernel (residual of dtype `r`, or `o` when there is none).
+pub fn down_sum_source(x: Dtype, s: Dtype, o: Dtype, r: Dtype, bits: usize) -> (String, String) {
+    let name = format!(
+        "rm_down_sum_{}_{}_{}_{}_b{bits}",
+        tag(x),
+        tag(s),
+        tag(o),
+        tag(r)
+    );
+    let (cx, cs, co, cr) = (ctype(x), ctype(s), ctype(o), ctype(r));
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* h, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const u32* idx, const float* wts, i64 T, int k, i64 E, i64 N, i64 K, int gs_shift) {{\n  rm_gather_down_sum<{cx}, {cs}, {co}, {bits}>(h, w, s, b, y, idx, wts, T, k, E, N, K, gs_shift);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* h, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const u32* idx, i64 irs, const float* wts, i64 wrs, const {cr}* res, i64 T, int k, i64 E, i64 N, i64 K, int gs_shift) {{\n  rm_gather_down_sum<{cx}, {cs}, {co}, {cr}, {bits}>(h, w, s, b, y, idx, irs, wts, wrs, res, T, k, E, N, K, gs_shift);\n}}\n"
     );
     (name, src)
+}
+
+/// A `[T, k]` index or weight array whose rows are contiguous, at any row distance (the halves
+/// of the routing output are such views): its device pointer and row stride in elements.
+fn rows_input(gpu: &Arc<Gpu>, a: &ArrayData) -> Result<(ArrayData, u64, i64)> {
+    let k = a.shape.get(1).copied().unwrap_or(1);
+    if a.shape.len() == 2 && (a.strides[1] == 1 || k <= 1) && a.strides[0] >= 0 {
+        let i = input(gpu, a)?;
+        let rs = if a.shape[0] <= 1 {
+            k as i64
+        } else {
+            a.strides[0] as i64
+        };
+        return Ok((a.clone(), i.base(), rs));
+    }
+    let (d, i) = contiguous_input(gpu, a)?;
+    Ok((d, i.base(), k as i64))
 }
 
 /// x (or h) rows contiguous and 16-byte aligned for the decode loop's vector loads; the kept
@@ -180,7 +200,7 @@ pub fn gather_swiglu(
         return Ok(out);
     }
     let (_kx, xp) = aligned_rows(gpu, &x[0])?;
-    let (_ki, ii) = contiguous_input(gpu, &x[7])?;
+    let (_ki, ip, irs) = rows_input(gpu, &x[7])?;
     let (name, src) = swiglu_source(x[0].dtype, x[2].dtype, od, bits);
     let f = get(gpu, &name, &src)?;
     let mut a = Args::new();
@@ -192,7 +212,8 @@ pub fn gather_swiglu(
         .ptr(up[1])
         .ptr(up[2])
         .ptr(hptr)
-        .ptr(ii.base())
+        .ptr(ip)
+        .i64(irs)
         .i64((t * k) as i64)
         .i32(k as i32)
         .i64(e as i64)
@@ -218,7 +239,7 @@ pub fn gather_weighted_sum(
     od: Dtype,
 ) -> Result<ArrayData> {
     const OP: &str = "gather_qmm_weighted_sum";
-    if x.len() != 6
+    if !(6..=7).contains(&x.len())
         || x[0].shape.len() != 3
         || x[4].dtype != Dtype::U32
         || x[5].dtype != Dtype::F32
@@ -246,9 +267,16 @@ pub fn gather_weighted_sum(
         return ew::arange(gpu, 0.0, 0.0, shape, od);
     }
     let (_kh, hp) = aligned_rows(gpu, &x[0])?;
-    let (_ki, ii) = contiguous_input(gpu, &x[4])?;
-    let (_kt, ti) = contiguous_input(gpu, &x[5])?;
-    let (name, src) = down_sum_source(x[0].dtype, x[2].dtype, od, bits);
+    let (_ki, ip, irs) = rows_input(gpu, &x[4])?;
+    let (_kt, tp, wrs) = rows_input(gpu, &x[5])?;
+    let (_kr, rp, rd) = match x.get(6) {
+        Some(r) => {
+            let (d, i) = contiguous_input(gpu, r)?;
+            (Some(d), i.base(), r.dtype)
+        }
+        None => (None, 0, od),
+    };
+    let (name, src) = down_sum_source(x[0].dtype, x[2].dtype, od, rd, bits);
     let f = get(gpu, &name, &src)?;
     let mut a = Args::new();
     a.ptr(hp)
@@ -256,8 +284,11 @@ pub fn gather_weighted_sum(
         .ptr(wp[1])
         .ptr(wp[2])
         .ptr(yptr)
-        .ptr(ii.base())
-        .ptr(ti.base())
+        .ptr(ip)
+        .i64(irs)
+        .ptr(tp)
+        .i64(wrs)
+        .ptr(rp)
         .i64(t as i64)
         .i32(k as i32)
         .i64(e as i64)
@@ -290,15 +321,13 @@ mod tests {
                 MoeRouting::TopKSoftmax,
                 MoeRouting::SigmoidTopK { renormalize: false },
             ] {
-                for part in [0, 1] {
-                    body.push_str(&route_source(l, r, part).1);
-                }
+                body.push_str(&route_source(l, r).1);
             }
         }
         for bits in [2, 3, 4, 5, 6, 8] {
             let b = Dtype::BF16;
             body.push_str(&swiglu_source(b, b, b, bits).1);
-            body.push_str(&down_sum_source(b, b, b, bits).1);
+            body.push_str(&down_sum_source(b, b, b, b, bits).1);
         }
         for xd in fl {
             for sd in fl {
@@ -307,12 +336,9 @@ mod tests {
                 }
                 let od = Dtype::promote(xd, sd);
                 body.push_str(&swiglu_source(xd, sd, od, 4).1);
-                body.push_str(&down_sum_source(xd, sd, od, 8).1);
+                body.push_str(&down_sum_source(xd, sd, od, xd, 8).1);
             }
         }
-        assert_compiles(
-            "moe_all",
-            &format!("{QUANT_CUH}\n{GATHER_CUH}\n{MOE_CUH}\n{body}"),
-        );
+        assert_compiles("moe_all", &format!("{QUANT_CUH}\n{MOE_CUH}\n{body}"));
     }
 }

@@ -27,6 +27,32 @@ const TARGET_BLOCKS: usize = 512;
 const PREFILL_ROWS: usize = 16;
 /// Blocks the decode kernel aims for: (batch, KV head) pairs times key splits.
 const DECODE_TARGET_BLOCKS: usize = 264;
+/// Blocks the decode kernel aims for: `RMLX_SDPA_DEC_BLOCKS` (default
+/// [`DECODE_TARGET_BLOCKS`]), read once (a tuning switch for benchmarks).
+fn decode_target_blocks() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("RMLX_SDPA_DEC_BLOCKS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(DECODE_TARGET_BLOCKS)
+    })
+}
+
+/// Fewest keys per split of the decode kernel: `RMLX_SDPA_DEC_MIN_KEYS` (default 16), read
+/// once (a tuning switch for benchmarks).
+fn decode_min_keys() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("RMLX_SDPA_DEC_MIN_KEYS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(16)
+    })
+}
+
 /// Smallest key range worth a split of its own.
 const MIN_SPLIT: usize = 256;
 
@@ -245,8 +271,8 @@ pub fn sdpa(
     if let Some((g, dl)) = decode_fits(q, k, v, &dims) {
         // blocks: (batch, KV head) x key splits of at least 16 keys, about 2 per SM
         let pairs = b * hkv;
-        let n_split = (DECODE_TARGET_BLOCKS.div_ceil(pairs))
-            .min(s.div_ceil(16))
+        let n_split = (decode_target_blocks().div_ceil(pairs))
+            .min(s.div_ceil(decode_min_keys()))
             .clamp(1, 65_535);
         let split_len = s.div_ceil(n_split).max(1);
         let n_split = s.div_ceil(split_len).max(1);

@@ -240,11 +240,12 @@ impl Mlp {
         let [g, u]: [Array; 2] = self.gate_up.forward(x)?.try_into().map_err(|_| {
             LmError::Generate("mlp: the gate/up projection gave the wrong parts".into())
         })?;
-        let g = match self.act {
-            Activation::Silu => ops::silu(&g),
-            Activation::GeluApprox => ops::gelu_approx(&g),
+        let h = match self.act {
+            // one element-wise pass (two kernels on a GPU composed)
+            Activation::Silu => ops::silu_mul(&g, &u)?,
+            Activation::GeluApprox => ops::multiply(&ops::gelu_approx(&g), &u)?,
         };
-        Ok(self.down_proj.forward(&ops::multiply(&g, &u)?)?)
+        Ok(self.down_proj.forward(&h)?)
     }
 }
 
