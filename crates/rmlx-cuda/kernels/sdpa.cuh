@@ -163,6 +163,58 @@ __device__ __forceinline__ void rd_load_row<bf16, 4>(const bf16* __restrict__ p,
   o[3] = __int_as_float(v.y & 0xffff0000u);
 }
 
+// The end of both decode kernels: the warps' softmax states (m, l and acc, lane l holding dims
+// [l*DL, l*DL + DL) of each of the G heads) meet in shared memory; the block writes the output
+// rows (one split) or its (m, l, acc) for rs_sdpa_merge.
+template <class T, int G, int DL>
+__device__ __forceinline__ void rd_finish(const float (&m)[G], const float (&l)[G], const float (&acc)[G][DL],
+                                          float (&sm_ml)[RD_NW][G][2], float (&sm_acc)[RD_NW][G][32 * DL],
+                                          T* __restrict__ out, float* __restrict__ part_ml,
+                                          float* __restrict__ part_acc, i64 bb, int hk, int Hq, int sp,
+                                          int n_split) {
+  constexpr int D = 32 * DL;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const float NEG_INF = -__int_as_float(0x7f800000);
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    if (lane == 0) {
+      sm_ml[warp][g][0] = m[g];
+      sm_ml[warp][g][1] = l[g];
+    }
+#pragma unroll
+    for (int e = 0; e < DL; ++e) sm_acc[warp][g][lane * DL + e] = acc[g][e];
+  }
+  __syncthreads();
+  for (int t = threadIdx.x; t < G * D; t += blockDim.x) {
+    const int g = t / D, d = t % D;
+    float M = NEG_INF;
+#pragma unroll
+    for (int w = 0; w < RD_NW; ++w) M = fmaxf(M, sm_ml[w][g][0]);
+    float L = 0.0f, A = 0.0f;
+    if (M != NEG_INF) {
+#pragma unroll
+      for (int w = 0; w < RD_NW; ++w) {
+        const float mw = sm_ml[w][g][0];
+        if (mw == NEG_INF) continue;
+        const float c = expf(mw - M);
+        L += sm_ml[w][g][1] * c;
+        A += sm_acc[w][g][d] * c;
+      }
+    }
+    const i64 row = bb * Hq + hk * G + g;
+    if (n_split == 1) {
+      out[row * D + d] = from_f<T>(A * (1.0f / L));
+    } else {
+      const i64 p = row * n_split + sp;
+      if (d == 0) {
+        part_ml[2 * p] = M;
+        part_ml[2 * p + 1] = L;
+      }
+      part_acc[p * D + d] = A;
+    }
+  }
+}
+
 template <class T, class TM, int MASK, int G, int DL>
 __device__ void rs_sdpa_decode(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                                const TM* __restrict__ mask, T* __restrict__ out, float* __restrict__ part_ml,
@@ -222,44 +274,110 @@ __device__ void rs_sdpa_decode(const T* __restrict__ q, const T* __restrict__ k,
       m[g] = mn;
     }
   }
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-    if (lane == 0) {
-      sm_ml[warp][g][0] = m[g];
-      sm_ml[warp][g][1] = l[g];
-    }
-#pragma unroll
-    for (int e = 0; e < DL; ++e) sm_acc[warp][g][lane * DL + e] = acc[g][e];
-  }
-  __syncthreads();
+  rd_finish<T, G, DL>(m, l, acc, sm_ml, sm_acc, out, part_ml, part_acc, bb, hk, Hq, sp, n_split);
+}
+
+// Decode with keys across the lanes (the default where rows are 16-byte aligned): the block's
+// scaled q rows sit in shared memory; per step a warp takes 32 keys, lane l scoring key
+// base + l against the G heads by itself (K row read with 16-byte loads, no shuffles per
+// key); one warp max and sum per head and step update the online softmax; then the 32 keys'
+// V rows are accumulated with lane l holding dims [l*DL, l*DL + DL), the probabilities read
+// from shared memory. The per-key chain of the kernel above (G warp reductions in series)
+// becomes 32 independent keys per step. Same states and ending as rs_sdpa_decode.
+template <class T, class TM, int MASK, int G, int DL>
+__device__ void rs_sdpa_decode_lk(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                                  const TM* __restrict__ mask, T* __restrict__ out, float* __restrict__ part_ml,
+                                  float* __restrict__ part_acc, Sd4 ql, Sd4 kl, Sd4 vl, Sd4 ml, int Hq, int Hkv,
+                                  int S, float scale, int n_split, int split_len) {
+  constexpr int D = 32 * DL;
+  __shared__ float sm_ml[RD_NW][G][2];
+  __shared__ float sm_acc[RD_NW][G][D];
+  __shared__ __align__(16) float sq[G][D];
+  __shared__ float sp_p[RD_NW][32][G];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int hk = (int)(blockIdx.x % Hkv);
+  const i64 bb = blockIdx.x / Hkv;
+  const int sp = blockIdx.y;
   for (int t = threadIdx.x; t < G * D; t += blockDim.x) {
     const int g = t / D, d = t % D;
-    float M = NEG_INF;
-#pragma unroll
-    for (int w = 0; w < RD_NW; ++w) M = fmaxf(M, sm_ml[w][g][0]);
-    float L = 0.0f, A = 0.0f;
-    if (M != NEG_INF) {
-#pragma unroll
-      for (int w = 0; w < RD_NW; ++w) {
-        const float mw = sm_ml[w][g][0];
-        if (mw == NEG_INF) continue;
-        const float c = expf(mw - M);
-        L += sm_ml[w][g][1] * c;
-        A += sm_acc[w][g][d] * c;
-      }
-    }
-    const i64 row = bb * Hq + hk * G + g;
-    if (n_split == 1) {
-      out[row * D + d] = from_f<T>(A * (1.0f / L));
-    } else {
-      const i64 p = row * n_split + sp;
-      if (d == 0) {
-        part_ml[2 * p] = M;
-        part_ml[2 * p + 1] = L;
-      }
-      part_acc[p * D + d] = A;
-    }
+    sq[g][d] = to_f(q[ql.off + bb * ql.s[0] + (i64)(hk * G + g) * ql.s[1] + d]) * scale;
   }
+  __syncthreads();
+  const T* kb = k + kl.off + bb * kl.s[0] + hk * kl.s[1];
+  const T* vb = v + vl.off + bb * vl.s[0] + hk * vl.s[1] + lane * DL;
+  const int k0 = sp * split_len, k1 = min(S, k0 + split_len);
+  const float NEG_INF = -__int_as_float(0x7f800000);
+  float m[G], l[G], acc[G][DL];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    m[g] = NEG_INF;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < DL; ++e) acc[g][e] = 0.0f;
+  }
+  for (int base = k0 + warp * 32; base < k1; base += RD_NW * 32) {
+    const int j = base + lane;
+    float s[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) s[g] = 0.0f;
+    if (j < k1) {
+      const T* kr = kb + (i64)j * kl.s[2];
+#pragma unroll 4
+      for (int d0 = 0; d0 < D; d0 += 8) {
+        float kv[8];
+        load8(kr + d0, kv);
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          const float4 qa = *reinterpret_cast<const float4*>(&sq[g][d0]);
+          const float4 qc = *reinterpret_cast<const float4*>(&sq[g][d0 + 4]);
+          s[g] = fmaf(qa.x, kv[0], fmaf(qa.y, kv[1], fmaf(qa.z, kv[2], fmaf(qa.w, kv[3], s[g]))));
+          s[g] = fmaf(qc.x, kv[4], fmaf(qc.y, kv[5], fmaf(qc.z, kv[6], fmaf(qc.w, kv[7], s[g]))));
+        }
+      }
+      if (MASK == 2 || MASK == 3) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          const TM mv = mask[ml.off + bb * ml.s[0] + (i64)(hk * G + g) * ml.s[1] + (i64)j * ml.s[3]];
+          if (MASK == 2) {
+            if (!nonzero(mv)) s[g] = -3.40282347e38f;  // f32::MIN, as the CPU
+          } else {
+            s[g] += to_f(mv);
+          }
+        }
+      }
+    } else {
+#pragma unroll
+      for (int g = 0; g < G; ++g) s[g] = NEG_INF;
+    }
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const float mn = fmaxf(m[g], warp_max(s[g]));
+      float p = 0.0f, corr = 1.0f;
+      if (mn != NEG_INF) {  // else no key so far is visible (additive -inf)
+        corr = expf(m[g] - mn);
+        p = expf(s[g] - mn);
+      }
+      l[g] = l[g] * corr + warp_sum(p);
+#pragma unroll
+      for (int e = 0; e < DL; ++e) acc[g][e] *= corr;
+      m[g] = mn;
+      sp_p[warp][lane][g] = p;
+    }
+    __syncwarp();
+    const int nk = min(32, k1 - base);
+    for (int t = 0; t < nk; ++t) {
+      float vv[DL];
+      rd_load_row<T, DL>(vb + (i64)(base + t) * vl.s[2], vv);
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        const float pt = sp_p[warp][t][g];
+#pragma unroll
+        for (int e = 0; e < DL; ++e) acc[g][e] = fmaf(pt, vv[e], acc[g][e]);
+      }
+    }
+    __syncwarp();
+  }
+  rd_finish<T, G, DL>(m, l, acc, sm_ml, sm_acc, out, part_ml, part_acc, bb, hk, Hq, sp, n_split);
 }
 
 // ---------------------------------------------------------------------------------------------

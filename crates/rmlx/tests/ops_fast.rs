@@ -265,6 +265,23 @@ fn sdpa_kernel_matches_fallback_on_large_shapes() {
                 );
             }
         }
+        // decode over K/V rows 33 floats apart: not 16-byte aligned, so a GPU takes its
+        // keys-across-warps kernel instead of the keys-across-lanes one
+        let q = arr(&[1, 8, 1, 32], 6, 2.0, Dtype::F32);
+        let wide = |seed| {
+            let a = arr(&[1, 2, 300, 33], seed, 2.0, Dtype::F32);
+            ops::slice(&a, &[0, 0, 0, 1], &[1, 2, 300, 33], &[1, 1, 1, 1]).unwrap()
+        };
+        let (k, v) = (wide(7), wide(8));
+        let y = fast::scaled_dot_product_attention(&q, &k, &v, 0.2, Mask::None).unwrap();
+        let r = fast::scaled_dot_product_attention_fallback(&q, &k, &v, 0.2, Mask::None).unwrap();
+        assert_close(
+            &vals(&y),
+            &vals(&r),
+            1e-4,
+            1e-4,
+            "sdpa decode, unaligned rows",
+        );
     });
 }
 

@@ -133,13 +133,22 @@ pub fn source(t: Dtype, kind: u32, md: Dtype, dvp: usize) -> (String, String) {
     (name, src)
 }
 
-/// The GQA-aware decode kernel (`L = 1`, `D = Dv = 32 * dl`, `g` query heads per KV head).
-pub fn decode_source(t: Dtype, kind: u32, md: Dtype, g: usize, dl: usize) -> (String, String) {
+/// The GQA-aware decode kernel (`L = 1`, `D = Dv = 32 * dl`, `g` query heads per KV head):
+/// keys across the lanes (`lk`, `rs_sdpa_decode_lk`) or across the warps (`rs_sdpa_decode`).
+pub fn decode_source(
+    t: Dtype,
+    kind: u32,
+    md: Dtype,
+    g: usize,
+    dl: usize,
+    lk: bool,
+) -> (String, String) {
     let mk = mask_tag(kind, md);
-    let name = format!("rs_sdpa_dec_{}_{mk}_g{g}_d{dl}", tag(t));
+    let sfx = if lk { "_lk" } else { "" };
+    let name = format!("rs_sdpa_dec{sfx}_{}_{mk}_g{g}_d{dl}", tag(t));
     let (c, cm) = (ctype(t), ctype(md));
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {c}* q, const {c}* k, const {c}* v, const {cm}* mask, {c}* out, float* part_ml, float* part_acc, Sd4 ql, Sd4 kl, Sd4 vl, Sd4 ml, int Hq, int Hkv, int S, float scale, int n_split, int split_len) {{\n  rs_sdpa_decode<{c}, {cm}, {kind}, {g}, {dl}>(q, k, v, mask, out, part_ml, part_acc, ql, kl, vl, ml, Hq, Hkv, S, scale, n_split, split_len);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {c}* q, const {c}* k, const {c}* v, const {cm}* mask, {c}* out, float* part_ml, float* part_acc, Sd4 ql, Sd4 kl, Sd4 vl, Sd4 ml, int Hq, int Hkv, int S, float scale, int n_split, int split_len) {{\n  rs_sdpa_decode{sfx}<{c}, {cm}, {kind}, {g}, {dl}>(q, k, v, mask, out, part_ml, part_acc, ql, kl, vl, ml, Hq, Hkv, S, scale, n_split, split_len);\n}}\n"
     );
     (name, src)
 }
@@ -182,6 +191,20 @@ fn decode_fits(
         && aligned(k)
         && aligned(v))
     .then_some((g, dl))
+}
+
+/// Whether every row of `x: [B, H, S, D]` starts on a 16-byte boundary (the lanes-over-keys
+/// decode kernel reads K rows 8 elements at a time).
+fn rows_aligned16(x: &ArrayData) -> bool {
+    let e = (16 / x.dtype.size()) as isize;
+    x.strides[3] == 1 && (x.offset as isize) % e == 0 && x.strides[..3].iter().all(|s| s % e == 0)
+}
+
+/// `RMLX_SDPA_DEC_LK=0` keeps decode attention on the keys-across-warps kernel (an ablation
+/// switch), read once.
+fn lanes_over_keys() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("RMLX_SDPA_DEC_LK").map_or(true, |v| v != "0"))
 }
 
 /// The split-merging kernel for outputs of dtype `t`.
@@ -269,14 +292,18 @@ pub fn sdpa(
         return Ok(out);
     }
     if let Some((g, dl)) = decode_fits(q, k, v, &dims) {
-        // blocks: (batch, KV head) x key splits of at least 16 keys, about 2 per SM
+        // keys across the lanes where K rows allow 16-byte loads: splits of at least one step
+        // of its 4 warps (128 keys); else keys across the warps, splits of at least 16 keys;
+        // about 2 blocks per SM of (batch, KV head) x key splits
+        let lk = lanes_over_keys() && rows_aligned16(k);
+        let min_keys = if lk { 128 } else { decode_min_keys() };
         let pairs = b * hkv;
         let n_split = (decode_target_blocks().div_ceil(pairs))
-            .min(s.div_ceil(decode_min_keys()))
+            .min(s.div_ceil(min_keys))
             .clamp(1, 65_535);
         let split_len = s.div_ceil(n_split).max(1);
         let n_split = s.div_ceil(split_len).max(1);
-        let (name, body) = decode_source(q.dtype, kind, md, g, dl);
+        let (name, body) = decode_source(q.dtype, kind, md, g, dl, lk);
         let f = gpu
             .kernels
             .get(&gpu.ctx, &name, &format!("{SDPA_CUH}\n{body}"))?;
@@ -413,11 +440,14 @@ mod tests {
         }
         for t in fl {
             for (kind, md) in [(0, Dtype::F32), (1, Dtype::F32), (2, Dtype::Bool), (3, t)] {
-                for g in 1..=8 {
-                    body.push_str(&decode_source(t, kind, md, g, 4).1);
-                }
-                for dl in [1, 2, 8] {
-                    body.push_str(&decode_source(t, kind, md, 4, dl).1);
+                for lk in [false, true] {
+                    for g in 1..=8 {
+                        body.push_str(&decode_source(t, kind, md, g, 4, lk).1);
+                    }
+                    for dl in [1, 2, 8] {
+                        body.push_str(&decode_source(t, kind, md, 4, dl, lk).1);
+                    }
+                    body.push_str(&decode_source(t, kind, md, 8, 8, lk).1);
                 }
                 for d in [64, 128] {
                     body.push_str(&prefill_source(t, kind, md, d).1);
