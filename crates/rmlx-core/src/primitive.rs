@@ -286,8 +286,13 @@ pub enum Primitive {
     MoeRoute { k: usize, routing: MoeRouting },
     /// `[x [T, K], wq, scales, biases (gate), wq, scales, biases (up), indices u32 [T, k]]` →
     /// `[T, k, N]`: `silu(x W_gate[e]ᵀ) * (x W_up[e]ᵀ)` per chosen expert (transposed stacks
-    /// `[E, N, ..]`, as `GatherQmm`'s).
-    GatherQmmSwiglu { group_size: usize, bits: usize },
+    /// `[E, N, ..]`, as `GatherQmm`'s). `exact`: float products only (no int8 x), as
+    /// `QuantizedMatmul`'s.
+    GatherQmmSwiglu {
+        group_size: usize,
+        bits: usize,
+        exact: bool,
+    },
     /// `[h [T, k, K], wq, scales, biases, indices u32 [T, k], weights f32 [T, k], residual?
     /// [T, N]]` → `[T, N]`: `residual + Σ_j weights[t, j] · h[t, j] W[indices[t, j]]ᵀ`.
     GatherQmmWeightedSum {

@@ -121,6 +121,49 @@ __device__ void rm_gather_swiglu(const TX* __restrict__ x, const u32* __restrict
   }
 }
 
+// The same with int8 activations (4- or 8-bit weights, groups of 32 or more; the dense decode
+// kernels' arithmetic, quantized.cuh rq_qmv8): x rows quantized per 32 by rq_quantize_x first
+// (xq [T, K], meta [T, K/32]); each warp streams RM_R rows of both matrices, 2 blocks of 32
+// codes in flight per row.
+template <class TS, class TO, int BITS>
+__device__ void rm_gather_swiglu8(const signed char* __restrict__ xq, const RqXBlock* __restrict__ meta,
+                                  const u32* __restrict__ wg, const TS* __restrict__ sg, const TS* __restrict__ bg,
+                                  const u32* __restrict__ wu, const TS* __restrict__ su, const TS* __restrict__ bu,
+                                  TO* __restrict__ h, const u32* __restrict__ idx, i64 irs, i64 P, int k, i64 E,
+                                  i64 N, i64 K, int gs_shift) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const i64 row0 = ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * RM_R;
+  if (row0 >= N) return;
+  const i64 W = K * BITS / 32, G = K >> gs_shift;
+  for (i64 p = blockIdx.y; p < P; p += gridDim.y) {
+    const i64 e0 = rm_at(idx, p / k, (int)(p % k), irs);
+    const i64 e = e0 < E ? e0 : E - 1;
+    const u32* wr[2 * RM_R];
+    const TS* sr[2 * RM_R];
+    const TS* br[2 * RM_R];
+#pragma unroll
+    for (int r = 0; r < RM_R; ++r) {
+      const i64 row = e * N + ((row0 + r < N) ? row0 + r : N - 1);
+      wr[r] = wg + row * W;
+      sr[r] = sg + row * G;
+      br[r] = bg + row * G;
+      wr[RM_R + r] = wu + row * W;
+      sr[RM_R + r] = su + row * G;
+      br[RM_R + r] = bu + row * G;
+    }
+    float acc[2 * RM_R][1];
+#pragma unroll
+    for (int r = 0; r < 2 * RM_R; ++r) acc[r][0] = 0.0f;
+    const i64 t = p / k;
+    rq_dot8_rows<TS, BITS, 1, 2 * RM_R, 2>(xq + t * K, meta + t * (K >> 5), wr, sr, br, 1, K, gs_shift, acc);
+#pragma unroll
+    for (int r = 0; r < RM_R; ++r) {
+      const float g = warp_sum(acc[r][0]), u = warp_sum(acc[RM_R + r][0]);
+      if (lane == 0 && row0 + r < N) h[p * N + row0 + r] = from_f<TO>(g * sigmoid_f(g) * u);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Down + weighted sum: y[t, n] = res[t, n] + Σ_j wts[t, j] (h[t, j] · W[e_tj][n]) (res optional,
 // null when absent). A block's 4 warps share

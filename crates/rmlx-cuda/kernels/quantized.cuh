@@ -340,35 +340,20 @@ __device__ __forceinline__ int rq_block_dot(const u32* w, const int* xv) {
   return acc;
 }
 
-// One matrix. Each warp owns R weight rows; lane l takes blocks l, l + 32, ... of every row
-// (one 16-byte load per row per block for 4 bits, two for 8), UN blocks in flight at a time.
-// The x data of a block (32 bytes + 16 bytes of meta) is loaded once and serves the R rows.
-template <class TS, class TO, int BITS, int MM, int R, int UN>
-__device__ void rq_qmv8_mat(const signed char* __restrict__ xq, const RqXBlock* __restrict__ meta,
-                            const u32* __restrict__ w, const TS* __restrict__ s, const TS* __restrict__ b,
-                            TO* __restrict__ y, int M, i64 N, i64 K, int gs_shift) {
+// The streaming loop of the int8 decode kernels: lane partial sums acc[r][m] of weight rows
+// (wr, sr, br) against M <= MM rows of quantized x. Lane l takes blocks l, l + 32, ... of every
+// row (one 16-byte load per row per block for 4 bits, two for 8), UN blocks in flight at a
+// time; the x data of a block (32 bytes + 16 bytes of meta) is loaded once and serves the R
+// rows. Not yet reduced across the warp. Also serves the fused MoE kernels (moe.cuh).
+template <class TS, int BITS, int MM, int R, int UN>
+__device__ __forceinline__ void rq_dot8_rows(const signed char* __restrict__ xq, const RqXBlock* __restrict__ meta,
+                                             const u32* const (&wr)[R], const TS* const (&sr)[R],
+                                             const TS* const (&br)[R], int M, i64 K, int gs_shift,
+                                             float (&acc)[R][MM]) {
   constexpr int WPB = BITS;  // words per block of 32 codes
   constexpr float C = (float)(1 << (BITS - 1));
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const i64 row0 = ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * R;
-  if (row0 >= N) return;
-  const i64 nb = K >> 5, W = K * BITS / 32, G = K >> gs_shift;
-  const u32* wr[R];
-  const TS* sr[R];
-  const TS* br[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const i64 row = (row0 + r < N) ? row0 + r : N - 1;  // tail rows: computed, not stored
-    wr[r] = w + row * W;
-    sr[r] = s + row * G;
-    br[r] = b + row * G;
-  }
-  float acc[R][MM];
-#pragma unroll
-  for (int r = 0; r < R; ++r)
-#pragma unroll
-    for (int m = 0; m < MM; ++m) acc[r][m] = 0.0f;
-
+  const int lane = threadIdx.x & 31;
+  const i64 nb = K >> 5;
   for (i64 base = lane; base < nb; base += 32 * UN) {
     u32 wv[UN][R][WPB];
 #pragma unroll
@@ -414,6 +399,33 @@ __device__ void rq_qmv8_mat(const signed char* __restrict__ xq, const RqXBlock* 
       }
     }
   }
+}
+
+// One matrix. Each warp owns R weight rows (rq_dot8_rows streams them).
+template <class TS, class TO, int BITS, int MM, int R, int UN>
+__device__ void rq_qmv8_mat(const signed char* __restrict__ xq, const RqXBlock* __restrict__ meta,
+                            const u32* __restrict__ w, const TS* __restrict__ s, const TS* __restrict__ b,
+                            TO* __restrict__ y, int M, i64 N, i64 K, int gs_shift) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const i64 row0 = ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * R;
+  if (row0 >= N) return;
+  const i64 W = K * BITS / 32, G = K >> gs_shift;
+  const u32* wr[R];
+  const TS* sr[R];
+  const TS* br[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const i64 row = (row0 + r < N) ? row0 + r : N - 1;  // tail rows: computed, not stored
+    wr[r] = w + row * W;
+    sr[r] = s + row * G;
+    br[r] = b + row * G;
+  }
+  float acc[R][MM];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < MM; ++m) acc[r][m] = 0.0f;
+  rq_dot8_rows<TS, BITS, MM, R, UN>(xq, meta, wr, sr, br, M, K, gs_shift, acc);
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll

@@ -172,9 +172,11 @@ impl Backend for CudaBackend {
                 ..
             } => ops::gather_matmul::gather_qmm(&g, &x, *group_size, *bits, *transpose, shape, od),
             Primitive::MoeRoute { k, routing } => ops::moe::route(&g, &x, *k, *routing, shape),
-            Primitive::GatherQmmSwiglu { group_size, bits } => {
-                ops::moe::gather_swiglu(&g, &x, (*group_size, *bits), shape, od)
-            }
+            Primitive::GatherQmmSwiglu {
+                group_size,
+                bits,
+                exact,
+            } => ops::moe::gather_swiglu(&g, &x, (*group_size, *bits), *exact, shape, od),
             Primitive::GatherQmmWeightedSum {
                 group_size, bits, ..
             } => ops::moe::gather_weighted_sum(&g, &x, (*group_size, *bits), shape, od),

@@ -171,7 +171,9 @@ fn check_indices(op: &'static str, indices: &Array, lead: &[usize]) -> Result<us
 
 /// `x: [..., K]`, `indices: [..., k]` → `[..., k, N]`:
 /// `silu(x W_gate[e]ᵀ) * (x W_up[e]ᵀ)` for each chosen expert `e = indices[..., j]`, in the
-/// dtype of `x` promoted with the scales'. The products accumulate in f32, rounded once.
+/// dtype of `x` promoted with the scales'. The products accumulate in f32, rounded once; a GPU
+/// quantizes `x` to int8 per 32 for 4- and 8-bit experts, as its decode `quantized_matmul`
+/// does, unless exact decoding is on (`ops::quantized::with_exact_decode`).
 #[track_caller]
 pub fn gather_qmm_swiglu(
     x: &Array,
@@ -182,7 +184,11 @@ pub fn gather_qmm_swiglu(
     bits: usize,
 ) -> Result<Array> {
     let (kk, [_, n, kdim]) = check_swiglu(x, &gate, &up, indices, group_size, bits)?;
-    let prim = Primitive::GatherQmmSwiglu { group_size, bits };
+    let prim = Primitive::GatherQmmSwiglu {
+        group_size,
+        bits,
+        exact: crate::ops::quantized::exact_decode(),
+    };
     if !kdim.is_multiple_of(32) || !use_kernel(&prim) {
         return gather_qmm_swiglu_fallback(x, gate, up, indices, group_size, bits);
     }

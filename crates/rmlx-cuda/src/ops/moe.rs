@@ -6,7 +6,7 @@ use crate::context::Gpu;
 use crate::data::{contiguous_input, ctype, input, output, tag};
 use crate::launch::{Args, Grid};
 use crate::ops::elementwise as ew;
-use crate::ops::quantized::QUANT_CUH;
+use crate::ops::quantized::{quantize_x_source, QUANT_CUH, XBLOCK_META};
 use rmlx_core::primitive::MoeRouting;
 use rmlx_core::{ArrayData, Dtype, Error, Result};
 use std::sync::Arc;
@@ -100,6 +100,16 @@ pub fn swiglu_source(x: Dtype, s: Dtype, o: Dtype, bits: usize) -> (String, Stri
     (name, src)
 }
 
+/// The gate + up + SwiGLU kernel with int8 activations (4- or 8-bit stacks).
+pub fn swiglu8_source(s: Dtype, o: Dtype, bits: usize) -> (String, String) {
+    let name = format!("rm_swiglu8_{}_{}_b{bits}", tag(s), tag(o));
+    let (cs, co) = (ctype(s), ctype(o));
+    let src = format!(
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const signed char* xq, const RqXBlock* meta, const u32* wg, const {cs}* sg, const {cs}* bg, const u32* wu, const {cs}* su, const {cs}* bu, {co}* h, const u32* idx, i64 irs, i64 P, int k, i64 E, i64 N, i64 K, int gs_shift) {{\n  rm_gather_swiglu8<{cs}, {co}, {bits}>(xq, meta, wg, sg, bg, wu, su, bu, h, idx, irs, P, k, E, N, K, gs_shift);\n}}\n"
+    );
+    (name, src)
+}
+
 /// The down + weighted-sum kernel (residual of dtype `r`, or `o` when there is none).
 pub fn down_sum_source(x: Dtype, s: Dtype, o: Dtype, r: Dtype, bits: usize) -> (String, String) {
     let name = format!(
@@ -171,6 +181,7 @@ pub fn gather_swiglu(
     gpu: &Arc<Gpu>,
     x: &[ArrayData],
     (group_size, bits): (usize, usize),
+    exact: bool,
     shape: &[usize],
     od: Dtype,
 ) -> Result<ArrayData> {
@@ -201,25 +212,43 @@ pub fn gather_swiglu(
     }
     let (_kx, xp) = aligned_rows(gpu, &x[0])?;
     let (_ki, ip, irs) = rows_input(gpu, &x[7])?;
-    let (name, src) = swiglu_source(x[0].dtype, x[2].dtype, od, bits);
+    let int8 = (bits == 4 || bits == 8) && group_size >= 32 && !exact;
+    // int8 x: quantized per 32 once per token, for every chosen expert's gate and up rows
+    let mut _xq = None;
+    let (name, src) = if int8 {
+        let (xq, xqp) = output(gpu, &[t * kdim], Dtype::U8)?;
+        let (meta, metap) = output(gpu, &[t * kdim / 32 * XBLOCK_META], Dtype::U8)?;
+        let (qn, qs) = quantize_x_source(x[0].dtype, bits);
+        let qf = get(gpu, &qn, &qs)?;
+        let mut a = Args::new();
+        a.ptr(xp).ptr(xqp).ptr(metap).i32(t as i32).i64(kdim as i64);
+        gpu.launch(&qf, &qn, Grid::elems(t * kdim), &mut a)?;
+        _xq = Some((xq, meta, xqp, metap));
+        swiglu8_source(x[2].dtype, od, bits)
+    } else {
+        swiglu_source(x[0].dtype, x[2].dtype, od, bits)
+    };
     let f = get(gpu, &name, &src)?;
     let mut a = Args::new();
-    a.ptr(xp)
-        .ptr(gp[0])
-        .ptr(gp[1])
-        .ptr(gp[2])
-        .ptr(up[0])
-        .ptr(up[1])
-        .ptr(up[2])
-        .ptr(hptr)
-        .ptr(ip)
-        .i64(irs)
-        .i64((t * k) as i64)
-        .i32(k as i32)
-        .i64(e as i64)
-        .i64(n as i64)
-        .i64(kdim as i64)
-        .i32(group_size.trailing_zeros() as i32);
+    match &_xq {
+        Some((_, _, xqp, metap)) => a.ptr(*xqp).ptr(*metap),
+        None => a.ptr(xp),
+    }
+    .ptr(gp[0])
+    .ptr(gp[1])
+    .ptr(gp[2])
+    .ptr(up[0])
+    .ptr(up[1])
+    .ptr(up[2])
+    .ptr(hptr)
+    .ptr(ip)
+    .i64(irs)
+    .i64((t * k) as i64)
+    .i32(k as i32)
+    .i64(e as i64)
+    .i64(n as i64)
+    .i64(kdim as i64)
+    .i32(group_size.trailing_zeros() as i32);
     // 4 warps of 2 rows (of each matrix) per block
     let g = Grid {
         grid: (n.div_ceil(8) as u32, (t * k).min(65_535) as u32, 1),
@@ -327,6 +356,11 @@ mod tests {
         for bits in [2, 3, 4, 5, 6, 8] {
             let b = Dtype::BF16;
             body.push_str(&swiglu_source(b, b, b, bits).1);
+            if bits == 4 || bits == 8 {
+                body.push_str(&swiglu8_source(b, b, bits).1);
+                body.push_str(&swiglu8_source(Dtype::F32, Dtype::F32, bits).1);
+                body.push_str(&quantize_x_source(b, bits).1);
+            }
             body.push_str(&down_sum_source(b, b, b, b, bits).1);
         }
         for xd in fl {

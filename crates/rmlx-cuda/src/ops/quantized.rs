@@ -124,7 +124,7 @@ pub fn quantize_x_source(x: Dtype, bits: usize) -> (String, String) {
 }
 
 /// Bytes of one int8 block's meta (`RqXBlock`: step, Σx, Σxq, padding).
-const XBLOCK_META: usize = 16;
+pub(crate) const XBLOCK_META: usize = 16;
 
 /// Codes one warp step of the decode kernel covers (32 lanes x 32 codes, for every width).
 const QMV_STEP: usize = 1024;
