@@ -84,12 +84,33 @@ __device__ __forceinline__ T rm_at(const T* __restrict__ a, i64 t, int j, i64 rs
   return a[t * rs + j];
 }
 
+// The RM_R gate rows (wr[0, RM_R)) and up rows (wr[RM_R, 2 RM_R)) from row0 of expert e.
+template <class TS>
+__device__ __forceinline__ void rm_pair_rows(const u32* wg, const TS* sg, const TS* bg, const u32* wu, const TS* su,
+                                             const TS* bu, i64 e, i64 row0, i64 N, i64 W, i64 G, const u32** wr,
+                                             const TS** sr, const TS** br) {
+  rq_rows<TS, RM_R>(wg + e * N * W, sg + e * N * G, bg + e * N * G, row0, N, W, G, wr, sr, br);
+  rq_rows<TS, RM_R>(wu + e * N * W, su + e * N * G, bu + e * N * G, row0, N, W, G, wr + RM_R, sr + RM_R, br + RM_R);
+}
+
+// silu(gate) * up of the warp's RM_R rows into the pair's output row h.
+template <class TO>
+__device__ __forceinline__ void rm_store_swiglu(const float (&acc)[2 * RM_R][1], TO* __restrict__ h, i64 row0,
+                                                i64 N) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int r = 0; r < RM_R; ++r) {
+    const float g = warp_sum(acc[r][0]), u = warp_sum(acc[RM_R + r][0]);
+    if (lane == 0 && row0 + r < N) h[row0 + r] = from_f<TO>(g * sigmoid_f(g) * u);
+  }
+}
+
 template <class TX, class TS, class TO, int BITS>
 __device__ void rm_gather_swiglu(const TX* __restrict__ x, const u32* __restrict__ wg, const TS* __restrict__ sg,
                                  const TS* __restrict__ bg, const u32* __restrict__ wu, const TS* __restrict__ su,
                                  const TS* __restrict__ bu, TO* __restrict__ h, const u32* __restrict__ idx,
                                  i64 irs, i64 P, int k, i64 E, i64 N, i64 K, int gs_shift) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warp = threadIdx.x >> 5;
   const i64 row0 = ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * RM_R;
   if (row0 >= N) return;
   const i64 W = K * BITS / 32, G = K >> gs_shift;
@@ -99,25 +120,12 @@ __device__ void rm_gather_swiglu(const TX* __restrict__ x, const u32* __restrict
     const u32* wr[2 * RM_R];
     const TS* sr[2 * RM_R];
     const TS* br[2 * RM_R];
-#pragma unroll
-    for (int r = 0; r < RM_R; ++r) {
-      const i64 row = e * N + ((row0 + r < N) ? row0 + r : N - 1);  // tail rows: not stored
-      wr[r] = wg + row * W;
-      sr[r] = sg + row * G;
-      br[r] = bg + row * G;
-      wr[RM_R + r] = wu + row * W;
-      sr[RM_R + r] = su + row * G;
-      br[RM_R + r] = bu + row * G;
-    }
+    rm_pair_rows<TS>(wg, sg, bg, wu, su, bu, e, row0, N, W, G, wr, sr, br);
     float acc[2 * RM_R][1];
 #pragma unroll
     for (int r = 0; r < 2 * RM_R; ++r) acc[r][0] = 0.0f;
     rq_dot_rows<TX, TS, BITS, 2 * RM_R, 1, 1>(x + (p / k) * K, wr, sr, br, 1, K, gs_shift, 0, acc);
-#pragma unroll
-    for (int r = 0; r < RM_R; ++r) {
-      const float g = warp_sum(acc[r][0]), u = warp_sum(acc[RM_R + r][0]);
-      if (lane == 0 && row0 + r < N) h[p * N + row0 + r] = from_f<TO>(g * sigmoid_f(g) * u);
-    }
+    rm_store_swiglu<TO>(acc, h + p * N, row0, N);
   }
 }
 
@@ -131,7 +139,7 @@ __device__ void rm_gather_swiglu8(const signed char* __restrict__ xq, const RqXB
                                   const u32* __restrict__ wu, const TS* __restrict__ su, const TS* __restrict__ bu,
                                   TO* __restrict__ h, const u32* __restrict__ idx, i64 irs, i64 P, int k, i64 E,
                                   i64 N, i64 K, int gs_shift) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warp = threadIdx.x >> 5;
   const i64 row0 = ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * RM_R;
   if (row0 >= N) return;
   const i64 W = K * BITS / 32, G = K >> gs_shift;
@@ -141,26 +149,13 @@ __device__ void rm_gather_swiglu8(const signed char* __restrict__ xq, const RqXB
     const u32* wr[2 * RM_R];
     const TS* sr[2 * RM_R];
     const TS* br[2 * RM_R];
-#pragma unroll
-    for (int r = 0; r < RM_R; ++r) {
-      const i64 row = e * N + ((row0 + r < N) ? row0 + r : N - 1);
-      wr[r] = wg + row * W;
-      sr[r] = sg + row * G;
-      br[r] = bg + row * G;
-      wr[RM_R + r] = wu + row * W;
-      sr[RM_R + r] = su + row * G;
-      br[RM_R + r] = bu + row * G;
-    }
+    rm_pair_rows<TS>(wg, sg, bg, wu, su, bu, e, row0, N, W, G, wr, sr, br);
     float acc[2 * RM_R][1];
 #pragma unroll
     for (int r = 0; r < 2 * RM_R; ++r) acc[r][0] = 0.0f;
     const i64 t = p / k;
     rq_dot8_rows<TS, BITS, 1, 2 * RM_R, 2>(xq + t * K, meta + t * (K >> 5), wr, sr, br, 1, K, gs_shift, acc);
-#pragma unroll
-    for (int r = 0; r < RM_R; ++r) {
-      const float g = warp_sum(acc[r][0]), u = warp_sum(acc[RM_R + r][0]);
-      if (lane == 0 && row0 + r < N) h[p * N + row0 + r] = from_f<TO>(g * sigmoid_f(g) * u);
-    }
+    rm_store_swiglu<TO>(acc, h + p * N, row0, N);
   }
 }
 
@@ -190,13 +185,7 @@ __device__ void rm_gather_down_sum(const TX* __restrict__ h, const u32* __restri
       const u32* wr[RQ_R];
       const TS* sr[RQ_R];
       const TS* br[RQ_R];
-#pragma unroll
-      for (int r = 0; r < RQ_R; ++r) {
-        const i64 row = e * N + ((row0 + r < N) ? row0 + r : N - 1);
-        wr[r] = w + row * W;
-        sr[r] = s + row * G;
-        br[r] = b + row * G;
-      }
+      rq_rows<TS, RQ_R>(w + e * N * W, s + e * N * G, b + e * N * G, row0, N, W, G, wr, sr, br);
       float acc[RQ_R][1];
 #pragma unroll
       for (int r = 0; r < RQ_R; ++r) acc[r][0] = 0.0f;

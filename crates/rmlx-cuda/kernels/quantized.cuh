@@ -133,6 +133,21 @@ __device__ __forceinline__ u32 rq_code_c(const u32* w, int j) {
   return v & ((1u << BITS) - 1u);
 }
 
+// Pointers to R consecutive weight rows from row0 of one matrix (w, s, b: its first row), into
+// wr, sr, br. Rows past N repeat the last one: computed, not stored.
+template <class TS, int R>
+__device__ __forceinline__ void rq_rows(const u32* __restrict__ w, const TS* __restrict__ s, const TS* __restrict__ b,
+                                        i64 row0, i64 N, i64 W, i64 G, const u32** wr, const TS** sr,
+                                        const TS** br) {
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const i64 row = (row0 + r < N) ? row0 + r : N - 1;
+    wr[r] = w + row * W;
+    sr[r] = s + row * G;
+    br[r] = b + row * G;
+  }
+}
+
 // The streaming loop of the float decode kernels: lane partial sums acc[r][m] of weight rows
 // (wr, sr, br) against M <= MM rows of x, over the steps of K this warp owns (every KS-th step
 // from kpart). Not yet reduced across the warp. Also serves the fused MoE kernels (moe.cuh).
@@ -200,13 +215,7 @@ __device__ void rq_qmv_t_mat(const TX* __restrict__ x, const u32* __restrict__ w
   const u32* wr[RQ_R];
   const TS* sr[RQ_R];
   const TS* br[RQ_R];
-#pragma unroll
-  for (int r = 0; r < RQ_R; ++r) {
-    const i64 row = (row0 + r < N) ? row0 + r : N - 1;  // tail rows: computed, not stored
-    wr[r] = w + row * W;
-    sr[r] = s + row * G;
-    br[r] = b + row * G;
-  }
+  rq_rows<TS, RQ_R>(w, s, b, row0, N, W, G, wr, sr, br);
   float acc[RQ_R][MM];
 #pragma unroll
   for (int r = 0; r < RQ_R; ++r)
@@ -413,13 +422,7 @@ __device__ void rq_qmv8_mat(const signed char* __restrict__ xq, const RqXBlock* 
   const u32* wr[R];
   const TS* sr[R];
   const TS* br[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const i64 row = (row0 + r < N) ? row0 + r : N - 1;  // tail rows: computed, not stored
-    wr[r] = w + row * W;
-    sr[r] = s + row * G;
-    br[r] = b + row * G;
-  }
+  rq_rows<TS, R>(w, s, b, row0, N, W, G, wr, sr, br);
   float acc[R][MM];
 #pragma unroll
   for (int r = 0; r < R; ++r)

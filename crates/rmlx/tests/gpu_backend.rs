@@ -4,17 +4,10 @@
 //! Skips, saying so, where no CUDA device is present.
 
 use rmlx::ops::quantized::with_exact_decode;
-use rmlx::{ops, Array, Device, Dtype};
+mod common;
 
-fn gpu() -> Option<Device> {
-    rmlx::init();
-    if rmlx::is_available(Device::gpu(0)) {
-        Some(Device::gpu(0))
-    } else {
-        eprintln!("skipped: no CUDA device");
-        None
-    }
-}
+use common::gpu;
+use rmlx::{ops, Array, Device, Dtype};
 
 /// Tests here count process-wide transfers: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());

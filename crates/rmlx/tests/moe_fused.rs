@@ -4,7 +4,10 @@
 //! no CUDA device is present).
 
 use rmlx::fast::{self, ExpertStack, MoeRouting};
-use rmlx::{ops, Array, Device, Dtype};
+mod common;
+
+use common::gpu;
+use rmlx::{ops, Array, Dtype};
 
 fn normal(shape: &[usize], seed: u64, std: f32) -> Array {
     let key = ops::random::key(seed);
@@ -291,16 +294,6 @@ fn view_reinterprets_bytes() {
     assert_eq!(back.to_vec::<f32>().unwrap(), vec![-2.0, 0.0]);
     let m = err(ops::view(&x, Dtype::F16));
     assert!(m.contains("element size"), "{m}");
-}
-
-fn gpu() -> Option<Device> {
-    rmlx::init();
-    if rmlx::is_available(Device::gpu(0)) {
-        Some(Device::gpu(0))
-    } else {
-        eprintln!("skipped: no CUDA device");
-        None
-    }
 }
 
 /// The GPU kernels equal the CPU composition: routing (the same experts, weights to f32

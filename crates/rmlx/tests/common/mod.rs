@@ -17,6 +17,17 @@ pub fn devices() -> Vec<Device> {
     v
 }
 
+/// GPU 0 when a GPU backend has one; else None, saying the test is skipped.
+pub fn gpu() -> Option<Device> {
+    rmlx::init();
+    if rmlx::is_available(Device::gpu(0)) {
+        Some(Device::gpu(0))
+    } else {
+        eprintln!("skipped: no CUDA device");
+        None
+    }
+}
+
 /// Runs `body` once per device with that device as the default.
 pub fn for_each_device(mut body: impl FnMut(Device)) {
     for d in devices() {
