@@ -109,6 +109,16 @@ def test_dtype_objects():
     assert mx.array([1, 2]).astype(np.float32).dtype == mx.float32
 
 
+def test_view_reinterprets_bytes():
+    x = np.array([1.5, -2.0, 0.0], dtype=np.float32)
+    u = mx.view(mx.array(x), mx.uint32)
+    assert u.dtype == mx.uint32
+    np.testing.assert_array_equal(np.array(u), x.view(np.uint32))
+    np.testing.assert_array_equal(np.array(mx.view(u, mx.float32)), x)
+    with pytest.raises(Exception, match="element size"):
+        mx.view(mx.array(x), mx.float16)
+
+
 # ---- operators and ops against NumPy -------------------------------------------------
 
 def test_operators_broadcast_like_numpy():

@@ -158,6 +158,19 @@ fn astype(
     on(stream, || Ok::<_, rmlx::Error>(ops::astype(&a, d))).map(PyArray::from)
 }
 
+/// `a`'s bytes seen as `dtype`, without a copy. rmlx supports dtypes of one element size
+/// (`uint32` ↔ `float32`, `float16` ↔ `bfloat16`); other sizes are an error.
+#[pyfunction]
+#[pyo3(signature = (a, /, dtype, *, stream = None))]
+fn view(
+    a: &Bound<'_, PyAny>,
+    dtype: &Bound<'_, PyAny>,
+    stream: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyArray> {
+    let (a, d) = (to_array(a, None)?, extract_dtype(dtype)?);
+    on(stream, || ops::view(&a, d)).map(PyArray::from)
+}
+
 /// A row-contiguous copy of `a` (`a` itself when it already is).
 #[pyfunction]
 #[pyo3(signature = (a, /, *, stream = None))]
@@ -709,6 +722,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         eye,
         identity,
         astype,
+        view,
         contiguous,
         reshape,
         transpose,

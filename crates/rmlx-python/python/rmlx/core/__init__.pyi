@@ -1198,6 +1198,10 @@ def var(a: ArrayLike, /, axis: Union[int, Sequence[int], None] = None, keepdims:
 def vecdot(a: ArrayLike, b: ArrayLike, /, *, axis: Union[int, Sequence[int], None] = ..., stream: Optional[StreamOrDevice] = None) -> array:
     """The sum of `a * b` along `axis` (the same axis of both)."""
 
+def view(a: ArrayLike, /, dtype: Optional[DtypeLike], *, stream: Optional[StreamOrDevice] = None) -> array:
+    """`a`'s bytes seen as `dtype`, without a copy. rmlx supports dtypes of one element size
+    (`uint32` ↔ `float32`, `float16` ↔ `bfloat16`); other sizes are an error."""
+
 def where(condition: ArrayLike, x: ArrayLike, y: ArrayLike, /, *, stream: Optional[StreamOrDevice] = None) -> array:
     """Elements of `x` where `condition` is true, else of `y` (all broadcast together)."""
 
