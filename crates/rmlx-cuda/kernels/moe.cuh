@@ -84,6 +84,12 @@ __device__ __forceinline__ T rm_at(const T* __restrict__ a, i64 t, int j, i64 rs
   return a[t * rs + j];
 }
 
+// The chosen expert j of token t, clamped to the stack as gather_qmm's indices are.
+__device__ __forceinline__ i64 rm_expert(const u32* __restrict__ idx, i64 t, int j, i64 rs, i64 E) {
+  const i64 e = rm_at(idx, t, j, rs);
+  return e < E ? e : E - 1;
+}
+
 // The RM_R gate rows (wr[0, RM_R)) and up rows (wr[RM_R, 2 RM_R)) from row0 of expert e.
 template <class TS>
 __device__ __forceinline__ void rm_pair_rows(const u32* wg, const TS* sg, const TS* bg, const u32* wu, const TS* su,
@@ -115,8 +121,7 @@ __device__ void rm_gather_swiglu(const TX* __restrict__ x, const u32* __restrict
   if (row0 >= N) return;
   const i64 W = K * BITS / 32, G = K >> gs_shift;
   for (i64 p = blockIdx.y; p < P; p += gridDim.y) {
-    const i64 e0 = rm_at(idx, p / k, (int)(p % k), irs);
-    const i64 e = e0 < E ? e0 : E - 1;  // clamped as gather_qmm's
+    const i64 e = rm_expert(idx, p / k, (int)(p % k), irs, E);
     const u32* wr[2 * RM_R];
     const TS* sr[2 * RM_R];
     const TS* br[2 * RM_R];
@@ -144,8 +149,7 @@ __device__ void rm_gather_swiglu8(const signed char* __restrict__ xq, const RqXB
   if (row0 >= N) return;
   const i64 W = K * BITS / 32, G = K >> gs_shift;
   for (i64 p = blockIdx.y; p < P; p += gridDim.y) {
-    const i64 e0 = rm_at(idx, p / k, (int)(p % k), irs);
-    const i64 e = e0 < E ? e0 : E - 1;
+    const i64 e = rm_expert(idx, p / k, (int)(p % k), irs, E);
     const u32* wr[2 * RM_R];
     const TS* sr[2 * RM_R];
     const TS* br[2 * RM_R];
@@ -180,8 +184,7 @@ __device__ void rm_gather_down_sum(const TX* __restrict__ h, const u32* __restri
     for (int r = 0; r < RQ_R; ++r) tot[r] = 0.0f;
     for (int j = warp; j < k; j += nw) {
       const i64 p = t * k + j;
-      const i64 e0 = rm_at(idx, t, j, irs);
-      const i64 e = e0 < E ? e0 : E - 1;
+      const i64 e = rm_expert(idx, t, j, irs, E);
       const u32* wr[RQ_R];
       const TS* sr[RQ_R];
       const TS* br[RQ_R];

@@ -174,14 +174,11 @@ impl SwitchGlu {
                 }
             }
         }
-        let y = self.forward(x, indices)?;
-        let w = ops::astype(&ops::expand_dims(weights, &[-1])?, y.dtype());
-        let out = ops::sum(&ops::multiply(&y, &w)?, Some(&[-2]), false)?;
-        let out = ops::astype(&out, y.dtype());
-        Ok(match residual {
-            Some(r) => ops::add(r, &out)?,
-            None => out,
-        })
+        Ok(fast::mix_experts(
+            &self.forward(x, indices)?,
+            weights,
+            residual,
+        )?)
     }
 
     fn hidden(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {

@@ -22,9 +22,10 @@ use crate::primitive::Primitive;
 use crate::shape::{fmt_shape, Shape};
 
 /// Most experts a row may choose, and most experts, for the fused routing kernel (one warp per
-/// row; beyond these the composition runs).
-const ROUTE_MAX_K: usize = 32;
-const ROUTE_MAX_E: usize = 8192;
+/// row, its scores in 32 KiB of shared memory; beyond these the composition runs). Backends
+/// check against the same limits.
+pub const ROUTE_MAX_K: usize = 32;
+pub const ROUTE_MAX_E: usize = 8192;
 
 /// `logits: [..., E]` → (`indices: [..., k]` u32, `weights: [..., k]` f32): the `k` experts
 /// each row picks and their mixing weights, in no particular order (as `argpartition`'s).
@@ -400,9 +401,16 @@ pub fn gather_qmm_weighted_sum_fallback(
     check_weighted_sum(h, &down, indices, weights, residual, group_size, bits)?;
     // [..., k, 1, K] → [..., k, 1, N] → [..., k, N]
     let y = down.gather(&ops::expand_dims(h, &[-2])?, indices, group_size, bits)?;
-    let y = ops::squeeze(&y, &[-2])?;
+    mix_experts(&ops::squeeze(&y, &[-2])?, weights, residual)
+}
+
+/// `y: [..., k, N]` (each chosen expert's output), `weights: [..., k]` → `[..., N]`:
+/// `residual + Σ_j weights[..., j] · y[..., j, :]`, composed as mlx-lm's MoE blocks do (the
+/// weights cast to y's dtype, the sum rounded to it).
+#[track_caller]
+pub fn mix_experts(y: &Array, weights: &Array, residual: Option<&Array>) -> Result<Array> {
     let w = ops::astype(&ops::expand_dims(weights, &[-1])?, y.dtype());
-    let out = ops::sum(&ops::multiply(&y, &w)?, Some(&[-2]), false)?;
+    let out = ops::sum(&ops::multiply(y, &w)?, Some(&[-2]), false)?;
     let out = ops::astype(&out, y.dtype());
     match residual {
         Some(r) => ops::add(r, &out),

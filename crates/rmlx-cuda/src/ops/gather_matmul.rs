@@ -14,7 +14,7 @@ use crate::context::Gpu;
 use crate::data::{contiguous_input, ctype, input, output, tag};
 use crate::launch::{Args, Grid};
 use crate::ops::elementwise as ew;
-use crate::ops::quantized::{DECODE_MAX_ROWS, QUANT_CUH};
+use crate::ops::quantized::{decode_rows, DECODE_MAX_ROWS, QUANT_CUH};
 use rmlx_core::{ArrayData, Dtype, Error, Result};
 use std::sync::Arc;
 
@@ -106,11 +106,7 @@ pub fn gather_qmm(
     if k == 0 || ne == 0 || bx == 0 {
         return ew::arange(gpu, 0.0, 0.0, shape, od);
     }
-    let (mut xd, mut xi) = contiguous_input(gpu, xa)?;
-    if !xi.base().is_multiple_of(16) {
-        xd = ew::copy(gpu, &xd, xd.dtype)?;
-        xi = input(gpu, &xd)?;
-    }
+    let (xd, xp) = decode_rows(gpu, xa)?;
     let (_kw, wi) = contiguous_input(gpu, wa)?;
     let (_ks, si) = contiguous_input(gpu, sa)?;
     let (_kb, bi) = contiguous_input(gpu, &x[3])?;
@@ -134,7 +130,7 @@ pub fn gather_qmm(
             let f = get(gpu, &name, &src)?;
             let esz = |d: Dtype| d.size() as u64;
             let mut a = Args::new();
-            a.ptr(xi.base() + (m0 * k) as u64 * esz(xa.dtype))
+            a.ptr(xp + (m0 * k) as u64 * esz(xa.dtype))
                 .ptr(wi.base())
                 .ptr(si.base())
                 .ptr(bi.base())
@@ -165,7 +161,7 @@ pub fn gather_qmm(
     let (name, src) = gather_qmm_any_source(xa.dtype, sa.dtype, od);
     let f = get(gpu, &name, &src)?;
     let mut a = Args::new();
-    a.ptr(xi.base())
+    a.ptr(xp)
         .ptr(wi.base())
         .ptr(si.base())
         .ptr(bi.base())

@@ -6,7 +6,8 @@ use crate::context::Gpu;
 use crate::data::{contiguous_input, ctype, input, output, tag};
 use crate::launch::{Args, Grid};
 use crate::ops::elementwise as ew;
-use crate::ops::quantized::{quantize_x_source, QUANT_CUH, XBLOCK_META};
+use crate::ops::quantized::{decode_rows, int8_decode, quantize_rows, QUANT_CUH};
+use rmlx_core::fast::{ROUTE_MAX_E, ROUTE_MAX_K};
 use rmlx_core::primitive::MoeRouting;
 use rmlx_core::{ArrayData, Dtype, Error, Result};
 use std::sync::Arc;
@@ -52,10 +53,12 @@ pub fn route(
     const OP: &str = "moe_route";
     let l = x.first().ok_or_else(|| bad(OP, "expected [logits]"))?;
     let e = l.shape.last().copied().unwrap_or(0);
-    if !l.dtype.is_float() || k == 0 || k > 32 || k > e || e > 8192 {
+    if !l.dtype.is_float() || k == 0 || k > ROUTE_MAX_K || k > e || e > ROUTE_MAX_E {
         return Err(bad(
             OP,
-            &format!("needs float logits, 1 <= k <= min(32, E), E <= 8192; got {k} of {e}"),
+            &format!(
+                "needs float logits, 1 <= k <= min({ROUTE_MAX_K}, E), E <= {ROUTE_MAX_E}; got {k} of {e}"
+            ),
         ));
     }
     let (out, optr) = output(gpu, shape, Dtype::U32)?;
@@ -72,8 +75,8 @@ pub fn route(
     };
     let (name, src) = route_source(l.dtype, routing);
     let f = get(gpu, &name, &src)?;
-    // warps per block: their scores fit 32 KiB of shared memory
-    let wpb = (8192 / e).clamp(1, 4);
+    // warps per block: their scores fit 32 KiB of shared memory (one warp's at most)
+    let wpb = (ROUTE_MAX_E / e).clamp(1, 4);
     let mut a = Args::new();
     a.ptr(li.base())
         .ptr(optr)
@@ -143,17 +146,6 @@ fn rows_input(gpu: &Arc<Gpu>, a: &ArrayData) -> Result<(ArrayData, u64, i64)> {
     Ok((d, i.base(), k as i64))
 }
 
-/// x (or h) rows contiguous and 16-byte aligned for the decode loop's vector loads; the kept
-/// copy (if any) must outlive the launch.
-fn aligned_rows(gpu: &Arc<Gpu>, a: &ArrayData) -> Result<(ArrayData, u64)> {
-    let (mut d, mut i) = contiguous_input(gpu, a)?;
-    if !i.base().is_multiple_of(16) {
-        d = ew::copy(gpu, &d, d.dtype)?;
-        i = input(gpu, &d)?;
-    }
-    Ok((d, i.base()))
-}
-
 /// A stack `[wq [E, N, W], scales, biases [E, N, G]]`: device pointers, and (E, N).
 fn stack(
     gpu: &Arc<Gpu>,
@@ -210,28 +202,20 @@ pub fn gather_swiglu(
     if out.numel() == 0 {
         return Ok(out);
     }
-    let (_kx, xp) = aligned_rows(gpu, &x[0])?;
+    let (_kx, xp) = decode_rows(gpu, &x[0])?;
     let (_ki, ip, irs) = rows_input(gpu, &x[7])?;
-    let int8 = (bits == 4 || bits == 8) && group_size >= 32 && !exact;
     // int8 x: quantized per 32 once per token, for every chosen expert's gate and up rows
-    let mut _xq = None;
-    let (name, src) = if int8 {
-        let (xq, xqp) = output(gpu, &[t * kdim], Dtype::U8)?;
-        let (meta, metap) = output(gpu, &[t * kdim / 32 * XBLOCK_META], Dtype::U8)?;
-        let (qn, qs) = quantize_x_source(x[0].dtype, bits);
-        let qf = get(gpu, &qn, &qs)?;
-        let mut a = Args::new();
-        a.ptr(xp).ptr(xqp).ptr(metap).i32(t as i32).i64(kdim as i64);
-        gpu.launch(&qf, &qn, Grid::elems(t * kdim), &mut a)?;
-        _xq = Some((xq, meta, xqp, metap));
-        swiglu8_source(x[2].dtype, od, bits)
-    } else {
-        swiglu_source(x[0].dtype, x[2].dtype, od, bits)
+    let xq = int8_decode(bits, group_size, exact)
+        .then(|| quantize_rows(gpu, (xp, x[0].dtype), t, kdim, bits))
+        .transpose()?;
+    let (name, src) = match xq {
+        Some(_) => swiglu8_source(x[2].dtype, od, bits),
+        None => swiglu_source(x[0].dtype, x[2].dtype, od, bits),
     };
     let f = get(gpu, &name, &src)?;
     let mut a = Args::new();
-    match &_xq {
-        Some((_, _, xqp, metap)) => a.ptr(*xqp).ptr(*metap),
+    match &xq {
+        Some(q) => a.ptr(q.xq).ptr(q.meta),
         None => a.ptr(xp),
     }
     .ptr(gp[0])
@@ -295,7 +279,7 @@ pub fn gather_weighted_sum(
     if k == 0 || kdim == 0 {
         return ew::arange(gpu, 0.0, 0.0, shape, od);
     }
-    let (_kh, hp) = aligned_rows(gpu, &x[0])?;
+    let (_kh, hp) = decode_rows(gpu, &x[0])?;
     let (_ki, ip, irs) = rows_input(gpu, &x[4])?;
     let (_kt, tp, wrs) = rows_input(gpu, &x[5])?;
     let (_kr, rp, rd) = match x.get(6) {
@@ -359,7 +343,6 @@ mod tests {
             if bits == 4 || bits == 8 {
                 body.push_str(&swiglu8_source(b, b, bits).1);
                 body.push_str(&swiglu8_source(Dtype::F32, Dtype::F32, bits).1);
-                body.push_str(&quantize_x_source(b, bits).1);
             }
             body.push_str(&down_sum_source(b, b, b, b, bits).1);
         }

@@ -124,7 +124,7 @@ pub fn quantize_x_source(x: Dtype, bits: usize) -> (String, String) {
 }
 
 /// Bytes of one int8 block's meta (`RqXBlock`: step, Σx, Σxq, padding).
-pub(crate) const XBLOCK_META: usize = 16;
+const XBLOCK_META: usize = 16;
 
 /// Codes one warp step of the decode kernel covers (32 lanes x 32 codes, for every width).
 const QMV_STEP: usize = 1024;
@@ -280,6 +280,59 @@ pub fn dequantize(
     Ok(out)
 }
 
+/// x as the decode kernels read it: rows contiguous and 16-byte aligned for their vector loads
+/// (a copy where they are not), and its device address. The returned data must outlive the
+/// launches.
+pub(crate) fn decode_rows(gpu: &Arc<Gpu>, x: &ArrayData) -> Result<(ArrayData, u64)> {
+    let (mut d, mut i) = contiguous_input(gpu, x)?;
+    if !i.base().is_multiple_of(16) {
+        d = ew::copy(gpu, &d, d.dtype)?;
+        i = input(gpu, &d)?;
+    }
+    Ok((d, i.base()))
+}
+
+/// Whether decode products of `bits`-bit weights in groups of `group_size` take int8 x (the
+/// `dp4a` kernels), as long as the op was not recorded exact.
+pub(crate) fn int8_decode(bits: usize, group_size: usize, exact: bool) -> bool {
+    (bits == 4 || bits == 8) && group_size >= 32 && !exact
+}
+
+/// x quantized to int8 per 32 (`rq_quantize_x`): device addresses of the codes and the blocks'
+/// meta, and the buffers, which must outlive the launches that read them.
+pub(crate) struct QuantizedX {
+    _bufs: (ArrayData, ArrayData),
+    pub xq: u64,
+    pub meta: u64,
+}
+
+/// Quantizes `rows` rows of `k` elements of dtype `xd` at `xptr` for `bits`-bit weights.
+pub(crate) fn quantize_rows(
+    gpu: &Arc<Gpu>,
+    (xptr, xd): (u64, Dtype),
+    rows: usize,
+    k: usize,
+    bits: usize,
+) -> Result<QuantizedX> {
+    let (xq, xqp) = output(gpu, &[rows * k], Dtype::U8)?;
+    let (meta, metap) = output(gpu, &[rows * k / 32 * XBLOCK_META], Dtype::U8)?;
+    let (qn, qs) = quantize_x_source(xd, bits);
+    let qf = get(gpu, &qn, &qs)?;
+    let mut a = Args::new();
+    a.ptr(xptr)
+        .ptr(xqp)
+        .ptr(metap)
+        .i32(rows as i32)
+        .i64(k as i64);
+    // one warp per block of 32 elements
+    gpu.launch(&qf, &qn, Grid::elems(rows * k), &mut a)?;
+    Ok(QuantizedX {
+        _bufs: (xq, meta),
+        xq: xqp,
+        meta: metap,
+    })
+}
+
 /// A batch of row-contiguous matrices `[..., R, C]` as (device input, batch stride in
 /// elements), without a copy where the batch axes collapse to one stride (broadcast weights
 /// have stride 0); a contiguous copy otherwise.
@@ -384,12 +437,7 @@ pub fn quantized_matmul(
     let m = numel / n / batch.max(1);
     if transpose && m <= DECODE_MAX_ROWS && k.is_multiple_of(32) && batch <= 65_535 {
         let (out, yptr) = output(gpu, shape, od)?;
-        // x rows: contiguous and 16-byte aligned for the vector loads
-        let (mut xd, mut xi) = contiguous_input(gpu, xa)?;
-        if !xi.base().is_multiple_of(16) {
-            xd = ew::copy(gpu, &xd, xd.dtype)?;
-            xi = input(gpu, &xd)?;
-        }
+        let (xd, xp) = decode_rows(gpu, xa)?;
         let (_kw, wi, wbs) = mat_batch(gpu, wa)?;
         let (_ks, si, sbs) = mat_batch(gpu, sa)?;
         let (_kb, bi, bbs) = mat_batch(gpu, ba)?;
@@ -399,20 +447,8 @@ pub fn quantized_matmul(
             3 | 4 => 4,
             _ => 8,
         };
-        if (bits == 4 || bits == 8) && group_size >= 32 && !exact {
-            let rows = batch.max(1) * m;
-            let (xq, xqp) = output(gpu, &[rows * k], Dtype::U8)?;
-            let (meta, metap) = output(gpu, &[rows * k / 32 * XBLOCK_META], Dtype::U8)?;
-            let (qn, qs) = quantize_x_source(xd.dtype, bits);
-            let qf = get(gpu, &qn, &qs)?;
-            let mut a = Args::new();
-            a.ptr(xi.base())
-                .ptr(xqp)
-                .ptr(metap)
-                .i32(rows as i32)
-                .i64(k as i64);
-            // one warp per block of 32 elements
-            gpu.launch(&qf, &qn, Grid::elems(rows * k), &mut a)?;
+        if int8_decode(bits, group_size, exact) {
+            let xq = quantize_rows(gpu, (xp, xd.dtype), batch.max(1) * m, k, bits)?;
             // measured on an H200 (dev/kernels/qmv): 4 rows per warp for tall matrices and
             // several x rows, 1 row per warp otherwise (more warps in flight)
             let (r, un) = match (mm, n >= 8192) {
@@ -424,7 +460,7 @@ pub fn quantized_matmul(
             let (name, src) = qmv8_source(sa.dtype, od, bits, mm, r, un);
             let f = get(gpu, &name, &src)?;
             let mut a = Args::new();
-            a.ptr(xqp).ptr(metap);
+            a.ptr(xq.xq).ptr(xq.meta);
             let dims = (m, n, k, group_size);
             decode_args(
                 &mut a,
@@ -438,7 +474,7 @@ pub fn quantized_matmul(
                 shared: 0,
             };
             gpu.launch(&f, &name, g, &mut a)?;
-            drop((xd, xq, meta));
+            drop((xd, xq));
             return Ok(out);
         }
         // Rows of at least 4 steps: 4 warps per row group (see the kernel).
@@ -450,7 +486,7 @@ pub fn quantized_matmul(
         let (name, src) = qmv_t_source(xa.dtype, sa.dtype, od, bits, mm, ks);
         let f = get(gpu, &name, &src)?;
         let mut a = Args::new();
-        a.ptr(xi.base());
+        a.ptr(xp);
         let dims = (m, n, k, group_size);
         decode_args(
             &mut a,

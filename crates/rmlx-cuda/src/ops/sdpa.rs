@@ -13,7 +13,7 @@ use crate::launch::{Args, Grid};
 use rmlx_core::fast::SdpaDims;
 use rmlx_core::primitive::SdpaMask;
 use rmlx_core::{ArrayData, Dtype, Error, Result};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The templated device code.
 pub const SDPA_CUH: &str = include_str!("../../kernels/sdpa.cuh");
@@ -27,30 +27,29 @@ const TARGET_BLOCKS: usize = 512;
 const PREFILL_ROWS: usize = 16;
 /// Blocks the decode kernel aims for: (batch, KV head) pairs times key splits.
 const DECODE_TARGET_BLOCKS: usize = 264;
-/// Blocks the decode kernel aims for: `RMLX_SDPA_DEC_BLOCKS` (default
-/// [`DECODE_TARGET_BLOCKS`]), read once (a tuning switch for benchmarks).
-fn decode_target_blocks() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("RMLX_SDPA_DEC_BLOCKS")
+/// A positive count from the environment variable `var`, else `default`, read once into `cell`
+/// (the decode split's tuning switches for benchmarks).
+fn env_count(cell: &'static OnceLock<usize>, var: &str, default: usize) -> usize {
+    *cell.get_or_init(|| {
+        std::env::var(var)
             .ok()
             .and_then(|v| v.parse().ok())
             .filter(|&n| n > 0)
-            .unwrap_or(DECODE_TARGET_BLOCKS)
+            .unwrap_or(default)
     })
 }
 
-/// Fewest keys per split of the decode kernel: `RMLX_SDPA_DEC_MIN_KEYS` (default 16), read
-/// once (a tuning switch for benchmarks).
+/// Blocks the decode kernel aims for: `RMLX_SDPA_DEC_BLOCKS`, default [`DECODE_TARGET_BLOCKS`].
+fn decode_target_blocks() -> usize {
+    static N: OnceLock<usize> = OnceLock::new();
+    env_count(&N, "RMLX_SDPA_DEC_BLOCKS", DECODE_TARGET_BLOCKS)
+}
+
+/// Fewest keys per split of the keys-across-warps decode kernel: `RMLX_SDPA_DEC_MIN_KEYS`,
+/// default 16.
 fn decode_min_keys() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("RMLX_SDPA_DEC_MIN_KEYS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(16)
-    })
+    static N: OnceLock<usize> = OnceLock::new();
+    env_count(&N, "RMLX_SDPA_DEC_MIN_KEYS", 16)
 }
 
 /// Smallest key range worth a split of its own.
@@ -203,7 +202,7 @@ fn rows_aligned16(x: &ArrayData) -> bool {
 /// `RMLX_SDPA_DEC_LK=0` keeps decode attention on the keys-across-warps kernel (an ablation
 /// switch), read once.
 fn lanes_over_keys() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var("RMLX_SDPA_DEC_LK").map_or(true, |v| v != "0"))
 }
 
