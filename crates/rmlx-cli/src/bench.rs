@@ -211,6 +211,9 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
     if kernels > 0 {
         println!("Decode step replayed as a CUDA graph of {kernels} kernels and copies");
     }
+    if let Some(table) = rmlx::cuda::profile::report() {
+        eprint!("{table}");
+    }
     if !made.is_empty() {
         roofline(model, &made, &a, mean(|t| t.generation_tps))?;
     }

@@ -136,6 +136,11 @@ impl Gpu {
             return Ok(());
         }
         self.bind()?;
+        let timed = if self.alloc.capturing() {
+            None
+        } else {
+            crate::profile::begin(&self.stream)
+        };
         let mut ptrs: Vec<*mut c_void> = args
             .vals
             .iter_mut()
@@ -189,6 +194,7 @@ impl Gpu {
             }
             .map_err(|e| cuda_err(&format!("launching {name}"), e))?;
         }
+        crate::profile::end(&self.stream, name, timed);
         if crate::stats::sync_each_kernel() && !self.alloc.capturing() {
             // Debug mode: a fault is reported by the kernel (and so the op) that caused it.
             self.stream

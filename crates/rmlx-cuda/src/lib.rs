@@ -10,6 +10,7 @@ pub mod graph;
 pub mod kernels;
 pub mod launch;
 pub mod ops;
+pub mod profile;
 pub mod staging;
 pub mod stats;
 
