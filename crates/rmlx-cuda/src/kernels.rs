@@ -18,6 +18,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Definitions every kernel source starts with: dtypes, conversions, strided indexing.
 pub const PRELUDE: &str = include_str!("../kernels/prelude.cuh");
 
+/// Tensor-core helpers (ldmatrix, mma.sync, cp.async) for the kernels that use them.
+pub const MMA_CUH: &str = include_str!("../kernels/mma.cuh");
+
 /// FNV-1a, 64 bits: a stable hash for cache file names (std's hasher may change between
 /// Rust releases).
 pub fn fnv64(parts: &[&[u8]]) -> u64 {

@@ -56,12 +56,24 @@ impl SwitchLinear {
     /// `[..., M, out]`, each batch entry through expert `indices[...]`. `sorted_indices`
     /// promises sorted indices (a speed hint).
     pub fn forward(&self, x: &Array, indices: &Array, sorted_indices: bool) -> Result<Array> {
+        self.forward_rows(x, None, indices, sorted_indices)
+    }
+
+    /// As `forward`, with entry `i` reading x's batch entry `x_rows[i]` (`gather_mm`'s
+    /// `lhs_indices`): the rows are gathered by the product instead of copied first.
+    pub fn forward_rows(
+        &self,
+        x: &Array,
+        x_rows: Option<&Array>,
+        indices: &Array,
+        sorted_indices: bool,
+    ) -> Result<Array> {
         let (y, bias) = match self {
             SwitchLinear::Dense { weight, bias } => (
                 ops::gather_mm(
                     x,
                     &ops::swapaxes(weight, -1, -2)?,
-                    None,
+                    x_rows,
                     Some(indices),
                     sorted_indices,
                 )?,
@@ -79,7 +91,7 @@ impl SwitchLinear {
                     wq,
                     scales,
                     biases,
-                    None,
+                    x_rows,
                     Some(indices),
                     true,
                     q.group_size,
@@ -123,14 +135,19 @@ impl SwitchGlu {
             )?);
         }
         // Prefill: one row per (token, expert) pair, sorted by expert; results unsorted after.
+        // The products read each pair's token row through lhs indices (no gathered copy of x).
         let k = indices.shape()[indices.ndim() - 1];
         let flat = ops::reshape(indices, &[-1])?;
         let order = ops::argsort(&flat, Some(0))?;
         let inv_order = ops::argsort(&order, Some(0))?;
         let tokens = ops::floor_divide(&order, &Array::scalar(k as u32))?;
-        let xs = ops::take(&ops::flatten(&x, 0, -3)?, &tokens, Some(0))?; // [T*k, 1, D]
+        let xt = ops::flatten(&x, 0, -3)?; // [T, 1, D]
         let idx = ops::take(&flat, &order, Some(0))?; // [T*k] sorted
-        let h = self.hidden(&xs, &idx, true)?;
+        let up = self.up_proj.forward_rows(&xt, Some(&tokens), &idx, true)?;
+        let gate = self
+            .gate_proj
+            .forward_rows(&xt, Some(&tokens), &idx, true)?;
+        let h = ops::silu_mul(&gate, &up)?; // [T*k, 1, H]
         let y = self.down_proj.forward(&h, &idx, true)?; // [T*k, 1, D]
         let y = ops::take(&y, &inv_order, Some(0))?;
         let d = y.shape()[y.ndim() - 1] as i64;

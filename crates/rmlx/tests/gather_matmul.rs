@@ -252,3 +252,85 @@ proptest! {
         check_against_loop(e, m, &rhs, q.0, q.1, sort)?;
     }
 }
+
+/// On a GPU, prefill-sized products of 16-bit x take the grouped tensor-core kernel: sorted
+/// runs longer and shorter than a tile, unsorted entries, several rows per entry gathered
+/// through lhs, N not a multiple of the tile, every width and group size. Checked against f64
+/// products with the dequantized weights (the kernel rounds them to x's dtype: ~1e-2 of the
+/// output's scale at most; a wrong row, expert or column is off by the scale itself).
+#[test]
+fn gpu_grouped_prefill_matches_f64_products() {
+    let Some(g) = common::gpu() else { return };
+    let (e, n, k) = (7usize, 200usize, 256usize);
+    // expert counts 0, 70, 1, 129, 0, 3, 60 (sorted), then a shuffled copy
+    let counts = [0usize, 70, 1, 129, 0, 3, 60];
+    let sorted: Vec<u32> = counts
+        .iter()
+        .enumerate()
+        .flat_map(|(ex, &c)| std::iter::repeat_n(ex as u32, c))
+        .collect();
+    let shuffled: Vec<u32> = (0..sorted.len())
+        .map(|i| sorted[(i * 101) % sorted.len()])
+        .collect();
+    let key = |s| ops::random::key(s);
+    for (bits, gs, xd) in [
+        (4usize, 64usize, Dtype::BF16),
+        (8, 32, Dtype::BF16),
+        (2, 128, Dtype::F16),
+        (3, 64, Dtype::BF16),
+        (5, 32, Dtype::F16),
+        (6, 128, Dtype::BF16),
+    ] {
+        let w = ops::random::normal(&[e, n, k], Dtype::F32, 0.0, 0.1, Some(&key(40))).unwrap();
+        let (wq, s, b) = quantize(&ops::astype(&w, xd), gs, bits).unwrap();
+        let dense = vals(&ops::astype(
+            &ops::dequantize(&wq, &s, &b, gs, bits).unwrap(),
+            Dtype::F32,
+        ));
+        for (m, rhs, lhs) in [
+            (1usize, sorted.clone(), None),
+            (1, shuffled.clone(), None),
+            (3, sorted[60..110].to_vec(), Some(5usize)),
+        ] {
+            let what = format!("bits {bits} gs {gs} {xd} m {m} entries {}", rhs.len());
+            let bx = lhs.unwrap_or(rhs.len());
+            let x = ops::random::normal(&[bx, m, k], Dtype::F32, 0.0, 1.0, Some(&key(41))).unwrap();
+            let x = ops::astype(&x, xd);
+            let xv = vals(&ops::astype(&x, Dtype::F32));
+            let li: Vec<u32> = (0..rhs.len()).map(|i| (i * 3 % bx) as u32).collect();
+            let (la, ra) = (
+                Array::from_slice(&li, &[rhs.len()]).unwrap(),
+                Array::from_slice(&rhs, &[rhs.len()]).unwrap(),
+            );
+            let lhs_arg = lhs.map(|_| &la);
+            let got = rmlx::with_device(g, || {
+                gather_qmm(&x, &wq, &s, &b, lhs_arg, Some(&ra), true, gs, bits, true).unwrap()
+            });
+            assert_eq!(got.shape(), &[rhs.len(), m, n], "{what}");
+            let got = vals(&ops::astype(&got, Dtype::F32));
+            let mut want = Vec::with_capacity(got.len());
+            for (i, &ex) in rhs.iter().enumerate() {
+                let xb = if lhs.is_some() { li[i] as usize } else { i };
+                for r in 0..m {
+                    let xr = &xv[(xb * m + r) * k..(xb * m + r + 1) * k];
+                    for col in 0..n {
+                        let wr = &dense[(ex as usize * n + col) * k..][..k];
+                        want.push(
+                            xr.iter()
+                                .zip(wr)
+                                .map(|(a, b)| *a as f64 * *b as f64)
+                                .sum::<f64>(),
+                        );
+                    }
+                }
+            }
+            let scale = want.iter().fold(1e-3f64, |a, v| a.max(v.abs()));
+            for (j, (gv, wv)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (*gv as f64 - wv).abs() <= 1.5e-2 * scale,
+                    "{what}: [{j}] {gv} vs {wv} (scale {scale})"
+                );
+            }
+        }
+    }
+}

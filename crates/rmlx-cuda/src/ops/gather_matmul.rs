@@ -12,6 +12,7 @@
 
 use crate::context::Gpu;
 use crate::data::{contiguous_input, ctype, input, output, tag};
+use crate::kernels::MMA_CUH;
 use crate::launch::{Args, Grid};
 use crate::ops::elementwise as ew;
 use crate::ops::quantized::{decode_rows, DECODE_MAX_ROWS, QUANT_CUH};
@@ -25,7 +26,7 @@ fn get(gpu: &Arc<Gpu>, name: &str, wrapper: &str) -> Result<cudarc::driver::Cuda
     gpu.kernels.get(
         &gpu.ctx,
         name,
-        &format!("{QUANT_CUH}\n{GATHER_CUH}\n{wrapper}"),
+        &format!("{QUANT_CUH}\n{MMA_CUH}\n{GATHER_CUH}\n{wrapper}"),
     )
 }
 
@@ -35,6 +36,25 @@ pub fn gather_qmv_source(x: Dtype, s: Dtype, o: Dtype, bits: usize, mm: usize) -
     let (cx, cs, co) = (ctype(x), ctype(s), ctype(o));
     let src = format!(
         "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* x, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const u32* lhs, const u32* rhs, i64 nb, i64 bx, i64 ne, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 ybs) {{\n  rg_gather_qmv_t<{cx}, {cs}, {co}, {bits}, {mm}>(x, w, s, b, y, lhs, rhs, nb, bx, ne, M, N, K, gs_shift, xbs, wbs, sbs, ybs);\n}}\n"
+    );
+    (name, src)
+}
+
+/// The tile-listing kernel of the grouped prefill product.
+pub fn gather_tiles_source() -> (String, String) {
+    let name = "rg_tiles_k".to_string();
+    let src = format!(
+        "extern \"C\" __global__ void __launch_bounds__(1024) {name}(const u32* rhs, i64 nb, int M, i64 ne, u32* runs, RgTile* tiles, u32* ntiles) {{\n  rg_tiles(rhs, nb, M, ne, runs, tiles, ntiles);\n}}\n"
+    );
+    (name, src)
+}
+
+/// The grouped tensor-core prefill kernel (x of a 16-bit float dtype).
+pub fn gather_mma_source(x: Dtype, s: Dtype, o: Dtype, bits: usize) -> (String, String) {
+    let name = format!("rg_qmm_mma_{}_{}_{}_b{bits}", tag(x), tag(s), tag(o));
+    let (cx, cs, co) = (ctype(x), ctype(s), ctype(o));
+    let src = format!(
+        "extern \"C\" __global__ void __launch_bounds__(256) {name}(const {cx}* x, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const u32* lhs, const RgTile* tiles, const u32* ntiles, i64 bx, int M, i64 N, i64 K, int gs_shift, i64 wbs, i64 sbs) {{\n  rg_qmm_mma<{cx}, {cs}, {co}, {bits}>(x, w, s, b, y, lhs, tiles, ntiles, bx, M, N, K, gs_shift, wbs, sbs);\n}}\n"
     );
     (name, src)
 }
@@ -116,6 +136,29 @@ pub fn gather_qmm(
         (wa.shape[1] * wa.shape[2]) as i64,
         (sa.shape[1] * sa.shape[2]) as i64,
     );
+    if grouped_prefill(xa.dtype, transpose, k, nb * m) {
+        let io = Prefill {
+            x: xp,
+            w: wi.base(),
+            s: si.base(),
+            b: bi.base(),
+            y: yptr,
+            lhs: li.base(),
+            rhs: ri.base(),
+        };
+        let dims = (nb, bx, ne, m, n, k);
+        grouped_qmm(
+            gpu,
+            io,
+            dims,
+            (xa.dtype, sa.dtype, od),
+            group_size,
+            bits,
+            (wbs, sbs),
+        )?;
+        drop(xd);
+        return Ok(out);
+    }
     if transpose && k.is_multiple_of(32) {
         // rows of x in chunks of at most DECODE_MAX_ROWS (each chunk re-reads the expert)
         for m0 in (0..m).step_by(DECODE_MAX_ROWS) {
@@ -180,6 +223,102 @@ pub fn gather_qmm(
     gpu.launch(&f, &name, Grid::elems(nb * m * n * 32), &mut a)?;
     drop(xd);
     Ok(out)
+}
+
+/// Rows of the product from which prefill takes the grouped tensor-core kernel (below, the
+/// decode kernel streams each expert once per row, which costs less than listing tiles).
+const GROUPED_MIN_ROWS: usize = 32;
+
+/// Codes per step of the grouped kernel along K (`RG_BK`), and its tile sizes (`RG_BM` rows of
+/// the product by `RG_BN` weight rows).
+const RG_BK: usize = 64;
+const RG_BM: usize = 64;
+const RG_BN: usize = 128;
+
+/// Whether a product takes the grouped tensor-core kernel: transposed weights, 16-bit float x,
+/// K in whole steps, enough rows; `RMLX_GROUPED_QMM=0` switches it off (an ablation switch).
+fn grouped_prefill(xd: Dtype, transpose: bool, k: usize, rows: usize) -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let on = *ON.get_or_init(|| std::env::var("RMLX_GROUPED_QMM").map_or(true, |v| v != "0"));
+    on && transpose
+        && matches!(xd, Dtype::BF16 | Dtype::F16)
+        && k.is_multiple_of(RG_BK)
+        && rows >= GROUPED_MIN_ROWS
+}
+
+/// Device addresses of a grouped product's operands.
+struct Prefill {
+    x: u64,
+    w: u64,
+    s: u64,
+    b: u64,
+    y: u64,
+    lhs: u64,
+    rhs: u64,
+}
+
+/// The grouped prefill product: `rg_tiles` lists the tiles of rows that share a matrix, then
+/// `rg_qmm_mma` runs over them. `dims`: (entries, x batches, matrices, M, N, K).
+fn grouped_qmm(
+    gpu: &Arc<Gpu>,
+    io: Prefill,
+    (nb, bx, ne, m, n, k): (usize, usize, usize, usize, usize, usize),
+    (xd, sd, od): (Dtype, Dtype, Dtype),
+    group_size: usize,
+    bits: usize,
+    (wbs, sbs): (i64, i64),
+) -> Result<()> {
+    // at most one partial tile per run, and runs are at most the entries (unsorted)
+    let max_tiles = (nb * m).div_ceil(RG_BM) + nb;
+    // one scratch buffer: tiles (4 words each), their count, the runs (nb + 1)
+    let (_scratch, sp) = output(gpu, &[max_tiles * 4 + 1 + nb + 1], Dtype::U32)?;
+    let (tiles, count, runs) = (
+        sp,
+        sp + (max_tiles * 16) as u64,
+        sp + (max_tiles * 16 + 4) as u64,
+    );
+    let (tn, ts) = gather_tiles_source();
+    let tf = get(gpu, &tn, &ts)?;
+    let mut a = Args::new();
+    a.ptr(io.rhs)
+        .i64(nb as i64)
+        .i32(m as i32)
+        .i64(ne as i64)
+        .ptr(runs)
+        .ptr(tiles)
+        .ptr(count);
+    let one = Grid {
+        grid: (1, 1, 1),
+        block: (1024, 1, 1),
+        shared: 0,
+    };
+    gpu.launch(&tf, &tn, one, &mut a)?;
+    // sorted entries make at most one partial tile per matrix; blocks loop over any excess
+    let slots = (nb * m).div_ceil(RG_BM) + nb.min(ne);
+    let (name, src) = gather_mma_source(xd, sd, od, bits);
+    let f = get(gpu, &name, &src)?;
+    let mut a = Args::new();
+    a.ptr(io.x)
+        .ptr(io.w)
+        .ptr(io.s)
+        .ptr(io.b)
+        .ptr(io.y)
+        .ptr(io.lhs)
+        .ptr(tiles)
+        .ptr(count)
+        .i64(bx as i64)
+        .i32(m as i32)
+        .i64(n as i64)
+        .i64(k as i64)
+        .i32(group_size.trailing_zeros() as i32)
+        .i64(wbs)
+        .i64(sbs);
+    let g = Grid {
+        grid: (n.div_ceil(RG_BN) as u32, slots.min(65_535) as u32, 1),
+        block: (256, 1, 1),
+        shared: 0,
+    };
+    gpu.launch(&f, &name, g, &mut a)
 }
 
 /// `[a, b, lhs, rhs]` → `[B, M, N]` (see `Primitive::GatherMm`).
@@ -257,7 +396,12 @@ mod tests {
                 let b = Dtype::BF16;
                 body.push_str(&gather_qmv_source(b, b, b, bits, mm).1);
             }
+            for xd in [Dtype::BF16, Dtype::F16] {
+                body.push_str(&gather_mma_source(xd, xd, xd, bits).1);
+            }
         }
+        body.push_str(&gather_tiles_source().1);
+        body.push_str(&gather_mma_source(Dtype::BF16, Dtype::F32, Dtype::F32, 4).1);
         for xd in FL {
             body.push_str(&gather_mm_source(xd).1);
             for sd in FL {
@@ -268,7 +412,10 @@ mod tests {
                 }
             }
         }
-        assert_compiles("gather_all", &format!("{QUANT_CUH}\n{GATHER_CUH}\n{body}"));
+        assert_compiles(
+            "gather_all",
+            &format!("{QUANT_CUH}\n{MMA_CUH}\n{GATHER_CUH}\n{body}"),
+        );
     }
 
     fn host_u32(v: &[u32]) -> ArrayData {
