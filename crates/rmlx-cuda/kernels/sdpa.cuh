@@ -508,3 +508,162 @@ __device__ void rs_sdpa_prefill(const T* __restrict__ q, const T* __restrict__ k
     for (int e = 0; e < D / 8; ++e) orow[c8 + 8 * e] = from_f<T>(acc[e] * inv);
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Prefill on tensor cores (16-bit q/k/v, no mask or causal with at least as many keys as
+// queries, D of 64 or 128, rows contiguous along D and 16-byte aligned): one block of 4 warps
+// per (RF_BQ query rows, query head), each warp 16 rows; K and V tiles of RF_BK keys copied to
+// shared memory by cp.async, the next K tile in flight during the softmax and P V, the next V
+// tile during the next Q Kᵀ. Q Kᵀ and P V on mma.sync m16n8k16 (f32 accumulation; P rounded to
+// the input type as flash attention does); online softmax in f32 on the exp2 scale, the row
+// sums kept per lane and reduced once at the end. Needs mma.cuh.
+#define RF_BQ 64
+#define RF_BK 64
+
+template <class T, int MASK, int D>
+__device__ void rs_sdpa_flash(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                              T* __restrict__ out, Sd4 ql, Sd4 kl, Sd4 vl, int Hq, int Hkv, int L, int S,
+                              float scale) {
+  constexpr int LD = D + 8;   // shared row stride: ldmatrix rows in distinct banks
+  constexpr int CH = D / 8;   // 16-byte chunks per row
+  constexpr int KD = D / 16;  // k-steps of Q Kᵀ
+  __shared__ __align__(16) unsigned short ks[RF_BK * LD];
+  __shared__ __align__(16) unsigned short vs[RF_BK * LD];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int i0 = (gridDim.x - 1 - blockIdx.x) * RF_BQ;  // the longest causal rows start first
+  const int h = (int)(blockIdx.y % Hq);
+  const i64 bb = blockIdx.y / Hq;
+  const int hk = h / (Hq / Hkv);
+  const T* qb = q + ql.off + bb * ql.s[0] + h * ql.s[1];
+  const T* kb = k + kl.off + bb * kl.s[0] + hk * kl.s[1];
+  const T* vb = v + vl.off + bb * vl.s[0] + hk * vl.s[1];
+  // Q tile through ks into A fragments, kept in registers for every key tile
+  for (int c = tid; c < RF_BQ * CH; c += blockDim.x) {
+    const int r = c / CH, d8 = (c % CH) * 8, i = i0 + r;
+    uint4 val = make_uint4(0, 0, 0, 0);
+    if (i < L) val = *reinterpret_cast<const uint4*>(qb + (i64)i * ql.s[2] + d8);
+    *reinterpret_cast<uint4*>(&ks[r * LD + d8]) = val;
+  }
+  __syncthreads();
+  u32 qf[KD][4];
+#pragma unroll
+  for (int kd = 0; kd < KD; ++kd)
+    tc_ldmatrix4(tc_smem(&ks[(warp * 16 + (lane & 15)) * LD + kd * 16 + (lane >> 4) * 8]), qf[kd]);
+  __syncthreads();
+  // keys the block's rows may see (end-aligned causal: row i sees j <= i + S - L)
+  int kend = S;
+  if (MASK == 1) kend = min(S, min(i0 + RF_BQ, L) + S - L);
+  const int ntiles = (kend + RF_BK - 1) / RF_BK;
+  auto load = [&](const T* base, i64 rs, unsigned short* dst, int j0) {
+    for (int c = tid; c < RF_BK * CH; c += blockDim.x) {
+      const int r = c / CH, d8 = (c % CH) * 8, j = j0 + r;
+      const bool ok = j < S;
+      tc_cp16(tc_smem(&dst[r * LD + d8]), base + (i64)(ok ? j : 0) * rs + d8, ok);
+    }
+  };
+  if (ntiles > 0) load(kb, kl.s[2], ks, 0);
+  tc_commit();
+  if (ntiles > 0) load(vb, vl.s[2], vs, 0);
+  tc_commit();
+  const float NEG_INF = -__int_as_float(0x7f800000);
+  const float sl2 = scale * 1.4426950408889634f;
+  float o[D / 8][4];
+#pragma unroll
+  for (int a = 0; a < D / 8; ++a)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) o[a][c] = 0.0f;
+  float mrow[2] = {NEG_INF, NEG_INF}, lrow[2] = {0.0f, 0.0f};
+  const int row_a = i0 + warp * 16 + (lane >> 2);  // this lane's rows: row_a and row_a + 8
+  for (int t = 0; t < ntiles; ++t) {
+    const int j0 = t * RF_BK;
+    tc_wait<1>();  // K tile t
+    __syncthreads();
+    float s[RF_BK / 8][4];
+#pragma unroll
+    for (int a = 0; a < RF_BK / 8; ++a)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) s[a][c] = 0.0f;
+#pragma unroll
+    for (int kd = 0; kd < KD; ++kd)
+#pragma unroll
+      for (int nj = 0; nj < RF_BK / 16; ++nj) {
+        u32 b[4];
+        tc_ldmatrix4(tc_smem(&ks[(nj * 16 + (lane & 7) + ((lane >> 4) << 3)) * LD + kd * 16 + ((lane >> 3) & 1) * 8]), b);
+        TcMma<T>::run(s[2 * nj], qf[kd], b);
+        TcMma<T>::run(s[2 * nj + 1], qf[kd], b + 2);
+      }
+    __syncthreads();  // every warp is done with ks
+    if (t + 1 < ntiles) load(kb, kl.s[2], ks, j0 + RF_BK);
+    tc_commit();
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = row_a + 8 * r;
+      float mx = NEG_INF;
+#pragma unroll
+      for (int nt = 0; nt < RF_BK / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int col = j0 + nt * 8 + (lane & 3) * 2 + e;
+          bool vis = col < S;
+          if (MASK == 1) vis = vis && col <= row + S - L;
+          const float sv = vis ? s[nt][2 * r + e] * sl2 : NEG_INF;
+          s[nt][2 * r + e] = sv;
+          mx = fmaxf(mx, sv);
+        }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float mn = fmaxf(mrow[r], mx);
+      const float base = mn == NEG_INF ? 0.0f : mn;  // a row that sees nothing yet stays at 0
+      const float corr = exp2f(mrow[r] - base);
+      mrow[r] = mn;
+      float ls = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < RF_BK / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float p = exp2f(s[nt][2 * r + e] - base);
+          s[nt][2 * r + e] = p;
+          ls += p;
+        }
+      lrow[r] = lrow[r] * corr + ls;
+#pragma unroll
+      for (int dt = 0; dt < D / 8; ++dt) {
+        o[dt][2 * r] *= corr;
+        o[dt][2 * r + 1] *= corr;
+      }
+    }
+    tc_wait<1>();  // V tile t
+    __syncthreads();
+#pragma unroll
+    for (int kt = 0; kt < RF_BK / 16; ++kt) {
+      const u32 a[4] = {TcMma<T>::pack(s[2 * kt][0], s[2 * kt][1]), TcMma<T>::pack(s[2 * kt][2], s[2 * kt][3]),
+                        TcMma<T>::pack(s[2 * kt + 1][0], s[2 * kt + 1][1]),
+                        TcMma<T>::pack(s[2 * kt + 1][2], s[2 * kt + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        u32 b[4];
+        tc_ldmatrix4_t(tc_smem(&vs[(kt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + dp * 16 + (lane >> 4) * 8]), b);
+        TcMma<T>::run(o[2 * dp], a, b);
+        TcMma<T>::run(o[2 * dp + 1], a, b + 2);
+      }
+    }
+    __syncthreads();  // every warp is done with vs
+    if (t + 1 < ntiles) load(vb, vl.s[2], vs, j0 + RF_BK);
+    tc_commit();
+  }
+  tc_wait<0>();
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float l = lrow[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int row = row_a + 8 * r;
+    if (row >= L) continue;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    T* orow = out + ((bb * Hq + h) * (i64)L + row) * D;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt)
+      *reinterpret_cast<u32*>(&orow[dt * 8 + (lane & 3) * 2]) =
+          TcMma<T>::pack(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+  }
+}

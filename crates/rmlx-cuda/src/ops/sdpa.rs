@@ -9,6 +9,7 @@
 
 use crate::context::Gpu;
 use crate::data::{ctype, input, output, tag};
+use crate::kernels::MMA_CUH;
 use crate::launch::{Args, Grid};
 use rmlx_core::fast::SdpaDims;
 use rmlx_core::primitive::SdpaMask;
@@ -163,6 +164,37 @@ pub fn prefill_source(t: Dtype, kind: u32, md: Dtype, d: usize) -> (String, Stri
     (name, src)
 }
 
+/// The tensor-core prefill kernel (16-bit `t`, mask none or causal, `D = Dv` of 64 or 128).
+pub fn flash_source(t: Dtype, kind: u32, d: usize) -> (String, String) {
+    let name = format!(
+        "rs_sdpa_flash_{}_{}_d{d}",
+        tag(t),
+        mask_tag(kind, Dtype::F32)
+    );
+    let c = ctype(t);
+    let src = format!(
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {c}* q, const {c}* k, const {c}* v, {c}* out, Sd4 ql, Sd4 kl, Sd4 vl, int Hq, int Hkv, int L, int S, float scale) {{\n  rs_sdpa_flash<{c}, {kind}, {d}>(q, k, v, out, ql, kl, vl, Hq, Hkv, L, S, scale);\n}}\n"
+    );
+    (name, src)
+}
+
+/// Query rows per block of the tensor-core prefill kernel (`RF_BQ`).
+const FLASH_ROWS: usize = 64;
+
+/// Whether prefill takes the tensor-core kernel: 16-bit inputs, no mask or causal with no row
+/// before the first key, D = Dv of 64 or 128, every row 16-byte aligned. `RMLX_SDPA_FLASH=0`
+/// keeps the f32 tiled kernel (an ablation switch).
+fn flash_fits(x: &[ArrayData], dims: &SdpaDims, kind: u32) -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    let on = *ON.get_or_init(|| std::env::var("RMLX_SDPA_FLASH").map_or(true, |v| v != "0"));
+    on && dims.l > 1
+        && dims.d == dims.dv
+        && (dims.d == 64 || dims.d == 128)
+        && matches!(x[0].dtype, Dtype::BF16 | Dtype::F16)
+        && (kind == 0 || (kind == 1 && dims.s >= dims.l))
+        && x[..3].iter().all(rows_aligned16)
+}
+
 /// Whether the decode kernel serves these inputs: one query row, equal head dims of 32 to 256
 /// (a power of two), at most 8 query heads per KV head, rows contiguous and aligned for the
 /// lanes' vector loads.
@@ -270,11 +302,32 @@ pub fn sdpa(
         mi.as_ref().map_or(0, |m| m.ptr),
         optr,
     ];
+    if flash_fits(x, &dims, kind) {
+        let (name, body) = flash_source(q.dtype, kind, d);
+        let f = gpu
+            .kernels
+            .get(&gpu.ctx, &name, &format!("{MMA_CUH}\n{SDPA_CUH}\n{body}"))?;
+        let mut a = Args::new();
+        a.ptr(ptrs[0]).ptr(ptrs[1]).ptr(ptrs[2]).ptr(optr);
+        a.push(sd4(q)).push(sd4(k)).push(sd4(v));
+        a.i32(hq as i32)
+            .i32(hkv as i32)
+            .i32(l as i32)
+            .i32(s as i32)
+            .f32(scale);
+        let grid = Grid {
+            grid: (l.div_ceil(FLASH_ROWS) as u32, (b * hq) as u32, 1),
+            block: (NT as u32, 1, 1),
+            shared: 0,
+        };
+        gpu.launch(&f, &name, grid, &mut a)?;
+        return Ok(out);
+    }
     if l > 1 && d == dv && (d == 64 || d == 128) {
         let (name, body) = prefill_source(q.dtype, kind, md, d);
         let f = gpu
             .kernels
-            .get(&gpu.ctx, &name, &format!("{SDPA_CUH}\n{body}"))?;
+            .get(&gpu.ctx, &name, &format!("{MMA_CUH}\n{SDPA_CUH}\n{body}"))?;
         let mut a = Args::new();
         qkv_args(&mut a, ptrs, None, x, m);
         a.i32(hq as i32)
@@ -305,7 +358,7 @@ pub fn sdpa(
         let (name, body) = decode_source(q.dtype, kind, md, g, dl, lk);
         let f = gpu
             .kernels
-            .get(&gpu.ctx, &name, &format!("{SDPA_CUH}\n{body}"))?;
+            .get(&gpu.ctx, &name, &format!("{MMA_CUH}\n{SDPA_CUH}\n{body}"))?;
         let parts = split_parts(gpu, rows, n_split, dv)?;
         let (pml, pacc) = parts.as_ref().map_or((0, 0), |(a, c)| (a.ptr, c.ptr));
         let mut a = Args::new();
@@ -346,7 +399,7 @@ pub fn sdpa(
     let (name, body) = source(q.dtype, kind, md, dvp);
     let f = gpu
         .kernels
-        .get(&gpu.ctx, &name, &format!("{SDPA_CUH}\n{body}"))?;
+        .get(&gpu.ctx, &name, &format!("{MMA_CUH}\n{SDPA_CUH}\n{body}"))?;
     let parts = split_parts(gpu, rows, n_split, dv)?;
     let (pml, pacc) = parts.as_ref().map_or((0, 0), |(a, c)| (a.ptr, c.ptr));
     let mut a = Args::new();
@@ -406,7 +459,7 @@ fn merge(
     let (mname, mbody) = merge_source(od);
     let mf = gpu
         .kernels
-        .get(&gpu.ctx, &mname, &format!("{SDPA_CUH}\n{mbody}"))?;
+        .get(&gpu.ctx, &mname, &format!("{MMA_CUH}\n{SDPA_CUH}\n{mbody}"))?;
     let mut a = Args::new();
     a.ptr(pml)
         .ptr(pacc)
@@ -453,7 +506,14 @@ mod tests {
                 }
             }
         }
-        assert_compiles("sdpa_all", &format!("{SDPA_CUH}\n{body}"));
+        for t in [Dtype::F16, Dtype::BF16] {
+            for kind in [0, 1] {
+                for d in [64, 128] {
+                    body.push_str(&flash_source(t, kind, d).1);
+                }
+            }
+        }
+        assert_compiles("sdpa_all", &format!("{MMA_CUH}\n{SDPA_CUH}\n{body}"));
     }
 
     /// On a GPU: decode (split keys), GQA, causal and bool masks against a naive reference.
@@ -551,6 +611,109 @@ mod tests {
                             (got - want).abs() < 1e-4,
                             "case {hq} {hkv} {l} {s} {d} {mk} [{h},{i},{t}]: {got} vs {want}"
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    /// 16-bit values (as an ArrayData of `shape` viewed with `strides`) and their f32 values.
+    fn half_data(v: &[f32], bf: bool, shape: &[usize], strides: &[isize]) -> (ArrayData, Vec<f32>) {
+        let (mut a, back): (ArrayData, Vec<f32>) = if bf {
+            let h: Vec<half::bf16> = v.iter().map(|&x| half::bf16::from_f32(x)).collect();
+            let a = rmlx_core::Array::from_slice(&h, &[h.len()]).and_then(|a| a.data());
+            (a.unwrap(), h.iter().map(|x| x.to_f32()).collect())
+        } else {
+            let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
+            let a = rmlx_core::Array::from_slice(&h, &[h.len()]).and_then(|a| a.data());
+            (a.unwrap(), h.iter().map(|x| x.to_f32()).collect())
+        };
+        a.shape = shape.iter().copied().collect();
+        a.strides = strides.iter().copied().collect();
+        (a, back)
+    }
+
+    /// On a GPU: the tensor-core prefill kernel (bf16 and f16, causal square, causal after a
+    /// cached prefix, no mask, GQA, tile tails, K/V read through a cache's strides) against
+    /// f64 attention over the same 16-bit values. Skipped without a CUDA device.
+    #[test]
+    fn flash_prefill_matches_naive_on_gpu() {
+        if crate::device_count() == 0 {
+            eprintln!("skipped: no CUDA device");
+            return;
+        }
+        let gpu = crate::context::gpu(0).unwrap();
+        let f = |n: usize, a: f32| (0..n).map(|i| (i as f32 * a).sin()).collect::<Vec<f32>>();
+        // (hq, hkv, l, s, d, causal)
+        for &(hq, hkv, l, s, d, causal) in &[
+            (8, 2, 100, 100, 128, true),
+            (4, 4, 37, 300, 64, true),
+            (2, 2, 130, 130, 64, false),
+            (32, 8, 200, 200, 128, true),
+            (4, 1, 64, 64, 128, true),
+            (2, 1, 65, 190, 128, false),
+        ] {
+            for bf in [true, false] {
+                let cap = s + 20; // K/V live in a cache of `cap` rows per head
+                let (q, qv) = half_data(
+                    &f(hq * l * d, 0.37),
+                    bf,
+                    &[1, hq, l, d],
+                    &[(hq * l * d) as isize, (l * d) as isize, d as isize, 1],
+                );
+                let kvs = [(hkv * cap * d) as isize, (cap * d) as isize, d as isize, 1];
+                let (k, kv) = half_data(&f(hkv * cap * d, 0.11), bf, &[1, hkv, s, d], &kvs);
+                let (v, vv) = half_data(&f(hkv * cap * d, 0.23), bf, &[1, hkv, s, d], &kvs);
+                let od = if bf { Dtype::BF16 } else { Dtype::F16 };
+                let mask = if causal {
+                    SdpaMask::Causal
+                } else {
+                    SdpaMask::None
+                };
+                let dims = SdpaDims::of("cuda", &[q.clone(), k.clone(), v.clone()], mask).unwrap();
+                assert!(flash_fits(
+                    &[q.clone(), k.clone(), v.clone()],
+                    &dims,
+                    causal as u32
+                ));
+                let scale = 1.0 / (d as f32).sqrt();
+                let y = sdpa(&gpu, &[q, k, v], scale, mask, &[1, hq, l, d], od).unwrap();
+                let y = crate::ops::elementwise::copy(&gpu, &y, Dtype::F32).unwrap();
+                gpu.synchronize().unwrap();
+                y.buffer.ensure_host().unwrap();
+                let y = y.as_slice::<f32>().unwrap();
+                let tol = if bf { 1.5e-2 } else { 4e-3 };
+                for h in 0..hq {
+                    let hk = h / (hq / hkv);
+                    for i in 0..l {
+                        let lim = i + s - l;
+                        let sc: Vec<f64> = (0..s)
+                            .map(|j| {
+                                if causal && j > lim {
+                                    return f64::NEG_INFINITY;
+                                }
+                                (0..d)
+                                    .map(|t| {
+                                        qv[(h * l + i) * d + t] as f64
+                                            * kv[(hk * cap + j) * d + t] as f64
+                                    })
+                                    .sum::<f64>()
+                                    * scale as f64
+                            })
+                            .collect();
+                        let m = sc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                        let e: Vec<f64> = sc.iter().map(|x| (x - m).exp()).collect();
+                        let z: f64 = e.iter().sum();
+                        for t in 0..d {
+                            let want: f64 = (0..s)
+                                .map(|j| e[j] / z * vv[(hk * cap + j) * d + t] as f64)
+                                .sum();
+                            let got = y[(h * l + i) * d + t] as f64;
+                            assert!(
+                                (got - want).abs() < tol,
+                                "case {hq} {hkv} {l} {s} {d} causal {causal} bf16 {bf} [{h},{i},{t}]: {got} vs {want}"
+                            );
+                        }
                     }
                 }
             }
