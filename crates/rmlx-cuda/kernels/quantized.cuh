@@ -80,7 +80,7 @@ __device__ void rq_quantize(const T* __restrict__ w, u32* __restrict__ wq, T* __
 }
 
 // ---------------------------------------------------------------------------------------------
-// dequantize: one thread per output element. MLXR: MLX's rounding for the dequantize op (half
+// dequantize: one thread per 8 output elements. MLXR: MLX's rounding for the dequantize op (half
 // scales: the product and the sum each rounded to the scales' dtype; f32: no fused multiply-add),
 // else scale * q + bias in f32 rounded once to TO (the quantized matmul's temporary).
 
@@ -93,18 +93,60 @@ __device__ __forceinline__ u32 rq_code(const u32* __restrict__ row, i64 c, int b
   return v & ((1u << bits) - 1u);
 }
 
-template <class TS, class TO, bool MLXR>
+// 8 consecutive BITS-bit codes starting at code c (a multiple of 8) of a packed row: BITS bytes
+// of the little-endian bit stream (rows start on word boundaries), code j at bits [j BITS, ..).
+template <int BITS>
+__device__ __forceinline__ u64 rq_codes8(const u32* __restrict__ row, i64 c) {
+  const u8* p = reinterpret_cast<const u8*>(row) + c * BITS / 8;
+  if (BITS == 4) return *reinterpret_cast<const u32*>(p);
+  if (BITS == 8) {
+    const uint2 v = *reinterpret_cast<const uint2*>(p);
+    return (u64)v.x | ((u64)v.y << 32);
+  }
+  if (BITS == 2) return *reinterpret_cast<const unsigned short*>(p);
+  u64 v = 0;
+#pragma unroll
+  for (int j = 0; j < BITS; ++j) v |= (u64)p[j] << (8 * j);
+  return v;
+}
+
+// 8 values to 8 consecutive elements (16-byte aligned; 32 bytes for f32).
+__device__ __forceinline__ void store8(float* p, const float* v) {
+  *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  *reinterpret_cast<float4*>(p + 4) = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ __forceinline__ void store8(f16* p, const float* v) {
+  u32 w[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) w[j] = (u32)f2h(v[2 * j]) | ((u32)f2h(v[2 * j + 1]) << 16);
+  *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+}
+__device__ __forceinline__ void store8(bf16* p, const float* v) {
+  u32 w[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) w[j] = (u32)f2bh(v[2 * j]) | ((u32)f2bh(v[2 * j + 1]) << 16);
+  *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// One thread per 8 codes (a group holds whole runs of 8: group sizes are multiples of 16), one
+// 16-byte store (32 for f32). n: elements, a multiple of 8.
+template <class TS, class TO, bool MLXR, int BITS>
 __device__ void rq_dequantize(const u32* __restrict__ wq, const TS* __restrict__ s, const TS* __restrict__ b,
-                              TO* __restrict__ y, i64 n, i64 K, int gs, int bits) {
-  const i64 W = K * bits / 32, G = K / gs;
-  GRID_LOOP(i, n) {
-    const i64 r = i / K, c = i % K;
-    const float q = (float)rq_code(wq + r * W, c, bits);
-    const float sf = to_f(s[r * G + c / gs]), bf = to_f(b[r * G + c / gs]);
-    float v = __fmul_rn(sf, q);
-    if (MLXR && sizeof(TS) == 2) v = to_f(from_f<TS>(v));
-    v = __fadd_rn(v, bf);
-    y[i] = from_f<TO>(v);
+                              TO* __restrict__ y, i64 n, i64 K, int gs) {
+  const i64 W = K * BITS / 32, G = K / gs;
+  GRID_LOOP(c, n / 8) {
+    const i64 i = c * 8, r = i / K, col = i - r * K;
+    const u64 codes = rq_codes8<BITS>(wq + r * W, col);
+    const float sf = to_f(s[r * G + col / gs]), bf = to_f(b[r * G + col / gs]);
+    float o[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const float q = (float)((codes >> (j * BITS)) & ((1u << BITS) - 1u));
+      float v = __fmul_rn(sf, q);
+      if (MLXR && sizeof(TS) == 2) v = to_f(from_f<TS>(v));
+      o[j] = __fadd_rn(v, bf);
+    }
+    store8(y + i, o);  // rounds once to TO
   }
 }
 

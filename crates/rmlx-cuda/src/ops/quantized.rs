@@ -56,17 +56,18 @@ pub fn quantize_source(t: Dtype) -> (String, String) {
     (name, src)
 }
 
-/// The dequantize kernel from scales of dtype `s` to `o` (`mlxr`: MLX's rounding).
-pub fn dequantize_source(s: Dtype, o: Dtype, mlxr: bool) -> (String, String) {
+/// The dequantize kernel for `bits`-bit codes, scales of dtype `s`, output `o` (`mlxr`: MLX's
+/// rounding).
+pub fn dequantize_source(s: Dtype, o: Dtype, mlxr: bool, bits: usize) -> (String, String) {
     let name = format!(
-        "rq_deq_{}_{}{}",
+        "rq_deq_{}_{}{}_b{bits}",
         tag(s),
         tag(o),
         if mlxr { "_mlx" } else { "" }
     );
     let (cs, co) = (ctype(s), ctype(o));
     let src = format!(
-        "extern \"C\" __global__ void {name}(const u32* wq, const {cs}* s, const {cs}* b, {co}* y, i64 n, i64 K, int gs, int bits) {{\n  rq_dequantize<{cs}, {co}, {mlxr}>(wq, s, b, y, n, K, gs, bits);\n}}\n"
+        "extern \"C\" __global__ void {name}(const u32* wq, const {cs}* s, const {cs}* b, {co}* y, i64 n, i64 K, int gs) {{\n  rq_dequantize<{cs}, {co}, {mlxr}, {bits}>(wq, s, b, y, n, K, gs);\n}}\n"
     );
     (name, src)
 }
@@ -204,7 +205,7 @@ fn dequantize_into(
     let (_kw, wi) = contiguous_input(gpu, wq)?;
     let (_ks, si) = contiguous_input(gpu, s)?;
     let (_kb, bi) = contiguous_input(gpu, b)?;
-    let (name, src) = dequantize_source(s.dtype, od, mlxr);
+    let (name, src) = dequantize_source(s.dtype, od, mlxr, bits);
     let f = get(gpu, &name, &src)?;
     let mut a = Args::new();
     a.ptr(wi.base())
@@ -213,9 +214,9 @@ fn dequantize_into(
         .ptr(y)
         .i64(n as i64)
         .i64(k as i64)
-        .i32(group_size as i32)
-        .i32(bits as i32);
-    gpu.launch(&f, &name, Grid::elems(n), &mut a)
+        .i32(group_size as i32);
+    // one thread per 8 codes (k, a multiple of the group size, is a multiple of 8)
+    gpu.launch(&f, &name, Grid::elems(n / 8), &mut a)
 }
 
 fn check_packed(op: &str, x: &[ArrayData], group_size: usize, bits: usize) -> Result<()> {
@@ -558,9 +559,11 @@ mod tests {
         let mut body = String::new();
         for t in FL {
             body.push_str(&quantize_source(t).1);
-            body.push_str(&dequantize_source(t, t, true).1);
+            for bits in [2, 3, 4, 5, 6, 8] {
+                body.push_str(&dequantize_source(t, t, true, bits).1);
+            }
             for o in FL {
-                body.push_str(&dequantize_source(t, o, false).1);
+                body.push_str(&dequantize_source(t, o, false, 4).1);
             }
         }
         // The decode kernel: every (bits, rows) instantiation for one dtype triple, and every
