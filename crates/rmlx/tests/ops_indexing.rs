@@ -304,3 +304,44 @@ fn slice_update_at_matches_static_update() {
         assert!(ops::slice_update_at(&base, &upd, &fpos, 2).is_err());
     });
 }
+
+/// On a GPU, `take` of whole rows (the 16-byte row-copy kernel where slices allow it, the
+/// element kernel where they do not) equals the CPU: several dtypes, negative and repeated
+/// indices, leading axes before the taken one, an offset view, rows too short or misaligned
+/// for 16-byte copies.
+#[test]
+fn gpu_take_of_rows_matches_the_cpu() {
+    let Some(g) = common::gpu() else { return };
+    let base = ops::arange(0.0, 4.0 * 6.0 * 24.0, 1.0, Dtype::F32).unwrap();
+    let base = ops::reshape(&base, &[4, 6, 24]).unwrap();
+    let idx = Array::from_slice(&[5i32, -1, 0, 2, 2, -6], &[2, 3]).unwrap();
+    for dt in [Dtype::F32, Dtype::BF16, Dtype::U8, Dtype::F16] {
+        let a = ops::astype(&base, dt);
+        let cases = [
+            (a.clone(), 1),
+            (
+                ops::slice(&a, &[1, 0, 8], &[3, 6, 24], &[1, 1, 1]).unwrap(),
+                1,
+            ), // row tails
+            (
+                ops::slice(&a, &[0, 0, 0], &[4, 6, 12], &[1, 1, 1]).unwrap(),
+                1,
+            ), // short rows
+            (ops::reshape(&a, &[24, 24]).unwrap(), 0),
+        ];
+        for (i, (x, axis)) in cases.iter().enumerate() {
+            let want = ops::take(x, &idx, Some(*axis)).unwrap();
+            let got = rmlx::with_device(g, || ops::take(x, &idx, Some(*axis)).unwrap());
+            assert_eq!(got.shape(), want.shape(), "{dt} case {i}");
+            let (got, want) = (
+                ops::astype(&got, Dtype::F32),
+                ops::astype(&want, Dtype::F32),
+            );
+            assert_eq!(
+                got.to_vec::<f32>().unwrap(),
+                want.to_vec::<f32>().unwrap(),
+                "{dt} case {i}"
+            );
+        }
+    }
+}
