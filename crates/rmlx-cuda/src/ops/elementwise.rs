@@ -9,24 +9,64 @@ use rmlx_core::primitive::{BinaryOp, UnaryOp};
 use rmlx_core::{ArrayData, Dtype, Error, Result};
 use std::sync::Arc;
 
+/// How a kernel reads an input: plainly (contiguous), as a matrix (two collapsed axes: a column
+/// block such as one half of a fused gate/up output, or a column broadcast along rows), or
+/// through any strides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Contiguous,
+    Rows,
+    Strided,
+}
+
+impl Access {
+    pub fn of(d: &DevIn) -> Access {
+        if d.contiguous() {
+            Access::Contiguous
+        } else if d.lay.ndim == 2 {
+            Access::Rows
+        } else {
+            Access::Strided
+        }
+    }
+    fn suffix(self) -> &'static str {
+        match self {
+            Access::Contiguous => "_c",
+            Access::Rows => "_r",
+            Access::Strided => "_s",
+        }
+    }
+}
+
 /// The read of input `name` (with offset `{name}o` and layout `{name}l`) at row-major index
 /// `idx`: direct when contiguous, else through `loc`.
 pub(crate) fn read(name: &str, idx: &str, contiguous: bool) -> String {
-    if contiguous {
-        format!("{name}[{name}o + {idx}]")
+    let a = if contiguous {
+        Access::Contiguous
     } else {
-        format!("{name}[{name}o + loc({idx}, {name}l)]")
+        Access::Strided
+    };
+    read_as(name, idx, a)
+}
+
+fn read_as(name: &str, idx: &str, a: Access) -> String {
+    match a {
+        Access::Contiguous => format!("{name}[{name}o + {idx}]"),
+        Access::Rows => format!(
+            "{name}[{name}o + ({idx} / {name}l.shape[1]) * {name}l.strides[0] + ({idx} % {name}l.shape[1]) * {name}l.strides[1]]"
+        ),
+        Access::Strided => format!("{name}[{name}o + loc({idx}, {name}l)]"),
     }
 }
 
 /// The kernel computing `y[i] = expr` from values `v0, v1, ...` read from inputs of the given
-/// dtypes and layout classes (contiguous or strided): its name and source.
-pub fn source(name: &str, ins: &[(Dtype, bool)], od: Dtype, expr: &str) -> (String, String) {
+/// dtypes and access classes: its name and source.
+pub fn source(name: &str, ins: &[(Dtype, Access)], od: Dtype, expr: &str) -> (String, String) {
     let mut kname = name.to_string();
     let mut params = String::new();
     let mut loads = String::new();
-    for (j, &(dt, c)) in ins.iter().enumerate() {
-        kname.push_str(if c { "_c" } else { "_s" });
+    for (j, &(dt, a)) in ins.iter().enumerate() {
+        kname.push_str(a.suffix());
         params.push_str(&format!(
             "const {t}* __restrict__ x{j}, i64 x{j}o, Lay x{j}l, ",
             t = ctype(dt)
@@ -34,11 +74,11 @@ pub fn source(name: &str, ins: &[(Dtype, bool)], od: Dtype, expr: &str) -> (Stri
         loads.push_str(&format!(
             "    {t} v{j} = {r};\n",
             t = ctype(dt),
-            r = read(&format!("x{j}"), "i", c)
+            r = read_as(&format!("x{j}"), "i", a)
         ));
     }
-    let all_contiguous = ins.iter().all(|&(_, c)| c);
-    let src = if all_contiguous {
+    let unrolled = ins.iter().all(|&(_, a)| a != Access::Strided);
+    let src = if unrolled {
         // UNROLL coalesced elements per thread, all loads issued before the stores: a
         // one-element loop keeps too few bytes in flight to stream at the memory bandwidth
         format!(
@@ -72,7 +112,7 @@ fn run(
     if n == 0 {
         return Ok(out);
     }
-    let kinds: Vec<(Dtype, bool)> = devs.iter().map(|d| (d.dtype, d.contiguous())).collect();
+    let kinds: Vec<(Dtype, Access)> = devs.iter().map(|d| (d.dtype, Access::of(d))).collect();
     let (kname, src) = source(name, &kinds, out_dtype, expr);
     let f = gpu.kernels.get(&gpu.ctx, &kname, &src)?;
     let mut a = Args::new();
@@ -80,7 +120,7 @@ fn run(
         a.ptr(d.ptr).i64(d.offset).push(d.lay);
     }
     a.ptr(yptr).i64(n as i64);
-    let per_thread = if kinds.iter().all(|&(_, c)| c) {
+    let per_thread = if kinds.iter().all(|&(_, a)| a != Access::Strided) {
         UNROLL
     } else {
         1
@@ -377,7 +417,7 @@ mod tests {
             for d in Dtype::ALL {
                 add(source(
                     &format!("copy_{}_{}", tag(s), tag(d)),
-                    &[(s, false)],
+                    &[(s, Access::Strided)],
                     d,
                     &cast_expr("v0", s, d),
                 ));
@@ -410,7 +450,7 @@ mod tests {
                 if let Ok(e) = unary_expr(op, s) {
                     add(source(
                         &format!("un_{}_{}", op_name(op), tag(s)),
-                        &[(s, true)],
+                        &[(s, Access::Contiguous)],
                         s,
                         &e,
                     ));
@@ -435,7 +475,13 @@ mod tests {
                     let od = if op.is_predicate() { Dtype::Bool } else { s };
                     add(source(
                         &format!("bin_{}_{}", op_name(op), tag(s)),
-                        &[(s, true), (s, false)],
+                        &[(s, Access::Rows), (s, Access::Rows)],
+                        od,
+                        &e,
+                    ));
+                    add(source(
+                        &format!("bin_{}_{}", op_name(op), tag(s)),
+                        &[(s, Access::Contiguous), (s, Access::Strided)],
                         od,
                         &e,
                     ));
