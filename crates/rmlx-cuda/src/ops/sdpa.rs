@@ -302,41 +302,33 @@ pub fn sdpa(
         mi.as_ref().map_or(0, |m| m.ptr),
         optr,
     ];
-    if flash_fits(x, &dims, kind) {
-        let (name, body) = flash_source(q.dtype, kind, d);
+    // prefill: the tensor-core kernel where it applies, else the f32 tiled one
+    let prefill = if flash_fits(x, &dims, kind) {
+        Some((flash_source(q.dtype, kind, d), FLASH_ROWS, true))
+    } else if l > 1 && d == dv && (d == 64 || d == 128) {
+        Some((prefill_source(q.dtype, kind, md, d), PREFILL_ROWS, false))
+    } else {
+        None
+    };
+    if let Some(((name, body), rows_per_block, flash)) = prefill {
         let f = gpu
             .kernels
             .get(&gpu.ctx, &name, &format!("{MMA_CUH}\n{SDPA_CUH}\n{body}"))?;
         let mut a = Args::new();
-        a.ptr(ptrs[0]).ptr(ptrs[1]).ptr(ptrs[2]).ptr(optr);
-        a.push(sd4(q)).push(sd4(k)).push(sd4(v));
+        if flash {
+            // no mask argument: none or causal only
+            a.ptr(ptrs[0]).ptr(ptrs[1]).ptr(ptrs[2]).ptr(optr);
+            a.push(sd4(q)).push(sd4(k)).push(sd4(v));
+        } else {
+            qkv_args(&mut a, ptrs, None, x, m);
+        }
         a.i32(hq as i32)
             .i32(hkv as i32)
             .i32(l as i32)
             .i32(s as i32)
             .f32(scale);
         let grid = Grid {
-            grid: (l.div_ceil(FLASH_ROWS) as u32, (b * hq) as u32, 1),
-            block: (NT as u32, 1, 1),
-            shared: 0,
-        };
-        gpu.launch(&f, &name, grid, &mut a)?;
-        return Ok(out);
-    }
-    if l > 1 && d == dv && (d == 64 || d == 128) {
-        let (name, body) = prefill_source(q.dtype, kind, md, d);
-        let f = gpu
-            .kernels
-            .get(&gpu.ctx, &name, &format!("{MMA_CUH}\n{SDPA_CUH}\n{body}"))?;
-        let mut a = Args::new();
-        qkv_args(&mut a, ptrs, None, x, m);
-        a.i32(hq as i32)
-            .i32(hkv as i32)
-            .i32(l as i32)
-            .i32(s as i32)
-            .f32(scale);
-        let grid = Grid {
-            grid: (l.div_ceil(PREFILL_ROWS) as u32, (b * hq) as u32, 1),
+            grid: (l.div_ceil(rows_per_block) as u32, (b * hq) as u32, 1),
             block: (NT as u32, 1, 1),
             shared: 0,
         };
