@@ -188,6 +188,7 @@ fn flash_fits(x: &[ArrayData], dims: &SdpaDims, kind: u32) -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     let on = *ON.get_or_init(|| std::env::var("RMLX_SDPA_FLASH").map_or(true, |v| v != "0"));
     on && dims.l > 1
+        && dims.s > 0
         && dims.d == dims.dv
         && (dims.d == 64 || dims.d == 128)
         && matches!(x[0].dtype, Dtype::BF16 | Dtype::F16)
