@@ -345,3 +345,40 @@ fn gpu_take_of_rows_matches_the_cpu() {
         }
     }
 }
+
+/// On a GPU, `put_along_axis` over few lanes (the two-pass scatter) equals the CPU, repeated
+/// indices included (the last write wins), with negative indices; and a permutation's inverse.
+#[test]
+fn gpu_scatter_over_few_lanes_matches_the_cpu() {
+    let Some(g) = common::gpu() else { return };
+    let n = 3000usize;
+    // 1-D, repeated and negative indices
+    let idx: Vec<i32> = (0..n)
+        .map(|i| ((i * 37) % 500) as i32 - if i % 7 == 0 { 500 } else { 0 })
+        .collect();
+    let vals = ops::arange(0.0, n as f64, 1.0, Dtype::F32).unwrap();
+    let base = ops::full(&[500], -1.0, Dtype::F32);
+    let ia = Array::from_slice(&idx, &[n]).unwrap();
+    let f = || ops::put_along_axis(&base, &ia, &vals, Some(0)).unwrap();
+    let (want, got) = (f(), rmlx::with_device(g, f));
+    assert_eq!(got.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+    // 2-D along axis 0 with 3 lanes
+    let idx2: Vec<u32> = (0..40 * 3).map(|i| ((i * 11) % 9) as u32).collect();
+    let ia2 = Array::from_slice(&idx2, &[40, 3]).unwrap();
+    let v2 = ops::reshape(&ops::arange(0.0, 120.0, 1.0, Dtype::F32).unwrap(), &[40, 3]).unwrap();
+    let b2 = ops::zeros(&[9, 3], Dtype::F32);
+    let f2 = || ops::put_along_axis(&b2, &ia2, &v2, Some(0)).unwrap();
+    let (want, got) = (f2(), rmlx::with_device(g, f2));
+    assert_eq!(got.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+    // the inverse of a permutation
+    let perm: Vec<u32> = (0..n).map(|i| ((i * 1237) % n) as u32).collect();
+    let pa = Array::from_slice(&perm, &[n]).unwrap();
+    let pos = ops::arange(0.0, n as f64, 1.0, Dtype::U32).unwrap();
+    let inv = rmlx::with_device(g, || {
+        ops::put_along_axis(&ops::zeros(&[n], Dtype::U32), &pa, &pos, Some(0)).unwrap()
+    });
+    let inv = inv.to_vec::<u32>().unwrap();
+    for (i, &p) in perm.iter().enumerate() {
+        assert_eq!(inv[p as usize], i as u32);
+    }
+}

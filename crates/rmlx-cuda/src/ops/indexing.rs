@@ -527,6 +527,26 @@ pub fn scatter_source(id: Dtype, vd: Dtype, od: Dtype) -> (String, String) {
     (name, src)
 }
 
+/// PutAlongAxis over few lanes (a 1-D scatter, a permutation's inverse): one thread per index
+/// element, in two passes over the same kernel. Pass 0 claims each destination for the largest
+/// `j` that writes it (`atomicMax` of `j + 1` in `win`); pass 1 lets only that element write. The
+/// last write still wins, as on the CPU, without walking `j` in one thread.
+pub fn scatter_wide_source(id: Dtype, vd: Dtype, od: Dtype) -> (String, String) {
+    let name = format!("put_along_wide_{}_{}_{}", tag(id), tag(vd), tag(od));
+    let src = format!(
+        "extern \"C\" __global__ void {name}(const {it}* __restrict__ ix, i64 io, Lay il, const {vt}* __restrict__ v, i64 vo, Lay vl, {o}* __restrict__ y, u32* __restrict__ win, i64 n, i64 nj, i64 post, i64 dim, int pass) {{\n  GRID_LOOP(e, n) {{\n    i64 q = e % post;\n    i64 t = e / post;\n    i64 j = t % nj;\n    i64 p = t / nj;\n    i64 k = to_i(ix[io + loc(e, il)]);\n    if (k < 0) k += dim;\n    if (k < 0 || k >= dim) continue;\n    i64 dst = (p * dim + k) * post + q;\n    if (pass == 0) {{\n      atomicMax(&win[dst], (u32)(j + 1));\n    }} else if (win[dst] == (u32)(j + 1)) {{\n      {vt} v0 = v[vo + loc(e, vl)];\n      y[dst] = {c};\n    }}\n  }}\n}}\n",
+        it = ctype(id),
+        vt = ctype(vd),
+        o = ctype(od),
+        c = cast_expr("v0", vd, od),
+    );
+    (name, src)
+}
+
+/// Lanes below which a scatter takes the two-pass kernel (one thread per index element)
+/// instead of one thread per lane walking its indices in order.
+const WIDE_SCATTER_LANES: usize = 4096;
+
 /// A copy of `a` with `vals[p, j, q]` written at `[p, idx[p, j, q], q]`.
 pub fn put_along_axis(
     gpu: &Arc<Gpu>,
@@ -556,6 +576,29 @@ pub fn put_along_axis(
     let yptr = input(gpu, &out)?.ptr;
     let id = input(gpu, idx)?;
     let vd = input(gpu, vals)?;
+    if lanes < WIDE_SCATTER_LANES && nj > 1 && nj < u32::MAX as usize {
+        // zeros: no destination claimed yet
+        let win = crate::ops::elementwise::arange(gpu, 0.0, 0.0, &[out.numel()], Dtype::U32)?;
+        let wptr = input(gpu, &win)?.ptr;
+        let (name, src) = scatter_wide_source(idx.dtype, vals.dtype, od);
+        let f = gpu.kernels.get(&gpu.ctx, &name, &src)?;
+        let n = idx.numel();
+        for pass in 0..2 {
+            let mut g = Args::new();
+            g.ptr(id.ptr).i64(id.offset).push(id.lay);
+            g.ptr(vd.ptr).i64(vd.offset).push(vd.lay);
+            g.ptr(yptr)
+                .ptr(wptr)
+                .i64(n as i64)
+                .i64(nj as i64)
+                .i64(post as i64)
+                .i64(dim as i64)
+                .i32(pass);
+            gpu.launch(&f, &name, Grid::elems(n), &mut g)?;
+        }
+        drop(win);
+        return Ok(out);
+    }
     let (name, src) = scatter_source(idx.dtype, vals.dtype, od);
     let f = gpu.kernels.get(&gpu.ctx, &name, &src)?;
     let mut g = Args::new();
@@ -590,6 +633,7 @@ mod tests {
                     add(gather_source(t, i, t, along));
                 }
                 add(scatter_source(i, t, t));
+                add(scatter_wide_source(i, t, t));
             }
         }
         for i in Dtype::ALL {
