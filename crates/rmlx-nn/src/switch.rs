@@ -6,7 +6,7 @@
 use crate::error::Result;
 use crate::linear::QuantParams;
 use rmlx::fast::{self, ExpertStack};
-use rmlx::{ops, Array};
+use rmlx::{ops, Array, Dtype};
 
 /// Token-expert pairs from which the expert MLP sorts tokens by expert (mlx-lm's rule), so each
 /// expert's weights are read once per step and the kernels see long runs of one expert.
@@ -135,11 +135,19 @@ impl SwitchGlu {
             )?);
         }
         // Prefill: one row per (token, expert) pair, sorted by expert; results unsorted after.
-        // The products read each pair's token row through lhs indices (no gathered copy of x).
+        // The products read each pair's token row through lhs indices (no gathered copy of x),
+        // and the inverse permutation is a scatter, not a second sort.
         let k = indices.shape()[indices.ndim() - 1];
         let flat = ops::reshape(indices, &[-1])?;
+        let pairs = flat.size();
         let order = ops::argsort(&flat, Some(0))?;
-        let inv_order = ops::argsort(&order, Some(0))?;
+        let positions = ops::arange(0.0, pairs as f64, 1.0, Dtype::U32)?;
+        let inv_order = ops::put_along_axis(
+            &ops::zeros(&[pairs], Dtype::U32),
+            &order,
+            &positions,
+            Some(0),
+        )?;
         let tokens = ops::floor_divide(&order, &Array::scalar(k as u32))?;
         let xt = ops::flatten(&x, 0, -3)?; // [T, 1, D]
         let idx = ops::take(&flat, &order, Some(0))?; // [T*k] sorted
