@@ -238,7 +238,8 @@ const RG_BM: usize = 64;
 const RG_BN: usize = 128;
 
 /// Whether a product takes the grouped tensor-core kernel: transposed weights, 16-bit float x,
-/// K in whole steps, enough rows; `RMLX_GROUPED_QMM=0` switches it off (an ablation switch).
+/// K in whole steps, enough rows (and not too many); `RMLX_GROUPED_QMM=0` switches it off (an
+/// ablation switch).
 fn grouped_prefill(xd: Dtype, transpose: bool, k: usize, rows: usize) -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let on = *ON.get_or_init(|| std::env::var("RMLX_GROUPED_QMM").map_or(true, |v| v != "0"));
@@ -246,6 +247,7 @@ fn grouped_prefill(xd: Dtype, transpose: bool, k: usize, rows: usize) -> bool {
         && matches!(xd, Dtype::BF16 | Dtype::F16)
         && k.is_multiple_of(RG_BK)
         && rows >= GROUPED_MIN_ROWS
+        && rows < i32::MAX as usize / 2 // tile rows are 32-bit on the device
 }
 
 /// Device addresses of a grouped product's operands.
