@@ -228,6 +228,17 @@ fn decode(t: GgmlType, b: &[u8], q: &mut [u8], s: &mut [f32], m: &mut [f32]) {
 
 /// Packs `bits`-bit levels LSB-first into u32 words (MLX's layout).
 fn pack(q: &[u8], bits: usize, out: &mut [u32]) {
+    // whole words of 4- or 8-bit levels (most imports): no carries, one word at a time
+    if bits == 4 || bits == 8 {
+        let per = 32 / bits;
+        for (w, lv) in out.iter_mut().zip(q.chunks_exact(per)) {
+            *w |= lv
+                .iter()
+                .enumerate()
+                .fold(0u32, |a, (j, &v)| a | (v as u32) << (j * bits));
+        }
+        return;
+    }
     for (i, &v) in q.iter().enumerate() {
         let (bit, v) = (i * bits, v as u32);
         let (w, off) = (bit / 32, bit % 32);
@@ -346,6 +357,21 @@ fn arr<T: rmlx_core::Element>(v: &[T], shape: &[usize]) -> std::result::Result<A
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The whole-word path for 4- and 8-bit levels puts level i at bits [i*bits, (i+1)*bits).
+    #[test]
+    fn pack_whole_words_places_each_level() {
+        for bits in [4usize, 8] {
+            let q: Vec<u8> = (0..64).map(|i| ((i * 7 + 3) % (1 << bits)) as u8).collect();
+            let mut out = vec![0u32; 64 * bits / 32];
+            pack(&q, bits, &mut out);
+            for (i, &want) in q.iter().enumerate() {
+                let bit = i * bits;
+                let got = (out[bit / 32] >> (bit % 32)) & ((1u32 << bits) - 1);
+                assert_eq!(got, want as u32, "bits {bits} level {i}");
+            }
+        }
+    }
 
     #[test]
     fn pack_crosses_word_boundaries() {
