@@ -5,7 +5,8 @@
 //! - **exact** (portable, any bits): per group, `scale * Σ q_i x_i + bias * Σ x_i` in f32.
 //! - **int8** (AVX2/FMA/F16C, 4 and 8 bits, groups of 32, 64 or 128; llama.cpp's trick): each row of
 //!   `x` is quantized once per block of 32 to int8 (`d = max|x| / 127`), then
-//!   `Σ q_i x_i ≈ d Σ q_i xq_i` with integer dot products (`_mm256_maddubs_epi16`); the bias
+//!   `Σ q_i x_i ≈ d Σ q_i xq_i` with integer dot products (`_mm256_maddubs_epi16`, or AVX-VNNI's
+//!   `vpdpbusd` where the CPU has it: the same integer sums, so the same bits); the bias
 //!   term uses the exact f32 `Σ x_i`. Codes are centred (`q - 8`, `q - 128`) so that
 //!   `Σ (s q + b) x = s Σ (q - c) x + (b + c s) Σ x`. Accuracy: each `x_i` moves by at most
 //!   `d/2`, so an output errs by at most `Σ_blocks |s| d/2 Σ |q_i - c|`; measured: ~1e-3 of
@@ -311,6 +312,16 @@ mod avx2 {
     use rmlx_core::Dtype;
     use std::arch::x86_64::*;
 
+    /// Whether the integer dots use AVX-VNNI (detected once; `RMLX_CPU_VNNI=0` keeps the
+    /// `maddubs` sequence, an ablation switch).
+    fn vnni_on() -> bool {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avxvnni")
+                && std::env::var("RMLX_CPU_VNNI").map_or(true, |v| v != "0")
+        })
+    }
+
     /// How far ahead of the codes being multiplied their cache lines are requested (bytes).
     const PREFETCH: usize = 1024;
 
@@ -332,6 +343,21 @@ mod avx2 {
     /// Requires AVX2, FMA and F16C; `w.bits` is 4 or 8 and `w.group_size` is 32, 64 or 128;
     /// the scales are f32, f16 or bf16.
     pub unsafe fn qmv_int8<S: Element>(x: &[f32], m: usize, w: &Packed<S>, out: &mut [f32]) {
+        qmv_int8_with(x, m, w, out, vnni_on())
+    }
+
+    /// [`qmv_int8`] with the integer dots on AVX-VNNI (`vnni`, which must be available) or on
+    /// the `maddubs` sequence: the same integer sums, so the same output bits.
+    ///
+    /// # Safety
+    /// As [`qmv_int8`], and AVX-VNNI when `vnni`.
+    pub unsafe fn qmv_int8_with<S: Element>(
+        x: &[f32],
+        m: usize,
+        w: &Packed<S>,
+        out: &mut [f32],
+        vnni: bool,
+    ) {
         let k = w.k;
         let nblk_p = (k / 32).next_multiple_of(8);
         let (xq, d, xb, mut eb) = quantize_x_avx2(x, m, k, w.bits == 4);
@@ -358,8 +384,15 @@ mod avx2 {
             ($($mm:literal)*) => {
                 match m {
                     $($mm => for_row_ranges(w.n, w.bytes(), out, |range, ptr| {
-                        // SAFETY: features checked by the caller; each task owns its rows.
-                        unsafe { rows::<S, $mm>(&ctx, range, ptr) }
+                        // SAFETY: features checked by the caller (AVX-VNNI just above); each
+                        // task owns its rows.
+                        unsafe {
+                            if vnni {
+                                rows_vnni::<S, $mm>(&ctx, range, ptr)
+                            } else {
+                                rows::<S, $mm>(&ctx, range, ptr)
+                            }
+                        }
                     }),)*
                     _ => unreachable!("decode path takes 1..=8 rows"),
                 }
@@ -478,141 +511,174 @@ mod avx2 {
         }
     }
 
-    /// Output rows `range` for `M` rows of `x`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn rows<S: Element, const M: usize>(
-        c: &Ctx<S>,
-        range: std::ops::Range<usize>,
-        out: OutPtr,
-    ) {
-        let n = c.w.n;
-        for r in range {
-            let v = if c.w.bits == 4 {
-                row::<S, M, true>(c, r)
-            } else {
-                row::<S, M, false>(c, r)
-            };
-            for (mi, v) in v.iter().enumerate() {
-                // SAFETY: row r belongs to this task; mi < m, r < n.
-                *out.0.add(mi * n + r) = *v;
+    /// Output rows `range` for `M` rows of `x`; `vnni`: AVX-VNNI's `vpdpbusd` for the integer
+    /// dots (the same integer sums: no i16 step saturates).
+    macro_rules! rows_kernel {
+        ($name:ident, $row:ident, $feat:literal) => {
+            #[target_feature(enable = $feat)]
+            unsafe fn $name<S: Element, const M: usize>(
+                c: &Ctx<S>,
+                range: std::ops::Range<usize>,
+                out: OutPtr,
+            ) {
+                let n = c.w.n;
+                for r in range {
+                    let v = if c.w.bits == 4 {
+                        $row::<S, M, true>(c, r)
+                    } else {
+                        $row::<S, M, false>(c, r)
+                    };
+                    for (mi, v) in v.iter().enumerate() {
+                        // SAFETY: row r belongs to this task; mi < m, r < n.
+                        *out.0.add(mi * n + r) = *v;
+                    }
+                }
             }
-        }
+        };
     }
+    rows_kernel!(rows, row, "avx2,fma,f16c");
+    rows_kernel!(rows_vnni, row_vnni, "avx2,fma,f16c,avxvnni");
 
-    /// One weight row against the `M` rows of x, 8 blocks (256 codes) at a time: the
-    /// blocks' steps `s·d` and bias terms as 8 lanes, then the integer dots (4-bit: two
-    /// blocks per 32-byte load, lanes 0-3 of a product belong to the first block).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn row<S: Element, const M: usize, const FOUR: bool>(c: &Ctx<S>, r: usize) -> [f32; M] {
-        let w = c.w;
-        let (k, gs) = (w.k, w.group_size);
-        let (groups, nblk, bpg, nblk_p) = (k / gs, k / 32, gs / 32, c.nblk_p);
-        let srow = &w.scales[r * groups..(r + 1) * groups];
-        let brow = &w.biases[r * groups..(r + 1) * groups];
-        let row = (w.wq.as_ptr() as *const u8).add(r * k * if FOUR { 1 } else { 2 } / 2);
-        let xq = c.xq.as_ptr();
-        let m0f = _mm256_set1_epi8(0x0f);
-        let flip = _mm256_set1_epi8(-128);
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); M];
-        let mut bacc = [_mm256_setzero_ps(); M];
-        let mut b0 = 0;
-        while b0 < nblk {
-            let nb = (nblk - b0).min(8);
-            let s8 = expand(load8(srow, b0 / bpg), bpg);
-            let b8 = expand(load8(brow, b0 / bpg), bpg);
-            let mut sd = [_mm256_setzero_ps(); M];
-            for mi in 0..M {
-                let o = mi * nblk_p + b0;
-                sd[mi] = _mm256_mul_ps(s8, _mm256_loadu_ps(c.d.as_ptr().add(o)));
-                let e = _mm256_mul_ps(s8, _mm256_loadu_ps(c.eb.as_ptr().add(o)));
-                bacc[mi] = _mm256_fmadd_ps(b8, _mm256_loadu_ps(c.xb.as_ptr().add(o)), bacc[mi]);
-                bacc[mi] = _mm256_add_ps(bacc[mi], e);
-            }
-            // Ask for the codes PREFETCH bytes ahead (the next rows once near a row's end):
-            // more misses in flight than the hardware streamer keeps on its own.
-            let cb = if FOUR { 16 } else { 32 };
-            for l in (0..nb * cb).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(row.add(b0 * cb + l + PREFETCH) as *const i8);
-            }
-            if FOUR {
-                // Pairs of blocks: 32 bytes of codes against 64 x values.
-                for j in 0..nb / 2 {
-                    let p = b0 / 2 + j;
-                    let v = _mm256_loadu_si256(row.add(p * 32) as *const __m256i);
-                    let lo = _mm256_and_si256(v, m0f);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
-                    let pick = _mm256_setr_epi32(
-                        2 * j as i32,
-                        2 * j as i32,
-                        2 * j as i32,
-                        2 * j as i32,
-                        2 * j as i32 + 1,
-                        2 * j as i32 + 1,
-                        2 * j as i32 + 1,
-                        2 * j as i32 + 1,
-                    );
+    macro_rules! row_kernel {
+        ($name:ident, $feat:literal, $vnni:literal) => {
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn $name<S: Element, const M: usize, const FOUR: bool>(
+                c: &Ctx<S>,
+                r: usize,
+            ) -> [f32; M] {
+                let w = c.w;
+                let (k, gs) = (w.k, w.group_size);
+                let (groups, nblk, bpg, nblk_p) = (k / gs, k / 32, gs / 32, c.nblk_p);
+                let srow = &w.scales[r * groups..(r + 1) * groups];
+                let brow = &w.biases[r * groups..(r + 1) * groups];
+                let row = (w.wq.as_ptr() as *const u8).add(r * k * if FOUR { 1 } else { 2 } / 2);
+                let xq = c.xq.as_ptr();
+                let m0f = _mm256_set1_epi8(0x0f);
+                let flip = _mm256_set1_epi8(-128);
+                let ones = _mm256_set1_epi16(1);
+                let mut acc = [_mm256_setzero_ps(); M];
+                let mut bacc = [_mm256_setzero_ps(); M];
+                let mut b0 = 0;
+                while b0 < nblk {
+                    let nb = (nblk - b0).min(8);
+                    let s8 = expand(load8(srow, b0 / bpg), bpg);
+                    let b8 = expand(load8(brow, b0 / bpg), bpg);
+                    let mut sd = [_mm256_setzero_ps(); M];
                     for mi in 0..M {
-                        let xp = xq.add(mi * k + p * 64);
-                        let xe = _mm256_loadu_si256(xp as *const __m256i);
-                        let xo = _mm256_loadu_si256(xp.add(32) as *const __m256i);
-                        // Each i16 sum ≤ 2·15·127: the two products add without saturating.
-                        let p16 = _mm256_add_epi16(
-                            _mm256_maddubs_epi16(lo, xe),
-                            _mm256_maddubs_epi16(hi, xo),
-                        );
-                        let pf = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-                        let st = _mm256_permutevar8x32_ps(sd[mi], pick);
-                        acc[mi] = _mm256_fmadd_ps(pf, st, acc[mi]);
+                        let o = mi * nblk_p + b0;
+                        sd[mi] = _mm256_mul_ps(s8, _mm256_loadu_ps(c.d.as_ptr().add(o)));
+                        let e = _mm256_mul_ps(s8, _mm256_loadu_ps(c.eb.as_ptr().add(o)));
+                        bacc[mi] =
+                            _mm256_fmadd_ps(b8, _mm256_loadu_ps(c.xb.as_ptr().add(o)), bacc[mi]);
+                        bacc[mi] = _mm256_add_ps(bacc[mi], e);
                     }
-                }
-                if nb % 2 == 1 {
-                    // The unpaired last block: 16 bytes, x as 16 evens then 16 odds.
-                    let b = b0 + nb - 1;
-                    let v = _mm_loadu_si128(row.add(b * 16) as *const __m128i);
-                    let low = _mm256_castsi256_si128(m0f);
-                    let lo = _mm_and_si128(v, low);
-                    let hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
-                    let q = _mm256_set_m128i(hi, lo);
-                    let pick = _mm256_set1_epi32(nb as i32 - 1);
-                    for mi in 0..M {
-                        let xv = _mm256_loadu_si256(xq.add(mi * k + b * 32) as *const __m256i);
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
-                        let st = _mm256_permutevar8x32_ps(sd[mi], pick);
-                        acc[mi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), st, acc[mi]);
+                    // Ask for the codes PREFETCH bytes ahead (the next rows once near a row's end):
+                    // more misses in flight than the hardware streamer keeps on its own.
+                    let cb = if FOUR { 16 } else { 32 };
+                    for l in (0..nb * cb).step_by(64) {
+                        _mm_prefetch::<_MM_HINT_T0>(row.add(b0 * cb + l + PREFETCH) as *const i8);
                     }
-                }
-            } else {
-                // 8-bit: codes centred at 128 (signed), sign trick for `maddubs` (|q - 128|
-                // unsigned times x carrying q's sign; no i16 overflow).
-                for j in 0..nb {
-                    let b = b0 + j;
-                    let qs = _mm256_xor_si256(
-                        _mm256_loadu_si256(row.add(b * 32) as *const __m256i),
-                        flip,
-                    );
-                    let qa = _mm256_sign_epi8(qs, qs);
-                    let pick = _mm256_set1_epi32(j as i32);
-                    for mi in 0..M {
-                        let xv = _mm256_loadu_si256(xq.add(mi * k + b * 32) as *const __m256i);
-                        let p = _mm256_madd_epi16(
-                            _mm256_maddubs_epi16(qa, _mm256_sign_epi8(xv, qs)),
-                            ones,
-                        );
-                        let st = _mm256_permutevar8x32_ps(sd[mi], pick);
-                        acc[mi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), st, acc[mi]);
+                    if FOUR {
+                        // Pairs of blocks: 32 bytes of codes against 64 x values.
+                        for j in 0..nb / 2 {
+                            let p = b0 / 2 + j;
+                            let v = _mm256_loadu_si256(row.add(p * 32) as *const __m256i);
+                            let lo = _mm256_and_si256(v, m0f);
+                            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
+                            let pick = _mm256_setr_epi32(
+                                2 * j as i32,
+                                2 * j as i32,
+                                2 * j as i32,
+                                2 * j as i32,
+                                2 * j as i32 + 1,
+                                2 * j as i32 + 1,
+                                2 * j as i32 + 1,
+                                2 * j as i32 + 1,
+                            );
+                            for mi in 0..M {
+                                let xp = xq.add(mi * k + p * 64);
+                                let xe = _mm256_loadu_si256(xp as *const __m256i);
+                                let xo = _mm256_loadu_si256(xp.add(32) as *const __m256i);
+                                // Each i16 sum ≤ 2·15·127: the two products add without saturating,
+                                // so VNNI's i32 sums are the same integers.
+                                let p32 = if $vnni {
+                                    _mm256_dpbusd_avx_epi32(
+                                        _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), lo, xe),
+                                        hi,
+                                        xo,
+                                    )
+                                } else {
+                                    let p16 = _mm256_add_epi16(
+                                        _mm256_maddubs_epi16(lo, xe),
+                                        _mm256_maddubs_epi16(hi, xo),
+                                    );
+                                    _mm256_madd_epi16(p16, ones)
+                                };
+                                let pf = _mm256_cvtepi32_ps(p32);
+                                let st = _mm256_permutevar8x32_ps(sd[mi], pick);
+                                acc[mi] = _mm256_fmadd_ps(pf, st, acc[mi]);
+                            }
+                        }
+                        if nb % 2 == 1 {
+                            // The unpaired last block: 16 bytes, x as 16 evens then 16 odds.
+                            let b = b0 + nb - 1;
+                            let v = _mm_loadu_si128(row.add(b * 16) as *const __m128i);
+                            let low = _mm256_castsi256_si128(m0f);
+                            let lo = _mm_and_si128(v, low);
+                            let hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
+                            let q = _mm256_set_m128i(hi, lo);
+                            let pick = _mm256_set1_epi32(nb as i32 - 1);
+                            for mi in 0..M {
+                                let xv =
+                                    _mm256_loadu_si256(xq.add(mi * k + b * 32) as *const __m256i);
+                                let p = if $vnni {
+                                    _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), q, xv)
+                                } else {
+                                    _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones)
+                                };
+                                let st = _mm256_permutevar8x32_ps(sd[mi], pick);
+                                acc[mi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), st, acc[mi]);
+                            }
+                        }
+                    } else {
+                        // 8-bit: codes centred at 128 (signed), sign trick for `maddubs` (|q - 128|
+                        // unsigned times x carrying q's sign; no i16 overflow).
+                        for j in 0..nb {
+                            let b = b0 + j;
+                            let qs = _mm256_xor_si256(
+                                _mm256_loadu_si256(row.add(b * 32) as *const __m256i),
+                                flip,
+                            );
+                            let qa = _mm256_sign_epi8(qs, qs);
+                            let pick = _mm256_set1_epi32(j as i32);
+                            for mi in 0..M {
+                                let xv =
+                                    _mm256_loadu_si256(xq.add(mi * k + b * 32) as *const __m256i);
+                                // |q - 128| · x pairs ≤ 2·128·127: no i16 saturation, VNNI agrees
+                                let xs = _mm256_sign_epi8(xv, qs);
+                                let p = if $vnni {
+                                    _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), qa, xs)
+                                } else {
+                                    _mm256_madd_epi16(_mm256_maddubs_epi16(qa, xs), ones)
+                                };
+                                let st = _mm256_permutevar8x32_ps(sd[mi], pick);
+                                acc[mi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), st, acc[mi]);
+                            }
+                        }
                     }
+                    b0 += 8;
                 }
+                let mut o = [0f32; M];
+                for mi in 0..M {
+                    o[mi] = hsum(_mm256_add_ps(acc[mi], bacc[mi]));
+                }
+                o
             }
-            b0 += 8;
-        }
-        let mut o = [0f32; M];
-        for mi in 0..M {
-            o[mi] = hsum(_mm256_add_ps(acc[mi], bacc[mi]));
-        }
-        o
+        };
     }
+    row_kernel!(row, "avx2,fma,f16c", false);
+    row_kernel!(row_vnni, "avx2,fma,f16c,avxvnni", true);
 }
 
 #[cfg(test)]
@@ -722,6 +788,35 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// Where the CPU has AVX-VNNI, its integer dots give the `maddubs` kernel's bits exactly
+    /// (4- and 8-bit, every row count, an unpaired 4-bit block).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn vnni_dots_equal_the_maddubs_dots() {
+        if !std::arch::is_x86_feature_detected!("avxvnni") {
+            eprintln!("skipped: no AVX-VNNI");
+            return;
+        }
+        for (bits, gs, k) in [(4, 64, 352), (4, 32, 256), (8, 128, 512), (8, 32, 352)] {
+            let n = 90;
+            let (wq, s, b, _) = setup(n, k, gs, bits);
+            let w = packed(&wq, &s, &b, (n, k, gs, bits));
+            for m in 1..=8 {
+                let x: Vec<f32> = (0..m * k)
+                    .map(|i| (i * 53 % 97) as f32 / 48.0 - 1.0)
+                    .collect();
+                let (mut a, mut v) = (vec![0f32; m * n], vec![0f32; m * n]);
+                // SAFETY: AVX2/FMA/F16C (int8_supported) and AVX-VNNI were detected.
+                assert!(int8_supported(&w));
+                unsafe {
+                    avx2::qmv_int8_with(&x, m, &w, &mut a, false);
+                    avx2::qmv_int8_with(&x, m, &w, &mut v, true);
+                }
+                assert_eq!(a, v, "bits {bits} gs {gs} k {k} m {m}");
             }
         }
     }
