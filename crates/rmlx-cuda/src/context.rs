@@ -41,7 +41,7 @@ impl Gpu {
             .map_err(|e| cuda_err("reading the compute capability", e))?;
         let name = ctx.name().unwrap_or_else(|_| "unknown".into());
         let arch = format!("sm_{major}{minor}");
-        let pdl = major >= 9 && std::env::var("RMLX_PDL").map_or(true, |v| v != "0");
+        let pdl = major >= 9 && crate::env::flag_value("RMLX_PDL", true);
         Ok(Arc::new(Gpu {
             pdl,
             index,

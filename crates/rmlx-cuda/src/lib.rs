@@ -6,6 +6,7 @@
 pub mod alloc;
 pub mod context;
 pub mod data;
+mod env;
 pub mod graph;
 pub mod kernels;
 pub mod launch;

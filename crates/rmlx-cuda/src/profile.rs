@@ -10,7 +10,7 @@ use std::sync::{Mutex, OnceLock};
 /// Whether launches are being timed.
 pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("RMLX_CUDA_PROFILE").is_ok_and(|v| v != "0" && !v.is_empty()))
+    crate::env::flag(&ON, "RMLX_CUDA_PROFILE", false)
 }
 
 struct Pending {

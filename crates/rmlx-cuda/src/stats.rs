@@ -24,5 +24,5 @@ pub fn compiles() -> usize {
 /// kernel's name and the line that built the op, instead of at a later copy (slow; debugging).
 pub fn sync_each_kernel() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("RMLX_CUDA_SYNC").is_ok_and(|v| v != "0" && !v.is_empty()))
+    crate::env::flag(&ON, "RMLX_CUDA_SYNC", false)
 }

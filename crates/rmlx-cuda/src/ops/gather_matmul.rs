@@ -242,8 +242,8 @@ const RG_BN: usize = 128;
 /// ablation switch).
 fn grouped_prefill(xd: Dtype, transpose: bool, k: usize, rows: usize) -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let on = *ON.get_or_init(|| std::env::var("RMLX_GROUPED_QMM").map_or(true, |v| v != "0"));
-    on && transpose
+    crate::env::flag(&ON, "RMLX_GROUPED_QMM", true)
+        && transpose
         && matches!(xd, Dtype::BF16 | Dtype::F16)
         && k.is_multiple_of(RG_BK)
         && rows >= GROUPED_MIN_ROWS

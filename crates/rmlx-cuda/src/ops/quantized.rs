@@ -362,7 +362,7 @@ fn mat_batch(gpu: &Arc<Gpu>, x: &ArrayData) -> Result<(Option<ArrayData>, DevIn,
 /// switch), read once: this runs for every decode-shaped product.
 fn k_split_allowed() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("RMLX_QMV_KSPLIT").map_or(true, |v| v != "0"))
+    crate::env::flag(&ON, "RMLX_QMV_KSPLIT", true)
 }
 
 /// The arguments both decode kernels take after their x argument(s): weights, scales,

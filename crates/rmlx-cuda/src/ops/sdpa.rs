@@ -19,6 +19,13 @@ use std::sync::{Arc, OnceLock};
 /// The templated device code.
 pub const SDPA_CUH: &str = include_str!("../../kernels/sdpa.cuh");
 
+/// The loaded attention kernel `name` from its wrapper `body` (after the tensor-core helpers,
+/// which the flash kernel uses, and the attention device code).
+fn get(gpu: &Arc<Gpu>, name: &str, body: &str) -> Result<cudarc::driver::CudaFunction> {
+    gpu.kernels
+        .get(&gpu.ctx, name, &format!("{MMA_CUH}\n{SDPA_CUH}\n{body}"))
+}
+
 /// Threads per block (`RS_NT`) and the largest D / Dv (`RS_MAXD`).
 const NT: usize = 128;
 const MAXD: usize = 512;
@@ -28,29 +35,17 @@ const TARGET_BLOCKS: usize = 512;
 const PREFILL_ROWS: usize = 16;
 /// Blocks the decode kernel aims for: (batch, KV head) pairs times key splits.
 const DECODE_TARGET_BLOCKS: usize = 264;
-/// A positive count from the environment variable `var`, else `default`, read once into `cell`
-/// (the decode split's tuning switches for benchmarks).
-fn env_count(cell: &'static OnceLock<usize>, var: &str, default: usize) -> usize {
-    *cell.get_or_init(|| {
-        std::env::var(var)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(default)
-    })
-}
-
 /// Blocks the decode kernel aims for: `RMLX_SDPA_DEC_BLOCKS`, default [`DECODE_TARGET_BLOCKS`].
 fn decode_target_blocks() -> usize {
     static N: OnceLock<usize> = OnceLock::new();
-    env_count(&N, "RMLX_SDPA_DEC_BLOCKS", DECODE_TARGET_BLOCKS)
+    crate::env::count(&N, "RMLX_SDPA_DEC_BLOCKS", DECODE_TARGET_BLOCKS)
 }
 
 /// Fewest keys per split of the keys-across-warps decode kernel: `RMLX_SDPA_DEC_MIN_KEYS`,
 /// default 16.
 fn decode_min_keys() -> usize {
     static N: OnceLock<usize> = OnceLock::new();
-    env_count(&N, "RMLX_SDPA_DEC_MIN_KEYS", 16)
+    crate::env::count(&N, "RMLX_SDPA_DEC_MIN_KEYS", 16)
 }
 
 /// Smallest key range worth a split of its own.
@@ -186,8 +181,8 @@ const FLASH_ROWS: usize = 64;
 /// keeps the f32 tiled kernel (an ablation switch).
 fn flash_fits(x: &[ArrayData], dims: &SdpaDims, kind: u32) -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    let on = *ON.get_or_init(|| std::env::var("RMLX_SDPA_FLASH").map_or(true, |v| v != "0"));
-    on && dims.l > 1
+    crate::env::flag(&ON, "RMLX_SDPA_FLASH", true)
+        && dims.l > 1
         && dims.s > 0
         && dims.d == dims.dv
         && (dims.d == 64 || dims.d == 128)
@@ -236,7 +231,7 @@ fn rows_aligned16(x: &ArrayData) -> bool {
 /// switch), read once.
 fn lanes_over_keys() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("RMLX_SDPA_DEC_LK").map_or(true, |v| v != "0"))
+    crate::env::flag(&ON, "RMLX_SDPA_DEC_LK", true)
 }
 
 /// The split-merging kernel for outputs of dtype `t`.
@@ -312,9 +307,7 @@ pub fn sdpa(
         None
     };
     if let Some(((name, body), rows_per_block, flash)) = prefill {
-        let f = gpu
-            .kernels
-            .get(&gpu.ctx, &name, &format!("{MMA_CUH}\n{SDPA_CUH}\n{body}"))?;
+        let f = get(gpu, &name, &body)?;
         let mut a = Args::new();
         if flash {
             // no mask argument: none or causal only
@@ -349,9 +342,7 @@ pub fn sdpa(
         let split_len = s.div_ceil(n_split).max(1);
         let n_split = s.div_ceil(split_len).max(1);
         let (name, body) = decode_source(q.dtype, kind, md, g, dl, lk);
-        let f = gpu
-            .kernels
-            .get(&gpu.ctx, &name, &format!("{MMA_CUH}\n{SDPA_CUH}\n{body}"))?;
+        let f = get(gpu, &name, &body)?;
         let parts = split_parts(gpu, rows, n_split, dv)?;
         let (pml, pacc) = parts.as_ref().map_or((0, 0), |(a, c)| (a.ptr, c.ptr));
         let mut a = Args::new();
@@ -390,9 +381,7 @@ pub fn sdpa(
         _ => 4,
     };
     let (name, body) = source(q.dtype, kind, md, dvp);
-    let f = gpu
-        .kernels
-        .get(&gpu.ctx, &name, &format!("{MMA_CUH}\n{SDPA_CUH}\n{body}"))?;
+    let f = get(gpu, &name, &body)?;
     let parts = split_parts(gpu, rows, n_split, dv)?;
     let (pml, pacc) = parts.as_ref().map_or((0, 0), |(a, c)| (a.ptr, c.ptr));
     let mut a = Args::new();
@@ -450,9 +439,7 @@ fn merge(
     n_split: usize,
 ) -> Result<()> {
     let (mname, mbody) = merge_source(od);
-    let mf = gpu
-        .kernels
-        .get(&gpu.ctx, &mname, &format!("{MMA_CUH}\n{SDPA_CUH}\n{mbody}"))?;
+    let mf = get(gpu, &mname, &mbody)?;
     let mut a = Args::new();
     a.ptr(pml)
         .ptr(pacc)
