@@ -128,7 +128,7 @@ impl SwitchGlu {
         // x: [..., 1, 1, D] so that its batch broadcasts against indices [..., k]
         let x = ops::expand_dims(x, &[-2, -3])?;
         if indices.size() < SORT_MIN_PAIRS {
-            let h = self.hidden(&x, indices, false)?;
+            let h = self.hidden(&x, None, indices, false)?;
             return Ok(ops::squeeze(
                 &self.down_proj.forward(&h, indices, false)?,
                 &[-2],
@@ -151,11 +151,7 @@ impl SwitchGlu {
         let tokens = ops::floor_divide(&order, &Array::scalar(k as u32))?;
         let xt = ops::flatten(&x, 0, -3)?; // [T, 1, D]
         let idx = ops::take(&flat, &order, Some(0))?; // [T*k] sorted
-        let up = self.up_proj.forward_rows(&xt, Some(&tokens), &idx, true)?;
-        let gate = self
-            .gate_proj
-            .forward_rows(&xt, Some(&tokens), &idx, true)?;
-        let h = ops::silu_mul(&gate, &up)?; // [T*k, 1, H]
+        let h = self.hidden(&xt, Some(&tokens), &idx, true)?; // [T*k, 1, H]
         let y = self.down_proj.forward(&h, &idx, true)?; // [T*k, 1, D]
         let y = ops::take(&y, &inv_order, Some(0))?;
         let d = y.shape()[y.ndim() - 1] as i64;
@@ -206,9 +202,16 @@ impl SwitchGlu {
         )?)
     }
 
-    fn hidden(&self, x: &Array, idx: &Array, sorted: bool) -> Result<Array> {
-        let up = self.up_proj.forward(x, idx, sorted)?;
-        let gate = self.gate_proj.forward(x, idx, sorted)?;
+    /// `silu(gate(x)) * up(x)` per entry; `x_rows` as in [`SwitchLinear::forward_rows`].
+    fn hidden(
+        &self,
+        x: &Array,
+        x_rows: Option<&Array>,
+        idx: &Array,
+        sorted: bool,
+    ) -> Result<Array> {
+        let up = self.up_proj.forward_rows(x, x_rows, idx, sorted)?;
+        let gate = self.gate_proj.forward_rows(x, x_rows, idx, sorted)?;
         Ok(ops::silu_mul(&gate, &up)?)
     }
 }
