@@ -258,13 +258,16 @@ pub enum Primitive {
     },
     /// `[wq, scales, biases]` → floats of the scales' dtype.
     Dequantize { group_size: usize, bits: usize },
-    /// `[x, wq, scales, biases]`: `x @ dequant(w).T` (transpose) or `x @ dequant(w)`.
+    /// `[x, wq, scales, biases, addend?]`: `x @ dequant(w).T` (transpose) or `x @ dequant(w)`,
+    /// plus `addend` (of the output's shape and dtype) where `addend` is set: the product is
+    /// rounded to the output dtype, then the sum (`ops::quantized_matmul_add`).
     /// `exact`: the exact float kernels only (`ops::quantized::exact_decode` when recorded).
     QuantizedMatmul {
         group_size: usize,
         bits: usize,
         transpose: bool,
         exact: bool,
+        addend: bool,
     },
     /// `[a, b, lhs, rhs]`: `a: [Ba, M, K]`, `b: [Bb, K, N]`, `lhs`, `rhs`: u32 `[B]` →
     /// `[B, M, N]` with `out[i] = a[lhs[i]] @ b[rhs[i]]` (MoE experts picked per row).

@@ -162,6 +162,7 @@ impl Backend for CpuBackend {
                 bits,
                 transpose,
                 exact,
+                ..
             } => quantized::quantized_matmul(&x, *group_size, *bits, *transpose, *exact, out),
             Primitive::GatherMm { .. } => gather_matmul::gather_mm(&x, out),
             Primitive::GatherQmm {

@@ -102,11 +102,11 @@ fn param<'a, T: Element>(
     Ok(Some(contiguous::<T>(p)))
 }
 
-/// Shared driver: for each row, `f(row_f32, out_row)` writes the output row.
+/// Shared driver: for each row `r`, `f(r, row_f32, out_row)` writes the output row.
 fn per_row<T: Element>(
     x: &ArrayData,
     out: &mut ArrayData,
-    f: impl Fn(&mut [f32], &mut [T]) + Sync,
+    f: impl Fn(usize, &mut [f32], &mut [T]) + Sync,
 ) {
     let d = *x.shape.last().unwrap_or(&1);
     if d == 0 || x.numel() == 0 {
@@ -118,11 +118,12 @@ fn per_row<T: Element>(
     let rows_per_task = (ROWS_PER_TASK_ELEMS / d).max(1);
     dst.par_chunks_mut(d * rows_per_task)
         .zip(rows.par_chunks(rows_per_task))
-        .for_each(|(o, starts)| {
+        .enumerate()
+        .for_each(|(task, (o, starts))| {
             let mut buf = vec![0f32; d];
-            for (orow, &start) in o.chunks_exact_mut(d).zip(starts) {
+            for (i, (orow, &start)) in o.chunks_exact_mut(d).zip(starts).enumerate() {
                 load_row(src, start, stride, &mut buf);
-                f(&mut buf, orow);
+                f(task * rows_per_task + i, &mut buf, orow);
             }
         });
 }
@@ -154,12 +155,15 @@ fn rms_norm_t<T: Element>(
     out: &mut ArrayData,
 ) -> Result<()> {
     let d = *x.shape.last().unwrap_or(&1);
-    let w = param::<T>("rms_norm", w, d)?;
+    // a [R, D] weight (fast::rms_norm): row r of x takes weight row r % R
+    let wrows = w.map_or(1, |w| (w.numel() / d.max(1)).max(1));
+    let w = param::<T>("rms_norm", w, d * wrows)?;
     let w = w.as_deref();
-    per_row::<T>(x, out, |row, o| {
+    per_row::<T>(x, out, |r, row, o| {
         let inv = 1.0 / (sum_sq(row) / d as f32 + eps).sqrt();
         match w {
             Some(w) => {
+                let w = &w[(r % wrows) * d..][..d];
                 for ((o, &v), &wi) in o.iter_mut().zip(row.iter()).zip(w) {
                     // round to T first, then multiply in T: MLX's order
                     *o = T::from_f32(T::from_f32(v * inv).to_f32() * wi.to_f32());
@@ -212,7 +216,7 @@ fn layer_norm_t<T: Element>(
     let w = param::<T>("layer_norm", w, d)?;
     let b = param::<T>("layer_norm", b, d)?;
     let (w, b) = (w.as_deref(), b.as_deref());
-    per_row::<T>(x, out, |row, o| {
+    per_row::<T>(x, out, |_, row, o| {
         let mu = sum(row) / d as f32;
         for v in row.iter_mut() {
             *v -= mu;

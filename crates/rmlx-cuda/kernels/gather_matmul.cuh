@@ -17,7 +17,7 @@ __device__ void rg_gather_qmv_t(const TX* __restrict__ x, const u32* __restrict_
                                 int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 ybs) {
   for (i64 bat = blockIdx.y; bat < nb; bat += gridDim.y) {
     const i64 li = rg_index(lhs, bat, bx), ri = rg_index(rhs, bat, ne);
-    rq_qmv_t_mat<TX, TS, TO, BITS, MM, 1>(x + li * xbs, w + ri * wbs, s + ri * sbs, b + ri * sbs, y + bat * ybs, M,
+    rq_qmv_t_mat<TX, TS, TO, BITS, MM, 1>(x + li * xbs, w + ri * wbs, s + ri * sbs, b + ri * sbs, y + bat * ybs, nullptr, M,
                                        N, K, gs_shift);
   }
 }

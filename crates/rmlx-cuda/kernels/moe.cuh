@@ -17,6 +17,8 @@ __device__ void rm_route(const TL* __restrict__ logits, u32* __restrict__ out, i
   for (i64 t = (i64)blockIdx.x * wpb + warp; t < T; t += (i64)gridDim.x * wpb) {
     const TL* l = logits + t * E;
     float mx = NEG;
+    // unrolled so that a lane's loads (E / 32 of them) are in flight together
+#pragma unroll 4
     for (int i = lane; i < E; i += 32) {
       float v = to_f(l[i]);
       if (v != v) v = NEG;  // a NaN logit is never chosen before a number
@@ -135,21 +137,36 @@ __device__ void rm_gather_swiglu(const TX* __restrict__ x, const u32* __restrict
 }
 
 // The same with int8 activations (4- or 8-bit weights, groups of 32 or more; the dense decode
-// kernels' arithmetic, quantized.cuh rq_qmv8): x rows quantized per 32 by rq_quantize_x first
-// (xq [T, K], meta [T, K/32]); each warp streams RM_R rows of both matrices, 2 blocks of 32
-// codes in flight per row.
-template <class TS, class TO, int BITS>
-__device__ void rm_gather_swiglu8(const signed char* __restrict__ xq, const RqXBlock* __restrict__ meta,
-                                  const u32* __restrict__ wg, const TS* __restrict__ sg, const TS* __restrict__ bg,
-                                  const u32* __restrict__ wu, const TS* __restrict__ su, const TS* __restrict__ bu,
-                                  TO* __restrict__ h, const u32* __restrict__ idx, i64 irs, i64 P, int k, i64 E,
-                                  i64 N, i64 K, int gs_shift) {
+// kernels' arithmetic, quantized.cuh rq_qmv8); each warp streams RM_R rows of both matrices, 2
+// blocks of 32 codes in flight per row. XF: each block quantizes its pair's x row (of dtype TX)
+// into dynamic shared memory itself (K codes, then K / 32 blocks of meta; x given, xq and meta
+// null); else rq_quantize_x ran first (xq [T, K], meta [T, K/32] given, x null).
+template <class TX, class TS, class TO, int BITS, bool XF>
+__device__ void rm_gather_swiglu8(const TX* __restrict__ x, const signed char* __restrict__ xq,
+                                  const RqXBlock* __restrict__ meta, const u32* __restrict__ wg,
+                                  const TS* __restrict__ sg, const TS* __restrict__ bg, const u32* __restrict__ wu,
+                                  const TS* __restrict__ su, const TS* __restrict__ bu, TO* __restrict__ h,
+                                  const u32* __restrict__ idx, i64 irs, i64 P, int k, i64 E, i64 N, i64 K,
+                                  int gs_shift) {
+  extern __shared__ __align__(16) unsigned char rq_xsmem[];
+  signed char* sq = reinterpret_cast<signed char*>(rq_xsmem);
+  RqXBlock* sm = reinterpret_cast<RqXBlock*>(rq_xsmem + K);
   const int warp = threadIdx.x >> 5;
   const i64 row0 = ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * RM_R;
-  if (row0 >= N) return;
+  // with XF every warp takes part in the quantization, so none returns early
+  if (!XF && row0 >= N) return;
   const i64 W = K * BITS / 32, G = K >> gs_shift;
+  i64 have = -1;  // the token whose x sits in shared memory
   for (i64 p = blockIdx.y; p < P; p += gridDim.y) {
-    const i64 e = rm_expert(idx, p / k, (int)(p % k), irs, E);
+    const i64 t = p / k;
+    if (XF && t != have) {
+      __syncthreads();
+      rq_quantize_x_block<TX, BITS>(x + t * K, sq, sm, 1, K);
+      __syncthreads();
+      have = t;
+    }
+    if (row0 >= N) continue;
+    const i64 e = rm_expert(idx, t, (int)(p % k), irs, E);
     const u32* wr[2 * RM_R];
     const TS* sr[2 * RM_R];
     const TS* br[2 * RM_R];
@@ -157,8 +174,11 @@ __device__ void rm_gather_swiglu8(const signed char* __restrict__ xq, const RqXB
     float acc[2 * RM_R][1];
 #pragma unroll
     for (int r = 0; r < 2 * RM_R; ++r) acc[r][0] = 0.0f;
-    const i64 t = p / k;
-    rq_dot8_rows<TS, BITS, 1, 2 * RM_R, 2>(xq + t * K, meta + t * (K >> 5), wr, sr, br, 1, K, gs_shift, acc);
+    if (XF) {
+      rq_dot8_rows<TS, BITS, 1, 2 * RM_R, 2, true>(sq, sm, wr, sr, br, 1, K, gs_shift, acc);
+    } else {
+      rq_dot8_rows<TS, BITS, 1, 2 * RM_R, 2>(xq + t * K, meta + t * (K >> 5), wr, sr, br, 1, K, gs_shift, acc);
+    }
     rm_store_swiglu<TO>(acc, h + p * N, row0, N);
   }
 }

@@ -18,11 +18,24 @@ struct Lay { i64 shape[MAX_DIMS]; i64 strides[MAX_DIMS]; int ndim; int pad; };
 // are visible, so a kernel's launch overlaps its predecessor's tail instead of following it.
 // kernels.rs inserts the call at the top of every entry point; without the launch attribute
 // both instructions return at once.
-__device__ __forceinline__ void rmlx_pdl_entry() {
+__device__ __forceinline__ void rmlx_pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n\tgriddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+__device__ __forceinline__ void rmlx_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void rmlx_pdl_entry() {
+  rmlx_pdl_trigger();
+  rmlx_pdl_wait();
+}
+// An entry point whose body starts with this marker calls rmlx_pdl_trigger and rmlx_pdl_wait
+// itself (on every path, before it touches memory another kernel writes): it may read
+// constant data (weights) before the wait.
+#define RMLX_PDL_MANUAL
 
 // A grid-stride loop: `GRID_LOOP(i, n) { ... }` visits i = 0..n across the whole grid.
 #define GRID_LOOP(i, n) \

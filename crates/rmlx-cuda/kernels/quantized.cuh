@@ -175,6 +175,25 @@ __device__ __forceinline__ u32 rq_code_c(const u32* w, int j) {
   return v & ((1u << BITS) - 1u);
 }
 
+// Prefetches R weight rows (codes, scales and biases) into L2, the warp's lanes taking 128-byte
+// lines: issued before a kernel waits on its predecessor (programmatic dependent launch), it
+// starts the weight stream while the kernels before it finish.
+template <class TS, int R>
+__device__ __forceinline__ void rq_prefetch_rows(const u32* const (&wr)[R], const TS* const (&sr)[R],
+                                                 const TS* const (&br)[R], i64 W, i64 G) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const char* pw = reinterpret_cast<const char*>(wr[r]);
+    for (i64 o = (i64)lane * 128; o < W * 4; o += 32 * 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(pw + o));
+    const i64 sb = G * (i64)sizeof(TS);
+    for (i64 o = (i64)lane * 128; o < sb; o += 32 * 128) {
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(reinterpret_cast<const char*>(sr[r]) + o));
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(reinterpret_cast<const char*>(br[r]) + o));
+    }
+  }
+}
+
 // Pointers to R consecutive weight rows from row0 of one matrix (w, s, b: its first row), into
 // wr, sr, br. Rows past N repeat the last one: computed, not stored.
 template <class TS, int R>
@@ -241,6 +260,14 @@ __device__ __forceinline__ void rq_dot_rows(const TX* __restrict__ x, const u32*
   }
 }
 
+// A decode kernel's stored output: v rounded to TO, plus res[i] where a residual is given
+// (ops::quantized_matmul_add), rounded again: the rounding of the two ops it replaces.
+template <class TO>
+__device__ __forceinline__ TO rq_out(float v, const TO* __restrict__ res, i64 i) {
+  if (res == nullptr) return from_f<TO>(v);
+  return from_f<TO>(to_f(from_f<TO>(v)) + to_f(res[i]));
+}
+
 // One matrix: the block's warps take weight rows from blockIdx.x (the batch is the caller's).
 // KS = 1: the block's 4 warps own 4 x RQ_R rows. KS = 4 (long rows): they share RQ_R rows,
 // warp w taking every 4th step of K from step w, and the partial sums meet in shared memory:
@@ -248,7 +275,8 @@ __device__ __forceinline__ void rq_dot_rows(const TX* __restrict__ x, const u32*
 // the memory bandwidth (4096 rows of 4 warps per 4 x 4 rows is 2 blocks per SM otherwise).
 template <class TX, class TS, class TO, int BITS, int MM, int KS>
 __device__ void rq_qmv_t_mat(const TX* __restrict__ x, const u32* __restrict__ w, const TS* __restrict__ s,
-                             const TS* __restrict__ b, TO* __restrict__ y, int M, i64 N, i64 K, int gs_shift) {
+                             const TS* __restrict__ b, TO* __restrict__ y, const TO* __restrict__ res, int M, i64 N,
+                             i64 K, int gs_shift) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const i64 row0 = KS == 1 ? ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * RQ_R : (i64)blockIdx.x * RQ_R;
   const int kpart = KS == 1 ? 0 : warp;
@@ -270,7 +298,7 @@ __device__ void rq_qmv_t_mat(const TX* __restrict__ x, const u32* __restrict__ w
 #pragma unroll
       for (int m = 0; m < MM; ++m) {
         const float v = warp_sum(acc[r][m]);
-        if (lane == 0 && m < M && row0 + r < N) y[(i64)m * N + row0 + r] = from_f<TO>(v);
+        if (lane == 0 && m < M && row0 + r < N) y[(i64)m * N + row0 + r] = rq_out<TO>(v, res, (i64)m * N + row0 + r);
       }
     return;
   }
@@ -288,18 +316,18 @@ __device__ void rq_qmv_t_mat(const TX* __restrict__ x, const u32* __restrict__ w
     float v = 0.0f;
 #pragma unroll
     for (int k = 0; k < KS; ++k) v += part[k][lane];
-    if (m < M && row0 + r < N) y[(i64)m * N + row0 + r] = from_f<TO>(v);
+    if (m < M && row0 + r < N) y[(i64)m * N + row0 + r] = rq_out<TO>(v, res, (i64)m * N + row0 + r);
   }
 }
 
 // Batched: blockIdx.y picks the matrix.
 template <class TX, class TS, class TO, int BITS, int MM, int KS>
 __device__ void rq_qmv_t(const TX* __restrict__ x, const u32* __restrict__ w, const TS* __restrict__ s,
-                         const TS* __restrict__ b, TO* __restrict__ y, int M, i64 N, i64 K, int gs_shift,
-                         i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {
+                         const TS* __restrict__ b, TO* __restrict__ y, const TO* __restrict__ res, int M, i64 N,
+                         i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {
   const i64 bat = blockIdx.y;
   rq_qmv_t_mat<TX, TS, TO, BITS, MM, KS>(x + bat * xbs, w + bat * wbs, s + bat * sbs, b + bat * bbs, y + bat * ybs,
-                                     M, N, K, gs_shift);
+                                         res ? res + bat * ybs : nullptr, M, N, K, gs_shift);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -396,7 +424,7 @@ __device__ __forceinline__ int rq_block_dot(const u32* w, const int* xv) {
 // row (one 16-byte load per row per block for 4 bits, two for 8), UN blocks in flight at a
 // time; the x data of a block (32 bytes + 16 bytes of meta) is loaded once and serves the R
 // rows. Not yet reduced across the warp. Also serves the fused MoE kernels (moe.cuh).
-template <class TS, int BITS, int MM, int R, int UN>
+template <class TS, int BITS, int MM, int R, int UN, bool XS = false>
 __device__ __forceinline__ void rq_dot8_rows(const signed char* __restrict__ xq, const RqXBlock* __restrict__ meta,
                                              const u32* const (&wr)[R], const TS* const (&sr)[R],
                                              const TS* const (&br)[R], int M, i64 K, int gs_shift,
@@ -437,9 +465,11 @@ __device__ __forceinline__ void rq_dot8_rows(const signed char* __restrict__ xq,
       for (int m = 0; m < MM; ++m) {
         if (m < M) {
           const int4* xp = reinterpret_cast<const int4*>(xq + (i64)m * K + blk * 32);
-          const int4 xa = __ldg(xp), xb = __ldg(xp + 1);
+          const float4* mp = reinterpret_cast<const float4*>(meta + (i64)m * nb + blk);
+          // XS: x sits in shared memory (the read-only cache path is for global memory only)
+          const int4 xa = XS ? xp[0] : __ldg(xp), xb = XS ? xp[1] : __ldg(xp + 1);
           const int xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
-          const float4 mt = __ldg(reinterpret_cast<const float4*>(meta + (i64)m * nb + blk));
+          const float4 mt = XS ? *mp : __ldg(mp);
           const int sq = __float_as_int(mt.z);
 #pragma unroll
           for (int r = 0; r < R; ++r) {
@@ -453,10 +483,10 @@ __device__ __forceinline__ void rq_dot8_rows(const signed char* __restrict__ xq,
 }
 
 // One matrix. Each warp owns R weight rows (rq_dot8_rows streams them).
-template <class TS, class TO, int BITS, int MM, int R, int UN>
+template <class TS, class TO, int BITS, int MM, int R, int UN, bool XS>
 __device__ void rq_qmv8_mat(const signed char* __restrict__ xq, const RqXBlock* __restrict__ meta,
                             const u32* __restrict__ w, const TS* __restrict__ s, const TS* __restrict__ b,
-                            TO* __restrict__ y, int M, i64 N, i64 K, int gs_shift) {
+                            TO* __restrict__ y, const TO* __restrict__ res, int M, i64 N, i64 K, int gs_shift) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const i64 row0 = ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * R;
   if (row0 >= N) return;
@@ -470,23 +500,103 @@ __device__ void rq_qmv8_mat(const signed char* __restrict__ xq, const RqXBlock* 
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int m = 0; m < MM; ++m) acc[r][m] = 0.0f;
-  rq_dot8_rows<TS, BITS, MM, R, UN>(xq, meta, wr, sr, br, M, K, gs_shift, acc);
+  rq_dot8_rows<TS, BITS, MM, R, UN, XS>(xq, meta, wr, sr, br, M, K, gs_shift, acc);
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int m = 0; m < MM; ++m) {
       const float v = warp_sum(acc[r][m]);
-      if (lane == 0 && m < M && row0 + r < N) y[(i64)m * N + row0 + r] = from_f<TO>(v);
+      if (lane == 0 && m < M && row0 + r < N) y[(i64)m * N + row0 + r] = rq_out<TO>(v, res, (i64)m * N + row0 + r);
     }
 }
 
-// Batched: blockIdx.y picks the matrix (x's quantized blocks have batch stride xbs elements).
-template <class TS, class TO, int BITS, int MM, int R, int UN>
-__device__ void rq_qmv8(const signed char* __restrict__ xq, const RqXBlock* __restrict__ meta,
-                        const u32* __restrict__ w, const TS* __restrict__ s, const TS* __restrict__ b,
-                        TO* __restrict__ y, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs,
-                        i64 bbs, i64 ybs) {
+// Byte p of a block of xq holds element rq_xsrc<BITS>(p) of the block (rq_xpos inverted).
+template <int BITS>
+__device__ __forceinline__ int rq_xsrc(int p) {
+  if (BITS == 8) return p;
+  const int r = p & 7;
+  return (p & ~7) + (r < 4 ? 2 * r : 2 * (r - 4) + 1);
+}
+
+// rq_quantize_x by one block, into shared memory: one thread per block of 32 (its Σx summed in
+// order, the only difference from rq_quantize_x: a rounding of the sum).
+template <class TX, int BITS>
+__device__ void rq_quantize_x_block(const TX* __restrict__ x, signed char* xq, RqXBlock* meta, int M, i64 K) {
+  const int total = M * (int)(K >> 5);
+  for (int blk = threadIdx.x; blk < total; blk += blockDim.x) {
+    float v[32];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) load8(x + (i64)blk * 32 + 8 * c, v + 8 * c);
+    float amax = 0.0f, sx = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      amax = fmaxf(amax, fabsf(v[j]));
+      sx += v[j];
+    }
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    int sq = 0;
+    u32 wd[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      u32 word = 0;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int q = __float2int_rn(v[rq_xsrc<BITS>(4 * i + j)] * id);
+        sq += q;
+        word |= ((u32)q & 0xffu) << (8 * j);
+      }
+      wd[i] = word;
+    }
+    int4* dst = reinterpret_cast<int4*>(xq + (i64)blk * 32);
+    dst[0] = make_int4((int)wd[0], (int)wd[1], (int)wd[2], (int)wd[3]);
+    dst[1] = make_int4((int)wd[4], (int)wd[5], (int)wd[6], (int)wd[7]);
+    RqXBlock b;
+    b.d = amax / 127.0f;
+    b.sx = sx;
+    b.sq = sq;
+    b.pad = 0;
+    meta[blk] = b;
+  }
+}
+
+// Batched: blockIdx.y picks the matrix. XF: x (of dtype TX, [M, K] per matrix at stride xbs)
+// is quantized by each block into dynamic shared memory (M K codes, then M K / 32 blocks of
+// meta) instead of by a rq_quantize_x launch before (then xq and meta are given, x is null):
+// one launch fewer per product. PF: the warps' weight rows are prefetched into L2 before the
+// kernel waits on its predecessor (the entry point is RMLX_PDL_MANUAL).
+template <class TX, class TS, class TO, int BITS, int MM, int R, int UN, bool XF, bool PF>
+__device__ void rq_qmv8(const TX* __restrict__ x, const signed char* __restrict__ xq,
+                        const RqXBlock* __restrict__ meta, const u32* __restrict__ w, const TS* __restrict__ s,
+                        const TS* __restrict__ b, TO* __restrict__ y, const TO* __restrict__ res, int M, i64 N,
+                        i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {
   const i64 bat = blockIdx.y;
-  rq_qmv8_mat<TS, TO, BITS, MM, R, UN>(xq + bat * xbs, meta + bat * (xbs >> 5), w + bat * wbs, s + bat * sbs,
-                                       b + bat * bbs, y + bat * ybs, M, N, K, gs_shift);
+  w += bat * wbs;
+  s += bat * sbs;
+  b += bat * bbs;
+  y += bat * ybs;
+  if (res) res += bat * ybs;
+  rmlx_pdl_trigger();
+  if (PF) {
+    const i64 row0 = ((i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * R;
+    if (row0 < N) {
+      const i64 W = K * BITS / 32, G = K >> gs_shift;
+      const u32* wr[R];
+      const TS* sr[R];
+      const TS* br[R];
+      rq_rows<TS, R>(w, s, b, row0, N, W, G, wr, sr, br);
+      rq_prefetch_rows<TS, R>(wr, sr, br, W, G);
+    }
+  }
+  rmlx_pdl_wait();
+  if (XF) {
+    extern __shared__ __align__(16) unsigned char rq_xsmem[];
+    signed char* sq = reinterpret_cast<signed char*>(rq_xsmem);
+    RqXBlock* sm = reinterpret_cast<RqXBlock*>(rq_xsmem + (i64)M * K);
+    rq_quantize_x_block<TX, BITS>(x + bat * xbs, sq, sm, M, K);
+    __syncthreads();
+    rq_qmv8_mat<TS, TO, BITS, MM, R, UN, true>(sq, sm, w, s, b, y, res, M, N, K, gs_shift);
+  } else {
+    rq_qmv8_mat<TS, TO, BITS, MM, R, UN, false>(xq + bat * xbs, meta + bat * (xbs >> 5), w, s, b, y, res, M, N, K,
+                                                gs_shift);
+  }
 }

@@ -298,9 +298,18 @@ __device__ void rs_sdpa_decode_lk(const T* __restrict__ q, const T* __restrict__
   const int hk = (int)(blockIdx.x % Hkv);
   const i64 bb = blockIdx.x / Hkv;
   const int sp = blockIdx.y;
-  for (int t = threadIdx.x; t < G * D; t += blockDim.x) {
-    const int g = t / D, d = t % D;
-    sq[g][d] = to_f(q[ql.off + bb * ql.s[0] + (i64)(hk * G + g) * ql.s[1] + d]) * scale;
+  // the G q rows: every load issued before the first store (one memory latency, not G·D/128)
+  constexpr int QN = (G * D + 32 * RD_NW - 1) / (32 * RD_NW);
+  float qt[QN];
+#pragma unroll
+  for (int i = 0; i < QN; ++i) {
+    const int t = threadIdx.x + i * 32 * RD_NW;
+    qt[i] = t < G * D ? to_f(q[ql.off + bb * ql.s[0] + (i64)(hk * G + t / D) * ql.s[1] + t % D]) : 0.0f;
+  }
+#pragma unroll
+  for (int i = 0; i < QN; ++i) {
+    const int t = threadIdx.x + i * 32 * RD_NW;
+    if (t < G * D) sq[t / D][t % D] = qt[i] * scale;
   }
   __syncthreads();
   const T* kb = k + kl.off + bb * kl.s[0] + hk * kl.s[1];
@@ -322,7 +331,7 @@ __device__ void rs_sdpa_decode_lk(const T* __restrict__ q, const T* __restrict__
     for (int g = 0; g < G; ++g) s[g] = 0.0f;
     if (j < k1) {
       const T* kr = kb + (i64)j * kl.s[2];
-#pragma unroll 4
+#pragma unroll 8
       for (int d0 = 0; d0 < D; d0 += 8) {
         float kv[8];
         load8(kr + d0, kv);
@@ -364,16 +373,28 @@ __device__ void rs_sdpa_decode_lk(const T* __restrict__ q, const T* __restrict__
       sp_p[warp][lane][g] = p;
     }
     __syncwarp();
+    // V rows 8 keys at a time, all 8 loads issued before any is used: one memory latency per
+    // 8 keys instead of one per key (a key past the split has p = 0 and reads as zeros)
     const int nk = min(32, k1 - base);
-    for (int t = 0; t < nk; ++t) {
-      float vv[DL];
-      rd_load_row<T, DL>(vb + (i64)(base + t) * vl.s[2], vv);
+    for (int t0 = 0; t0 < nk; t0 += 8) {
+      float vv[8][DL];
 #pragma unroll
-      for (int g = 0; g < G; ++g) {
-        const float pt = sp_p[warp][t][g];
+      for (int u = 0; u < 8; ++u) {
+        if (t0 + u < nk) {
+          rd_load_row<T, DL>(vb + (i64)(base + t0 + u) * vl.s[2], vv[u]);
+        } else {
 #pragma unroll
-        for (int e = 0; e < DL; ++e) acc[g][e] = fmaf(pt, vv[e], acc[g][e]);
+          for (int e = 0; e < DL; ++e) vv[u][e] = 0.0f;
+        }
       }
+#pragma unroll
+      for (int u = 0; u < 8; ++u)
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          const float pt = sp_p[warp][t0 + u][g];
+#pragma unroll
+          for (int e = 0; e < DL; ++e) acc[g][e] = fmaf(pt, vv[u][e], acc[g][e]);
+        }
     }
     __syncwarp();
   }

@@ -186,7 +186,8 @@ pub fn compile_cubin(src: &str, arch: &str, name: &str) -> Result<Vec<u8>> {
 
 /// `body` with `rmlx_pdl_entry();` (prelude.cuh) as the first statement of every
 /// `extern "C" __global__` entry point, so that every kernel can be launched as a programmatic
-/// dependent of the one before it (launch.rs).
+/// dependent of the one before it (launch.rs). Entry points whose body starts with
+/// `RMLX_PDL_MANUAL` wait on their own.
 pub fn with_pdl_entry(body: &str) -> String {
     const ENTRY: &str = "extern \"C\" __global__";
     let mut out = String::with_capacity(body.len() + 256);
@@ -195,8 +196,10 @@ pub fn with_pdl_entry(body: &str) -> String {
         // the body opens at the first brace after the parameter list (which has none)
         let Some(j) = rest[i..].find('{') else { break };
         out.push_str(&rest[..i + j + 1]);
-        out.push_str(" rmlx_pdl_entry();");
         rest = &rest[i + j + 1..];
+        if !rest.trim_start().starts_with("RMLX_PDL_MANUAL") {
+            out.push_str(" rmlx_pdl_entry();");
+        }
     }
     out.push_str(rest);
     out
@@ -298,5 +301,10 @@ mod pdl_tests {
         assert!(out.contains("Lay l) { rmlx_pdl_entry();\n  f();"));
         assert!(out.contains("b(int n) { rmlx_pdl_entry(); g(); }"));
         assert!(out.starts_with("__device__ void f() {}"));
+        let manual = "extern \"C\" __global__ void c(int n) {\n  RMLX_PDL_MANUAL h(n); }\nextern \"C\" __global__ void d() { g(); }";
+        let out = with_pdl_entry(manual);
+        assert_eq!(out.matches("rmlx_pdl_entry();").count(), 1);
+        assert!(out.contains("c(int n) {\n  RMLX_PDL_MANUAL h(n); }"));
+        assert!(out.contains("d() { rmlx_pdl_entry(); g(); }"));
     }
 }

@@ -157,6 +157,7 @@ impl Backend for CudaBackend {
                 bits,
                 transpose,
                 exact,
+                ..
             } => ops::quantized::quantized_matmul(
                 &g,
                 &x,

@@ -10,6 +10,7 @@ mod norm;
 mod parallel;
 mod rope;
 mod switch;
+pub mod switches;
 mod weights;
 
 pub use error::{Error, Result};

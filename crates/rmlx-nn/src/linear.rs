@@ -73,6 +73,36 @@ impl Linear {
             None => y,
         })
     }
+
+    /// `residual + self.forward(x)` (a residual connection after the layer): one op for a
+    /// quantized layer without bias, whose product adds the residual as it stores it on a GPU
+    /// (`ops::quantized_matmul_add`); the same values either way.
+    pub fn forward_add(&self, x: &Array, residual: &Array) -> Result<Array> {
+        // `RMLX_FUSE_RESIDUAL=0`: always the two ops (an ablation switch)
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !crate::switches::enabled(&ON, "RMLX_FUSE_RESIDUAL") {
+            return Ok(ops::add(&self.forward(x)?, residual)?);
+        }
+        match self {
+            Linear::Quantized {
+                wq,
+                scales,
+                biases,
+                bias: None,
+                q,
+            } => Ok(ops::quantized_matmul_add(
+                x,
+                wq,
+                scales,
+                biases,
+                residual,
+                true,
+                q.group_size,
+                q.bits,
+            )?),
+            _ => Ok(ops::add(&self.forward(x)?, residual)?),
+        }
+    }
 }
 
 /// A token-embedding table `[vocab, dim]`, dense or quantized; `as_linear` serves tied heads.

@@ -93,9 +93,22 @@ impl Parallel {
     }
 
     /// Whether to fuse for the default device: on a GPU (see the module comment).
+    /// `RMLX_FUSE=0` never fuses, `RMLX_FUSE=1` fuses on the CPU too (tests use it to run the
+    /// fused model code there).
     pub fn fuse_by_default() -> bool {
-        rmlx::default_device().kind == rmlx::DeviceType::Gpu
-            && std::env::var("RMLX_FUSE").map_or(true, |v| v != "0")
+        match std::env::var("RMLX_FUSE").as_deref() {
+            Ok("0") => false,
+            Ok("1") => true,
+            _ => rmlx::default_device().kind == rmlx::DeviceType::Gpu,
+        }
+    }
+
+    /// The one layer computing every part, when fused.
+    pub fn fused(&self) -> Option<&Linear> {
+        match self {
+            Parallel::Fused { layer, .. } => Some(layer),
+            Parallel::Separate(_) => None,
+        }
     }
 
     /// `x: [..., in]` → one `[..., out_i]` per part.

@@ -234,7 +234,7 @@ pub fn route(logits: &Array, k: usize, routing: Routing) -> Result<(Array, Array
 /// the fused kernels (an ablation switch for benchmarks), read once.
 fn fused_moe() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("RMLX_MOE_FUSED").map_or(true, |v| v != "0"))
+    crate::switches::enabled(&ON, "RMLX_MOE_FUSED")
 }
 
 #[cfg(test)]

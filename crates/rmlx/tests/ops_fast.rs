@@ -301,6 +301,29 @@ fn norm_and_rope_kernels_match_fallbacks() {
             let y = fast::rms_norm(&x, Some(&w), 1e-6).unwrap();
             let r = fast::rms_norm_fallback(&x, Some(&w), 1e-6).unwrap();
             assert_close(&vals(&y), &vals(&r), tol, tol, &format!("rms_norm {dtype}"));
+            // one weight row per index of the second-to-last axis (joint q/k head norms),
+            // through the general kernel too (a transposed, strided x)
+            let w2 = arr(&[7, 4096], 10, 1.0, dtype);
+            let y = fast::rms_norm(&x, Some(&w2), 1e-6).unwrap();
+            let r = fast::rms_norm_fallback(&x, Some(&w2), 1e-6).unwrap();
+            assert_close(
+                &vals(&y),
+                &vals(&r),
+                tol,
+                tol,
+                &format!("rms_norm rows {dtype}"),
+            );
+            let xt = ops::transpose(&arr(&[7, 3, 72], 11, 3.0, dtype), Some(&[1, 0, 2])).unwrap();
+            let w2 = arr(&[7, 72], 12, 1.0, dtype);
+            let y = fast::rms_norm(&xt, Some(&w2), 1e-6).unwrap();
+            let r = fast::rms_norm_fallback(&xt, Some(&w2), 1e-6).unwrap();
+            assert_close(
+                &vals(&y),
+                &vals(&r),
+                tol,
+                tol,
+                &format!("rms_norm rows, strided {dtype}"),
+            );
             let y = fast::layer_norm(&x, Some(&w), Some(&w), 1e-5).unwrap();
             let r = fast::layer_norm_fallback(&x, Some(&w), Some(&w), 1e-5).unwrap();
             assert_close(
@@ -358,10 +381,11 @@ fn bad_arguments_are_errors() {
         "at least 1 dimension",
     );
     assert_err(fast::rms_norm(&x, Some(&w3), 1e-5), "rms_norm", "same size");
+    // a 2-D weight must be [R, D] for x [..., R, D] (here [3, 4])
     assert_err(
         fast::rms_norm(&x, Some(&w22), 1e-5),
         "rms_norm",
-        "1 dimension",
+        "must be [R, D] for x [..., R, D]",
     );
     assert_err(
         fast::rms_norm(&xi, None, 1e-5),

@@ -404,3 +404,84 @@ fn decode_mode_is_recorded_per_op() {
         );
     }
 }
+
+/// The GPU's int8 decode kernels quantize x inside each block where `M·K` is small (one row
+/// of 2048 here) and by a launch of their own otherwise (eight rows of 2048): both
+/// must give each row the same product, and both must stay within the int8 error of the exact
+/// float product. CPU: the same check of its int8 path (rows 1 and 8 take one kernel there).
+#[test]
+fn int8_decode_rows_agree_whether_x_is_quantized_in_the_kernel_or_before() {
+    let (m, k, n) = (8usize, 2048usize, 96usize);
+    let key = |s| rmlx::ops::random::key(s);
+    let x = rmlx::ops::random::normal(&[m, k], Dtype::F32, 0.0, 1.0, Some(&key(71))).unwrap();
+    let w = rmlx::ops::random::normal(&[n, k], Dtype::F32, 0.0, 0.05, Some(&key(72))).unwrap();
+    for_each_device(|_| {
+        for (bits, dt) in [(4, Dtype::BF16), (8, Dtype::BF16), (4, Dtype::F32)] {
+            let w = rmlx::ops::astype(&w, dt);
+            let x = rmlx::ops::astype(&x, dt);
+            let (wq, s, b) = quantize(&w, 64, bits).unwrap();
+            let qmm = |x: &Array| quantized_matmul(x, &wq, &s, &b, true, 64, bits).unwrap();
+            let all = vals(&qmm(&x));
+            let exact = vals(&with_exact_decode(true, || qmm(&x)));
+            let scale = max_abs(&exact);
+            for i in 0..m {
+                let row = rmlx::ops::slice(&x, &[i as i64, 0], &[i as i64 + 1, k as i64], &[1, 1])
+                    .unwrap();
+                let one = vals(&qmm(&row));
+                let what = format!("row {i}, {bits}-bit, {dt}");
+                // the same int8 blocks (Σx summed in another order): a rounding of the output
+                assert_close(&one, &all[i * n..(i + 1) * n], 0.0, 1e-2 * scale, &what);
+                assert_close(&one, &exact[i * n..(i + 1) * n], 0.0, 2e-2 * scale, &what);
+            }
+        }
+    });
+}
+
+/// `quantized_matmul_add` (a residual added by the product, in the GPU decode kernels'
+/// epilogue) equals the two ops bit for bit: decode rows, prefill rows, the int8 and the exact
+/// paths, and an addend that broadcasts (which takes the two ops).
+#[test]
+fn quantized_matmul_add_equals_product_plus_addend() {
+    use rmlx::ops::{add, quantized_matmul_add};
+    let key = |s| rmlx::ops::random::key(s);
+    let (k, n) = (256usize, 80usize);
+    let w = rmlx::ops::random::normal(&[n, k], Dtype::F32, 0.0, 0.05, Some(&key(81))).unwrap();
+    for_each_device(|_| {
+        for dt in [Dtype::BF16, Dtype::F32] {
+            let (wq, s, b) = quantize(&rmlx::ops::astype(&w, dt), 64, 4).unwrap();
+            for rows in [1usize, 3, 20] {
+                let x =
+                    rmlx::ops::random::normal(&[1, rows, k], Dtype::F32, 0.0, 1.0, Some(&key(82)))
+                        .unwrap();
+                let x = rmlx::ops::astype(&x, dt);
+                let r =
+                    rmlx::ops::random::normal(&[1, rows, n], Dtype::F32, 0.0, 1.0, Some(&key(83)))
+                        .unwrap();
+                let r = rmlx::ops::astype(&r, dt);
+                for exact in [false, true] {
+                    with_exact_decode(exact, || {
+                        let what = format!("{dt}, {rows} rows, exact={exact}");
+                        let want =
+                            add(&quantized_matmul(&x, &wq, &s, &b, true, 64, 4).unwrap(), &r)
+                                .unwrap();
+                        let got = quantized_matmul_add(&x, &wq, &s, &b, &r, true, 64, 4).unwrap();
+                        assert_eq!(got.shape(), want.shape(), "{what}");
+                        assert_eq!(bits_of(&got), bits_of(&want), "{what}");
+                        // an addend of another shape broadcasts through the two ops
+                        let rb = rmlx::ops::astype(
+                            &Array::from_slice(&vec![0.5f32; n], &[n]).unwrap(),
+                            dt,
+                        );
+                        let want = add(
+                            &quantized_matmul(&x, &wq, &s, &b, true, 64, 4).unwrap(),
+                            &rb,
+                        )
+                        .unwrap();
+                        let got = quantized_matmul_add(&x, &wq, &s, &b, &rb, true, 64, 4).unwrap();
+                        assert_eq!(bits_of(&got), bits_of(&want), "{what}, broadcast addend");
+                    });
+                }
+            }
+        }
+    });
+}

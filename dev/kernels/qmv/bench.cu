@@ -41,7 +41,7 @@ __global__ void k_qx(const bf16* x, signed char* xq, RqXBlock* meta, int M, i64 
 template <class TO, int BITS, int MM, int R, int UN>
 __global__ void __launch_bounds__(128) k_v1(const signed char* xq, const RqXBlock* meta, const u32* w, const bf16* s,
                                             const bf16* b, TO* y, int M, i64 N, i64 K, int gs_shift) {
-  rq_qmv8_mat<bf16, TO, BITS, MM, R, UN>(xq, meta, w, s, b, y, M, N, K, gs_shift);
+  rq_qmv8_mat<bf16, TO, BITS, MM, R, UN, false>(xq, meta, w, s, b, y, nullptr, M, N, K, gs_shift);
 }
 
 template <class TO, int BITS, int UN>

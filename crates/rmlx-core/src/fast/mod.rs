@@ -74,9 +74,14 @@ fn check_norm(op: &'static str, x: &Array, params: &[(&str, Option<&Array>)]) ->
 /// `x: [..., D]`, `weight: [D]` (optional). Accumulates in f32; the normalised value is
 /// rounded to the output dtype (`x` promoted with `weight`) before the weight multiplies it,
 /// as in MLX.
+///
+/// An extension of MLX's contract: `weight` may also be `[R, D]` where `x` is `[..., R, D]`,
+/// one weight row per index of the second-to-last axis (broadcast as an element-wise product
+/// would be). Attention uses it to normalise the query and key heads of one fused projection,
+/// each with its own weight, in one kernel.
 #[track_caller]
 pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Array> {
-    let t = check_norm("rms_norm", x, &[("weight", weight)])?;
+    let t = check_rms_norm(x, weight)?;
     let prim = Primitive::RmsNorm {
         eps: F32(eps),
         has_weight: weight.is_some(),
@@ -89,10 +94,36 @@ pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Array> {
     Ok(Array::make(x.shape().into(), t, prim, inputs))
 }
 
+/// [`rms_norm`]'s checks, with its `[R, D]` weight; returns the output dtype.
+fn check_rms_norm(x: &Array, weight: Option<&Array>) -> Result<Dtype> {
+    let Some(w) = weight.filter(|w| w.ndim() == 2) else {
+        return check_norm("rms_norm", x, &[("weight", weight)]);
+    };
+    let nd = x.ndim();
+    if nd < 2 || w.shape() != &x.shape()[nd - 2..] {
+        return Err(Error::invalid(
+            "rms_norm",
+            format!(
+                "a 2-D weight must be [R, D] for x [..., R, D], got weight {} for x {}",
+                fmt_shape(w.shape()),
+                fmt_shape(x.shape())
+            ),
+        ));
+    }
+    let t = Dtype::promote(x.dtype(), w.dtype());
+    if !t.is_float() {
+        return Err(Error::dtype(
+            "rms_norm",
+            format!("received unsupported type {t}"),
+        ));
+    }
+    Ok(t)
+}
+
 /// [`rms_norm`] composed of ordinary ops.
 #[track_caller]
 pub fn rms_norm_fallback(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Array> {
-    let t = check_norm("rms_norm", x, &[("weight", weight)])?;
+    let t = check_rms_norm(x, weight)?;
     let xf = ops::astype(x, Dtype::F32);
     let ms = ops::add(&mean_last(&ops::square(&xf))?, &Array::scalar(eps))?;
     let mut y = ops::astype(&ops::multiply(&xf, &ops::rsqrt(&ms))?, t);

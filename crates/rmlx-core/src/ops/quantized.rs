@@ -372,7 +372,48 @@ fn make_qmm(
             bits,
             transpose,
             exact: exact_decode(),
+            addend: false,
         },
         [x, wq.clone(), scales.clone(), biases.clone()],
     )
+}
+
+/// `addend + quantized_matmul(x, wq, scales, biases, ..)`: a residual connection after a
+/// projection. One op where `wq` is one matrix and `addend` has the product's shape and dtype
+/// (the GPU's decode kernels add it as they store: one kernel fewer per residual); else the
+/// two ops. Either way the product is rounded to the output dtype before the sum, as the
+/// composition rounds it.
+#[allow(clippy::too_many_arguments)]
+pub fn quantized_matmul_add(
+    x: &Array,
+    wq: &Array,
+    scales: &Array,
+    biases: &Array,
+    addend: &Array,
+    transpose: bool,
+    group_size: usize,
+    bits: usize,
+) -> Result<Array> {
+    let y = quantized_matmul(x, wq, scales, biases, transpose, group_size, bits)?;
+    if wq.ndim() != 2 || addend.shape() != y.shape() || addend.dtype() != y.dtype() {
+        return crate::ops::add(&y, addend);
+    }
+    Ok(Array::make(
+        y.shape().into(),
+        y.dtype(),
+        Primitive::QuantizedMatmul {
+            group_size,
+            bits,
+            transpose,
+            exact: exact_decode(),
+            addend: true,
+        },
+        [
+            x.clone(),
+            wq.clone(),
+            scales.clone(),
+            biases.clone(),
+            addend.clone(),
+        ],
+    ))
 }

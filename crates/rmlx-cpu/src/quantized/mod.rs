@@ -143,6 +143,15 @@ pub fn quantized_matmul(
             }
         });
     }
+    // `ops::quantized_matmul_add`: the rounded product plus the addend, as `ops::add` would
+    if let Some(a) = x.get(4) {
+        float_dispatch!("quantized_matmul", out.dtype, D => {
+            let a = contiguous::<D>(a);
+            for (d, r) in out_slice_mut::<D>(&mut o).iter_mut().zip(a.iter()) {
+                *d = D::from_f32(d.to_f32() + r.to_f32());
+            }
+        });
+    }
     Ok(o)
 }
 

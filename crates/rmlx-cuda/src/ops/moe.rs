@@ -6,7 +6,9 @@ use crate::context::Gpu;
 use crate::data::{contiguous_input, ctype, input, output, tag};
 use crate::launch::{Args, Grid};
 use crate::ops::elementwise as ew;
-use crate::ops::quantized::{decode_rows, int8_decode, quantize_rows, QUANT_CUH};
+use crate::ops::quantized::{
+    decode_rows, fuse_x_quantization, int8_decode, quantize_rows, xq_smem_bytes, QUANT_CUH,
+};
 use rmlx_core::fast::{ROUTE_MAX_E, ROUTE_MAX_K};
 use rmlx_core::primitive::MoeRouting;
 use rmlx_core::{ArrayData, Dtype, Error, Result};
@@ -103,12 +105,19 @@ pub fn swiglu_source(x: Dtype, s: Dtype, o: Dtype, bits: usize) -> (String, Stri
     (name, src)
 }
 
-/// The gate + up + SwiGLU kernel with int8 activations (4- or 8-bit stacks).
-pub fn swiglu8_source(s: Dtype, o: Dtype, bits: usize) -> (String, String) {
-    let name = format!("rm_swiglu8_{}_{}_b{bits}", tag(s), tag(o));
-    let (cs, co) = (ctype(s), ctype(o));
+/// The gate + up + SwiGLU kernel with int8 activations (4- or 8-bit stacks): `x` the dtype of
+/// x where each block quantizes it itself, `None` where `rq_quantize_x` ran first.
+pub fn swiglu8_source(x: Option<Dtype>, s: Dtype, o: Dtype, bits: usize) -> (String, String) {
+    let name = format!(
+        "rm_swiglu8_{}_{}_{}_b{bits}",
+        x.map_or("xq", tag),
+        tag(s),
+        tag(o)
+    );
+    let (cx, cs, co) = (x.map_or("float", ctype), ctype(s), ctype(o));
+    let xf = x.is_some();
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const signed char* xq, const RqXBlock* meta, const u32* wg, const {cs}* sg, const {cs}* bg, const u32* wu, const {cs}* su, const {cs}* bu, {co}* h, const u32* idx, i64 irs, i64 P, int k, i64 E, i64 N, i64 K, int gs_shift) {{\n  rm_gather_swiglu8<{cs}, {co}, {bits}>(xq, meta, wg, sg, bg, wu, su, bu, h, idx, irs, P, k, E, N, K, gs_shift);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* x, const signed char* xq, const RqXBlock* meta, const u32* wg, const {cs}* sg, const {cs}* bg, const u32* wu, const {cs}* su, const {cs}* bu, {co}* h, const u32* idx, i64 irs, i64 P, int k, i64 E, i64 N, i64 K, int gs_shift) {{\n  rm_gather_swiglu8<{cx}, {cs}, {co}, {bits}, {xf}>(x, xq, meta, wg, sg, bg, wu, su, bu, h, idx, irs, P, k, E, N, K, gs_shift);\n}}\n"
     );
     (name, src)
 }
@@ -204,19 +213,24 @@ pub fn gather_swiglu(
     }
     let (_kx, xp) = decode_rows(gpu, &x[0])?;
     let (_ki, ip, irs) = rows_input(gpu, &x[7])?;
-    // int8 x: quantized per 32 once per token, for every chosen expert's gate and up rows
-    let xq = int8_decode(bits, group_size, exact)
+    // int8 x: quantized per 32 by each block where a row fits in shared memory, else once
+    // per token by a launch of its own, for every chosen expert's gate and up rows
+    let int8 = int8_decode(bits, group_size, exact);
+    let fused = int8 && fuse_x_quantization(1, kdim);
+    let xq = (int8 && !fused)
         .then(|| quantize_rows(gpu, (xp, x[0].dtype), t, kdim, bits))
         .transpose()?;
-    let (name, src) = match xq {
-        Some(_) => swiglu8_source(x[2].dtype, od, bits),
-        None => swiglu_source(x[0].dtype, x[2].dtype, od, bits),
+    let (name, src) = if int8 {
+        swiglu8_source(fused.then_some(x[0].dtype), x[2].dtype, od, bits)
+    } else {
+        swiglu_source(x[0].dtype, x[2].dtype, od, bits)
     };
     let f = get(gpu, &name, &src)?;
     let mut a = Args::new();
-    match &xq {
-        Some(q) => a.ptr(q.xq).ptr(q.meta),
-        None => a.ptr(xp),
+    match (&xq, fused) {
+        (Some(q), _) => a.ptr(0).ptr(q.xq).ptr(q.meta),
+        (None, true) => a.ptr(xp).ptr(0).ptr(0),
+        (None, false) => a.ptr(xp),
     }
     .ptr(gp[0])
     .ptr(gp[1])
@@ -237,7 +251,7 @@ pub fn gather_swiglu(
     let g = Grid {
         grid: (n.div_ceil(8) as u32, (t * k).min(65_535) as u32, 1),
         block: (128, 1, 1),
-        shared: 0,
+        shared: if fused { xq_smem_bytes(1, kdim) } else { 0 },
     };
     gpu.launch(&f, &name, g, &mut a)?;
     Ok(out)
@@ -341,8 +355,10 @@ mod tests {
             let b = Dtype::BF16;
             body.push_str(&swiglu_source(b, b, b, bits).1);
             if bits == 4 || bits == 8 {
-                body.push_str(&swiglu8_source(b, b, bits).1);
-                body.push_str(&swiglu8_source(Dtype::F32, Dtype::F32, bits).1);
+                for x in [None, Some(b)] {
+                    body.push_str(&swiglu8_source(x, b, b, bits).1);
+                }
+                body.push_str(&swiglu8_source(Some(Dtype::F32), Dtype::F32, Dtype::F32, bits).1);
             }
             body.push_str(&down_sum_source(b, b, b, b, bits).1);
         }

@@ -25,7 +25,7 @@ pub fn source(t: Dtype, layer: bool, weight: bool, bias: bool) -> (String, Strin
     let ct = ctype(t);
     let mut fin = format!("{ct} z = from_f<{ct}>(v * inv);");
     if weight {
-        fin.push_str(&format!(" z = from_f<{ct}>(to_f(z) * to_f(w[j]));"));
+        fin.push_str(&format!(" z = from_f<{ct}>(to_f(z) * to_f(wr[j]));"));
     }
     if bias {
         fin.push_str(&format!(" z = from_f<{ct}>(to_f(z) + to_f(bb[j]));"));
@@ -40,7 +40,7 @@ pub fn source(t: Dtype, layer: bool, weight: bool, bias: bool) -> (String, Strin
         )
     };
     let src = format!(
-        "extern \"C\" __global__ void {name}(const {ct}* __restrict__ x, i64 xo, Lay rl, i64 xs, const {ct}* __restrict__ w, const {ct}* __restrict__ bb, {ct}* __restrict__ y, i64 rows, i64 d, float eps) {{\n  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {{\n    const {ct}* xr = x + xo + loc(r, rl);\n    {ct}* yr = y + r * d;\n{body}  }}\n}}\n"
+        "extern \"C\" __global__ void {name}(const {ct}* __restrict__ x, i64 xo, Lay rl, i64 xs, const {ct}* __restrict__ w, const {ct}* __restrict__ bb, {ct}* __restrict__ y, i64 rows, i64 d, float eps, i64 wrows) {{\n  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {{\n    const {ct}* xr = x + xo + loc(r, rl);\n    const {ct}* wr = w + (r % wrows) * d;\n    {ct}* yr = y + r * d;\n{body}  }}\n}}\n"
     );
     (name, src)
 }
@@ -58,13 +58,13 @@ pub fn vec_source(t: Dtype, weight: bool, ch: usize) -> (String, String) {
     let ct = ctype(t);
     let wmul = if weight {
         format!(
-            "float wv[8]; load8(w + j, wv);\n        for (int e = 0; e < 8; ++e) z[e] = from_f<{ct}>(to_f(z[e]) * wv[e]);\n"
+            "float wv[8]; load8(w + (r % wrows) * d + j, wv);\n        for (int e = 0; e < 8; ++e) z[e] = from_f<{ct}>(to_f(z[e]) * wv[e]);\n"
         )
     } else {
         String::new()
     };
     let src = format!(
-        "extern \"C\" __global__ void {name}(const {ct}* __restrict__ x, i64 xo, Lay rl, const {ct}* __restrict__ w, {ct}* __restrict__ y, i64 rows, i64 d, float eps) {{\n  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {{\n    const {ct}* xr = x + xo + loc(r, rl);\n    {ct}* yr = y + r * d;\n    float v[{ch}][8];\n    float q = 0.0f;\n    for (int c = 0; c < {ch}; ++c) {{\n      const i64 j = ((i64)threadIdx.x + (i64)c * blockDim.x) * 8;\n      if (j < d) {{ load8(xr + j, v[c]); for (int e = 0; e < 8; ++e) q += v[c][e] * v[c][e]; }}\n    }}\n    const float inv = 1.0f / sqrtf(block_sum(q) / (float)d + eps);\n    for (int c = 0; c < {ch}; ++c) {{\n      const i64 j = ((i64)threadIdx.x + (i64)c * blockDim.x) * 8;\n      if (j < d) {{\n        {ct} z[8];\n        for (int e = 0; e < 8; ++e) z[e] = from_f<{ct}>(v[c][e] * inv);\n        {wmul}        for (int e = 0; e < 8; ++e) yr[j + e] = z[e];\n      }}\n    }}\n  }}\n}}\n"
+        "extern \"C\" __global__ void {name}(const {ct}* __restrict__ x, i64 xo, Lay rl, const {ct}* __restrict__ w, {ct}* __restrict__ y, i64 rows, i64 d, float eps, i64 wrows) {{\n  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {{\n    const {ct}* xr = x + xo + loc(r, rl);\n    {ct}* yr = y + r * d;\n    float v[{ch}][8];\n    float q = 0.0f;\n    for (int c = 0; c < {ch}; ++c) {{\n      const i64 j = ((i64)threadIdx.x + (i64)c * blockDim.x) * 8;\n      if (j < d) {{ load8(xr + j, v[c]); for (int e = 0; e < 8; ++e) q += v[c][e] * v[c][e]; }}\n    }}\n    const float inv = 1.0f / sqrtf(block_sum(q) / (float)d + eps);\n    for (int c = 0; c < {ch}; ++c) {{\n      const i64 j = ((i64)threadIdx.x + (i64)c * blockDim.x) * 8;\n      if (j < d) {{\n        {ct} z[8];\n        for (int e = 0; e < 8; ++e) z[e] = from_f<{ct}>(v[c][e] * inv);\n        {wmul}        for (int e = 0; e < 8; ++e) yr[j + e] = z[e];\n      }}\n    }}\n  }}\n}}\n"
     );
     (name, src)
 }
@@ -117,12 +117,19 @@ fn run(
     }
     let (rl, xs, d, rows) = rows_of(x)?;
     let mut params = Vec::new();
-    for p in [w, b].into_iter().flatten() {
-        if p.dtype != x.dtype || p.numel() != d {
+    // a [R, D] weight (rms norm, `fast::rms_norm`): row r takes weight row r % R
+    let wrows = match w {
+        Some(w) if !layer && w.shape.len() == 2 && d > 0 => w.shape[0],
+        _ => 1,
+    };
+    for (i, p) in [w, b].into_iter().enumerate() {
+        let Some(p) = p else { continue };
+        let want = if i == 0 { d * wrows } else { d };
+        if p.dtype != x.dtype || p.numel() != want {
             return Err(Error::runtime(
                 "cuda",
                 format!(
-                    "[{op}] parameter must be {} with {d} elements, got {} with {}",
+                    "[{op}] parameter must be {} with {want} elements, got {} with {}",
                     x.dtype,
                     p.dtype,
                     p.numel()
@@ -167,7 +174,7 @@ fn run(
         let mut a = Args::new();
         a.ptr(xi.ptr).i64(xi.offset).push(rl);
         a.ptr(wp).ptr(yptr);
-        a.i64(rows as i64).i64(d as i64).f32(eps);
+        a.i64(rows as i64).i64(d as i64).f32(eps).i64(wrows as i64);
         gpu.launch(&f, &name, Grid::rows(rows.min(1 << 20), threads), &mut a)?;
         drop(params);
         return Ok(out);
@@ -177,7 +184,7 @@ fn run(
     let mut a = Args::new();
     a.ptr(xi.ptr).i64(xi.offset).push(rl).i64(xs);
     a.ptr(wp).ptr(bp).ptr(yptr);
-    a.i64(rows as i64).i64(d as i64).f32(eps);
+    a.i64(rows as i64).i64(d as i64).f32(eps).i64(wrows as i64);
     let g = Grid::rows(rows.min(1 << 20), threads);
     gpu.launch(&f, &name, g, &mut a)?;
     drop(params);

@@ -12,6 +12,7 @@ use crate::context::Gpu;
 use crate::data::{contiguous_input, ctype, input, output, tag, DevIn};
 use crate::launch::{Args, Grid};
 use crate::ops::elementwise as ew;
+use rmlx_core::primitive::BinaryOp;
 use rmlx_core::{ArrayData, Dtype, Error, Result};
 use std::sync::Arc;
 
@@ -90,25 +91,34 @@ pub fn qmv_t_source(
     );
     let (cx, cs, co) = (ctype(x), ctype(s), ctype(o));
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* x, const u32* w, const {cs}* s, const {cs}* b, {co}* y, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  rq_qmv_t<{cx}, {cs}, {co}, {bits}, {mm}, {ks}>(x, w, s, b, y, M, N, K, gs_shift, xbs, wbs, sbs, bbs, ybs);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* x, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  rq_qmv_t<{cx}, {cs}, {co}, {bits}, {mm}, {ks}>(x, w, s, b, y, res, M, N, K, gs_shift, xbs, wbs, sbs, bbs, ybs);\n}}\n"
     );
     (name, src)
 }
 
 /// The int8-activation decode kernel (4- or 8-bit weights, groups of 32 or more): `r` weight
-/// rows per warp, `un` blocks of 32 codes in flight per lane and row.
+/// rows per warp, `un` blocks of 32 codes in flight per lane and row. `x`: the dtype of x where
+/// each block quantizes it itself (into shared memory), `None` where `rq_quantize_x` ran first;
+/// `pf`: the weight rows are prefetched into L2 before the kernel waits on its predecessor.
 pub fn qmv8_source(
+    x: Option<Dtype>,
     s: Dtype,
     o: Dtype,
     bits: usize,
-    mm: usize,
-    r: usize,
-    un: usize,
+    (mm, r, un): (usize, usize, usize),
+    pf: bool,
 ) -> (String, String) {
-    let name = format!("rq_qmv8_{}_{}_b{bits}_m{mm}_r{r}_u{un}", tag(s), tag(o));
-    let (cs, co) = (ctype(s), ctype(o));
+    let xt = x.map_or("xq", tag);
+    let name = format!(
+        "rq_qmv8_{xt}_{}_{}_b{bits}_m{mm}_r{r}_u{un}{}",
+        tag(s),
+        tag(o),
+        if pf { "_pf" } else { "" }
+    );
+    let (cx, cs, co) = (x.map_or("float", ctype), ctype(s), ctype(o));
+    let xf = x.is_some();
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const signed char* xq, const RqXBlock* meta, const u32* w, const {cs}* s, const {cs}* b, {co}* y, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  rq_qmv8<{cs}, {co}, {bits}, {mm}, {r}, {un}>(xq, meta, w, s, b, y, M, N, K, gs_shift, xbs, wbs, sbs, bbs, ybs);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(256) {name}(const {cx}* x, const signed char* xq, const RqXBlock* meta, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  RMLX_PDL_MANUAL rq_qmv8<{cx}, {cs}, {co}, {bits}, {mm}, {r}, {un}, {xf}, {pf}>(x, xq, meta, w, s, b, y, res, M, N, K, gs_shift, xbs, wbs, sbs, bbs, ybs);\n}}\n"
     );
     (name, src)
 }
@@ -358,6 +368,39 @@ fn mat_batch(gpu: &Arc<Gpu>, x: &ArrayData) -> Result<(Option<ArrayData>, DevIn,
     Ok((Some(d), i, (r * c) as i64))
 }
 
+/// Largest M·K of x that the int8 decode kernels quantize per block. Every block repeats
+/// that work (~6 instructions per element against ~0.5 per streamed code), so it pays only
+/// where x is short and the product is bound by launches, not bytes: measured on an H100
+/// (docs/PERF.md), SmolLM2 (K ≤ 1,536) 1.10× and Qwen3-30B-A3B (router and experts, K = 2,048)
+/// 1.04× faster per token, Llama-8B (K = 4,096 and 14,336) 0.96× when all were fused.
+const XFUSED_MAX: usize = 2_048;
+
+/// Shared memory of a block that quantizes `m` rows of `k` elements itself.
+pub(crate) fn xq_smem_bytes(m: usize, k: usize) -> u32 {
+    (m * k + m * k / 32 * XBLOCK_META) as u32
+}
+
+/// Whether the int8 decode kernels quantize `m` rows of x of `k` elements themselves, saving
+/// the `rq_quantize_x` launch (`RMLX_QMV_XFUSED=0` keeps that launch: an ablation switch).
+pub(crate) fn fuse_x_quantization(m: usize, k: usize) -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    m * k <= XFUSED_MAX && crate::env::flag(&ON, "RMLX_QMV_XFUSED", true)
+}
+
+/// Warps per block of the int8 decode kernel where each block quantizes x
+/// (`RMLX_QMV_XFUSED_WARPS`, 1 to 8; a tuning knob).
+fn fused_warps() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    crate::env::count(&N, "RMLX_QMV_XFUSED_WARPS", 4).min(8)
+}
+
+/// Whether the dense decode kernels prefetch their weight rows into L2 before waiting on the
+/// previous kernel (`RMLX_QMV_PREFETCH=0` turns it off: an ablation switch).
+fn prefetch_weights() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    crate::env::flag(&ON, "RMLX_QMV_PREFETCH", true)
+}
+
 /// `RMLX_QMV_KSPLIT=0` keeps the float decode kernel at one warp per row group (an ablation
 /// switch), read once: this runs for every decode-shaped product.
 fn k_split_allowed() -> bool {
@@ -366,10 +409,11 @@ fn k_split_allowed() -> bool {
 }
 
 /// The arguments both decode kernels take after their x argument(s): weights, scales,
-/// biases, y; M, N, K, log2 of the group size; the batch strides of x, w, s, b and y.
+/// biases, y, the residual added to y (0: none); M, N, K, log2 of the group size; the batch
+/// strides of x, w, s, b and y (and the residual).
 fn decode_args(
     a: &mut Args,
-    [w, s, b, y]: [u64; 4],
+    [w, s, b, y, res]: [u64; 5],
     (m, n, k, group_size): (usize, usize, usize, usize),
     [wbs, sbs, bbs]: [i64; 3],
 ) {
@@ -377,6 +421,7 @@ fn decode_args(
         .ptr(s)
         .ptr(b)
         .ptr(y)
+        .ptr(res)
         .i32(m as i32)
         .i64(n as i64)
         .i64(k as i64)
@@ -400,13 +445,33 @@ pub fn quantized_matmul(
     od: Dtype,
 ) -> Result<ArrayData> {
     const OP: &str = "quantized_matmul";
-    if x.len() != 4 {
+    if !(4..=5).contains(&x.len()) {
         return Err(Error::invalid(
             "cuda",
-            format!("[{OP}] expected [x, wq, scales, biases]"),
+            format!("[{OP}] expected [x, wq, scales, biases, addend?]"),
         ));
     }
-    check_packed(OP, x, group_size, bits)?;
+    // `ops::quantized_matmul_add`: the decode kernels add it as they store; other paths add it
+    // after the product
+    let addend = x.get(4);
+    if let Some(r) = addend {
+        if r.dtype != od || r.shape[..] != shape[..] {
+            return Err(Error::invalid(
+                "cuda",
+                format!(
+                    "[{OP}] the addend must be {od} {shape:?}, got {} {:?}",
+                    r.dtype, r.shape
+                ),
+            ));
+        }
+    }
+    let with_addend = |out: ArrayData| -> Result<ArrayData> {
+        match addend {
+            Some(r) => ew::binary(gpu, &out, r, BinaryOp::Add, shape, od),
+            None => Ok(out),
+        }
+    };
+    check_packed(OP, &x[..4], group_size, bits)?;
     let (xa, wa, sa, ba) = (&x[0], &x[1], &x[2], &x[3]);
     check_float(OP, "x", xa.dtype)?;
     check_float(OP, "the output", od)?;
@@ -433,12 +498,19 @@ pub fn quantized_matmul(
         return Ok(output(gpu, shape, od)?.0);
     }
     if k == 0 {
-        return ew::arange(gpu, 0.0, 0.0, shape, od);
+        return with_addend(ew::arange(gpu, 0.0, 0.0, shape, od)?);
     }
     let m = numel / n / batch.max(1);
     if transpose && m <= DECODE_MAX_ROWS && k.is_multiple_of(32) && batch <= 65_535 {
         let (out, yptr) = output(gpu, shape, od)?;
         let (xd, xp) = decode_rows(gpu, xa)?;
+        let (_kr, rptr) = match addend {
+            Some(r) => {
+                let (d, i) = contiguous_input(gpu, r)?;
+                (Some(d), i.base())
+            }
+            None => (None, 0),
+        };
         let (_kw, wi, wbs) = mat_batch(gpu, wa)?;
         let (_ks, si, sbs) = mat_batch(gpu, sa)?;
         let (_kb, bi, bbs) = mat_batch(gpu, ba)?;
@@ -449,7 +521,12 @@ pub fn quantized_matmul(
             _ => 8,
         };
         if int8_decode(bits, group_size, exact) {
-            let xq = quantize_rows(gpu, (xp, xd.dtype), batch.max(1) * m, k, bits)?;
+            // x quantized by each block of the product where it fits in shared memory, else
+            // by a launch of its own
+            let fused = fuse_x_quantization(m, k);
+            let xq = (!fused)
+                .then(|| quantize_rows(gpu, (xp, xd.dtype), batch.max(1) * m, k, bits))
+                .transpose()?;
             // measured on an H200 (dev/kernels/qmv): 4 rows per warp for tall matrices and
             // several x rows, 1 row per warp otherwise (more warps in flight)
             let (r, un) = match (mm, n >= 8192) {
@@ -458,21 +535,33 @@ pub fn quantized_matmul(
                 (2, _) => (2, 2),
                 _ => (4, 1),
             };
-            let (name, src) = qmv8_source(sa.dtype, od, bits, mm, r, un);
+            let (name, src) = qmv8_source(
+                fused.then_some(xd.dtype),
+                sa.dtype,
+                od,
+                bits,
+                (mm, r, un),
+                prefetch_weights(),
+            );
             let f = get(gpu, &name, &src)?;
             let mut a = Args::new();
-            a.ptr(xq.xq).ptr(xq.meta);
+            match &xq {
+                Some(q) => a.ptr(0).ptr(q.xq).ptr(q.meta),
+                None => a.ptr(xp).ptr(0).ptr(0),
+            };
             let dims = (m, n, k, group_size);
             decode_args(
                 &mut a,
-                [wi.base(), si.base(), bi.base(), yptr],
+                [wi.base(), si.base(), bi.base(), yptr, rptr],
                 dims,
                 [wbs, sbs, bbs],
             );
+            // a block that quantizes x itself may take more warps, to share that work
+            let warps = if fused { fused_warps() } else { 4 };
             let g = Grid {
-                grid: (n.div_ceil(4 * r) as u32, batch.max(1) as u32, 1),
-                block: (128, 1, 1),
-                shared: 0,
+                grid: (n.div_ceil(warps * r) as u32, batch.max(1) as u32, 1),
+                block: (32 * warps as u32, 1, 1),
+                shared: if fused { xq_smem_bytes(m, k) } else { 0 },
             };
             gpu.launch(&f, &name, g, &mut a)?;
             drop((xd, xq));
@@ -491,7 +580,7 @@ pub fn quantized_matmul(
         let dims = (m, n, k, group_size);
         decode_args(
             &mut a,
-            [wi.base(), si.base(), bi.base(), yptr],
+            [wi.base(), si.base(), bi.base(), yptr, rptr],
             dims,
             [wbs, sbs, bbs],
         );
@@ -542,7 +631,7 @@ pub fn quantized_matmul(
     }
     let r = crate::ops::matmul::matmul(gpu, &a, &b, cd)?;
     let r = if od == cd { r } else { ew::copy(gpu, &r, od)? };
-    Ok(ArrayData::contiguous(r.buffer, shape, od))
+    with_addend(ArrayData::contiguous(r.buffer, shape, od))
 }
 
 #[cfg(test)]
@@ -590,11 +679,15 @@ mod tests {
             for t in FL {
                 body.push_str(&quantize_x_source(t, bits).1);
             }
-            for (mm, r, un) in [(1, 4, 2), (1, 1, 2), (2, 2, 2), (4, 4, 1), (8, 4, 1)] {
-                body.push_str(&qmv8_source(Dtype::BF16, Dtype::BF16, bits, mm, r, un).1);
+            for cfg in [(1, 4, 2), (1, 1, 2), (2, 2, 2), (4, 4, 1), (8, 4, 1)] {
+                for (x, pf) in [(None, false), (Some(Dtype::BF16), true), (None, true)] {
+                    body.push_str(&qmv8_source(x, Dtype::BF16, Dtype::BF16, bits, cfg, pf).1);
+                }
             }
-            body.push_str(&qmv8_source(Dtype::F16, Dtype::F32, bits, 1, 1, 2).1);
-            body.push_str(&qmv8_source(Dtype::F32, Dtype::F32, bits, 8, 4, 1).1);
+            for x in [Some(Dtype::F16), Some(Dtype::F32), None] {
+                body.push_str(&qmv8_source(x, Dtype::F16, Dtype::F32, bits, (1, 1, 2), true).1);
+                body.push_str(&qmv8_source(x, Dtype::F32, Dtype::F32, bits, (8, 4, 1), false).1);
+            }
         }
         assert_compiles("quantized_all", &format!("{QUANT_CUH}\n{body}"));
     }

@@ -29,6 +29,9 @@ pub struct Attention {
     pub n_kv_heads: usize,
     pub head_dim: usize,
     pub scale: f32,
+    /// With a fused q/k/v projection: the q and k norms' weights as one `[H + Hkv, D]` array
+    /// (a row per head), so that one norm and one RoPE serve the query and key heads together.
+    pub qk_norm_rows: Option<Array>,
 }
 
 /// How to build one attention layer from a config.
@@ -73,29 +76,101 @@ impl Attention {
             w.linear(&format!("{prefix}.k_proj"), dim, kv * d, spec.qkv_bias)?,
             w.linear(&format!("{prefix}.v_proj"), dim, kv * d, spec.qkv_bias)?,
         ];
+        let qkv = Parallel::new(qkv, Parallel::fuse_by_default())?;
+        let (q_norm, k_norm) = (norm(w, "q_norm")?, norm(w, "k_norm")?);
+        let qk_norm_rows = match (&q_norm, &k_norm, qkv.fused()) {
+            (Some(qn), Some(kn), Some(_)) if qn.eps == kn.eps => {
+                let rows = |nm: &RmsNorm, n: usize| -> Result<Array> {
+                    Ok(ops::broadcast_to(
+                        &ops::reshape(&nm.weight, &[1, d as i64])?,
+                        &[n, d],
+                    )?)
+                };
+                let r = ops::concatenate(&[rows(qn, h)?, rows(kn, kv)?], 0)?;
+                r.eval()?;
+                Some(r)
+            }
+            _ => None,
+        };
         Ok(Attention {
-            qkv: Parallel::new(qkv, Parallel::fuse_by_default())?,
+            qkv,
             o_proj: w.linear(&format!("{prefix}.o_proj"), h * d, dim, spec.o_bias)?,
-            q_norm: norm(w, "q_norm")?,
-            k_norm: norm(w, "k_norm")?,
+            q_norm,
+            k_norm,
             rope: spec.rope,
             n_heads: h,
             n_kv_heads: kv,
             head_dim: d,
             scale: spec.scale,
+            qk_norm_rows,
         })
     }
 
-    /// `x: [B, L, dim]` → `[B, L, dim]`; the cache (if any) receives this step's keys/values.
+    /// Whether the query and key heads go through one norm and one RoPE: a fused projection
+    /// whose q and k heads are adjacent, with both norms or neither.
+    /// `RMLX_JOINT_QK=0` keeps them apart (an ablation switch).
+    fn joint_qk(&self) -> bool {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        self.qkv.fused().is_some()
+            && (self.q_norm.is_none() == self.k_norm.is_none())
+            && (self.q_norm.is_none() || self.qk_norm_rows.is_some())
+            && rmlx_nn::switches::enabled(&ON, "RMLX_JOINT_QK")
+    }
+
+    /// [`Attention::project`] and RoPE for a fused projection: the q and k heads of the
+    /// product `[B, L, (H + 2 Hkv) D]` normalised (each head by its own weight row) and
+    /// rotated as one `[B, H + Hkv, L, D]` array, then split. Two kernels where the parts
+    /// take four (six with q/k norms).
+    fn project_rotated(&self, x: &Array, cache: Option<&KvCache>) -> Result<(Array, Array, Array)> {
+        let (b, l) = (x.shape()[0] as i64, x.shape()[1] as i64);
+        let (h, kv, d) = (
+            self.n_heads as i64,
+            self.n_kv_heads as i64,
+            self.head_dim as i64,
+        );
+        let layer = self.qkv.fused().expect("joint_qk checked the fusion");
+        let y = ops::reshape(&layer.forward(x)?, &[b, l, h + 2 * kv, d])?;
+        let heads = |a: i64, z: i64| ops::slice(&y, &[0, 0, a, 0], &[b, l, z, d], &[1, 1, 1, 1]);
+        let (qk, v) = (heads(0, h + kv)?, heads(h + kv, h + 2 * kv)?);
+        let qk = match (&self.qk_norm_rows, &self.q_norm) {
+            (Some(w), Some(nm)) => fast::rms_norm(&qk, Some(w), nm.eps)?,
+            _ => qk,
+        };
+        let qk = self.rotate(&ops::transpose(&qk, Some(&[0, 2, 1, 3]))?, cache)?;
+        let part = |a: i64, z: i64| ops::slice(&qk, &[0, a, 0, 0], &[b, z, l, d], &[1, 1, 1, 1]);
+        Ok((
+            part(0, h)?,
+            part(h, h + kv)?,
+            ops::transpose(&v, Some(&[0, 2, 1, 3]))?,
+        ))
+    }
+
+    /// RoPE at the cache's offset (or its device-held position during graph replay).
+    fn rotate(&self, x: &Array, cache: Option<&KvCache>) -> Result<Array> {
+        Ok(match cache.and_then(|c| c.position_array()) {
+            Some(at) => self.rope.forward_at(x, at)?,
+            None => self.rope.forward(x, cache.map_or(0, |c| c.offset()))?,
+        })
+    }
+
+    /// `x: [B, L, dim]` → `[B, L, dim]`, plus `residual` where given (added by the output
+    /// projection); the cache (if any) receives this step's keys/values.
     pub fn forward(
         &self,
         x: &Array,
         mask: &AttentionMask,
         cache: Option<&mut KvCache>,
+        residual: Option<&Array>,
     ) -> Result<Array> {
-        let (q, k, v) = self.project(x)?;
+        let (q, k, v) = if self.joint_qk() {
+            self.project_rotated(x, cache.as_deref())?
+        } else {
+            let (q, k, v) = self.project(x)?;
+            let c = cache.as_deref();
+            (self.rotate(&q, c)?, self.rotate(&k, c)?, v)
+        };
         let o = self.attend(&q, &k, &v, mask, cache)?;
-        self.output(&o)
+        self.output(&o, residual)
     }
 
     /// A ragged decode step: row `b` of `x: [B, 1, dim]` is the next token of sequence `b`,
@@ -107,6 +182,7 @@ impl Attention {
         x: &Array,
         masks: &[AttentionMask],
         caches: &mut [&mut KvCache],
+        residual: Option<&Array>,
     ) -> Result<Array> {
         let b = x.shape()[0];
         if x.ndim() != 3 || x.shape()[1] != 1 || masks.len() != b || caches.len() != b {
@@ -128,13 +204,9 @@ impl Attention {
         };
         let mut outs = Vec::with_capacity(b);
         for (i, (mask, cache)) in masks.iter().zip(caches.iter_mut()).enumerate() {
-            let o = self.attend(
-                &row(&q, i)?,
-                &row(&k, i)?,
-                &row(&v, i)?,
-                mask,
-                Some(&mut **cache),
-            )?;
+            let c = Some(&**cache);
+            let (qi, ki) = (self.rotate(&row(&q, i)?, c)?, self.rotate(&row(&k, i)?, c)?);
+            let o = self.attend(&qi, &ki, &row(&v, i)?, mask, Some(&mut **cache))?;
             outs.push(o);
         }
         let o = if b == 1 {
@@ -142,7 +214,7 @@ impl Attention {
         } else {
             ops::concatenate(&outs, 0)?
         };
-        self.output(&o)
+        self.output(&o, residual)
     }
 
     /// `x: [B, L, dim]` → q `[B, H, L, D]`, k and v `[B, Hkv, L, D]` (norms applied, no RoPE).
@@ -167,8 +239,7 @@ impl Attention {
         ))
     }
 
-    /// RoPE at the cache's offset (or its device-held position during graph replay), the
-    /// cache update, attention: → o `[B, H, L, D]`.
+    /// The cache update and attention of rotated q and k: → o `[B, H, L, D]`.
     fn attend(
         &self,
         q: &Array,
@@ -177,16 +248,9 @@ impl Attention {
         mask: &AttentionMask,
         cache: Option<&mut KvCache>,
     ) -> Result<Array> {
-        let (q, k) = match cache.as_ref().and_then(|c| c.position_array()) {
-            Some(at) => (self.rope.forward_at(q, at)?, self.rope.forward_at(k, at)?),
-            None => {
-                let offset = cache.as_ref().map_or(0, |c| c.offset());
-                (self.rope.forward(q, offset)?, self.rope.forward(k, offset)?)
-            }
-        };
         let (k, v) = match cache {
-            Some(c) => c.update_and_fetch(&k, v)?,
-            None => (k, v.clone()),
+            Some(c) => c.update_and_fetch(k, v)?,
+            None => (k.clone(), v.clone()),
         };
         let m = match mask {
             AttentionMask::None => fast::Mask::None,
@@ -194,15 +258,18 @@ impl Attention {
             AttentionMask::Array(a) => fast::Mask::Array(a),
         };
         Ok(fast::scaled_dot_product_attention(
-            &q, &k, &v, self.scale, m,
+            q, &k, &v, self.scale, m,
         )?)
     }
 
-    /// o `[B, H, L, D]` → `[B, L, dim]` through `o_proj`.
-    fn output(&self, o: &Array) -> Result<Array> {
+    /// o `[B, H, L, D]` → `[B, L, dim]` through `o_proj`, plus `residual` where given.
+    fn output(&self, o: &Array, residual: Option<&Array>) -> Result<Array> {
         let (b, l) = (o.shape()[0] as i64, o.shape()[2] as i64);
         let o = ops::reshape(&ops::transpose(o, Some(&[0, 2, 1, 3]))?, &[b, l, -1])?;
-        Ok(self.o_proj.forward(&o)?)
+        Ok(match residual {
+            Some(r) => self.o_proj.forward_add(&o, r)?,
+            None => self.o_proj.forward(&o)?,
+        })
     }
 }
 
@@ -235,8 +302,8 @@ impl Mlp {
         })
     }
 
-    /// `x: [B, L, dim]` → `[B, L, dim]`.
-    pub fn forward(&self, x: &Array) -> Result<Array> {
+    /// `x: [B, L, dim]` → `[B, L, dim]`, plus `residual` where given (added by `down_proj`).
+    pub fn forward(&self, x: &Array, residual: Option<&Array>) -> Result<Array> {
         let [g, u]: [Array; 2] = self.gate_up.forward(x)?.try_into().map_err(|_| {
             LmError::Generate("mlp: the gate/up projection gave the wrong parts".into())
         })?;
@@ -245,7 +312,10 @@ impl Mlp {
             Activation::Silu => ops::silu_mul(&g, &u)?,
             Activation::GeluApprox => ops::multiply(&ops::gelu_approx(&g), &u)?,
         };
-        Ok(self.down_proj.forward(&h)?)
+        Ok(match residual {
+            Some(r) => self.down_proj.forward_add(&h, r)?,
+            None => self.down_proj.forward(&h)?,
+        })
     }
 }
 

@@ -49,7 +49,7 @@ impl DecoderLayer {
         mask: &AttentionMask,
         cache: Option<&mut KvCache>,
     ) -> Result<Array> {
-        self.block(x, |a, h| a.forward(h, mask, cache))
+        self.block(x, |a, h| a.forward(h, mask, cache, None))
     }
 
     /// The block around an attention call `attn(self_attn, normed x)` (shared or ragged caches).
@@ -62,7 +62,7 @@ impl DecoderLayer {
         let h = residual(x, &self.post_attention_layernorm.forward(&r)?)?;
         let r = self
             .mlp
-            .forward(&self.pre_feedforward_layernorm.forward(&h)?)?;
+            .forward(&self.pre_feedforward_layernorm.forward(&h)?, None)?;
         residual(&h, &self.post_feedforward_layernorm.forward(&r)?)
     }
 }
@@ -210,7 +210,7 @@ impl LanguageModel for Gemma3 {
         for (i, layer) in self.layers.iter().enumerate() {
             let masks = if layer.is_sliding { &local } else { &global };
             let mut lc: Vec<&mut KvCache> = caches.iter_mut().map(|c| &mut c[i]).collect();
-            h = layer.block(&h, |a, x| a.forward_rows(x, masks, &mut lc))?;
+            h = layer.block(&h, |a, x| a.forward_rows(x, masks, &mut lc, None))?;
         }
         let h = last_position(&self.norm.forward(&h)?)?;
         self.head(&h)

@@ -37,21 +37,20 @@ impl DecoderLayer {
         mask: &crate::cache::AttentionMask,
         cache: Option<&mut KvCache>,
     ) -> Result<Array> {
-        self.block(x, |a, h| a.forward(h, mask, cache))
+        self.block(x, |a, h, r| a.forward(h, mask, cache, Some(r)))
     }
 
-    /// The block around an attention call `attn(self_attn, normed x)` (shared or ragged caches).
+    /// The block around an attention call `attn(self_attn, normed x, residual x)` (shared or
+    /// ragged caches), which returns the residual stream after attention. Both residual adds
+    /// ride on the output projections (`Linear::forward_add`).
     pub fn block(
         &self,
         x: &Array,
-        attn: impl FnOnce(&Attention, &Array) -> Result<Array>,
+        attn: impl FnOnce(&Attention, &Array, &Array) -> Result<Array>,
     ) -> Result<Array> {
-        let r = attn(&self.self_attn, &self.input_layernorm.forward(x)?)?;
-        let h = ops::add(x, &r)?;
-        let r = self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&h)?)?;
-        Ok(ops::add(&h, &r)?)
+        let h = attn(&self.self_attn, &self.input_layernorm.forward(x)?, x)?;
+        self.mlp
+            .forward(&self.post_attention_layernorm.forward(&h)?, Some(&h))
     }
 }
 
@@ -158,7 +157,7 @@ impl LanguageModel for Llama {
         let masks = row_masks(caches, Some(0), None)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let mut lc: Vec<&mut KvCache> = caches.iter_mut().map(|c| &mut c[i]).collect();
-            h = layer.block(&h, |a, x| a.forward_rows(x, &masks, &mut lc))?;
+            h = layer.block(&h, |a, x, r| a.forward_rows(x, &masks, &mut lc, Some(r)))?;
         }
         let h = last_position(&self.norm.forward(&h)?)?;
         self.lm_head.forward(&h, &self.embed_tokens)

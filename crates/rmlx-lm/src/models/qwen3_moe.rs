@@ -144,13 +144,13 @@ impl MoeLayer {
         mask: &AttentionMask,
         cache: Option<&mut KvCache>,
     ) -> Result<Array> {
-        let r = self
+        // the residual adds ride on the output projections (`Linear::forward_add`)
+        let h = self
             .self_attn
-            .forward(&self.input_layernorm.forward(x)?, mask, cache)?;
-        let h = ops::add(x, &r)?;
+            .forward(&self.input_layernorm.forward(x)?, mask, cache, Some(x))?;
         let n = self.post_attention_layernorm.forward(&h)?;
         Ok(match &self.ffn {
-            Ffn::Dense(m) => ops::add(&h, &m.forward(&n)?)?,
+            Ffn::Dense(m) => m.forward(&n, Some(&h))?,
             Ffn::Sparse(m) => m.forward(&n, Some(&h))?,
         })
     }
