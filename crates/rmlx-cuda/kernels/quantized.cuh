@@ -348,6 +348,16 @@ struct RqXBlock {
   int pad;
 };
 
+// A block's meta from its max |x|, Σx and Σxq.
+__device__ __forceinline__ RqXBlock rq_xblock(float amax, float sx, int sq) {
+  RqXBlock b;
+  b.d = amax / 127.0f;
+  b.sx = sx;
+  b.sq = sq;
+  b.pad = 0;
+  return b;
+}
+
 // Where element j (0..31) of a block goes in xq. For 4-bit weights a word holds codes 0..7 as
 // nibbles; its low nibbles (codes 0, 2, 4, 6) and high nibbles (1, 3, 5, 7) become one int
 // each, so x is stored evens-then-odds within each run of 8. 8-bit: natural order.
@@ -376,14 +386,7 @@ __device__ void rq_quantize_x(const TX* __restrict__ x, signed char* __restrict_
     int sq = q;
     for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
     xq[blk * 32 + rq_xpos<BITS>(lane)] = (signed char)q;
-    if (lane == 0) {
-      RqXBlock b;
-      b.d = amax / 127.0f;
-      b.sx = sx;
-      b.sq = sq;
-      b.pad = 0;
-      meta[blk] = b;
-    }
+    if (lane == 0) meta[blk] = rq_xblock(amax, sx, sq);
   }
 }
 
@@ -550,12 +553,7 @@ __device__ void rq_quantize_x_block(const TX* __restrict__ x, signed char* xq, R
     int4* dst = reinterpret_cast<int4*>(xq + (i64)blk * 32);
     dst[0] = make_int4((int)wd[0], (int)wd[1], (int)wd[2], (int)wd[3]);
     dst[1] = make_int4((int)wd[4], (int)wd[5], (int)wd[6], (int)wd[7]);
-    RqXBlock b;
-    b.d = amax / 127.0f;
-    b.sx = sx;
-    b.sq = sq;
-    b.pad = 0;
-    meta[blk] = b;
+    meta[blk] = rq_xblock(amax, sx, sq);
   }
 }
 

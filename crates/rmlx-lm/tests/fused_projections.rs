@@ -9,6 +9,14 @@
 use rmlx::{Array, Dtype};
 use rmlx_lm::load::{load_model, LoadOptions};
 use std::path::Path;
+use support::assert_logits_close_rel;
+
+mod support;
+
+/// The tolerance of models_mlx.rs: summation order only.
+fn close(what: &str, got: &[f32], want: &[f32]) {
+    assert_logits_close_rel(what, got, want, 1e-3);
+}
 
 fn ids(tokens: &[u32]) -> Array {
     Array::from_slice(tokens, &[1, tokens.len()]).unwrap()
@@ -16,20 +24,6 @@ fn ids(tokens: &[u32]) -> Array {
 
 fn logits(a: &Array) -> Vec<f32> {
     rmlx::ops::astype(a, Dtype::F32).to_vec::<f32>().unwrap()
-}
-
-fn close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
-    assert!(
-        worst <= 1e-3 * scale,
-        "{what}: max |Δ| {worst} (scale {scale})"
-    );
 }
 
 #[test]

@@ -13,6 +13,9 @@ use rmlx::{Array, Dtype};
 use rmlx_lm::load::{load_model, LoadOptions};
 use rmlx_lm::models::Model;
 use std::path::{Path, PathBuf};
+use support::assert_logits_close_rel;
+
+mod support;
 
 const ARCHS: &[&str] = &["llama", "qwen2", "qwen3", "gemma3", "qwen3_moe", "mixtral"];
 
@@ -39,28 +42,6 @@ fn load(dir: &Path) -> Model {
     load_model(dir, &LoadOptions::default())
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .0
-}
-
-/// |got − want| ≤ `rel` · max(1, max|want|).
-fn assert_logits_close_rel(what: &str, got: &[f32], want: &[f32], rel: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    if std::env::var_os("RMLX_TEST_VERBOSE").is_some() {
-        eprintln!(
-            "{what}: max |Δ| {worst} (scale {scale}, {:.4} of it)",
-            worst / scale
-        );
-    }
-    assert!(
-        worst <= rel * scale,
-        "{what}: max |Δ| {worst} > {} (scale {scale})",
-        rel * scale
-    );
 }
 
 fn assert_logits_close(what: &str, got: &[f32], want: &[f32]) {
