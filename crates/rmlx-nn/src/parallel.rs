@@ -3,7 +3,11 @@
 //! Fused, their weights are concatenated along the output axis once at load, so a step runs
 //! one matrix product instead of several and slices the result (zero-copy views). That saves
 //! kernels per token on a GPU, where a small model's step is bound by launches, and reads the
-//! input once. On the CPU they stay apart: the weights remain zero-copy views of the file.
+//! input once. On the CPU they stay apart by default: mapped weights would be copied, and
+//! with fused shapes a prefill of a prefix-cached suffix no longer takes the same kernel
+//! class as a fresh one (batch.rs `smollm2_prefix_cache_equals_fresh_prefill` diverges), although
+//! the fused products are faster there (SmolLM2 Q4_1 prompt 1.12–1.26×, docs/PERF.md);
+//! `RMLX_FUSE=1` opts in.
 
 use crate::error::Result;
 use crate::linear::Linear;
@@ -92,15 +96,16 @@ impl Parallel {
         Ok(Parallel::Separate(parts))
     }
 
-    /// Whether to fuse for the default device: on a GPU (see the module comment).
-    /// `RMLX_FUSE=0` never fuses, `RMLX_FUSE=1` fuses on the CPU too (tests use it to run the
-    /// fused model code there).
-    pub fn fuse_by_default() -> bool {
-        match std::env::var("RMLX_FUSE").as_deref() {
+    /// The layers `parts`, fused on a GPU (see the module comment). `RMLX_FUSE=0` never fuses,
+    /// `RMLX_FUSE=1` fuses on the CPU too (faster there, but not yet the default: see the
+    /// module comment).
+    pub fn auto(parts: Vec<Linear>) -> Result<Parallel> {
+        let fuse_them = match std::env::var("RMLX_FUSE").as_deref() {
             Ok("0") => false,
             Ok("1") => true,
             _ => rmlx::default_device().kind == rmlx::DeviceType::Gpu,
-        }
+        };
+        Parallel::new(parts, fuse_them)
     }
 
     /// The one layer computing every part, when fused.

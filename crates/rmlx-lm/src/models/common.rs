@@ -76,7 +76,7 @@ impl Attention {
             w.linear(&format!("{prefix}.k_proj"), dim, kv * d, spec.qkv_bias)?,
             w.linear(&format!("{prefix}.v_proj"), dim, kv * d, spec.qkv_bias)?,
         ];
-        let qkv = Parallel::new(qkv, Parallel::fuse_by_default())?;
+        let qkv = Parallel::auto(qkv)?;
         let (q_norm, k_norm) = (norm(w, "q_norm")?, norm(w, "k_norm")?);
         let qk_norm_rows = match (&q_norm, &k_norm, qkv.fused()) {
             (Some(qn), Some(kn), Some(_)) if qn.eps == kn.eps => {
@@ -296,7 +296,7 @@ impl Mlp {
             w.linear(&format!("{prefix}.up_proj"), d, h, bias)?,
         ];
         Ok(Mlp {
-            gate_up: Parallel::new(gate_up, Parallel::fuse_by_default())?,
+            gate_up: Parallel::auto(gate_up)?,
             down_proj: w.linear(&format!("{prefix}.down_proj"), h, d, bias)?,
             act,
         })
