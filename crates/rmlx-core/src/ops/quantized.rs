@@ -280,6 +280,51 @@ pub fn quantized_matmul(
     group_size: usize,
     bits: usize,
 ) -> Result<Array> {
+    qmm(x, wq, scales, biases, None, transpose, group_size, bits)
+}
+
+/// `addend + quantized_matmul(x, wq, scales, biases, ..)`: a residual connection after a
+/// projection. One op where `wq` is one matrix and `addend` has the product's shape and dtype
+/// (the GPU's decode kernels add it as they store: one kernel fewer per residual); else the
+/// two ops. Either way the product is rounded to the output dtype before the sum, as the
+/// composition rounds it.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub fn quantized_matmul_add(
+    x: &Array,
+    wq: &Array,
+    scales: &Array,
+    biases: &Array,
+    addend: &Array,
+    transpose: bool,
+    group_size: usize,
+    bits: usize,
+) -> Result<Array> {
+    qmm(
+        x,
+        wq,
+        scales,
+        biases,
+        Some(addend),
+        transpose,
+        group_size,
+        bits,
+    )
+}
+
+/// [`quantized_matmul`], plus `addend` where given.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+fn qmm(
+    x: &Array,
+    wq: &Array,
+    scales: &Array,
+    biases: &Array,
+    addend: Option<&Array>,
+    transpose: bool,
+    group_size: usize,
+    bits: usize,
+) -> Result<Array> {
     const OP: &str = "quantized_matmul";
     let packed_len = check_packed(OP, wq, scales, biases, group_size, bits)?;
     check_float(OP, "x", x)?;
@@ -315,17 +360,14 @@ pub fn quantized_matmul(
             .copied()
             .chain([n])
             .collect();
-        return Ok(make_qmm(
+        return make_qmm(
             shape,
             dtype,
             x.clone(),
-            wq,
-            scales,
-            biases,
-            group_size,
-            bits,
-            transpose,
-        ));
+            [wq, scales, biases],
+            (group_size, bits, transpose),
+            addend,
+        );
     }
     // Batched weights: broadcast the batch axes of x ([..., M, K]) and of the weights.
     if x.ndim() < 2 {
@@ -346,25 +388,33 @@ pub fn quantized_matmul(
     let sb = crate::ops::broadcast_to(scales, &with(&scales.shape()[nd - 2..]))?;
     let bb = crate::ops::broadcast_to(biases, &with(&biases.shape()[nd - 2..]))?;
     let shape: Shape = with(&[m, n]).into_iter().collect();
-    Ok(make_qmm(
-        shape, dtype, xb, &wqb, &sb, &bb, group_size, bits, transpose,
-    ))
+    let y = make_qmm(
+        shape,
+        dtype,
+        xb,
+        [&wqb, &sb, &bb],
+        (group_size, bits, transpose),
+        None,
+    )?;
+    match addend {
+        Some(a) => crate::ops::add(&y, a),
+        None => Ok(y),
+    }
 }
 
+/// The product node of `x` and one (or a broadcast batch of) packed matrix `[wq, scales,
+/// biases]`, with `addend` in it where it has the product's shape and dtype, else added after.
 #[track_caller]
-#[allow(clippy::too_many_arguments)]
 fn make_qmm(
     shape: Shape,
     dtype: Dtype,
     x: Array,
-    wq: &Array,
-    scales: &Array,
-    biases: &Array,
-    group_size: usize,
-    bits: usize,
-    transpose: bool,
-) -> Array {
-    Array::make(
+    [wq, scales, biases]: [&Array; 3],
+    (group_size, bits, transpose): (usize, usize, bool),
+    addend: Option<&Array>,
+) -> Result<Array> {
+    let fused = addend.filter(|a| a.shape() == &shape[..] && a.dtype() == dtype);
+    let y = Array::make(
         shape,
         dtype,
         Primitive::QuantizedMatmul {
@@ -372,48 +422,14 @@ fn make_qmm(
             bits,
             transpose,
             exact: exact_decode(),
-            addend: false,
+            addend: fused.is_some(),
         },
-        [x, wq.clone(), scales.clone(), biases.clone()],
-    )
-}
-
-/// `addend + quantized_matmul(x, wq, scales, biases, ..)`: a residual connection after a
-/// projection. One op where `wq` is one matrix and `addend` has the product's shape and dtype
-/// (the GPU's decode kernels add it as they store: one kernel fewer per residual); else the
-/// two ops. Either way the product is rounded to the output dtype before the sum, as the
-/// composition rounds it.
-#[allow(clippy::too_many_arguments)]
-pub fn quantized_matmul_add(
-    x: &Array,
-    wq: &Array,
-    scales: &Array,
-    biases: &Array,
-    addend: &Array,
-    transpose: bool,
-    group_size: usize,
-    bits: usize,
-) -> Result<Array> {
-    let y = quantized_matmul(x, wq, scales, biases, transpose, group_size, bits)?;
-    if wq.ndim() != 2 || addend.shape() != y.shape() || addend.dtype() != y.dtype() {
-        return crate::ops::add(&y, addend);
+        [x, wq.clone(), scales.clone(), biases.clone()]
+            .into_iter()
+            .chain(fused.cloned()),
+    );
+    match addend {
+        Some(a) if fused.is_none() => crate::ops::add(&y, a),
+        _ => Ok(y),
     }
-    Ok(Array::make(
-        y.shape().into(),
-        y.dtype(),
-        Primitive::QuantizedMatmul {
-            group_size,
-            bits,
-            transpose,
-            exact: exact_decode(),
-            addend: true,
-        },
-        [
-            x.clone(),
-            wq.clone(),
-            scales.clone(),
-            biases.clone(),
-            addend.clone(),
-        ],
-    ))
 }

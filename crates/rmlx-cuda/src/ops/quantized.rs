@@ -118,7 +118,7 @@ pub fn qmv8_source(
     let (cx, cs, co) = (x.map_or("float", ctype), ctype(s), ctype(o));
     let xf = x.is_some();
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__(256) {name}(const {cx}* x, const signed char* xq, const RqXBlock* meta, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  RMLX_PDL_MANUAL rq_qmv8<{cx}, {cs}, {co}, {bits}, {mm}, {r}, {un}, {xf}, {pf}>(x, xq, meta, w, s, b, y, res, M, N, K, gs_shift, xbs, wbs, sbs, bbs, ybs);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* x, const signed char* xq, const RqXBlock* meta, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  RMLX_PDL_MANUAL rq_qmv8<{cx}, {cs}, {co}, {bits}, {mm}, {r}, {un}, {xf}, {pf}>(x, xq, meta, w, s, b, y, res, M, N, K, gs_shift, xbs, wbs, sbs, bbs, ybs);\n}}\n"
     );
     (name, src)
 }
@@ -387,13 +387,6 @@ pub(crate) fn fuse_x_quantization(m: usize, k: usize) -> bool {
     m * k <= XFUSED_MAX && crate::env::flag(&ON, "RMLX_QMV_XFUSED", true)
 }
 
-/// Warps per block of the int8 decode kernel where each block quantizes x
-/// (`RMLX_QMV_XFUSED_WARPS`, 1 to 8; a tuning knob).
-fn fused_warps() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    crate::env::count(&N, "RMLX_QMV_XFUSED_WARPS", 4).min(8)
-}
-
 /// Whether the dense decode kernels prefetch their weight rows into L2 before waiting on the
 /// previous kernel (`RMLX_QMV_PREFETCH=0` turns it off: an ablation switch).
 fn prefetch_weights() -> bool {
@@ -556,11 +549,9 @@ pub fn quantized_matmul(
                 dims,
                 [wbs, sbs, bbs],
             );
-            // a block that quantizes x itself may take more warps, to share that work
-            let warps = if fused { fused_warps() } else { 4 };
             let g = Grid {
-                grid: (n.div_ceil(warps * r) as u32, batch.max(1) as u32, 1),
-                block: (32 * warps as u32, 1, 1),
+                grid: (n.div_ceil(4 * r) as u32, batch.max(1) as u32, 1),
+                block: (128, 1, 1),
                 shared: if fused { xq_smem_bytes(m, k) } else { 0 },
             };
             gpu.launch(&f, &name, g, &mut a)?;

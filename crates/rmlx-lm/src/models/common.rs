@@ -111,9 +111,11 @@ impl Attention {
     /// `RMLX_JOINT_QK=0` keeps them apart (an ablation switch).
     fn joint_qk(&self) -> bool {
         static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        // qk_norm_rows exists exactly where both norms can act as one
+        let norms_joint =
+            self.qk_norm_rows.is_some() || (self.q_norm.is_none() && self.k_norm.is_none());
         self.qkv.fused().is_some()
-            && (self.q_norm.is_none() == self.k_norm.is_none())
-            && (self.q_norm.is_none() || self.qk_norm_rows.is_some())
+            && norms_joint
             && rmlx_nn::switches::enabled(&ON, "RMLX_JOINT_QK")
     }
 
