@@ -6,9 +6,7 @@ use crate::context::Gpu;
 use crate::data::{contiguous_input, ctype, input, output, tag};
 use crate::launch::{Args, Grid};
 use crate::ops::elementwise as ew;
-use crate::ops::quantized::{
-    decode_rows, fuse_x_quantization, int8_decode, quantize_rows, xq_smem_bytes, QUANT_CUH,
-};
+use crate::ops::quantized::{decode_rows, int8_decode, Int8X, QUANT_CUH};
 use rmlx_core::fast::{ROUTE_MAX_E, ROUTE_MAX_K};
 use rmlx_core::primitive::MoeRouting;
 use rmlx_core::{ArrayData, Dtype, Error, Result};
@@ -213,24 +211,19 @@ pub fn gather_swiglu(
     }
     let (_kx, xp) = decode_rows(gpu, &x[0])?;
     let (_ki, ip, irs) = rows_input(gpu, &x[7])?;
-    // int8 x: quantized per 32 by each block where a row fits in shared memory, else once
-    // per token by a launch of its own, for every chosen expert's gate and up rows
-    let int8 = int8_decode(bits, group_size, exact);
-    let fused = int8 && fuse_x_quantization(1, kdim);
-    let xq = (int8 && !fused)
-        .then(|| quantize_rows(gpu, (xp, x[0].dtype), t, kdim, bits))
+    // int8 x (one row per block's pair), for every chosen expert's gate and up rows
+    let x8 = int8_decode(bits, group_size, exact)
+        .then(|| Int8X::new(gpu, (xp, x[0].dtype), t, 1, kdim, bits))
         .transpose()?;
-    let (name, src) = if int8 {
-        swiglu8_source(fused.then_some(x[0].dtype), x[2].dtype, od, bits)
-    } else {
-        swiglu_source(x[0].dtype, x[2].dtype, od, bits)
+    let (name, src) = match &x8 {
+        Some(q) => swiglu8_source(q.fused, x[2].dtype, od, bits),
+        None => swiglu_source(x[0].dtype, x[2].dtype, od, bits),
     };
     let f = get(gpu, &name, &src)?;
     let mut a = Args::new();
-    match (&xq, fused) {
-        (Some(q), _) => a.ptr(0).ptr(q.xq).ptr(q.meta),
-        (None, true) => a.ptr(xp).ptr(0).ptr(0),
-        (None, false) => a.ptr(xp),
+    match &x8 {
+        Some(q) => q.push(&mut a),
+        None => a.ptr(xp),
     }
     .ptr(gp[0])
     .ptr(gp[1])
@@ -251,7 +244,7 @@ pub fn gather_swiglu(
     let g = Grid {
         grid: (n.div_ceil(8) as u32, (t * k).min(65_535) as u32, 1),
         block: (128, 1, 1),
-        shared: if fused { xq_smem_bytes(1, kdim) } else { 0 },
+        shared: x8.as_ref().map_or(0, |q| q.shared),
     };
     gpu.launch(&f, &name, g, &mut a)?;
     Ok(out)

@@ -311,14 +311,62 @@ pub(crate) fn int8_decode(bits: usize, group_size: usize, exact: bool) -> bool {
 
 /// x quantized to int8 per 32 (`rq_quantize_x`): device addresses of the codes and the blocks'
 /// meta, and the buffers, which must outlive the launches that read them.
-pub(crate) struct QuantizedX {
+struct QuantizedX {
     _bufs: (ArrayData, ArrayData),
     pub xq: u64,
     pub meta: u64,
 }
 
+/// x as the int8 decode kernels take it: quantized by each block of the kernel into shared
+/// memory where one block's rows are short ([`fuse_x_quantization`]), else by a
+/// `rq_quantize_x` launch first (whose buffers this keeps alive for the kernel).
+pub(crate) struct Int8X {
+    /// x's dtype where the kernel quantizes it itself.
+    pub fused: Option<Dtype>,
+    quantized: Option<QuantizedX>,
+    x: u64,
+    /// The dynamic shared memory the kernel needs.
+    pub shared: u32,
+}
+
+impl Int8X {
+    /// `rows` rows of `k` elements of x (device address, dtype) for `bits`-bit weights, `m` of
+    /// them per block's matrix.
+    pub fn new(
+        gpu: &Arc<Gpu>,
+        (xp, xd): (u64, Dtype),
+        rows: usize,
+        m: usize,
+        k: usize,
+        bits: usize,
+    ) -> Result<Int8X> {
+        if fuse_x_quantization(m, k) {
+            return Ok(Int8X {
+                fused: Some(xd),
+                quantized: None,
+                x: xp,
+                shared: xq_smem_bytes(m, k),
+            });
+        }
+        Ok(Int8X {
+            fused: None,
+            quantized: Some(quantize_rows(gpu, (xp, xd), rows, k, bits)?),
+            x: 0,
+            shared: 0,
+        })
+    }
+
+    /// The kernel's x arguments: x, xq, meta (null where unused).
+    pub fn push<'a>(&self, a: &'a mut Args) -> &'a mut Args {
+        match &self.quantized {
+            Some(q) => a.ptr(0).ptr(q.xq).ptr(q.meta),
+            None => a.ptr(self.x).ptr(0).ptr(0),
+        }
+    }
+}
+
 /// Quantizes `rows` rows of `k` elements of dtype `xd` at `xptr` for `bits`-bit weights.
-pub(crate) fn quantize_rows(
+fn quantize_rows(
     gpu: &Arc<Gpu>,
     (xptr, xd): (u64, Dtype),
     rows: usize,
@@ -376,13 +424,13 @@ fn mat_batch(gpu: &Arc<Gpu>, x: &ArrayData) -> Result<(Option<ArrayData>, DevIn,
 const XFUSED_MAX: usize = 2_048;
 
 /// Shared memory of a block that quantizes `m` rows of `k` elements itself.
-pub(crate) fn xq_smem_bytes(m: usize, k: usize) -> u32 {
+fn xq_smem_bytes(m: usize, k: usize) -> u32 {
     (m * k + m * k / 32 * XBLOCK_META) as u32
 }
 
 /// Whether the int8 decode kernels quantize `m` rows of x of `k` elements themselves, saving
 /// the `rq_quantize_x` launch (`RMLX_QMV_XFUSED=0` keeps that launch: an ablation switch).
-pub(crate) fn fuse_x_quantization(m: usize, k: usize) -> bool {
+fn fuse_x_quantization(m: usize, k: usize) -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     m * k <= XFUSED_MAX && crate::env::flag(&ON, "RMLX_QMV_XFUSED", true)
 }
@@ -514,12 +562,7 @@ pub fn quantized_matmul(
             _ => 8,
         };
         if int8_decode(bits, group_size, exact) {
-            // x quantized by each block of the product where it fits in shared memory, else
-            // by a launch of its own
-            let fused = fuse_x_quantization(m, k);
-            let xq = (!fused)
-                .then(|| quantize_rows(gpu, (xp, xd.dtype), batch.max(1) * m, k, bits))
-                .transpose()?;
+            let x8 = Int8X::new(gpu, (xp, xd.dtype), batch.max(1) * m, m, k, bits)?;
             // measured on an H200 (dev/kernels/qmv): 4 rows per warp for tall matrices and
             // several x rows, 1 row per warp otherwise (more warps in flight)
             let (r, un) = match (mm, n >= 8192) {
@@ -529,7 +572,7 @@ pub fn quantized_matmul(
                 _ => (4, 1),
             };
             let (name, src) = qmv8_source(
-                fused.then_some(xd.dtype),
+                x8.fused,
                 sa.dtype,
                 od,
                 bits,
@@ -538,10 +581,7 @@ pub fn quantized_matmul(
             );
             let f = get(gpu, &name, &src)?;
             let mut a = Args::new();
-            match &xq {
-                Some(q) => a.ptr(0).ptr(q.xq).ptr(q.meta),
-                None => a.ptr(xp).ptr(0).ptr(0),
-            };
+            x8.push(&mut a);
             let dims = (m, n, k, group_size);
             decode_args(
                 &mut a,
@@ -552,10 +592,10 @@ pub fn quantized_matmul(
             let g = Grid {
                 grid: (n.div_ceil(4 * r) as u32, batch.max(1) as u32, 1),
                 block: (128, 1, 1),
-                shared: if fused { xq_smem_bytes(m, k) } else { 0 },
+                shared: x8.shared,
             };
             gpu.launch(&f, &name, g, &mut a)?;
-            drop((xd, xq));
+            drop((xd, x8));
             return Ok(out);
         }
         // Rows of at least 4 steps: 4 warps per row group (see the kernel).
