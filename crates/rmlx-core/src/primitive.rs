@@ -258,9 +258,11 @@ pub enum Primitive {
     },
     /// `[wq, scales, biases]` → floats of the scales' dtype.
     Dequantize { group_size: usize, bits: usize },
-    /// `[x, wq, scales, biases, addend?]`: `x @ dequant(w).T` (transpose) or `x @ dequant(w)`,
-    /// plus `addend` (of the output's shape and dtype) where `addend` is set: the product is
-    /// rounded to the output dtype, then the sum (`ops::quantized_matmul_add`).
+    /// `[x, wq, scales, biases, addend?, norm_weight?]`: `x @ dequant(w).T` (transpose) or
+    /// `x @ dequant(w)`, plus `addend` (of the output's shape and dtype) where `addend` is set:
+    /// the product is rounded to the output dtype, then the sum (`ops::quantized_matmul_add`).
+    /// `norm` (eps): x is first `fast::rms_norm(x, norm_weight, eps)` (`[K]`, x's dtype;
+    /// `ops::rms_norm_quantized_matmul`), only where the backend supports it.
     /// `exact`: the exact float kernels only (`ops::quantized::exact_decode` when recorded).
     QuantizedMatmul {
         group_size: usize,
@@ -268,6 +270,7 @@ pub enum Primitive {
         transpose: bool,
         exact: bool,
         addend: bool,
+        norm: Option<F32>,
     },
     /// `[a, b, lhs, rhs]`: `a: [Ba, M, K]`, `b: [Bb, K, N]`, `lhs`, `rhs`: u32 `[B]` →
     /// `[B, M, N]` with `out[i] = a[lhs[i]] @ b[rhs[i]]` (MoE experts picked per row).
@@ -290,11 +293,13 @@ pub enum Primitive {
     /// `[x [T, K], wq, scales, biases (gate), wq, scales, biases (up), indices u32 [T, k]]` →
     /// `[T, k, N]`: `silu(x W_gate[e]ᵀ) * (x W_up[e]ᵀ)` per chosen expert (transposed stacks
     /// `[E, N, ..]`, as `GatherQmm`'s). `exact`: float products only (no int8 x), as
-    /// `QuantizedMatmul`'s.
+    /// `QuantizedMatmul`'s. `norm` (eps): a 9th input, the weight `[K]` (x's dtype) of an RMS
+    /// norm applied to x first (`fast::gather_qmm_swiglu_normed`).
     GatherQmmSwiglu {
         group_size: usize,
         bits: usize,
         exact: bool,
+        norm: Option<F32>,
     },
     /// `[h [T, k, K], wq, scales, biases, indices u32 [T, k], weights f32 [T, k], residual?
     /// [T, N]]` → `[T, N]`: `residual + Σ_j weights[t, j] · h[t, j] W[indices[t, j]]ᵀ`.

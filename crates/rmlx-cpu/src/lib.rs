@@ -75,11 +75,12 @@ impl Backend for CpuBackend {
             | Primitive::ScaledDotProductAttention { .. }
             | Primitive::Quantize { .. }
             | Primitive::Dequantize { .. }
-            | Primitive::QuantizedMatmul { .. }
+            | Primitive::QuantizedMatmul { norm: None, .. }
             | Primitive::GatherMm { .. }
             | Primitive::GatherQmm { .. } => true,
-            // fused MoE decode ops: their composition runs on the CPU
-            Primitive::MoeRoute { .. }
+            // fused decode ops: their composition runs on the CPU
+            Primitive::QuantizedMatmul { norm: Some(_), .. }
+            | Primitive::MoeRoute { .. }
             | Primitive::GatherQmmSwiglu { .. }
             | Primitive::GatherQmmWeightedSum { .. } => false,
         }
@@ -157,6 +158,10 @@ impl Backend for CpuBackend {
             Primitive::Dequantize { group_size, bits } => {
                 quantized::dequantize(&x, *group_size, *bits, out)
             }
+            Primitive::QuantizedMatmul { norm: Some(_), .. } => Err(Error::invalid(
+                "cpu",
+                "[quantized_matmul] a norm inside the product has no CPU kernel (`ops::rms_norm_quantized_matmul` composes it here)",
+            )),
             Primitive::QuantizedMatmul {
                 group_size,
                 bits,

@@ -101,14 +101,15 @@ __device__ __forceinline__ void rm_pair_rows(const u32* wg, const TS* sg, const 
   rq_rows<TS, RM_R>(wu + e * N * W, su + e * N * G, bu + e * N * G, row0, N, W, G, wr + RM_R, sr + RM_R, br + RM_R);
 }
 
-// silu(gate) * up of the warp's RM_R rows into the pair's output row h.
+// silu(gate) * up of the warp's RM_R rows into the pair's output row h, both products scaled
+// by `scale` (an RMS norm's 1/rms of x, else 1).
 template <class TO>
 __device__ __forceinline__ void rm_store_swiglu(const float (&acc)[2 * RM_R][1], TO* __restrict__ h, i64 row0,
-                                                i64 N) {
+                                                i64 N, float scale = 1.0f) {
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int r = 0; r < RM_R; ++r) {
-    const float g = warp_sum(acc[r][0]), u = warp_sum(acc[RM_R + r][0]);
+    const float g = warp_sum(acc[r][0]) * scale, u = warp_sum(acc[RM_R + r][0]) * scale;
     if (lane == 0 && row0 + r < N) h[row0 + r] = from_f<TO>(g * sigmoid_f(g) * u);
   }
 }
@@ -140,10 +141,13 @@ __device__ void rm_gather_swiglu(const TX* __restrict__ x, const u32* __restrict
 // kernels' arithmetic, quantized.cuh rq_qmv8); each warp streams RM_R rows of both matrices, 2
 // blocks of 32 codes in flight per row. XF: each block quantizes its pair's x row (of dtype TX)
 // into dynamic shared memory itself (K codes, then K / 32 blocks of meta; x given, xq and meta
-// null); else rq_quantize_x ran first (xq [T, K], meta [T, K/32] given, x null).
-template <class TX, class TS, class TO, int BITS, bool XF>
+// null); else rq_quantize_x ran first (xq [T, K], meta [T, K/32] given, x null). NORM: x is
+// RMS-normalised with weight nw and eps first (quantized as x ∘ nw, here or by rq_quantize_x;
+// the products scaled by 1/rms: quantized.cuh RqXBlock).
+template <class TX, class TS, class TO, int BITS, bool XF, bool NORM>
 __device__ void rm_gather_swiglu8(const TX* __restrict__ x, const signed char* __restrict__ xq,
-                                  const RqXBlock* __restrict__ meta, const u32* __restrict__ wg,
+                                  const RqXBlock* __restrict__ meta, const TX* __restrict__ nw, float eps,
+                                  const u32* __restrict__ wg,
                                   const TS* __restrict__ sg, const TS* __restrict__ bg, const u32* __restrict__ wu,
                                   const TS* __restrict__ su, const TS* __restrict__ bu, TO* __restrict__ h,
                                   const u32* __restrict__ idx, i64 irs, i64 P, int k, i64 E, i64 N, i64 K,
@@ -161,7 +165,7 @@ __device__ void rm_gather_swiglu8(const TX* __restrict__ x, const signed char* _
     const i64 t = p / k;
     if (XF && t != have) {
       __syncthreads();
-      rq_quantize_x_block<TX, BITS>(x + t * K, sq, sm, 1, K);
+      rq_quantize_x_block<TX, BITS, NORM>(x + t * K, nw, sq, sm, 1, K);
       __syncthreads();
       have = t;
     }
@@ -171,15 +175,16 @@ __device__ void rm_gather_swiglu8(const TX* __restrict__ x, const signed char* _
     const TS* sr[2 * RM_R];
     const TS* br[2 * RM_R];
     rm_pair_rows<TS>(wg, sg, bg, wu, su, bu, e, row0, N, W, G, wr, sr, br);
-    float acc[2 * RM_R][1];
+    float acc[2 * RM_R][1], ss[1] = {0.0f};
 #pragma unroll
     for (int r = 0; r < 2 * RM_R; ++r) acc[r][0] = 0.0f;
     if (XF) {
-      rq_dot8_rows<TS, BITS, 1, 2 * RM_R, 2, true>(sq, sm, wr, sr, br, 1, K, gs_shift, acc);
+      rq_dot8_rows<TS, BITS, 1, 2 * RM_R, 2, true, NORM>(sq, sm, wr, sr, br, 1, K, gs_shift, acc, ss);
     } else {
-      rq_dot8_rows<TS, BITS, 1, 2 * RM_R, 2>(xq + t * K, meta + t * (K >> 5), wr, sr, br, 1, K, gs_shift, acc);
+      rq_dot8_rows<TS, BITS, 1, 2 * RM_R, 2, false, NORM>(xq + t * K, meta + t * (K >> 5), wr, sr, br, 1, K,
+                                                          gs_shift, acc, ss);
     }
-    rm_store_swiglu<TO>(acc, h + p * N, row0, N);
+    rm_store_swiglu<TO>(acc, h + p * N, row0, N, NORM ? rq_inv_rms(warp_sum(ss[0]), K, eps) : 1.0f);
   }
 }
 

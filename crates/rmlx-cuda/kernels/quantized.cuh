@@ -341,21 +341,32 @@ __device__ void rq_qmv_t(const TX* __restrict__ x, const u32* __restrict__ w, co
 // C = 2^(BITS-1):  Σ (s q + b) x  ≈  s d (Σ q xq - C Σ xq) + (b + C s) Σ x,
 // an integer identity for the first term (so centring is free) and exact Σx for the second.
 
+//
+// An RMS norm before the product (NORM: `QuantizedMatmul`'s norm) rides on this: the codes are
+// those of u = x ∘ w (the norm's weight), and since 1/rms(x) is one factor per row of x, the
+// product of u is scaled by it at the end. Each block keeps its Σx² (ss), so the kernel that
+// streams a row's blocks also sums the row's Σx² at no extra pass.
+
 struct RqXBlock {
   float d;   // the block's int8 step
   float sx;  // exact Σ x over the block
   int sq;    // Σ xq
-  int pad;
+  float ss;  // Σ x² of the block before the norm's weight (0 without a norm)
 };
 
-// A block's meta from its max |x|, Σx and Σxq.
-__device__ __forceinline__ RqXBlock rq_xblock(float amax, float sx, int sq) {
+// A block's meta from its max |x|, Σx, Σxq and (NORM) Σx².
+__device__ __forceinline__ RqXBlock rq_xblock(float amax, float sx, int sq, float ss) {
   RqXBlock b;
   b.d = amax / 127.0f;
   b.sx = sx;
   b.sq = sq;
-  b.pad = 0;
+  b.ss = ss;
   return b;
+}
+
+// 1 / rms of a row of K elements whose Σx² is ss: the norm kernels' f32 formula.
+__device__ __forceinline__ float rq_inv_rms(float ss, i64 K, float eps) {
+  return 1.0f / sqrtf(ss / (float)K + eps);
 }
 
 // Where element j (0..31) of a block goes in xq. For 4-bit weights a word holds codes 0..7 as
@@ -368,25 +379,37 @@ __device__ __forceinline__ int rq_xpos(int j) {
   return (j & ~7) + ((r & 1) ? 4 + (r >> 1) : (r >> 1));
 }
 
+// One block of 32 quantized by a warp, lane j holding element j's value v (and its square
+// before the norm's weight, xx, summed into ss where NORM): its int8 code into xqb (in
+// rq_xpos order), its meta into *mb.
+template <int BITS, bool NORM>
+__device__ __forceinline__ void rq_quantize_x_warp(float v, float xx, signed char* __restrict__ xqb,
+                                                   RqXBlock* __restrict__ mb) {
+  const int lane = threadIdx.x & 31;
+  float amax = fabsf(v);
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+  const int q = __float2int_rn(v * id);
+  const float sx = warp_sum(v);
+  const float ss = NORM ? warp_sum(xx) : 0.0f;
+  int sq = q;
+  for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+  xqb[rq_xpos<BITS>(lane)] = (signed char)q;
+  if (lane == 0) *mb = rq_xblock(amax, sx, sq, ss);
+}
+
 // x: [M, K] (rows contiguous) → xq [M, K] int8 in rq_xpos order, meta [M, K/32].
-// One warp per block of 32, lane j takes element j.
-template <class TX, int BITS>
-__device__ void rq_quantize_x(const TX* __restrict__ x, signed char* __restrict__ xq, RqXBlock* __restrict__ meta,
-                              int M, i64 K) {
+// One warp per block of 32, lane j takes element j. NORM: of x ∘ nw (see RqXBlock).
+template <class TX, int BITS, bool NORM>
+__device__ void rq_quantize_x(const TX* __restrict__ x, const TX* __restrict__ nw, signed char* __restrict__ xq,
+                              RqXBlock* __restrict__ meta, int M, i64 K) {
   const int lane = threadIdx.x & 31;
   const i64 nb = K >> 5, total = (i64)M * nb;
-  const i64 nw = ((i64)gridDim.x * blockDim.x) >> 5;
-  for (i64 blk = (((i64)blockIdx.x * blockDim.x) + threadIdx.x) >> 5; blk < total; blk += nw) {
+  const i64 nw8 = ((i64)gridDim.x * blockDim.x) >> 5;
+  for (i64 blk = (((i64)blockIdx.x * blockDim.x) + threadIdx.x) >> 5; blk < total; blk += nw8) {
     const float v = to_f(x[blk * 32 + lane]);
-    float amax = fabsf(v);
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-    const int q = __float2int_rn(v * id);
-    const float sx = warp_sum(v);
-    int sq = q;
-    for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-    xq[blk * 32 + rq_xpos<BITS>(lane)] = (signed char)q;
-    if (lane == 0) meta[blk] = rq_xblock(amax, sx, sq);
+    const float u = NORM ? v * to_f(nw[(blk % nb) * 32 + lane]) : v;
+    rq_quantize_x_warp<BITS, NORM>(u, v * v, xq + blk * 32, meta + blk);
   }
 }
 
@@ -427,11 +450,12 @@ __device__ __forceinline__ int rq_block_dot(const u32* w, const int* xv) {
 // row (one 16-byte load per row per block for 4 bits, two for 8), UN blocks in flight at a
 // time; the x data of a block (32 bytes + 16 bytes of meta) is loaded once and serves the R
 // rows. Not yet reduced across the warp. Also serves the fused MoE kernels (moe.cuh).
-template <class TS, int BITS, int MM, int R, int UN, bool XS = false>
+// NORM: also the lane's part of each x row's Σx² (ss, from the blocks' meta; see RqXBlock).
+template <class TS, int BITS, int MM, int R, int UN, bool XS = false, bool NORM = false>
 __device__ __forceinline__ void rq_dot8_rows(const signed char* __restrict__ xq, const RqXBlock* __restrict__ meta,
                                              const u32* const (&wr)[R], const TS* const (&sr)[R],
                                              const TS* const (&br)[R], int M, i64 K, int gs_shift,
-                                             float (&acc)[R][MM]) {
+                                             float (&acc)[R][MM], float (&ss)[MM]) {
   constexpr int WPB = BITS;  // words per block of 32 codes
   constexpr float C = (float)(1 << (BITS - 1));
   const int lane = threadIdx.x & 31;
@@ -474,6 +498,7 @@ __device__ __forceinline__ void rq_dot8_rows(const signed char* __restrict__ xq,
           const int xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
           const float4 mt = XS ? *mp : __ldg(mp);
           const int sq = __float_as_int(mt.z);
+          if (NORM) ss[m] += mt.w;
 #pragma unroll
           for (int r = 0; r < R; ++r) {
             const int dot = rq_block_dot<BITS>(wv[u][r], xv) - (1 << (BITS - 1)) * sq;
@@ -485,11 +510,13 @@ __device__ __forceinline__ void rq_dot8_rows(const signed char* __restrict__ xq,
   }
 }
 
-// One matrix. Each warp owns R weight rows (rq_dot8_rows streams them).
-template <class TS, class TO, int BITS, int MM, int R, int UN, bool XS>
+// One matrix. Each warp owns R weight rows (rq_dot8_rows streams them). NORM: x was
+// quantized as x ∘ w_norm; each row's product is scaled by its 1/rms (eps: the norm's).
+template <class TS, class TO, int BITS, int MM, int R, int UN, bool XS, bool NORM>
 __device__ void rq_qmv8_mat(const signed char* __restrict__ xq, const RqXBlock* __restrict__ meta,
                             const u32* __restrict__ w, const TS* __restrict__ s, const TS* __restrict__ b,
-                            TO* __restrict__ y, const TO* __restrict__ res, int M, i64 N, i64 K, int gs_shift) {
+                            TO* __restrict__ y, const TO* __restrict__ res, int M, i64 N, i64 K, int gs_shift,
+                            float eps) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const i64 row0 = ((i64)blockIdx.x * (blockDim.x >> 5) + warp) * R;
   if (row0 >= N) return;
@@ -498,17 +525,22 @@ __device__ void rq_qmv8_mat(const signed char* __restrict__ xq, const RqXBlock* 
   const TS* sr[R];
   const TS* br[R];
   rq_rows<TS, R>(w, s, b, row0, N, W, G, wr, sr, br);
-  float acc[R][MM];
+  float acc[R][MM], ss[MM];
 #pragma unroll
-  for (int r = 0; r < R; ++r)
+  for (int m = 0; m < MM; ++m) {
+    ss[m] = 0.0f;
 #pragma unroll
-    for (int m = 0; m < MM; ++m) acc[r][m] = 0.0f;
-  rq_dot8_rows<TS, BITS, MM, R, UN, XS>(xq, meta, wr, sr, br, M, K, gs_shift, acc);
+    for (int r = 0; r < R; ++r) acc[r][m] = 0.0f;
+  }
+  rq_dot8_rows<TS, BITS, MM, R, UN, XS, NORM>(xq, meta, wr, sr, br, M, K, gs_shift, acc, ss);
+  float inv[MM];
+#pragma unroll
+  for (int m = 0; m < MM; ++m) inv[m] = NORM ? rq_inv_rms(warp_sum(ss[m]), K, eps) : 1.0f;
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int m = 0; m < MM; ++m) {
-      const float v = warp_sum(acc[r][m]);
+      const float v = warp_sum(acc[r][m]) * inv[m];
       if (lane == 0 && m < M && row0 + r < N) y[(i64)m * N + row0 + r] = rq_out<TO>(v, res, (i64)m * N + row0 + r);
     }
 }
@@ -522,14 +554,27 @@ __device__ __forceinline__ int rq_xsrc(int p) {
 }
 
 // rq_quantize_x by one block, into shared memory: one thread per block of 32 (its Σx summed in
-// order, the only difference from rq_quantize_x: a rounding of the sum).
-template <class TX, int BITS>
-__device__ void rq_quantize_x_block(const TX* __restrict__ x, signed char* xq, RqXBlock* meta, int M, i64 K) {
-  const int total = M * (int)(K >> 5);
+// order, the only difference from rq_quantize_x: a rounding of the sum). NORM: of x ∘ nw.
+template <class TX, int BITS, bool NORM>
+__device__ void rq_quantize_x_block(const TX* __restrict__ x, const TX* __restrict__ nw, signed char* xq,
+                                    RqXBlock* meta, int M, i64 K) {
+  const int nb = (int)(K >> 5), total = M * nb;
   for (int blk = threadIdx.x; blk < total; blk += blockDim.x) {
     float v[32];
+    float ss = 0.0f;
 #pragma unroll
-    for (int c = 0; c < 4; ++c) load8(x + (i64)blk * 32 + 8 * c, v + 8 * c);
+    for (int c = 0; c < 4; ++c) {
+      load8(x + (i64)blk * 32 + 8 * c, v + 8 * c);
+      if (NORM) {
+        float wv[8];
+        load8(nw + (i64)(blk % nb) * 32 + 8 * c, wv);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          ss += v[8 * c + j] * v[8 * c + j];
+          v[8 * c + j] *= wv[j];
+        }
+      }
+    }
     float amax = 0.0f, sx = 0.0f;
 #pragma unroll
     for (int j = 0; j < 32; ++j) {
@@ -553,18 +598,21 @@ __device__ void rq_quantize_x_block(const TX* __restrict__ x, signed char* xq, R
     int4* dst = reinterpret_cast<int4*>(xq + (i64)blk * 32);
     dst[0] = make_int4((int)wd[0], (int)wd[1], (int)wd[2], (int)wd[3]);
     dst[1] = make_int4((int)wd[4], (int)wd[5], (int)wd[6], (int)wd[7]);
-    meta[blk] = rq_xblock(amax, sx, sq);
+    meta[blk] = rq_xblock(amax, sx, sq, ss);
   }
 }
 
 // Batched: blockIdx.y picks the matrix. XF: x (of dtype TX, [M, K] per matrix at stride xbs)
 // is quantized by each block into dynamic shared memory (M K codes, then M K / 32 blocks of
 // meta) instead of by a rq_quantize_x launch before (then xq and meta are given, x is null):
-// one launch fewer per product. PF: the warps' weight rows are prefetched into L2 before the
-// kernel waits on its predecessor (the entry point is RMLX_PDL_MANUAL).
-template <class TX, class TS, class TO, int BITS, int MM, int R, int UN, bool XF, bool PF>
+// one launch fewer per product. NORM: x is RMS-normalised with weight nw (and eps) first, by
+// quantizing x ∘ nw (here or in rq_quantize_x) and scaling each row's product by its 1/rms.
+// PF: the warps' weight rows are prefetched into L2 before the kernel waits on its
+// predecessor (the entry point is RMLX_PDL_MANUAL).
+template <class TX, class TS, class TO, int BITS, int MM, int R, int UN, bool XF, bool NORM, bool PF>
 __device__ void rq_qmv8(const TX* __restrict__ x, const signed char* __restrict__ xq,
-                        const RqXBlock* __restrict__ meta, const u32* __restrict__ w, const TS* __restrict__ s,
+                        const RqXBlock* __restrict__ meta, const TX* __restrict__ nw, float eps,
+                        const u32* __restrict__ w, const TS* __restrict__ s,
                         const TS* __restrict__ b, TO* __restrict__ y, const TO* __restrict__ res, int M, i64 N,
                         i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {
   const i64 bat = blockIdx.y;
@@ -590,11 +638,11 @@ __device__ void rq_qmv8(const TX* __restrict__ x, const signed char* __restrict_
     extern __shared__ __align__(16) unsigned char rq_xsmem[];
     signed char* sq = reinterpret_cast<signed char*>(rq_xsmem);
     RqXBlock* sm = reinterpret_cast<RqXBlock*>(rq_xsmem + (i64)M * K);
-    rq_quantize_x_block<TX, BITS>(x + bat * xbs, sq, sm, M, K);
+    rq_quantize_x_block<TX, BITS, NORM>(x + bat * xbs, nw, sq, sm, M, K);
     __syncthreads();
-    rq_qmv8_mat<TS, TO, BITS, MM, R, UN, true>(sq, sm, w, s, b, y, res, M, N, K, gs_shift);
+    rq_qmv8_mat<TS, TO, BITS, MM, R, UN, true, NORM>(sq, sm, w, s, b, y, res, M, N, K, gs_shift, eps);
   } else {
-    rq_qmv8_mat<TS, TO, BITS, MM, R, UN, false>(xq + bat * xbs, meta + bat * (xbs >> 5), w, s, b, y, res, M, N, K,
-                                                gs_shift);
+    rq_qmv8_mat<TS, TO, BITS, MM, R, UN, false, NORM>(xq + bat * xbs, meta + bat * (xbs >> 5), w, s, b, y, res, M,
+                                                      N, K, gs_shift, eps);
   }
 }

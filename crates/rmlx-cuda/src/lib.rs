@@ -157,13 +157,15 @@ impl Backend for CudaBackend {
                 bits,
                 transpose,
                 exact,
-                ..
+                addend,
+                norm,
             } => ops::quantized::quantized_matmul(
                 &g,
                 &x,
                 (*group_size, *bits),
                 *transpose,
                 *exact,
+                (*addend, norm.map(|e| e.0)),
                 shape,
                 od,
             ),
@@ -179,7 +181,15 @@ impl Backend for CudaBackend {
                 group_size,
                 bits,
                 exact,
-            } => ops::moe::gather_swiglu(&g, &x, (*group_size, *bits), *exact, shape, od),
+                norm,
+            } => ops::moe::gather_swiglu(
+                &g,
+                &x,
+                (*group_size, *bits),
+                (*exact, norm.map(|e| e.0)),
+                shape,
+                od,
+            ),
             Primitive::GatherQmmWeightedSum {
                 group_size, bits, ..
             } => ops::moe::gather_weighted_sum(&g, &x, (*group_size, *bits), shape, od),

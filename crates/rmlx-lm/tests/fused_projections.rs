@@ -32,8 +32,17 @@ fn fused_projections_match_mlx_on_the_cpu() {
     // SAFETY: set before any other thread of this binary reads the environment (one test).
     unsafe { std::env::set_var("RMLX_FUSE", "1") };
     // llama: no q/k norms; qwen3 and gemma3: both (gemma3 with its (1 + w) weights and
-    // sliding-window layers)
-    for name in ["llama", "qwen3", "gemma3"] {
+    // sliding-window layers); the 4-bit ones also take the pre-norms into their products and
+    // the gate/up product with SwiGLU as one op (composed on the CPU), in MLX's float product
+    rmlx::ops::quantized::set_exact_decode(true);
+    for name in [
+        "llama",
+        "qwen3",
+        "gemma3",
+        "llama_q4",
+        "qwen3_q4",
+        "gemma3_q4",
+    ] {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/fixtures/models")
             .join(name);

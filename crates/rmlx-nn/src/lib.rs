@@ -9,14 +9,16 @@ mod linear;
 mod norm;
 mod parallel;
 mod rope;
+mod swiglu;
 mod switch;
 pub mod switches;
 mod weights;
 
 pub use error::{Error, Result};
 pub use linear::{Embedding, Linear, QuantParams};
-pub use norm::{LayerNorm, RmsNorm};
+pub use norm::{LayerNorm, Normed, RmsNorm};
 pub use parallel::Parallel;
 pub use rope::{Rope, RopeScaling};
+pub use swiglu::GateUpSwiglu;
 pub use switch::{route, Routing, SwitchGlu, SwitchLinear};
 pub use weights::{closest_key, Weights};

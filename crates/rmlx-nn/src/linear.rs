@@ -1,6 +1,7 @@
 //! `Linear` and `Embedding`: dense or MLX-affine quantized, decided by the weights found.
 
 use crate::error::{Error, Result};
+use crate::norm::Normed;
 use rmlx::{ops, Array};
 
 /// Group size and bit width of an affine-quantized matrix.
@@ -72,6 +73,39 @@ impl Linear {
             Some(b) => ops::add(&y, b)?,
             None => y,
         })
+    }
+
+    /// `self.forward(norm(x))` for `x` = [`Normed`]: a quantized layer takes the norm into its
+    /// product (`ops::rms_norm_quantized_matmul`), anything else applies it first.
+    pub fn forward_normed(&self, x: Normed) -> Result<Array> {
+        match (self, x.fusable()) {
+            (
+                Linear::Quantized {
+                    wq,
+                    scales,
+                    biases,
+                    bias,
+                    q,
+                },
+                Some(n),
+            ) => {
+                let y = ops::rms_norm_quantized_matmul(
+                    x.x,
+                    &n.weight,
+                    n.eps,
+                    wq,
+                    scales,
+                    biases,
+                    q.group_size,
+                    q.bits,
+                )?;
+                Ok(match bias {
+                    Some(b) => ops::add(&y, b)?,
+                    None => y,
+                })
+            }
+            _ => self.forward(&x.value()?),
+        }
     }
 
     /// `residual + self.forward(x)` (a residual connection after the layer): one op for a
@@ -184,6 +218,32 @@ impl Embedding {
                 Ok(ops::dequantize(&rows, &s, &b, q.group_size, q.bits)?)
             }
             _ => Ok(ops::astype(&self.forward(ids)?, dtype)),
+        }
+    }
+
+    /// [`Embedding::as_linear`] of a [`Normed`] input: a quantized table takes the norm into
+    /// its product (`Linear::forward_normed`).
+    pub fn as_linear_normed(&self, x: Normed) -> Result<Array> {
+        match (self, x.fusable()) {
+            (
+                Embedding::Quantized {
+                    wq,
+                    scales,
+                    biases,
+                    q,
+                },
+                Some(n),
+            ) => Ok(ops::rms_norm_quantized_matmul(
+                x.x,
+                &n.weight,
+                n.eps,
+                wq,
+                scales,
+                biases,
+                q.group_size,
+                q.bits,
+            )?),
+            _ => self.as_linear(&x.value()?),
         }
     }
 

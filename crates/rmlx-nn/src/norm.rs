@@ -18,6 +18,48 @@ impl RmsNorm {
     }
 }
 
+/// A layer's input with its RMS norm still to apply: what a pre-norm block hands its attention
+/// or MLP. Quantized products that read it take the norm inside (`Linear::forward_normed`: on
+/// a GPU the int8 decode kernels normalise x as they quantize it, one launch fewer per norm);
+/// anything else applies it first ([`Normed::value`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Normed<'a> {
+    pub x: &'a Array,
+    /// `None`: `x` is the input as it is.
+    pub norm: Option<&'a RmsNorm>,
+}
+
+impl<'a> Normed<'a> {
+    /// `norm(x)`, not yet computed.
+    pub fn new(x: &'a Array, norm: &'a RmsNorm) -> Normed<'a> {
+        Normed {
+            x,
+            norm: Some(norm),
+        }
+    }
+
+    /// `x` itself (already normalised, or no norm).
+    pub fn plain(x: &'a Array) -> Normed<'a> {
+        Normed { x, norm: None }
+    }
+
+    /// The normalised input, as an array.
+    pub fn value(&self) -> Result<Array> {
+        match self.norm {
+            Some(n) => n.forward(self.x),
+            None => Ok(self.x.clone()),
+        }
+    }
+
+    /// The norm to take into a product: `None` where there is none or `RMLX_FUSE_NORM=0` (an
+    /// ablation switch: the norm as its own op).
+    pub fn fusable(&self) -> Option<&'a RmsNorm> {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        self.norm
+            .filter(|_| crate::switches::enabled(&ON, "RMLX_FUSE_NORM"))
+    }
+}
+
 /// `(x - mean) / sqrt(var + eps) * weight + bias` over the last axis.
 #[derive(Clone, Debug)]
 pub struct LayerNorm {

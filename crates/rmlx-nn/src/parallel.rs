@@ -11,6 +11,7 @@
 
 use crate::error::Result;
 use crate::linear::Linear;
+use crate::norm::Normed;
 use rmlx::{ops, Array};
 
 #[derive(Clone, Debug)]
@@ -120,23 +121,34 @@ impl Parallel {
     pub fn forward(&self, x: &Array) -> Result<Vec<Array>> {
         match self {
             Parallel::Separate(ls) => ls.iter().map(|l| l.forward(x)).collect(),
-            Parallel::Fused { layer, sizes } => {
-                let y = layer.forward(x)?;
-                let nd = y.ndim();
-                let mut out = Vec::with_capacity(sizes.len());
-                let mut at = 0i64;
-                for &n in sizes {
-                    let mut start = vec![0i64; nd];
-                    let mut stop: Vec<i64> = y.shape().iter().map(|&d| d as i64).collect();
-                    start[nd - 1] = at;
-                    stop[nd - 1] = at + n as i64;
-                    out.push(ops::slice(&y, &start, &stop, &vec![1; nd])?);
-                    at += n as i64;
-                }
-                Ok(out)
-            }
+            Parallel::Fused { layer, sizes } => split(&layer.forward(x)?, sizes),
         }
     }
+
+    /// [`Parallel::forward`] of a [`Normed`] input: fused, the one product takes the norm
+    /// (`Linear::forward_normed`); apart, the norm is applied once for all parts.
+    pub fn forward_normed(&self, x: Normed) -> Result<Vec<Array>> {
+        match self {
+            Parallel::Separate(_) => self.forward(&x.value()?),
+            Parallel::Fused { layer, sizes } => split(&layer.forward_normed(x)?, sizes),
+        }
+    }
+}
+
+/// The fused product `y: [..., Σ sizes]` as one view per part.
+fn split(y: &Array, sizes: &[usize]) -> Result<Vec<Array>> {
+    let nd = y.ndim();
+    let mut out = Vec::with_capacity(sizes.len());
+    let mut at = 0i64;
+    for &n in sizes {
+        let mut start = vec![0i64; nd];
+        let mut stop: Vec<i64> = y.shape().iter().map(|&d| d as i64).collect();
+        start[nd - 1] = at;
+        stop[nd - 1] = at + n as i64;
+        out.push(ops::slice(y, &start, &stop, &vec![1; nd])?);
+        at += n as i64;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

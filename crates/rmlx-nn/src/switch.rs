@@ -5,6 +5,7 @@
 
 use crate::error::Result;
 use crate::linear::QuantParams;
+use crate::norm::Normed;
 use rmlx::fast::{self, ExpertStack};
 use rmlx::{ops, Array, Dtype};
 
@@ -164,13 +165,14 @@ impl SwitchGlu {
         Ok(ops::reshape(&y, &shape)?)
     }
 
-    /// `x: [..., D]`, `indices`, `weights: [..., k]` → `[..., D]`: the chosen experts' outputs
-    /// mixed by the router's weights, plus `residual` (`[..., D]`) when given. Decode-sized steps
-    /// of quantized experts run as two fused ops (`fast::gather_qmm_swiglu`,
-    /// `fast::gather_qmm_weighted_sum`: two kernels on a GPU where the composition launches ~12).
+    /// `x: [..., D]` (its pre-norm still to apply, where given), `indices`, `weights: [..., k]`
+    /// → `[..., D]`: the chosen experts' outputs mixed by the router's weights, plus `residual`
+    /// (`[..., D]`) when given. Decode-sized steps of quantized experts run as two fused ops
+    /// (`fast::gather_qmm_swiglu(_normed)`, `fast::gather_qmm_weighted_sum`: two kernels on a
+    /// GPU where the composition launches ~12, the norm inside the first).
     pub fn forward_weighted(
         &self,
-        x: &Array,
+        x: Normed,
         indices: &Array,
         weights: &Array,
         residual: Option<&Array>,
@@ -182,7 +184,13 @@ impl SwitchGlu {
                 self.down_proj.stack(),
             ) {
                 if gq == uq && uq == dq {
-                    let h = fast::gather_qmm_swiglu(x, g, u, indices, gq.group_size, gq.bits)?;
+                    let (gs, bits) = (gq.group_size, gq.bits);
+                    let h = match x.fusable() {
+                        Some(n) => fast::gather_qmm_swiglu_normed(
+                            x.x, &n.weight, n.eps, g, u, indices, gs, bits,
+                        )?,
+                        None => fast::gather_qmm_swiglu(&x.value()?, g, u, indices, gs, bits)?,
+                    };
                     return Ok(fast::gather_qmm_weighted_sum(
                         &h,
                         d,
@@ -196,7 +204,7 @@ impl SwitchGlu {
             }
         }
         Ok(fast::mix_experts(
-            &self.forward(x, indices)?,
+            &self.forward(&x.value()?, indices)?,
             weights,
             residual,
         )?)

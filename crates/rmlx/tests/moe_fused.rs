@@ -389,3 +389,59 @@ fn gpu_kernels_match_the_cpu_composition() {
         }
     }
 }
+
+/// `gather_qmm_swiglu_normed` (a pre-norm MoE layer's experts; the GPU's int8 kernels normalise
+/// x as they quantize it, in the kernel's blocks or in the quantizing launch for long rows)
+/// equals the norm then `gather_qmm_swiglu`: bit for bit where the norm runs as its own op (the
+/// CPU, 3-bit stacks, exact mode), within the int8 path's rounding otherwise.
+#[test]
+fn swiglu_normed_equals_norm_then_swiglu() {
+    let mut devices = vec![rmlx::Device::cpu()];
+    devices.extend(gpu());
+    for (t, e, k, d, h, bits) in [
+        (1usize, 16usize, 4usize, 2048usize, 96usize, 4usize),
+        (2, 8, 2, 512, 64, 8),
+        (1, 4, 2, 4096, 64, 4),
+        (3, 6, 2, 256, 64, 3),
+    ] {
+        let dt = Dtype::BF16;
+        let gate = Stack::new(e, h, d, 64, bits, dt, 40);
+        let up = Stack::new(e, h, d, 64, bits, dt, 41);
+        let x = ops::astype(&normal(&[1, t, d], 42, 3.0), dt);
+        let nw = ops::astype(&(normal(&[d], 43, 0.2) + 1.0f32), dt);
+        let ids: Vec<u32> = (0..t * k).map(|p| ((p * 3 + 1) % e) as u32).collect();
+        let idx = Array::from_slice(&ids, &[1, t, k]).unwrap();
+        for dev in &devices {
+            for exact in [true, false] {
+                let what = format!("t{t} e{e} k{k} d{d} b{bits} {dev:?} exact={exact}");
+                let (got, want) = rmlx::ops::quantized::with_exact_decode(exact, || {
+                    rmlx::with_device(*dev, || {
+                        let n = fast::rms_norm(&x, Some(&nw), 1e-6).unwrap();
+                        let want =
+                            fast::gather_qmm_swiglu(&n, gate.view(), up.view(), &idx, 64, bits)
+                                .unwrap();
+                        let got = fast::gather_qmm_swiglu_normed(
+                            &x,
+                            &nw,
+                            1e-6,
+                            gate.view(),
+                            up.view(),
+                            &idx,
+                            64,
+                            bits,
+                        )
+                        .unwrap();
+                        (f32s(&got), f32s(&want))
+                    })
+                });
+                let int8 = dev.kind == rmlx::DeviceType::Gpu && !exact && bits != 3;
+                if int8 {
+                    let want: Vec<f64> = want.iter().map(|&v| v as f64).collect();
+                    close(&what, &got, &want, 2e-2);
+                } else {
+                    assert_eq!(got, want, "{what}");
+                }
+            }
+        }
+    }
+}

@@ -485,3 +485,81 @@ fn quantized_matmul_add_equals_product_plus_addend() {
         }
     });
 }
+
+/// `rms_norm_quantized_matmul` (a pre-norm layer's first product; the GPU's int8 decode
+/// kernels quantize x ∘ weight, in the kernel's blocks for short rows and in the quantizing
+/// launch for long ones, and scale by 1/rms) equals the norm then the product: bit for bit where
+/// the norm runs as its own op (the CPU, the float kernels of 3-bit weights and of exact mode,
+/// prefill rows), within the int8 path's error where it rides on the quantization.
+#[test]
+fn rms_norm_quantized_matmul_equals_norm_then_product() {
+    use rmlx::fast::rms_norm;
+    use rmlx::ops::rms_norm_quantized_matmul;
+    let key = |s| rmlx::ops::random::key(s);
+    let n = 72usize;
+    for_each_device(|d| {
+        let gpu = d.kind == rmlx::DeviceType::Gpu;
+        for k in [576usize, 4096] {
+            let w =
+                rmlx::ops::random::normal(&[n, k], Dtype::F32, 0.0, 0.05, Some(&key(91))).unwrap();
+            let nw = rmlx::ops::random::normal(&[k], Dtype::F32, 1.0, 0.2, Some(&key(92))).unwrap();
+            for (bits, dt) in [
+                (4, Dtype::BF16),
+                (8, Dtype::BF16),
+                (4, Dtype::F32),
+                (3, Dtype::BF16),
+            ] {
+                let (wq, s, b) = quantize(&rmlx::ops::astype(&w, dt), 64, bits).unwrap();
+                let nw = rmlx::ops::astype(&nw, dt);
+                for rows in [1usize, 3, 8, 20] {
+                    // rows of different scales: the norm matters
+                    let x = rmlx::ops::random::normal(
+                        &[1, rows, k],
+                        Dtype::F32,
+                        0.0,
+                        3.0,
+                        Some(&key(93)),
+                    )
+                    .unwrap();
+                    let x = rmlx::ops::astype(&x, dt);
+                    for exact in [false, true] {
+                        with_exact_decode(exact, || {
+                            let what =
+                                format!("K {k}, {bits}-bit, {dt}, {rows} rows, exact={exact}");
+                            let normed = rms_norm(&x, Some(&nw), 1e-5).unwrap();
+                            let want =
+                                quantized_matmul(&normed, &wq, &s, &b, true, 64, bits).unwrap();
+                            let got =
+                                rms_norm_quantized_matmul(&x, &nw, 1e-5, &wq, &s, &b, 64, bits)
+                                    .unwrap();
+                            assert_eq!(got.shape(), want.shape(), "{what}");
+                            assert_eq!(got.dtype(), want.dtype(), "{what}");
+                            let int8 = gpu && !exact && rows <= 8 && bits != 3;
+                            if int8 {
+                                let (g, wv) = (vals(&got), vals(&want));
+                                let scale = max_abs(&wv);
+                                assert_close(&g, &wv, 0.0, 1e-2 * scale, &what);
+                            } else {
+                                assert_eq!(bits_of(&got), bits_of(&want), "{what}");
+                            }
+                        });
+                    }
+                }
+            }
+        }
+        // a norm weight that does not match x's last axis is an error naming the norm
+        let x = Array::from_slice(&[1.0f32; 64], &[1, 64]).unwrap();
+        let (wq, s, b) = quantize(
+            &Array::from_slice(&vec![0.5f32; 64 * 32], &[32, 64]).unwrap(),
+            64,
+            4,
+        )
+        .unwrap();
+        let bad = Array::from_slice(&[1.0f32; 32], &[32]).unwrap();
+        let e = rms_norm_quantized_matmul(&x, &bad, 1e-5, &wq, &s, &b, 64, 4)
+            .and_then(|y| y.eval().map(|_| y))
+            .expect_err("a 32-element norm weight for 64 features must fail")
+            .to_string();
+        assert!(e.contains("rms_norm"), "{e}");
+    });
+}

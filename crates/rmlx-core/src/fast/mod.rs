@@ -21,7 +21,7 @@ pub use moe::*;
 
 /// Whether the current stream's backend runs `prim` itself (a missing backend reports its own
 /// error when the node is evaluated).
-fn use_kernel(prim: &Primitive) -> bool {
+pub(crate) fn use_kernel(prim: &Primitive) -> bool {
     backend_for(default_stream().device)
         .map(|b| b.supports(prim))
         .unwrap_or(true)
@@ -95,7 +95,7 @@ pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Array> {
 }
 
 /// [`rms_norm`]'s checks, with its `[R, D]` weight; returns the output dtype.
-fn check_rms_norm(x: &Array, weight: Option<&Array>) -> Result<Dtype> {
+pub(crate) fn check_rms_norm(x: &Array, weight: Option<&Array>) -> Result<Dtype> {
     let Some(w) = weight.filter(|w| w.ndim() == 2) else {
         return check_norm("rms_norm", x, &[("weight", weight)]);
     };

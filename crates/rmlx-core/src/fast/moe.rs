@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::ops;
 use crate::ops::quantized::{check_float, check_packed};
 pub use crate::primitive::MoeRouting;
-use crate::primitive::Primitive;
+use crate::primitive::{Primitive, F32};
 use crate::shape::{fmt_shape, Shape};
 
 /// Most experts a row may choose, and most experts, for the fused routing kernel (one warp per
@@ -184,14 +184,67 @@ pub fn gather_qmm_swiglu(
     group_size: usize,
     bits: usize,
 ) -> Result<Array> {
+    swiglu_node(x, None, gate, up, indices, group_size, bits)
+}
+
+/// [`gather_qmm_swiglu`] of `rms_norm(x, Some(norm_weight), eps)`: a pre-norm MoE layer's
+/// experts. One kernel on a GPU, whose int8 path takes the norm as
+/// `ops::rms_norm_quantized_matmul` does (no norm launch; values within the int8 error of the
+/// composition); elsewhere the norm, then [`gather_qmm_swiglu`].
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub fn gather_qmm_swiglu_normed(
+    x: &Array,
+    norm_weight: &Array,
+    eps: f32,
+    gate: ExpertStack,
+    up: ExpertStack,
+    indices: &Array,
+    group_size: usize,
+    bits: usize,
+) -> Result<Array> {
+    if norm_weight.ndim() != 1 {
+        let n = super::rms_norm(x, Some(norm_weight), eps)?;
+        return gather_qmm_swiglu(&n, gate, up, indices, group_size, bits);
+    }
+    let t = super::check_rms_norm(x, Some(norm_weight))?;
+    let w = ops::astype(norm_weight, t);
+    swiglu_node(
+        &ops::astype(x, t),
+        Some((&w, eps)),
+        gate,
+        up,
+        indices,
+        group_size,
+        bits,
+    )
+}
+
+/// The `GatherQmmSwiglu` node of x (RMS-normalised by `norm` first where given), or its
+/// composition where the backend lacks the kernel.
+#[track_caller]
+fn swiglu_node(
+    x: &Array,
+    norm: Option<(&Array, f32)>,
+    gate: ExpertStack,
+    up: ExpertStack,
+    indices: &Array,
+    group_size: usize,
+    bits: usize,
+) -> Result<Array> {
     let (kk, [_, n, kdim]) = check_swiglu(x, &gate, &up, indices, group_size, bits)?;
     let prim = Primitive::GatherQmmSwiglu {
         group_size,
         bits,
         exact: crate::ops::quantized::exact_decode(),
+        norm: norm.map(|n| F32(n.1)),
     };
     if !kdim.is_multiple_of(32) || !use_kernel(&prim) {
-        return gather_qmm_swiglu_fallback(x, gate, up, indices, group_size, bits);
+        let x = match norm {
+            Some((w, eps)) => super::rms_norm(x, Some(w), eps)?,
+            None => x.clone(),
+        };
+        return gather_qmm_swiglu_fallback(&x, gate, up, indices, group_size, bits);
     }
     let t: usize = x.shape()[..x.ndim() - 1].iter().product();
     let dtype = Dtype::promote(x.dtype(), gate.scales.dtype());
@@ -208,7 +261,9 @@ pub fn gather_qmm_swiglu(
             up.scales.clone(),
             up.biases.clone(),
             ops::reshape(&ops::astype(indices, Dtype::U32), &[t as i64, kk as i64])?,
-        ],
+        ]
+        .into_iter()
+        .chain(norm.map(|n| n.0.clone())),
     );
     ops::reshape(&y, &out_shape(indices.shape(), n))
 }

@@ -8,7 +8,7 @@
 use crate::array::Array;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
-use crate::primitive::Primitive;
+use crate::primitive::{Primitive, F32};
 use crate::shape::{broadcast_shapes, fmt_shape, Shape};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -280,7 +280,9 @@ pub fn quantized_matmul(
     group_size: usize,
     bits: usize,
 ) -> Result<Array> {
-    qmm(x, wq, scales, biases, None, transpose, group_size, bits)
+    qmm(
+        x, wq, scales, biases, None, None, transpose, group_size, bits,
+    )
 }
 
 /// `addend + quantized_matmul(x, wq, scales, biases, ..)`: a residual connection after a
@@ -306,13 +308,63 @@ pub fn quantized_matmul_add(
         scales,
         biases,
         Some(addend),
+        None,
         transpose,
         group_size,
         bits,
     )
 }
 
-/// [`quantized_matmul`], plus `addend` where given.
+/// `quantized_matmul(fast::rms_norm(x, Some(norm_weight), eps), wq, scales, biases, true, ..)`:
+/// the first product of a pre-norm layer. One op where the backend takes the norm into the
+/// product and `wq` is one matrix, else the two ops. The GPU's int8 decode kernels quantize
+/// `x ∘ norm_weight` and scale each row's product by its 1/rms (the sum of squares taken from
+/// the int8 blocks' meta): no norm launch, no normalised x in memory, and values within the int8
+/// path's error of the composition (closer to the exact product: the normalised x is not rounded
+/// to x's dtype first). Elsewhere (the CPU, prefill rows, exact mode) the norm runs first, as
+/// the composition.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_quantized_matmul(
+    x: &Array,
+    norm_weight: &Array,
+    eps: f32,
+    wq: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: usize,
+    bits: usize,
+) -> Result<Array> {
+    let inside = Primitive::QuantizedMatmul {
+        group_size,
+        bits,
+        transpose: true,
+        exact: false,
+        addend: false,
+        norm: Some(F32(eps)),
+    };
+    if norm_weight.ndim() != 1 || wq.ndim() != 2 || !crate::fast::use_kernel(&inside) {
+        let n = crate::fast::rms_norm(x, Some(norm_weight), eps)?;
+        return quantized_matmul(&n, wq, scales, biases, true, group_size, bits);
+    }
+    // the norm's checks and output dtype, then the product's checks on its input
+    let t = crate::fast::check_rms_norm(x, Some(norm_weight))?;
+    let w = crate::ops::astype(norm_weight, t);
+    qmm(
+        &crate::ops::astype(x, t),
+        wq,
+        scales,
+        biases,
+        None,
+        Some((&w, eps)),
+        true,
+        group_size,
+        bits,
+    )
+}
+
+/// [`quantized_matmul`], plus `addend` where given, of x RMS-normalised by `norm` (weight, eps;
+/// only with one matrix `wq`) where given.
 #[track_caller]
 #[allow(clippy::too_many_arguments)]
 fn qmm(
@@ -321,6 +373,7 @@ fn qmm(
     scales: &Array,
     biases: &Array,
     addend: Option<&Array>,
+    norm: Option<(&Array, f32)>,
     transpose: bool,
     group_size: usize,
     bits: usize,
@@ -366,9 +419,13 @@ fn qmm(
             x.clone(),
             [wq, scales, biases],
             (group_size, bits, transpose),
-            addend,
+            (addend, norm),
         );
     }
+    debug_assert!(
+        norm.is_none(),
+        "the norm goes inside one matrix's product only"
+    );
     // Batched weights: broadcast the batch axes of x ([..., M, K]) and of the weights.
     if x.ndim() < 2 {
         return Err(Error::invalid(
@@ -394,7 +451,7 @@ fn qmm(
         xb,
         [&wqb, &sb, &bb],
         (group_size, bits, transpose),
-        None,
+        (None, None),
     )?;
     match addend {
         Some(a) => crate::ops::add(&y, a),
@@ -403,7 +460,8 @@ fn qmm(
 }
 
 /// The product node of `x` and one (or a broadcast batch of) packed matrix `[wq, scales,
-/// biases]`, with `addend` in it where it has the product's shape and dtype, else added after.
+/// biases]`, with `addend` in it where it has the product's shape and dtype, else added after,
+/// and the norm (weight, eps) of x in it where given.
 #[track_caller]
 fn make_qmm(
     shape: Shape,
@@ -411,7 +469,7 @@ fn make_qmm(
     x: Array,
     [wq, scales, biases]: [&Array; 3],
     (group_size, bits, transpose): (usize, usize, bool),
-    addend: Option<&Array>,
+    (addend, norm): (Option<&Array>, Option<(&Array, f32)>),
 ) -> Result<Array> {
     let fused = addend.filter(|a| a.shape() == &shape[..] && a.dtype() == dtype);
     let y = Array::make(
@@ -423,10 +481,12 @@ fn make_qmm(
             transpose,
             exact: exact_decode(),
             addend: fused.is_some(),
+            norm: norm.map(|n| F32(n.1)),
         },
         [x, wq.clone(), scales.clone(), biases.clone()]
             .into_iter()
-            .chain(fused.cloned()),
+            .chain(fused.cloned())
+            .chain(norm.map(|n| n.0.clone())),
     );
     match addend {
         Some(a) if fused.is_none() => crate::ops::add(&y, a),

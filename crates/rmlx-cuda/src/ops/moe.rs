@@ -6,7 +6,7 @@ use crate::context::Gpu;
 use crate::data::{contiguous_input, ctype, input, output, tag};
 use crate::launch::{Args, Grid};
 use crate::ops::elementwise as ew;
-use crate::ops::quantized::{decode_rows, int8_decode, Int8X, QUANT_CUH};
+use crate::ops::quantized::{decode_rows, int8_decode, Int8X, XNorm, QUANT_CUH};
 use rmlx_core::fast::{ROUTE_MAX_E, ROUTE_MAX_K};
 use rmlx_core::primitive::MoeRouting;
 use rmlx_core::{ArrayData, Dtype, Error, Result};
@@ -104,18 +104,26 @@ pub fn swiglu_source(x: Dtype, s: Dtype, o: Dtype, bits: usize) -> (String, Stri
 }
 
 /// The gate + up + SwiGLU kernel with int8 activations (4- or 8-bit stacks): `x` the dtype of
-/// x where each block quantizes it itself, `None` where `rq_quantize_x` ran first.
-pub fn swiglu8_source(x: Option<Dtype>, s: Dtype, o: Dtype, bits: usize) -> (String, String) {
+/// x where each block quantizes it itself, `None` where `rq_quantize_x` ran first; `norm`: x
+/// is RMS-normalised first (as `qmv8_source`'s).
+pub fn swiglu8_source(
+    x: Option<Dtype>,
+    norm: bool,
+    s: Dtype,
+    o: Dtype,
+    bits: usize,
+) -> (String, String) {
     let name = format!(
-        "rm_swiglu8_{}_{}_{}_b{bits}",
+        "rm_swiglu8_{}{}_{}_{}_b{bits}",
         x.map_or("xq", tag),
+        if norm { "_n" } else { "" },
         tag(s),
         tag(o)
     );
     let (cx, cs, co) = (x.map_or("float", ctype), ctype(s), ctype(o));
     let xf = x.is_some();
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* x, const signed char* xq, const RqXBlock* meta, const u32* wg, const {cs}* sg, const {cs}* bg, const u32* wu, const {cs}* su, const {cs}* bu, {co}* h, const u32* idx, i64 irs, i64 P, int k, i64 E, i64 N, i64 K, int gs_shift) {{\n  rm_gather_swiglu8<{cx}, {cs}, {co}, {bits}, {xf}>(x, xq, meta, wg, sg, bg, wu, su, bu, h, idx, irs, P, k, E, N, K, gs_shift);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* x, const signed char* xq, const RqXBlock* meta, const {cx}* nw, float eps, const u32* wg, const {cs}* sg, const {cs}* bg, const u32* wu, const {cs}* su, const {cs}* bu, {co}* h, const u32* idx, i64 irs, i64 P, int k, i64 E, i64 N, i64 K, int gs_shift) {{\n  rm_gather_swiglu8<{cx}, {cs}, {co}, {bits}, {xf}, {norm}>(x, xq, meta, nw, eps, wg, sg, bg, wu, su, bu, h, idx, irs, P, k, E, N, K, gs_shift);\n}}\n"
     );
     (name, src)
 }
@@ -175,23 +183,47 @@ fn stack(
     Ok((ptrs, [w[0].shape[0], w[0].shape[1]], keep))
 }
 
-/// `[x [T, K], gate wq/scales/biases, up wq/scales/biases, indices [T, k]]` → `[T, k, N]`.
+/// `[x [T, K], gate wq/scales/biases, up wq/scales/biases, indices [T, k], norm weight? [K]]`
+/// → `[T, k, N]`; with `norm` (eps) x is RMS-normalised first: inside the int8 quantization of
+/// x, or by the norm kernel before the float kernel.
 pub fn gather_swiglu(
     gpu: &Arc<Gpu>,
     x: &[ArrayData],
     (group_size, bits): (usize, usize),
-    exact: bool,
+    (exact, norm): (bool, Option<f32>),
     shape: &[usize],
     od: Dtype,
 ) -> Result<ArrayData> {
     const OP: &str = "gather_qmm_swiglu";
-    if x.len() != 8 || x[0].shape.len() != 2 || x[7].dtype != Dtype::U32 || shape.len() != 3 {
+    if x.len() != 8 + norm.is_some() as usize
+        || x[0].shape.len() != 2
+        || x[7].dtype != Dtype::U32
+        || shape.len() != 3
+    {
         return Err(bad(
             OP,
-            "expected [x [T, K], 3 gate arrays, 3 up arrays, indices u32 [T, k]]",
+            "expected [x [T, K], 3 gate arrays, 3 up arrays, indices u32 [T, k], norm weight?]",
         ));
     }
     let (t, kdim) = (x[0].shape[0], x[0].shape[1]);
+    let norm = match norm {
+        Some(_) if x[8].dtype != x[0].dtype || x[8].shape[..] != [kdim] => {
+            return Err(bad(OP, "the norm weight must be [K] of x's dtype"));
+        }
+        Some(eps) => Some((&x[8], eps)),
+        None => None,
+    };
+    let int8 = int8_decode(bits, group_size, exact);
+    // the norm inside the int8 quantization of x, else its own kernel first
+    let normed;
+    let xa = match norm {
+        Some((w, eps)) if !int8 => {
+            normed =
+                crate::ops::norm::rms_norm(gpu, &[x[0].clone(), w.clone()], eps, true, x[0].dtype)?;
+            &normed
+        }
+        _ => &x[0],
+    };
     let (k, n) = (shape[1], shape[2]);
     let (gp, [e, gn], _kg) = stack(gpu, OP, &x[1..4])?;
     let (up, [ue, un], _ku) = stack(gpu, OP, &x[4..7])?;
@@ -209,15 +241,22 @@ pub fn gather_swiglu(
     if out.numel() == 0 {
         return Ok(out);
     }
-    let (_kx, xp) = decode_rows(gpu, &x[0])?;
+    let (_kx, xp) = decode_rows(gpu, xa)?;
     let (_ki, ip, irs) = rows_input(gpu, &x[7])?;
+    let (_kn, xnorm) = match norm {
+        Some((w, eps)) if int8 => {
+            let (d, p) = decode_rows(gpu, w)?;
+            (Some(d), Some(XNorm { weight: p, eps }))
+        }
+        _ => (None, None),
+    };
     // int8 x (one row per block's pair), for every chosen expert's gate and up rows
-    let x8 = int8_decode(bits, group_size, exact)
-        .then(|| Int8X::new(gpu, (xp, x[0].dtype), t, 1, kdim, bits))
+    let x8 = int8
+        .then(|| Int8X::new(gpu, (xp, xa.dtype), (t, 1, kdim), bits, xnorm))
         .transpose()?;
     let (name, src) = match &x8 {
-        Some(q) => swiglu8_source(q.fused, x[2].dtype, od, bits),
-        None => swiglu_source(x[0].dtype, x[2].dtype, od, bits),
+        Some(q) => swiglu8_source(q.fused, q.normed(), x[2].dtype, od, bits),
+        None => swiglu_source(xa.dtype, x[2].dtype, od, bits),
     };
     let f = get(gpu, &name, &src)?;
     let mut a = Args::new();
@@ -348,10 +387,16 @@ mod tests {
             let b = Dtype::BF16;
             body.push_str(&swiglu_source(b, b, b, bits).1);
             if bits == 4 || bits == 8 {
-                for x in [None, Some(b)] {
-                    body.push_str(&swiglu8_source(x, b, b, bits).1);
+                for (x, norm) in [
+                    (None, false),
+                    (Some(b), false),
+                    (Some(b), true),
+                    (None, true),
+                ] {
+                    body.push_str(&swiglu8_source(x, norm, b, b, bits).1);
                 }
-                body.push_str(&swiglu8_source(Some(Dtype::F32), Dtype::F32, Dtype::F32, bits).1);
+                let f = Dtype::F32;
+                body.push_str(&swiglu8_source(Some(f), true, f, f, bits).1);
             }
             body.push_str(&down_sum_source(b, b, b, b, bits).1);
         }

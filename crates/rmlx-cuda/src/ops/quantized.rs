@@ -99,9 +99,13 @@ pub fn qmv_t_source(
 /// The int8-activation decode kernel (4- or 8-bit weights, groups of 32 or more): `r` weight
 /// rows per warp, `un` blocks of 32 codes in flight per lane and row. `x`: the dtype of x where
 /// each block quantizes it itself (into shared memory), `None` where `rq_quantize_x` ran first;
-/// `pf`: the weight rows are prefetched into L2 before the kernel waits on its predecessor.
+/// `norm`: x is RMS-normalised first (quantized as x ∘ weight, each row's product scaled by its
+/// 1/rms); `pf`: the weight rows are prefetched into L2 before the kernel waits on its
+/// predecessor. Launched with 128 threads but compiled for up to 256: that register budget
+/// measured 1.3–3 % faster decode on an H100 than a bound of 128 (docs/PERF.md).
 pub fn qmv8_source(
     x: Option<Dtype>,
+    norm: bool,
     s: Dtype,
     o: Dtype,
     bits: usize,
@@ -110,7 +114,8 @@ pub fn qmv8_source(
 ) -> (String, String) {
     let xt = x.map_or("xq", tag);
     let name = format!(
-        "rq_qmv8_{xt}_{}_{}_b{bits}_m{mm}_r{r}_u{un}{}",
+        "rq_qmv8_{xt}{}_{}_{}_b{bits}_m{mm}_r{r}_u{un}{}",
+        if norm { "_n" } else { "" },
         tag(s),
         tag(o),
         if pf { "_pf" } else { "" }
@@ -118,18 +123,22 @@ pub fn qmv8_source(
     let (cx, cs, co) = (x.map_or("float", ctype), ctype(s), ctype(o));
     let xf = x.is_some();
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* x, const signed char* xq, const RqXBlock* meta, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  RMLX_PDL_MANUAL rq_qmv8<{cx}, {cs}, {co}, {bits}, {mm}, {r}, {un}, {xf}, {pf}>(x, xq, meta, w, s, b, y, res, M, N, K, gs_shift, xbs, wbs, sbs, bbs, ybs);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(256) {name}(const {cx}* x, const signed char* xq, const RqXBlock* meta, const {cx}* nw, float eps, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  RMLX_PDL_MANUAL rq_qmv8<{cx}, {cs}, {co}, {bits}, {mm}, {r}, {un}, {xf}, {norm}, {pf}>(x, xq, meta, nw, eps, w, s, b, y, res, M, N, K, gs_shift, xbs, wbs, sbs, bbs, ybs);\n}}\n"
     );
     (name, src)
 }
 
 /// The activation quantizer of [`qmv8_source`]'s kernel (x of dtype `x`, codes laid out for
-/// `bits`-bit weights).
-pub fn quantize_x_source(x: Dtype, bits: usize) -> (String, String) {
-    let name = format!("rq_quantize_x_{}_b{bits}", tag(x));
+/// `bits`-bit weights; `norm`: of x ∘ the norm's weight, each block's Σx² kept).
+pub fn quantize_x_source(x: Dtype, bits: usize, norm: bool) -> (String, String) {
+    let name = format!(
+        "rq_quantize_x_{}_b{bits}{}",
+        tag(x),
+        if norm { "_n" } else { "" }
+    );
     let cx = ctype(x);
     let src = format!(
-        "extern \"C\" __global__ void {name}(const {cx}* x, signed char* xq, RqXBlock* meta, int M, i64 K) {{\n  rq_quantize_x<{cx}, {bits}>(x, xq, meta, M, K);\n}}\n"
+        "extern \"C\" __global__ void {name}(const {cx}* x, const {cx}* nw, signed char* xq, RqXBlock* meta, int M, i64 K) {{\n  rq_quantize_x<{cx}, {bits}, {norm}>(x, nw, xq, meta, M, K);\n}}\n"
     );
     (name, src)
 }
@@ -317,68 +326,90 @@ struct QuantizedX {
     pub meta: u64,
 }
 
+/// The RMS norm a decode product applies to x (`QuantizedMatmul`'s `norm`): the weight's device
+/// address (x's dtype, K elements, 16-byte aligned) and eps.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct XNorm {
+    pub weight: u64,
+    pub eps: f32,
+}
+
 /// x as the int8 decode kernels take it: quantized by each block of the kernel into shared
 /// memory where one block's rows are short ([`fuse_x_quantization`]), else by a
-/// `rq_quantize_x` launch first (whose buffers this keeps alive for the kernel).
+/// `rq_quantize_x` launch first (whose buffers this keeps alive for the kernel). With a norm,
+/// x ∘ weight is quantized and the kernel scales each row's product by its 1/rms.
 pub(crate) struct Int8X {
     /// x's dtype where the kernel quantizes it itself.
     pub fused: Option<Dtype>,
     quantized: Option<QuantizedX>,
     x: u64,
+    norm: Option<XNorm>,
     /// The dynamic shared memory the kernel needs.
     pub shared: u32,
 }
 
 impl Int8X {
     /// `rows` rows of `k` elements of x (device address, dtype) for `bits`-bit weights, `m` of
-    /// them per block's matrix.
+    /// them per block's matrix, RMS-normalised first where `norm` is given.
     pub fn new(
         gpu: &Arc<Gpu>,
         (xp, xd): (u64, Dtype),
-        rows: usize,
-        m: usize,
-        k: usize,
+        (rows, m, k): (usize, usize, usize),
         bits: usize,
+        norm: Option<XNorm>,
     ) -> Result<Int8X> {
         if fuse_x_quantization(m, k) {
             return Ok(Int8X {
                 fused: Some(xd),
                 quantized: None,
                 x: xp,
+                norm,
                 shared: xq_smem_bytes(m, k),
             });
         }
         Ok(Int8X {
             fused: None,
-            quantized: Some(quantize_rows(gpu, (xp, xd), rows, k, bits)?),
+            quantized: Some(quantize_rows(gpu, (xp, xd), rows, k, bits, norm)?),
             x: 0,
+            norm,
             shared: 0,
         })
     }
 
-    /// The kernel's x arguments: x, xq, meta (null where unused).
+    /// Whether the kernel applies a norm (its `NORM` variant).
+    pub fn normed(&self) -> bool {
+        self.norm.is_some()
+    }
+
+    /// The kernel's x arguments: x, xq, meta, norm weight, eps (null or 0 where unused).
     pub fn push<'a>(&self, a: &'a mut Args) -> &'a mut Args {
+        let (nw, eps) = self.norm.map_or((0, 0.0), |n| (n.weight, n.eps));
         match &self.quantized {
             Some(q) => a.ptr(0).ptr(q.xq).ptr(q.meta),
             None => a.ptr(self.x).ptr(0).ptr(0),
         }
+        .ptr(nw)
+        .f32(eps)
     }
 }
 
-/// Quantizes `rows` rows of `k` elements of dtype `xd` at `xptr` for `bits`-bit weights.
+/// Quantizes `rows` rows of `k` elements of dtype `xd` at `xptr` for `bits`-bit weights (of
+/// x ∘ the norm's weight where `norm` is given).
 fn quantize_rows(
     gpu: &Arc<Gpu>,
     (xptr, xd): (u64, Dtype),
     rows: usize,
     k: usize,
     bits: usize,
+    norm: Option<XNorm>,
 ) -> Result<QuantizedX> {
     let (xq, xqp) = output(gpu, &[rows * k], Dtype::U8)?;
     let (meta, metap) = output(gpu, &[rows * k / 32 * XBLOCK_META], Dtype::U8)?;
-    let (qn, qs) = quantize_x_source(xd, bits);
+    let (qn, qs) = quantize_x_source(xd, bits, norm.is_some());
     let qf = get(gpu, &qn, &qs)?;
     let mut a = Args::new();
     a.ptr(xptr)
+        .ptr(norm.map_or(0, |n| n.weight))
         .ptr(xqp)
         .ptr(metap)
         .i32(rows as i32)
@@ -474,27 +505,32 @@ fn decode_args(
         .i64((m * n) as i64);
 }
 
-/// `[x, wq, scales, biases]` → `x @ dequant(w).T` (transpose) or `x @ dequant(w)`; `exact`
-/// keeps to the float kernels (no int8 `x` for decode, no half weights for prefill).
+/// `[x, wq, scales, biases, addend?, norm weight?]` → `x @ dequant(w).T` (transpose) or
+/// `x @ dequant(w)`, plus the addend where `addend`; with `norm` (eps), x is first
+/// RMS-normalised with the norm weight (`ops::rms_norm_quantized_matmul`): inside the int8
+/// quantization of x for decode products, as the norm kernel first otherwise. `exact` keeps to
+/// the float kernels (no int8 `x` for decode, no half weights for prefill).
+#[allow(clippy::too_many_arguments)]
 pub fn quantized_matmul(
     gpu: &Arc<Gpu>,
     x: &[ArrayData],
     (group_size, bits): (usize, usize),
     transpose: bool,
     exact: bool,
+    (addend, norm): (bool, Option<f32>),
     shape: &[usize],
     od: Dtype,
 ) -> Result<ArrayData> {
     const OP: &str = "quantized_matmul";
-    if !(4..=5).contains(&x.len()) {
+    if x.len() != 4 + addend as usize + norm.is_some() as usize {
         return Err(Error::invalid(
             "cuda",
-            format!("[{OP}] expected [x, wq, scales, biases, addend?]"),
+            format!("[{OP}] expected [x, wq, scales, biases, addend?, norm weight?]"),
         ));
     }
     // `ops::quantized_matmul_add`: the decode kernels add it as they store; other paths add it
     // after the product
-    let addend = x.get(4);
+    let addend = if addend { x.get(4) } else { None };
     if let Some(r) = addend {
         if r.dtype != od || r.shape[..] != shape[..] {
             return Err(Error::invalid(
@@ -506,6 +542,23 @@ pub fn quantized_matmul(
             ));
         }
     }
+    let norm = match norm {
+        Some(eps) => {
+            let w = x.last().expect("counted");
+            let k = x[0].shape.last().copied().unwrap_or(0);
+            if w.dtype != x[0].dtype || w.shape[..] != [k] {
+                return Err(Error::invalid(
+                    "cuda",
+                    format!(
+                        "[{OP}] the norm weight must be {} [{k}] like x's last axis, got {} {:?}",
+                        x[0].dtype, w.dtype, w.shape
+                    ),
+                ));
+            }
+            Some((w, eps))
+        }
+        None => None,
+    };
     let with_addend = |out: ArrayData| -> Result<ArrayData> {
         match addend {
             Some(r) => ew::binary(gpu, &out, r, BinaryOp::Add, shape, od),
@@ -513,8 +566,8 @@ pub fn quantized_matmul(
         }
     };
     check_packed(OP, &x[..4], group_size, bits)?;
-    let (xa, wa, sa, ba) = (&x[0], &x[1], &x[2], &x[3]);
-    check_float(OP, "x", xa.dtype)?;
+    let (wa, sa, ba) = (&x[1], &x[2], &x[3]);
+    check_float(OP, "x", x[0].dtype)?;
     check_float(OP, "the output", od)?;
     let nd = wa.shape.len();
     let rows_w = wa.shape[nd - 2];
@@ -525,12 +578,12 @@ pub fn quantized_matmul(
     } else {
         (rows_w, kpack)
     };
-    if xa.shape.last().copied().unwrap_or(0) != k {
+    if x[0].shape.last().copied().unwrap_or(0) != k {
         return Err(Error::invalid(
             "cuda",
             format!(
                 "[{OP}] x {:?} does not match K = {k} of wq {:?}",
-                xa.shape, wa.shape
+                x[0].shape, wa.shape
             ),
         ));
     }
@@ -542,7 +595,19 @@ pub fn quantized_matmul(
         return with_addend(ew::arange(gpu, 0.0, 0.0, shape, od)?);
     }
     let m = numel / n / batch.max(1);
-    if transpose && m <= DECODE_MAX_ROWS && k.is_multiple_of(32) && batch <= 65_535 {
+    let decode = transpose && m <= DECODE_MAX_ROWS && k.is_multiple_of(32) && batch <= 65_535;
+    let int8 = decode && int8_decode(bits, group_size, exact);
+    // the norm inside the int8 quantization of x, else its own kernel first
+    let normed;
+    let xa = match norm {
+        Some((w, eps)) if !int8 => {
+            normed =
+                crate::ops::norm::rms_norm(gpu, &[x[0].clone(), w.clone()], eps, true, x[0].dtype)?;
+            &normed
+        }
+        _ => &x[0],
+    };
+    if decode {
         let (out, yptr) = output(gpu, shape, od)?;
         let (xd, xp) = decode_rows(gpu, xa)?;
         let (_kr, rptr) = match addend {
@@ -561,8 +626,16 @@ pub fn quantized_matmul(
             3 | 4 => 4,
             _ => 8,
         };
-        if int8_decode(bits, group_size, exact) {
-            let x8 = Int8X::new(gpu, (xp, xd.dtype), batch.max(1) * m, m, k, bits)?;
+        if int8 {
+            let (_kn, xnorm) = match norm {
+                Some((w, eps)) => {
+                    let (d, p) = decode_rows(gpu, w)?;
+                    (Some(d), Some(XNorm { weight: p, eps }))
+                }
+                None => (None, None),
+            };
+            let rows = batch.max(1) * m;
+            let x8 = Int8X::new(gpu, (xp, xd.dtype), (rows, m, k), bits, xnorm)?;
             // measured on an H200 (dev/kernels/qmv): 4 rows per warp for tall matrices and
             // several x rows, 1 row per warp otherwise (more warps in flight)
             let (r, un) = match (mm, n >= 8192) {
@@ -573,6 +646,7 @@ pub fn quantized_matmul(
             };
             let (name, src) = qmv8_source(
                 x8.fused,
+                x8.normed(),
                 sa.dtype,
                 od,
                 bits,
@@ -708,16 +782,26 @@ mod tests {
         // the int8-activation decode kernel: every configuration the dispatch picks
         for bits in [4, 8] {
             for t in FL {
-                body.push_str(&quantize_x_source(t, bits).1);
+                body.push_str(&quantize_x_source(t, bits, false).1);
+                body.push_str(&quantize_x_source(t, bits, true).1);
             }
             for cfg in [(1, 4, 2), (1, 1, 2), (2, 2, 2), (4, 4, 1), (8, 4, 1)] {
                 for (x, pf) in [(None, false), (Some(Dtype::BF16), true), (None, true)] {
-                    body.push_str(&qmv8_source(x, Dtype::BF16, Dtype::BF16, bits, cfg, pf).1);
+                    body.push_str(
+                        &qmv8_source(x, false, Dtype::BF16, Dtype::BF16, bits, cfg, pf).1,
+                    );
+                    body.push_str(&qmv8_source(x, true, Dtype::BF16, Dtype::BF16, bits, cfg, pf).1);
                 }
             }
             for x in [Some(Dtype::F16), Some(Dtype::F32), None] {
-                body.push_str(&qmv8_source(x, Dtype::F16, Dtype::F32, bits, (1, 1, 2), true).1);
-                body.push_str(&qmv8_source(x, Dtype::F32, Dtype::F32, bits, (8, 4, 1), false).1);
+                for norm in [false, true] {
+                    body.push_str(
+                        &qmv8_source(x, norm, Dtype::F16, Dtype::F32, bits, (1, 1, 2), true).1,
+                    );
+                    body.push_str(
+                        &qmv8_source(x, norm, Dtype::F32, Dtype::F32, bits, (8, 4, 1), false).1,
+                    );
+                }
             }
         }
         assert_compiles("quantized_all", &format!("{QUANT_CUH}\n{body}"));
@@ -825,8 +909,17 @@ mod tests {
                 let xa = host_f32(&xv, &[m, k]);
                 let mut ins = vec![xa];
                 ins.extend(parts.iter().cloned());
-                let y = quantized_matmul(&gpu, &ins, (gs, bits), true, exact, &[m, n], Dtype::F32)
-                    .unwrap();
+                let y = quantized_matmul(
+                    &gpu,
+                    &ins,
+                    (gs, bits),
+                    true,
+                    exact,
+                    (false, None),
+                    &[m, n],
+                    Dtype::F32,
+                )
+                .unwrap();
                 gpu.synchronize().unwrap();
                 y.buffer.ensure_host().unwrap();
                 let y = y.as_slice::<f32>().unwrap();
@@ -863,8 +956,17 @@ mod tests {
             let xv: Vec<f32> = (0..m * n).map(|i| (i as f32 * 0.13).sin()).collect();
             let mut ins = vec![host_f32(&xv, &[m, n])];
             ins.extend(parts.iter().cloned());
-            let y = quantized_matmul(&gpu, &ins, (gs, bits), false, false, &[m, k], Dtype::F32)
-                .unwrap();
+            let y = quantized_matmul(
+                &gpu,
+                &ins,
+                (gs, bits),
+                false,
+                false,
+                (false, None),
+                &[m, k],
+                Dtype::F32,
+            )
+            .unwrap();
             gpu.synchronize().unwrap();
             y.buffer.ensure_host().unwrap();
             let y = y.as_slice::<f32>().unwrap();

@@ -5,7 +5,7 @@ use crate::cache::{causal_mask, AttentionMask, KvCache};
 use crate::config::ModelConfig;
 use crate::error::{LmError, Result};
 use rmlx::{fast, ops, Array};
-use rmlx_nn::{Linear, Parallel, RmsNorm, Rope, Weights};
+use rmlx_nn::{GateUpSwiglu, Linear, Normed, Parallel, RmsNorm, Rope, Weights};
 
 /// The nonlinearity of a gated MLP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,15 +123,15 @@ impl Attention {
     /// product `[B, L, (H + 2 Hkv) D]` normalised (each head by its own weight row) and
     /// rotated as one `[B, H + Hkv, L, D]` array, then split. Two kernels where the parts
     /// take four (six with q/k norms).
-    fn project_rotated(&self, x: &Array, cache: Option<&KvCache>) -> Result<(Array, Array, Array)> {
-        let (b, l) = (x.shape()[0] as i64, x.shape()[1] as i64);
+    fn project_rotated(&self, x: Normed, cache: Option<&KvCache>) -> Result<(Array, Array, Array)> {
+        let (b, l) = (x.x.shape()[0] as i64, x.x.shape()[1] as i64);
         let (h, kv, d) = (
             self.n_heads as i64,
             self.n_kv_heads as i64,
             self.head_dim as i64,
         );
         let layer = self.qkv.fused().expect("joint_qk checked the fusion");
-        let y = ops::reshape(&layer.forward(x)?, &[b, l, h + 2 * kv, d])?;
+        let y = ops::reshape(&layer.forward_normed(x)?, &[b, l, h + 2 * kv, d])?;
         let heads = |a: i64, z: i64| ops::slice(&y, &[0, 0, a, 0], &[b, l, z, d], &[1, 1, 1, 1]);
         let (qk, v) = (heads(0, h + kv)?, heads(h + kv, h + 2 * kv)?);
         let qk = match (&self.qk_norm_rows, &self.q_norm) {
@@ -155,11 +155,12 @@ impl Attention {
         })
     }
 
-    /// `x: [B, L, dim]` → `[B, L, dim]`, plus `residual` where given (added by the output
-    /// projection); the cache (if any) receives this step's keys/values.
+    /// `x: [B, L, dim]` (its pre-norm still to apply, where given) → `[B, L, dim]`, plus
+    /// `residual` where given (added by the output projection); the cache (if any) receives
+    /// this step's keys/values.
     pub fn forward(
         &self,
-        x: &Array,
+        x: Normed,
         mask: &AttentionMask,
         cache: Option<&mut KvCache>,
         residual: Option<&Array>,
@@ -175,22 +176,23 @@ impl Attention {
         self.output(&o, residual)
     }
 
-    /// A ragged decode step: row `b` of `x: [B, 1, dim]` is the next token of sequence `b`,
+    /// A ragged decode step: row `b` of `x: [B, 1, dim]` (pre-norm still to apply, where given)
+    /// is the next token of sequence `b`,
     /// which has its own cache `caches[b]` (any length) and mask `masks[b]`. The projections
     /// see all B rows at once (one matmul per weight); RoPE, the cache write and attention
     /// run per sequence, exactly as a batch of one would run them.
     pub fn forward_rows(
         &self,
-        x: &Array,
+        x: Normed,
         masks: &[AttentionMask],
         caches: &mut [&mut KvCache],
         residual: Option<&Array>,
     ) -> Result<Array> {
-        let b = x.shape()[0];
-        if x.ndim() != 3 || x.shape()[1] != 1 || masks.len() != b || caches.len() != b {
+        let b = x.x.shape()[0];
+        if x.x.ndim() != 3 || x.x.shape()[1] != 1 || masks.len() != b || caches.len() != b {
             return Err(LmError::Generate(format!(
                 "[forward_rows] x must be [B, 1, dim] with one mask and one cache per row, got {:?}, {} masks, {} caches",
-                x.shape(),
+                x.x.shape(),
                 masks.len(),
                 caches.len()
             )));
@@ -220,8 +222,8 @@ impl Attention {
     }
 
     /// `x: [B, L, dim]` → q `[B, H, L, D]`, k and v `[B, Hkv, L, D]` (norms applied, no RoPE).
-    fn project(&self, x: &Array) -> Result<(Array, Array, Array)> {
-        let (b, l) = (x.shape()[0] as i64, x.shape()[1] as i64);
+    fn project(&self, x: Normed) -> Result<(Array, Array, Array)> {
+        let (b, l) = (x.x.shape()[0] as i64, x.x.shape()[1] as i64);
         // [B, L, H*D] → [B, L, H, D]; norms act on D, then → [B, H, L, D].
         let heads = |y: Array, n: usize, norm: &Option<RmsNorm>| -> Result<Array> {
             let y = ops::reshape(&y, &[b, l, n as i64, self.head_dim as i64])?;
@@ -231,7 +233,7 @@ impl Attention {
             };
             Ok(ops::transpose(&y, Some(&[0, 2, 1, 3]))?)
         };
-        let [q, k, v]: [Array; 3] = self.qkv.forward(x)?.try_into().map_err(|_| {
+        let [q, k, v]: [Array; 3] = self.qkv.forward_normed(x)?.try_into().map_err(|_| {
             LmError::Generate("attention: the q/k/v projection gave the wrong parts".into())
         })?;
         Ok((
@@ -282,6 +284,8 @@ pub struct Mlp {
     pub gate_up: Parallel,
     pub down_proj: Linear,
     pub act: Activation,
+    /// SiLU MLPs with a fused quantized gate/up: the product and SwiGLU as one op for decode.
+    pub swiglu: Option<GateUpSwiglu>,
 }
 
 impl Mlp {
@@ -297,26 +301,45 @@ impl Mlp {
             w.linear(&format!("{prefix}.gate_proj"), d, h, bias)?,
             w.linear(&format!("{prefix}.up_proj"), d, h, bias)?,
         ];
+        let gate_up = Parallel::auto(gate_up)?;
+        let swiglu = match act {
+            Activation::Silu => GateUpSwiglu::new(&gate_up)?,
+            Activation::GeluApprox => None,
+        };
         Ok(Mlp {
-            gate_up: Parallel::auto(gate_up)?,
+            gate_up,
             down_proj: w.linear(&format!("{prefix}.down_proj"), h, d, bias)?,
             act,
+            swiglu,
         })
     }
 
-    /// `x: [B, L, dim]` → `[B, L, dim]`, plus `residual` where given (added by `down_proj`).
-    pub fn forward(&self, x: &Array, residual: Option<&Array>) -> Result<Array> {
-        let [g, u]: [Array; 2] = self.gate_up.forward(x)?.try_into().map_err(|_| {
-            LmError::Generate("mlp: the gate/up projection gave the wrong parts".into())
-        })?;
-        let h = match self.act {
-            // one element-wise pass (two kernels on a GPU composed)
-            Activation::Silu => ops::silu_mul(&g, &u)?,
-            Activation::GeluApprox => ops::multiply(&ops::gelu_approx(&g), &u)?,
+    /// `x: [B, L, dim]` (its pre-norm still to apply, where given) → `[B, L, dim]`, plus
+    /// `residual` where given (added by `down_proj`).
+    pub fn forward(&self, x: Normed, residual: Option<&Array>) -> Result<Array> {
+        let fused = match &self.swiglu {
+            Some(s) => s.forward(x)?,
+            None => None,
+        };
+        let h = match fused {
+            Some(h) => h,
+            None => self.hidden(x)?,
         };
         Ok(match residual {
             Some(r) => self.down_proj.forward_add(&h, r)?,
             None => self.down_proj.forward(&h)?,
+        })
+    }
+
+    /// `act(gate(x)) * up(x)` as the product, then one element-wise pass.
+    fn hidden(&self, x: Normed) -> Result<Array> {
+        let [g, u]: [Array; 2] = self.gate_up.forward_normed(x)?.try_into().map_err(|_| {
+            LmError::Generate("mlp: the gate/up projection gave the wrong parts".into())
+        })?;
+        Ok(match self.act {
+            // one element-wise pass (two kernels on a GPU composed)
+            Activation::Silu => ops::silu_mul(&g, &u)?,
+            Activation::GeluApprox => ops::multiply(&ops::gelu_approx(&g), &u)?,
         })
     }
 }
@@ -411,11 +434,11 @@ impl Head {
         }
     }
 
-    /// `h: [B, L, dim]` → logits `[B, L, vocab]`.
-    pub fn forward(&self, h: &Array, embed: &rmlx_nn::Embedding) -> Result<Array> {
+    /// `h: [B, L, dim]` (its final norm still to apply, where given) → logits `[B, L, vocab]`.
+    pub fn forward(&self, h: Normed, embed: &rmlx_nn::Embedding) -> Result<Array> {
         Ok(match self {
-            Head::Untied(l) => l.forward(h)?,
-            Head::Tied => embed.as_linear(h)?,
+            Head::Untied(l) => l.forward_normed(h)?,
+            Head::Tied => embed.as_linear_normed(h)?,
         })
     }
 }

@@ -12,7 +12,7 @@ use crate::cache::{AttentionMask, KvCache};
 use crate::config::ModelConfig;
 use crate::error::{LmError, Result};
 use rmlx::{ops, Array, Dtype};
-use rmlx_nn::{Embedding, RmsNorm, Rope, Weights};
+use rmlx_nn::{Embedding, Normed, RmsNorm, Rope, Weights};
 
 /// One block (`model.layers.N`).
 #[derive(Clone, Debug)]
@@ -52,17 +52,18 @@ impl DecoderLayer {
         self.block(x, |a, h| a.forward(h, mask, cache, None))
     }
 
-    /// The block around an attention call `attn(self_attn, normed x)` (shared or ragged caches).
+    /// The block around an attention call `attn(self_attn, x with its norm)` (shared or ragged
+    /// caches). The pre-norms ride on the first products (`Linear::forward_normed`).
     fn block(
         &self,
         x: &Array,
-        attn: impl FnOnce(&Attention, &Array) -> Result<Array>,
+        attn: impl FnOnce(&Attention, Normed) -> Result<Array>,
     ) -> Result<Array> {
-        let r = attn(&self.self_attn, &self.input_layernorm.forward(x)?)?;
+        let r = attn(&self.self_attn, Normed::new(x, &self.input_layernorm))?;
         let h = residual(x, &self.post_attention_layernorm.forward(&r)?)?;
         let r = self
             .mlp
-            .forward(&self.pre_feedforward_layernorm.forward(&h)?, None)?;
+            .forward(Normed::new(&h, &self.pre_feedforward_layernorm), None)?;
         residual(&h, &self.post_feedforward_layernorm.forward(&r)?)
     }
 }
@@ -144,7 +145,8 @@ impl Gemma3 {
         self.config.sliding_window.unwrap_or(usize::MAX)
     }
 
-    /// `tokens: [B, L]` → final hidden states `[B, L, dim]`.
+    /// `tokens: [B, L]` → the residual stream after the last layer `[B, L, dim]` (`model.norm`
+    /// not yet applied: the head takes it).
     fn hidden(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
         check_inputs(tokens, caches, self.layers.len())?;
         let l = tokens.shape()[1];
@@ -167,7 +169,7 @@ impl Gemma3 {
             };
             h = layer.forward(&h, mask, caches.get_mut(i))?;
         }
-        Ok(self.norm.forward(&h)?)
+        Ok(h)
     }
 
     /// `tokens: [B, L]` → scaled embeddings `[B, L, dim]`.
@@ -181,8 +183,11 @@ impl Gemma3 {
         Ok(&h * s)
     }
 
+    /// The residual stream `h` after the last layer → logits (`model.norm` taken by the head).
     fn head(&self, h: &Array) -> Result<Array> {
-        let logits = self.lm_head.forward(h, &self.embed_tokens)?;
+        let logits = self
+            .lm_head
+            .forward(Normed::new(h, &self.norm), &self.embed_tokens)?;
         Ok(match self.config.final_logit_softcapping {
             Some(cap) if cap > 0.0 => ops::tanh(&(&logits / cap)) * cap,
             _ => logits,
@@ -212,7 +217,7 @@ impl LanguageModel for Gemma3 {
             let mut lc: Vec<&mut KvCache> = caches.iter_mut().map(|c| &mut c[i]).collect();
             h = layer.block(&h, |a, x| a.forward_rows(x, masks, &mut lc, None))?;
         }
-        let h = last_position(&self.norm.forward(&h)?)?;
+        let h = last_position(&h)?;
         self.head(&h)
     }
 

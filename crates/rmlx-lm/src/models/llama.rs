@@ -9,7 +9,7 @@ use crate::cache::KvCache;
 use crate::config::ModelConfig;
 use crate::error::Result;
 use rmlx::{ops, Array};
-use rmlx_nn::{Embedding, RmsNorm, Rope, Weights};
+use rmlx_nn::{Embedding, Normed, RmsNorm, Rope, Weights};
 
 /// Per-family differences among the Llama-shaped models.
 #[derive(Clone, Copy, Debug, Default)]
@@ -40,17 +40,18 @@ impl DecoderLayer {
         self.block(x, |a, h, r| a.forward(h, mask, cache, Some(r)))
     }
 
-    /// The block around an attention call `attn(self_attn, normed x, residual x)` (shared or
-    /// ragged caches), which returns the residual stream after attention. Both residual adds
-    /// ride on the output projections (`Linear::forward_add`).
+    /// The block around an attention call `attn(self_attn, x with its norm, residual x)`
+    /// (shared or ragged caches), which returns the residual stream after attention. Both
+    /// norms ride on the first products and both residual adds on the output projections
+    /// (`Linear::forward_normed`, `Linear::forward_add`).
     pub fn block(
         &self,
         x: &Array,
-        attn: impl FnOnce(&Attention, &Array, &Array) -> Result<Array>,
+        attn: impl FnOnce(&Attention, Normed, &Array) -> Result<Array>,
     ) -> Result<Array> {
-        let h = attn(&self.self_attn, &self.input_layernorm.forward(x)?, x)?;
+        let h = attn(&self.self_attn, Normed::new(x, &self.input_layernorm), x)?;
         self.mlp
-            .forward(&self.post_attention_layernorm.forward(&h)?, Some(&h))
+            .forward(Normed::new(&h, &self.post_attention_layernorm), Some(&h))
     }
 }
 
@@ -123,7 +124,8 @@ impl Llama {
         })
     }
 
-    /// `tokens: [B, L]` → final hidden states `[B, L, dim]` (after `model.norm`).
+    /// `tokens: [B, L]` → the residual stream after the last layer `[B, L, dim]` (`model.norm`
+    /// not yet applied: the head takes it).
     fn hidden(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
         check_inputs(tokens, caches, self.layers.len())?;
         let l = tokens.shape()[1];
@@ -135,19 +137,21 @@ impl Llama {
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(&h, &mask, caches.get_mut(i))?;
         }
-        Ok(self.norm.forward(&h)?)
+        Ok(h)
     }
 }
 
 impl LanguageModel for Llama {
     fn forward(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
         let h = self.hidden(tokens, caches)?;
-        self.lm_head.forward(&h, &self.embed_tokens)
+        let h = Normed::new(&h, &self.norm);
+        self.lm_head.forward(h, &self.embed_tokens)
     }
 
     fn forward_last(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
         let h = last_position(&self.hidden(tokens, caches)?)?;
-        self.lm_head.forward(&h, &self.embed_tokens)
+        let h = Normed::new(&h, &self.norm);
+        self.lm_head.forward(h, &self.embed_tokens)
     }
 
     fn forward_rows(&self, tokens: &[u32], caches: &mut [&mut [KvCache]]) -> Result<Array> {
@@ -159,8 +163,9 @@ impl LanguageModel for Llama {
             let mut lc: Vec<&mut KvCache> = caches.iter_mut().map(|c| &mut c[i]).collect();
             h = layer.block(&h, |a, x, r| a.forward_rows(x, &masks, &mut lc, Some(r)))?;
         }
-        let h = last_position(&self.norm.forward(&h)?)?;
-        self.lm_head.forward(&h, &self.embed_tokens)
+        let h = last_position(&h)?;
+        let h = Normed::new(&h, &self.norm);
+        self.lm_head.forward(h, &self.embed_tokens)
     }
 
     fn make_caches(&self) -> Vec<KvCache> {

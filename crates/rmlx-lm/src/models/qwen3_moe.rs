@@ -14,7 +14,7 @@ use crate::cache::{AttentionMask, KvCache};
 use crate::config::ModelConfig;
 use crate::error::{LmError, Result};
 use rmlx::{ops, Array};
-use rmlx_nn::{route, Embedding, Linear, RmsNorm, Rope, Routing, SwitchGlu, Weights};
+use rmlx_nn::{route, Embedding, Linear, Normed, RmsNorm, Rope, Routing, SwitchGlu, Weights};
 
 /// What differs between the MoE architectures built from this file.
 #[derive(Clone, Copy, Debug)]
@@ -79,11 +79,23 @@ impl MoeBlock {
         })
     }
 
-    /// `x: [B, L, dim]` → `[B, L, dim]`, plus `residual` when given (one kernel fewer on a GPU
-    /// than adding it after).
-    pub fn forward(&self, x: &Array, residual: Option<&Array>) -> Result<Array> {
+    /// `x: [B, L, dim]` (its pre-norm still to apply, where given) → `[B, L, dim]`, plus
+    /// `residual` when given (one kernel fewer on a GPU than adding it after).
+    pub fn forward(&self, x: Normed, residual: Option<&Array>) -> Result<Array> {
+        // the router and the experts each take the norm into their product where they can
+        // (`Linear::forward_normed`, `SwitchGlu::forward_weighted`), else one of them would
+        // need the norm's output and the norm its own kernel; a prefill step (whose products
+        // run the norm first anyway), or one without the fusion, computes it once
+        let value;
+        let rows: usize = x.x.shape()[..x.x.ndim() - 1].iter().product();
+        let x = if rows > ops::DECODE_MAX_ROWS || x.fusable().is_none() {
+            value = x.value()?;
+            Normed::plain(&value)
+        } else {
+            x
+        };
         // inds, scores: [B, L, k]
-        let (inds, scores) = route(&self.gate.forward(x)?, self.top_k, self.routing)?;
+        let (inds, scores) = route(&self.gate.forward_normed(x)?, self.top_k, self.routing)?;
         Ok(self
             .switch_mlp
             .forward_weighted(x, &inds, &scores, residual)?)
@@ -145,13 +157,14 @@ impl MoeLayer {
         cache: Option<&mut KvCache>,
     ) -> Result<Array> {
         // the residual adds ride on the output projections (`Linear::forward_add`)
-        let h = self
-            .self_attn
-            .forward(&self.input_layernorm.forward(x)?, mask, cache, Some(x))?;
-        let n = self.post_attention_layernorm.forward(&h)?;
+        // and the norms on the first products where they can (`Linear::forward_normed`)
+        let h =
+            self.self_attn
+                .forward(Normed::new(x, &self.input_layernorm), mask, cache, Some(x))?;
+        let n = Normed::new(&h, &self.post_attention_layernorm);
         Ok(match &self.ffn {
-            Ffn::Dense(m) => m.forward(&n, Some(&h))?,
-            Ffn::Sparse(m) => m.forward(&n, Some(&h))?,
+            Ffn::Dense(m) => m.forward(n, Some(&h))?,
+            Ffn::Sparse(m) => m.forward(n, Some(&h))?,
         })
     }
 }
@@ -225,7 +238,8 @@ impl MoeModel {
         })
     }
 
-    /// `tokens: [B, L]` → final hidden states `[B, L, dim]`.
+    /// `tokens: [B, L]` → the residual stream after the last layer `[B, L, dim]` (`model.norm`
+    /// not yet applied: the head takes it).
     fn hidden(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
         check_inputs(tokens, caches, self.layers.len())?;
         let l = tokens.shape()[1];
@@ -236,19 +250,21 @@ impl MoeModel {
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(&h, &mask, caches.get_mut(i))?;
         }
-        Ok(self.norm.forward(&h)?)
+        Ok(h)
     }
 }
 
 impl LanguageModel for MoeModel {
     fn forward(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
         let h = self.hidden(tokens, caches)?;
-        self.lm_head.forward(&h, &self.embed_tokens)
+        let h = Normed::new(&h, &self.norm);
+        self.lm_head.forward(h, &self.embed_tokens)
     }
 
     fn forward_last(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
         let h = last_position(&self.hidden(tokens, caches)?)?;
-        self.lm_head.forward(&h, &self.embed_tokens)
+        let h = Normed::new(&h, &self.norm);
+        self.lm_head.forward(h, &self.embed_tokens)
     }
 
     fn make_caches(&self) -> Vec<KvCache> {
