@@ -27,21 +27,22 @@
 template <int BITS, int MM, int KS>
 __global__ void __launch_bounds__(128) k_v0(const bf16* x, const u32* w, const bf16* s, const bf16* b, bf16* y,
                                             int M, i64 N, i64 K, int gs_shift) {
-  rq_qmv_t_mat<bf16, bf16, bf16, BITS, MM, KS>(x, w, s, b, y, M, N, K, gs_shift);
+  rq_qmv_t_mat<bf16, bf16, bf16, BITS, MM, KS>(x, w, s, b, y, nullptr, M, N, K, gs_shift);
 }
 template <int BITS, int MM, int KS>
 __global__ void __launch_bounds__(128) rq_v0_f32(const bf16* x, const u32* w, const bf16* s, const bf16* b, float* y,
                                                  int M, i64 N, i64 K, int gs_shift) {
-  rq_qmv_t_mat<bf16, bf16, float, BITS, MM, KS>(x, w, s, b, y, M, N, K, gs_shift);
+  rq_qmv_t_mat<bf16, bf16, float, BITS, MM, KS>(x, w, s, b, y, nullptr, M, N, K, gs_shift);
 }
 template <int BITS>
 __global__ void k_qx(const bf16* x, signed char* xq, RqXBlock* meta, int M, i64 K) {
-  rq_quantize_x<bf16, BITS>(x, xq, meta, M, K);
+  rq_quantize_x<bf16, BITS, false>(x, nullptr, xq, meta, M, K);
 }
+// the shipped bound (quantized.rs qmv8_source): 128 threads launched, compiled for 256
 template <class TO, int BITS, int MM, int R, int UN>
-__global__ void __launch_bounds__(128) k_v1(const signed char* xq, const RqXBlock* meta, const u32* w, const bf16* s,
+__global__ void __launch_bounds__(256) k_v1(const signed char* xq, const RqXBlock* meta, const u32* w, const bf16* s,
                                             const bf16* b, TO* y, int M, i64 N, i64 K, int gs_shift) {
-  rq_qmv8_mat<bf16, TO, BITS, MM, R, UN, false>(xq, meta, w, s, b, y, nullptr, M, N, K, gs_shift);
+  rq_qmv8_mat<bf16, TO, BITS, MM, R, UN, false, false>(xq, meta, w, s, b, y, nullptr, M, N, K, gs_shift, 0.0f);
 }
 
 template <class TO, int BITS, int UN>
@@ -289,7 +290,7 @@ static void run_shape(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng
            bytes / (t * 1e-6) / 1e9, 100.0 * bytes / (t * 1e-6) / 1e9 / copy, e,                                 \
            100.0 * bytes / ((t + tq) * 1e-6) / 1e9 / copy);                                                      \
   }
-  V1(1, 2) V1(2, 2) V1(4, 1) V1(4, 2)
+  V1(1, 2) V1(1, 4) V1(2, 2) V1(2, 4) V1(4, 1) V1(4, 2) V1(4, 4)
 #define V4(UN, BPS, T)                                                                                             \
   if (M == 1) {                                                                                                  \
     const size_t sm = (size_t)(K / 32) * 48;                                                                      \
