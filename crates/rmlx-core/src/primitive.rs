@@ -245,6 +245,9 @@ pub enum Primitive {
         base: F32,
         scale: F32,
         has_freqs: bool,
+        /// eps of an RMS norm applied first (`fast::rms_norm_rope`), its weight the last input:
+        /// `[R, D]` for x `[.., R, L, D]` (a row per head) or `[D]`; only where supported.
+        norm: Option<F32>,
     },
     /// `[q, k, v, mask?]`: q `[B, Hq, L, D]`, k `[B, Hkv, S, D]`, v `[B, Hkv, S, Dv]`,
     /// `Hq % Hkv == 0` (grouped-query attention).

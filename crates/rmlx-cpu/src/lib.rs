@@ -71,7 +71,7 @@ impl Backend for CpuBackend {
             | Primitive::RandomBits
             | Primitive::RmsNorm { .. }
             | Primitive::LayerNorm { .. }
-            | Primitive::Rope { .. }
+            | Primitive::Rope { norm: None, .. }
             | Primitive::ScaledDotProductAttention { .. }
             | Primitive::Quantize { .. }
             | Primitive::Dequantize { .. }
@@ -80,6 +80,7 @@ impl Backend for CpuBackend {
             | Primitive::GatherQmm { .. } => true,
             // fused decode ops: their composition runs on the CPU
             Primitive::QuantizedMatmul { norm: Some(_), .. }
+            | Primitive::Rope { norm: Some(_), .. }
             | Primitive::MoeRoute { .. }
             | Primitive::GatherQmmSwiglu { .. }
             | Primitive::GatherQmmWeightedSum { .. } => false,
@@ -140,12 +141,17 @@ impl Backend for CpuBackend {
                 has_weight,
                 has_bias,
             } => norm::layer_norm(&x, eps.0, *has_weight, *has_bias, out),
+            Primitive::Rope { norm: Some(_), .. } => Err(Error::invalid(
+                "cpu",
+                "[rope] a norm inside RoPE has no CPU kernel (`fast::rms_norm_rope` composes it here)",
+            )),
             Primitive::Rope {
                 dims,
                 traditional,
                 base,
                 scale,
                 has_freqs,
+                ..
             } => rope::rope(&x, *dims, *traditional, base.0, scale.0, *has_freqs, out),
             Primitive::ScaledDotProductAttention { scale, mask } => {
                 sdpa::sdpa(&x, scale.0, *mask, out)

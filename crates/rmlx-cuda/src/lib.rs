@@ -123,7 +123,14 @@ impl Backend for CudaBackend {
                 base,
                 scale,
                 has_freqs,
-            } => ops::rope::rope(&g, &x, *dims, *traditional, base.0, scale.0, *has_freqs, od),
+                norm,
+            } => ops::rope::rope(
+                &g,
+                &x,
+                (*dims, *traditional, base.0, scale.0),
+                (*has_freqs, norm.map(|e| e.0)),
+                od,
+            ),
             Primitive::Reduce { op, axes } => ops::reduce::reduce(&g, &x[0], *op, axes, shape, od),
             Primitive::ArgReduce { op, axis } => {
                 ops::reduce::arg_reduce(&g, &x[0], *op, *axis, shape)

@@ -51,13 +51,17 @@ impl<'a> Normed<'a> {
         }
     }
 
-    /// The norm to take into a product: `None` where there is none or `RMLX_FUSE_NORM=0` (an
-    /// ablation switch: the norm as its own op).
+    /// The norm to take into a product: `None` where there is none or `RMLX_FUSE_NORM=0`.
     pub fn fusable(&self) -> Option<&'a RmsNorm> {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        self.norm
-            .filter(|_| crate::switches::enabled(&ON, "RMLX_FUSE_NORM"))
+        self.norm.filter(|_| fuse_norms())
     }
+}
+
+/// Whether norms ride on the op after them (`Normed`, `Rope::forward_normed_at`);
+/// `RMLX_FUSE_NORM=0` keeps every norm an op of its own (an ablation switch).
+pub(crate) fn fuse_norms() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    crate::switches::enabled(&ON, "RMLX_FUSE_NORM")
 }
 
 /// `(x - mean) / sqrt(var + eps) * weight + bias` over the last axis.

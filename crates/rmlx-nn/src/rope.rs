@@ -176,6 +176,31 @@ impl Rope {
         )?)
     }
 
+    /// [`Rope::forward_at`] of `rms_norm(x)` with weight `norm` (`[R, D]`, a row per head of
+    /// `x: [B, R, L, D]`, or `[D]`) and `eps`: one op (`fast::rms_norm_rope`, one kernel on a
+    /// GPU) unless a yarn scale applies first or `RMLX_FUSE_NORM=0`, then the two.
+    pub fn forward_normed_at(
+        &self,
+        x: &Array,
+        (norm, eps): (&Array, f32),
+        offset: &Array,
+    ) -> Result<Array> {
+        if self.mscale != 1.0 || !crate::norm::fuse_norms() {
+            return self.forward_at(&fast::rms_norm_heads(x, norm, eps)?, offset);
+        }
+        Ok(fast::rms_norm_rope(
+            x,
+            norm,
+            eps,
+            self.dims,
+            self.traditional,
+            self.base,
+            self.scale,
+            offset,
+            self.freqs.as_ref(),
+        )?)
+    }
+
     /// Multiplies the first `dims` features by `mscale` (all of them in the common case).
     fn scale_rotated(&self, x: &Array) -> Result<Array> {
         let hd = *x.shape().last().unwrap_or(&0);

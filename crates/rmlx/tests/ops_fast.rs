@@ -495,3 +495,55 @@ fn sdpa_output_dtype_is_promoted() {
     assert_eq!(y.dtype(), Dtype::F32);
     assert_eq!(y.shape(), &[1, 2, 3, 8]);
 }
+
+/// `rms_norm_rope` (the joint q/k norm and RoPE of a fused projection: one kernel on a GPU)
+/// equals `rope(rms_norm_heads(x))`: x `[B, L, R, D]` viewed as `[B, R, L, D]` (strided), a
+/// weight row per head or one `[D]` row, per-batch offsets, partial rotation, frequencies,
+/// both pair layouts. Bit for bit on the CPU (the composition itself); on a GPU within the
+/// rounding of one ulp of the normalised value (its sum of squares is taken in another order),
+/// carried through the rotation.
+#[test]
+fn rms_norm_rope_equals_norm_then_rope() {
+    for_each_device(|d| {
+        let gpu = d.kind == rmlx::DeviceType::Gpu;
+        for dtype in [Dtype::F32, Dtype::BF16] {
+            let x =
+                ops::transpose(&arr(&[2, 5, 6, 128], 21, 2.0, dtype), Some(&[0, 2, 1, 3])).unwrap();
+            let off = Array::from_slice(&[3i32, 700], &[2]).unwrap();
+            let freqs = ops::astype(&arr(&[48], 22, 1.0, Dtype::F32), Dtype::F32);
+            let freqs = ops::add(&ops::abs(&freqs), &Array::scalar(1.0f32)).unwrap();
+            for w in [arr(&[6, 128], 23, 1.0, dtype), arr(&[128], 24, 1.0, dtype)] {
+                for trad in [false, true] {
+                    for (dims, fr) in [(128, None), (96, Some(&freqs))] {
+                        let base = fr.is_none().then_some(10000.0);
+                        let what =
+                            format!("{dtype} weight {:?} trad={trad} dims={dims}", w.shape());
+                        let got =
+                            fast::rms_norm_rope(&x, &w, 1e-6, dims, trad, base, 1.0, &off, fr)
+                                .unwrap();
+                        let n = fast::rms_norm_heads(&x, &w, 1e-6).unwrap();
+                        let want = fast::rope(&n, dims, trad, base, 1.0, &off, fr).unwrap();
+                        assert_eq!(got.shape(), want.shape(), "{what}");
+                        assert_eq!(got.dtype(), want.dtype(), "{what}");
+                        let (g, wv) = (vals(&got), vals(&want));
+                        if gpu {
+                            let tol = if dtype == Dtype::F32 { 1e-5 } else { 1.6e-2 };
+                            assert_close(&g, &wv, tol, tol, &what);
+                        } else {
+                            assert_eq!(g, wv, "{what}");
+                        }
+                    }
+                }
+            }
+        }
+        // a weight with the wrong number of rows names the shapes
+        let x = arr(&[1, 4, 3, 8], 25, 1.0, Dtype::F32);
+        let w = arr(&[3, 8], 26, 1.0, Dtype::F32);
+        let off = Array::scalar(0i32);
+        assert_err(
+            fast::rms_norm_rope(&x, &w, 1e-6, 8, false, Some(1e4), 1.0, &off, None),
+            "rms_norm_rope",
+            "[R, D]",
+        );
+    });
+}

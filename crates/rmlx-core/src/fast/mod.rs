@@ -302,6 +302,7 @@ pub fn rope(
         base: F32(a.base),
         scale: F32(scale),
         has_freqs: a.freqs.is_some(),
+        norm: None,
     };
     if !use_kernel(&prim) {
         return rope_fallback(x, dims, traditional, base, scale, offset, freqs);
@@ -309,6 +310,94 @@ pub fn rope(
     let mut inputs = vec![x.clone(), a.offset];
     inputs.extend(a.freqs);
     Ok(Array::make(x.shape().into(), x.dtype(), prim, inputs))
+}
+
+/// `rms_norm(x)` with a weight row per head, as [`rms_norm_rope`] normalises: `x: [..., R, L,
+/// D]`, `weight: [R, D]` (row r of axis -3 takes weight row r) or `[D]`; x · 1/rms rounded to
+/// the dtype of x and the weight, then times the weight, rounded again (the rounding of
+/// [`rms_norm`] with a weight).
+#[track_caller]
+pub fn rms_norm_heads(x: &Array, weight: &Array, eps: f32) -> Result<Array> {
+    let t = Dtype::promote(x.dtype(), weight.dtype());
+    let n = rms_norm(&ops::astype(x, t), None, eps)?;
+    let w = match weight.ndim() {
+        2 if x.ndim() >= 3
+            && weight.shape() == [x.shape()[x.ndim() - 3], x.shape()[x.ndim() - 1]] =>
+        {
+            ops::reshape(
+                weight,
+                &[weight.shape()[0] as i64, 1, weight.shape()[1] as i64],
+            )?
+        }
+        1 => weight.clone(),
+        _ => {
+            return Err(Error::invalid(
+                "rms_norm_heads",
+                format!(
+                    "the weight must be [D] or [R, D] for x [..., R, L, D], got {} for x {}",
+                    fmt_shape(weight.shape()),
+                    fmt_shape(x.shape())
+                ),
+            ))
+        }
+    };
+    ops::multiply(&n, &ops::astype(&w, t))
+}
+
+/// [`rope`] of `rms_norm(x)` with a weight row per head: `x: [..., R, L, D]`, `norm_weight:
+/// [R, D]` (row r of axis -3 takes weight row r; the q/k norms of a fused projection) or
+/// `[D]`. One kernel on a GPU (a warp normalises a row and rotates it) where the two ops take
+/// two; elsewhere the two ops. The values are the two ops' (the norm rounded to the dtype of x
+/// and the weight, then the rotation), except the order of the norm's sum of squares.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_rope(
+    x: &Array,
+    norm_weight: &Array,
+    eps: f32,
+    dims: usize,
+    traditional: bool,
+    base: Option<f32>,
+    scale: f32,
+    offset: &Array,
+    freqs: Option<&Array>,
+) -> Result<Array> {
+    let a = check_rope(x, dims, base, offset, freqs)?;
+    let nd = x.ndim();
+    let d = x.shape()[nd - 1];
+    let rows_ok = match norm_weight.ndim() {
+        1 => norm_weight.shape()[0] == d,
+        2 => norm_weight.shape() == [x.shape()[nd - 3], d],
+        _ => false,
+    };
+    if !rows_ok {
+        return Err(Error::invalid(
+            "rms_norm_rope",
+            format!(
+                "the norm weight must be [D] or [R, D] for x [..., R, L, D], got {} for x {}",
+                fmt_shape(norm_weight.shape()),
+                fmt_shape(x.shape())
+            ),
+        ));
+    }
+    let t = Dtype::promote(x.dtype(), norm_weight.dtype());
+    let (x, w) = (ops::astype(x, t), ops::astype(norm_weight, t));
+    let prim = Primitive::Rope {
+        dims,
+        traditional,
+        base: F32(a.base),
+        scale: F32(scale),
+        has_freqs: a.freqs.is_some(),
+        norm: Some(F32(eps)),
+    };
+    if !use_kernel(&prim) {
+        let n = rms_norm_heads(&x, &w, eps)?;
+        return rope(&n, dims, traditional, base, scale, offset, freqs);
+    }
+    let mut inputs = vec![x.clone(), a.offset];
+    inputs.extend(a.freqs);
+    inputs.push(w);
+    Ok(Array::make(x.shape().into(), t, prim, inputs))
 }
 
 /// [`rope`] with a scalar offset.

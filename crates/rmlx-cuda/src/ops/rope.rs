@@ -59,16 +59,66 @@ pub fn source(t: Dtype, traditional: bool, freqs: bool) -> (String, String) {
     (name, src)
 }
 
-/// `[x, offset, freqs?]` → rotated `x` (row-contiguous, same shape and dtype).
-#[allow(clippy::too_many_arguments)]
+/// RoPE of RMS-normalised rows (`fast::rms_norm_rope`): one warp per row takes the row's Σx²,
+/// normalises it as the norm kernels do (x · 1/rms rounded to the dtype, times the row's weight
+/// `w[(r / L) % wrows]` rounded again) and rotates it as [`source`]'s kernel does.
+pub fn norm_source(t: Dtype, traditional: bool, freqs: bool) -> (String, String) {
+    let name = format!(
+        "rope_norm_{}{}{}",
+        tag(t),
+        if traditional { "_trad" } else { "" },
+        if freqs { "_freqs" } else { "" }
+    );
+    let ct = ctype(t);
+    let (i1, i2) = if traditional {
+        ("2 * k", "2 * k + 1")
+    } else {
+        ("k", "k + half")
+    };
+    let inv = if freqs {
+        "1.0f / fr[fro + loc(k, frl)]"
+    } else {
+        "expf(__fmul_rn(-(float)k, c))"
+    };
+    let src = format!(
+        "extern \"C\" __global__ void {name}(const {ct}* __restrict__ x, i64 xo, Lay rl, i64 xs, const i32* __restrict__ off, i64 offo, Lay offl, i64 n_off, const float* __restrict__ fr, i64 fro, Lay frl, {ct}* __restrict__ y, i64 rows, i64 d, i64 dims, i64 L, i64 rows_per_batch, float c, float scale, const {ct}* __restrict__ nw, i64 wrows, float eps) {{
+  const i64 half = dims / 2;
+  const int lane = threadIdx.x & 31;
+  const i64 warps = ((i64)gridDim.x * blockDim.x) >> 5;
+  for (i64 r = (((i64)blockIdx.x * blockDim.x) + threadIdx.x) >> 5; r < rows; r += warps) {{
+    const {ct}* xr = x + xo + loc(r, rl);
+    {ct}* yr = y + r * d;
+    const {ct}* wr = nw + ((r / L) % wrows) * d;
+    float q = 0.0f;
+    for (i64 j = lane; j < d; j += 32) {{ const float v = to_f(xr[j * xs]); q += v * v; }}
+    const float rn = 1.0f / sqrtf(warp_sum(q) / (float)d + eps);
+    auto nv = [&](i64 j) {{ return to_f(from_f<{ct}>(to_f(from_f<{ct}>(to_f(xr[j * xs]) * rn)) * to_f(wr[j]))); }};
+    const i64 bo = n_off == 1 ? 0 : r / rows_per_batch;
+    const float pos = __fmul_rn(__fadd_rn((float)(r % L), (float)off[offo + loc(bo, offl)]), scale);
+    for (i64 k = lane; k < half; k += 32) {{
+      const float th = __fmul_rn(pos, {inv});
+      const float cs = cosf(th), sn = sinf(th);
+      const i64 i1 = {i1}, i2 = {i2};
+      const float x1 = nv(i1), x2 = nv(i2);
+      yr[i1] = from_f<{ct}>(__fsub_rn(__fmul_rn(x1, cs), __fmul_rn(x2, sn)));
+      yr[i2] = from_f<{ct}>(__fadd_rn(__fmul_rn(x1, sn), __fmul_rn(x2, cs)));
+    }}
+    for (i64 j = dims + lane; j < d; j += 32) yr[j] = from_f<{ct}>(nv(j));
+  }}
+}}
+"
+    );
+    (name, src)
+}
+
+/// `[x, offset, freqs?, norm weight?]` → rotated `x` (row-contiguous, same shape and dtype);
+/// with `norm` (eps) the rows are RMS-normalised first, each by weight row
+/// `(r / L) % wrows` (`fast::rms_norm_rope`).
 pub fn rope(
     gpu: &Arc<Gpu>,
     x: &[ArrayData],
-    dims: usize,
-    traditional: bool,
-    base: f32,
-    scale: f32,
-    has_freqs: bool,
+    (dims, traditional, base, scale): (usize, bool, f32, f32),
+    (has_freqs, norm): (bool, Option<f32>),
     od: Dtype,
 ) -> Result<ArrayData> {
     let xd = &x[0];
@@ -140,7 +190,35 @@ pub fn rope(
     let oi = input(gpu, offs)?;
     let fi = freqs.map(|f| input(gpu, f)).transpose()?;
     let rl = Lay::new(&xd.shape[..nd - 1], &xd.strides[..nd - 1])?;
-    let (name, src) = source(xd.dtype, traditional, has_freqs);
+    let nw =
+        match norm {
+            Some(eps) => {
+                let w = x
+                    .get(2 + has_freqs as usize)
+                    .ok_or_else(|| Error::runtime("cuda", "[rope] norm weight input missing"))?;
+                let wrows = if w.shape.len() == 2 { w.shape[0] } else { 1 };
+                let rows_axis = if nd >= 3 { xd.shape[nd - 3] } else { 1 };
+                if w.dtype != xd.dtype
+                    || w.shape.last() != Some(&d)
+                    || (wrows != 1 && wrows != rows_axis)
+                {
+                    return Err(Error::runtime(
+                        "cuda",
+                        format!(
+                        "[rope] the norm weight must be {} [D] or [R, D] for x {:?}, got {} {:?}",
+                        xd.dtype, &xd.shape[..], w.dtype, &w.shape[..]
+                    ),
+                    ));
+                }
+                let (keep, wi) = crate::data::contiguous_input(gpu, w)?;
+                Some((keep, wi.base(), wrows, eps))
+            }
+            None => None,
+        };
+    let (name, src) = match norm {
+        Some(_) => norm_source(xd.dtype, traditional, has_freqs),
+        None => source(xd.dtype, traditional, has_freqs),
+    };
     let f = gpu.kernels.get(&gpu.ctx, &name, &src)?;
     // The CPU's frequency constant, computed identically on the host.
     let c = base.ln() / half as f32;
@@ -155,14 +233,22 @@ pub fn rope(
         None => a.ptr(0).i64(0).push(oi.lay),
     };
     a.ptr(yptr)
-        .i64(n as i64)
+        .i64(if nw.is_some() { rows } else { n } as i64)
         .i64(d as i64)
         .i64(dims as i64)
         .i64(l as i64)
         .i64(rows_per_batch as i64)
         .f32(c)
         .f32(scale);
-    gpu.launch(&f, &name, Grid::elems(n), &mut a)?;
+    match &nw {
+        Some((_, wp, wrows, eps)) => {
+            a.ptr(*wp).i64(*wrows as i64).f32(*eps);
+            // a warp per row
+            gpu.launch(&f, &name, Grid::elems(rows * 32), &mut a)?;
+        }
+        None => gpu.launch(&f, &name, Grid::elems(n), &mut a)?,
+    }
+    drop(nw);
     Ok(out)
 }
 
@@ -179,6 +265,7 @@ mod tests {
             for trad in [false, true] {
                 for fr in [false, true] {
                     body.push_str(&source(t, trad, fr).1);
+                    body.push_str(&norm_source(t, trad, fr).1);
                 }
             }
         }

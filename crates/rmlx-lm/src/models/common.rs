@@ -134,11 +134,16 @@ impl Attention {
         let y = ops::reshape(&layer.forward_normed(x)?, &[b, l, h + 2 * kv, d])?;
         let heads = |a: i64, z: i64| ops::slice(&y, &[0, 0, a, 0], &[b, l, z, d], &[1, 1, 1, 1]);
         let (qk, v) = (heads(0, h + kv)?, heads(h + kv, h + 2 * kv)?);
+        let qk = ops::transpose(&qk, Some(&[0, 2, 1, 3]))?;
+        // with q/k norms: each head normalised by its weight row as it is rotated (one kernel
+        // on a GPU, `fast::rms_norm_rope`)
         let qk = match (&self.qk_norm_rows, &self.q_norm) {
-            (Some(w), Some(nm)) => fast::rms_norm(&qk, Some(w), nm.eps)?,
-            _ => qk,
+            (Some(w), Some(nm)) => {
+                self.rope
+                    .forward_normed_at(&qk, (w, nm.eps), &rope_offset(cache)?)?
+            }
+            _ => self.rotate(&qk, cache)?,
         };
-        let qk = self.rotate(&ops::transpose(&qk, Some(&[0, 2, 1, 3]))?, cache)?;
         let part = |a: i64, z: i64| ops::slice(&qk, &[0, a, 0, 0], &[b, z, l, d], &[1, 1, 1, 1]);
         Ok((
             part(0, h)?,
@@ -149,10 +154,7 @@ impl Attention {
 
     /// RoPE at the cache's offset (or its device-held position during graph replay).
     fn rotate(&self, x: &Array, cache: Option<&KvCache>) -> Result<Array> {
-        Ok(match cache.and_then(|c| c.position_array()) {
-            Some(at) => self.rope.forward_at(x, at)?,
-            None => self.rope.forward(x, cache.map_or(0, |c| c.offset()))?,
-        })
+        Ok(self.rope.forward_at(x, &rope_offset(cache)?)?)
     }
 
     /// `x: [B, L, dim]` (its pre-norm still to apply, where given) → `[B, L, dim]`, plus
@@ -275,6 +277,18 @@ impl Attention {
             None => self.o_proj.forward(&o)?,
         })
     }
+}
+
+/// The position RoPE starts at: the cache's device-held position during graph replay, else its
+/// offset (0 without a cache).
+fn rope_offset(cache: Option<&KvCache>) -> Result<Array> {
+    if let Some(at) = cache.and_then(|c| c.position_array()) {
+        return Ok(at.clone());
+    }
+    let o = cache.map_or(0, |c| c.offset());
+    let o = i32::try_from(o)
+        .map_err(|_| LmError::Generate(format!("rope offset {o} does not fit in i32")))?;
+    Ok(Array::scalar(o))
 }
 
 /// `down_proj(act(gate_proj(x)) * up_proj(x))`.
