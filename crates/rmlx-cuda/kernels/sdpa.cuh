@@ -163,6 +163,45 @@ __device__ __forceinline__ void rd_load_row<bf16, 4>(const bf16* __restrict__ p,
   o[3] = __int_as_float(v.y & 0xffff0000u);
 }
 
+// A lane's DL elements of one V row as loaded (16-bit types stay packed: a register per two
+// elements), so that all of a step's rows can be in flight while its scores are computed.
+template <class T, int DL>
+struct RdRow {
+  float v[DL];
+  __device__ __forceinline__ void load(const T* __restrict__ p) { rd_load_row<T, DL>(p, v); }
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int e = 0; e < DL; ++e) v[e] = 0.0f;
+  }
+  __device__ __forceinline__ void get(float* o) const {
+#pragma unroll
+    for (int e = 0; e < DL; ++e) o[e] = v[e];
+  }
+};
+// Two packed 16-bit elements to floats.
+__device__ __forceinline__ void rd_unpack2(const bf16*, u32 w, float* o) {
+  o[0] = __int_as_float(w << 16);
+  o[1] = __int_as_float(w & 0xffff0000u);
+}
+__device__ __forceinline__ void rd_unpack2(const f16*, u32 w, float* o) {
+  o[0] = h2f((unsigned short)(w & 0xffffu));
+  o[1] = h2f((unsigned short)(w >> 16));
+}
+template <class T>
+struct RdRow16x4 {
+  uint2 r;
+  __device__ __forceinline__ void load(const T* __restrict__ p) { r = __ldg(reinterpret_cast<const uint2*>(p)); }
+  __device__ __forceinline__ void zero() { r = make_uint2(0u, 0u); }
+  __device__ __forceinline__ void get(float* o) const {
+    rd_unpack2(static_cast<const T*>(nullptr), r.x, o);
+    rd_unpack2(static_cast<const T*>(nullptr), r.y, o + 2);
+  }
+};
+template <>
+struct RdRow<bf16, 4> : RdRow16x4<bf16> {};
+template <>
+struct RdRow<f16, 4> : RdRow16x4<f16> {};
+
 // The end of both decode kernels: the warps' softmax states (m, l and acc, lane l holding dims
 // [l*DL, l*DL + DL) of each of the G heads) meet in shared memory; the block writes the output
 // rows (one split) or its (m, l, acc) for rs_sdpa_merge.
@@ -281,8 +320,8 @@ __device__ void rs_sdpa_decode(const T* __restrict__ q, const T* __restrict__ k,
 // scaled q rows sit in shared memory; per step a warp takes 32 keys, lane l scoring key
 // base + l against the G heads by itself (K row read with 16-byte loads, no shuffles per
 // key); one warp max and sum per head and step update the online softmax; then the 32 keys'
-// V rows are accumulated with lane l holding dims [l*DL, l*DL + DL), the probabilities read
-// from shared memory. The per-key chain of the kernel above (G warp reductions in series)
+// V rows (loaded before the scores where registers allow, see PRE) are accumulated with lane l
+// holding dims [l*DL, l*DL + DL), the probabilities read from shared memory. The per-key chain of the kernel above (G warp reductions in series)
 // becomes 32 independent keys per step. Same states and ending as rs_sdpa_decode.
 template <class T, class TM, int MASK, int G, int DL>
 __device__ void rs_sdpa_decode_lk(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
@@ -326,6 +365,23 @@ __device__ void rs_sdpa_decode_lk(const T* __restrict__ q, const T* __restrict__
   }
   for (int base = k0 + warp * 32; base < k1; base += RD_NW * 32) {
     const int j = base + lane;
+    const int nk = min(32, k1 - base);
+    // PRE: the step's V rows first, their loads in flight while the scores are computed (a key
+    // past the split has p = 0 and reads as zeros). Measured on an H100 (docs/PERF.md): 1.03–
+    // 1.10x decode for G·DL <= 16 (Llama-8B, SmolLM2); slower at G = 8, DL = 4 (Qwen3-30B-A3B),
+    // whose registers the 32 rows crowd, so there V is read 8 rows at a time after the scores.
+    constexpr bool PRE = G * DL <= 16;
+    RdRow<T, DL> vr[PRE ? 32 : 1];
+    if (PRE) {
+#pragma unroll
+      for (int u = 0; u < 32; ++u) {
+        if (u < nk) {
+          vr[u].load(vb + (i64)(base + u) * vl.s[2]);
+        } else {
+          vr[u].zero();
+        }
+      }
+    }
     float s[G];
 #pragma unroll
     for (int g = 0; g < G; ++g) s[g] = 0.0f;
@@ -373,28 +429,40 @@ __device__ void rs_sdpa_decode_lk(const T* __restrict__ q, const T* __restrict__
       sp_p[warp][lane][g] = p;
     }
     __syncwarp();
-    // V rows 8 keys at a time, all 8 loads issued before any is used: one memory latency per
-    // 8 keys instead of one per key (a key past the split has p = 0 and reads as zeros)
-    const int nk = min(32, k1 - base);
-    for (int t0 = 0; t0 < nk; t0 += 8) {
-      float vv[8][DL];
+    if (PRE) {
 #pragma unroll
-      for (int u = 0; u < 8; ++u) {
-        if (t0 + u < nk) {
-          rd_load_row<T, DL>(vb + (i64)(base + t0 + u) * vl.s[2], vv[u]);
-        } else {
-#pragma unroll
-          for (int e = 0; e < DL; ++e) vv[u][e] = 0.0f;
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < 8; ++u)
+      for (int u = 0; u < 32; ++u) {
+        float vv[DL];
+        vr[u % (PRE ? 32 : 1)].get(vv);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-          const float pt = sp_p[warp][t0 + u][g];
+          const float pt = sp_p[warp][u][g];
 #pragma unroll
-          for (int e = 0; e < DL; ++e) acc[g][e] = fmaf(pt, vv[u][e], acc[g][e]);
+          for (int e = 0; e < DL; ++e) acc[g][e] = fmaf(pt, vv[e], acc[g][e]);
         }
+      }
+    } else {
+      // 8 rows at a time, all 8 loads issued before any is used
+      for (int t0 = 0; t0 < nk; t0 += 8) {
+        float vv[8][DL];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+          if (t0 + u < nk) {
+            rd_load_row<T, DL>(vb + (i64)(base + t0 + u) * vl.s[2], vv[u]);
+          } else {
+#pragma unroll
+            for (int e = 0; e < DL; ++e) vv[u][e] = 0.0f;
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < 8; ++u)
+#pragma unroll
+          for (int g = 0; g < G; ++g) {
+            const float pt = sp_p[warp][t0 + u][g];
+#pragma unroll
+            for (int e = 0; e < DL; ++e) acc[g][e] = fmaf(pt, vv[u][e], acc[g][e]);
+          }
+      }
     }
     __syncwarp();
   }
