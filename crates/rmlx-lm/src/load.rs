@@ -69,6 +69,10 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
 pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<(Model, Value)> {
     let (config, mut weights) = load_weights(path)?;
     let model = build(&config, &mut weights, opts)?;
+    drop(weights);
+    // the load's temporaries (a GGUF import's converted parts, the parts of fused projections)
+    // would stay in the allocation cache, resident, until reused: return them
+    rmlx::clear_cache();
     Ok((model, config))
 }
 

@@ -3,11 +3,10 @@
 //! Fused, their weights are concatenated along the output axis once at load, so a step runs
 //! one matrix product instead of several and slices the result (zero-copy views). That saves
 //! kernels per token on a GPU, where a small model's step is bound by launches, and reads the
-//! input once. On the CPU they stay apart by default: mapped weights would be copied, and
-//! with fused shapes a prefill of a prefix-cached suffix no longer takes the same kernel
-//! class as a fresh one (batch.rs `smollm2_prefix_cache_equals_fresh_prefill` diverges), although
-//! the fused products are faster there (SmolLM2 Q4_1 prompt 1.12–1.26×, docs/PERF.md);
-//! `RMLX_FUSE=1` opts in.
+//! input once; on the CPU the fused products are faster too (SmolLM2 Q4_1: prompt 1.13×,
+//! generation 1.10×, docs/PERF.md). The CPU keeps parts apart whose weights are mapped from the
+//! file: fusing would copy them, doubling their resident memory. `RMLX_FUSE=0` never fuses,
+//! `RMLX_FUSE=1` always does.
 
 use crate::error::Result;
 use crate::linear::Linear;
@@ -91,20 +90,26 @@ impl Parallel {
         if fuse_them && parts.len() > 1 {
             if let Some(layer) = fuse(&parts)? {
                 let sizes = parts.iter().map(Linear::out_features).collect();
+                drop(parts);
+                // the parts' memory back to the system now, not into the allocation cache:
+                // else a load holds every part and every fused copy at its peak
+                rmlx::clear_cache();
                 return Ok(Parallel::Fused { layer, sizes });
             }
         }
         Ok(Parallel::Separate(parts))
     }
 
-    /// The layers `parts`, fused on a GPU (see the module comment). `RMLX_FUSE=0` never fuses,
-    /// `RMLX_FUSE=1` fuses on the CPU too (faster there, but not yet the default: see the
-    /// module comment).
+    /// The layers `parts`, fused on a GPU, and on the CPU where their weights own their memory
+    /// (see the module comment). `RMLX_FUSE=0` never fuses, `RMLX_FUSE=1` always does.
     pub fn auto(parts: Vec<Linear>) -> Result<Parallel> {
         let fuse_them = match std::env::var("RMLX_FUSE").as_deref() {
             Ok("0") => false,
             Ok("1") => true,
-            _ => rmlx::default_device().kind == rmlx::DeviceType::Gpu,
+            _ => {
+                rmlx::default_device().kind == rmlx::DeviceType::Gpu
+                    || parts.iter().all(owns_memory)
+            }
         };
         Parallel::new(parts, fuse_them)
     }
@@ -133,6 +138,30 @@ impl Parallel {
             Parallel::Fused { layer, sizes } => split(&layer.forward_normed(x)?, sizes),
         }
     }
+}
+
+/// Whether none of a layer's arrays is mapped from a file (a GGUF import's converted weights
+/// own theirs; safetensors tensors are mapped).
+fn owns_memory(l: &Linear) -> bool {
+    let arrays: Vec<&Array> = match l {
+        Linear::Dense { weight, bias } => [Some(weight), bias.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect(),
+        Linear::Quantized {
+            wq,
+            scales,
+            biases,
+            bias,
+            ..
+        } => [Some(wq), Some(scales), Some(biases), bias.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect(),
+    };
+    arrays
+        .iter()
+        .all(|a| a.data().is_ok_and(|d| !d.buffer.is_mapped()))
 }
 
 /// The fused product `y: [..., Σ sizes]` as one view per part.
@@ -189,6 +218,40 @@ mod tests {
                 assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{p} vs {q}");
             }
         }
+    }
+
+    /// The CPU fuses parts that own their memory and keeps mapped ones apart (fusing would copy
+    /// them): a computed weight owns its buffer, a safetensors tensor is mapped.
+    #[test]
+    fn mapped_parts_are_not_fused_on_the_cpu() {
+        rmlx::with_device(rmlx::Device::cpu(), || {
+            assert!(owns_memory(&dense(8, 1, true)));
+            // a weight written by rmlx (header padded, data aligned) is mapped when loaded
+            let file = std::env::temp_dir()
+                .join(format!("rmlx-mapped-{}.safetensors", std::process::id()));
+            let w = dense(8, 3, false);
+            let Linear::Dense { weight, .. } = &w else {
+                unreachable!()
+            };
+            rmlx::io::save_safetensors(&file, &[("w", weight)], &Default::default()).unwrap();
+            let (mut tensors, _) = rmlx::io::load_safetensors(&file).unwrap();
+            let (name, w) = tensors.pop().unwrap();
+            std::fs::remove_file(&file).ok();
+            let mapped = Linear::Dense {
+                weight: w,
+                bias: None,
+            };
+            assert!(!owns_memory(&mapped), "{name} should be mapped");
+            if std::env::var_os("RMLX_FUSE").is_none() {
+                let p = Parallel::auto(vec![mapped.clone(), mapped]).unwrap();
+                assert!(p.fused().is_none(), "mapped parts were fused");
+                let p = Parallel::auto(vec![dense(8, 1, false), dense(4, 2, false)]).unwrap();
+                assert!(
+                    p.fused().is_some(),
+                    "parts owning their memory were not fused"
+                );
+            }
+        });
     }
 
     #[test]

@@ -64,13 +64,16 @@ impl GateUpSwiglu {
     }
 
     /// `silu(gate(x)) * up(x)` for `x: [..., dim]` (its norm still to apply, where given) of at
-    /// most `DECODE_MAX_ROWS` rows: `[..., H]`; `None` for more rows, or where
-    /// `RMLX_FUSE_SWIGLU=0` (an ablation switch).
+    /// most `DECODE_MAX_ROWS` rows on a GPU: `[..., H]`; `None` for more rows, on the CPU, or
+    /// where `RMLX_FUSE_SWIGLU=0` (an ablation switch).
     pub fn forward(&self, x: Normed) -> Result<Option<Array>> {
         static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let lead = &x.x.shape()[..x.x.ndim() - 1];
         let rows: usize = lead.iter().product();
-        if rows > ops::DECODE_MAX_ROWS || !crate::switches::enabled(&ON, "RMLX_FUSE_SWIGLU") {
+        // the CPU composes the MoE op from gathers: its plain products are faster there
+        let gpu = rmlx::default_device().kind == rmlx::DeviceType::Gpu;
+        if rows > ops::DECODE_MAX_ROWS || !gpu || !crate::switches::enabled(&ON, "RMLX_FUSE_SWIGLU")
+        {
             return Ok(None);
         }
         let idx_shape: Vec<i64> = lead.iter().map(|&d| d as i64).chain([1]).collect();

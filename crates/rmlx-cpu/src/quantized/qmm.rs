@@ -10,6 +10,19 @@ use rmlx_core::dtype::Element;
 /// Bytes of f32 weights dequantized per tile: fits the last-level cache next to `x`'s panel.
 const TILE_BYTES: usize = 2 << 20;
 
+/// Longest stretch of K one `gemm` call sums. The crate splits K itself, at 512 for products of
+/// at most 64 × 64 and by its cache model otherwise, so one row's sums could run in another
+/// order in a 9-row product than in a 512-row one (a prefix-cached suffix against a fresh
+/// prompt). Given K in balanced chunks of at most 512, it takes each chunk whole, whatever m
+/// and n: a row's result no longer depends on how many rows are multiplied with it.
+const K_CHUNK: usize = 512;
+
+/// K in balanced chunks of at most [`K_CHUNK`]: (start, length) pairs.
+fn k_chunks(k: usize) -> impl Iterator<Item = (usize, usize)> {
+    let len = k.div_ceil(k.div_ceil(K_CHUNK).max(1)).max(1);
+    (0..k).step_by(len).map(move |k0| (k0, len.min(k - k0)))
+}
+
 /// `out[m, n] = x[m, k] @ w[n, k]^T` for transposed packed weights `w: [n, k]`.
 pub fn qmm_t<S: Element>(x: &[f32], m: usize, w: &Packed<S>, out: &mut [f32]) {
     let (n, k) = (w.n, w.k);
@@ -28,30 +41,32 @@ pub fn qmm_t<S: Element>(x: &[f32], m: usize, w: &Packed<S>, out: &mut [f32]) {
         let nb = nt.min(n - n0);
         // tile: [nb, k], row j = dequantized weight row n0 + j.
         dequantize_rows(w, n0, words, groups, &mut tile[..nb * k], k);
-        // SAFETY: every pointer/stride pair addresses inside its slice: out[i, n0 + j]
-        // (i < m, j < nb), x[i, l] (l < k), tile[j, l].
-        unsafe {
-            gemm(
-                m,
-                nb,
-                k,
-                out.as_mut_ptr().add(n0),
-                1,
-                n as isize,
-                false,
-                x.as_ptr(),
-                1,
-                k as isize,
-                tile.as_ptr(),
-                k as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::Rayon(0),
-            );
+        for (k0, kb) in k_chunks(k) {
+            // SAFETY: every pointer/stride pair addresses inside its slice: out[i, n0 + j]
+            // (i < m, j < nb), x[i, k0 + l] and tile[j, k0 + l] (l < kb, k0 + kb <= k).
+            unsafe {
+                gemm(
+                    m,
+                    nb,
+                    kb,
+                    out.as_mut_ptr().add(n0),
+                    1,
+                    n as isize,
+                    k0 > 0,
+                    x.as_ptr().add(k0),
+                    1,
+                    k as isize,
+                    tile.as_ptr().add(k0),
+                    k as isize,
+                    1,
+                    if k0 > 0 { 1.0 } else { 0.0 },
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::Rayon(0),
+                );
+            }
         }
     }
 }
@@ -72,32 +87,35 @@ pub fn qmm_n<S: Element>(x: &[f32], m: usize, w: &Packed<S>, out: &mut [f32]) {
     let groups = n / w.group_size;
     let kt = (TILE_BYTES / 4 / n).clamp(16, kdim.max(16)).min(kdim);
     let mut tile = vec![0f32; kt * n];
-    for k0 in (0..kdim).step_by(kt) {
-        let kb = kt.min(kdim - k0);
-        dequantize_rows(w, k0, words, groups, &mut tile[..kb * n], n);
-        // SAFETY: out[i, j] (i < m, j < n), x[i, k0 + l] (l < kb), tile[l, j].
-        unsafe {
-            gemm(
-                m,
-                n,
-                kb,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                k0 > 0,
-                x.as_ptr().add(k0),
-                1,
-                kdim as isize,
-                tile.as_ptr(),
-                1,
-                n as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::Rayon(0),
-            );
+    for t0 in (0..kdim).step_by(kt) {
+        let tb = kt.min(kdim - t0);
+        dequantize_rows(w, t0, words, groups, &mut tile[..tb * n], n);
+        for (c0, kb) in k_chunks(tb) {
+            let k0 = t0 + c0;
+            // SAFETY: out[i, j] (i < m, j < n), x[i, k0 + l] (l < kb), tile[c0 + l, j].
+            unsafe {
+                gemm(
+                    m,
+                    n,
+                    kb,
+                    out.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    k0 > 0,
+                    x.as_ptr().add(k0),
+                    1,
+                    kdim as isize,
+                    tile.as_ptr().add(c0 * n),
+                    1,
+                    n as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::Rayon(0),
+                );
+            }
         }
     }
 }
@@ -156,4 +174,73 @@ fn dequantize_rows<S: Element>(
             dst,
         );
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row's product is bit-identical whether it is multiplied alone with a few rows or
+    /// inside many (the `gemm` crate splits K differently for small products; [`k_chunks`]),
+    /// for both layouts, including a last weight tile narrower than 64 columns (n = 960: tiles
+    /// of 910 and 50, the case that diverged) and K above one chunk.
+    #[test]
+    fn a_rows_product_does_not_depend_on_the_row_count() {
+        for (n, k) in [
+            (960usize, 576usize),
+            (576, 576),
+            (3072, 576),
+            (576, 1536),
+            (40, 1088),
+        ] {
+            let (gs, bits) = (32usize, 4usize);
+            let wq: Vec<u32> = (0..n * k * bits / 32)
+                .map(|i| (i as u32).wrapping_mul(2_654_435_761))
+                .collect();
+            let scales: Vec<f32> = (0..n * k / gs)
+                .map(|i| 0.01 + (i % 7) as f32 * 1e-3)
+                .collect();
+            let biases: Vec<f32> = (0..n * k / gs)
+                .map(|i| -0.05 + (i % 5) as f32 * 1e-2)
+                .collect();
+            let big = 521;
+            for transposed in [true, false] {
+                // transposed: w [n, k]; else w [k, n] (rows of the product's K)
+                let (wn, wk) = if transposed { (n, k) } else { (k, n) };
+                let w = Packed {
+                    wq: &wq,
+                    scales: &scales,
+                    biases: &biases,
+                    n: wn,
+                    k: wk,
+                    group_size: gs,
+                    bits,
+                };
+                let x: Vec<f32> = (0..big * k)
+                    .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                    .collect();
+                let run = |xs: &[f32], m: usize| {
+                    let mut out = vec![0f32; m * n];
+                    if transposed {
+                        qmm_t(xs, m, &w, &mut out);
+                    } else {
+                        qmm_n(xs, m, &w, &mut out);
+                    }
+                    out
+                };
+                let all = run(&x, big);
+                let off = big - 9;
+                let few = run(&x[off * k..], 9);
+                let diff = few
+                    .iter()
+                    .zip(&all[off * n..])
+                    .filter(|(a, b)| a.to_bits() != b.to_bits())
+                    .count();
+                assert_eq!(
+                    diff, 0,
+                    "n {n} k {k} transposed={transposed}: {diff} elements differ"
+                );
+            }
+        }
+    }
 }
