@@ -9,7 +9,7 @@
 use rmlx::{Array, Dtype};
 use rmlx_lm::load::{load_model, LoadOptions};
 use std::path::Path;
-use support::assert_logits_close_rel;
+use support::{assert_logits_close_rel, mlx_reference};
 
 mod support;
 
@@ -50,12 +50,7 @@ fn fused_projections_match_mlx_on_the_cpu() {
             load_model(&dir, &LoadOptions::default())
         })
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let (t, _) = rmlx::io::load_safetensors(dir.join("reference.safetensors")).unwrap();
-        let get = |n: &str| t.iter().find(|(k, _)| k == n).unwrap().1.clone();
-        let tokens = get("tokens").to_vec::<u32>().unwrap();
-        let want_all = get("logits");
-        let v = want_all.shape()[2];
-        let want = want_all.to_vec::<f32>().unwrap();
+        let (tokens, want, v) = mlx_reference(&dir);
         rmlx::with_device(rmlx::Device::cpu(), || {
             let mut caches = model.make_caches();
             let got = logits(&model.forward(&ids(&tokens), &mut caches).unwrap());

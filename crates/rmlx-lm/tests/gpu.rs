@@ -8,6 +8,9 @@ use rmlx::{Array, Device, Dtype};
 use rmlx_lm::load::{load_model, LoadOptions};
 use rmlx_lm::models::Model;
 use std::path::{Path, PathBuf};
+use support::{assert_logits_close_rel, mlx_reference};
+
+mod support;
 
 const MODELS: &[&str] = &[
     "llama",
@@ -54,22 +57,9 @@ fn tiny_models_match_mlx_on_gpu() {
         // loaded with the GPU as the default device: q/k/v and gate/up are fused
         let (model, _) =
             rmlx::with_device(dev, || load_model(&dir, &LoadOptions::default()).unwrap());
-        let (t, _) = rmlx::io::load_safetensors(dir.join("reference.safetensors")).unwrap();
-        let get = |n: &str| t.iter().find(|(k, _)| k == n).unwrap().1.clone();
-        let tokens = get("tokens").to_vec::<u32>().unwrap();
-        let want = get("logits").to_vec::<f32>().unwrap();
+        let (tokens, want, _) = mlx_reference(&dir);
         let got = rmlx::with_device(dev, || logits_of(&model, &tokens));
-        let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        eprintln!("{name}: GPU vs MLX max |Δ| {worst:.2e} (scale {scale:.2})");
-        assert!(
-            worst <= 1e-3 * scale,
-            "{name}: GPU logits differ from MLX by {worst}"
-        );
+        assert_logits_close_rel(&format!("{name}: GPU vs MLX"), &got, &want, 1e-3);
     }
 }
 
@@ -240,12 +230,7 @@ fn tiny_quantized_models_decode_like_mlx_on_gpu() {
             rmlx::with_device(dev, || {
                 let dir = fixture(name);
                 let (model, _) = load_model(&dir, &LoadOptions::default()).unwrap();
-                let (t, _) = rmlx::io::load_safetensors(dir.join("reference.safetensors")).unwrap();
-                let get = |n: &str| t.iter().find(|(k, _)| k == n).unwrap().1.clone();
-                let tokens = get("tokens").to_vec::<u32>().unwrap();
-                let want_all = get("logits");
-                let v = want_all.shape()[2];
-                let want = want_all.to_vec::<f32>().unwrap();
+                let (tokens, want, v) = mlx_reference(&dir);
                 let ids = |s: &[u32]| Array::from_slice(s, &[1, s.len()]).unwrap();
                 let f32s = |a: &Array| rmlx::ops::astype(a, Dtype::F32).to_vec::<f32>().unwrap();
                 let mut caches = model.make_caches();

@@ -13,7 +13,7 @@ use rmlx::{Array, Dtype};
 use rmlx_lm::load::{load_model, LoadOptions};
 use rmlx_lm::models::Model;
 use std::path::{Path, PathBuf};
-use support::assert_logits_close_rel;
+use support::{assert_logits_close_rel, mlx_reference};
 
 mod support;
 
@@ -23,19 +23,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/models")
         .join(name)
-}
-
-/// (tokens, logits [L, V]) of the MLX reference.
-fn reference(dir: &Path) -> (Vec<u32>, Vec<f32>, usize) {
-    let (t, _) = rmlx::io::load_safetensors(dir.join("reference.safetensors")).unwrap();
-    let get = |n: &str| t.iter().find(|(k, _)| k == n).unwrap().1.clone();
-    let logits = get("logits");
-    let v = logits.shape()[2];
-    (
-        get("tokens").to_vec::<u32>().unwrap(),
-        logits.to_vec::<f32>().unwrap(),
-        v,
-    )
 }
 
 fn load(dir: &Path) -> Model {
@@ -64,7 +51,7 @@ fn logits_vec(a: &Array) -> Vec<f32> {
 fn check_arch(name: &str) {
     let dir = fixture(name);
     let model = load(&dir);
-    let (tokens, want, v) = reference(&dir);
+    let (tokens, want, v) = mlx_reference(&dir);
     let l = tokens.len();
 
     // With caches, in one pass (as the reference ran).

@@ -1,7 +1,7 @@
 //! `Linear` and `Embedding`: dense or MLX-affine quantized, decided by the weights found.
 
 use crate::error::{Error, Result};
-use crate::norm::Normed;
+use crate::norm::{Normed, RmsNorm};
 use rmlx::{ops, Array};
 
 /// Group size and bit width of an affine-quantized matrix.
@@ -89,16 +89,7 @@ impl Linear {
                 },
                 Some(n),
             ) => {
-                let y = ops::rms_norm_quantized_matmul(
-                    x.x,
-                    &n.weight,
-                    n.eps,
-                    wq,
-                    scales,
-                    biases,
-                    q.group_size,
-                    q.bits,
-                )?;
+                let y = normed_product(x.x, n, [wq, scales, biases], q)?;
                 Ok(match bias {
                     Some(b) => ops::add(&y, b)?,
                     None => y,
@@ -233,16 +224,7 @@ impl Embedding {
                     q,
                 },
                 Some(n),
-            ) => Ok(ops::rms_norm_quantized_matmul(
-                x.x,
-                &n.weight,
-                n.eps,
-                wq,
-                scales,
-                biases,
-                q.group_size,
-                q.bits,
-            )?),
+            ) => normed_product(x.x, n, [wq, scales, biases], q),
             _ => self.as_linear(&x.value()?),
         }
     }
@@ -267,4 +249,23 @@ impl Embedding {
             )?),
         }
     }
+}
+
+/// `rms_norm(x) @ dequant(w).T` of packed `[wq, scales, biases]` (`ops::rms_norm_quantized_matmul`).
+fn normed_product(
+    x: &Array,
+    n: &RmsNorm,
+    [wq, s, b]: [&Array; 3],
+    q: &QuantParams,
+) -> Result<Array> {
+    Ok(ops::rms_norm_quantized_matmul(
+        x,
+        &n.weight,
+        n.eps,
+        wq,
+        s,
+        b,
+        q.group_size,
+        q.bits,
+    )?)
 }

@@ -6,7 +6,7 @@ use crate::context::Gpu;
 use crate::data::{contiguous_input, ctype, input, output, tag};
 use crate::launch::{Args, Grid};
 use crate::ops::elementwise as ew;
-use crate::ops::quantized::{decode_rows, int8_decode, Int8X, XNorm, QUANT_CUH};
+use crate::ops::quantized::{decode_rows, int8_decode, Int8X, NormedX, QUANT_CUH};
 use rmlx_core::fast::{ROUTE_MAX_E, ROUTE_MAX_K};
 use rmlx_core::primitive::MoeRouting;
 use rmlx_core::{ArrayData, Dtype, Error, Result};
@@ -214,16 +214,8 @@ pub fn gather_swiglu(
         None => None,
     };
     let int8 = int8_decode(bits, group_size, exact);
-    // the norm inside the int8 quantization of x, else its own kernel first
-    let normed;
-    let xa = match norm {
-        Some((w, eps)) if !int8 => {
-            normed =
-                crate::ops::norm::rms_norm(gpu, &[x[0].clone(), w.clone()], eps, true, x[0].dtype)?;
-            &normed
-        }
-        _ => &x[0],
-    };
+    let nx = NormedX::new(gpu, &x[0], norm, int8)?;
+    let xa = &nx.x;
     let (k, n) = (shape[1], shape[2]);
     let (gp, [e, gn], _kg) = stack(gpu, OP, &x[1..4])?;
     let (up, [ue, un], _ku) = stack(gpu, OP, &x[4..7])?;
@@ -243,16 +235,9 @@ pub fn gather_swiglu(
     }
     let (_kx, xp) = decode_rows(gpu, xa)?;
     let (_ki, ip, irs) = rows_input(gpu, &x[7])?;
-    let (_kn, xnorm) = match norm {
-        Some((w, eps)) if int8 => {
-            let (d, p) = decode_rows(gpu, w)?;
-            (Some(d), Some(XNorm { weight: p, eps }))
-        }
-        _ => (None, None),
-    };
     // int8 x (one row per block's pair), for every chosen expert's gate and up rows
     let x8 = int8
-        .then(|| Int8X::new(gpu, (xp, xa.dtype), (t, 1, kdim), bits, xnorm))
+        .then(|| Int8X::new(gpu, (xp, xa.dtype), (t, 1, kdim), bits, nx.norm))
         .transpose()?;
     let (name, src) = match &x8 {
         Some(q) => swiglu8_source(q.fused, q.normed(), x[2].dtype, od, bits),

@@ -334,6 +334,42 @@ pub(crate) struct XNorm {
     pub eps: f32,
 }
 
+/// x of a product with a norm (`QuantizedMatmul`'s, `GatherQmmSwiglu`'s): where the int8 path
+/// takes the norm inside, x itself and the norm for [`Int8X`] (its weight 16-byte aligned);
+/// else the norm kernel's output, and no norm left. Keeps what the launches read alive.
+pub(crate) struct NormedX {
+    pub x: ArrayData,
+    pub norm: Option<XNorm>,
+    _weight: Option<ArrayData>,
+}
+
+impl NormedX {
+    pub fn new(
+        gpu: &Arc<Gpu>,
+        x: &ArrayData,
+        norm: Option<(&ArrayData, f32)>,
+        int8: bool,
+    ) -> Result<NormedX> {
+        let (x, norm, weight) = match norm {
+            Some((w, eps)) if int8 => {
+                let (d, p) = decode_rows(gpu, w)?;
+                (x.clone(), Some(XNorm { weight: p, eps }), Some(d))
+            }
+            Some((w, eps)) => {
+                let y =
+                    crate::ops::norm::rms_norm(gpu, &[x.clone(), w.clone()], eps, true, x.dtype)?;
+                (y, None, None)
+            }
+            None => (x.clone(), None, None),
+        };
+        Ok(NormedX {
+            x,
+            norm,
+            _weight: weight,
+        })
+    }
+}
+
 /// x as the int8 decode kernels take it: quantized by each block of the kernel into shared
 /// memory where one block's rows are short ([`fuse_x_quantization`]), else by a
 /// `rq_quantize_x` launch first (whose buffers this keeps alive for the kernel). With a norm,
@@ -597,16 +633,8 @@ pub fn quantized_matmul(
     let m = numel / n / batch.max(1);
     let decode = transpose && m <= DECODE_MAX_ROWS && k.is_multiple_of(32) && batch <= 65_535;
     let int8 = decode && int8_decode(bits, group_size, exact);
-    // the norm inside the int8 quantization of x, else its own kernel first
-    let normed;
-    let xa = match norm {
-        Some((w, eps)) if !int8 => {
-            normed =
-                crate::ops::norm::rms_norm(gpu, &[x[0].clone(), w.clone()], eps, true, x[0].dtype)?;
-            &normed
-        }
-        _ => &x[0],
-    };
+    let nx = NormedX::new(gpu, &x[0], norm, int8)?;
+    let xa = &nx.x;
     if decode {
         let (out, yptr) = output(gpu, shape, od)?;
         let (xd, xp) = decode_rows(gpu, xa)?;
@@ -627,15 +655,8 @@ pub fn quantized_matmul(
             _ => 8,
         };
         if int8 {
-            let (_kn, xnorm) = match norm {
-                Some((w, eps)) => {
-                    let (d, p) = decode_rows(gpu, w)?;
-                    (Some(d), Some(XNorm { weight: p, eps }))
-                }
-                None => (None, None),
-            };
             let rows = batch.max(1) * m;
-            let x8 = Int8X::new(gpu, (xp, xd.dtype), (rows, m, k), bits, xnorm)?;
+            let x8 = Int8X::new(gpu, (xp, xd.dtype), (rows, m, k), bits, nx.norm)?;
             // measured on an H200 (dev/kernels/qmv): 4 rows per warp for tall matrices and
             // several x rows, 1 row per warp otherwise (more warps in flight)
             let (r, un) = match (mm, n >= 8192) {

@@ -12,15 +12,20 @@ use crate::launch::{Args, Grid, Lay};
 use rmlx_core::{ArrayData, Dtype, Error, Result};
 use std::sync::Arc;
 
-/// One thread per (row, rotated pair) and per (row, passed-through feature).
-pub fn source(t: Dtype, traditional: bool, freqs: bool) -> (String, String) {
+/// A rope kernel's name (`kind`: "rope" or "rope_norm") and the expressions both kernels
+/// share: the pair (i1, i2) of pair k, and pair k's inverse frequency.
+fn parts(
+    kind: &str,
+    t: Dtype,
+    traditional: bool,
+    freqs: bool,
+) -> (String, &'static str, &'static str, &'static str) {
     let name = format!(
-        "rope_{}{}{}",
+        "{kind}_{}{}{}",
         tag(t),
         if traditional { "_trad" } else { "" },
         if freqs { "_freqs" } else { "" }
     );
-    let ct = ctype(t);
     let (i1, i2) = if traditional {
         ("2 * k", "2 * k + 1")
     } else {
@@ -31,6 +36,13 @@ pub fn source(t: Dtype, traditional: bool, freqs: bool) -> (String, String) {
     } else {
         "expf(__fmul_rn(-(float)k, c))"
     };
+    (name, i1, i2, inv)
+}
+
+/// One thread per (row, rotated pair) and per (row, passed-through feature).
+pub fn source(t: Dtype, traditional: bool, freqs: bool) -> (String, String) {
+    let (name, i1, i2, inv) = parts("rope", t, traditional, freqs);
+    let ct = ctype(t);
     let src = format!(
         "extern \"C\" __global__ void {name}(const {ct}* __restrict__ x, i64 xo, Lay rl, i64 xs, const i32* __restrict__ off, i64 offo, Lay offl, i64 n_off, const float* __restrict__ fr, i64 fro, Lay frl, {ct}* __restrict__ y, i64 n, i64 d, i64 dims, i64 L, i64 rows_per_batch, float c, float scale) {{
   const i64 half = dims / 2, w = half + (d - dims);
@@ -63,23 +75,8 @@ pub fn source(t: Dtype, traditional: bool, freqs: bool) -> (String, String) {
 /// normalises it as the norm kernels do (x · 1/rms rounded to the dtype, times the row's weight
 /// `w[(r / L) % wrows]` rounded again) and rotates it as [`source`]'s kernel does.
 pub fn norm_source(t: Dtype, traditional: bool, freqs: bool) -> (String, String) {
-    let name = format!(
-        "rope_norm_{}{}{}",
-        tag(t),
-        if traditional { "_trad" } else { "" },
-        if freqs { "_freqs" } else { "" }
-    );
+    let (name, i1, i2, inv) = parts("rope_norm", t, traditional, freqs);
     let ct = ctype(t);
-    let (i1, i2) = if traditional {
-        ("2 * k", "2 * k + 1")
-    } else {
-        ("k", "k + half")
-    };
-    let inv = if freqs {
-        "1.0f / fr[fro + loc(k, frl)]"
-    } else {
-        "expf(__fmul_rn(-(float)k, c))"
-    };
     let src = format!(
         "extern \"C\" __global__ void {name}(const {ct}* __restrict__ x, i64 xo, Lay rl, i64 xs, const i32* __restrict__ off, i64 offo, Lay offl, i64 n_off, const float* __restrict__ fr, i64 fro, Lay frl, {ct}* __restrict__ y, i64 rows, i64 d, i64 dims, i64 L, i64 rows_per_batch, float c, float scale, const {ct}* __restrict__ nw, i64 wrows, float eps) {{
   const i64 half = dims / 2;

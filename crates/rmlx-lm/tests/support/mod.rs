@@ -21,3 +21,16 @@ pub fn assert_logits_close_rel(what: &str, got: &[f32], want: &[f32], rel: f32) 
         rel * scale
     );
 }
+
+/// A tiny fixture's MLX reference (`reference.safetensors` in `dir`): its prompt tokens, the
+/// logits MLX gave for them (flattened `[1, L, V]`) and V.
+pub fn mlx_reference(dir: &std::path::Path) -> (Vec<u32>, Vec<f32>, usize) {
+    let (t, _) = rmlx::io::load_safetensors(dir.join("reference.safetensors")).unwrap();
+    let get = |n: &str| t.iter().find(|(k, _)| k == n).unwrap().1.clone();
+    let logits = get("logits");
+    (
+        get("tokens").to_vec::<u32>().unwrap(),
+        logits.to_vec::<f32>().unwrap(),
+        logits.shape()[2],
+    )
+}
