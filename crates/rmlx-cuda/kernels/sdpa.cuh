@@ -433,7 +433,7 @@ __device__ void rs_sdpa_decode_lk(const T* __restrict__ q, const T* __restrict__
 #pragma unroll
       for (int u = 0; u < 32; ++u) {
         float vv[DL];
-        vr[u % (PRE ? 32 : 1)].get(vv);
+        vr[u % (PRE ? 32 : 1)].get(vv);  // the index stays in bounds where this branch is dead
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           const float pt = sp_p[warp][u][g];

@@ -45,8 +45,8 @@ pub struct LoadedModel {
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     if is_gguf(path) {
         let gguf = open_gguf(path)?;
-        let (config, mut weights) = gguf_weights(&gguf, path)?;
-        let model = build(&config, &mut weights, opts)?;
+        let (config, weights) = gguf_weights(&gguf, path)?;
+        let model = build(&config, weights, opts)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
         return Ok(LoadedModel {
             model,
@@ -67,12 +67,8 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
 
 /// Loads only the model (no tokenizer files needed): returns it with its config.
 pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<(Model, Value)> {
-    let (config, mut weights) = load_weights(path)?;
-    let model = build(&config, &mut weights, opts)?;
-    drop(weights);
-    // the load's temporaries (a GGUF import's converted parts, the parts of fused projections)
-    // would stay in the allocation cache, resident, until reused: return them
-    rmlx::clear_cache();
+    let (config, weights) = load_weights(path)?;
+    let model = build(&config, weights, opts)?;
     Ok((model, config))
 }
 
@@ -168,7 +164,10 @@ pub fn random(config_file: &Path, seed: u64) -> Result<(LoadedModel, MadeTensors
     Ok((loaded, made))
 }
 
-fn build(config: &Value, weights: &mut Weights, opts: &LoadOptions) -> Result<Model> {
+/// The model of `config` from `weights`; what the model did not take is dropped, and the load's
+/// temporaries (a GGUF import's converted parts, unused tensors), which the allocation cache
+/// would keep resident until reused, go back to the system.
+fn build(config: &Value, mut weights: Weights, opts: &LoadOptions) -> Result<Model> {
     let cfg = ModelConfig::from_json(config)?;
     if let Some(dt) = opts.dtype {
         if !dt.is_float() {
@@ -178,7 +177,10 @@ fn build(config: &Value, weights: &mut Weights, opts: &LoadOptions) -> Result<Mo
         }
         weights.cast_floats(dt);
     }
-    models::build(cfg, weights)
+    let model = models::build(cfg, &mut weights)?;
+    drop(weights);
+    rmlx::clear_cache();
+    Ok(model)
 }
 
 fn is_gguf(path: &Path) -> bool {

@@ -51,9 +51,12 @@ impl<'a> Normed<'a> {
         }
     }
 
-    /// The norm to take into a product: `None` where there is none or `RMLX_FUSE_NORM=0`.
+    /// The norm to take into a product: `None` where there is none, where the backend would
+    /// apply it as its own op anyway (the CPU: then it is applied once, by [`Normed::value`]),
+    /// or where `RMLX_FUSE_NORM=0`.
     pub fn fusable(&self) -> Option<&'a RmsNorm> {
-        self.norm.filter(|_| fuse_norms())
+        self.norm
+            .filter(|_| fuse_norms() && rmlx::ops::norm_inside_products())
     }
 }
 

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::linear::{Linear, QuantParams};
 use crate::norm::Normed;
 use crate::parallel::Parallel;
-use rmlx::fast::{self, ExpertStack};
+use rmlx::fast::ExpertStack;
 use rmlx::{ops, Array, Dtype};
 
 /// The gate and up halves of a fused quantized layer, as one-expert stacks.
@@ -88,12 +88,7 @@ impl GateUpSwiglu {
                 biases: &a[2],
             }
         }
-        let (g, u) = (stack(&self.gate), stack(&self.up));
-        let (gs, bits) = (self.q.group_size, self.q.bits);
-        let y = match x.fusable() {
-            Some(n) => fast::gather_qmm_swiglu_normed(x.x, &n.weight, n.eps, g, u, &idx, gs, bits)?,
-            None => fast::gather_qmm_swiglu(&x.value()?, g, u, &idx, gs, bits)?,
-        };
+        let y = crate::switch::gather_swiglu(x, stack(&self.gate), stack(&self.up), &idx, self.q)?;
         // [..., 1, H] → [..., H]
         Ok(Some(ops::squeeze(&y, &[-2])?))
     }

@@ -184,13 +184,7 @@ impl SwitchGlu {
                 self.down_proj.stack(),
             ) {
                 if gq == uq && uq == dq {
-                    let (gs, bits) = (gq.group_size, gq.bits);
-                    let h = match x.fusable() {
-                        Some(n) => fast::gather_qmm_swiglu_normed(
-                            x.x, &n.weight, n.eps, g, u, indices, gs, bits,
-                        )?,
-                        None => fast::gather_qmm_swiglu(&x.value()?, g, u, indices, gs, bits)?,
-                    };
+                    let h = gather_swiglu(x, g, u, indices, gq)?;
                     return Ok(fast::gather_qmm_weighted_sum(
                         &h,
                         d,
@@ -222,6 +216,24 @@ impl SwitchGlu {
         let gate = self.gate_proj.forward_rows(x, x_rows, idx, sorted)?;
         Ok(ops::silu_mul(&gate, &up)?)
     }
+}
+
+/// `silu(x W_gate[e]ᵀ) * (x W_up[e]ᵀ)` per chosen expert (`fast::gather_qmm_swiglu`) of a
+/// [`Normed`] x, its norm inside the op where it can ride there.
+pub(crate) fn gather_swiglu(
+    x: Normed,
+    gate: ExpertStack,
+    up: ExpertStack,
+    indices: &Array,
+    q: QuantParams,
+) -> Result<Array> {
+    let (gs, bits) = (q.group_size, q.bits);
+    Ok(match x.fusable() {
+        Some(n) => {
+            fast::gather_qmm_swiglu_normed(x.x, &n.weight, n.eps, gate, up, indices, gs, bits)?
+        }
+        None => fast::gather_qmm_swiglu(&x.value()?, gate, up, indices, gs, bits)?,
+    })
 }
 
 /// How an architecture turns router logits into expert ids and weights (softmax or sigmoid

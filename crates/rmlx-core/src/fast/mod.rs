@@ -318,30 +318,36 @@ pub fn rope(
 /// [`rms_norm`] with a weight).
 #[track_caller]
 pub fn rms_norm_heads(x: &Array, weight: &Array, eps: f32) -> Result<Array> {
+    check_heads_weight("rms_norm_heads", x, weight)?;
     let t = Dtype::promote(x.dtype(), weight.dtype());
     let n = rms_norm(&ops::astype(x, t), None, eps)?;
-    let w = match weight.ndim() {
-        2 if x.ndim() >= 3
-            && weight.shape() == [x.shape()[x.ndim() - 3], x.shape()[x.ndim() - 1]] =>
-        {
-            ops::reshape(
-                weight,
-                &[weight.shape()[0] as i64, 1, weight.shape()[1] as i64],
-            )?
-        }
-        1 => weight.clone(),
-        _ => {
-            return Err(Error::invalid(
-                "rms_norm_heads",
-                format!(
-                    "the weight must be [D] or [R, D] for x [..., R, L, D], got {} for x {}",
-                    fmt_shape(weight.shape()),
-                    fmt_shape(x.shape())
-                ),
-            ))
-        }
+    let w = match weight.shape() {
+        &[r, d] => ops::reshape(weight, &[r as i64, 1, d as i64])?,
+        _ => weight.clone(),
     };
     ops::multiply(&n, &ops::astype(&w, t))
+}
+
+/// A per-head norm weight for `x: [..., R, L, D]`: `[D]`, or `[R, D]` (row r of axis -3 takes
+/// weight row r).
+fn check_heads_weight(op: &'static str, x: &Array, weight: &Array) -> Result<()> {
+    let (nd, ws) = (x.ndim(), weight.shape());
+    let ok = match ws.len() {
+        1 => nd >= 1 && ws[0] == x.shape()[nd - 1],
+        2 => nd >= 3 && ws == [x.shape()[nd - 3], x.shape()[nd - 1]],
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        op,
+        format!(
+            "the norm weight must be [D] or [R, D] for x [..., R, L, D], got {} for x {}",
+            fmt_shape(ws),
+            fmt_shape(x.shape())
+        ),
+    ))
 }
 
 /// [`rope`] of `rms_norm(x)` with a weight row per head: `x: [..., R, L, D]`, `norm_weight:
@@ -363,23 +369,7 @@ pub fn rms_norm_rope(
     freqs: Option<&Array>,
 ) -> Result<Array> {
     let a = check_rope(x, dims, base, offset, freqs)?;
-    let nd = x.ndim();
-    let d = x.shape()[nd - 1];
-    let rows_ok = match norm_weight.ndim() {
-        1 => norm_weight.shape()[0] == d,
-        2 => norm_weight.shape() == [x.shape()[nd - 3], d],
-        _ => false,
-    };
-    if !rows_ok {
-        return Err(Error::invalid(
-            "rms_norm_rope",
-            format!(
-                "the norm weight must be [D] or [R, D] for x [..., R, L, D], got {} for x {}",
-                fmt_shape(norm_weight.shape()),
-                fmt_shape(x.shape())
-            ),
-        ));
-    }
+    check_heads_weight("rms_norm_rope", x, norm_weight)?;
     let t = Dtype::promote(x.dtype(), norm_weight.dtype());
     let (x, w) = (ops::astype(x, t), ops::astype(norm_weight, t));
     let prim = Primitive::Rope {

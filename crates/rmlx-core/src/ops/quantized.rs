@@ -335,15 +335,7 @@ pub fn rms_norm_quantized_matmul(
     group_size: usize,
     bits: usize,
 ) -> Result<Array> {
-    let inside = Primitive::QuantizedMatmul {
-        group_size,
-        bits,
-        transpose: true,
-        exact: false,
-        addend: false,
-        norm: Some(F32(eps)),
-    };
-    if norm_weight.ndim() != 1 || wq.ndim() != 2 || !crate::fast::use_kernel(&inside) {
+    if norm_weight.ndim() != 1 || wq.ndim() != 2 || !norm_inside_products() {
         let n = crate::fast::rms_norm(x, Some(norm_weight), eps)?;
         return quantized_matmul(&n, wq, scales, biases, true, group_size, bits);
     }
@@ -361,6 +353,20 @@ pub fn rms_norm_quantized_matmul(
         group_size,
         bits,
     )
+}
+
+/// Whether the current stream's backend takes an RMS norm into its quantized products
+/// ([`rms_norm_quantized_matmul`], `fast::gather_qmm_swiglu_normed`: one node there, the norm
+/// then the product elsewhere). Layers ask it to apply the norm once where both would compose.
+pub fn norm_inside_products() -> bool {
+    crate::fast::use_kernel(&Primitive::QuantizedMatmul {
+        group_size: 64,
+        bits: 4,
+        transpose: true,
+        exact: false,
+        addend: false,
+        norm: Some(F32(0.0)),
+    })
 }
 
 /// [`quantized_matmul`], plus `addend` where given, of x RMS-normalised by `norm` (weight, eps;

@@ -23,6 +23,49 @@ fn k_chunks(k: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..k).step_by(len).map(move |k0| (k0, len.min(k - k0)))
 }
 
+/// `out[m, n] (+)= lhs[m, k] @ rhs[k, n]` through `gemm`, K in [`k_chunks`]: `out` and `lhs`
+/// row-major with row strides `out_rs` and `lhs_rs`; `rhs[l, j]` at `rhs + l * rhs_rs + j *
+/// rhs_cs`. `accumulate`: add to `out` (else it is overwritten).
+///
+/// # Safety
+/// Every addressed element lies inside its allocation, and `out` does not alias the inputs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_k_chunked(
+    (m, n, k): (usize, usize, usize),
+    (out, out_rs): (*mut f32, usize),
+    (lhs, lhs_rs): (*const f32, usize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
+    accumulate: bool,
+) {
+    for (k0, kb) in k_chunks(k) {
+        let read = accumulate || k0 > 0;
+        // SAFETY: the caller's bounds; chunk k0.. of lhs's columns and rhs's rows
+        unsafe {
+            gemm(
+                m,
+                n,
+                kb,
+                out,
+                1,
+                out_rs as isize,
+                read,
+                lhs.add(k0),
+                1,
+                lhs_rs as isize,
+                rhs.add(k0 * rhs_rs),
+                rhs_cs as isize,
+                rhs_rs as isize,
+                if read { 1.0 } else { 0.0 },
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::Rayon(0),
+            );
+        }
+    }
+}
+
 /// `out[m, n] = x[m, k] @ w[n, k]^T` for transposed packed weights `w: [n, k]`.
 pub fn qmm_t<S: Element>(x: &[f32], m: usize, w: &Packed<S>, out: &mut [f32]) {
     let (n, k) = (w.n, w.k);
@@ -41,32 +84,16 @@ pub fn qmm_t<S: Element>(x: &[f32], m: usize, w: &Packed<S>, out: &mut [f32]) {
         let nb = nt.min(n - n0);
         // tile: [nb, k], row j = dequantized weight row n0 + j.
         dequantize_rows(w, n0, words, groups, &mut tile[..nb * k], k);
-        for (k0, kb) in k_chunks(k) {
-            // SAFETY: every pointer/stride pair addresses inside its slice: out[i, n0 + j]
-            // (i < m, j < nb), x[i, k0 + l] and tile[j, k0 + l] (l < kb, k0 + kb <= k).
-            unsafe {
-                gemm(
-                    m,
-                    nb,
-                    kb,
-                    out.as_mut_ptr().add(n0),
-                    1,
-                    n as isize,
-                    k0 > 0,
-                    x.as_ptr().add(k0),
-                    1,
-                    k as isize,
-                    tile.as_ptr().add(k0),
-                    k as isize,
-                    1,
-                    if k0 > 0 { 1.0 } else { 0.0 },
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::Rayon(0),
-                );
-            }
+        // SAFETY: out[i, n0 + j] (i < m, j < nb), x[i, l] and tile[j, l] (l < k): rhs[l, j] =
+        // tile[j, l], row stride 1, column stride k.
+        unsafe {
+            gemm_k_chunked(
+                (m, nb, k),
+                (out.as_mut_ptr().add(n0), n),
+                (x.as_ptr(), k),
+                (tile.as_ptr(), 1, k),
+                false,
+            );
         }
     }
 }
@@ -90,32 +117,16 @@ pub fn qmm_n<S: Element>(x: &[f32], m: usize, w: &Packed<S>, out: &mut [f32]) {
     for t0 in (0..kdim).step_by(kt) {
         let tb = kt.min(kdim - t0);
         dequantize_rows(w, t0, words, groups, &mut tile[..tb * n], n);
-        for (c0, kb) in k_chunks(tb) {
-            let k0 = t0 + c0;
-            // SAFETY: out[i, j] (i < m, j < n), x[i, k0 + l] (l < kb), tile[c0 + l, j].
-            unsafe {
-                gemm(
-                    m,
-                    n,
-                    kb,
-                    out.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    k0 > 0,
-                    x.as_ptr().add(k0),
-                    1,
-                    kdim as isize,
-                    tile.as_ptr().add(c0 * n),
-                    1,
-                    n as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::Rayon(0),
-                );
-            }
+        // SAFETY: out[i, j] (i < m, j < n), x[i, t0 + l] (l < tb), tile[l, j]: row stride n,
+        // column stride 1.
+        unsafe {
+            gemm_k_chunked(
+                (m, n, tb),
+                (out.as_mut_ptr(), n),
+                (x.as_ptr().add(t0), kdim),
+                (tile.as_ptr(), n, 1),
+                t0 > 0,
+            );
         }
     }
 }

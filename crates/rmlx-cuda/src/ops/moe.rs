@@ -6,7 +6,9 @@ use crate::context::Gpu;
 use crate::data::{contiguous_input, ctype, input, output, tag};
 use crate::launch::{Args, Grid};
 use crate::ops::elementwise as ew;
-use crate::ops::quantized::{decode_rows, int8_decode, Int8X, NormedX, QUANT_CUH};
+use crate::ops::quantized::{
+    check_norm_weight, decode_rows, int8_decode, Int8X, NormedX, QUANT_CUH,
+};
 use rmlx_core::fast::{ROUTE_MAX_E, ROUTE_MAX_K};
 use rmlx_core::primitive::MoeRouting;
 use rmlx_core::{ArrayData, Dtype, Error, Result};
@@ -206,13 +208,9 @@ pub fn gather_swiglu(
         ));
     }
     let (t, kdim) = (x[0].shape[0], x[0].shape[1]);
-    let norm = match norm {
-        Some(_) if x[8].dtype != x[0].dtype || x[8].shape[..] != [kdim] => {
-            return Err(bad(OP, "the norm weight must be [K] of x's dtype"));
-        }
-        Some(eps) => Some((&x[8], eps)),
-        None => None,
-    };
+    let norm = norm
+        .map(|eps| Ok((check_norm_weight(OP, &x[0], &x[8])?, eps)))
+        .transpose()?;
     let int8 = int8_decode(bits, group_size, exact);
     let nx = NormedX::new(gpu, &x[0], norm, int8)?;
     let xa = &nx.x;

@@ -334,6 +334,25 @@ pub(crate) struct XNorm {
     pub eps: f32,
 }
 
+/// The norm weight input of a product with a norm: `[K]` of x's dtype, K x's last axis.
+pub(crate) fn check_norm_weight<'a>(
+    op: &str,
+    x: &ArrayData,
+    w: &'a ArrayData,
+) -> Result<&'a ArrayData> {
+    let k = x.shape.last().copied().unwrap_or(0);
+    if w.dtype != x.dtype || w.shape[..] != [k] {
+        return Err(Error::invalid(
+            "cuda",
+            format!(
+                "[{op}] the norm weight must be {} [{k}] like x's last axis, got {} {:?}",
+                x.dtype, w.dtype, w.shape
+            ),
+        ));
+    }
+    Ok(w)
+}
+
 /// x of a product with a norm (`QuantizedMatmul`'s, `GatherQmmSwiglu`'s): where the int8 path
 /// takes the norm inside, x itself and the norm for [`Int8X`] (its weight 16-byte aligned);
 /// else the norm kernel's output, and no norm left. Keeps what the launches read alive.
@@ -578,23 +597,14 @@ pub fn quantized_matmul(
             ));
         }
     }
-    let norm = match norm {
-        Some(eps) => {
-            let w = x.last().expect("counted");
-            let k = x[0].shape.last().copied().unwrap_or(0);
-            if w.dtype != x[0].dtype || w.shape[..] != [k] {
-                return Err(Error::invalid(
-                    "cuda",
-                    format!(
-                        "[{OP}] the norm weight must be {} [{k}] like x's last axis, got {} {:?}",
-                        x[0].dtype, w.dtype, w.shape
-                    ),
-                ));
-            }
-            Some((w, eps))
-        }
-        None => None,
-    };
+    let norm = norm
+        .map(|eps| {
+            Ok((
+                check_norm_weight(OP, &x[0], x.last().expect("counted"))?,
+                eps,
+            ))
+        })
+        .transpose()?;
     let with_addend = |out: ArrayData| -> Result<ArrayData> {
         match addend {
             Some(r) => ew::binary(gpu, &out, r, BinaryOp::Add, shape, od),

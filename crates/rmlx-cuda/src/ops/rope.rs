@@ -108,6 +108,29 @@ pub fn norm_source(t: Dtype, traditional: bool, freqs: bool) -> (String, String)
     (name, src)
 }
 
+/// The norm weight of [`norm_source`]'s kernel for x `[..., R, L, D]`: `[D]` or `[R, D]` of x's
+/// dtype; its data (kept for the launch), device address and row count.
+fn norm_rows(gpu: &Arc<Gpu>, xd: &ArrayData, w: &ArrayData) -> Result<(ArrayData, u64, usize)> {
+    let nd = xd.shape.len();
+    let d = xd.shape[nd - 1];
+    let wrows = if w.shape.len() == 2 { w.shape[0] } else { 1 };
+    let rows_axis = if nd >= 3 { xd.shape[nd - 3] } else { 1 };
+    if w.dtype != xd.dtype || w.shape.last() != Some(&d) || (wrows != 1 && wrows != rows_axis) {
+        return Err(Error::runtime(
+            "cuda",
+            format!(
+                "[rope] the norm weight must be {} [D] or [R, D] for x {:?}, got {} {:?}",
+                xd.dtype,
+                &xd.shape[..],
+                w.dtype,
+                &w.shape[..]
+            ),
+        ));
+    }
+    let (keep, wi) = crate::data::contiguous_input(gpu, w)?;
+    Ok((keep, wi.base(), wrows))
+}
+
 /// `[x, offset, freqs?, norm weight?]` → rotated `x` (row-contiguous, same shape and dtype);
 /// with `norm` (eps) the rows are RMS-normalised first, each by weight row
 /// `(r / L) % wrows` (`fast::rms_norm_rope`).
@@ -187,31 +210,16 @@ pub fn rope(
     let oi = input(gpu, offs)?;
     let fi = freqs.map(|f| input(gpu, f)).transpose()?;
     let rl = Lay::new(&xd.shape[..nd - 1], &xd.strides[..nd - 1])?;
-    let nw =
-        match norm {
-            Some(eps) => {
-                let w = x
-                    .get(2 + has_freqs as usize)
-                    .ok_or_else(|| Error::runtime("cuda", "[rope] norm weight input missing"))?;
-                let wrows = if w.shape.len() == 2 { w.shape[0] } else { 1 };
-                let rows_axis = if nd >= 3 { xd.shape[nd - 3] } else { 1 };
-                if w.dtype != xd.dtype
-                    || w.shape.last() != Some(&d)
-                    || (wrows != 1 && wrows != rows_axis)
-                {
-                    return Err(Error::runtime(
-                        "cuda",
-                        format!(
-                        "[rope] the norm weight must be {} [D] or [R, D] for x {:?}, got {} {:?}",
-                        xd.dtype, &xd.shape[..], w.dtype, &w.shape[..]
-                    ),
-                    ));
-                }
-                let (keep, wi) = crate::data::contiguous_input(gpu, w)?;
-                Some((keep, wi.base(), wrows, eps))
-            }
-            None => None,
-        };
+    let nw = match norm {
+        Some(eps) => {
+            let w = x
+                .get(2 + has_freqs as usize)
+                .ok_or_else(|| Error::runtime("cuda", "[rope] norm weight input missing"))?;
+            let (keep, ptr, wrows) = norm_rows(gpu, xd, w)?;
+            Some((keep, ptr, wrows, eps))
+        }
+        None => None,
+    };
     let (name, src) = match norm {
         Some(_) => norm_source(xd.dtype, traditional, has_freqs),
         None => source(xd.dtype, traditional, has_freqs),

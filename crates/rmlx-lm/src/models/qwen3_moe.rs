@@ -85,7 +85,8 @@ impl MoeBlock {
         // the router and the experts each take the norm into their product where they can
         // (`Linear::forward_normed`, `SwitchGlu::forward_weighted`), else one of them would
         // need the norm's output and the norm its own kernel; a prefill step (whose products
-        // run the norm first anyway), or one without the fusion, computes it once
+        // run the norm first anyway), or one where the norm is not fusable (the CPU), computes
+        // it once
         let value;
         let rows: usize = x.x.shape()[..x.x.ndim() - 1].iter().product();
         let x = if rows > ops::DECODE_MAX_ROWS || x.fusable().is_none() {
