@@ -17,6 +17,10 @@ const TILE_BYTES: usize = 2 << 20;
 /// and n: a row's result no longer depends on how many rows are multiplied with it.
 const K_CHUNK: usize = 512;
 
+/// Narrowest weight tile of [`qmm_t`]: 9 rows (the fewest that take this path) × 32 columns
+/// stay above the `gemm` crate's 256-output small-product path.
+const MIN_TILE_COLS: usize = 32;
+
 /// K in balanced chunks of at most [`K_CHUNK`]: (start, length) pairs.
 fn k_chunks(k: usize) -> impl Iterator<Item = (usize, usize)> {
     let len = k.div_ceil(k.div_ceil(K_CHUNK).max(1)).max(1);
@@ -78,10 +82,20 @@ pub fn qmm_t<S: Element>(x: &[f32], m: usize, w: &Packed<S>, out: &mut [f32]) {
     }
     let words = k * w.bits / 32;
     let groups = k / w.group_size;
-    let nt = (TILE_BYTES / 4 / k).clamp(16, n.max(16)).min(n);
-    let mut tile = vec![0f32; nt * k];
-    for n0 in (0..n).step_by(nt) {
-        let nb = nt.min(n - n0);
+    // Tiles of at least MIN_TILE_COLS columns: a narrower one (a short last tile, which then
+    // joins the one before it) would take the `gemm` crate's path for products of at most 256
+    // outputs, which sums K in another order (horizontally), for a few rows but not for many,
+    // so a row's result would depend on the row count.
+    let nt = (TILE_BYTES / 4 / k)
+        .clamp(MIN_TILE_COLS, n.max(MIN_TILE_COLS))
+        .min(n);
+    let mut starts: Vec<usize> = (0..n).step_by(nt).collect();
+    if starts.len() > 1 && n - starts[starts.len() - 1] < MIN_TILE_COLS {
+        starts.pop();
+    }
+    let mut tile = vec![0f32; (nt + MIN_TILE_COLS).min(n) * k];
+    for (t, &n0) in starts.iter().enumerate() {
+        let nb = starts.get(t + 1).copied().unwrap_or(n) - n0;
         // tile: [nb, k], row j = dequantized weight row n0 + j.
         dequantize_rows(w, n0, words, groups, &mut tile[..nb * k], k);
         // SAFETY: out[i, n0 + j] (i < m, j < nb), x[i, l] and tile[j, l] (l < k): rhs[l, j] =
@@ -192,9 +206,11 @@ mod tests {
     use super::*;
 
     /// A row's product is bit-identical whether it is multiplied alone with a few rows or
-    /// inside many (the `gemm` crate splits K differently for small products; [`k_chunks`]),
-    /// for both layouts, including a last weight tile narrower than 64 columns (n = 960: tiles
-    /// of 910 and 50, the case that diverged) and K above one chunk.
+    /// inside many (the `gemm` crate splits K differently for small products; [`k_chunks`],
+    /// and takes another path for at most 256 outputs; [`MIN_TILE_COLS`]), for both layouts,
+    /// including n that the old tiling cut into a narrow last tile (n = 960: 910 + 50 columns,
+    /// the case that diverged; n = 926: 910 + 16) and K above one chunk. Matrices narrower than
+    /// 29 columns still meet the crate's small-product path with 9 rows.
     #[test]
     fn a_rows_product_does_not_depend_on_the_row_count() {
         for (n, k) in [
@@ -203,6 +219,8 @@ mod tests {
             (3072, 576),
             (576, 1536),
             (40, 1088),
+            (926, 576),
+            (4097, 8192),
         ] {
             let (gs, bits) = (32usize, 4usize);
             let wq: Vec<u32> = (0..n * k * bits / 32)
