@@ -45,9 +45,18 @@ pub struct LoadedModel {
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     if is_gguf(path) {
         let gguf = open_gguf(path)?;
-        let (config, weights) = gguf_weights(&gguf, path)?;
-        let model = build(&config, weights, opts)?;
-        let tokenizer = Tokenizer::from_gguf(&gguf)?;
+        // the tokenizer (~20 ms of vocabulary and merges) is built beside the weights' import
+        let (built, tokenizer) = std::thread::scope(|s| {
+            let tokenizer = s.spawn(|| Tokenizer::from_gguf(&gguf));
+            let built = gguf_weights(&gguf, path)
+                .and_then(|(config, weights)| Ok((build(&config, weights, opts)?, config)));
+            let tokenizer = tokenizer
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (built, tokenizer)
+        });
+        let (model, config) = built?;
+        let tokenizer = tokenizer?;
         return Ok(LoadedModel {
             model,
             tokenizer,

@@ -27,7 +27,8 @@ use super::types::GgmlType;
 use crate::file::{host_bytes, host_f32};
 use rayon::prelude::*;
 use rmlx_core::shape::fmt_shape;
-use rmlx_core::{f16, Array, Dtype, Result};
+use rmlx_core::{f16, Array, ArrayData, Buffer, Dtype, Result};
+use std::sync::Arc;
 
 /// A loaded GGUF tensor.
 #[derive(Clone, Debug)]
@@ -311,6 +312,29 @@ pub(super) fn import(
             bits,
         });
     }
+    if let Some(t) = import_legacy(t, data, rows, k, &qshape, &gshape)? {
+        return Ok(t);
+    }
+    import_blocks(t, data, rows, k, &qshape, &gshape)
+}
+
+/// The general import: each block decoded to levels and f32 groups, then packed; scales and
+/// biases become f16 where every value is exact in f16 (legacy types only).
+fn import_blocks(
+    t: GgmlType,
+    data: &[u8],
+    rows: usize,
+    k: usize,
+    qshape: &[usize],
+    gshape: &[usize],
+) -> std::result::Result<Tensor, String> {
+    let (bits, group) = (
+        t.affine_bits().expect("affine type"),
+        t.affine_group().expect("affine type"),
+    );
+    let (bs, ts) = t.block().expect("known type");
+    let (wpr, gpr, row_bytes) = (k / 32 * bits, k / group, k / bs * ts);
+    let k_quant = bs == 256;
     let mut wq = vec![0u32; rows * wpr];
     let mut scales = vec![0f32; rows * gpr];
     let mut biases = vec![0f32; rows * gpr];
@@ -336,17 +360,119 @@ pub(super) fn import(
         );
     let (scales, biases) = if !k_quant && exact_in_f16(&scales) && exact_in_f16(&biases) {
         let to16 = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
-        (arr(&to16(&scales), &gshape)?, arr(&to16(&biases), &gshape)?)
+        (arr(&to16(&scales), gshape)?, arr(&to16(&biases), gshape)?)
     } else {
-        (arr(&scales, &gshape)?, arr(&biases, &gshape)?)
+        (arr(&scales, gshape)?, arr(&biases, gshape)?)
     };
     Ok(Tensor::Quantized {
-        wq: arr(&wq, &qshape)?,
+        wq: arr(&wq, qshape)?,
         scales,
         biases,
         group_size: group,
         bits,
     })
+}
+
+/// MLX's four words for the 32 4-bit levels of a Q4_0/Q4_1 block: GGUF keeps level `j` in the
+/// low nibble of byte `j` and level `j + 16` in its high nibble; MLX wants level `i` at bits
+/// `4 * (i % 8)` of word `i / 8`.
+fn q4_words(qs: &[u8]) -> [u32; 4] {
+    // `x` holds a level in the low nibble of each byte; gather the 8 nibbles into one word
+    let squeeze = |x: u64| {
+        let x = (x | x >> 4) & 0x00FF_00FF_00FF_00FF;
+        let x = (x | x >> 8) & 0x0000_FFFF_0000_FFFF;
+        ((x | x >> 16) & 0xFFFF_FFFF) as u32
+    };
+    let lo = u64::from_le_bytes(qs[..8].try_into().expect("8 bytes"));
+    let hi = u64::from_le_bytes(qs[8..16].try_into().expect("8 bytes"));
+    const LOW: u64 = 0x0F0F_0F0F_0F0F_0F0F;
+    [
+        squeeze(lo & LOW),
+        squeeze(hi & LOW),
+        squeeze((lo >> 4) & LOW),
+        squeeze((hi >> 4) & LOW),
+    ]
+}
+
+/// The fast import of the legacy types whose groups already carry f16 numbers (Q4_0, Q4_1,
+/// Q8_0): blocks go straight into MLX's words and f16 scales/biases, written once into the
+/// arrays' own buffers, in parallel over rows. The same values as the general path (tested);
+/// `None` for other types, and where a bias `-8d` / `-128d` overflows f16 (the general path
+/// then keeps f32).
+fn import_legacy(
+    t: GgmlType,
+    data: &[u8],
+    rows: usize,
+    k: usize,
+    qshape: &[usize],
+    gshape: &[usize],
+) -> std::result::Result<Option<Tensor>, String> {
+    if !matches!(t, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
+        return Ok(None);
+    }
+    let (bits, ts) = (
+        t.affine_bits().expect("affine"),
+        t.block().expect("known").1,
+    );
+    let nb = k / 32;
+    let alloc = |len: usize| Buffer::alloc_for_overwrite(len).map_err(|e| e.to_string());
+    let (mut wq, mut sc, mut bi) = (
+        alloc(rows * nb * bits * 4)?,
+        alloc(rows * nb * 2)?,
+        alloc(rows * nb * 2)?,
+    );
+    let f16_bytes = |v: f16| v.to_le_bytes();
+    // the bias of a block as f16, when exact (`c * d` is exact in f16 unless it overflows)
+    let scaled = |d: f16, c: f32| {
+        let b = f16::from_f32(-c * d.to_f32());
+        b.is_finite().then_some(b)
+    };
+    let exact = data
+        .par_chunks(nb * ts)
+        .zip(wq.as_mut_slice().par_chunks_mut(nb * bits * 4))
+        .zip(
+            sc.as_mut_slice()
+                .par_chunks_mut(nb * 2)
+                .zip(bi.as_mut_slice().par_chunks_mut(nb * 2)),
+        )
+        .all(|((src, wrow), (srow, brow))| {
+            for (i, blk) in src.chunks_exact(ts).enumerate() {
+                let d = f16::from_le_bytes([blk[0], blk[1]]);
+                let (bias, qs) = match t {
+                    GgmlType::Q4_0 => (scaled(d, 8.0), &blk[2..18]),
+                    GgmlType::Q4_1 => (Some(f16::from_le_bytes([blk[2], blk[3]])), &blk[4..20]),
+                    _ => (scaled(d, 128.0), &blk[2..34]),
+                };
+                let Some(bias) = bias else { return false };
+                srow[2 * i..2 * i + 2].copy_from_slice(&f16_bytes(d));
+                brow[2 * i..2 * i + 2].copy_from_slice(&f16_bytes(bias));
+                let out = &mut wrow[i * bits * 4..(i + 1) * bits * 4];
+                if bits == 4 {
+                    for (o, w) in out.chunks_exact_mut(4).zip(q4_words(qs)) {
+                        o.copy_from_slice(&w.to_le_bytes());
+                    }
+                } else {
+                    // signed levels q to unsigned q + 128: flip the top bit
+                    for (o, &q) in out.iter_mut().zip(qs) {
+                        *o = q ^ 0x80;
+                    }
+                }
+            }
+            true
+        });
+    if !exact {
+        return Ok(None);
+    }
+    let array = |b: Buffer, shape: &[usize], dtype| {
+        Array::from_data(ArrayData::contiguous(Arc::new(b), shape, dtype))
+    };
+    Ok(Some(Tensor::Quantized {
+        wq: array(wq, qshape, Dtype::U32),
+        scales: array(sc, gshape, Dtype::F16),
+        biases: array(bi, gshape, Dtype::F16),
+        group_size: 32,
+        bits,
+    }))
 }
 
 fn arr<T: rmlx_core::Element>(v: &[T], shape: &[usize]) -> std::result::Result<Array, String> {
@@ -384,6 +510,51 @@ mod tests {
             let two = (out[bit / 32] as u64)
                 | ((out.get(bit / 32 + 1).copied().unwrap_or(0) as u64) << 32);
             assert_eq!(((two >> (bit % 32)) & 7) as u8, want, "element {i}");
+        }
+    }
+
+    /// The fast legacy import writes the same words, scales and biases (bytes and dtypes) as
+    /// the general path, for random blocks of Q4_0, Q4_1 and Q8_0.
+    #[test]
+    fn legacy_fast_import_equals_the_general_path() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+            let ts = t.block().unwrap().1;
+            let (rows, k) = (5, 96);
+            let mut data: Vec<u8> = (0..rows * k / 32 * ts).map(|_| next() as u8).collect();
+            // finite f16 scales and mins (random bytes would give NaN and infinity too)
+            for blk in data.chunks_exact_mut(ts) {
+                let d = f16::from_f32((next() % 2000) as f32 / 997.0 - 1.0);
+                blk[..2].copy_from_slice(&d.to_le_bytes());
+                if t == GgmlType::Q4_1 {
+                    let m = f16::from_f32((next() % 2000) as f32 / 991.0 - 1.0);
+                    blk[2..4].copy_from_slice(&m.to_le_bytes());
+                }
+            }
+            let (qshape, gshape) = (
+                [rows, k / 32 * 4 * (t.affine_bits().unwrap() / 4)],
+                [rows, k / 32],
+            );
+            let fast = import_legacy(t, &data, rows, k, &qshape, &gshape)
+                .unwrap()
+                .unwrap();
+            let general = import_blocks(t, &data, rows, k, &qshape, &gshape).unwrap();
+            let parts = |x: &Tensor| match x {
+                Tensor::Quantized {
+                    wq, scales, biases, ..
+                } => [wq.clone(), scales.clone(), biases.clone()],
+                Tensor::Dense(_) => panic!("quantized"),
+            };
+            for (a, b) in parts(&fast).iter().zip(parts(&general).iter()) {
+                assert_eq!((a.shape(), a.dtype()), (b.shape(), b.dtype()), "{t}");
+                assert_eq!(host_bytes(a).unwrap(), host_bytes(b).unwrap(), "{t}");
+            }
         }
     }
 
