@@ -10,6 +10,15 @@ pub trait KvElem: Element {
     fn dot(a: &[f32], b: &[Self]) -> f32;
     /// `acc[i] += p * v[i]` over `acc.len()` elements.
     fn axpy(acc: &mut [f32], p: f32, v: &[Self]);
+    /// `dst[i] = v[i]` as f32 over `dst.len()` elements.
+    fn widen(dst: &mut [f32], v: &[Self]);
+}
+
+/// Whether AVX2 and FMA are available (the tiled block kernels' requirement).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn avx2_fma() -> bool {
+    x86::level() >= 2
 }
 
 #[inline]
@@ -80,7 +89,7 @@ mod x86 {
     /// One macro for the three element types keeps the loops identical; `$load` reads 8
     /// elements as f32.
     macro_rules! kernels {
-        ($dot:ident, $axpy:ident, $t:ty, $feat:literal, $load:ident) => {
+        ($dot:ident, $axpy:ident, $widen:ident, $t:ty, $feat:literal, $load:ident) => {
             /// # Safety
             /// The CPU must have the enabled features; `b`/`v` at least as long as `a`/`acc`.
             #[target_feature(enable = $feat)]
@@ -137,6 +146,24 @@ mod x86 {
                     i += 1;
                 }
             }
+
+            /// # Safety
+            /// As for the dot product.
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $widen(dst: &mut [f32], v: &[$t]) {
+                let n = dst.len();
+                debug_assert!(v.len() >= n);
+                let (pd, pv) = (dst.as_mut_ptr(), v.as_ptr());
+                let mut i = 0;
+                while i + 8 <= n {
+                    _mm256_storeu_ps(pd.add(i), $load(pv.add(i)));
+                    i += 8;
+                }
+                while i < n {
+                    dst[i] = super::Element::to_f32(v[i]);
+                    i += 1;
+                }
+            }
         };
     }
 
@@ -160,13 +187,27 @@ mod x86 {
         ))
     }
 
-    kernels!(dot_f32, axpy_f32, f32, "avx2,fma", ld_f32);
-    kernels!(dot_f16, axpy_f16, half::f16, "avx2,fma,f16c", ld_f16);
-    kernels!(dot_bf16, axpy_bf16, half::bf16, "avx2,fma", ld_bf16);
+    kernels!(dot_f32, axpy_f32, widen_f32, f32, "avx2,fma", ld_f32);
+    kernels!(
+        dot_f16,
+        axpy_f16,
+        widen_f16,
+        half::f16,
+        "avx2,fma,f16c",
+        ld_f16
+    );
+    kernels!(
+        dot_bf16,
+        axpy_bf16,
+        widen_bf16,
+        half::bf16,
+        "avx2,fma",
+        ld_bf16
+    );
 }
 
 macro_rules! impl_kv {
-    ($t:ty, $lvl:expr, $dot:ident, $axpy:ident) => {
+    ($t:ty, $lvl:expr, $dot:ident, $axpy:ident, $widen:ident) => {
         impl KvElem for $t {
             #[inline]
             fn dot(a: &[f32], b: &[Self]) -> f32 {
@@ -188,12 +229,24 @@ macro_rules! impl_kv {
                 }
                 axpy_portable(acc, p, v)
             }
+            #[inline]
+            fn widen(dst: &mut [f32], v: &[Self]) {
+                assert!(v.len() >= dst.len());
+                #[cfg(target_arch = "x86_64")]
+                if x86::level() >= $lvl {
+                    // SAFETY: as above.
+                    return unsafe { x86::$widen(dst, v) };
+                }
+                for (d, x) in dst.iter_mut().zip(v) {
+                    *d = x.to_f32();
+                }
+            }
         }
     };
 }
-impl_kv!(f32, 2, dot_f32, axpy_f32);
-impl_kv!(f16, 3, dot_f16, axpy_f16);
-impl_kv!(bf16, 2, dot_bf16, axpy_bf16);
+impl_kv!(f32, 2, dot_f32, axpy_f32, widen_f32);
+impl_kv!(f16, 3, dot_f16, axpy_f16, widen_f16);
+impl_kv!(bf16, 2, dot_bf16, axpy_bf16, widen_bf16);
 
 #[cfg(test)]
 mod tests {
