@@ -209,7 +209,7 @@ template <class T, int G, int DL>
 __device__ __forceinline__ void rd_finish(const float (&m)[G], const float (&l)[G], const float (&acc)[G][DL],
                                           float (&sm_ml)[RD_NW][G][2], float (&sm_acc)[RD_NW][G][32 * DL],
                                           T* __restrict__ out, float* __restrict__ part_ml,
-                                          float* __restrict__ part_acc, i64 bb, int hk, int Hq, int sp,
+                                          float* __restrict__ part_acc, i64 bb, int h0, int Hq, int sp,
                                           int n_split) {
   constexpr int D = 32 * DL;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -240,7 +240,7 @@ __device__ __forceinline__ void rd_finish(const float (&m)[G], const float (&l)[
         A += sm_acc[w][g][d] * c;
       }
     }
-    const i64 row = bb * Hq + hk * G + g;
+    const i64 row = bb * Hq + h0 + g;
     if (n_split == 1) {
       out[row * D + d] = from_f<T>(A * (1.0f / L));
     } else {
@@ -313,7 +313,7 @@ __device__ void rs_sdpa_decode(const T* __restrict__ q, const T* __restrict__ k,
       m[g] = mn;
     }
   }
-  rd_finish<T, G, DL>(m, l, acc, sm_ml, sm_acc, out, part_ml, part_acc, bb, hk, Hq, sp, n_split);
+  rd_finish<T, G, DL>(m, l, acc, sm_ml, sm_acc, out, part_ml, part_acc, bb, hk * G, Hq, sp, n_split);
 }
 
 // Decode with keys across the lanes (the default where rows are 16-byte aligned): the block's
@@ -334,8 +334,14 @@ __device__ void rs_sdpa_decode_lk(const T* __restrict__ q, const T* __restrict__
   __shared__ __align__(16) float sq[G][D];
   __shared__ float sp_p[RD_NW][32][G];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int hk = (int)(blockIdx.x % Hkv);
-  const i64 bb = blockIdx.x / Hkv;
+  // A KV head's query heads may be shared among `parts` blocks of G heads each (fewer
+  // registers per lane, more blocks in flight); each block reads the KV head's keys itself.
+  const int parts = Hq / (Hkv * G);
+  const int gp = (int)(blockIdx.x % parts);
+  const i64 pair = blockIdx.x / parts;
+  const int hk = (int)(pair % Hkv);
+  const i64 bb = pair / Hkv;
+  const int h0 = hk * G * parts + gp * G;
   const int sp = blockIdx.y;
   // the G q rows: every load issued before the first store (one memory latency, not G·D/128)
   constexpr int QN = (G * D + 32 * RD_NW - 1) / (32 * RD_NW);
@@ -343,7 +349,7 @@ __device__ void rs_sdpa_decode_lk(const T* __restrict__ q, const T* __restrict__
 #pragma unroll
   for (int i = 0; i < QN; ++i) {
     const int t = threadIdx.x + i * 32 * RD_NW;
-    qt[i] = t < G * D ? to_f(q[ql.off + bb * ql.s[0] + (i64)(hk * G + t / D) * ql.s[1] + t % D]) : 0.0f;
+    qt[i] = t < G * D ? to_f(q[ql.off + bb * ql.s[0] + (i64)(h0 + t / D) * ql.s[1] + t % D]) : 0.0f;
   }
 #pragma unroll
   for (int i = 0; i < QN; ++i) {
@@ -402,7 +408,7 @@ __device__ void rs_sdpa_decode_lk(const T* __restrict__ q, const T* __restrict__
       if (MASK == 2 || MASK == 3) {
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-          const TM mv = mask[ml.off + bb * ml.s[0] + (i64)(hk * G + g) * ml.s[1] + (i64)j * ml.s[3]];
+          const TM mv = mask[ml.off + bb * ml.s[0] + (i64)(h0 + g) * ml.s[1] + (i64)j * ml.s[3]];
           if (MASK == 2) {
             if (!nonzero(mv)) s[g] = -3.40282347e38f;  // f32::MIN, as the CPU
           } else {
@@ -466,7 +472,7 @@ __device__ void rs_sdpa_decode_lk(const T* __restrict__ q, const T* __restrict__
     }
     __syncwarp();
   }
-  rd_finish<T, G, DL>(m, l, acc, sm_ml, sm_acc, out, part_ml, part_acc, bb, hk, Hq, sp, n_split);
+  rd_finish<T, G, DL>(m, l, acc, sm_ml, sm_acc, out, part_ml, part_acc, bb, h0, Hq, sp, n_split);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -226,13 +226,16 @@ fn arr(shape: &[usize], seed: u32, r: f32, dtype: Dtype) -> Array {
 }
 
 /// Larger shapes than the fixtures hold: kernel and fallback agree (prefill with many key
-/// blocks, long decode that splits the keys, GQA, every mask kind, half types).
+/// blocks, long decode that splits the keys, GQA (a KV head's query heads in one block or
+/// shared among several), every mask kind, half types).
 #[test]
 fn sdpa_kernel_matches_fallback_on_large_shapes() {
     for_each_device(|_| {
         for (b, hq, hkv, l, s, d, dtype) in [
             (1, 8, 2, 1, 2000, 64, Dtype::F32),
             (2, 4, 1, 1, 700, 128, Dtype::F16),
+            // 8 query heads of D = 128 per KV head: a GPU shares them among 4 blocks
+            (2, 16, 2, 1, 900, 128, Dtype::BF16),
             (1, 4, 2, 70, 300, 32, Dtype::BF16),
             (1, 2, 2, 130, 130, 16, Dtype::F32),
         ] {

@@ -227,6 +227,25 @@ fn rows_aligned16(x: &ArrayData) -> bool {
     x.strides[3] == 1 && (x.offset as isize) % e == 0 && x.strides[..3].iter().all(|s| s % e == 0)
 }
 
+/// Blocks that share one KV head's `g` query heads in the lanes-over-keys decode kernel: the
+/// fewest (dividing `g`) that leave each block at most 8 accumulators per lane (`g / parts *
+/// dl`). A decode step has few (batch, KV head) pairs, so more blocks put more warps to work
+/// and each warp's chain of FMAs and softmax updates is shorter; each block re-reads its KV
+/// head's keys (from L2 at short contexts). Measured on an H100 (docs/PERF.md): Qwen3-30B-A3B
+/// (8 heads of D = 128 per KV head) 4 blocks of 2 heads 1.15x, Llama-8B 2 blocks 1.03x (also
+/// at 8,192 keys, where 4 blocks were slower). `RMLX_SDPA_DEC_PARTS=N` forces N blocks where N
+/// divides `g` (1: one block per KV head, an ablation switch).
+fn head_parts(g: usize, dl: usize) -> usize {
+    static N: OnceLock<usize> = OnceLock::new();
+    let forced = crate::env::count(&N, "RMLX_SDPA_DEC_PARTS", 0);
+    if forced > 0 {
+        return if g.is_multiple_of(forced) { forced } else { 1 };
+    }
+    (1..=g)
+        .find(|p| g.is_multiple_of(*p) && g / p * dl <= 8)
+        .unwrap_or(g)
+}
+
 /// `RMLX_SDPA_DEC_LK=0` keeps decode attention on the keys-across-warps kernel (an ablation
 /// switch), read once.
 fn lanes_over_keys() -> bool {
@@ -335,7 +354,10 @@ pub fn sdpa(
         // about 2 blocks per SM of (batch, KV head) x key splits
         let lk = lanes_over_keys() && rows_aligned16(k);
         let min_keys = if lk { 128 } else { decode_min_keys() };
-        let pairs = b * hkv;
+        // the lanes-over-keys kernel may share a KV head's query heads among several blocks
+        let parts = if lk { head_parts(g, dl) } else { 1 };
+        let g = g / parts;
+        let pairs = b * hkv * parts;
         let n_split = (decode_target_blocks().div_ceil(pairs))
             .min(s.div_ceil(min_keys))
             .clamp(1, 65_535);
