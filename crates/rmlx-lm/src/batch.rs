@@ -24,6 +24,10 @@ use std::time::Instant;
 
 /// Rows per forward pass up to which results are batch-invariant (the decode kernels' limit).
 pub const DECODE_ROWS: usize = rmlx::ops::quantized::DECODE_MAX_ROWS;
+/// Prompt rows up to which a prefill may take the decode kernels (see
+/// [`rmlx::ops::quantized::DECODE_FAMILY_ROWS`]): the prefix cache leaves more than this many
+/// prompt tokens to compute.
+pub const DECODE_FAMILY_ROWS: usize = rmlx::ops::quantized::DECODE_FAMILY_ROWS;
 
 /// How the batch is run.
 #[derive(Clone, Debug)]
@@ -155,7 +159,7 @@ struct Seq {
     fed: usize,
     cached: usize,
     /// Leading tokens whose keys/values came from prefill chunks of more than
-    /// `DECODE_ROWS` rows (what the prefix cache may hand out again; see `prefill_chunk`).
+    /// `DECODE_FAMILY_ROWS` rows (what the prefix cache may hand out again; see `prefill_chunk`).
     prefilled: usize,
     /// The last token handed out, to be fed at the next decode step.
     next: Option<u32>,
@@ -205,7 +209,7 @@ impl<'m> BatchGenerator<'m> {
 
     /// Reuse the keys/values of earlier prompts that share a prefix with a new one (finished
     /// sequences leave their caches in an LRU of at most `max_bytes`). Only keys/values that a
-    /// prefill computed are reused, and at least `DECODE_ROWS + 1` prompt tokens are left to
+    /// prefill computed are reused, and at least `DECODE_FAMILY_ROWS + 1` prompt tokens are left to
     /// compute, so the prompt goes through the same kernels as a fresh prefill: results may
     /// differ only in the last bits (a different chunking), not by the int8 decode kernels'
     /// approximation.
@@ -268,8 +272,8 @@ impl<'m> BatchGenerator<'m> {
         let id = self.next_id;
         self.next_id += 1;
         // A continued cache's tokens may come from decode steps; a prompt of at most
-        // DECODE_ROWS tokens is prefilled by the decode kernels.
-        let prefilled = if cache_given || history.len() - fed <= DECODE_ROWS {
+        // DECODE_FAMILY_ROWS tokens may be prefilled by the decode kernels.
+        let prefilled = if cache_given || history.len() - fed <= DECODE_FAMILY_ROWS {
             0
         } else {
             history.len()

@@ -8,7 +8,7 @@ use crate::models::LanguageModel;
 use crate::sample::{Sampler, SamplerSettings};
 use crate::stop::StopText;
 use crate::tokenizer::{StreamingDetokenizer, Tokenizer};
-use rmlx::ops::quantized::DECODE_MAX_ROWS;
+use rmlx::ops::quantized::DECODE_FAMILY_ROWS;
 use rmlx::{ops, Array, Dtype};
 use std::time::Instant;
 
@@ -118,14 +118,14 @@ pub fn stream_generate<'a>(
 }
 
 /// Rows of the next prefill chunk when `rest` prompt tokens are left: `step`, except that no
-/// chunk is left with at most `DECODE_MAX_ROWS` rows (the last chunk takes them), and a chunk
-/// has more rows than that whenever the prompt does. So every token of a longer prompt goes
-/// through the prefill kernels whatever the chunking, and a prefix reused from the prefix cache
-/// gives the tokens of a fresh prefill (up to the rounding of a different GEMM blocking) rather
-/// than the int8 decode kernels' approximation.
+/// chunk is left with at most `DECODE_FAMILY_ROWS` rows (the last chunk takes them), and a
+/// chunk has more rows than that whenever the prompt does. So every token of a longer prompt
+/// goes through the prefill kernels whatever the chunking, and a prefix reused from the prefix
+/// cache gives the tokens of a fresh prefill (up to the rounding of a different GEMM blocking)
+/// rather than the int8 decode kernels' approximation.
 pub(crate) fn prefill_chunk(rest: usize, step: usize) -> usize {
-    let step = step.max(DECODE_MAX_ROWS + 1);
-    if rest <= step + DECODE_MAX_ROWS {
+    let step = step.max(DECODE_FAMILY_ROWS + 1);
+    if rest <= step + DECODE_FAMILY_ROWS {
         rest
     } else {
         step

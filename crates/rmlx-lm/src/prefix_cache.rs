@@ -5,14 +5,14 @@
 //! first write to a shared buffer copies it).
 //!
 //! Reuse must not change what the model computes beyond rounding: a fresh prefill runs every
-//! prompt token of a prompt longer than `DECODE_MAX_ROWS` through the prefill kernels, while
-//! decode steps and chunks of at most that many rows take the int8 decode kernels (a different
+//! prompt token of a prompt longer than `DECODE_FAMILY_ROWS` through the prefill kernels, while
+//! decode steps and calls of at most that many rows may take the int8 decode kernels (a different
 //! approximation, enough to change a greedy continuation after a few tokens on a 4-bit model).
 //! So an entry hands out only its prefilled tokens, and a hit leaves more than
-//! `DECODE_MAX_ROWS` prompt tokens to compute.
+//! `DECODE_FAMILY_ROWS` prompt tokens to compute.
 
 use crate::cache::KvCache;
-use rmlx::ops::quantized::DECODE_MAX_ROWS;
+use rmlx::ops::quantized::DECODE_FAMILY_ROWS;
 
 struct Entry {
     tokens: Vec<u32>,
@@ -61,7 +61,7 @@ impl PrefixCache {
     }
 
     /// Caches holding the longest reusable cached prefix of `prompt` and its length. More than
-    /// `DECODE_MAX_ROWS` prompt tokens are always left to compute (the last one's logits start
+    /// `DECODE_FAMILY_ROWS` prompt tokens are always left to compute (the last one's logits start
     /// the generation; see the module's note). None when nothing useful is cached.
     pub fn lookup(&mut self, prompt: &[u32]) -> Option<(Vec<KvCache>, usize)> {
         let (best, n) = self
@@ -75,7 +75,7 @@ impl PrefixCache {
                     .zip(prompt)
                     .take_while(|(a, b)| a == b)
                     .count();
-                let keep = prompt.len().saturating_sub(DECODE_MAX_ROWS + 1);
+                let keep = prompt.len().saturating_sub(DECODE_FAMILY_ROWS + 1);
                 (i, common.min(e.prefilled).min(keep))
             })
             .max_by_key(|&(_, n)| n)?;

@@ -8,7 +8,8 @@
 use rmlx::ops::quantized::with_exact_decode;
 use rmlx::{ops, Array, Dtype};
 use rmlx_lm::batch::{
-    batch_generate, BatchGenerator, BatchOptions, FinishReason, SeqRequest, DECODE_ROWS,
+    batch_generate, BatchGenerator, BatchOptions, FinishReason, SeqRequest, DECODE_FAMILY_ROWS,
+    DECODE_ROWS,
 };
 use rmlx_lm::generate::{stream_generate, GenerateOptions};
 use rmlx_lm::load::{load, load_model, LoadOptions};
@@ -268,8 +269,9 @@ fn run_cached(g: &mut BatchGenerator, prompt: Vec<u32>, n: usize) -> (Vec<u32>, 
 
 /// A shared system prompt and an earlier turn are reused, and the continuation equals a fresh
 /// prefill's, on dense and 4-bit weights: only prefilled keys/values are reused and more than
-/// `DECODE_ROWS` prompt tokens are left to compute, so the prompt never meets the int8 decode
-/// kernels (which a 2-token suffix would, and which change 4-bit greedy text after a few tokens).
+/// `DECODE_FAMILY_ROWS` prompt tokens are left to compute, so the prompt never meets the int8
+/// decode kernels (which a 2-token suffix would, and which change 4-bit greedy text after a few
+/// tokens).
 #[test]
 fn prefix_cache_reuses_a_shared_prefix() {
     let tok = tiny_tokenizer();
@@ -278,7 +280,7 @@ fn prefix_cache_reuses_a_shared_prefix() {
         let m = model.as_ref();
         let mut g = BatchGenerator::new(m, &tok, BatchOptions::default());
         g.enable_prefix_cache(64 << 20);
-        let system: Vec<u32> = (0..40).map(|i| 3 + (i * 13) % 90).collect();
+        let system: Vec<u32> = (0..60).map(|i| 3 + (i * 13) % 90).collect();
         let p1: Vec<u32> = system.iter().copied().chain([10, 11, 12]).collect();
         let p2: Vec<u32> = system.iter().copied().chain([20, 21]).collect();
         let (ids1, c1) = run_cached(&mut g, p1.clone(), 8);
@@ -286,8 +288,8 @@ fn prefix_cache_reuses_a_shared_prefix() {
         let (ids2, c2) = run_cached(&mut g, p2.clone(), 12);
         assert_eq!(
             c2,
-            p2.len() - DECODE_ROWS - 1,
-            "{name}: the shared prefix, less 9"
+            p2.len() - DECODE_FAMILY_ROWS - 1,
+            "{name}: the shared prefix, less DECODE_FAMILY_ROWS + 1"
         );
         assert_eq!(
             ids2,
@@ -300,7 +302,7 @@ fn prefix_cache_reuses_a_shared_prefix() {
             .iter()
             .chain(&ids1)
             .copied()
-            .chain((0..12).map(|i| 30 + i))
+            .chain((0..40).map(|i| 30 + i % 50))
             .collect();
         let (ids3, c3) = run_cached(&mut g, p3.clone(), 12);
         assert_eq!(c3, p1.len(), "{name}: the earlier turn's prompt");
@@ -309,8 +311,8 @@ fn prefix_cache_reuses_a_shared_prefix() {
             alone(m, &tok, &p3, &greedy(12)).0,
             "{name}: next turn"
         );
-        // A prompt of at most DECODE_ROWS + 1 tokens reuses nothing.
-        let (_, c4) = run_cached(&mut g, p1[..DECODE_ROWS + 1].to_vec(), 2);
+        // A prompt of at most DECODE_FAMILY_ROWS + 1 tokens reuses nothing.
+        let (_, c4) = run_cached(&mut g, p1[..DECODE_FAMILY_ROWS + 1].to_vec(), 2);
         assert_eq!(c4, 0, "{name}");
         assert_eq!(g.prefix_cache().unwrap().hits, 2, "{name}");
     }
@@ -322,7 +324,10 @@ fn prefix_cache_reuses_a_shared_prefix() {
 fn smollm2_prefix_cache_equals_fresh_prefill() {
     let Some(lm) = load_smollm2() else { return };
     let (m, tok) = (lm.model.as_ref(), &lm.tokenizer);
-    let system = "You are a concise assistant. Answer in one short sentence.";
+    // long enough that a new question leaves more than DECODE_FAMILY_ROWS tokens after it
+    let system = "You are a concise assistant. Answer in one short sentence. Do not add \
+                  greetings, do not repeat the question, and do not explain your reasoning \
+                  unless the user asks for it.";
     let mut g = BatchGenerator::new(m, tok, BatchOptions::default());
     g.enable_prefix_cache(64 << 20);
     let encode = |msgs: &[(&str, &str)]| -> Vec<u32> {
@@ -355,7 +360,7 @@ fn smollm2_prefix_cache_equals_fresh_prefill() {
         ]);
         let (ids2, cached2) = run_cached(&mut g, p2.clone(), 32);
         assert!(
-            cached2 >= p.len() - DECODE_ROWS - 1,
+            cached2 >= p.len() - DECODE_FAMILY_ROWS - 1,
             "{q}: next turn cached {cached2}"
         );
         assert_eq!(ids2, alone(m, tok, &p2, &greedy(32)).0, "{q}: next turn");

@@ -66,6 +66,14 @@ pub fn exact_decode() -> bool {
 /// each family, so callers that want reproducible results keep a computation in one family.
 pub const DECODE_MAX_ROWS: usize = 8;
 
+/// Rows of `x` up to which a transposed quantized product may take the decode family (int8
+/// activations unless exact): a backend's decode kernel serves [`DECODE_MAX_ROWS`] at a time,
+/// and the CPU runs short prompts (up to this many rows) as chunks of them, several times
+/// faster than dequantizing every weight for a GEMM. From one more row on, every backend takes
+/// its prefill kernel. Callers that need a prompt's rows to come out the same across calls (the
+/// prefix cache, chunked prefill) keep every such call above this many rows.
+pub const DECODE_FAMILY_ROWS: usize = 32;
+
 /// Bit widths MLX's affine mode accepts.
 pub const QUANT_BITS: [usize; 6] = [2, 3, 4, 5, 6, 8];
 /// Group sizes accepted: MLX's 32, 64, 128, and 16 (internal, for GGUF K-quants).
