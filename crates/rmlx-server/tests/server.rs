@@ -160,7 +160,11 @@ fn chat_answers_what_the_library_generates() {
 #[test]
 fn streaming_equals_the_whole_answer_and_ends_with_done() {
     let h = server(|_| {});
-    let mut body = chat_body("stream me", 16);
+    // long enough that a repeat leaves more than DECODE_FAMILY_ROWS tokens to recompute
+    let mut body = chat_body(
+        "stream me an answer about the sea, the sky, the wind and the rain over the hills",
+        16,
+    );
     let whole = post(h.addr, "/v1/chat/completions", &body).json();
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
@@ -192,12 +196,18 @@ fn streaming_equals_the_whole_answer_and_ends_with_done() {
     for k in ["prompt_tokens", "completion_tokens", "total_tokens"] {
         assert_eq!(usage["usage"][k], whole["usage"][k]);
     }
-    // The same prompt again: all but its last 9 tokens came from the prefix cache (more than
-    // the decode kernels' 8 rows are recomputed, so the answer equals a fresh prefill's).
+    // The same prompt again: all but its last DECODE_FAMILY_ROWS + 1 tokens came from the
+    // prefix cache (more rows than the decode kernels may take are recomputed, so the answer
+    // equals a fresh prefill's).
     let p = usage["usage"]["prompt_tokens"].as_u64().unwrap();
+    let recomputed = rmlx_lm::batch::DECODE_FAMILY_ROWS as u64 + 1;
+    assert!(
+        p > recomputed,
+        "prompt of {p} tokens: too short to reuse anything"
+    );
     assert_eq!(
         usage["usage"]["prompt_tokens_details"]["cached_tokens"],
-        p - 9
+        p - recomputed
     );
 }
 
