@@ -43,9 +43,16 @@ def tiny(request, tmp_path_factory):
 
 def test_logits_match_mlx_reference(tiny):
     name, model, _, ref = tiny
-    logits = model(ref["tokens"])
-    tol = 5e-2 if name.endswith("_q4") else 2e-3
-    np.testing.assert_allclose(np.array(logits), np.array(ref["logits"]), rtol=tol, atol=tol)
+    logits = np.array(model(ref["tokens"]))
+    want = np.array(ref["logits"])
+    if name.endswith("_q4"):
+        # A short prompt (12 tokens, at most DECODE_FAMILY_ROWS = 32) takes the default int8
+        # activation product, whose error the tiny random models amplify: the Rust suite
+        # (models_mlx.rs, quantized_models_default_path) measured up to 5.6 % of max|logit| and
+        # checks 15 %; it checks the exact product against MLX tightly.
+        np.testing.assert_allclose(logits, want, rtol=0, atol=0.15 * max(1.0, np.abs(want).max()))
+    else:
+        np.testing.assert_allclose(logits, want, rtol=2e-3, atol=2e-3)
 
 
 def test_greedy_generation_is_the_argmax_chain(tiny):

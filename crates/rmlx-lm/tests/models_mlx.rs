@@ -6,7 +6,7 @@
 //! same weights in both systems, so only summation order differs: |Δ| ≤ 1e-3 · max(1, max|ref|)
 //! (observed differences are ~1e-5 of the logit scale). The quantized fixtures are checked that
 //! way with the exact (float) quantized product, as MLX computes it; rmlx's default product for
-//! inputs of ≤ 8 rows quantizes the activations to int8 (see `quantized_models_default_path`).
+//! inputs of ≤ 32 rows quantizes the activations to int8 (see `quantized_models_default_path`).
 
 use rmlx::ops::quantized::with_exact_decode;
 use rmlx::{Array, Dtype};
@@ -108,8 +108,8 @@ fn quantized_models_match_mlx() {
     });
 }
 
-/// The default product for ≤ 8 input rows (prefill of 3 tokens, decode steps, forward_last's
-/// head) rounds each block of 32 activations to int8: an element's error is at most
+/// The default product for ≤ 32 input rows (`DECODE_FAMILY_ROWS`: short prompts, decode steps,
+/// forward_last's head) rounds each block of 32 activations to int8: an element's error is at most
 /// max|block|/254 (≈0.4 % of the block's largest value). Every quantized product adds such an
 /// error (2 layers × 7 products + the head here) and the tiny random models, whose weights are
 /// not trained to cancel noise, amplify it. Measured worst case per fixture, as a fraction of

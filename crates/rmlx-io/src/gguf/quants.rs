@@ -256,6 +256,17 @@ fn exact_in_f16(v: &[f32]) -> bool {
         .all(|&x| f16::from_f32(x).to_f32().to_bits() == x.to_bits())
 }
 
+/// An affine type's bits, group size, elements per block and bytes per block.
+fn affine_params(t: GgmlType) -> (usize, usize, usize, usize) {
+    let (bs, ts) = t.block().expect("known type");
+    (
+        t.affine_bits().expect("affine type"),
+        t.affine_group().expect("affine type"),
+        bs,
+        ts,
+    )
+}
+
 /// Imports the blocks of one tensor (`data`: rows of blocks, `shape` in rmlx order).
 pub(super) fn import(
     name: &str,
@@ -263,11 +274,7 @@ pub(super) fn import(
     data: &[u8],
     shape: &[usize],
 ) -> std::result::Result<Tensor, String> {
-    let (bits, group) = (
-        t.affine_bits().expect("affine type"),
-        t.affine_group().expect("affine type"),
-    );
-    let (bs, ts) = t.block().expect("known type");
+    let (bits, group, bs, ts) = affine_params(t);
     let k = *shape
         .last()
         .ok_or_else(|| format!("'{name}' has no dimensions"))?;
@@ -328,11 +335,7 @@ fn import_blocks(
     qshape: &[usize],
     gshape: &[usize],
 ) -> std::result::Result<Tensor, String> {
-    let (bits, group) = (
-        t.affine_bits().expect("affine type"),
-        t.affine_group().expect("affine type"),
-    );
-    let (bs, ts) = t.block().expect("known type");
+    let (bits, group, bs, ts) = affine_params(t);
     let (wpr, gpr, row_bytes) = (k / 32 * bits, k / group, k / bs * ts);
     let k_quant = bs == 256;
     let mut wq = vec![0u32; rows * wpr];
@@ -410,10 +413,7 @@ fn import_legacy(
     if !matches!(t, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
         return Ok(None);
     }
-    let (bits, ts) = (
-        t.affine_bits().expect("affine"),
-        t.block().expect("known").1,
-    );
+    let (bits, _, _, ts) = affine_params(t);
     let nb = k / 32;
     let alloc = |len: usize| Buffer::alloc_for_overwrite(len).map_err(|e| e.to_string());
     let (mut wq, mut sc, mut bi) = (
