@@ -319,22 +319,42 @@ pub(super) fn import(
             bits,
         });
     }
-    if let Some(t) = import_legacy(t, data, rows, k, &qshape, &gshape)? {
+    let b = Blocks {
+        t,
+        data,
+        rows,
+        k,
+        qshape: &qshape,
+        gshape: &gshape,
+    };
+    if let Some(t) = import_legacy(&b)? {
         return Ok(t);
     }
-    import_blocks(t, data, rows, k, &qshape, &gshape)
+    import_blocks(&b)
+}
+
+/// One tensor's checked blocks: `rows` rows of `k` elements, and the shapes of its packed
+/// words (`qshape`) and of its scales and biases (`gshape`).
+struct Blocks<'a> {
+    t: GgmlType,
+    data: &'a [u8],
+    rows: usize,
+    k: usize,
+    qshape: &'a [usize],
+    gshape: &'a [usize],
 }
 
 /// The general import: each block decoded to levels and f32 groups, then packed; scales and
 /// biases become f16 where every value is exact in f16 (legacy types only).
-fn import_blocks(
-    t: GgmlType,
-    data: &[u8],
-    rows: usize,
-    k: usize,
-    qshape: &[usize],
-    gshape: &[usize],
-) -> std::result::Result<Tensor, String> {
+fn import_blocks(b: &Blocks) -> std::result::Result<Tensor, String> {
+    let Blocks {
+        t,
+        data,
+        rows,
+        k,
+        qshape,
+        gshape,
+    } = *b;
     let (bits, group, bs, ts) = affine_params(t);
     let (wpr, gpr, row_bytes) = (k / 32 * bits, k / group, k / bs * ts);
     let k_quant = bs == 256;
@@ -402,14 +422,15 @@ fn q4_words(qs: &[u8]) -> [u32; 4] {
 /// arrays' own buffers, in parallel over rows. The same values as the general path (tested);
 /// `None` for other types, and where a bias `-8d` / `-128d` overflows f16 (the general path
 /// then keeps f32).
-fn import_legacy(
-    t: GgmlType,
-    data: &[u8],
-    rows: usize,
-    k: usize,
-    qshape: &[usize],
-    gshape: &[usize],
-) -> std::result::Result<Option<Tensor>, String> {
+fn import_legacy(b: &Blocks) -> std::result::Result<Option<Tensor>, String> {
+    let Blocks {
+        t,
+        data,
+        rows,
+        k,
+        qshape,
+        gshape,
+    } = *b;
     if !matches!(t, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
         return Ok(None);
     }
@@ -541,10 +562,16 @@ mod tests {
                 [rows, k / 32 * 4 * (t.affine_bits().unwrap() / 4)],
                 [rows, k / 32],
             );
-            let fast = import_legacy(t, &data, rows, k, &qshape, &gshape)
-                .unwrap()
-                .unwrap();
-            let general = import_blocks(t, &data, rows, k, &qshape, &gshape).unwrap();
+            let b = Blocks {
+                t,
+                data: &data,
+                rows,
+                k,
+                qshape: &qshape,
+                gshape: &gshape,
+            };
+            let fast = import_legacy(&b).unwrap().unwrap();
+            let general = import_blocks(&b).unwrap();
             let parts = |x: &Tensor| match x {
                 Tensor::Quantized {
                     wq, scales, biases, ..
