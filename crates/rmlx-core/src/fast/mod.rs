@@ -187,6 +187,28 @@ struct RopeArgs {
     base: f32,
 }
 
+impl RopeArgs {
+    /// The `Rope` primitive of these arguments; `norm`: the eps of a norm applied first.
+    fn prim(&self, dims: usize, traditional: bool, scale: f32, norm: Option<f32>) -> Primitive {
+        Primitive::Rope {
+            dims,
+            traditional,
+            base: F32(self.base),
+            scale: F32(scale),
+            has_freqs: self.freqs.is_some(),
+            norm: norm.map(F32),
+        }
+    }
+
+    /// The node's inputs: `x`, the offset, the frequencies if any, the norm weight if any.
+    fn inputs(self, x: &Array, norm_weight: Option<Array>) -> Vec<Array> {
+        let mut inputs = vec![x.clone(), self.offset];
+        inputs.extend(self.freqs);
+        inputs.extend(norm_weight);
+        inputs
+    }
+}
+
 fn check_rope(
     x: &Array,
     dims: usize,
@@ -296,20 +318,16 @@ pub fn rope(
     freqs: Option<&Array>,
 ) -> Result<Array> {
     let a = check_rope(x, dims, base, offset, freqs)?;
-    let prim = Primitive::Rope {
-        dims,
-        traditional,
-        base: F32(a.base),
-        scale: F32(scale),
-        has_freqs: a.freqs.is_some(),
-        norm: None,
-    };
+    let prim = a.prim(dims, traditional, scale, None);
     if !use_kernel(&prim) {
         return rope_fallback(x, dims, traditional, base, scale, offset, freqs);
     }
-    let mut inputs = vec![x.clone(), a.offset];
-    inputs.extend(a.freqs);
-    Ok(Array::make(x.shape().into(), x.dtype(), prim, inputs))
+    Ok(Array::make(
+        x.shape().into(),
+        x.dtype(),
+        prim,
+        a.inputs(x, None),
+    ))
 }
 
 /// `rms_norm(x)` with a weight row per head, as [`rms_norm_rope`] normalises: `x: [..., R, L,
@@ -372,22 +390,17 @@ pub fn rms_norm_rope(
     check_heads_weight("rms_norm_rope", x, norm_weight)?;
     let t = Dtype::promote(x.dtype(), norm_weight.dtype());
     let (x, w) = (ops::astype(x, t), ops::astype(norm_weight, t));
-    let prim = Primitive::Rope {
-        dims,
-        traditional,
-        base: F32(a.base),
-        scale: F32(scale),
-        has_freqs: a.freqs.is_some(),
-        norm: Some(F32(eps)),
-    };
+    let prim = a.prim(dims, traditional, scale, Some(eps));
     if !use_kernel(&prim) {
         let n = rms_norm_heads(&x, &w, eps)?;
         return rope(&n, dims, traditional, base, scale, offset, freqs);
     }
-    let mut inputs = vec![x.clone(), a.offset];
-    inputs.extend(a.freqs);
-    inputs.push(w);
-    Ok(Array::make(x.shape().into(), t, prim, inputs))
+    Ok(Array::make(
+        x.shape().into(),
+        t,
+        prim,
+        a.inputs(&x, Some(w)),
+    ))
 }
 
 /// [`rope`] with a scalar offset.

@@ -99,6 +99,23 @@ mod x86 {
     use super::{KT, RT};
     use std::arch::x86_64::*;
 
+    /// `$tile::<R>(args with $r0)` over the rows in tiles of [`RT`] (`R` rows, the last tile
+    /// fewer): the tile's row count is a constant of each instance.
+    macro_rules! row_tiles {
+        ($rows:expr, |$r0:ident| $tile:ident($($arg:expr),*)) => {{
+            let mut $r0 = 0;
+            while $r0 < $rows {
+                match ($rows - $r0).min(RT) {
+                    4 => $tile::<4>($($arg),*),
+                    3 => $tile::<3>($($arg),*),
+                    2 => $tile::<2>($($arg),*),
+                    _ => $tile::<1>($($arg),*),
+                }
+                $r0 += RT;
+            }
+        }};
+    }
+
     /// # Safety
     /// AVX2 and FMA; `qf: [rows, d]`, `kt: [d, kbp]` (`kbp` a multiple of 16), `sc` holds
     /// `rows` rows of `stride >= kbp`.
@@ -112,16 +129,7 @@ mod x86 {
         sc: &mut [f32],
         stride: usize,
     ) {
-        let mut r0 = 0;
-        while r0 < rows {
-            match (rows - r0).min(RT) {
-                4 => score_tile::<4>(qf, r0, d, kt, kbp, sc, stride),
-                3 => score_tile::<3>(qf, r0, d, kt, kbp, sc, stride),
-                2 => score_tile::<2>(qf, r0, d, kt, kbp, sc, stride),
-                _ => score_tile::<1>(qf, r0, d, kt, kbp, sc, stride),
-            }
-            r0 += RT;
-        }
+        row_tiles!(rows, |r0| score_tile(qf, r0, d, kt, kbp, sc, stride));
     }
 
     #[inline]
@@ -168,16 +176,7 @@ mod x86 {
         dv: usize,
         acc: &mut [f32],
     ) {
-        let mut r0 = 0;
-        while r0 < rows {
-            match (rows - r0).min(RT) {
-                4 => pv_tile::<4>(p, stride, r0, kb, vf, dv, acc),
-                3 => pv_tile::<3>(p, stride, r0, kb, vf, dv, acc),
-                2 => pv_tile::<2>(p, stride, r0, kb, vf, dv, acc),
-                _ => pv_tile::<1>(p, stride, r0, kb, vf, dv, acc),
-            }
-            r0 += RT;
-        }
+        row_tiles!(rows, |r0| pv_tile(p, stride, r0, kb, vf, dv, acc));
     }
 
     #[inline]
