@@ -322,7 +322,6 @@ fn task<T: KvElem>(
     let mut j0 = k_start;
     while j0 < k_end {
         let kb = KB.min(k_end - j0);
-        let kw = if tiled { kb.next_multiple_of(16) } else { kb };
         if tiled {
             // the block's K and V rows in f32 once for all rows of the group
             blk.load::<T>(
@@ -343,27 +342,26 @@ fn task<T: KvElem>(
             }
         }
         for r in 0..rows {
-            // Tiled rows softmax a whole number of 16-key tiles, the keys past the block
-            // masked: the vector sum then groups a score's exp the same way whatever the block
-            // length (which depends on the rows of the task: causal blocks end at its last row).
-            let (row, pad) = sc[r * KB..r * KB + kw].split_at_mut(kb);
-            pad.fill(f32::NEG_INFINITY);
+            // A causal block ends at the task's last row, so one query meets blocks of
+            // different lengths in different tasks; the exp sum ignores the masked keys past
+            // its own limit bit for bit (`vmath::exp_sub_sum_inplace`), so its row does not
+            // depend on its task.
+            let srow = &mut sc[r * KB..r * KB + kb];
             let (h, i) = (hk * dm.g + r / lbe, q0 + r % lbe);
             if causal {
                 let lr = lim(r);
                 if lr < 0 {
-                    row.iter_mut().for_each(|x| *x = 0.0);
+                    srow.iter_mut().for_each(|x| *x = 0.0);
                 } else {
-                    for (j, x) in row.iter_mut().enumerate() {
+                    for (j, x) in srow.iter_mut().enumerate() {
                         if (j0 + j) as isize > lr {
                             *x = f32::NEG_INFINITY;
                         }
                     }
                 }
             } else {
-                mask.apply(bi, h, i, j0, row);
+                mask.apply(bi, h, i, j0, srow);
             }
-            let srow = &mut sc[r * KB..r * KB + kw];
             // Online softmax update of row r.
             let bm = srow.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let m_new = p.m[r].max(bm);

@@ -49,7 +49,8 @@ fn has_avx512() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
 }
 
-/// `x[i] = e^(x[i] - m)` in place, returning the sum of the results (a softmax row).
+/// `x[i] = e^(x[i] - m)` in place, returning the sum of the results (a softmax row). Appending
+/// `-inf` entries leaves the sum's bits unchanged (tested).
 pub fn exp_sub_sum_inplace(x: &mut [f32], m: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
@@ -185,17 +186,19 @@ pub mod avx2 {
             _mm256_storeu_ps(p, v);
             acc = _mm256_add_ps(acc, v);
         }
-        let mut s = hsum(acc);
         if n8 < x.len() {
-            // padding lanes are -inf: e^-inf = 0 adds nothing
+            // padding lanes are -inf: e^-inf = 0 adds nothing. The tail joins the lanes (not a
+            // scalar sum after them), so element i always adds into lane i % 8: a row's sum
+            // does not change when masked (-inf) entries are appended, whatever its length
+            // (attention rows of one query in blocks of different lengths give the same bits).
             let v = exp8(_mm256_sub_ps(load_tail(&x[n8..], f32::NEG_INFINITY), mv));
             let mut buf = [0f32; 8];
             _mm256_storeu_ps(buf.as_mut_ptr(), v);
             let k = x.len() - n8;
             x[n8..].copy_from_slice(&buf[..k]);
-            s += buf[..k].iter().sum::<f32>();
+            acc = _mm256_add_ps(acc, v);
         }
-        s
+        hsum(acc)
     }
 }
 
@@ -334,6 +337,21 @@ mod tests {
                 ulps(g, e) <= 2 || (g - e).abs() <= f32::MIN_POSITIVE,
                 "{name}: {x}"
             );
+        }
+    }
+
+    #[test]
+    fn exp_sub_sum_ignores_appended_masked_entries_bit_for_bit() {
+        let v: Vec<f32> = (0..45).map(|i| (i as f32 * 0.61).cos() * 7.0).collect();
+        let m = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        for n in 1..v.len() {
+            let want = exp_sub_sum_inplace(&mut v[..n].to_vec(), m);
+            for pad in 1..20 {
+                let mut x = v[..n].to_vec();
+                x.resize(n + pad, f32::NEG_INFINITY);
+                let got = exp_sub_sum_inplace(&mut x, m);
+                assert_eq!(got.to_bits(), want.to_bits(), "{n} values, {pad} masked");
+            }
         }
     }
 
