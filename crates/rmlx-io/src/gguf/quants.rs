@@ -442,7 +442,6 @@ fn import_legacy(b: &Blocks) -> std::result::Result<Option<Tensor>, String> {
         alloc(rows * nb * 2)?,
         alloc(rows * nb * 2)?,
     );
-    let f16_bytes = |v: f16| v.to_le_bytes();
     // the bias of a block as f16, when exact (`c * d` is exact in f16 unless it overflows)
     let scaled = |d: f16, c: f32| {
         let b = f16::from_f32(-c * d.to_f32());
@@ -465,8 +464,8 @@ fn import_legacy(b: &Blocks) -> std::result::Result<Option<Tensor>, String> {
                     _ => (scaled(d, 128.0), &blk[2..34]),
                 };
                 let Some(bias) = bias else { return false };
-                srow[2 * i..2 * i + 2].copy_from_slice(&f16_bytes(d));
-                brow[2 * i..2 * i + 2].copy_from_slice(&f16_bytes(bias));
+                srow[2 * i..2 * i + 2].copy_from_slice(&d.to_le_bytes());
+                brow[2 * i..2 * i + 2].copy_from_slice(&bias.to_le_bytes());
                 let out = &mut wrow[i * bits * 4..(i + 1) * bits * 4];
                 if bits == 4 {
                     for (o, w) in out.chunks_exact_mut(4).zip(q4_words(qs)) {
