@@ -133,7 +133,8 @@ struct Partial {
     acc: Vec<f32>,
 }
 
-/// `[q, k, v, mask?]` → attention output `[B, Hq, L, Dv]` in q's dtype.
+/// `[q, k, v, mask?]` → attention output `[B, Hq, L, Dv]` in q's dtype (k and v in q's dtype,
+/// or f16/bf16 under f32 queries).
 pub fn sdpa(x: &[ArrayData], scale: f32, mask: SdpaMask, out: &OutputSpec) -> Result<ArrayData> {
     sdpa_split(x, scale, mask, out, None)
 }
@@ -203,16 +204,26 @@ fn sdpa_split(
         n_split,
         split_len,
     };
-    match q.dtype {
-        Dtype::F32 => run::<f32>(&q, &k, &v, scale, &msrc, &dims, &mut o),
-        Dtype::F16 => run::<f16>(&q, &k, &v, scale, &msrc, &dims, &mut o),
-        Dtype::BF16 => run::<bf16>(&q, &k, &v, scale, &msrc, &dims, &mut o),
-        t => return Err(bad(format!("unsupported type {t}"))),
+    // K and V share a dtype; q (and the output) is that dtype or f32 (an f16 KV cache beside
+    // f32 activations, as llama.cpp's CPU default).
+    match (q.dtype, k.dtype) {
+        _ if k.dtype != v.dtype => {
+            return Err(bad(format!(
+                "keys ({}) and values ({}) must share a type",
+                k.dtype, v.dtype
+            )))
+        }
+        (Dtype::F32, Dtype::F32) => run::<f32, f32>(&q, &k, &v, scale, &msrc, &dims, &mut o),
+        (Dtype::F32, Dtype::F16) => run::<f32, f16>(&q, &k, &v, scale, &msrc, &dims, &mut o),
+        (Dtype::F32, Dtype::BF16) => run::<f32, bf16>(&q, &k, &v, scale, &msrc, &dims, &mut o),
+        (Dtype::F16, Dtype::F16) => run::<f16, f16>(&q, &k, &v, scale, &msrc, &dims, &mut o),
+        (Dtype::BF16, Dtype::BF16) => run::<bf16, bf16>(&q, &k, &v, scale, &msrc, &dims, &mut o),
+        (a, b) => return Err(bad(format!("unsupported types: q {a}, keys/values {b}"))),
     }
     Ok(o)
 }
 
-fn run<T: KvElem>(
+fn run<Q: Element, T: KvElem>(
     q: &ArrayData,
     k: &ArrayData,
     v: &ArrayData,
@@ -224,9 +235,9 @@ fn run<T: KvElem>(
     let n_tasks = dm.b * dm.hkv * dm.n_qblk * dm.n_split;
     // The calling thread computes tasks too (a decode step has only a few, see `parallel`).
     let parts: Vec<Partial> =
-        crate::parallel::map_tasks(n_tasks, |t| task::<T>(t, q, k, v, scale, mask, dm));
+        crate::parallel::map_tasks(n_tasks, |t| task::<Q, T>(t, q, k, v, scale, mask, dm));
     // Merge the key splits of each (batch, kv head, query block) and write rows out.
-    let dst: &mut [T] = out_slice_mut(out);
+    let dst: &mut [Q] = out_slice_mut(out);
     for (base, group) in parts.chunks(dm.n_split).enumerate() {
         let (bi, hk, qb) = (
             base / (dm.hkv * dm.n_qblk),
@@ -258,14 +269,14 @@ fn run<T: KvElem>(
             let start = ((bi * dm.hq + h) * dm.l + q0 + li) * dm.dv;
             let inv = 1.0 / lsum; // 0 weight in total → NaN, as MLX's softmax of all -inf
             for (o, x) in dst[start..start + dm.dv].iter_mut().zip(&row) {
-                *o = T::from_f32(x * inv);
+                *o = Q::from_f32(x * inv);
             }
         }
     }
 }
 
 /// One task: rows = (head g of the group, query li of the block), keys of one split.
-fn task<T: KvElem>(
+fn task<Q: Element, T: KvElem>(
     t: usize,
     q: &ArrayData,
     k: &ArrayData,
@@ -285,7 +296,7 @@ fn task<T: KvElem>(
     let lbe = dm.lb.min(dm.l - q0);
     let rows = dm.g * lbe;
     let (d, dv) = (dm.d, dm.dv);
-    let (qd, kd, vd) = (q.buffer_as::<T>(), k.buffer_as::<T>(), v.buffer_as::<T>());
+    let (qd, kd, vd) = (q.buffer_as::<Q>(), k.buffer_as::<T>(), v.buffer_as::<T>());
     let (ql, kl, vl) = (Lay::of(q), Lay::of(k), Lay::of(v));
     // Scaled queries in f32: [rows, D].
     let mut qf = vec![0f32; rows * d];
@@ -545,6 +556,60 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// f16 (or bf16) keys and values under f32 queries (an f16 KV cache beside f32
+    /// activations) give the bits of the same call with those keys and values widened to f32:
+    /// the kernel widens each element exactly and sums in the same order. Decode and prefill.
+    #[test]
+    fn narrow_keys_and_values_under_f32_queries_equal_their_widened_values() {
+        let (hq, hkv, s, d) = (6, 2, 300, 64);
+        let f = |n: usize, a: f32| {
+            (0..n)
+                .map(|i| (i as f32 * a).sin() * 3.0)
+                .collect::<Vec<_>>()
+        };
+        for kv_t in [Dtype::F16, Dtype::BF16] {
+            for l in [1, 3, 40] {
+                let q = data(&f(hq * l * d, 0.37), &[1, hq, l, d]);
+                let narrow =
+                    |v: Vec<f32>| crate::copy::astype(&data(&v, &[1, hkv, s, d]), kv_t).unwrap();
+                let (k, v) = (narrow(f(hkv * s * d, 0.11)), narrow(f(hkv * s * d, 0.23)));
+                let wide = |x: &ArrayData| crate::copy::astype(x, Dtype::F32).unwrap();
+                let spec = OutputSpec {
+                    shape: &[1, hq, l, d],
+                    dtype: Dtype::F32,
+                };
+                let mixed = sdpa(
+                    &[q.clone(), k.clone(), v.clone()],
+                    0.125,
+                    SdpaMask::Causal,
+                    &spec,
+                );
+                let f32s = sdpa(
+                    &[q.clone(), wide(&k), wide(&v)],
+                    0.125,
+                    SdpaMask::Causal,
+                    &spec,
+                );
+                let (a, b) = (mixed.unwrap(), f32s.unwrap());
+                let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+                assert!(
+                    a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{kv_t} keys/values, {l} query rows"
+                );
+            }
+            // keys and values of different types are refused
+            let q = data(&f(hq * d, 0.37), &[1, hq, 1, d]);
+            let k =
+                crate::copy::astype(&data(&f(hkv * s * d, 0.1), &[1, hkv, s, d]), kv_t).unwrap();
+            let v = data(&f(hkv * s * d, 0.2), &[1, hkv, s, d]);
+            let spec = OutputSpec {
+                shape: &[1, hq, 1, d],
+                dtype: Dtype::F32,
+            };
+            assert!(sdpa(&[q, k, v], 1.0, SdpaMask::None, &spec).is_err());
         }
     }
 

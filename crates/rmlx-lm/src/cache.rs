@@ -80,6 +80,40 @@ fn gen_err(msg: impl Into<String>) -> LmError {
     LmError::Generate(msg.into())
 }
 
+/// Whether new float caches on the CPU keep f32 keys/values in f16 (see [`fresh_dtype`]):
+/// 0 = not set (then `RMLX_CPU_KV_F16=1` turns it on), 1 = off, 2 = on.
+static CPU_KV_F16: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Stores the f32 keys/values of new caches on the CPU as f16 (`on`) or f32, for this process
+/// (the environment's `RMLX_CPU_KV_F16=1` sets the default: off).
+pub fn set_cpu_kv_f16(on: bool) {
+    CPU_KV_F16.store(if on { 2 } else { 1 }, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn cpu_kv_f16() -> bool {
+    match CPU_KV_F16.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => std::env::var("RMLX_CPU_KV_F16").is_ok_and(|v| v == "1"),
+        v => v == 2,
+    }
+}
+
+/// The dtype models store keys/values of dtype `t` in, in a new float cache: `t`, or f16 for
+/// f32 activations on the CPU where [`set_cpu_kv_f16`] asks for it, as llama.cpp's CPU default
+/// does (the CPU's attention reads f16 K/V under f32 queries as they are). Half the cache's
+/// memory; SmolLM2 at context 576 then reads 13 instead of 26 MB of K/V per token beside
+/// ~100 MB of weights, but converting it costs more than that saves there: generation 3-4%
+/// slower, peak RSS 197 → 169 MiB (docs/PERF.md). Off by default: MLX keeps the activations'
+/// dtype, and the reference tests compare against it.
+pub fn fresh_dtype(t: Dtype) -> Dtype {
+    // the device ops run on now (`with_device` scopes included)
+    let cpu = rmlx::default_stream().device.kind == rmlx::DeviceType::Cpu;
+    if t == Dtype::F32 && cpu && cpu_kv_f16() {
+        Dtype::F16
+    } else {
+        t
+    }
+}
+
 /// `[B, H, L, D]` of a keys/values pair, checked to agree.
 fn kv_dims(k: &Array, v: &Array) -> Result<[usize; 4]> {
     if k.ndim() != 4 || v.ndim() != 4 {
@@ -566,6 +600,17 @@ impl KvCache {
             KvCache::Rotating(c) => c.keys.is_none(),
             KvCache::Quantized(c) => c.keys.is_none(),
         }
+    }
+
+    /// The dtype a model should hand this cache keys/values of dtype `t` in: what a float
+    /// cache already holds, else [`fresh_dtype`]; a quantized cache takes `t`.
+    pub fn storage_dtype(&self, t: Dtype) -> Dtype {
+        let held = match self {
+            KvCache::Standard(c) => c.keys.as_ref().map(Array::dtype),
+            KvCache::Rotating(c) => c.keys.as_ref().map(Array::dtype),
+            KvCache::Quantized(_) => Some(t),
+        };
+        held.unwrap_or_else(|| fresh_dtype(t))
     }
 
     /// Appends keys/values `[B, n_kv_heads, L, head_dim]` and returns all keys and values to

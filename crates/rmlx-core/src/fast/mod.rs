@@ -619,10 +619,17 @@ fn check_sdpa(q: &Array, k: &Array, v: &Array, mask: Mask) -> Result<SdpaArgs> {
             (SdpaMask::Array, Some(ops::broadcast_to(&m, &target)?))
         }
     };
+    // The CPU kernel reads an f16/bf16 KV cache beside f32 queries as it is; elsewhere (and
+    // for any other mix) the inputs meet in the promoted type.
+    let narrow_kv = q.dtype() == Dtype::F32
+        && k.dtype() == v.dtype()
+        && matches!(k.dtype(), Dtype::F16 | Dtype::BF16)
+        && default_stream().device.kind == crate::device::DeviceType::Cpu;
+    let kv_t = if narrow_kv { k.dtype() } else { t };
     Ok(SdpaArgs {
         q: ops::astype(q, t),
-        k: ops::astype(k, t),
-        v: ops::astype(v, t),
+        k: ops::astype(k, kv_t),
+        v: ops::astype(v, kv_t),
         mask,
         kind,
     })
@@ -732,7 +739,8 @@ pub fn scaled_dot_product_attention_fallback(
 
 /// The sizes of a `ScaledDotProductAttention` node's inputs `[q, k, v, mask?]` as a backend
 /// receives them, checked here once for every backend: q `[b, hq, l, d]`, k `[b, hkv, s, d]`,
-/// v `[b, hkv, s, dv]`, one dtype, and a mask input already broadcast to `[b, hq, l, s]`.
+/// v `[b, hkv, s, dv]`, one dtype (or f16/bf16 k and v under an f32 q, which only the CPU
+/// builds), and a mask input already broadcast to `[b, hq, l, s]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SdpaDims {
     pub b: usize,
@@ -767,8 +775,12 @@ impl SdpaDims {
                 "incompatible shapes q {qs:?}, k {ks:?}, v {vs:?}"
             )));
         }
-        if q.dtype != k.dtype || q.dtype != v.dtype {
-            return Err(bad("q, k and v must share a dtype".into()));
+        let narrow_kv = q.dtype == Dtype::F32 && matches!(k.dtype, Dtype::F16 | Dtype::BF16);
+        if k.dtype != v.dtype || (q.dtype != k.dtype && !narrow_kv) {
+            return Err(bad(format!(
+                "q ({}), k ({}) and v ({}) must share a dtype, or k and v be f16/bf16 under f32 q",
+                q.dtype, k.dtype, v.dtype
+            )));
         }
         if mask == SdpaMask::Array {
             let m = x.get(3).ok_or_else(|| bad("mask input missing".into()))?;

@@ -274,6 +274,12 @@ pub fn sdpa(
 ) -> Result<ArrayData> {
     let bad = |m: String| Error::invalid("cuda", format!("[scaled_dot_product_attention] {m}"));
     let dims = SdpaDims::of("cuda", x, mask)?;
+    if x[0].dtype != x[1].dtype {
+        return Err(bad(format!(
+            "q ({}) and k/v ({}) must share a dtype on the GPU",
+            x[0].dtype, x[1].dtype
+        )));
+    }
     let SdpaDims {
         b,
         hq,

@@ -255,7 +255,10 @@ impl Attention {
         cache: Option<&mut KvCache>,
     ) -> Result<Array> {
         let (k, v) = match cache {
-            Some(c) => c.update_and_fetch(k, v)?,
+            Some(c) => {
+                let t = c.storage_dtype(k.dtype());
+                c.update_and_fetch(&ops::astype(k, t), &ops::astype(v, t))?
+            }
             None => (k.clone(), v.clone()),
         };
         let m = match mask {
