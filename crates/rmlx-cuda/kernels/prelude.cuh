@@ -52,6 +52,17 @@ __device__ __forceinline__ i64 loc(i64 i, const Lay& l) {
   return off;
 }
 
+// loc for an index and extents below 2^32: 32-bit divisions (a 64-bit one is a long routine).
+__device__ __forceinline__ i64 loc32(u32 i, const Lay& l) {
+  i64 off = 0;
+  for (int d = l.ndim - 1; d >= 0; --d) {
+    const u32 n = (u32)l.shape[d];
+    off += (i64)(i % n) * l.strides[d];
+    i /= n;
+  }
+  return off;
+}
+
 __device__ __forceinline__ float h2f(unsigned short h) { float r; asm("cvt.f32.f16 %0, %1;" : "=f"(r) : "h"(h)); return r; }
 __device__ __forceinline__ unsigned short f2h(float v) { unsigned short r; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(v)); return r; }
 __device__ __forceinline__ float bh2f(unsigned short h) { return __int_as_float(((unsigned)h) << 16); }

@@ -47,7 +47,8 @@ pub fn source(t: Dtype, layer: bool, weight: bool, bias: bool) -> (String, Strin
 
 /// RMS norm of contiguous, 16-byte aligned rows whose length is a multiple of 8: each thread
 /// loads `ch` chunks of 8 elements with 16-byte loads and keeps them in registers, so a row is
-/// read once (the general kernel reads it twice, element by element). Arguments: x, x offset,
+/// read once (the general kernel reads it twice, element by element), and stores 16 bytes at a
+/// time (the output is a fresh allocation, so aligned). Arguments: x, x offset,
 /// the rows' layout, weight (null when absent), y, rows, d, eps.
 pub fn vec_source(t: Dtype, weight: bool, ch: usize) -> (String, String) {
     let name = format!(
@@ -58,13 +59,13 @@ pub fn vec_source(t: Dtype, weight: bool, ch: usize) -> (String, String) {
     let ct = ctype(t);
     let wmul = if weight {
         format!(
-            "float wv[8]; load8(w + (r % wrows) * d + j, wv);\n        for (int e = 0; e < 8; ++e) z[e] = from_f<{ct}>(to_f(z[e]) * wv[e]);\n"
+            "float wv[8]; load8(w + (r % wrows) * d + j, wv);\n        for (int e = 0; e < 8; ++e) z.e[e] = from_f<{ct}>(to_f(z.e[e]) * wv[e]);\n"
         )
     } else {
         String::new()
     };
     let src = format!(
-        "extern \"C\" __global__ void {name}(const {ct}* __restrict__ x, i64 xo, Lay rl, const {ct}* __restrict__ w, {ct}* __restrict__ y, i64 rows, i64 d, float eps, i64 wrows) {{\n  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {{\n    const {ct}* xr = x + xo + loc(r, rl);\n    {ct}* yr = y + r * d;\n    float v[{ch}][8];\n    float q = 0.0f;\n    for (int c = 0; c < {ch}; ++c) {{\n      const i64 j = ((i64)threadIdx.x + (i64)c * blockDim.x) * 8;\n      if (j < d) {{ load8(xr + j, v[c]); for (int e = 0; e < 8; ++e) q += v[c][e] * v[c][e]; }}\n    }}\n    const float inv = 1.0f / sqrtf(block_sum(q) / (float)d + eps);\n    for (int c = 0; c < {ch}; ++c) {{\n      const i64 j = ((i64)threadIdx.x + (i64)c * blockDim.x) * 8;\n      if (j < d) {{\n        {ct} z[8];\n        for (int e = 0; e < 8; ++e) z[e] = from_f<{ct}>(v[c][e] * inv);\n        {wmul}        for (int e = 0; e < 8; ++e) yr[j + e] = z[e];\n      }}\n    }}\n  }}\n}}\n"
+        "extern \"C\" __global__ void {name}(const {ct}* __restrict__ x, i64 xo, Lay rl, const {ct}* __restrict__ w, {ct}* __restrict__ y, i64 rows, i64 d, float eps, i64 wrows) {{\n  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {{\n    const {ct}* xr = x + xo + loc(r, rl);\n    {ct}* yr = y + r * d;\n    float v[{ch}][8];\n    float q = 0.0f;\n    for (int c = 0; c < {ch}; ++c) {{\n      const i64 j = ((i64)threadIdx.x + (i64)c * blockDim.x) * 8;\n      if (j < d) {{ load8(xr + j, v[c]); for (int e = 0; e < 8; ++e) q += v[c][e] * v[c][e]; }}\n    }}\n    const float inv = 1.0f / sqrtf(block_sum(q) / (float)d + eps);\n    for (int c = 0; c < {ch}; ++c) {{\n      const i64 j = ((i64)threadIdx.x + (i64)c * blockDim.x) * 8;\n      if (j < d) {{\n        union {{ uint4 u[sizeof({ct}) / 2]; {ct} e[8]; }} z;\n        for (int e = 0; e < 8; ++e) z.e[e] = from_f<{ct}>(v[c][e] * inv);\n        {wmul}        for (int e = 0; e < (int)sizeof({ct}) / 2; ++e) reinterpret_cast<uint4*>(yr + j)[e] = z.u[e];\n      }}\n    }}\n  }}\n}}\n"
     );
     (name, src)
 }
