@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p rmlx --bench qmatmul` (env: `RMLX_BENCH_MLX=0` skips MLX; `RMLX_BENCH_PY`
 //! names the Python with mlx, default `~/anchors/venv/bin/python`; `RMLX_BENCH_QUICK=1` runs
-//! fewer iterations). Weights rotate among enough matrices (>= 128 MiB) that they cannot sit
+//! fewer iterations; `RMLX_BENCH_ROTATE_MIB=0` multiplies one matrix over and over, as llama.cpp's
+//! `test-backend-ops` does). Weights rotate among enough matrices (>= 128 MiB) that they cannot sit
 //! in the last-level cache; values are random (speed does not depend on them).
 
 use half::bf16;
@@ -11,7 +12,16 @@ use rmlx_cpu::quantized::qmm::{qmm_t, sgemm_nt};
 use rmlx_cpu::quantized::qmv::{qmv, Packed};
 use std::time::Instant;
 
-const ROTATE_BYTES: usize = 128 << 20;
+/// Bytes of rotating weights: `RMLX_BENCH_ROTATE_MIB` MiB (default 128). `0` multiplies one
+/// matrix over and over, as llama.cpp's `test-backend-ops perf` does (part of it may then stay
+/// in the last-level cache): the mode to compare with it like for like.
+fn rotate_bytes() -> usize {
+    std::env::var("RMLX_BENCH_ROTATE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(128)
+        << 20
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -124,7 +134,10 @@ impl Copier {
 fn decode(n: usize, k: usize, bits: usize, rounds: usize, copier: &mut Copier) {
     let gs = 64;
     let bytes = n * k * bits / 8 + 2 * (n * k / gs) * 2;
-    let count = ROTATE_BYTES.div_ceil(bytes).max(2);
+    let count = match rotate_bytes() {
+        0 => 1,
+        r => r.div_ceil(bytes).max(2),
+    };
     let ms = mats(n, k, bits, gs, count);
     let x: Vec<f32> = (0..k).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
     let mut out = vec![0f32; n];
