@@ -148,7 +148,7 @@ fn vector_width(devs: &[DevIn], od: Dtype, n: usize) -> Option<usize> {
     }
     let w = 16 / size;
     let aligned = |d: &DevIn| (d.ptr as i64 + d.offset * size as i64) % 16 == 0;
-    let ok = n % w == 0
+    let ok = n.is_multiple_of(w)
         && devs.iter().all(|d| {
             d.dtype.size() == size
                 && aligned(d)
