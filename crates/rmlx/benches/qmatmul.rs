@@ -128,15 +128,21 @@ impl Copier {
 }
 
 /// Decode products over rotating matrices. Each round copies 256 MiB, then multiplies by every
-/// matrix once (one pass over >= 128 MiB of weights); the printed ratio is the median over rounds
+/// matrix once (one pass over >= 128 MiB of weights; or by one matrix 16 times, see
+/// [`rotate_bytes`]); the printed ratio is the median over rounds
 /// of the product's GB/s to the copy's in the same round: this machine's bandwidth drifts by tens
 /// of percent within minutes, so a copy timed once at the start made ratios unreliable.
 fn decode(n: usize, k: usize, bits: usize, rounds: usize, copier: &mut Copier) {
     let gs = 64;
     let bytes = n * k * bits / 8 + 2 * (n * k / gs) * 2;
-    let count = match rotate_bytes() {
-        0 => 1,
-        r => r.div_ceil(bytes).max(2),
+    // rotating: every matrix once per round; repeated: one matrix 16 times in a row (after the
+    // round's copy, which flushes the caches, only the first of them starts cold)
+    let (count, calls) = match rotate_bytes() {
+        0 => (1, 16),
+        r => {
+            let c = r.div_ceil(bytes).max(2);
+            (c, c)
+        }
     };
     let ms = mats(n, k, bits, gs, count);
     let x: Vec<f32> = (0..k).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
@@ -147,7 +153,7 @@ fn decode(n: usize, k: usize, bits: usize, rounds: usize, copier: &mut Copier) {
             let copy = copier.once();
             let read = copier.read_once();
             let t0 = Instant::now();
-            for m in &ms {
+            for m in ms.iter().cycle().take(calls) {
                 let w = Packed {
                     wq: &m.wq,
                     scales: &m.s,
@@ -162,15 +168,15 @@ fn decode(n: usize, k: usize, bits: usize, rounds: usize, copier: &mut Copier) {
             let dt = t0.elapsed().as_secs_f64();
             if round > 0 {
                 // round 0 warms up
-                let g = (count * bytes) as f64 / dt / 1e9;
-                per_call.push(dt / count as f64);
+                let g = (calls * bytes) as f64 / dt / 1e9;
+                per_call.push(dt / calls as f64);
                 gbs.push(g);
                 ratio.push(g / copy);
                 ratio_read.push(g / read);
             }
         }
         println!(
-            "qmv  {bits}-bit g64 N={n:5} K={k:5} {:5}: {:8.1} us  {:6.2} GB/s  {:5.1}% of copy  {:5.1}% of read-only  ({count} matrices, {} MiB, {rounds} rounds)",
+            "qmv  {bits}-bit g64 N={n:5} K={k:5} {:5}: {:8.1} us  {:6.2} GB/s  {:5.1}% of copy  {:5.1}% of read-only  ({count} matrices, {} MiB, {calls} products a round, {rounds} rounds)",
             if exact { "exact" } else { "int8" },
             median(per_call) * 1e6,
             median(gbs),
