@@ -361,6 +361,22 @@ impl Mlp {
     }
 }
 
+/// The dtype activations run in for norms of dtype `norm`: the norms' own (as in mlx-lm, where
+/// the embedding's output dtype carries through), except 16-bit ones on the CPU, which run in
+/// f32 there, as llama.cpp's CPU backend computes: the CPU's kernels are f32 ones (its 16-bit
+/// element-wise loops convert element by element), and an MLX 4-bit SmolLM2 with f16 norms ran
+/// at half the GGUF's prompt speed. `RMLX_CPU_F32_ACT=0` keeps the norms' dtype.
+pub fn activation_dtype(norm: rmlx::Dtype) -> rmlx::Dtype {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let cpu = rmlx::default_stream().device.kind == rmlx::DeviceType::Cpu;
+    let narrow = matches!(norm, rmlx::Dtype::F16 | rmlx::Dtype::BF16);
+    if cpu && narrow && rmlx_nn::switches::enabled(&ON, "RMLX_CPU_F32_ACT") {
+        rmlx::Dtype::F32
+    } else {
+        norm
+    }
+}
+
 /// The mask for `l` new tokens: the cache's when one is passed, else mlx-lm's rule without a
 /// cache (none for one token, an explicit array when a window cuts in, else causal).
 pub fn make_mask(

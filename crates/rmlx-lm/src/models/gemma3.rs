@@ -4,7 +4,8 @@
 //! a gelu-approx MLP; optional final logit soft-capping. Follows mlx-lm's `gemma3_text.py`.
 
 use super::common::{
-    check_inputs, check_rows, make_mask, row_masks, Activation, Attention, AttentionSpec, Head, Mlp,
+    activation_dtype, check_inputs, check_rows, make_mask, row_masks, Activation, Attention,
+    AttentionSpec, Head, Mlp,
 };
 use super::llama::last_position;
 use super::LanguageModel;
@@ -177,7 +178,7 @@ impl Gemma3 {
         // Activations in the norms' dtype (GGUF: f32 norms, f16 embedding scales).
         let h = self
             .embed_tokens
-            .forward_as(tokens, self.norm.weight.dtype())?;
+            .forward_as(tokens, activation_dtype(self.norm.weight.dtype()))?;
         // sqrt(hidden) rounded to bfloat16 first, then in h's dtype, as mlx-lm does.
         let s = rmlx::bf16::from_f32((self.config.hidden_size as f32).sqrt()).to_f32();
         Ok(&h * s)

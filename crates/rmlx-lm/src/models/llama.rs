@@ -2,7 +2,8 @@
 //! of grouped-query attention with RoPE and a SwiGLU MLP. Follows mlx-lm's `llama.py`.
 
 use super::common::{
-    check_inputs, check_rows, make_mask, row_masks, Activation, Attention, AttentionSpec, Head, Mlp,
+    activation_dtype, check_inputs, check_rows, make_mask, row_masks, Activation, Attention,
+    AttentionSpec, Head, Mlp,
 };
 use super::LanguageModel;
 use crate::cache::KvCache;
@@ -132,7 +133,7 @@ impl Llama {
         // Activations in the norms' dtype (GGUF: f32 norms, f16 embedding scales).
         let mut h = self
             .embed_tokens
-            .forward_as(tokens, self.norm.weight.dtype())?;
+            .forward_as(tokens, activation_dtype(self.norm.weight.dtype()))?;
         let mask = make_mask(caches.first(), l, None)?;
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(&h, &mask, caches.get_mut(i))?;
@@ -157,7 +158,9 @@ impl LanguageModel for Llama {
     fn forward_rows(&self, tokens: &[u32], caches: &mut [&mut [KvCache]]) -> Result<Array> {
         check_rows(tokens, caches, self.layers.len())?;
         let x = Array::from_slice(tokens, &[tokens.len(), 1])?;
-        let mut h = self.embed_tokens.forward_as(&x, self.norm.weight.dtype())?;
+        let mut h = self
+            .embed_tokens
+            .forward_as(&x, activation_dtype(self.norm.weight.dtype()))?;
         let masks = row_masks(caches, Some(0), None)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let mut lc: Vec<&mut KvCache> = caches.iter_mut().map(|c| &mut c[i]).collect();

@@ -7,7 +7,9 @@
 //! Per-expert checkpoint tensors (`mlp.experts.E.gate_proj.weight`, Hugging Face's layout) are
 //! stacked into `switch_mlp.*` at load, as mlx-lm's `sanitize` does.
 
-use super::common::{check_inputs, make_mask, Activation, Attention, AttentionSpec, Head, Mlp};
+use super::common::{
+    activation_dtype, check_inputs, make_mask, Activation, Attention, AttentionSpec, Head, Mlp,
+};
 use super::llama::last_position;
 use super::LanguageModel;
 use crate::cache::{AttentionMask, KvCache};
@@ -246,7 +248,7 @@ impl MoeModel {
         let l = tokens.shape()[1];
         let mut h = self
             .embed_tokens
-            .forward_as(tokens, self.norm.weight.dtype())?;
+            .forward_as(tokens, activation_dtype(self.norm.weight.dtype()))?;
         let mask = make_mask(caches.first(), l, None)?;
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(&h, &mask, caches.get_mut(i))?;
