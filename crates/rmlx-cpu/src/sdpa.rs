@@ -204,15 +204,9 @@ fn sdpa_split(
         n_split,
         split_len,
     };
-    // K and V share a dtype; q (and the output) is that dtype or f32 (an f16 KV cache beside
-    // f32 activations, as llama.cpp's CPU default).
+    // K and V share a dtype (`SdpaDims::of` checked); q (and the output) is that dtype or f32
+    // (an f16 KV cache beside f32 activations, as llama.cpp's CPU default).
     match (q.dtype, k.dtype) {
-        _ if k.dtype != v.dtype => {
-            return Err(bad(format!(
-                "keys ({}) and values ({}) must share a type",
-                k.dtype, v.dtype
-            )))
-        }
         (Dtype::F32, Dtype::F32) => run::<f32, f32>(&q, &k, &v, scale, &msrc, &dims, &mut o),
         (Dtype::F32, Dtype::F16) => run::<f32, f16>(&q, &k, &v, scale, &msrc, &dims, &mut o),
         (Dtype::F32, Dtype::BF16) => run::<f32, bf16>(&q, &k, &v, scale, &msrc, &dims, &mut o),

@@ -198,29 +198,21 @@ fn run(
         return Ok(out);
     }
     let kinds: Vec<(Dtype, Access)> = devs.iter().map(|d| (d.dtype, Access::of(d))).collect();
-    if let Some(w) = vector_width(&devs, out_dtype, n).filter(|_| vectorized()) {
-        let (kname, src) = source_vec(name, &kinds, out_dtype, expr);
-        let f = gpu.kernels.get(&gpu.ctx, &kname, &src)?;
-        let mut a = Args::new();
-        for d in &devs {
-            a.ptr(d.ptr).i64(d.offset).push(d.lay);
-        }
-        a.ptr(yptr).i64(n as i64);
-        gpu.launch(&f, &kname, Grid::elems(n / w), &mut a)?;
-        return Ok(out);
-    }
-    let (kname, src) = source(name, &kinds, out_dtype, expr);
+    // elements per thread: a 16-byte vector, else UNROLL coalesced ones, else one (strided)
+    let ((kname, src), per_thread) =
+        match vector_width(&devs, out_dtype, n).filter(|_| vectorized()) {
+            Some(w) => (source_vec(name, &kinds, out_dtype, expr), w),
+            None if kinds.iter().all(|&(_, a)| a != Access::Strided) => {
+                (source(name, &kinds, out_dtype, expr), UNROLL)
+            }
+            None => (source(name, &kinds, out_dtype, expr), 1),
+        };
     let f = gpu.kernels.get(&gpu.ctx, &kname, &src)?;
     let mut a = Args::new();
     for d in &devs {
         a.ptr(d.ptr).i64(d.offset).push(d.lay);
     }
     a.ptr(yptr).i64(n as i64);
-    let per_thread = if kinds.iter().all(|&(_, a)| a != Access::Strided) {
-        UNROLL
-    } else {
-        1
-    };
     gpu.launch(&f, &kname, Grid::elems(n.div_ceil(per_thread)), &mut a)?;
     Ok(out)
 }
