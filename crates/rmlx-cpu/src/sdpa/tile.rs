@@ -56,40 +56,60 @@ impl KvBlock {
     /// the block (also the zero-padded columns up to a multiple of 16: `stride >= kbp`).
     pub fn scores(&self, qf: &[f32], rows: usize, d: usize, sc: &mut [f32], stride: usize) {
         debug_assert!(stride >= self.kbp && qf.len() >= rows * d);
-        #[cfg(target_arch = "x86_64")]
-        if super::simd::avx2_fma() {
-            // SAFETY: AVX2 and FMA were detected at run time; bounds as asserted above.
-            return unsafe { x86::scores(qf, rows, d, &self.kt, self.kbp, sc, stride) };
-        }
-        for r in 0..rows {
-            let q = &qf[r * d..(r + 1) * d];
-            for j in 0..self.kbp {
-                let mut s = 0f32;
-                for (dd, &qv) in q.iter().enumerate() {
-                    s = qv.mul_add(self.kt[dd * self.kbp + j], s);
-                }
-                sc[r * stride + j] = s;
-            }
-        }
+        let (q, kt) = ((qf, d), (&self.kt[..], self.kbp));
+        product(q, kt, (sc, stride), (rows, d, self.kbp), false);
     }
 
     /// `acc[r] += Σ_j p[r * stride + j] · v_j` over the block's keys, for `rows` rows of
     /// `acc: [rows, dv]`.
     pub fn accumulate(&self, p: &[f32], stride: usize, rows: usize, dv: usize, acc: &mut [f32]) {
         debug_assert!(acc.len() >= rows * dv && p.len() >= (rows - 1) * stride + self.kb);
-        #[cfg(target_arch = "x86_64")]
-        if super::simd::avx2_fma() && dv.is_multiple_of(KT) {
-            // SAFETY: as for the scores.
-            return unsafe { x86::accumulate(p, stride, rows, self.kb, &self.vf, dv, acc) };
-        }
-        for r in 0..rows {
-            let a = &mut acc[r * dv..(r + 1) * dv];
-            for j in 0..self.kb {
-                let w = p[r * stride + j];
-                for (x, &v) in a.iter_mut().zip(&self.vf[j * dv..(j + 1) * dv]) {
-                    *x = w.mul_add(v, *x);
-                }
+        let vf = (&self.vf[..], dv);
+        product((p, stride), vf, (acc, dv), (rows, self.kb, dv), true);
+    }
+}
+
+/// `c[r * ldc + j] = (add ? c[r * ldc + j] : 0) + Σ_{t < n} a[r * lda + t] · b[t * ldb + j]` for
+/// `rows` rows and `cols` columns: the block products of both steps of attention (operands
+/// given as (elements, row stride)). Each element is one FMA chain over `t` in order.
+fn product(
+    (a, lda): (&[f32], usize),
+    (b, ldb): (&[f32], usize),
+    (c, ldc): (&mut [f32], usize),
+    (rows, n, cols): (usize, usize, usize),
+    add: bool,
+) {
+    if rows == 0 {
+        return;
+    }
+    assert!(
+        a.len() >= (rows - 1) * lda + n
+            && (n == 0 || b.len() >= (n - 1) * ldb + cols)
+            && c.len() >= (rows - 1) * ldc + cols
+    );
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx2_fma() && cols.is_multiple_of(KT) {
+        let p = x86::Product {
+            a: a.as_ptr(),
+            lda,
+            b: b.as_ptr(),
+            ldb,
+            c: c.as_mut_ptr(),
+            ldc,
+            n,
+            cols,
+            add,
+        };
+        // SAFETY: AVX2 and FMA were detected at run time; the extents were asserted above.
+        return unsafe { x86::product(p, rows) };
+    }
+    for r in 0..rows {
+        for j in 0..cols {
+            let mut s = if add { c[r * ldc + j] } else { 0.0 };
+            for t in 0..n {
+                s = a[r * lda + t].mul_add(b[t * ldb + j], s);
             }
+            c[r * ldc + j] = s;
         }
     }
 }
@@ -99,117 +119,64 @@ mod x86 {
     use super::{KT, RT};
     use std::arch::x86_64::*;
 
-    /// `$tile::<R>(args with $r0)` over the rows in tiles of [`RT`] (`R` rows, the last tile
-    /// fewer): the tile's row count is a constant of each instance.
-    macro_rules! row_tiles {
-        ($rows:expr, |$r0:ident| $tile:ident($($arg:expr),*)) => {{
-            let mut $r0 = 0;
-            while $r0 < $rows {
-                match ($rows - $r0).min(RT) {
-                    4 => $tile::<4>($($arg),*),
-                    3 => $tile::<3>($($arg),*),
-                    2 => $tile::<2>($($arg),*),
-                    _ => $tile::<1>($($arg),*),
-                }
-                $r0 += RT;
-            }
-        }};
+    /// The operands of [`super::product`] as raw row-major views.
+    #[derive(Clone, Copy)]
+    pub struct Product {
+        pub a: *const f32,
+        pub lda: usize,
+        pub b: *const f32,
+        pub ldb: usize,
+        pub c: *mut f32,
+        pub ldc: usize,
+        pub n: usize,
+        pub cols: usize,
+        pub add: bool,
     }
 
     /// # Safety
-    /// AVX2 and FMA; `qf: [rows, d]`, `kt: [d, kbp]` (`kbp` a multiple of 16), `sc` holds
-    /// `rows` rows of `stride >= kbp`.
+    /// AVX2 and FMA; the views hold `rows` rows of `a` and `c`, `n` rows of `b`, and `cols`
+    /// (a multiple of 16) columns of `b` and `c`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn scores(
-        qf: &[f32],
-        rows: usize,
-        d: usize,
-        kt: &[f32],
-        kbp: usize,
-        sc: &mut [f32],
-        stride: usize,
-    ) {
-        row_tiles!(rows, |r0| score_tile(qf, r0, d, kt, kbp, sc, stride));
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn score_tile<const R: usize>(
-        qf: &[f32],
-        r0: usize,
-        d: usize,
-        kt: &[f32],
-        kbp: usize,
-        sc: &mut [f32],
-        stride: usize,
-    ) {
-        let (q, k, s) = (qf.as_ptr().add(r0 * d), kt.as_ptr(), sc.as_mut_ptr());
-        for j0 in (0..kbp).step_by(KT) {
-            let mut acc = [[_mm256_setzero_ps(); 2]; R];
-            for dd in 0..d {
-                let k0 = _mm256_loadu_ps(k.add(dd * kbp + j0));
-                let k1 = _mm256_loadu_ps(k.add(dd * kbp + j0 + 8));
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let qb = _mm256_broadcast_ss(&*q.add(r * d + dd));
-                    a[0] = _mm256_fmadd_ps(qb, k0, a[0]);
-                    a[1] = _mm256_fmadd_ps(qb, k1, a[1]);
-                }
+    pub unsafe fn product(p: Product, rows: usize) {
+        // row tiles of RT rows (the last fewer): the tile's row count is a constant of each
+        // instance
+        let mut r0 = 0;
+        while r0 < rows {
+            match (rows - r0).min(RT) {
+                4 => tile::<4>(p, r0),
+                3 => tile::<3>(p, r0),
+                2 => tile::<2>(p, r0),
+                _ => tile::<1>(p, r0),
             }
-            for (r, a) in acc.iter().enumerate() {
-                let o = s.add((r0 + r) * stride + j0);
-                _mm256_storeu_ps(o, a[0]);
-                _mm256_storeu_ps(o.add(8), a[1]);
-            }
+            r0 += RT;
         }
     }
 
-    /// # Safety
-    /// AVX2 and FMA; `p` holds `rows` rows of `stride >= kb`, `vf: [kb, dv]`, `acc: [rows, dv]`,
-    /// `dv` a multiple of 16.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn accumulate(
-        p: &[f32],
-        stride: usize,
-        rows: usize,
-        kb: usize,
-        vf: &[f32],
-        dv: usize,
-        acc: &mut [f32],
-    ) {
-        row_tiles!(rows, |r0| pv_tile(p, stride, r0, kb, vf, dv, acc));
-    }
-
+    /// Rows `r0..r0 + R` of the product, 16 columns at a time in registers.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn pv_tile<const R: usize>(
-        p: &[f32],
-        stride: usize,
-        r0: usize,
-        kb: usize,
-        vf: &[f32],
-        dv: usize,
-        acc: &mut [f32],
-    ) {
-        let (pp, v, out) = (p.as_ptr(), vf.as_ptr(), acc.as_mut_ptr());
-        for c0 in (0..dv).step_by(KT) {
-            let mut a = [[_mm256_setzero_ps(); 2]; R];
-            for (r, ar) in a.iter_mut().enumerate() {
-                let o = out.add((r0 + r) * dv + c0);
-                *ar = [_mm256_loadu_ps(o), _mm256_loadu_ps(o.add(8))];
-            }
-            for j in 0..kb {
-                let v0 = _mm256_loadu_ps(v.add(j * dv + c0));
-                let v1 = _mm256_loadu_ps(v.add(j * dv + c0 + 8));
-                for (r, ar) in a.iter_mut().enumerate() {
-                    let w = _mm256_broadcast_ss(&*pp.add((r0 + r) * stride + j));
-                    ar[0] = _mm256_fmadd_ps(w, v0, ar[0]);
-                    ar[1] = _mm256_fmadd_ps(w, v1, ar[1]);
+    unsafe fn tile<const R: usize>(p: Product, r0: usize) {
+        for j0 in (0..p.cols).step_by(KT) {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            if p.add {
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let o = p.c.add((r0 + r) * p.ldc + j0);
+                    *a = [_mm256_loadu_ps(o), _mm256_loadu_ps(o.add(8))];
                 }
             }
-            for (r, ar) in a.iter().enumerate() {
-                let o = out.add((r0 + r) * dv + c0);
-                _mm256_storeu_ps(o, ar[0]);
-                _mm256_storeu_ps(o.add(8), ar[1]);
+            for t in 0..p.n {
+                let b0 = _mm256_loadu_ps(p.b.add(t * p.ldb + j0));
+                let b1 = _mm256_loadu_ps(p.b.add(t * p.ldb + j0 + 8));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let w = _mm256_broadcast_ss(&*p.a.add((r0 + r) * p.lda + t));
+                    a[0] = _mm256_fmadd_ps(w, b0, a[0]);
+                    a[1] = _mm256_fmadd_ps(w, b1, a[1]);
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let o = p.c.add((r0 + r) * p.ldc + j0);
+                _mm256_storeu_ps(o, a[0]);
+                _mm256_storeu_ps(o.add(8), a[1]);
             }
         }
     }
