@@ -347,31 +347,24 @@ struct Blocks<'a> {
 /// The general import: each block decoded to levels and f32 groups, then packed; scales and
 /// biases become f16 where every value is exact in f16 (legacy types only).
 fn import_blocks(b: &Blocks) -> std::result::Result<Tensor, String> {
-    let Blocks {
-        t,
-        data,
-        rows,
-        k,
-        qshape,
-        gshape,
-    } = *b;
-    let (bits, group, bs, ts) = affine_params(t);
-    let (wpr, gpr, row_bytes) = (k / 32 * bits, k / group, k / bs * ts);
+    let (bits, group, bs, ts) = affine_params(b.t);
+    let (wpr, gpr, row_bytes) = (b.k / 32 * bits, b.k / group, b.k / bs * ts);
     let k_quant = bs == 256;
-    let mut wq = vec![0u32; rows * wpr];
-    let mut scales = vec![0f32; rows * gpr];
-    let mut biases = vec![0f32; rows * gpr];
+    let mut wq = vec![0u32; b.rows * wpr];
+    let mut scales = vec![0f32; b.rows * gpr];
+    let mut biases = vec![0f32; b.rows * gpr];
     let per_block_groups = bs / group;
-    data.par_chunks(row_bytes)
+    b.data
+        .par_chunks(row_bytes)
         .zip(wq.par_chunks_mut(wpr))
         .zip(scales.par_chunks_mut(gpr).zip(biases.par_chunks_mut(gpr)))
         .for_each_init(
-            || vec![0u8; k],
+            || vec![0u8; b.k],
             |q, ((src, wrow), (srow, brow))| {
                 for (i, blk) in src.chunks_exact(ts).enumerate() {
                     let gs = i * per_block_groups..(i + 1) * per_block_groups;
                     decode(
-                        t,
+                        b.t,
                         blk,
                         &mut q[i * bs..(i + 1) * bs],
                         &mut srow[gs.clone()],
@@ -383,12 +376,15 @@ fn import_blocks(b: &Blocks) -> std::result::Result<Tensor, String> {
         );
     let (scales, biases) = if !k_quant && exact_in_f16(&scales) && exact_in_f16(&biases) {
         let to16 = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
-        (arr(&to16(&scales), gshape)?, arr(&to16(&biases), gshape)?)
+        (
+            arr(&to16(&scales), b.gshape)?,
+            arr(&to16(&biases), b.gshape)?,
+        )
     } else {
-        (arr(&scales, gshape)?, arr(&biases, gshape)?)
+        (arr(&scales, b.gshape)?, arr(&biases, b.gshape)?)
     };
     Ok(Tensor::Quantized {
-        wq: arr(&wq, qshape)?,
+        wq: arr(&wq, b.qshape)?,
         scales,
         biases,
         group_size: group,
@@ -423,19 +419,11 @@ fn q4_words(qs: &[u8]) -> [u32; 4] {
 /// `None` for other types, and where a bias `-8d` / `-128d` overflows f16 (the general path
 /// then keeps f32).
 fn import_legacy(b: &Blocks) -> std::result::Result<Option<Tensor>, String> {
-    let Blocks {
-        t,
-        data,
-        rows,
-        k,
-        qshape,
-        gshape,
-    } = *b;
-    if !matches!(t, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
+    if !matches!(b.t, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
         return Ok(None);
     }
-    let (bits, _, _, ts) = affine_params(t);
-    let nb = k / 32;
+    let (bits, _, _, ts) = affine_params(b.t);
+    let (rows, nb) = (b.rows, b.k / 32);
     let alloc = |len: usize| Buffer::alloc_for_overwrite(len).map_err(|e| e.to_string());
     let (mut wq, mut sc, mut bi) = (
         alloc(rows * nb * bits * 4)?,
@@ -444,10 +432,11 @@ fn import_legacy(b: &Blocks) -> std::result::Result<Option<Tensor>, String> {
     );
     // the bias of a block as f16, when exact (`c * d` is exact in f16 unless it overflows)
     let scaled = |d: f16, c: f32| {
-        let b = f16::from_f32(-c * d.to_f32());
-        b.is_finite().then_some(b)
+        let bias = f16::from_f32(-c * d.to_f32());
+        bias.is_finite().then_some(bias)
     };
-    let exact = data
+    let exact = b
+        .data
         .par_chunks(nb * ts)
         .zip(wq.as_mut_slice().par_chunks_mut(nb * bits * 4))
         .zip(
@@ -458,7 +447,7 @@ fn import_legacy(b: &Blocks) -> std::result::Result<Option<Tensor>, String> {
         .all(|((src, wrow), (srow, brow))| {
             for (i, blk) in src.chunks_exact(ts).enumerate() {
                 let d = f16::from_le_bytes([blk[0], blk[1]]);
-                let (bias, qs) = match t {
+                let (bias, qs) = match b.t {
                     GgmlType::Q4_0 => (scaled(d, 8.0), &blk[2..18]),
                     GgmlType::Q4_1 => (Some(f16::from_le_bytes([blk[2], blk[3]])), &blk[4..20]),
                     _ => (scaled(d, 128.0), &blk[2..34]),
@@ -483,13 +472,13 @@ fn import_legacy(b: &Blocks) -> std::result::Result<Option<Tensor>, String> {
     if !exact {
         return Ok(None);
     }
-    let array = |b: Buffer, shape: &[usize], dtype| {
-        Array::from_data(ArrayData::contiguous(Arc::new(b), shape, dtype))
+    let array = |buf: Buffer, shape: &[usize], dtype| {
+        Array::from_data(ArrayData::contiguous(Arc::new(buf), shape, dtype))
     };
     Ok(Some(Tensor::Quantized {
-        wq: array(wq, qshape, Dtype::U32),
-        scales: array(sc, gshape, Dtype::F16),
-        biases: array(bi, gshape, Dtype::F16),
+        wq: array(wq, b.qshape, Dtype::U32),
+        scales: array(sc, b.gshape, Dtype::F16),
+        biases: array(bi, b.gshape, Dtype::F16),
         group_size: 32,
         bits,
     }))
