@@ -88,6 +88,13 @@ pub fn default_stream() -> Stream {
         .unwrap_or_else(|| Stream::new(default_device(), 0))
 }
 
+/// The device ops built now run on: [`default_stream`]'s, so `with_device` / `with_stream`
+/// scopes count ([`default_device`] is the process-wide setting alone, as MLX's). Ask this,
+/// not `default_device()`, when choosing how to compute something.
+pub fn current_device() -> Device {
+    default_stream().device
+}
+
 /// Runs `f` with `s` as the default stream on this thread (MLX's `with mx.stream(s)`).
 pub fn with_stream<R>(s: Stream, f: impl FnOnce() -> R) -> R {
     struct Pop;

@@ -22,8 +22,8 @@ pub use array::{Array, ArrayData};
 pub use backend::{backend_for, is_available, register_backend, Backend};
 pub use buffer::{Buffer, DeviceMemory, MappedBytes};
 pub use device::{
-    default_device, default_stream, pop_stream, push_stream, set_default_device, with_device,
-    with_stream, Device, DeviceType, Stream,
+    current_device, default_device, default_stream, pop_stream, push_stream, set_default_device,
+    with_device, with_stream, Device, DeviceType, Stream,
 };
 pub use dtype::{bf16, f16, Dtype, Element};
 pub use error::{Error, Result};

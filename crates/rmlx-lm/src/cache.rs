@@ -105,8 +105,7 @@ fn cpu_kv_f16() -> bool {
 /// slower, peak RSS 197 → 169 MiB (docs/PERF.md). Off by default: MLX keeps the activations'
 /// dtype, and the reference tests compare against it.
 pub fn fresh_dtype(t: Dtype) -> Dtype {
-    // the device ops run on now (`with_device` scopes included)
-    let cpu = rmlx::default_stream().device.kind == rmlx::DeviceType::Cpu;
+    let cpu = rmlx::current_device().kind == rmlx::DeviceType::Cpu;
     if t == Dtype::F32 && cpu && cpu_kv_f16() {
         Dtype::F16
     } else {

@@ -91,7 +91,7 @@ pub fn stream_generate<'a>(
 ) -> Result<TokenStream<'a>> {
     check_prompt(model, prompt)?;
     let caches = make_caches(model, opts)?;
-    let replay = ReplayDecoder::new(rmlx::default_stream().device, &caches);
+    let replay = ReplayDecoder::new(rmlx::current_device(), &caches);
     let mut eos: Vec<u32> = tokenizer.eos_token_ids().to_vec();
     eos.extend(model.config().eos_token_ids.iter().copied());
     Ok(TokenStream {

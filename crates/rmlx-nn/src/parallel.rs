@@ -107,7 +107,7 @@ impl Parallel {
             Ok("0") => false,
             Ok("1") => true,
             _ => {
-                rmlx::default_stream().device.kind == rmlx::DeviceType::Gpu
+                rmlx::current_device().kind == rmlx::DeviceType::Gpu
                     || parts.iter().all(owns_memory)
             }
         };

@@ -71,7 +71,7 @@ impl GateUpSwiglu {
         let lead = &x.x.shape()[..x.x.ndim() - 1];
         let rows: usize = lead.iter().product();
         // the CPU composes the MoE op from gathers: its plain products are faster there
-        let gpu = rmlx::default_stream().device.kind == rmlx::DeviceType::Gpu;
+        let gpu = rmlx::current_device().kind == rmlx::DeviceType::Gpu;
         if rows > ops::DECODE_MAX_ROWS || !gpu || !crate::switches::enabled(&ON, "RMLX_FUSE_SWIGLU")
         {
             return Ok(None);

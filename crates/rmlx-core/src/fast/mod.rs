@@ -9,7 +9,7 @@
 
 use crate::array::{Array, ArrayData};
 use crate::backend::backend_for;
-use crate::device::default_stream;
+use crate::device::current_device;
 use crate::dtype::{bf16, f16, Dtype};
 use crate::error::{Error, Result};
 use crate::ops;
@@ -22,7 +22,7 @@ pub use moe::*;
 /// Whether the current stream's backend runs `prim` itself (a missing backend reports its own
 /// error when the node is evaluated).
 pub(crate) fn use_kernel(prim: &Primitive) -> bool {
-    backend_for(default_stream().device)
+    backend_for(current_device())
         .map(|b| b.supports(prim))
         .unwrap_or(true)
 }
@@ -624,7 +624,7 @@ fn check_sdpa(q: &Array, k: &Array, v: &Array, mask: Mask) -> Result<SdpaArgs> {
     let narrow_kv = q.dtype() == Dtype::F32
         && k.dtype() == v.dtype()
         && matches!(k.dtype(), Dtype::F16 | Dtype::BF16)
-        && default_stream().device.kind == crate::device::DeviceType::Cpu;
+        && current_device().kind == crate::device::DeviceType::Cpu;
     let kv_t = if narrow_kv { k.dtype() } else { t };
     Ok(SdpaArgs {
         q: ops::astype(q, t),

@@ -504,9 +504,7 @@ mod avx2 {
             _mm256_and_ps(load_raw(all.as_ptr().add(start)), _mm256_castsi256_ps(keep))
         } else {
             let mut t = [S::from_f32(0.0); 8];
-            for (d, s) in t.iter_mut().zip(&all[start..]) {
-                *d = *s;
-            }
+            t[..valid].copy_from_slice(&all[start..start + valid]);
             load_raw(t.as_ptr())
         }
     }

@@ -368,7 +368,7 @@ impl Mlp {
 /// at half the GGUF's prompt speed. `RMLX_CPU_F32_ACT=0` keeps the norms' dtype.
 pub fn activation_dtype(norm: rmlx::Dtype) -> rmlx::Dtype {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let cpu = rmlx::default_stream().device.kind == rmlx::DeviceType::Cpu;
+    let cpu = rmlx::current_device().kind == rmlx::DeviceType::Cpu;
     let narrow = matches!(norm, rmlx::Dtype::F16 | rmlx::Dtype::BF16);
     if cpu && narrow && rmlx_nn::switches::enabled(&ON, "RMLX_CPU_F32_ACT") {
         rmlx::Dtype::F32
