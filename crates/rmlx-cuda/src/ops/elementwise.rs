@@ -50,15 +50,21 @@ pub(crate) fn read(name: &str, idx: &str, contiguous: bool) -> String {
 }
 
 fn read_as(name: &str, idx: &str, a: Access) -> String {
+    format!("{name}[{}]", offset(name, idx, a, false))
+}
+
+/// The element offset of input `name` at row-major index `idx`. Matrix views split `idx` with
+/// 32-bit divisions (such layouts hold < 2^32 elements: a 64-bit division is a long software
+/// routine per element, which held a gate/up half's SiLU product at 40% of the copy
+/// bandwidth); strided views do too where `small` (the caller checked the extents).
+fn offset(name: &str, idx: &str, a: Access, small: bool) -> String {
     match a {
-        Access::Contiguous => format!("{name}[{name}o + {idx}]"),
-        // 32-bit row/column split (such layouts hold < 2^32 elements): a 64-bit division is a
-        // long software routine per element, which held a gate/up half's SiLU product at
-        // 40% of the copy bandwidth
+        Access::Contiguous => format!("{name}o + {idx}"),
         Access::Rows => format!(
-            "{name}[{name}o + (i64)((u32){idx} / (u32){name}l.shape[1]) * {name}l.strides[0] + (i64)((u32){idx} % (u32){name}l.shape[1]) * {name}l.strides[1]]"
+            "{name}o + (i64)((u32){idx} / (u32){name}l.shape[1]) * {name}l.strides[0] + (i64)((u32){idx} % (u32){name}l.shape[1]) * {name}l.strides[1]"
         ),
-        Access::Strided => format!("{name}[{name}o + loc({idx}, {name}l)]"),
+        Access::Strided if small => format!("{name}o + loc32((u32){idx}, {name}l)"),
+        Access::Strided => format!("{name}o + loc({idx}, {name}l)"),
     }
 }
 
@@ -118,13 +124,7 @@ pub fn source_vec(name: &str, ins: &[(Dtype, Access)], t: Dtype, expr: &str) -> 
         params.push_str(&format!(
             "const {it}* __restrict__ x{j}, i64 x{j}o, Lay x{j}l, "
         ));
-        let at = match a {
-            Access::Rows => format!(
-                "x{j}o + (i64)((u32)i0 / (u32)x{j}l.shape[1]) * x{j}l.strides[0] + (i64)((u32)i0 % (u32)x{j}l.shape[1])"
-            ),
-            Access::Strided => format!("x{j}o + loc32((u32)i0, x{j}l)"),
-            Access::Contiguous => format!("x{j}o + i0"),
-        };
+        let at = offset(&format!("x{j}"), "i0", a, true);
         loads.push_str(&format!(
             "    union {{ uint4 u; {it} e[{w}]; }} a{j};\n    a{j}.u = *reinterpret_cast<const uint4*>(x{j} + {at});\n"
         ));
