@@ -4,7 +4,8 @@
 //! `cargo bench -p rmlx --bench qmatmul` (env: `RMLX_BENCH_MLX=0` skips MLX; `RMLX_BENCH_PY`
 //! names the Python with mlx, default `~/anchors/venv/bin/python`; `RMLX_BENCH_QUICK=1` runs
 //! fewer iterations; `RMLX_BENCH_ROTATE_MIB=0` multiplies one matrix over and over, as llama.cpp's
-//! `test-backend-ops` does). Weights rotate among enough matrices (>= 128 MiB) that they cannot sit
+//! `test-backend-ops` does; `RMLX_BENCH_SHAPES=1536x576,576x1536` picks the decode shapes N×K
+//! and `RMLX_BENCH_GS=32` the group size, for small-model shapes). Weights rotate among enough matrices (>= 128 MiB) that they cannot sit
 //! in the last-level cache; values are random (speed does not depend on them).
 
 use half::bf16;
@@ -39,6 +40,28 @@ fn rnd(seed: &mut u64) -> u64 {
     *seed ^= *seed >> 7;
     *seed ^= *seed << 17;
     *seed
+}
+
+/// The decode shapes (N, K): `RMLX_BENCH_SHAPES` (`NxK,NxK`) or the three.
+fn decode_shapes() -> Vec<(usize, usize)> {
+    match std::env::var("RMLX_BENCH_SHAPES") {
+        Ok(v) => v
+            .split(',')
+            .map(|s| {
+                let (n, k) = s.split_once('x').expect("RMLX_BENCH_SHAPES: NxK,NxK");
+                (n.trim().parse().unwrap(), k.trim().parse().unwrap())
+            })
+            .collect(),
+        Err(_) => vec![(4096, 4096), (4096, 14336), (14336, 4096)],
+    }
+}
+
+/// The decode products' group size: `RMLX_BENCH_GS` (32, 64 or 128), default 64.
+fn group_size() -> usize {
+    std::env::var("RMLX_BENCH_GS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
 }
 
 fn mats(n: usize, k: usize, bits: usize, gs: usize, count: usize) -> Vec<Mat> {
@@ -133,7 +156,7 @@ impl Copier {
 /// of the product's GB/s to the copy's in the same round: this machine's bandwidth drifts by tens
 /// of percent within minutes, so a copy timed once at the start made ratios unreliable.
 fn decode(n: usize, k: usize, bits: usize, rounds: usize, copier: &mut Copier) {
-    let gs = 64;
+    let gs = group_size();
     let bytes = n * k * bits / 8 + 2 * (n * k / gs) * 2;
     // rotating: every matrix once per round; repeated: one matrix 16 times in a row (after the
     // round's copy, which flushes the caches, only the first of them starts cold)
@@ -176,7 +199,7 @@ fn decode(n: usize, k: usize, bits: usize, rounds: usize, copier: &mut Copier) {
             }
         }
         println!(
-            "qmv  {bits}-bit g64 N={n:5} K={k:5} {:5}: {:8.1} us  {:6.2} GB/s  {:5.1}% of copy  {:5.1}% of read-only  ({count} matrices, {} MiB, {calls} products a round, {rounds} rounds)",
+            "qmv  {bits}-bit g{gs} N={n:5} K={k:5} {:5}: {:8.1} us  {:6.2} GB/s  {:5.1}% of copy  {:5.1}% of read-only  ({count} matrices, {} MiB, {calls} products a round, {rounds} rounds)",
             if exact { "exact" } else { "int8" },
             median(per_call) * 1e6,
             median(gbs),
@@ -266,7 +289,7 @@ fn main() {
         median((0..iters.min(15)).map(|_| copier.read_once()).collect())
     );
     let rounds = if quick { 9 } else { 15 };
-    for (n, k) in [(4096, 4096), (4096, 14336), (14336, 4096)] {
+    for (n, k) in decode_shapes() {
         for bits in [4, 8] {
             decode(n, k, bits, rounds, &mut copier);
         }

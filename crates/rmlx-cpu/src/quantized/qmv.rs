@@ -6,7 +6,8 @@
 //! - **int8** (AVX2/FMA/F16C, 4 and 8 bits, groups of 32, 64 or 128; llama.cpp's trick): each row of
 //!   `x` is quantized once per block of 32 to int8 (`d = max|x| / 127`), then
 //!   `Σ q_i x_i ≈ d Σ q_i xq_i` with integer dot products (`_mm256_maddubs_epi16`, or AVX-VNNI's
-//!   `vpdpbusd` where the CPU has it: the same integer sums, so the same bits); the bias
+//!   `vpdpbusd` where the CPU has it: the same integer sums, so the same bits; [`avx512`]: the
+//!   same arithmetic 64 bytes at a time where the CPU has AVX-512 VNNI); the bias
 //!   term uses the exact f32 `Σ x_i`. Codes are centred (`q - 8`, `q - 128`) so that
 //!   `Σ (s q + b) x = s Σ (q - c) x + (b + c s) Σ x`. Accuracy: each `x_i` moves by at most
 //!   `d/2`, so an output errs by at most `Σ_blocks |s| d/2 Σ |q_i - c|`; measured: ~1e-3 of
@@ -16,6 +17,9 @@
 
 use super::pack::unpack;
 use rmlx_core::dtype::Element;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// Weight bytes below which a product runs on the calling thread: waking a second thread
 /// costs more than it saves on small matrices (SmolLM2's 576×576 is ~200 KiB).
@@ -49,6 +53,10 @@ pub fn qmv<S: Element>(x: &[f32], m: usize, w: &Packed<S>, exact: bool, out: &mu
     #[cfg(target_arch = "x86_64")]
     {
         if !exact && int8_supported(w) {
+            if avx512::available() {
+                // SAFETY: `available` detected AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
+                return unsafe { avx512::qmv_int8(x, m, w, out) };
+            }
             // SAFETY: AVX2, FMA and F16C were detected at run time.
             return unsafe { avx2::qmv_int8(x, m, w, out) };
         }
@@ -245,65 +253,78 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Stores block `b` of a row's int8 codes, just quantized into `tmp[(b % 2) * 32..][..32]`, at
-/// its place in the row `qr`: in order, or (`nibble_order`) once a pair is complete as the
-/// pair's evens then odds, and a last unpaired block as its 16 evens then 16 odds.
-#[inline(always)]
-fn place_block(qr: &mut [i8], tmp: &[i8; 64], b: usize, nblk: usize, nibble_order: bool) {
-    if !nibble_order {
-        qr[b * 32..b * 32 + 32].copy_from_slice(&tmp[(b % 2) * 32..(b % 2) * 32 + 32]);
-    } else if b % 2 == 1 {
-        // A pair (blocks b-1, b): evens then odds of its 64 elements.
-        let dst = &mut qr[(b - 1) * 32..(b + 1) * 32];
-        for t in 0..32 {
-            dst[t] = tmp[2 * t];
-            dst[32 + t] = tmp[2 * t + 1];
+/// Reorders a row of int8 codes of `x` (whole blocks of 32, natural order) into the order in
+/// which packed 4-bit weight bytes unpack, chunk by chunk: chunks of `widest` blocks (2 for the
+/// 256-bit kernel, 4 for the 512-bit one: one vector of weight bytes) while that many remain,
+/// then halved chunks for the rest; a chunk of `c` blocks (`16 c` bytes of weights) holds its
+/// `16 c` even elements (the low nibbles' partners) then its `16 c` odd ones (the high nibbles').
+/// `widest` 0 leaves the row in natural order (the 8-bit kernels).
+fn interleave_nibbles(row: &mut [i8], widest: usize) {
+    let nblk = row.len() / 32;
+    let mut tmp = [0i8; 128];
+    let mut b = 0;
+    while widest > 0 && b < nblk {
+        let mut c = widest;
+        while c > nblk - b {
+            c /= 2;
         }
-    } else if b + 1 == nblk {
-        let dst = &mut qr[b * 32..(b + 1) * 32];
-        for t in 0..16 {
-            dst[t] = tmp[2 * t];
-            dst[16 + t] = tmp[2 * t + 1];
+        let chunk = &mut row[b * 32..(b + c) * 32];
+        let half = 16 * c;
+        for t in 0..half {
+            tmp[t] = chunk[2 * t];
+            tmp[half + t] = chunk[2 * t + 1];
         }
+        chunk.copy_from_slice(&tmp[..2 * half]);
+        b += c;
     }
 }
 
 /// `x` quantized per block of 32 to int8: codes `[m, k]`, steps `d: [m, k/32]` and
-/// `d * Σ xq` per block (`[m, k/32]`, what the rounded block sums to).
-///
-/// With `nibble_order`, the codes are stored in the order packed 4-bit bytes unpack: each pair
-/// of blocks (64 elements, 32 bytes of weights) as its 32 even elements then its 32 odd ones
-/// (low nibbles, then high nibbles), and a last unpaired block (`k/32` odd) as its 16 even
-/// elements then its 16 odd ones.
+/// `d * Σ xq` per block (`[m, k/32]`, what the rounded block sums to). The portable statement
+/// of what the SIMD quantizers compute; `nibble_chunk` as [`interleave_nibbles`]'s `widest`.
 pub fn quantize_x(
     x: &[f32],
     m: usize,
     k: usize,
-    nibble_order: bool,
+    nibble_chunk: usize,
 ) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
     let nblk = k / 32;
     let mut xq = vec![0i8; m * k];
     let mut d = vec![0f32; m * nblk];
     let mut dsum = vec![0f32; m * nblk];
-    let mut tmp = [0i8; 64];
     for mi in 0..m {
         let xr = &x[mi * k..(mi + 1) * k];
         let qr = &mut xq[mi * k..(mi + 1) * k];
-        for (b, blk) in xr.chunks_exact(32).enumerate() {
+        for (b, (blk, qb)) in xr.chunks_exact(32).zip(qr.chunks_exact_mut(32)).enumerate() {
             let amax = blk.iter().fold(0f32, |a, v| a.max(v.abs()));
             let db = amax / 127.0;
             let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
             let mut s = 0i32;
-            for (t, v) in tmp[(b % 2) * 32..(b % 2) * 32 + 32].iter_mut().zip(blk) {
-                *t = (v * id).round() as i8;
+            for (t, v) in qb.iter_mut().zip(blk) {
+                *t = (v * id).round_ties_even() as i8;
                 s += *t as i32;
             }
             d[mi * nblk + b] = db;
             dsum[mi * nblk + b] = db * s as f32;
-            place_block(qr, &tmp, b, nblk, nibble_order);
         }
+        interleave_nibbles(qr, nibble_chunk);
     }
     (xq, d, dsum)
+}
+
+/// Everything about `x` the int8 row kernels share; per-block arrays are `[m, nblk_p]`, each
+/// row of x padded with zeros to a multiple of the kernel's blocks per step (`nblk_p`).
+#[cfg(target_arch = "x86_64")]
+struct Ctx<'a, S> {
+    xq: &'a [i8],
+    /// int8 step of each block.
+    d: &'a [f32],
+    /// exact Σ x of each block (multiplies the biases).
+    xb: &'a [f32],
+    /// what multiplies the scale besides the integer dot (the centring correction).
+    eb: &'a [f32],
+    nblk_p: usize,
+    w: &'a Packed<'a, S>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -324,20 +345,6 @@ mod avx2 {
 
     /// How far ahead of the codes being multiplied their cache lines are requested (bytes).
     const PREFETCH: usize = 1024;
-
-    /// Everything about `x` the row kernels share; per-block arrays are `[m, nblk_p]`, each
-    /// row of x padded with zeros to a multiple of 8 blocks (`nblk_p`).
-    struct Ctx<'a, S> {
-        xq: &'a [i8],
-        /// int8 step of each block.
-        d: &'a [f32],
-        /// exact Σ x of each block (multiplies the biases).
-        xb: &'a [f32],
-        /// what multiplies the scale besides the integer dot (the centring correction).
-        eb: &'a [f32],
-        nblk_p: usize,
-        w: &'a Packed<'a, S>,
-    }
 
     /// # Safety
     /// Requires AVX2, FMA and F16C; `w.bits` is 4 or 8 and `w.group_size` is 32, 64 or 128;
@@ -360,7 +367,7 @@ mod avx2 {
     ) {
         let k = w.k;
         let nblk_p = (k / 32).next_multiple_of(8);
-        let (xq, d, xb, mut eb) = quantize_x_avx2(x, m, k, w.bits == 4);
+        let (xq, d, xb, mut eb) = quantize_x_avx2(x, m, k, nblk_p, if w.bits == 4 { 2 } else { 0 });
         // Σ (s q + b) x = s Σ q x + b Σ x, and with codes centred at c (8 or 128):
         // s Σ q x ≈ s [Σ (q - c) x̃ + c Σ x] = s [Σ q x̃ + c (Σ x - Σ x̃)], x̃ = d·xq.
         // The 4-bit dot stays unsigned (q x̃ is what `maddubs` computes) and eb = c (Σ x - Σ x̃);
@@ -402,24 +409,23 @@ mod avx2 {
     }
 
     /// `x` quantized per block of 32 to int8 (round to nearest even), in [`quantize_x`]'s
-    /// layout; returns the codes and, per block (`[m, nblk_p]`, zero-padded), the step `d`,
-    /// the exact `Σ x` and `d Σ xq`.
+    /// layout (`nibble_chunk`); returns the codes and, per block (`[m, nblk_p]`, zero-padded),
+    /// the step `d`, the exact `Σ x` and `d Σ xq`.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn quantize_x_avx2(
+    pub(super) unsafe fn quantize_x_avx2(
         x: &[f32],
         m: usize,
         k: usize,
-        nibble_order: bool,
+        nblk_p: usize,
+        nibble_chunk: usize,
     ) -> (Vec<i8>, Vec<f32>, Vec<f32>, Vec<f32>) {
         let nblk = k / 32;
-        let nblk_p = nblk.next_multiple_of(8);
         let mut xq = vec![0i8; m * k];
         let mut d = vec![0f32; m * nblk_p];
         let mut xb = vec![0f32; m * nblk_p];
         let mut ds = vec![0f32; m * nblk_p];
         let absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
         let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-        let mut tmp = [0i8; 64];
         for mi in 0..m {
             for b in 0..nblk {
                 let p = x.as_ptr().add(mi * k + b * 32);
@@ -453,10 +459,9 @@ mod avx2 {
                 d[o] = db;
                 xb[o] = hsum(sm);
                 ds[o] = db * qsum;
-                let t = &mut tmp[(b % 2) * 32..(b % 2) * 32 + 32];
-                _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, q);
-                place_block(&mut xq[mi * k..(mi + 1) * k], &tmp, b, nblk, nibble_order);
+                _mm256_storeu_si256(xq.as_mut_ptr().add(mi * k + b * 32) as *mut __m256i, q);
             }
+            interleave_nibbles(&mut xq[mi * k..(mi + 1) * k], nibble_chunk);
         }
         (xq, d, xb, ds)
     }
@@ -754,33 +759,41 @@ mod tests {
     fn a_short_tail_of_groups_ignores_the_next_rows_scales() {
         let (n, k, gs) = (2, 352, 32);
         for bits in [4, 8] {
-            let (wq, mut s, mut b, _) = setup(n, k, gs, bits);
+            let (wq, s, b, _) = setup(n, k, gs, bits);
             let x: Vec<f32> = (0..k).map(|i| (i * 37 % 101) as f32 / 50.0 - 1.0).collect();
             let groups = k / gs;
-            let one = packed(
-                &wq[..k * bits / 32],
-                &s[..groups],
-                &b[..groups],
-                (1, k, gs, bits),
-            );
-            if !int8_supported(&one) {
+            if !int8_supported(&packed(&wq, &s, &b, (n, k, gs, bits))) {
                 return;
             }
-            let mut alone = [0f32; 1];
-            unsafe { avx2::qmv_int8(&x, 1, &one, &mut alone) };
-            s[groups..].iter_mut().for_each(|v| *v = f32::NAN);
-            b[groups..].iter_mut().for_each(|v| *v = f32::NAN);
-            let both = packed(&wq, &s, &b, (n, k, gs, bits));
-            let mut got = [0f32; 2];
-            unsafe { avx2::qmv_int8(&x, 1, &both, &mut got) };
-            assert_eq!(
-                got[0].to_bits(),
-                alone[0].to_bits(),
-                "{bits}-bit: {} vs {}",
-                got[0],
-                alone[0]
-            );
-            assert!(got[1].is_nan());
+            let kernels: [unsafe fn(&[f32], usize, &Packed<f32>, &mut [f32]); 2] =
+                [avx2::qmv_int8, avx512::qmv_int8];
+            for (i, kernel) in kernels.into_iter().enumerate() {
+                if i == 1 && !avx512::available() {
+                    continue;
+                }
+                let (mut s, mut b) = (s.clone(), b.clone());
+                let one = packed(
+                    &wq[..k * bits / 32],
+                    &s[..groups],
+                    &b[..groups],
+                    (1, k, gs, bits),
+                );
+                let mut alone = [0f32; 1];
+                unsafe { kernel(&x, 1, &one, &mut alone) };
+                s[groups..].iter_mut().for_each(|v| *v = f32::NAN);
+                b[groups..].iter_mut().for_each(|v| *v = f32::NAN);
+                let both = packed(&wq, &s, &b, (n, k, gs, bits));
+                let mut got = [0f32; 2];
+                unsafe { kernel(&x, 1, &both, &mut got) };
+                assert_eq!(
+                    got[0].to_bits(),
+                    alone[0].to_bits(),
+                    "kernel {i}, {bits}-bit: {} vs {}",
+                    got[0],
+                    alone[0]
+                );
+                assert!(got[1].is_nan());
+            }
         }
     }
 
@@ -831,6 +844,24 @@ mod tests {
                             worst <= 1e-2,
                             "int8 bits {bits} gs {gs} m {m}: relative error {worst}"
                         );
+                        if avx512::available() {
+                            let mut wide = vec![0f32; m * n];
+                            unsafe { avx512::qmv_int8(&x, m, &w, &mut wide) };
+                            let mut worst = 0f64;
+                            for ((v, g), want) in wide.iter().zip(&got).zip(&want) {
+                                assert!(
+                                    (*v as f64 - want).abs() <= 1e-2 * scale,
+                                    "avx512 bits {bits} gs {gs} m {m}: {v} vs {want}"
+                                );
+                                worst = worst.max((v - g).abs() as f64 / scale);
+                            }
+                            // The same integer sums; only the float order and the 8-bit
+                            // centring's rounding differ from the 256-bit kernel.
+                            assert!(
+                                worst <= 2e-5,
+                                "avx512 vs avx2 bits {bits} gs {gs} m {m}: {worst:.2e}"
+                            );
+                        }
                     }
                 }
             }
