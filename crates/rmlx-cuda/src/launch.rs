@@ -94,6 +94,9 @@ impl Args {
     pub fn i32(&mut self, v: i32) -> &mut Args {
         self.push(v)
     }
+    pub fn u32(&mut self, v: u32) -> &mut Args {
+        self.push(v)
+    }
     pub fn f32(&mut self, v: f32) -> &mut Args {
         self.push(v)
     }
@@ -132,7 +135,7 @@ impl Gpu {
     /// Queues `f` on this device's stream. Launch failures name the kernel; faults inside it
     /// surface at the next synchronisation.
     pub fn launch(&self, f: &CudaFunction, name: &str, g: Grid, args: &mut Args) -> Result<()> {
-        if g.grid.0 == 0 {
+        if g.grid.0 == 0 || crate::profile::skipped(name) {
             return Ok(());
         }
         self.bind()?;

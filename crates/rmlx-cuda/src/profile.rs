@@ -7,6 +7,27 @@ use cudarc::driver::{sys, CudaEvent, CudaStream};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
+/// `RMLX_CUDA_SKIP=name1,name2`: launches of kernels whose name contains one of the listed
+/// parts are dropped. A measuring aid only, results are wrong: the speed gained with a family
+/// skipped is what it costs inside a replayed step (stalls on its dependencies included), which
+/// the events of `RMLX_CUDA_PROFILE` cannot see. Kernels whose outputs index memory (MoE
+/// routing, gathers) must not be skipped.
+pub(crate) fn skipped(name: &str) -> bool {
+    static SKIP: OnceLock<Vec<String>> = OnceLock::new();
+    let parts = SKIP.get_or_init(|| {
+        std::env::var("RMLX_CUDA_SKIP")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    !parts.is_empty() && parts.iter().any(|p| name.contains(p.as_str()))
+}
+
 /// Whether launches are being timed.
 pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
