@@ -190,15 +190,18 @@ __device__ void rm_gather_swiglu8(const TX* __restrict__ x, const signed char* _
 
 // ---------------------------------------------------------------------------------------------
 // Down + weighted sum: y[t, n] = res[t, n] + Σ_j wts[t, j] (h[t, j] · W[e_tj][n]) (res optional,
-// null when absent). A block's 4 warps share
-// RQ_R rows and split the chosen experts (warp w takes j = w, w + 4, ...); the partial sums meet
-// in shared memory. blockIdx.y strides over the tokens.
+// null when absent). A block's warps (one per chosen expert, up to RM_DOWN_WARPS; the launch
+// sets blockDim) share RQ_R rows and split the chosen experts (warp w takes j = w, w + nw, ...);
+// the partial sums meet in shared memory. One expert per warp: with 4 warps for Qwen3's 8
+// experts each warp walked two experts one after the other, two chains of dependent loads
+// (index, then weights) in a kernel bound by latency. blockIdx.y strides over the tokens.
+#define RM_DOWN_WARPS 8
 template <class TX, class TS, class TO, class TR, int BITS>
 __device__ void rm_gather_down_sum(const TX* __restrict__ h, const u32* __restrict__ w, const TS* __restrict__ s,
                                    const TS* __restrict__ b, TO* __restrict__ y, const u32* __restrict__ idx,
                                    i64 irs, const float* __restrict__ wts, i64 wrs, const TR* __restrict__ res,
                                    i64 T, int k, i64 E, i64 N, i64 K, int gs_shift) {
-  __shared__ float part[4][RQ_R];
+  __shared__ float part[RM_DOWN_WARPS][RQ_R];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   const i64 row0 = (i64)blockIdx.x * RQ_R;
   if (row0 >= N) return;

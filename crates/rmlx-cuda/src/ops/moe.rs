@@ -141,7 +141,7 @@ pub fn down_sum_source(x: Dtype, s: Dtype, o: Dtype, r: Dtype, bits: usize) -> (
     );
     let (cx, cs, co, cr) = (ctype(x), ctype(s), ctype(o), ctype(r));
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {cx}* h, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const u32* idx, i64 irs, const float* wts, i64 wrs, const {cr}* res, i64 T, int k, i64 E, i64 N, i64 K, int gs_shift) {{\n  rm_gather_down_sum<{cx}, {cs}, {co}, {cr}, {bits}>(h, w, s, b, y, idx, irs, wts, wrs, res, T, k, E, N, K, gs_shift);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(256) {name}(const {cx}* h, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const u32* idx, i64 irs, const float* wts, i64 wrs, const {cr}* res, i64 T, int k, i64 E, i64 N, i64 K, int gs_shift) {{\n  rm_gather_down_sum<{cx}, {cs}, {co}, {cr}, {bits}>(h, w, s, b, y, idx, irs, wts, wrs, res, T, k, E, N, K, gs_shift);\n}}\n"
     );
     (name, src)
 }
@@ -337,10 +337,11 @@ pub fn gather_weighted_sum(
         .i64(n as i64)
         .i64(kdim as i64)
         .i32(group_size.trailing_zeros() as i32);
-    // 4 warps on 4 rows per block, splitting the chosen experts
+    // RQ_R = 4 rows per block; a warp per chosen expert, at most RM_DOWN_WARPS = 8
+    let warps = k.clamp(1, 8) as u32;
     let g = Grid {
         grid: (n.div_ceil(4) as u32, t.min(65_535) as u32, 1),
-        block: (128, 1, 1),
+        block: (32 * warps, 1, 1),
         shared: 0,
     };
     gpu.launch(&f, &name, g, &mut a)?;
