@@ -42,6 +42,12 @@ fn check_params(op: &str, group_size: usize, bits: usize) -> Result<()> {
     Ok(())
 }
 
+/// Whether dequantization may index in 32 bits (`RMLX_DEQ_S32=0`: 64, as before).
+fn deq_s32() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    crate::env::flag(&ON, "RMLX_DEQ_S32", true)
+}
+
 fn get(gpu: &Arc<Gpu>, name: &str, wrapper: &str) -> Result<cudarc::driver::CudaFunction> {
     gpu.kernels
         .get(&gpu.ctx, name, &format!("{QUANT_CUH}\n{wrapper}"))
@@ -58,18 +64,31 @@ pub fn quantize_source(t: Dtype) -> (String, String) {
 }
 
 /// The dequantize kernel for `bits`-bit codes, scales of dtype `s`, output `o` (`mlxr`: MLX's
-/// rounding).
-pub fn dequantize_source(s: Dtype, o: Dtype, mlxr: bool, bits: usize) -> (String, String) {
+/// rounding); `s32`: 32-bit indices (`rq_dequantize_s32`).
+pub fn dequantize_source(
+    s: Dtype,
+    o: Dtype,
+    mlxr: bool,
+    bits: usize,
+    s32: bool,
+) -> (String, String) {
     let name = format!(
-        "rq_deq_{}_{}{}_b{bits}",
+        "rq_deq_{}_{}{}_b{bits}{}",
         tag(s),
         tag(o),
-        if mlxr { "_mlx" } else { "" }
+        if mlxr { "_mlx" } else { "" },
+        if s32 { "_s32" } else { "" }
     );
     let (cs, co) = (ctype(s), ctype(o));
-    let src = format!(
-        "extern \"C\" __global__ void {name}(const u32* wq, const {cs}* s, const {cs}* b, {co}* y, i64 n, i64 K, int gs) {{\n  rq_dequantize<{cs}, {co}, {mlxr}, {bits}>(wq, s, b, y, n, K, gs);\n}}\n"
-    );
+    let src = if s32 {
+        format!(
+            "extern \"C\" __global__ void {name}(const u32* wq, const {cs}* s, const {cs}* b, {co}* y, u32 n, u32 K, int gs_shift) {{\n  rq_dequantize_s32<{cs}, {co}, {mlxr}, {bits}>(wq, s, b, y, n, K, gs_shift);\n}}\n"
+        )
+    } else {
+        format!(
+            "extern \"C\" __global__ void {name}(const u32* wq, const {cs}* s, const {cs}* b, {co}* y, i64 n, i64 K, int gs) {{\n  rq_dequantize<{cs}, {co}, {mlxr}, {bits}>(wq, s, b, y, n, K, gs);\n}}\n"
+        )
+    };
     (name, src)
 }
 
@@ -224,16 +243,19 @@ fn dequantize_into(
     let (_kw, wi) = contiguous_input(gpu, wq)?;
     let (_ks, si) = contiguous_input(gpu, s)?;
     let (_kb, bi) = contiguous_input(gpu, b)?;
-    let (name, src) = dequantize_source(s.dtype, od, mlxr, bits);
+    // 32-bit indices where they fit (`RMLX_DEQ_S32=0` keeps the 64-bit ones: an ablation switch)
+    let s32 = n <= u32::MAX as usize && group_size.is_power_of_two() && deq_s32();
+    let (name, src) = dequantize_source(s.dtype, od, mlxr, bits, s32);
     let f = get(gpu, &name, &src)?;
     let mut a = Args::new();
-    a.ptr(wi.base())
-        .ptr(si.base())
-        .ptr(bi.base())
-        .ptr(y)
-        .i64(n as i64)
-        .i64(k as i64)
-        .i32(group_size as i32);
+    a.ptr(wi.base()).ptr(si.base()).ptr(bi.base()).ptr(y);
+    if s32 {
+        a.u32(n as u32)
+            .u32(k as u32)
+            .i32(group_size.trailing_zeros() as i32);
+    } else {
+        a.i64(n as i64).i64(k as i64).i32(group_size as i32);
+    }
     // one thread per 8 codes (k, a multiple of the group size, is a multiple of 8)
     gpu.launch(&f, &name, Grid::elems(n / 8), &mut a)
 }
@@ -785,10 +807,13 @@ mod tests {
         for t in FL {
             body.push_str(&quantize_source(t).1);
             for bits in [2, 3, 4, 5, 6, 8] {
-                body.push_str(&dequantize_source(t, t, true, bits).1);
+                for s32 in [false, true] {
+                    body.push_str(&dequantize_source(t, t, true, bits, s32).1);
+                }
             }
             for o in FL {
-                body.push_str(&dequantize_source(t, o, false, 4).1);
+                body.push_str(&dequantize_source(t, o, false, 4, true).1);
+                body.push_str(&dequantize_source(t, o, false, 4, false).1);
             }
         }
         // The decode kernel: every (bits, rows) instantiation for one dtype triple, and every
