@@ -128,43 +128,22 @@ __device__ __forceinline__ void store8(bf16* p, const float* v) {
   *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
-// One thread per 8 codes (a group holds whole runs of 8: group sizes are multiples of 16), one
-// 16-byte store (32 for f32). n: elements, a multiple of 8.
-template <class TS, class TO, bool MLXR, int BITS>
+// One thread per 8 codes (a group holds whole runs of 8: group sizes are powers of two from 16),
+// one 16-byte store (32 for f32); a warp loads 32 consecutive code words and stores 512
+// consecutive bytes. n: elements, a multiple of 8. IX: the index type, u32 where n < 2^32: the
+// 64-bit divisions (software routines, ~20 instructions per element) held an 8B prefill's
+// dequantization at ~57 µs per matrix on an H100 and an H200 alike, bound by instructions;
+// with u32 43 µs on the H200. (32 codes per thread measured slower: its 16-byte stores sit
+// 64 bytes apart across the lanes.)
+template <class IX, class TS, class TO, bool MLXR, int BITS>
 __device__ void rq_dequantize(const u32* __restrict__ wq, const TS* __restrict__ s, const TS* __restrict__ b,
-                              TO* __restrict__ y, i64 n, i64 K, int gs) {
-  const i64 W = K * BITS / 32, G = K / gs;
-  GRID_LOOP(c, n / 8) {
-    const i64 i = c * 8, r = i / K, col = i - r * K;
-    const u64 codes = rq_codes8<BITS>(wq + r * W, col);
-    const float sf = to_f(s[r * G + col / gs]), bf = to_f(b[r * G + col / gs]);
-    float o[8];
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const float q = (float)((codes >> (j * BITS)) & ((1u << BITS) - 1u));
-      float v = __fmul_rn(sf, q);
-      if (MLXR && sizeof(TS) == 2) v = to_f(from_f<TS>(v));
-      o[j] = __fadd_rn(v, bf);
-    }
-    store8(y + i, o);  // rounds once to TO
-  }
-}
-
-// The same dequantization with 32-bit indices: a u32 division per 8 codes and the group by a
-// shift, where the 8-code form above spends ~20 instructions per element on 64-bit divisions
-// (an 8B prefill's dequantization took ~57 µs per matrix on an H100 and on an H200 alike:
-// bound by instructions, not by bytes). The same accesses: a warp loads 32 consecutive code
-// words and stores 512 consecutive bytes (32 codes per thread measured slower: its 16-byte
-// stores at a 64-byte stride across the lanes). Needs n < 2^32 and a power-of-two group.
-template <class TS, class TO, bool MLXR, int BITS>
-__device__ void rq_dequantize_s32(const u32* __restrict__ wq, const TS* __restrict__ s, const TS* __restrict__ b,
-                                  TO* __restrict__ y, u32 n, u32 K, int gs_shift) {
-  const u32 G = K >> gs_shift;
-  const u32 stride = gridDim.x * blockDim.x;
-  for (u32 c = blockIdx.x * blockDim.x + threadIdx.x; c < (n >> 3); c += stride) {
-    const u32 i = c << 3, r = i / K, col = i - r * K;
-    const u64 codes = rq_codes8<BITS>(wq + (size_t)r * (K * BITS / 32), col);
-    const u32 g = r * G + (col >> gs_shift);
+                              TO* __restrict__ y, IX n, IX K, int gs_shift) {
+  const IX G = K >> gs_shift, W = K * BITS / 32;
+  const IX stride = (IX)gridDim.x * blockDim.x;
+  for (IX c = (IX)blockIdx.x * blockDim.x + threadIdx.x; c < (n >> 3); c += stride) {
+    const IX i = c << 3, r = i / K, col = i - r * K;
+    const u64 codes = rq_codes8<BITS>(wq + (i64)r * W, col);
+    const IX g = r * G + (col >> gs_shift);
     const float sf = to_f(s[g]), bf = to_f(b[g]);
     float o[8];
 #pragma unroll

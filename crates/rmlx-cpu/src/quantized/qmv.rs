@@ -18,6 +18,24 @@
 use super::pack::unpack;
 use rmlx_core::dtype::Element;
 
+/// Runs `$body` with `$M` a constant equal to `$m`, one of the decode rows 1..=8: the int8 row
+/// kernels take the rows of x as a const generic, so that their accumulators stay in registers.
+#[cfg(target_arch = "x86_64")]
+macro_rules! with_const_rows {
+    ($m:expr, $M:ident => $body:expr) => {
+        with_const_rows!(@arms $m, $M, $body, 1 2 3 4 5 6 7 8)
+    };
+    (@arms $m:expr, $M:ident, $body:expr, $($n:literal)*) => {
+        match $m {
+            $($n => {
+                const $M: usize = $n;
+                $body
+            })*
+            _ => unreachable!("decode path takes 1..=8 rows"),
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
@@ -327,6 +345,61 @@ struct Ctx<'a, S> {
     w: &'a Packed<'a, S>,
 }
 
+/// `x` quantized for the int8 kernels, with what each block's scale multiplies besides the
+/// integer dot: for codes centred at `c` and dotted as they are, `c (Σ x − Σ x̃)`; for codes
+/// dotted centred (`centred_codes`, the 256-bit 8-bit kernel), `c Σ x`.
+#[cfg(target_arch = "x86_64")]
+struct QuantizedX {
+    xq: Vec<i8>,
+    d: Vec<f32>,
+    xb: Vec<f32>,
+    eb: Vec<f32>,
+    nblk_p: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl QuantizedX {
+    /// # Safety
+    /// Requires AVX2 and FMA.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn new(
+        x: &[f32],
+        m: usize,
+        k: usize,
+        nblk_p: usize,
+        nibble_chunk: usize,
+        centre: f32,
+        centred_codes: bool,
+    ) -> QuantizedX {
+        let (xq, d, xb, mut eb) = avx2::quantize_x_avx2(x, m, k, nblk_p, nibble_chunk);
+        for (e, s) in eb.iter_mut().zip(&xb) {
+            *e = if centred_codes {
+                centre * s
+            } else {
+                centre * (s - *e)
+            };
+        }
+        QuantizedX {
+            xq,
+            d,
+            xb,
+            eb,
+            nblk_p,
+        }
+    }
+
+    fn ctx<'a, S>(&'a self, w: &'a Packed<'a, S>) -> Ctx<'a, S> {
+        Ctx {
+            xq: &self.xq,
+            d: &self.d,
+            xb: &self.xb,
+            eb: &self.eb,
+            nblk_p: self.nblk_p,
+            w,
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
@@ -367,45 +440,32 @@ mod avx2 {
     ) {
         let k = w.k;
         let nblk_p = (k / 32).next_multiple_of(8);
-        let (xq, d, xb, mut eb) = quantize_x_avx2(x, m, k, nblk_p, if w.bits == 4 { 2 } else { 0 });
         // Σ (s q + b) x = s Σ q x + b Σ x, and with codes centred at c (8 or 128):
         // s Σ q x ≈ s [Σ (q - c) x̃ + c Σ x] = s [Σ q x̃ + c (Σ x - Σ x̃)], x̃ = d·xq.
-        // The 4-bit dot stays unsigned (q x̃ is what `maddubs` computes) and eb = c (Σ x - Σ x̃);
-        // the 8-bit one multiplies the centred codes (sign trick), so there eb = c Σ x.
-        for (e, s) in eb.iter_mut().zip(&xb) {
-            *e = if w.bits == 4 {
-                8.0 * (s - *e)
-            } else {
-                128.0 * s
-            };
-        }
-        let ctx = Ctx {
-            xq: &xq,
-            d: &d,
-            xb: &xb,
-            eb: &eb,
+        // The 4-bit dot stays unsigned (q x̃ is what `maddubs` computes); the 8-bit one
+        // multiplies the centred codes (sign trick).
+        let four = w.bits == 4;
+        let qx = QuantizedX::new(
+            x,
+            m,
+            k,
             nblk_p,
-            w,
-        };
-        macro_rules! go {
-            ($($mm:literal)*) => {
-                match m {
-                    $($mm => for_row_ranges(w.n, w.bytes(), out, |range, ptr| {
-                        // SAFETY: features checked by the caller (AVX-VNNI just above); each
-                        // task owns its rows.
-                        unsafe {
-                            if vnni {
-                                rows_vnni::<S, $mm>(&ctx, range, ptr)
-                            } else {
-                                rows::<S, $mm>(&ctx, range, ptr)
-                            }
-                        }
-                    }),)*
-                    _ => unreachable!("decode path takes 1..=8 rows"),
+            if four { 2 } else { 0 },
+            if four { 8.0 } else { 128.0 },
+            !four,
+        );
+        let ctx = qx.ctx(w);
+        with_const_rows!(m, M => for_row_ranges(w.n, w.bytes(), out, |range, ptr| {
+            // SAFETY: features checked by the caller (AVX-VNNI where `vnni`); each task owns
+            // its rows.
+            unsafe {
+                if vnni {
+                    rows_vnni::<S, M>(&ctx, range, ptr)
+                } else {
+                    rows::<S, M>(&ctx, range, ptr)
                 }
-            };
-        }
-        go!(1 2 3 4 5 6 7 8);
+            }
+        }))
     }
 
     /// `x` quantized per block of 32 to int8 (round to nearest even), in [`quantize_x`]'s

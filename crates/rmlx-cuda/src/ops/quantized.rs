@@ -64,7 +64,7 @@ pub fn quantize_source(t: Dtype) -> (String, String) {
 }
 
 /// The dequantize kernel for `bits`-bit codes, scales of dtype `s`, output `o` (`mlxr`: MLX's
-/// rounding); `s32`: 32-bit indices (`rq_dequantize_s32`).
+/// rounding); `s32`: 32-bit indices (else 64-bit).
 pub fn dequantize_source(
     s: Dtype,
     o: Dtype,
@@ -80,15 +80,10 @@ pub fn dequantize_source(
         if s32 { "_s32" } else { "" }
     );
     let (cs, co) = (ctype(s), ctype(o));
-    let src = if s32 {
-        format!(
-            "extern \"C\" __global__ void {name}(const u32* wq, const {cs}* s, const {cs}* b, {co}* y, u32 n, u32 K, int gs_shift) {{\n  rq_dequantize_s32<{cs}, {co}, {mlxr}, {bits}>(wq, s, b, y, n, K, gs_shift);\n}}\n"
-        )
-    } else {
-        format!(
-            "extern \"C\" __global__ void {name}(const u32* wq, const {cs}* s, const {cs}* b, {co}* y, i64 n, i64 K, int gs) {{\n  rq_dequantize<{cs}, {co}, {mlxr}, {bits}>(wq, s, b, y, n, K, gs);\n}}\n"
-        )
-    };
+    let ix = if s32 { "u32" } else { "i64" };
+    let src = format!(
+        "extern \"C\" __global__ void {name}(const u32* wq, const {cs}* s, const {cs}* b, {co}* y, {ix} n, {ix} K, int gs_shift) {{\n  rq_dequantize<{ix}, {cs}, {co}, {mlxr}, {bits}>(wq, s, b, y, n, K, gs_shift);\n}}\n"
+    );
     (name, src)
 }
 
@@ -243,19 +238,19 @@ fn dequantize_into(
     let (_kw, wi) = contiguous_input(gpu, wq)?;
     let (_ks, si) = contiguous_input(gpu, s)?;
     let (_kb, bi) = contiguous_input(gpu, b)?;
-    // 32-bit indices where they fit (`RMLX_DEQ_S32=0` keeps the 64-bit ones: an ablation switch)
-    let s32 = n <= u32::MAX as usize && group_size.is_power_of_two() && deq_s32();
+    // 32-bit indices where they fit (`RMLX_DEQ_S32=0` keeps the 64-bit ones: an ablation switch;
+    // group sizes are powers of two, check_params)
+    let s32 = n <= u32::MAX as usize && deq_s32();
     let (name, src) = dequantize_source(s.dtype, od, mlxr, bits, s32);
     let f = get(gpu, &name, &src)?;
     let mut a = Args::new();
     a.ptr(wi.base()).ptr(si.base()).ptr(bi.base()).ptr(y);
     if s32 {
-        a.u32(n as u32)
-            .u32(k as u32)
-            .i32(group_size.trailing_zeros() as i32);
+        a.u32(n as u32).u32(k as u32);
     } else {
-        a.i64(n as i64).i64(k as i64).i32(group_size as i32);
+        a.i64(n as i64).i64(k as i64);
     }
+    a.i32(group_size.trailing_zeros() as i32);
     // one thread per 8 codes (k, a multiple of the group size, is a multiple of 8)
     gpu.launch(&f, &name, Grid::elems(n / 8), &mut a)
 }

@@ -14,7 +14,7 @@
 //! 4-bit: four blocks per vector, `x` laid out by `interleave_nibbles(.., 4)`; a row's last one
 //! to three blocks come as a pair and a single block through masked loads of the same code.
 
-use super::{for_row_ranges, Ctx, OutPtr, Packed};
+use super::{for_row_ranges, Ctx, OutPtr, Packed, QuantizedX};
 use rmlx_core::dtype::Element;
 use rmlx_core::Dtype;
 use std::arch::x86_64::*;
@@ -49,38 +49,26 @@ pub unsafe fn qmv_int8<S: Element>(x: &[f32], m: usize, w: &Packed<S>, out: &mut
     let k = w.k;
     let nblk_p = (k / 32).next_multiple_of(16);
     let four = w.bits == 4;
-    let (xq, d, xb, mut eb) =
-        super::avx2::quantize_x_avx2(x, m, k, nblk_p, if four { 4 } else { 0 });
-    let centre = if four { 8.0 } else { 128.0 };
-    for (e, s) in eb.iter_mut().zip(&xb) {
-        *e = centre * (s - *e);
-    }
-    let ctx = Ctx {
-        xq: &xq,
-        d: &d,
-        xb: &xb,
-        eb: &eb,
+    let qx = QuantizedX::new(
+        x,
+        m,
+        k,
         nblk_p,
-        w,
-    };
-    macro_rules! go {
-        ($($mm:literal)*) => {
-            match m {
-                $($mm => for_row_ranges(w.n, w.bytes(), out, |range, ptr| {
-                    // SAFETY: the caller checked the features; each task owns its rows.
-                    unsafe {
-                        if four {
-                            rows::<S, $mm, true>(&ctx, range, ptr)
-                        } else {
-                            rows::<S, $mm, false>(&ctx, range, ptr)
-                        }
-                    }
-                }),)*
-                _ => unreachable!("decode path takes 1..=8 rows"),
+        if four { 4 } else { 0 },
+        if four { 8.0 } else { 128.0 },
+        false,
+    );
+    let ctx = qx.ctx(w);
+    with_const_rows!(m, M => for_row_ranges(w.n, w.bytes(), out, |range, ptr| {
+        // SAFETY: the caller checked the features; each task owns its rows.
+        unsafe {
+            if four {
+                rows::<S, M, true>(&ctx, range, ptr)
+            } else {
+                rows::<S, M, false>(&ctx, range, ptr)
             }
-        };
-    }
-    go!(1 2 3 4 5 6 7 8);
+        }
+    }))
 }
 
 /// 16 scales or biases from `p` as f32 (`load`: 16 values at `p`, or a masked load).
