@@ -17,6 +17,15 @@ const TILE_BYTES: usize = 2 << 20;
 /// and n: a row's result no longer depends on how many rows are multiplied with it.
 const K_CHUNK: usize = 512;
 
+/// Long rows (K at least [`WIDE_TILE_MIN_K`]) take tiles of at least this many weight rows, up to
+/// [`WIDE_TILE_BYTES`]: `gemm` packs the rows of x again for every tile, and at K = 4,096 a
+/// 2 MiB tile is only 128 columns. Measured on the Zen 5 (512×4096×4096, 4-bit): 0.58–0.71 of
+/// the f32 GEMM with 128 columns, 0.88 with 1,024 (16 MiB). Shorter rows keep [`TILE_BYTES`]:
+/// SmolLM2's prompt (K ≤ 1,536) ran 0.85–0.95× as fast with 1,024 columns.
+const WIDE_TILE_COLS: usize = 1024;
+const WIDE_TILE_BYTES: usize = 16 << 20;
+const WIDE_TILE_MIN_K: usize = 2048;
+
 /// Narrowest weight tile of [`qmm_t`]: 9 rows (the fewest that take this path) × 32 columns
 /// stay above the `gemm` crate's 256-output small-product path.
 const MIN_TILE_COLS: usize = 32;
@@ -86,7 +95,13 @@ pub fn qmm_t<S: Element>(x: &[f32], m: usize, w: &Packed<S>, out: &mut [f32]) {
     // joins the one before it) would take the `gemm` crate's path for products of at most 256
     // outputs, which sums K in another order (horizontally), for a few rows but not for many,
     // so a row's result would depend on the row count.
+    let wide = if k >= WIDE_TILE_MIN_K {
+        WIDE_TILE_COLS.min(WIDE_TILE_BYTES / 4 / k)
+    } else {
+        0
+    };
     let nt = (TILE_BYTES / 4 / k)
+        .max(wide)
         .clamp(MIN_TILE_COLS, n.max(MIN_TILE_COLS))
         .min(n);
     let mut starts: Vec<usize> = (0..n).step_by(nt).collect();
