@@ -336,13 +336,20 @@ fn norm_and_rope_kernels_match_fallbacks() {
                 tol,
                 &format!("layer_norm {dtype}"),
             );
-            // rope: [B, L, H, D] viewed as [B, H, L, D], per-batch offsets, partial dims
+            // rope: [B, L, H, D] viewed as [B, H, L, D], per-batch offsets, partial dims, with
+            // and without a frequency array (L = 33: the GPU walks the heads per thread)
             let x =
                 ops::transpose(&arr(&[2, 33, 4, 128], 9, 1.0, dtype), Some(&[0, 2, 1, 3])).unwrap();
             let off = Array::from_slice(&[5i32, 4000], &[2]).unwrap();
-            for trad in [false, true] {
-                let y = fast::rope(&x, 96, trad, Some(10000.0), 1.0, &off, None).unwrap();
-                let r = fast::rope_fallback(&x, 96, trad, Some(10000.0), 1.0, &off, None).unwrap();
+            let freqs = ops::add(
+                &ops::abs(&arr(&[48], 13, 1.0, Dtype::F32)),
+                &Array::scalar(1.0f32),
+            )
+            .unwrap();
+            for (trad, fr) in [(false, None), (true, None), (false, Some(&freqs))] {
+                let base = fr.is_none().then_some(10000.0);
+                let y = fast::rope(&x, 96, trad, base, 1.0, &off, fr).unwrap();
+                let r = fast::rope_fallback(&x, 96, trad, base, 1.0, &off, fr).unwrap();
                 let tol = if dtype == Dtype::F32 {
                     2e-4
                 } else if dtype == Dtype::F16 {
@@ -355,7 +362,7 @@ fn norm_and_rope_kernels_match_fallbacks() {
                     &vals(&r),
                     tol,
                     tol,
-                    &format!("rope {dtype} trad={trad}"),
+                    &format!("rope {dtype} trad={trad} freqs={}", fr.is_some()),
                 );
             }
         }

@@ -12,6 +12,13 @@ use crate::launch::{Args, Grid, Lay};
 use rmlx_core::{ArrayData, Dtype, Error, Result};
 use std::sync::Arc;
 
+/// Whether prompts' RoPE may walk the heads per thread (`RMLX_ROPE_HEADS=0`: a thread per
+/// row and pair, as before; an ablation switch).
+fn heads_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    crate::env::flag(&ON, "RMLX_ROPE_HEADS", true)
+}
+
 /// A rope kernel's name (`kind`: "rope" or "rope_norm") and the expressions both kernels
 /// share: the pair (i1, i2) of pair k, and pair k's inverse frequency.
 fn parts(
@@ -81,6 +88,55 @@ pub fn source(t: Dtype, traditional: bool, freqs: bool, small: bool) -> (String,
     );
     (name, src)
 }
+
+/// RoPE of x `[B, H, L, D]` for prompts (L of at least [`HEADS_MIN_L`]): one thread per (batch,
+/// position, pair) walks the H heads, so the angle, its cosine and sine and the index splits are
+/// computed once per position instead of once per head and row. The per-(row, pair) kernel
+/// above spent ~100 instructions per element on them: an 8B prefill's RoPE ran ~39 µs per
+/// launch at 2,048 tokens on an H100 against ~11 µs for its bytes. The same arithmetic per
+/// element, so the same bits. Strides of the B, H and L axes come as arguments; every index
+/// fits 32 bits.
+pub fn heads_source(t: Dtype, traditional: bool, freqs: bool) -> (String, String) {
+    let (name, i1, i2, inv) = parts("rope", t, traditional, freqs);
+    let name = format!("{name}_heads");
+    let ct = ctype(t);
+    let inv = inv.replace("loc(", "loc32(");
+    let src = format!(
+        "extern \"C\" __global__ void {name}(const {ct}* __restrict__ x, i64 xo, i64 sb, i64 sh, i64 sl, i64 xs, const i32* __restrict__ off, i64 offo, Lay offl, i64 n_off, const float* __restrict__ fr, i64 fro, Lay frl, {ct}* __restrict__ y, u32 n, u32 H, u32 L, i64 d, i64 dims, float c, float scale) {{
+  const u32 half = (u32)(dims / 2), w = half + (u32)(d - dims);
+  const i64 ys = (i64)L * d;
+  for (u32 e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x) {{
+    const u32 bl = e / w, k = e - bl * w, b = bl / L, l = bl - b * L;
+    const {ct}* xb = x + xo + (i64)b * sb + (i64)l * sl;
+    {ct}* yb = y + ((i64)b * H * L + l) * d;
+    if (k < half) {{
+      const u32 bo = n_off == 1 ? 0u : b;
+      const float pos = __fmul_rn(__fadd_rn((float)l, (float)off[offo + loc32(bo, offl)]), scale);
+      const float th = __fmul_rn(pos, {inv});
+      const float cs = cosf(th), sn = sinf(th);
+      const i64 i1 = {i1}, i2 = {i2};
+#pragma unroll 4
+      for (u32 h = 0; h < H; ++h) {{
+        const {ct}* xr = xb + (i64)h * sh;
+        {ct}* yr = yb + (i64)h * ys;
+        const float x1 = to_f(xr[i1 * xs]), x2 = to_f(xr[i2 * xs]);
+        yr[i1] = from_f<{ct}>(__fsub_rn(__fmul_rn(x1, cs), __fmul_rn(x2, sn)));
+        yr[i2] = from_f<{ct}>(__fadd_rn(__fmul_rn(x1, sn), __fmul_rn(x2, cs)));
+      }}
+    }} else {{
+      const i64 j = dims + (k - half);
+      for (u32 h = 0; h < H; ++h) yb[(i64)h * ys + j] = xb[(i64)h * sh + j * xs];
+    }}
+  }}
+}}
+"
+    );
+    (name, src)
+}
+
+/// Positions from which a `[B, H, L, D]` RoPE walks the heads per thread ([`heads_source`]);
+/// decode steps (L = 1) keep a thread per (row, pair), thousands of them in parallel.
+const HEADS_MIN_L: usize = 16;
 
 /// RoPE of RMS-normalised rows (`fast::rms_norm_rope`): one warp per row takes the row's Σx²,
 /// normalises it as the norm kernels do (x · 1/rms rounded to the dtype, times the row's weight
@@ -292,6 +348,34 @@ pub fn rope(
     };
     let fits = |v: usize| v <= u32::MAX as usize;
     let small = fits(n) && xd.shape.iter().all(|&e| fits(e)) && fits(b) && fits(half);
+    if norm.is_none() && small && nd == 4 && l >= HEADS_MIN_L && heads_on() {
+        let (name, src) = heads_source(xd.dtype, traditional, has_freqs);
+        let f = gpu.kernels.get(&gpu.ctx, &name, &src)?;
+        let s = &xd.strides;
+        let mut a = Args::new();
+        a.ptr(xi.ptr)
+            .i64(xi.offset)
+            .i64(s[0] as i64)
+            .i64(s[1] as i64)
+            .i64(s[2] as i64)
+            .i64(s[3] as i64);
+        a.ptr(oi.ptr).i64(oi.offset).push(oi.lay).i64(n_off as i64);
+        match &fi {
+            Some(fi) => a.ptr(fi.ptr).i64(fi.offset).push(fi.lay),
+            None => a.ptr(0).i64(0).push(oi.lay),
+        };
+        let threads = b * l * w;
+        a.ptr(yptr)
+            .u32(threads as u32)
+            .u32(xd.shape[1] as u32)
+            .u32(l as u32)
+            .i64(d as i64)
+            .i64(dims as i64)
+            .f32(base.ln() / half as f32)
+            .f32(scale);
+        gpu.launch(&f, &name, Grid::elems(threads), &mut a)?;
+        return Ok(out);
+    }
     let (name, src) = match norm {
         Some(_) => norm_source(xd.dtype, traditional, has_freqs, half.div_ceil(32), small),
         None => source(xd.dtype, traditional, has_freqs, small),
@@ -343,6 +427,7 @@ mod tests {
                 for fr in [false, true] {
                     body.push_str(&source(t, trad, fr, false).1);
                     body.push_str(&source(t, trad, fr, true).1);
+                    body.push_str(&heads_source(t, trad, fr).1);
                     for (pairs, small) in [(1, true), (2, true), (4, false)] {
                         body.push_str(&norm_source(t, trad, fr, pairs, small).1);
                     }
