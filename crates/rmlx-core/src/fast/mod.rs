@@ -621,9 +621,8 @@ fn check_sdpa(q: &Array, k: &Array, v: &Array, mask: Mask) -> Result<SdpaArgs> {
     };
     // The CPU kernel reads an f16/bf16 KV cache beside f32 queries as it is; elsewhere (and
     // for any other mix) the inputs meet in the promoted type.
-    let narrow_kv = q.dtype() == Dtype::F32
+    let narrow_kv = narrow_kv(q.dtype(), k.dtype())
         && k.dtype() == v.dtype()
-        && matches!(k.dtype(), Dtype::F16 | Dtype::BF16)
         && current_device().kind == crate::device::DeviceType::Cpu;
     let kv_t = if narrow_kv { k.dtype() } else { t };
     Ok(SdpaArgs {
@@ -737,6 +736,12 @@ pub fn scaled_dot_product_attention_fallback(
     Ok(out)
 }
 
+/// Whether attention may take keys and values of dtype `kv` beside queries of dtype `q` without
+/// promoting them: f16/bf16 under f32 (an f16 KV cache beside f32 activations).
+fn narrow_kv(q: Dtype, kv: Dtype) -> bool {
+    q == Dtype::F32 && matches!(kv, Dtype::F16 | Dtype::BF16)
+}
+
 /// The sizes of a `ScaledDotProductAttention` node's inputs `[q, k, v, mask?]` as a backend
 /// receives them, checked here once for every backend: q `[b, hq, l, d]`, k `[b, hkv, s, d]`,
 /// v `[b, hkv, s, dv]`, one dtype (or f16/bf16 k and v under an f32 q, which only the CPU
@@ -775,8 +780,7 @@ impl SdpaDims {
                 "incompatible shapes q {qs:?}, k {ks:?}, v {vs:?}"
             )));
         }
-        let narrow_kv = q.dtype == Dtype::F32 && matches!(k.dtype, Dtype::F16 | Dtype::BF16);
-        if k.dtype != v.dtype || (q.dtype != k.dtype && !narrow_kv) {
+        if k.dtype != v.dtype || (q.dtype != k.dtype && !narrow_kv(q.dtype, k.dtype)) {
             return Err(bad(format!(
                 "q ({}), k ({}) and v ({}) must share a dtype, or k and v be f16/bf16 under f32 q",
                 q.dtype, k.dtype, v.dtype

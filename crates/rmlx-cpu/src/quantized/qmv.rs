@@ -297,39 +297,6 @@ fn interleave_nibbles(row: &mut [i8], widest: usize) {
     }
 }
 
-/// `x` quantized per block of 32 to int8: codes `[m, k]`, steps `d: [m, k/32]` and
-/// `d * Σ xq` per block (`[m, k/32]`, what the rounded block sums to). The portable statement
-/// of what the SIMD quantizers compute; `nibble_chunk` as [`interleave_nibbles`]'s `widest`.
-pub fn quantize_x(
-    x: &[f32],
-    m: usize,
-    k: usize,
-    nibble_chunk: usize,
-) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
-    let nblk = k / 32;
-    let mut xq = vec![0i8; m * k];
-    let mut d = vec![0f32; m * nblk];
-    let mut dsum = vec![0f32; m * nblk];
-    for mi in 0..m {
-        let xr = &x[mi * k..(mi + 1) * k];
-        let qr = &mut xq[mi * k..(mi + 1) * k];
-        for (b, (blk, qb)) in xr.chunks_exact(32).zip(qr.chunks_exact_mut(32)).enumerate() {
-            let amax = blk.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let db = amax / 127.0;
-            let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-            let mut s = 0i32;
-            for (t, v) in qb.iter_mut().zip(blk) {
-                *t = (v * id).round_ties_even() as i8;
-                s += *t as i32;
-            }
-            d[mi * nblk + b] = db;
-            dsum[mi * nblk + b] = db * s as f32;
-        }
-        interleave_nibbles(qr, nibble_chunk);
-    }
-    (xq, d, dsum)
-}
-
 /// Everything about `x` the int8 row kernels share; per-block arrays are `[m, nblk_p]`, each
 /// row of x padded with zeros to a multiple of the kernel's blocks per step (`nblk_p`).
 #[cfg(target_arch = "x86_64")]
@@ -346,8 +313,8 @@ struct Ctx<'a, S> {
 }
 
 /// `x` quantized for the int8 kernels, with what each block's scale multiplies besides the
-/// integer dot: for codes centred at `c` and dotted as they are, `c (Σ x − Σ x̃)`; for codes
-/// dotted centred (`centred_codes`, the 256-bit 8-bit kernel), `c Σ x`.
+/// integer dot: for codes centred at `c = 2^(bits-1)` and dotted as they are, `c (Σ x − Σ x̃)`;
+/// for codes dotted centred (`centred_codes`, the 256-bit 8-bit kernel), `c Σ x`.
 #[cfg(target_arch = "x86_64")]
 struct QuantizedX {
     xq: Vec<i8>,
@@ -359,19 +326,24 @@ struct QuantizedX {
 
 #[cfg(target_arch = "x86_64")]
 impl QuantizedX {
+    /// `m` rows of `x` for weights `w` (4 or 8 bits), per-block arrays padded to a multiple of
+    /// `step` blocks (the kernel's blocks per step), 4-bit codes laid out in chunks of
+    /// `nibble_chunk` blocks (see [`interleave_nibbles`]).
+    ///
     /// # Safety
     /// Requires AVX2 and FMA.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn new(
+    unsafe fn new<S>(
         x: &[f32],
         m: usize,
-        k: usize,
-        nblk_p: usize,
+        w: &Packed<S>,
+        step: usize,
         nibble_chunk: usize,
-        centre: f32,
         centred_codes: bool,
     ) -> QuantizedX {
-        let (xq, d, xb, mut eb) = avx2::quantize_x_avx2(x, m, k, nblk_p, nibble_chunk);
+        let nblk_p = (w.k / 32).next_multiple_of(step);
+        let chunk = if w.bits == 4 { nibble_chunk } else { 0 };
+        let (xq, d, xb, mut eb) = avx2::quantize_x_avx2(x, m, w.k, nblk_p, chunk);
+        let centre = (1u32 << (w.bits - 1)) as f32;
         for (e, s) in eb.iter_mut().zip(&xb) {
             *e = if centred_codes {
                 centre * s
@@ -438,22 +410,11 @@ mod avx2 {
         out: &mut [f32],
         vnni: bool,
     ) {
-        let k = w.k;
-        let nblk_p = (k / 32).next_multiple_of(8);
         // Σ (s q + b) x = s Σ q x + b Σ x, and with codes centred at c (8 or 128):
         // s Σ q x ≈ s [Σ (q - c) x̃ + c Σ x] = s [Σ q x̃ + c (Σ x - Σ x̃)], x̃ = d·xq.
         // The 4-bit dot stays unsigned (q x̃ is what `maddubs` computes); the 8-bit one
-        // multiplies the centred codes (sign trick).
-        let four = w.bits == 4;
-        let qx = QuantizedX::new(
-            x,
-            m,
-            k,
-            nblk_p,
-            if four { 2 } else { 0 },
-            if four { 8.0 } else { 128.0 },
-            !four,
-        );
+        // multiplies the centred codes (sign trick). Steps of 8 blocks, pairs of 4-bit blocks.
+        let qx = QuantizedX::new(x, m, w, 8, 2, w.bits == 8);
         let ctx = qx.ctx(w);
         with_const_rows!(m, M => for_row_ranges(w.n, w.bytes(), out, |range, ptr| {
             // SAFETY: features checked by the caller (AVX-VNNI where `vnni`); each task owns
@@ -468,8 +429,8 @@ mod avx2 {
         }))
     }
 
-    /// `x` quantized per block of 32 to int8 (round to nearest even), in [`quantize_x`]'s
-    /// layout (`nibble_chunk`); returns the codes and, per block (`[m, nblk_p]`, zero-padded),
+    /// `x` quantized per block of 32 to int8 (round to nearest even; `d = max|x| / 127`), 4-bit
+    /// codes' rows laid out by [`interleave_nibbles`] (`nibble_chunk`); returns the codes and, per block (`[m, nblk_p]`, zero-padded),
     /// the step `d`, the exact `Σ x` and `d Σ xq`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn quantize_x_avx2(

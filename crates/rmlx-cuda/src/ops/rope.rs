@@ -19,8 +19,8 @@ fn heads_on() -> bool {
     crate::env::flag(&ON, "RMLX_ROPE_HEADS", true)
 }
 
-/// A rope kernel's name (`kind`: "rope" or "rope_norm") and the expressions both kernels
-/// share: the pair (i1, i2) of pair k, and pair k's inverse frequency.
+/// A rope kernel's name (`kind`: "rope" or "rope_norm") and the expressions every rope kernel
+/// shares: the pair (i1, i2) of pair k, and pair k's inverse frequency.
 fn parts(
     kind: &str,
     t: Dtype,
@@ -46,6 +46,15 @@ fn parts(
     (name, i1, i2, inv)
 }
 
+/// The rotation every rope kernel ends with: `(a, b)` by the angle whose cosine and sine are
+/// `cs` and `sn`, in f32 without fused multiply-adds, each result rounded once to `ct`, into
+/// `yr[i1]` and `yr[i2]` (one statement for all three kernels: the same bits).
+fn rotate(ct: &str, a: &str, b: &str) -> String {
+    format!(
+        "yr[i1] = from_f<{ct}>(__fsub_rn(__fmul_rn({a}, cs), __fmul_rn({b}, sn)));\n        yr[i2] = from_f<{ct}>(__fadd_rn(__fmul_rn({a}, sn), __fmul_rn({b}, cs)));"
+    )
+}
+
 /// One thread per (row, rotated pair) and per (row, passed-through feature). `small`: every
 /// index (elements, rows, the row layout's extents) fits in 32 bits, so the kernel splits them
 /// with 32-bit divisions: the 64-bit ones (software routines, several per pair through the
@@ -60,6 +69,7 @@ pub fn source(t: Dtype, traditional: bool, freqs: bool, small: bool) -> (String,
         ("i64", "loc")
     };
     let inv = inv.replace("loc(", &format!("{locf}("));
+    let rot = rotate(ct, "x1", "x2");
     let src = format!(
         "extern \"C\" __global__ void {name}(const {ct}* __restrict__ x, i64 xo, Lay rl, i64 xs, const i32* __restrict__ off, i64 offo, Lay offl, i64 n_off, const float* __restrict__ fr, i64 fro, Lay frl, {ct}* __restrict__ y, i64 n, i64 d, i64 dims, i64 L, i64 rows_per_batch, float c, float scale) {{
   typedef {ix} IX;
@@ -76,8 +86,7 @@ pub fn source(t: Dtype, traditional: bool, freqs: bool, small: bool) -> (String,
       const float cs = cosf(th), sn = sinf(th);
       const i64 i1 = {i1}, i2 = {i2};
       const float x1 = to_f(xr[i1 * xs]), x2 = to_f(xr[i2 * xs]);
-      yr[i1] = from_f<{ct}>(__fsub_rn(__fmul_rn(x1, cs), __fmul_rn(x2, sn)));
-      yr[i2] = from_f<{ct}>(__fadd_rn(__fmul_rn(x1, sn), __fmul_rn(x2, cs)));
+      {rot}
     }} else {{
       const i64 j = dims + (k - half);
       yr[j] = xr[j * xs];
@@ -101,6 +110,7 @@ pub fn heads_source(t: Dtype, traditional: bool, freqs: bool) -> (String, String
     let name = format!("{name}_heads");
     let ct = ctype(t);
     let inv = inv.replace("loc(", "loc32(");
+    let rot = rotate(ct, "x1", "x2");
     let src = format!(
         "extern \"C\" __global__ void {name}(const {ct}* __restrict__ x, i64 xo, i64 sb, i64 sh, i64 sl, i64 xs, const i32* __restrict__ off, i64 offo, Lay offl, i64 n_off, const float* __restrict__ fr, i64 fro, Lay frl, {ct}* __restrict__ y, u32 n, u32 H, u32 L, i64 d, i64 dims, float c, float scale) {{
   const u32 half = (u32)(dims / 2), w = half + (u32)(d - dims);
@@ -120,8 +130,7 @@ pub fn heads_source(t: Dtype, traditional: bool, freqs: bool) -> (String, String
         const {ct}* xr = xb + (i64)h * sh;
         {ct}* yr = yb + (i64)h * ys;
         const float x1 = to_f(xr[i1 * xs]), x2 = to_f(xr[i2 * xs]);
-        yr[i1] = from_f<{ct}>(__fsub_rn(__fmul_rn(x1, cs), __fmul_rn(x2, sn)));
-        yr[i2] = from_f<{ct}>(__fadd_rn(__fmul_rn(x1, sn), __fmul_rn(x2, cs)));
+        {rot}
       }}
     }} else {{
       const i64 j = dims + (k - half);
@@ -172,6 +181,7 @@ pub fn norm_source(
     } else {
         (format!("if (k < half) inv[t] = {inv};"), String::new())
     };
+    let rot = rotate(ct, "a", "b");
     let src = format!(
         "extern \"C\" __global__ void {name}(const {ct}* __restrict__ x, i64 xo, Lay rl, i64 xs, const i32* __restrict__ off, i64 offo, Lay offl, i64 n_off, const float* __restrict__ fr, i64 fro, Lay frl, {ct}* __restrict__ y, i64 rows, i64 d, i64 dims, i64 L, i64 rows_per_batch, float c, float scale, const {ct}* __restrict__ nw, i64 wrows, float eps) {{
   RMLX_PDL_MANUAL
@@ -222,8 +232,7 @@ pub fn norm_source(
         const float cs = cosf(th), sn = sinf(th);
         const IX i1 = {i1}, i2 = {i2};
         const float a = nv(x1[t], w1[t]), b = nv(x2[t], w2[t]);
-        yr[i1] = from_f<{ct}>(__fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn)));
-        yr[i2] = from_f<{ct}>(__fadd_rn(__fmul_rn(a, sn), __fmul_rn(b, cs)));
+        {rot}
       }}
     }}
     for (i64 j = dims + lane; j < d; j += 32) yr[j] = from_f<{ct}>(nv(to_f(xr[j * xs]), to_f(wr[j])));
@@ -348,6 +357,16 @@ pub fn rope(
     };
     let fits = |v: usize| v <= u32::MAX as usize;
     let small = fits(n) && xd.shape.iter().all(|&e| fits(e)) && fits(b) && fits(half);
+    // The CPU's frequency constant, computed identically on the host.
+    let c = base.ln() / half as f32;
+    // The offset and frequency arguments every kernel takes after x's.
+    let offsets_and_freqs = |a: &mut Args| {
+        a.ptr(oi.ptr).i64(oi.offset).push(oi.lay).i64(n_off as i64);
+        match &fi {
+            Some(fi) => a.ptr(fi.ptr).i64(fi.offset).push(fi.lay),
+            None => a.ptr(0).i64(0).push(oi.lay),
+        };
+    };
     if norm.is_none() && small && nd == 4 && l >= HEADS_MIN_L && heads_on() {
         let (name, src) = heads_source(xd.dtype, traditional, has_freqs);
         let f = gpu.kernels.get(&gpu.ctx, &name, &src)?;
@@ -359,11 +378,7 @@ pub fn rope(
             .i64(s[1] as i64)
             .i64(s[2] as i64)
             .i64(s[3] as i64);
-        a.ptr(oi.ptr).i64(oi.offset).push(oi.lay).i64(n_off as i64);
-        match &fi {
-            Some(fi) => a.ptr(fi.ptr).i64(fi.offset).push(fi.lay),
-            None => a.ptr(0).i64(0).push(oi.lay),
-        };
+        offsets_and_freqs(&mut a);
         let threads = b * l * w;
         a.ptr(yptr)
             .u32(threads as u32)
@@ -371,7 +386,7 @@ pub fn rope(
             .u32(l as u32)
             .i64(d as i64)
             .i64(dims as i64)
-            .f32(base.ln() / half as f32)
+            .f32(c)
             .f32(scale);
         gpu.launch(&f, &name, Grid::elems(threads), &mut a)?;
         return Ok(out);
@@ -381,18 +396,12 @@ pub fn rope(
         None => source(xd.dtype, traditional, has_freqs, small),
     };
     let f = gpu.kernels.get(&gpu.ctx, &name, &src)?;
-    // The CPU's frequency constant, computed identically on the host.
-    let c = base.ln() / half as f32;
     let mut a = Args::new();
     a.ptr(xi.ptr)
         .i64(xi.offset)
         .push(rl)
         .i64(xd.strides[nd - 1] as i64);
-    a.ptr(oi.ptr).i64(oi.offset).push(oi.lay).i64(n_off as i64);
-    match &fi {
-        Some(fi) => a.ptr(fi.ptr).i64(fi.offset).push(fi.lay),
-        None => a.ptr(0).i64(0).push(oi.lay),
-    };
+    offsets_and_freqs(&mut a);
     a.ptr(yptr)
         .i64(if nw.is_some() { rows } else { n } as i64)
         .i64(d as i64)
