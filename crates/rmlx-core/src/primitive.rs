@@ -252,6 +252,10 @@ pub enum Primitive {
     /// `[q, k, v, mask?]`: q `[B, Hq, L, D]`, k `[B, Hkv, S, D]`, v `[B, Hkv, S, Dv]`,
     /// `Hq % Hkv == 0` (grouped-query attention).
     ScaledDotProductAttention { scale: F32, mask: SdpaMask },
+    /// `[q, lens, k_0, .., k_{B-1}, v_0, .., v_{B-1}]`: one decode query per sequence, q
+    /// `[B, Hq, 1, D]`, sequence b attending keys `0..lens[b]` of its own k_b `[1, Hkv, S_b, D]`
+    /// and v_b `[1, Hkv, S_b, D]` (`fast::sdpa_rows`; only where a backend supports it).
+    SdpaRows { scale: F32 },
     /// `[w]` MLX affine quantization along the last axis; `part` 0 → packed u32 weights,
     /// 1 → scales, 2 → biases (three nodes, cheap to recompute, keep the graph single-output).
     Quantize {
@@ -367,6 +371,7 @@ impl Primitive {
             Primitive::LayerNorm { .. } => "layer_norm",
             Primitive::Rope { .. } => "rope",
             Primitive::ScaledDotProductAttention { .. } => "scaled_dot_product_attention",
+            Primitive::SdpaRows { .. } => "sdpa_rows",
             Primitive::Quantize { .. } => "quantize",
             Primitive::Dequantize { .. } => "dequantize",
             Primitive::QuantizedMatmul { .. } => "quantized_matmul",

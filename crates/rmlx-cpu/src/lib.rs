@@ -83,7 +83,8 @@ impl Backend for CpuBackend {
             | Primitive::Rope { norm: Some(_), .. }
             | Primitive::MoeRoute { .. }
             | Primitive::GatherQmmSwiglu { .. }
-            | Primitive::GatherQmmWeightedSum { .. } => false,
+            | Primitive::GatherQmmWeightedSum { .. }
+            | Primitive::SdpaRows { .. } => false,
         }
     }
 
@@ -185,7 +186,8 @@ impl Backend for CpuBackend {
             } => gather_matmul::gather_qmm(&x, *group_size, *bits, *transpose, *exact, out),
             Primitive::MoeRoute { .. }
             | Primitive::GatherQmmSwiglu { .. }
-            | Primitive::GatherQmmWeightedSum { .. } => Err(Error::invalid(
+            | Primitive::GatherQmmWeightedSum { .. }
+            | Primitive::SdpaRows { .. } => Err(Error::invalid(
                 "cpu",
                 format!(
                     "[{}] has no CPU kernel (`rmlx::fast` composes it from ordinary ops here)",

@@ -653,3 +653,194 @@ __device__ void rq_qmv8(const TX* __restrict__ x, const signed char* __restrict_
                                                       N, K, gs_shift, eps);
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The int8 decode product for several rows of x (2..8) on the tensor cores. The dp4a kernel
+// above spends 2 dot instructions per word per row of x: 8 rows cost 2.8x one row. Here one
+// mma.m16n8k32 (u8 codes x s8 x, s32 sums) takes a block of 32 codes of 16 weight rows against
+// all 8 rows of x, so the instructions per code hardly depend on the row count.
+//
+// Per block the integer sums are exactly the dp4a kernel's (Σ q xq, centred by C Σxq), and each
+// block's float update is the same expression; only the order in which blocks are summed
+// differs (here: each warp of a block runs through its contiguous range of K in order, the
+// warps' partial sums are added in warp order), so rows computed together or alone by this
+// kernel are bitwise equal, and the result matches the dp4a kernel's within rounding.
+//
+// Fragments (PTX m16n8k32, .row.col): A = weights, lane (g, t) (g = lane / 4, t = lane % 4)
+// holds rows g and g + 8, k slots t and t + 4 (4 codes each); B = x, lane (g, t) holds x row g,
+// slots t and t + 4; C gives lane (g, t) weight rows g, g + 8 against x rows 2t, 2t + 1. The k
+// order inside a block is free as long as weights and x agree: for 4 bits slot t holds the low
+// nibbles of word t and slot t + 4 its high nibbles, which is where rq_xpos puts those codes'
+// x (ints 2t and 2t + 1 of the block); for 8 bits slots t and t + 4 hold words 2t and 2t + 1.
+
+__device__ __forceinline__ void rq_mma_u8s8(int (&c)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%10, %10, %10, %10};"
+      : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(0));
+}
+
+// x data from shared memory (XS) or through the read-only cache.
+template <bool XS, class T>
+__device__ __forceinline__ T rq_ldx(const T* p) {
+  if (XS) return *p;
+  return __ldg(p);
+}
+
+// The streaming loop of the tensor-core kernel: blocks [blk0, blk1) of weight rows wa (row g)
+// and wb (row g + 8) with their scales and biases, UN blocks in flight per lane. acc: this
+// lane's four outputs (see above); ss: Σx² of x rows 2t, 2t + 1 (NORM).
+template <class TS, int BITS, int UN, bool XS, bool NORM>
+__device__ __forceinline__ void rq_tc_dot(const signed char* __restrict__ xq, const RqXBlock* __restrict__ meta,
+                                          const u32* __restrict__ wa, const u32* __restrict__ wb,
+                                          const TS* __restrict__ sa, const TS* __restrict__ ba,
+                                          const TS* __restrict__ sb, const TS* __restrict__ bb, int M, i64 K,
+                                          int gs_shift, i64 blk0, i64 blk1, float (&acc)[4], float (&ss)[2]) {
+  constexpr int WPL = BITS / 4;  // words per lane, row and block: 1 (4-bit) or 2 (8-bit)
+  constexpr float C = (float)(1 << (BITS - 1));
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const i64 nb = K >> 5;
+  const bool xrow = g < M;
+  const signed char* xr = xq + (i64)(xrow ? g : 0) * K + 8 * t;
+  for (i64 base = blk0; base < blk1; base += UN) {
+    u32 va[UN][WPL], vb[UN][WPL];
+    int2 xv[UN];
+#pragma unroll
+    for (int u = 0; u < UN; ++u) {
+      const i64 blk = base + u;
+      const bool ok = blk < blk1;
+      if (WPL == 1) {
+        va[u][0] = ok ? __ldg(wa + blk * 4 + t) : 0u;
+        vb[u][0] = ok ? __ldg(wb + blk * 4 + t) : 0u;
+      } else {
+        const uint2 z = make_uint2(0u, 0u);
+        const uint2 p = ok ? __ldg(reinterpret_cast<const uint2*>(wa + blk * 8) + t) : z;
+        const uint2 q = ok ? __ldg(reinterpret_cast<const uint2*>(wb + blk * 8) + t) : z;
+        va[u][0] = p.x;
+        va[u][WPL - 1] = p.y;
+        vb[u][0] = q.x;
+        vb[u][WPL - 1] = q.y;
+      }
+      xv[u] = (ok && xrow) ? rq_ldx<XS>(reinterpret_cast<const int2*>(xr + blk * 32)) : make_int2(0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < UN; ++u) {
+      const i64 blk = base + u;
+      if (blk >= blk1) break;
+      u32 a[4];
+      if (BITS == 4) {
+        a[0] = va[u][0] & 0x0F0F0F0Fu;
+        a[2] = (va[u][0] >> 4) & 0x0F0F0F0Fu;
+        a[1] = vb[u][0] & 0x0F0F0F0Fu;
+        a[3] = (vb[u][0] >> 4) & 0x0F0F0F0Fu;
+      } else {
+        a[0] = va[u][0];
+        a[2] = va[u][WPL - 1];
+        a[1] = vb[u][0];
+        a[3] = vb[u][WPL - 1];
+      }
+      int c[4];
+      rq_mma_u8s8(c, a, (u32)xv[u].x, (u32)xv[u].y);
+      const i64 gi = (blk << 5) >> gs_shift;
+      const float s0 = to_f(sa[gi]), s1 = to_f(sb[gi]);
+      const float c0 = fmaf(C, s0, to_f(ba[gi])), c1 = fmaf(C, s1, to_f(bb[gi]));
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int m = 2 * t + h;
+        if (m < M) {
+          const float4 mt = rq_ldx<XS>(reinterpret_cast<const float4*>(meta + (i64)m * nb + blk));
+          const int sq = __float_as_int(mt.z);
+          if (NORM) ss[h] += mt.w;
+          const int d0 = c[h] - (1 << (BITS - 1)) * sq, d1 = c[2 + h] - (1 << (BITS - 1)) * sq;
+          acc[h] = fmaf(s0 * mt.x, (float)d0, fmaf(c0, mt.y, acc[h]));
+          acc[2 + h] = fmaf(s1 * mt.x, (float)d1, fmaf(c1, mt.y, acc[2 + h]));
+        }
+      }
+    }
+  }
+}
+
+// One matrix: a block of KS warps owns 16 weight rows from blockIdx.x * 16, warp w taking the
+// w-th contiguous share of K's blocks; the partial sums meet in shared memory.
+template <class TS, class TO, int BITS, int UN, int KS, bool XS, bool NORM>
+__device__ void rq_tc_mat(const signed char* __restrict__ xq, const RqXBlock* __restrict__ meta,
+                          const u32* __restrict__ w, const TS* __restrict__ s, const TS* __restrict__ b,
+                          TO* __restrict__ y, const TO* __restrict__ res, int M, i64 N, i64 K, int gs_shift,
+                          float eps) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const i64 row0 = (i64)blockIdx.x * 16;
+  const i64 W = K * BITS / 32, G = K >> gs_shift, nb = K >> 5;
+  // rows past N repeat the last one: computed, not stored
+  const i64 ra = row0 + g < N ? row0 + g : N - 1, rb = row0 + g + 8 < N ? row0 + g + 8 : N - 1;
+  const i64 per = (nb + KS - 1) / KS;
+  const i64 blk0 = per * warp < nb ? per * warp : nb, blk1 = blk0 + per < nb ? blk0 + per : nb;
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, ss[2] = {0.0f, 0.0f};
+  rq_tc_dot<TS, BITS, UN, XS, NORM>(xq, meta, w + ra * W, w + rb * W, s + ra * G, b + ra * G, s + rb * G,
+                                    b + rb * G, M, K, gs_shift, blk0, blk1, acc, ss);
+  __shared__ float part[KS][128];
+  __shared__ float sspart[KS][8];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) part[warp][j * 32 + lane] = acc[j];
+  if (NORM && g == 0) {
+    sspart[warp][2 * t] = ss[0];
+    sspart[warp][2 * t + 1] = ss[1];
+  }
+  __syncthreads();
+  if (threadIdx.x < 128) {
+    const int o = threadIdx.x, j = o >> 5, l = o & 31;
+    const i64 row = row0 + (l >> 2) + 8 * (j >> 1);
+    const int m = 2 * (l & 3) + (j & 1);
+    float v = 0.0f;
+#pragma unroll
+    for (int k = 0; k < KS; ++k) v += part[k][o];
+    if (NORM) {
+      float st = 0.0f;
+#pragma unroll
+      for (int k = 0; k < KS; ++k) st += sspart[k][m];
+      v *= rq_inv_rms(st, K, eps);
+    }
+    if (m < M && row < N) y[(i64)m * N + row] = rq_out<TO>(v, res, (i64)m * N + row);
+  }
+}
+
+// The tensor-core kernel's entry, with rq_qmv8's arguments and options (batch in blockIdx.y,
+// XF: x quantized by each block into shared memory, NORM, PF: the block's 16 weight rows
+// prefetched into L2 before the wait on the previous kernel). Launched with 32 KS threads.
+template <class TX, class TS, class TO, int BITS, int UN, int KS, bool XF, bool NORM, bool PF>
+__device__ void rq_qmm8_tc(const TX* __restrict__ x, const signed char* __restrict__ xq,
+                           const RqXBlock* __restrict__ meta, const TX* __restrict__ nw, float eps,
+                           const u32* __restrict__ w, const TS* __restrict__ s, const TS* __restrict__ b,
+                           TO* __restrict__ y, const TO* __restrict__ res, int M, i64 N, i64 K, int gs_shift, i64 xbs,
+                           i64 wbs, i64 sbs, i64 bbs, i64 ybs) {
+  const i64 bat = blockIdx.y;
+  w += bat * wbs;
+  s += bat * sbs;
+  b += bat * bbs;
+  y += bat * ybs;
+  if (res) res += bat * ybs;
+  rmlx_pdl_trigger();
+  if (PF) {
+    const i64 W = K * BITS / 32, G = K >> gs_shift;
+    for (int r = threadIdx.x >> 5; r < 16; r += KS) {
+      const i64 row = (i64)blockIdx.x * 16 + r;
+      if (row >= N) break;
+      const u32* wr[1] = {w + row * W};
+      const TS* sr[1] = {s + row * G};
+      const TS* br[1] = {b + row * G};
+      rq_prefetch_rows<TS, 1>(wr, sr, br, W, G);
+    }
+  }
+  rmlx_pdl_wait();
+  if (XF) {
+    extern __shared__ __align__(16) unsigned char rq_xsmem[];
+    signed char* sq = reinterpret_cast<signed char*>(rq_xsmem);
+    RqXBlock* sm = reinterpret_cast<RqXBlock*>(rq_xsmem + (i64)M * K);
+    rq_quantize_x_block<TX, BITS, NORM>(x + bat * xbs, nw, sq, sm, M, K);
+    __syncthreads();
+    rq_tc_mat<TS, TO, BITS, UN, KS, true, NORM>(sq, sm, w, s, b, y, res, M, N, K, gs_shift, eps);
+  } else {
+    rq_tc_mat<TS, TO, BITS, UN, KS, false, NORM>(xq + bat * xbs, meta + bat * (xbs >> 5), w, s, b, y, res, M, N, K,
+                                                gs_shift, eps);
+  }
+}

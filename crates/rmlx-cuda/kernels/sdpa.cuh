@@ -762,3 +762,29 @@ __device__ void rs_sdpa_flash(const T* __restrict__ q, const T* __restrict__ k, 
           TcMma<T>::pack(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Decode over ragged sequences (`fast::sdpa_rows`): batch row bb attends keys 0..lens[bb] of its
+// own K/V buffers, whose addresses and strides (per KV head, per key) come in by value. Blocks
+// and splits are laid out as for one [B, Hkv, S_max, D] tensor; a split past a row's length
+// finds no keys and leaves an empty softmax state, which the merge skips.
+#define RD_MAXROWS 16
+struct RdRows {
+  u64 k[RD_MAXROWS], v[RD_MAXROWS];
+  i64 kh[RD_MAXROWS], kr[RD_MAXROWS], vh[RD_MAXROWS], vr[RD_MAXROWS];
+};
+
+template <class T, int G, int DL>
+__device__ void rs_sdpa_decode_rows(const T* __restrict__ q, const RdRows& rows, const int* __restrict__ lens,
+                                    T* __restrict__ out, float* __restrict__ part_ml, float* __restrict__ part_acc,
+                                    Sd4 ql, int Hq, int Hkv, float scale, int n_split, int split_len) {
+  const int parts = Hq / (Hkv * G);
+  const i64 bb = blockIdx.x / parts / Hkv;
+  // rows past the table are never launched (the host checks B <= RD_MAXROWS)
+  const Sd4 kl = {0, {0, rows.kh[bb], rows.kr[bb], 1}};
+  const Sd4 vl = {0, {0, rows.vh[bb], rows.vr[bb], 1}};
+  const Sd4 ml = {0, {0, 0, 0, 0}};
+  rs_sdpa_decode_lk<T, float, 0, G, DL>(q, reinterpret_cast<const T*>(rows.k[bb]),
+                                        reinterpret_cast<const T*>(rows.v[bb]), nullptr, out, part_ml, part_acc,
+                                        ql, kl, vl, ml, Hq, Hkv, lens[bb], scale, n_split, split_len);
+}

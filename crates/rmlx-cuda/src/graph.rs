@@ -138,70 +138,86 @@ impl StepGraph {
 
     /// Queues one replay.
     pub fn replay(&self) -> Result<()> {
-        self.gpu.bind()?;
-        // SAFETY: exec is a valid instantiated graph; the stream belongs to its context.
-        unsafe { result::graph::launch(self.exec, self.gpu.stream.cu_stream()) }
-            .map_err(|e| cuda_err("replaying a CUDA graph", e))
+        // under the evaluation lock: a stream operation of this thread must not land in another
+        // thread's recording
+        rmlx_core::transforms::with_eval_lock(|| {
+            self.gpu.bind()?;
+            // SAFETY: exec is a valid instantiated graph; the stream belongs to its context.
+            unsafe { result::graph::launch(self.exec, self.gpu.stream.cu_stream()) }
+                .map_err(|e| cuda_err("replaying a CUDA graph", e))
+        })
     }
 
     /// Queues a write of `bytes` into `a`'s device copy (an input the recorded step read),
     /// ordered before the next replay. `a`'s host bytes, if any, become stale: keep such
     /// inputs private to the code that replays.
     pub fn write(&self, a: &Array, bytes: &[u8]) -> Result<()> {
-        let (dev, off, len) = device_of(&self.gpu, a, "a graph input")?;
-        if bytes.len() != len {
-            return Err(Error::invalid(
-                "cuda graph",
-                format!("writing {} bytes into an input of {len} bytes", bytes.len()),
-            ));
-        }
-        self.gpu.bind()?;
-        // SAFETY: the block holds off + len bytes; small pageable sources are staged by the
-        // driver before the call returns.
-        unsafe {
-            result::memcpy_htod_async(dev.ptr + off as u64, bytes, self.gpu.stream.cu_stream())
-        }
-        .map_err(|e| cuda_err("writing a graph input", e))
+        // under the evaluation lock: a stream operation of this thread must not land in another
+        // thread's recording
+        rmlx_core::transforms::with_eval_lock(|| {
+            let (dev, off, len) = device_of(&self.gpu, a, "a graph input")?;
+            if bytes.len() != len {
+                return Err(Error::invalid(
+                    "cuda graph",
+                    format!("writing {} bytes into an input of {len} bytes", bytes.len()),
+                ));
+            }
+            self.gpu.bind()?;
+            // SAFETY: the block holds off + len bytes; small pageable sources are staged by the
+            // driver before the call returns.
+            unsafe {
+                result::memcpy_htod_async(dev.ptr + off as u64, bytes, self.gpu.stream.cu_stream())
+            }
+            .map_err(|e| cuda_err("writing a graph input", e))
+        })
     }
 
     /// Waits for queued work and copies `a`'s device bytes (a result of the recorded step)
     /// into `dst`.
     pub fn read(&self, a: &Array, dst: &mut [u8]) -> Result<()> {
-        let (dev, off, len) = device_of(&self.gpu, a, "a graph output")?;
-        if dst.len() != len {
-            return Err(Error::invalid(
-                "cuda graph",
-                format!("reading an output of {len} bytes into {} bytes", dst.len()),
-            ));
-        }
-        self.gpu.bind()?;
-        // SAFETY: the copy is ordered after the replay on the stream, and waited for.
-        unsafe {
-            result::memcpy_dtoh_async(dst, dev.ptr + off as u64, self.gpu.stream.cu_stream())
-        }
-        .map_err(|e| cuda_err("reading a graph output", e))?;
-        self.gpu.synchronize()
+        // under the evaluation lock: a stream operation of this thread must not land in another
+        // thread's recording
+        rmlx_core::transforms::with_eval_lock(|| {
+            let (dev, off, len) = device_of(&self.gpu, a, "a graph output")?;
+            if dst.len() != len {
+                return Err(Error::invalid(
+                    "cuda graph",
+                    format!("reading an output of {len} bytes into {} bytes", dst.len()),
+                ));
+            }
+            self.gpu.bind()?;
+            // SAFETY: the copy is ordered after the replay on the stream, and waited for.
+            unsafe {
+                result::memcpy_dtoh_async(dst, dev.ptr + off as u64, self.gpu.stream.cu_stream())
+            }
+            .map_err(|e| cuda_err("reading a graph output", e))?;
+            self.gpu.synchronize()
+        })
     }
 
     /// A new device-only array holding a copy of `a` (a result of the recorded step) as the
     /// last replay leaves it; later replays do not change it.
     pub fn snapshot(&self, a: &Array) -> Result<Array> {
-        let (dev, off, len) = device_of(&self.gpu, a, "a graph output")?;
-        let (out, ptr) = crate::data::output(&self.gpu, a.shape(), a.dtype())?;
-        if len > 0 {
-            self.gpu.bind()?;
-            // SAFETY: both blocks hold len bytes; ordered on the one stream.
-            unsafe {
-                result::memcpy_dtod_async(
-                    ptr,
-                    dev.ptr + off as u64,
-                    len,
-                    self.gpu.stream.cu_stream(),
-                )
+        // under the evaluation lock: a stream operation of this thread must not land in another
+        // thread's recording
+        rmlx_core::transforms::with_eval_lock(|| {
+            let (dev, off, len) = device_of(&self.gpu, a, "a graph output")?;
+            let (out, ptr) = crate::data::output(&self.gpu, a.shape(), a.dtype())?;
+            if len > 0 {
+                self.gpu.bind()?;
+                // SAFETY: both blocks hold len bytes; ordered on the one stream.
+                unsafe {
+                    result::memcpy_dtod_async(
+                        ptr,
+                        dev.ptr + off as u64,
+                        len,
+                        self.gpu.stream.cu_stream(),
+                    )
+                }
+                .map_err(|e| cuda_err("copying a graph output", e))?;
             }
-            .map_err(|e| cuda_err("copying a graph output", e))?;
-        }
-        Ok(Array::from_data(out))
+            Ok(Array::from_data(out))
+        })
     }
 }
 

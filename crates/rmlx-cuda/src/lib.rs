@@ -53,6 +53,7 @@ impl Backend for CudaBackend {
             | Primitive::LayerNorm { .. }
             | Primitive::Rope { .. }
             | Primitive::ScaledDotProductAttention { .. }
+            | Primitive::SdpaRows { .. }
             | Primitive::Quantize { .. }
             | Primitive::Dequantize { .. }
             | Primitive::QuantizedMatmul { .. }
@@ -151,6 +152,7 @@ impl Backend for CudaBackend {
             Primitive::ScaledDotProductAttention { scale, mask } => {
                 ops::sdpa::sdpa(&g, &x, scale.0, *mask, shape, od)
             }
+            Primitive::SdpaRows { scale } => ops::sdpa::sdpa_rows(&g, &x, scale.0, shape, od),
             Primitive::Quantize {
                 group_size,
                 bits,

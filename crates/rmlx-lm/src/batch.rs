@@ -1,9 +1,11 @@
 //! Batched generation over ragged sequences: every sequence keeps its own KV caches (nothing
 //! is left-padded to the longest), its own sampler (settings and seed) and its own stop
 //! conditions. Each decode step runs the model once over the decoding sequences
-//! (`LanguageModel::forward_rows`: one matmul per weight for all rows, attention per
-//! sequence). Sequences join and leave between steps — the server's continuous batching —
-//! and `batch_generate` is the one-shot form.
+//! (`LanguageModel::forward_rows`: one matmul per weight for all rows; attention per sequence
+//! on the CPU, one `fast::sdpa_rows` op over every row's own cache on a GPU). On a GPU a group
+//! that stays the same is recorded once and replayed (`graph_rows`), and greedy rows take
+//! their tokens from one device argmax. Sequences join and leave between steps — the server's
+//! continuous batching — and `batch_generate` is the one-shot form.
 //!
 //! Batch invariance: a sequence's tokens do not depend on its batch mates. Prompts are
 //! prefilled per sequence in the same chunks `stream_generate` uses, and decode steps go through
@@ -14,12 +16,13 @@
 use crate::cache::KvCache;
 use crate::error::{LmError, Result};
 use crate::generate::{check_prompt, make_caches, prefill_chunk, GenerateOptions};
+use crate::graph_rows::RowsReplay;
 use crate::models::LanguageModel;
 use crate::prefix_cache::PrefixCache;
 use crate::sample::Sampler;
 use crate::stop::StopText;
 use crate::tokenizer::{StreamingDetokenizer, Tokenizer};
-use rmlx::{ops, Array, Dtype};
+use rmlx::{ops, Array, Device, Dtype};
 use std::time::Instant;
 
 /// Rows per forward pass up to which results are batch-invariant (the decode kernels' limit).
@@ -169,6 +172,9 @@ struct Seq {
     finished: bool,
 }
 
+/// A logit bias as (token, f32 bits) pairs: comparable, to find a cached bias vector.
+type BiasKey = Vec<(u32, u32)>;
+
 /// Sequences generating together; call [`BatchGenerator::step`] until it is empty.
 pub struct BatchGenerator<'m> {
     model: &'m dyn LanguageModel,
@@ -181,6 +187,11 @@ pub struct BatchGenerator<'m> {
     /// Finished sequences' caches by id, when kept.
     kept: Option<std::collections::HashMap<u64, PromptCache>>,
     stats: BatchStats,
+    /// Where decode passes run, and graph replay for each group of a step (`graph_rows`).
+    device: Device,
+    replays: Vec<RowsReplay>,
+    /// Device bias vectors `[V]` of the logit biases greedy rows used (a few distinct ones).
+    bias_vectors: Vec<(BiasKey, Array)>,
 }
 
 impl<'m> BatchGenerator<'m> {
@@ -204,6 +215,9 @@ impl<'m> BatchGenerator<'m> {
             prefix: None,
             kept: None,
             stats: BatchStats::default(),
+            device: rmlx::current_device(),
+            replays: Vec::new(),
+            bias_vectors: Vec::new(),
         }
     }
 
@@ -413,11 +427,16 @@ impl<'m> BatchGenerator<'m> {
             return;
         }
         let t0 = Instant::now();
-        for group in ready.chunks(self.opts.max_rows) {
+        for (gi, group) in ready.chunks(self.opts.max_rows).enumerate() {
             let tokens: Vec<u32> = group
                 .iter()
                 .map(|&i| self.seqs[i].next.expect("ready"))
                 .collect();
+            let ids: Vec<u64> = group.iter().map(|&i| self.seqs[i].id).collect();
+            if self.replays.len() <= gi {
+                self.replays.push(RowsReplay::new(self.device));
+            }
+            let replay = &mut self.replays[gi];
             let logits = {
                 let mut caches: Vec<&mut [KvCache]> = Vec::with_capacity(group.len());
                 // Disjoint &mut borrows of the group's caches, in group order.
@@ -430,16 +449,35 @@ impl<'m> BatchGenerator<'m> {
                     rest = tail;
                     base = i + 1;
                 }
-                self.model
-                    .forward_rows(&tokens, &mut caches)
-                    .map(|l| ops::astype(&l, Dtype::F32))
-                    .and_then(|l| l.eval().map(|_| l).map_err(LmError::from))
+                match replay.step(self.model, &ids, &tokens, &mut caches) {
+                    Ok(Some(l)) => Ok(l),
+                    Ok(None) => Array::from_slice(&tokens, &[tokens.len(), 1])
+                        .map_err(LmError::from)
+                        .and_then(|t| self.model.forward_rows(&t, &mut caches))
+                        .map(|l| ops::astype(&l, Dtype::F32))
+                        .and_then(|l| l.eval().map(|_| l).map_err(LmError::from)),
+                    Err(e) => Err(e),
+                }
             };
             self.stats.decode_passes += 1;
             self.stats.decode_rows += group.len();
             match logits {
                 Ok(logits) => {
+                    let greedy = match self.greedy_tokens(group, &logits) {
+                        Ok(g) => g,
+                        Err(e) => {
+                            for &i in group {
+                                self.seqs[i].finished = true;
+                                events.push(fail(&self.seqs[i], &e));
+                            }
+                            continue;
+                        }
+                    };
                     for (r, &i) in group.iter().enumerate() {
+                        if let Some(t) = greedy[r] {
+                            events.push(self.emit(i, t, None));
+                            continue;
+                        }
                         let row =
                             ops::slice(&logits, &[r as i64, 0], &[r as i64 + 1, i64::MAX], &[1, 1]);
                         let ev = match row {
@@ -463,10 +501,71 @@ impl<'m> BatchGenerator<'m> {
         self.stats.decode_secs += t0.elapsed().as_secs_f64();
     }
 
+    /// The tokens of the rows of `group` that sample greedily without wanting log-probabilities
+    /// or a repetition penalty (`None` for the others): argmax of `logits: [B, V]` plus each
+    /// row's logit bias, computed on the device for all rows at once (one kernel per distinct
+    /// bias, one read), where the sampler would copy every row to the host. GPU only, as
+    /// `stream_generate` takes the device's argmax for greedy decoding only there (a logit
+    /// bias is added on the device here, on the host there: the same f32 sums, but the host
+    /// takes the argmax after a log-softmax, so a near-tie may resolve differently).
+    fn greedy_tokens(&mut self, group: &[usize], logits: &Array) -> Result<Vec<Option<u32>>> {
+        let mut out = vec![None; group.len()];
+        if self.device.kind != rmlx::DeviceType::Gpu {
+            return Ok(out);
+        }
+        let mut by_bias: Vec<(BiasKey, Vec<usize>)> = Vec::new();
+        for (r, &i) in group.iter().enumerate() {
+            let s = &self.seqs[i];
+            let st = s.sampler.settings();
+            let greedy = st.temp == 0.0
+                && st.repetition_penalty.is_none_or(|p| p == 0.0)
+                && s.logprobs.is_none();
+            if !greedy {
+                continue;
+            }
+            let key: BiasKey = st
+                .logit_bias
+                .iter()
+                .map(|&(t, b)| (t, b.to_bits()))
+                .collect();
+            match by_bias.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, rows)) => rows.push(r),
+                None => by_bias.push((key, vec![r])),
+            }
+        }
+        let vocab = logits.shape()[logits.ndim() - 1];
+        for (key, rows) in by_bias {
+            let biased = if key.is_empty() {
+                logits.clone()
+            } else {
+                let bias = match self.bias_vectors.iter().find(|(k, _)| *k == key) {
+                    Some((_, b)) => b.clone(),
+                    None => {
+                        let mut v = vec![0.0f32; vocab];
+                        for &(t, b) in &key {
+                            if let Some(x) = v.get_mut(t as usize) {
+                                *x += f32::from_bits(b);
+                            }
+                        }
+                        let b = Array::from_slice(&v, &[vocab])?;
+                        self.bias_vectors.push((key.clone(), b.clone()));
+                        b
+                    }
+                };
+                ops::add(logits, &bias)?
+            };
+            let ids = ops::argmax(&biased, Some(-1), false)?;
+            let ids = ops::astype(&ids, Dtype::U32).to_vec::<u32>()?;
+            for r in rows {
+                out[r] = ids.get(r).copied();
+            }
+        }
+        Ok(out)
+    }
+
     /// Samples sequence `i`'s next token from `logits: [1, V]` and hands it out (the
     /// bookkeeping of `TokenStream::advance`).
     fn sample_and_emit(&mut self, i: usize, logits: &Array) -> SeqEvent {
-        let eos = &self.eos;
         let s = &mut self.seqs[i];
         let sampled = s.sampler.sample(logits, std::slice::from_ref(&s.history));
         let (token, lp) = match sampled {
@@ -493,6 +592,14 @@ impl<'m> BatchGenerator<'m> {
             },
             None => None,
         };
+        self.emit(i, token, logprob)
+    }
+
+    /// Hands out sequence `i`'s sampled `token` (the bookkeeping of `TokenStream::advance`):
+    /// EOS, stop strings, `max_tokens`, the detokenized text.
+    fn emit(&mut self, i: usize, token: u32, logprob: Option<TokenLogprob>) -> SeqEvent {
+        let eos = &self.eos;
+        let s = &mut self.seqs[i];
         s.n += 1;
         self.stats.generation_tokens += 1;
         s.next = None;

@@ -576,6 +576,25 @@ impl KvCache {
         }
     }
 
+    /// Grows a standard cache that already holds positions so that `n` more fit without growing
+    /// (evaluated: the buffers exist afterwards). Other caches, and empty ones, are left alone.
+    /// A recorded decode step (`graph_rows`) lasts until some cache is full: this makes that
+    /// last `n` steps.
+    pub fn reserve(&mut self, n: usize) -> Result<()> {
+        if let KvCache::Standard(c) = self {
+            if let (Some(kb), Some(vb)) = (&c.keys, &c.values) {
+                if c.offset + n > c.capacity() {
+                    let k = grow(Some(kb), c.offset, n, kb)?;
+                    let v = grow(Some(vb), c.offset, n, vb)?;
+                    rmlx::eval(&[k.clone(), v.clone()])?;
+                    c.keys = Some(k);
+                    c.values = Some(v);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Positions the cache can hold before it grows (standard caches; 0 otherwise).
     pub fn capacity(&self) -> usize {
         match self {

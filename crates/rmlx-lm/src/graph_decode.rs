@@ -44,7 +44,7 @@ pub struct GraphDecoder {
 
 /// The address of each cache's key and value buffers, to check that a step wrote them in
 /// place (a replayed graph that copied them would lose every token but the last).
-fn buffer_ids(caches: &[KvCache]) -> Result<Vec<usize>> {
+pub(crate) fn buffer_ids(caches: &[KvCache]) -> Result<Vec<usize>> {
     let mut ids = Vec::new();
     for c in caches {
         if let Some((k, v)) = c.buffers() {

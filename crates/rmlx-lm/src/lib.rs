@@ -9,6 +9,7 @@ pub mod convert;
 pub mod error;
 pub mod generate;
 pub mod graph_decode;
+pub mod graph_rows;
 pub mod load;
 pub mod models;
 pub mod perplexity;

@@ -288,6 +288,82 @@ fn sdpa_kernel_matches_fallback_on_large_shapes() {
     });
 }
 
+/// `sdpa_rows`: each row equals attention of that row over the first `lens[b]` keys of its own
+/// buffers (whole buffers and views into longer ones; a row long enough to split its keys;
+/// the 8B shape's 4 query heads per KV head of D = 128 in bf16).
+#[test]
+fn sdpa_rows_equals_attention_over_each_prefix() {
+    for_each_device(|_| {
+        for (hq, hkv, d, dtype, tol) in [
+            (4, 2, 64, Dtype::F32, 1e-5),
+            (32, 8, 128, Dtype::BF16, 2e-2),
+        ] {
+            let caps = [5usize, 2100, 300, 1];
+            let lens = [3i32, 2100, 17, 1];
+            let b = caps.len();
+            let q = arr(&[b, hq, 1, d], 11, 2.0, dtype);
+            // row 2's buffers are views: positions 100.. of a longer array
+            let buf = |i: usize, seed: u32| {
+                let a = arr(
+                    &[1, hkv, caps[i] + 100 * (i == 2) as usize, d],
+                    seed,
+                    2.0,
+                    dtype,
+                );
+                if i == 2 {
+                    ops::slice(
+                        &a,
+                        &[0, 0, 100, 0],
+                        &[1, i64::MAX, i64::MAX, i64::MAX],
+                        &[1, 1, 1, 1],
+                    )
+                    .unwrap()
+                } else {
+                    a
+                }
+            };
+            let ks: Vec<Array> = (0..b).map(|i| buf(i, 20 + i as u32)).collect();
+            let vs: Vec<Array> = (0..b).map(|i| buf(i, 40 + i as u32)).collect();
+            let l = Array::from_slice(&lens, &[b]).unwrap();
+            let got = vals(&fast::sdpa_rows(&q, &ks, &vs, &l, 0.1).unwrap());
+            for (i, &n) in lens.iter().enumerate() {
+                let r = i as i64;
+                let qb = ops::slice(
+                    &q,
+                    &[r, 0, 0, 0],
+                    &[r + 1, i64::MAX, 1, i64::MAX],
+                    &[1, 1, 1, 1],
+                )
+                .unwrap();
+                let cut = |a: &Array| {
+                    ops::slice(
+                        a,
+                        &[0, 0, 0, 0],
+                        &[1, i64::MAX, n as i64, i64::MAX],
+                        &[1, 1, 1, 1],
+                    )
+                    .unwrap()
+                };
+                let want = fast::scaled_dot_product_attention(
+                    &qb,
+                    &cut(&ks[i]),
+                    &cut(&vs[i]),
+                    0.1,
+                    Mask::None,
+                )
+                .unwrap();
+                assert_close(
+                    &got[i * hq * d..(i + 1) * hq * d],
+                    &vals(&want),
+                    tol,
+                    tol,
+                    &format!("sdpa_rows {dtype} row {i} ({n} of {} keys)", caps[i]),
+                );
+            }
+        }
+    });
+}
+
 #[test]
 fn norm_and_rope_kernels_match_fallbacks() {
     for_each_device(|_| {

@@ -50,6 +50,13 @@ __global__ void __launch_bounds__(256) k_v4(const bf16* x, const u32* w, const b
                                             i64 K, int gs_shift) {
   rq_qmv8f<bf16, bf16, TO, BITS, UN>(x, w, s, b, y, N, K, gs_shift);
 }
+// v5: the tensor-core kernel for 2..8 rows (rq_qmm8_tc), x quantized by k_qx first
+template <class TO, int BITS, int UN, int KS>
+__global__ void __launch_bounds__(32 * KS) k_v5(const signed char* xq, const RqXBlock* meta, const u32* w,
+                                                const bf16* s, const bf16* b, TO* y, int M, i64 N, i64 K,
+                                                int gs_shift) {
+  rq_tc_mat<bf16, TO, BITS, UN, KS, false, false>(xq, meta, w, s, b, y, nullptr, M, N, K, gs_shift, 0.0f);
+}
 __global__ void k_copy(const uint4* a, uint4* b, i64 n) {
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) b[i] = a[i];
 }
@@ -319,6 +326,97 @@ static void run_shape(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng
   cudaFree(dmeta);
 }
 
+// `./qmvbench rows`: µs per product for M rows of x, the shipped dp4a choice for M against the
+// tensor-core kernel's configurations (one line each; error against the float64 reference).
+template <int BITS, int MM>
+static void run_rows(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng) {
+  Mat m = make_mat(N, K, BITS, gs, rng);
+  const size_t bytes = m.wbytes() + 2 * m.sbytes();
+  const int copies = (int)std::max<size_t>(2, (600ull << 20) / bytes + 1);
+  std::vector<Dev> d(copies);
+  for (auto& c : d) {
+    CK(cudaMalloc(&c.w, m.wbytes()));
+    CK(cudaMalloc(&c.s, m.sbytes()));
+    CK(cudaMalloc(&c.b, m.sbytes()));
+    CK(cudaMemcpy(c.w, m.w.data(), m.wbytes(), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(c.s, m.s.data(), m.sbytes(), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(c.b, m.b.data(), m.sbytes(), cudaMemcpyHostToDevice));
+  }
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<uint16_t> x((size_t)M * K);
+  for (auto& v : x) v = f2bf(nd(rng));
+  bf16 *dx, *dy;
+  float* dyf;
+  signed char* dxq;
+  RqXBlock* dmeta;
+  CK(cudaMalloc(&dx, x.size() * 2));
+  CK(cudaMalloc(&dy, (size_t)M * N * 2));
+  CK(cudaMalloc(&dyf, (size_t)M * N * 4));
+  CK(cudaMalloc(&dxq, (size_t)M * K));
+  CK(cudaMalloc(&dmeta, (size_t)M * K / 32 * sizeof(RqXBlock)));
+  CK(cudaMemcpy(dx, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
+  const int gss = __builtin_ctz(gs);
+  const i64 step = std::max<i64>(1, N / 512);
+  std::vector<double> ref;
+  reference(m, x, M, step, ref);
+  const i64 blocks = (i64)M * K / 32;
+  k_qx<BITS><<<(unsigned)((blocks + 7) / 8), 256>>>(dx, dxq, dmeta, M, K);
+  CK(cudaDeviceSynchronize());
+  auto check = [&](auto launch_f32out) {
+    CK(cudaMemset(dyf, 0xff, (size_t)M * N * 4));
+    launch_f32out();
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    std::vector<float> got((size_t)M * N);
+    CK(cudaMemcpy(got.data(), dyf, got.size() * 4, cudaMemcpyDeviceToHost));
+    return rel_err(ref, got, N, M, step);
+  };
+  auto line = [&](const char* what, float t, double e) {
+    printf("rows N=%6lld K=%6lld b%d M=%d  %-14s %8.2f us  %5.1f%% of copy  err %.2e\n", (long long)N, (long long)K,
+           BITS, M, what, t, 100.0 * bytes / (t * 1e-6) / 1e9 / copy, e);
+  };
+#define DP4A(R, UN)                                                                                              \
+  {                                                                                                              \
+    const dim3 grid((unsigned)((N + 4 * R - 1) / (4 * R)));                                                      \
+    const double e = check([&] {                                                                                 \
+      k_v1<float, BITS, MM, R, UN><<<grid, 128>>>(dxq, dmeta, d[0].w, d[0].s, d[0].b, dyf, M, N, K, gss);       \
+    });                                                                                                          \
+    const float t = time_graph(copies, 10, [&](int c, cudaStream_t st) {                                        \
+      k_v1<bf16, BITS, MM, R, UN><<<grid, 128, 0, st>>>(dxq, dmeta, d[c].w, d[c].s, d[c].b, dy, M, N, K, gss);  \
+    });                                                                                                          \
+    line("dp4a R" #R " UN" #UN, t, e);                                                                           \
+  }
+#define TC(UN, KS)                                                                                               \
+  {                                                                                                              \
+    const dim3 grid((unsigned)((N + 15) / 16));                                                                  \
+    const double e = check([&] {                                                                                 \
+      k_v5<float, BITS, UN, KS><<<grid, 32 * KS>>>(dxq, dmeta, d[0].w, d[0].s, d[0].b, dyf, M, N, K, gss);      \
+    });                                                                                                          \
+    const float t = time_graph(copies, 10, [&](int c, cudaStream_t st) {                                        \
+      k_v5<bf16, BITS, UN, KS><<<grid, 32 * KS, 0, st>>>(dxq, dmeta, d[c].w, d[c].s, d[c].b, dy, M, N, K, gss); \
+    });                                                                                                          \
+    line("tc UN" #UN " KS" #KS, t, e);                                                                           \
+  }
+  if (MM == 1) {
+    if (N >= 8192) DP4A(4, 2) else DP4A(1, 2)
+  } else if (MM == 2) DP4A(2, 2) else DP4A(4, 1)
+  if (BITS == 4) {
+    TC(8, 4) TC(4, 4) TC(16, 4) TC(8, 8) TC(4, 8)
+  } else {
+    TC(4, 4) TC(2, 4) TC(8, 4) TC(4, 8)
+  }
+  for (auto& c : d) {
+    cudaFree(c.w);
+    cudaFree(c.s);
+    cudaFree(c.b);
+  }
+  cudaFree(dx);
+  cudaFree(dy);
+  cudaFree(dyf);
+  cudaFree(dxq);
+  cudaFree(dmeta);
+}
+
 int main(int argc, char** argv) {
   int only_bits = argc > 1 ? atoi(argv[1]) : 0;
   cudaDeviceProp p;
@@ -328,6 +426,20 @@ int main(int argc, char** argv) {
   printf("device %s, %d SMs, L2 %d MB; copy %.0f GB/s (1 GiB D2D, read + write)\n", p.name, p.multiProcessorCount,
          p.l2CacheSize >> 20, copy);
   std::mt19937 rng(1234);
+  if (argc > 1 && strcmp(argv[1], "rows") == 0) {
+    const i64 sh[4][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {128256, 4096}};
+    for (auto& h : sh) {
+      run_rows<4, 1>(h[0], h[1], 64, 1, copy, rng);
+      run_rows<4, 2>(h[0], h[1], 64, 2, copy, rng);
+      run_rows<4, 4>(h[0], h[1], 64, 4, copy, rng);
+      run_rows<4, 8>(h[0], h[1], 64, 8, copy, rng);
+    }
+    run_rows<8, 1>(14336, 4096, 64, 1, copy, rng);
+    run_rows<8, 8>(14336, 4096, 64, 8, copy, rng);
+    run_rows<4, 8>(14336, 4096, 32, 8, copy, rng);
+    run_rows<4, 8>(14336, 4096, 128, 8, copy, rng);
+    return 0;
+  }
   const i64 shapes[4][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {128256, 4096}};
   for (auto& sh : shapes) {
     if (only_bits == 0 || only_bits == 4) run_shape<4, 1>(sh[0], sh[1], 64, 1, copy, rng);

@@ -17,7 +17,9 @@ use crate::primitive::{Primitive, SdpaMask, F32};
 use crate::shape::{broadcast_shapes, fmt_shape, Shape};
 
 mod moe;
+mod sdpa_rows;
 pub use moe::*;
+pub use sdpa_rows::*;
 
 /// Whether the current stream's backend runs `prim` itself (a missing backend reports its own
 /// error when the node is evaluated).

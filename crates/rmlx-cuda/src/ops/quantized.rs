@@ -142,6 +142,36 @@ pub fn qmv8_source(
     (name, src)
 }
 
+/// The tensor-core form of [`qmv8_source`]'s kernel for 2..8 rows of x (`rq_qmm8_tc`, one
+/// int8 mma per block of 32 codes of 16 weight rows against all rows of x): the same arguments
+/// and options; `ks` warps per block share 16 weight rows along K, `un` blocks in flight per
+/// lane and row.
+pub fn qmm8_tc_source(
+    x: Option<Dtype>,
+    norm: bool,
+    s: Dtype,
+    o: Dtype,
+    bits: usize,
+    (un, ks): (usize, usize),
+    pf: bool,
+) -> (String, String) {
+    let xt = x.map_or("xq", tag);
+    let name = format!(
+        "rq_qmm8_tc_{xt}{}_{}_{}_b{bits}_u{un}_k{ks}{}",
+        if norm { "_n" } else { "" },
+        tag(s),
+        tag(o),
+        if pf { "_pf" } else { "" }
+    );
+    let (cx, cs, co) = (x.map_or("float", ctype), ctype(s), ctype(o));
+    let xf = x.is_some();
+    let threads = 32 * ks;
+    let src = format!(
+        "extern \"C\" __global__ void __launch_bounds__({threads}) {name}(const {cx}* x, const signed char* xq, const RqXBlock* meta, const {cx}* nw, float eps, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  RMLX_PDL_MANUAL rq_qmm8_tc<{cx}, {cs}, {co}, {bits}, {un}, {ks}, {xf}, {norm}, {pf}>(x, xq, meta, nw, eps, w, s, b, y, res, M, N, K, gs_shift, xbs, wbs, sbs, bbs, ybs);\n}}\n"
+    );
+    (name, src)
+}
+
 /// The activation quantizer of [`qmv8_source`]'s kernel (x of dtype `x`, codes laid out for
 /// `bits`-bit weights; `norm`: of x ∘ the norm's weight, each block's Σx² kept).
 pub fn quantize_x_source(x: Dtype, bits: usize, norm: bool) -> (String, String) {
@@ -538,6 +568,15 @@ fn fuse_x_quantization(m: usize, k: usize) -> bool {
     m * k <= XFUSED_MAX && crate::env::flag(&ON, "RMLX_QMV_XFUSED", true)
 }
 
+/// Whether int8 decode products of 2..8 rows take the tensor-core kernel (`rq_qmm8_tc`):
+/// only with `RMLX_QMV_TC=1`. Measured on an H200 (dev/kernels/qmv): 1.2–3× slower than the
+/// dp4a kernel except at 8 rows of 4096×14336, because its 4-byte weight loads and per-block
+/// scale loads from 16 rows cost more L1 wavefronts than the bytes they bring.
+fn tensor_core_rows() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    crate::env::flag(&ON, "RMLX_QMV_TC", false)
+}
+
 /// Whether the dense decode kernels prefetch their weight rows into L2 before waiting on the
 /// previous kernel (`RMLX_QMV_PREFETCH=0` turns it off: an ablation switch).
 fn prefetch_weights() -> bool {
@@ -684,6 +723,35 @@ pub fn quantized_matmul(
         if int8 {
             let rows = batch.max(1) * m;
             let x8 = Int8X::new(gpu, (xp, xd.dtype), (rows, m, k), bits, nx.norm)?;
+            if m >= 2 && tensor_core_rows() {
+                let (un, ks) = if bits == 4 { (8, 4) } else { (4, 4) };
+                let (name, src) = qmm8_tc_source(
+                    x8.fused,
+                    x8.normed(),
+                    sa.dtype,
+                    od,
+                    bits,
+                    (un, ks),
+                    prefetch_weights(),
+                );
+                let f = get(gpu, &name, &src)?;
+                let mut a = Args::new();
+                x8.push(&mut a);
+                decode_args(
+                    &mut a,
+                    [wi.base(), si.base(), bi.base(), yptr, rptr],
+                    (m, n, k, group_size),
+                    [wbs, sbs, bbs],
+                );
+                let g = Grid {
+                    grid: (n.div_ceil(16) as u32, batch.max(1) as u32, 1),
+                    block: (32 * ks as u32, 1, 1),
+                    shared: x8.shared,
+                };
+                gpu.launch(&f, &name, g, &mut a)?;
+                drop((xd, x8));
+                return Ok(out);
+            }
             // measured on an H200 (dev/kernels/qmv): 4 rows per warp for tall matrices and
             // several x rows, 1 row per warp otherwise (more warps in flight)
             let (r, un) = match (mm, n >= 8192) {
@@ -854,6 +922,19 @@ mod tests {
                     );
                 }
             }
+            // the tensor-core kernel for 2..8 rows, as the dispatch configures it
+            let cfg = if bits == 4 { (8, 4) } else { (4, 4) };
+            for (x, sd, od) in [
+                (None, Dtype::BF16, Dtype::BF16),
+                (Some(Dtype::BF16), Dtype::BF16, Dtype::BF16),
+                (Some(Dtype::F32), Dtype::F16, Dtype::F32),
+            ] {
+                for norm in [false, true] {
+                    for pf in [false, true] {
+                        body.push_str(&qmm8_tc_source(x, norm, sd, od, bits, cfg, pf).1);
+                    }
+                }
+            }
         }
         assert_compiles("quantized_all", &format!("{QUANT_CUH}\n{body}"));
     }
@@ -952,7 +1033,7 @@ mod tests {
             }
             // Exact: float products. Not exact: decode shapes (m <= 8, 4 and 8 bits) quantize x
             // to int8 per block of 32 (bound below).
-            for (m, exact) in [1, 3, 8, 20]
+            for (m, exact) in [1, 2, 3, 8, 20]
                 .into_iter()
                 .flat_map(|m| [(m, true), (m, false)])
             {

@@ -8,7 +8,7 @@
 //! and the splits' softmax states merged by a second kernel.
 
 use crate::context::Gpu;
-use crate::data::{ctype, input, output, tag};
+use crate::data::{contiguous_input, ctype, input, output, tag};
 use crate::kernels::MMA_CUH;
 use crate::launch::{Args, Grid};
 use rmlx_core::fast::SdpaDims;
@@ -477,6 +477,123 @@ fn merge(
     gpu.launch(&mf, &mname, Grid::rows(rows, NT as u32), &mut a)
 }
 
+/// `struct RdRows` of the ragged decode kernel: each row's K and V addresses (element 0) and
+/// their strides per KV head and per key, in elements.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct RdRows {
+    k: [u64; ROWS_MAX],
+    v: [u64; ROWS_MAX],
+    kh: [i64; ROWS_MAX],
+    kr: [i64; ROWS_MAX],
+    vh: [i64; ROWS_MAX],
+    vr: [i64; ROWS_MAX],
+}
+
+/// Rows one ragged decode launch takes (`RD_MAXROWS`, `fast::SDPA_ROWS_MAX`).
+const ROWS_MAX: usize = rmlx_core::fast::SDPA_ROWS_MAX;
+
+/// The ragged decode kernel (`rs_sdpa_decode_rows`, keys across the lanes, `g` query heads of
+/// D = 32 `dl` per block).
+pub fn rows_source(t: Dtype, g: usize, dl: usize) -> (String, String) {
+    let name = format!("rs_sdpa_dec_rows_{}_g{g}_d{dl}", tag(t));
+    let c = ctype(t);
+    let src = format!(
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {c}* q, RdRows rows, const int* lens, {c}* out, float* part_ml, float* part_acc, Sd4 ql, int Hq, int Hkv, float scale, int n_split, int split_len) {{\n  rs_sdpa_decode_rows<{c}, {g}, {dl}>(q, rows, lens, out, part_ml, part_acc, ql, Hq, Hkv, scale, n_split, split_len);\n}}\n"
+    );
+    (name, src)
+}
+
+/// `[q, lens, k_0.., v_0..]` → `[B, Hq, 1, D]` (`Primitive::SdpaRows`, shapes as
+/// `fast::sdpa_rows` sends them: B <= 16, D of 32 to 256, at most 8 query heads per KV head).
+/// One launch (and a merge where keys are split) for all rows: the blocks of row b read its
+/// own buffers, up to its length.
+pub fn sdpa_rows(
+    gpu: &Arc<Gpu>,
+    x: &[ArrayData],
+    scale: f32,
+    shape: &[usize],
+    od: Dtype,
+) -> Result<ArrayData> {
+    let bad = |m: String| Error::invalid("cuda", format!("[sdpa_rows] {m}"));
+    let q = &x[0];
+    let (b, hq, d) = (q.shape[0], q.shape[1], q.shape[3]);
+    if x.len() != 2 + 2 * b || b > ROWS_MAX || od != q.dtype || d % 32 != 0 {
+        return Err(bad(format!(
+            "expected [q, lens, {b} keys, {b} values] of at most {ROWS_MAX} rows, D a multiple of 32, got {} inputs, D = {d}",
+            x.len()
+        )));
+    }
+    let hkv = x[2].shape[1];
+    let (g, dl) = (hq / hkv, d / 32);
+    if !(1..=8).contains(&g) || ![1, 2, 4, 8].contains(&dl) {
+        return Err(bad(format!(
+            "Hq / Hkv = {g} and D = {d} are outside the kernel's range"
+        )));
+    }
+    let (out, optr) = output(gpu, shape, od)?;
+    // K/V rows must start on 16-byte boundaries (the lanes' vector loads): copies otherwise
+    let mut keep = Vec::with_capacity(2 * b);
+    let mut t = RdRows::default();
+    for i in 0..2 * b {
+        let a = &x[2 + i];
+        let a = if rows_aligned16(a) {
+            a.clone()
+        } else {
+            crate::ops::elementwise::copy(gpu, a, a.dtype)?
+        };
+        let di = input(gpu, &a)?;
+        let (r, kv) = (i % b, i / b);
+        let (p, h, s) = (di.base(), a.strides[1] as i64, a.strides[2] as i64);
+        if kv == 0 {
+            (t.k[r], t.kh[r], t.kr[r]) = (p, h, s);
+        } else {
+            (t.v[r], t.vh[r], t.vr[r]) = (p, h, s);
+        }
+        keep.push((a, di));
+    }
+    let (ld, li) = contiguous_input(gpu, &x[1])?;
+    let qi = input(gpu, q)?;
+    let smax = x[2..2 + b].iter().map(|k| k.shape[2]).max().unwrap_or(1);
+    let parts = head_parts(g, dl);
+    let g = g / parts;
+    let pairs = b * hkv * parts;
+    let n_split = (decode_target_blocks().div_ceil(pairs))
+        .min(smax.div_ceil(128))
+        .clamp(1, 65_535);
+    let split_len = smax.div_ceil(n_split).max(1);
+    let n_split = smax.div_ceil(split_len).max(1);
+    let rows = b * hq;
+    let (name, body) = rows_source(q.dtype, g, dl);
+    let f = get(gpu, &name, &body)?;
+    let sp = split_parts(gpu, rows, n_split, d)?;
+    let (pml, pacc) = sp.as_ref().map_or((0, 0), |(a, c)| (a.ptr, c.ptr));
+    let mut a = Args::new();
+    a.ptr(qi.ptr)
+        .push(t)
+        .ptr(li.base())
+        .ptr(optr)
+        .ptr(pml)
+        .ptr(pacc)
+        .push(sd4(q))
+        .i32(hq as i32)
+        .i32(hkv as i32)
+        .f32(scale)
+        .i32(n_split as i32)
+        .i32(split_len as i32);
+    let grid = Grid {
+        grid: (pairs as u32, n_split as u32, 1),
+        block: (NT as u32, 1, 1),
+        shared: 0,
+    };
+    gpu.launch(&f, &name, grid, &mut a)?;
+    if n_split > 1 {
+        merge(gpu, od, pml, pacc, optr, rows, d, n_split)?;
+    }
+    drop((sp, keep, ld));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,6 +636,12 @@ mod tests {
                 for d in [64, 128] {
                     body.push_str(&flash_source(t, kind, d).1);
                 }
+            }
+        }
+        // the ragged decode kernel: the head groups and dims `fast::sdpa_rows` sends
+        for t in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            for (g, dl) in [(1, 4), (2, 4), (4, 4), (3, 2), (8, 8), (1, 1)] {
+                body.push_str(&rows_source(t, g, dl).1);
             }
         }
         assert_compiles("sdpa_all", &format!("{MMA_CUH}\n{SDPA_CUH}\n{body}"));

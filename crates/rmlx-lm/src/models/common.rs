@@ -4,7 +4,7 @@
 use crate::cache::{causal_mask, AttentionMask, KvCache};
 use crate::config::ModelConfig;
 use crate::error::{LmError, Result};
-use rmlx::{fast, ops, Array};
+use rmlx::{fast, ops, Array, Dtype};
 use rmlx_nn::{GateUpSwiglu, Linear, Normed, Parallel, RmsNorm, Rope, Weights};
 
 /// The nonlinearity of a gated MLP.
@@ -200,6 +200,9 @@ impl Attention {
             )));
         }
         let (q, k, v) = self.project(x)?;
+        if rows_attend_together(masks, caches, q.dtype()) {
+            return self.attend_rows(&q, &k, &v, caches, residual);
+        }
         let row = |a: &Array, i: usize| -> Result<Array> {
             Ok(ops::slice(
                 a,
@@ -220,6 +223,57 @@ impl Attention {
         } else {
             ops::concatenate(&outs, 0)?
         };
+        self.output(&o, residual)
+    }
+
+    /// The batched form of [`Attention::forward_rows`]' per-sequence part: one RoPE for all
+    /// rows' q and one for their k (each row at its own position), the cache writes, then one
+    /// attention op for all rows, each over its own cache (`fast::sdpa_rows`). q `[B, H, 1, D]`,
+    /// k and v `[B, Hkv, 1, D]` from the projection.
+    fn attend_rows(
+        &self,
+        q: &Array,
+        k: &Array,
+        v: &Array,
+        caches: &mut [&mut KvCache],
+        residual: Option<&Array>,
+    ) -> Result<Array> {
+        let at: Option<Vec<Array>> = caches.iter().map(|c| c.position_array().cloned()).collect();
+        let pos = match at {
+            Some(at) => ops::concatenate(&at, 0)?,
+            None => {
+                let o: Vec<i32> = caches
+                    .iter()
+                    .map(|c| i32::try_from(c.offset()))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|_| LmError::Generate("a cache offset does not fit in i32".into()))?;
+                Array::from_slice(&o, &[o.len()])?
+            }
+        };
+        let (q, k) = (
+            self.rope.forward_at(q, &pos)?,
+            self.rope.forward_at(k, &pos)?,
+        );
+        let row = |a: &Array, i: usize| -> Result<Array> {
+            let i = i as i64;
+            Ok(ops::slice(
+                a,
+                &[i, 0, 0, 0],
+                &[i + 1, i64::MAX, i64::MAX, i64::MAX],
+                &[1, 1, 1, 1],
+            )?)
+        };
+        let (mut ks, mut vs) = (
+            Vec::with_capacity(caches.len()),
+            Vec::with_capacity(caches.len()),
+        );
+        for (i, cache) in caches.iter_mut().enumerate() {
+            let (kb, vb) = cache.update_and_fetch(&row(&k, i)?, &row(v, i)?)?;
+            ks.push(kb);
+            vs.push(vb);
+        }
+        let lens = ops::add(&pos, &Array::scalar(1i32))?;
+        let o = fast::sdpa_rows(&q, &ks, &vs, &lens, self.scale)?;
         self.output(&o, residual)
     }
 
@@ -280,6 +334,24 @@ impl Attention {
             None => self.o_proj.forward(&o)?,
         })
     }
+}
+
+/// Whether a ragged decode step's sequences attend in one op ([`Attention::attend_rows`]): on a
+/// GPU, where every cache is a standard one holding keys of the activations' dtype `t` and
+/// each mask is the cache's own (none, or the position mask of a recorded step: no sliding
+/// window). Elsewhere each sequence attends by itself, as a batch of one would (the CPU's
+/// batch invariance is bitwise). `RMLX_ROWS_ATTN=0` keeps the per-sequence path on a GPU (an
+/// ablation switch).
+fn rows_attend_together(masks: &[AttentionMask], caches: &[&mut KvCache], t: rmlx::Dtype) -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    rmlx::current_device().kind == rmlx::DeviceType::Gpu
+        && rmlx_nn::switches::enabled(&ON, "RMLX_ROWS_ATTN")
+        && caches.iter().zip(masks).all(|(c, m)| {
+            matches!(c, KvCache::Standard(_))
+                && !c.is_empty()
+                && c.storage_dtype(t) == t
+                && (matches!(m, AttentionMask::None) || c.position_array().is_some())
+        })
 }
 
 /// The position RoPE starts at: the cache's device-held position during graph replay, else its
@@ -412,12 +484,20 @@ pub fn check_inputs(tokens: &Array, caches: &[KvCache], n_layers: usize) -> Resu
     Ok(())
 }
 
-/// Checks a ragged decode step: one token per sequence, each with one cache per layer.
-pub fn check_rows(tokens: &[u32], caches: &[&mut [KvCache]], n_layers: usize) -> Result<()> {
-    if tokens.is_empty() || tokens.len() != caches.len() {
+/// Checks a ragged decode step: tokens `[B, 1]` (u32), one per sequence, each sequence with
+/// one cache per layer.
+pub fn check_rows(tokens: &Array, caches: &[&mut [KvCache]], n_layers: usize) -> Result<()> {
+    let s = tokens.shape();
+    if s.len() != 2
+        || s[1] != 1
+        || s[0] == 0
+        || s[0] != caches.len()
+        || tokens.dtype() != Dtype::U32
+    {
         return Err(LmError::Generate(format!(
-            "[forward_rows] needs one token and one cache list per sequence, got {} tokens and {} cache lists",
-            tokens.len(),
+            "[forward_rows] needs u32 tokens [B, 1] and one cache list per sequence, got {} {:?} and {} cache lists",
+            tokens.dtype(),
+            s,
             caches.len()
         )));
     }

@@ -207,9 +207,9 @@ impl LanguageModel for Gemma3 {
         self.head(&h)
     }
 
-    fn forward_rows(&self, tokens: &[u32], caches: &mut [&mut [KvCache]]) -> Result<Array> {
+    fn forward_rows(&self, tokens: &Array, caches: &mut [&mut [KvCache]]) -> Result<Array> {
         check_rows(tokens, caches, self.layers.len())?;
-        let mut h = self.embed(&Array::from_slice(tokens, &[tokens.len(), 1])?)?;
+        let mut h = self.embed(tokens)?;
         let first = |sliding: bool| self.layers.iter().position(|x| x.is_sliding == sliding);
         let global = row_masks(caches, first(false), None)?;
         let local = row_masks(caches, first(true), Some(self.window()))?;

@@ -155,12 +155,11 @@ impl LanguageModel for Llama {
         self.lm_head.forward(h, &self.embed_tokens)
     }
 
-    fn forward_rows(&self, tokens: &[u32], caches: &mut [&mut [KvCache]]) -> Result<Array> {
+    fn forward_rows(&self, tokens: &Array, caches: &mut [&mut [KvCache]]) -> Result<Array> {
         check_rows(tokens, caches, self.layers.len())?;
-        let x = Array::from_slice(tokens, &[tokens.len(), 1])?;
         let mut h = self
             .embed_tokens
-            .forward_as(&x, activation_dtype(self.norm.weight.dtype()))?;
+            .forward_as(tokens, activation_dtype(self.norm.weight.dtype()))?;
         let masks = row_masks(caches, Some(0), None)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let mut lc: Vec<&mut KvCache> = caches.iter_mut().map(|c| &mut c[i]).collect();

@@ -37,15 +37,18 @@ pub trait LanguageModel: Send + Sync {
         )?)
     }
 
-    /// A ragged decode step: `tokens[b]` is the next token of sequence `b` and `caches[b]` its
-    /// own per-layer caches (sequences may have any lengths) → logits `[B, vocab]`. Models
-    /// override it to run each linear layer once over all B rows; this default runs the
-    /// sequences one after the other.
-    fn forward_rows(&self, tokens: &[u32], caches: &mut [&mut [KvCache]]) -> Result<Array> {
+    /// A ragged decode step: row `b` of `tokens: [B, 1]` (u32) is the next token of sequence
+    /// `b` and `caches[b]` its own per-layer caches (sequences may have any lengths) → logits
+    /// `[B, vocab]`. The tokens are an array so that a recorded step can take new ones from
+    /// device memory (`graph_rows`). Models override it to run each linear layer once over all
+    /// B rows; this default runs the sequences one after the other.
+    fn forward_rows(&self, tokens: &Array, caches: &mut [&mut [KvCache]]) -> Result<Array> {
         common::check_rows(tokens, caches, self.num_layers())?;
-        let mut outs = Vec::with_capacity(tokens.len());
-        for (&t, c) in tokens.iter().zip(caches.iter_mut()) {
-            outs.push(self.forward_last(&Array::from_slice(&[t], &[1, 1])?, c)?);
+        let mut outs = Vec::with_capacity(caches.len());
+        for (b, c) in caches.iter_mut().enumerate() {
+            let b = b as i64;
+            let t = ops::slice(tokens, &[b, 0], &[b + 1, 1], &[1, 1])?;
+            outs.push(self.forward_last(&t, c)?);
         }
         Ok(ops::concatenate(&outs, 0)?)
     }
