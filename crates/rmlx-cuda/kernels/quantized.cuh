@@ -662,16 +662,25 @@ __device__ void rq_qmv8(const TX* __restrict__ x, const signed char* __restrict_
 //
 // Per block the integer sums are exactly the dp4a kernel's (Σ q xq, centred by C Σxq), and each
 // block's float update is the same expression; only the order in which blocks are summed
-// differs (here: each warp of a block runs through its contiguous range of K in order, the
-// warps' partial sums are added in warp order), so rows computed together or alone by this
-// kernel are bitwise equal, and the result matches the dp4a kernel's within rounding.
+// differs (each warp runs through its contiguous share of K in order, the warps' partial sums
+// are added in warp order), so a row's result does not depend on the other rows, and it
+// matches the dp4a kernel's within rounding.
 //
 // Fragments (PTX m16n8k32, .row.col): A = weights, lane (g, t) (g = lane / 4, t = lane % 4)
 // holds rows g and g + 8, k slots t and t + 4 (4 codes each); B = x, lane (g, t) holds x row g,
 // slots t and t + 4; C gives lane (g, t) weight rows g, g + 8 against x rows 2t, 2t + 1. The k
 // order inside a block is free as long as weights and x agree: for 4 bits slot t holds the low
 // nibbles of word t and slot t + 4 its high nibbles, which is where rq_xpos puts those codes'
-// x (ints 2t and 2t + 1 of the block); for 8 bits slots t and t + 4 hold words 2t and 2t + 1.
+// x (ints 2t and 2t + 1 of the block); for 8 bits slots t and t + 4 hold words t and t + 4.
+//
+// Every global load is a full 16-byte cp.async into the warp's own shared memory, a stage of
+// RT_SB blocks at a time (double-buffered): the weights (16 rows), x's codes and meta (M rows);
+// the scales and biases of the stage's blocks come through registers (2-byte loads, issued a
+// stage ahead). ldmatrix then hands each lane exactly its A fragment: word t of a row's 16-byte
+// segment. (v5 of the ladder loaded the fragments straight from global memory, 4 bytes per
+// lane, and was bound by the L1: dev/kernels/qmv/README.md.)
+
+#define RT_SB 8  // blocks of 32 codes per stage
 
 __device__ __forceinline__ void rq_mma_u8s8(int (&c)[4], const u32 (&a)[4], u32 b0, u32 b1) {
   asm volatile(
@@ -680,106 +689,195 @@ __device__ __forceinline__ void rq_mma_u8s8(int (&c)[4], const u32 (&a)[4], u32 
       : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(0));
 }
-
-// x data from shared memory (XS) or through the read-only cache.
-template <bool XS, class T>
-__device__ __forceinline__ T rq_ldx(const T* p) {
-  if (XS) return *p;
-  return __ldg(p);
+__device__ __forceinline__ u32 rq_smem_addr(const void* p) {
+  return (u32)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void rq_ldmatrix4(const void* p, u32 (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(rq_smem_addr(p)));
+}
+// 16 bytes global → shared; `ok` false writes zeros (src must still be a valid address).
+__device__ __forceinline__ void rq_cp16(void* dst, const void* src, bool ok) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(rq_smem_addr(dst)), "l"(src),
+               "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void rq_cp_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void rq_cp_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N));
 }
 
-// The streaming loop of the tensor-core kernel: blocks [blk0, blk1) of weight rows wa (row g)
-// and wb (row g + 8) with their scales and biases, UN blocks in flight per lane. acc: this
-// lane's four outputs (see above); ss: Σx² of x rows 2t, 2t + 1 (NORM).
-template <class TS, int BITS, int UN, bool XS, bool NORM>
-__device__ __forceinline__ void rq_tc_dot(const signed char* __restrict__ xq, const RqXBlock* __restrict__ meta,
-                                          const u32* __restrict__ wa, const u32* __restrict__ wb,
-                                          const TS* __restrict__ sa, const TS* __restrict__ ba,
-                                          const TS* __restrict__ sb, const TS* __restrict__ bb, int M, i64 K,
-                                          int gs_shift, i64 blk0, i64 blk1, float (&acc)[4], float (&ss)[2]) {
-  constexpr int WPL = BITS / 4;  // words per lane, row and block: 1 (4-bit) or 2 (8-bit)
-  constexpr float C = (float)(1 << (BITS - 1));
-  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const i64 nb = K >> 5;
-  const bool xrow = g < M;
-  const signed char* xr = xq + (i64)(xrow ? g : 0) * K + 8 * t;
-  for (i64 base = blk0; base < blk1; base += UN) {
-    u32 va[UN][WPL], vb[UN][WPL];
-    int2 xv[UN];
-#pragma unroll
-    for (int u = 0; u < UN; ++u) {
-      const i64 blk = base + u;
-      const bool ok = blk < blk1;
-      if (WPL == 1) {
-        va[u][0] = ok ? __ldg(wa + blk * 4 + t) : 0u;
-        vb[u][0] = ok ? __ldg(wb + blk * 4 + t) : 0u;
-      } else {
-        const uint2 z = make_uint2(0u, 0u);
-        const uint2 p = ok ? __ldg(reinterpret_cast<const uint2*>(wa + blk * 8) + t) : z;
-        const uint2 q = ok ? __ldg(reinterpret_cast<const uint2*>(wb + blk * 8) + t) : z;
-        va[u][0] = p.x;
-        va[u][WPL - 1] = p.y;
-        vb[u][0] = q.x;
-        vb[u][WPL - 1] = q.y;
-      }
-      xv[u] = (ok && xrow) ? rq_ldx<XS>(reinterpret_cast<const int2*>(xr + blk * 32)) : make_int2(0, 0);
-    }
-#pragma unroll
-    for (int u = 0; u < UN; ++u) {
-      const i64 blk = base + u;
-      if (blk >= blk1) break;
-      u32 a[4];
-      if (BITS == 4) {
-        a[0] = va[u][0] & 0x0F0F0F0Fu;
-        a[2] = (va[u][0] >> 4) & 0x0F0F0F0Fu;
-        a[1] = vb[u][0] & 0x0F0F0F0Fu;
-        a[3] = (vb[u][0] >> 4) & 0x0F0F0F0Fu;
-      } else {
-        a[0] = va[u][0];
-        a[2] = va[u][WPL - 1];
-        a[1] = vb[u][0];
-        a[3] = vb[u][WPL - 1];
-      }
-      int c[4];
-      rq_mma_u8s8(c, a, (u32)xv[u].x, (u32)xv[u].y);
-      const i64 gi = (blk << 5) >> gs_shift;
-      const float s0 = to_f(sa[gi]), s1 = to_f(sb[gi]);
-      const float c0 = fmaf(C, s0, to_f(ba[gi])), c1 = fmaf(C, s1, to_f(bb[gi]));
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int m = 2 * t + h;
-        if (m < M) {
-          const float4 mt = rq_ldx<XS>(reinterpret_cast<const float4*>(meta + (i64)m * nb + blk));
-          const int sq = __float_as_int(mt.z);
-          if (NORM) ss[h] += mt.w;
-          const int d0 = c[h] - (1 << (BITS - 1)) * sq, d1 = c[2 + h] - (1 << (BITS - 1)) * sq;
-          acc[h] = fmaf(s0 * mt.x, (float)d0, fmaf(c0, mt.y, acc[h]));
-          acc[2 + h] = fmaf(s1 * mt.x, (float)d1, fmaf(c1, mt.y, acc[2 + h]));
-        }
-      }
-    }
-  }
-}
+// One warp's staging area of NST stages. Row strides keep ldmatrix and the lanes' x reads free
+// of bank conflicts (odd multiples of 16 bytes). (Reading x straight from global memory
+// instead, where it is small and stays in L1, measured 1.2–2x slower: dev/kernels/qmv.)
+template <int BITS, int NST>
+struct RtStage {
+  static constexpr int WB = BITS * 4;             // bytes of a block of one weight row
+  static constexpr int WS = RT_SB * WB + 16;       // weight row stride: 144 (4-bit), 272 (8-bit)
+  static constexpr int XS = BITS == 4 ? 288 : 304;  // x row stride
+  unsigned char w[NST][16][WS];
+  signed char x[NST][8][XS];
+  float4 meta[NST][8][RT_SB];
+  float2 sc[NST][RT_SB][16];  // (scale, bias + C scale) of each block's group, per row
+};
 
 // One matrix: a block of KS warps owns 16 weight rows from blockIdx.x * 16, warp w taking the
-// w-th contiguous share of K's blocks; the partial sums meet in shared memory.
-template <class TS, class TO, int BITS, int UN, int KS, bool XS, bool NORM>
+// w-th contiguous share of K's blocks; the partial sums meet in shared memory. x: xq/meta in
+// global memory (rq_quantize_x ran first).
+template <class TS, class TO, int BITS, int KS, int NST, bool NORM>
 __device__ void rq_tc_mat(const signed char* __restrict__ xq, const RqXBlock* __restrict__ meta,
                           const u32* __restrict__ w, const TS* __restrict__ s, const TS* __restrict__ b,
                           TO* __restrict__ y, const TO* __restrict__ res, int M, i64 N, i64 K, int gs_shift,
                           float eps) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const i64 row0 = (i64)blockIdx.x * 16;
-  const i64 W = K * BITS / 32, G = K >> gs_shift, nb = K >> 5;
-  // rows past N repeat the last one: computed, not stored
-  const i64 ra = row0 + g < N ? row0 + g : N - 1, rb = row0 + g + 8 < N ? row0 + g + 8 : N - 1;
-  const i64 per = (nb + KS - 1) / KS;
-  const i64 blk0 = per * warp < nb ? per * warp : nb, blk1 = blk0 + per < nb ? blk0 + per : nb;
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, ss[2] = {0.0f, 0.0f};
-  rq_tc_dot<TS, BITS, UN, XS, NORM>(xq, meta, w + ra * W, w + rb * W, s + ra * G, b + ra * G, s + rb * G,
-                                    b + rb * G, M, K, gs_shift, blk0, blk1, acc, ss);
+  constexpr int CI = 1 << (BITS - 1);
+  constexpr float C = (float)CI;
+  constexpr int WB = RtStage<BITS, NST>::WB;
+  __shared__ __align__(16) RtStage<BITS, NST> st[KS];
   __shared__ float part[KS][128];
   __shared__ float sspart[KS][8];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  RtStage<BITS, NST>& S = st[warp];
+  const i64 row0 = (i64)blockIdx.x * 16;
+  const i64 W = K * BITS / 32, G = K >> gs_shift, nb = K >> 5;
+  const i64 per = (nb + KS - 1) / KS;
+  const i64 blk0 = per * warp < nb ? per * warp : nb, blk1 = blk0 + per < nb ? blk0 + per : nb;
+  const int nst = (int)((blk1 - blk0 + RT_SB - 1) / RT_SB);
+  // rows past N repeat the last one: computed, not stored
+  auto wrow = [&](int r) -> i64 { return row0 + r < N ? row0 + r : N - 1; };
+  // the stage's cp.async copies
+  auto issue = [&](int n, int buf) {
+    const i64 base = blk0 + (i64)n * RT_SB;
+    constexpr int WCH = 16 * RT_SB * WB / 16;  // 16-byte chunks of weights
+#pragma unroll
+    for (int j = 0; j < WCH / 32; ++j) {
+      const int c = lane + 32 * j;
+      const int r = c / (RT_SB * WB / 16), o = c % (RT_SB * WB / 16);
+      const i64 byte = base * WB + (i64)o * 16;
+      const bool ok = byte < blk1 * WB;
+      const unsigned char* src = reinterpret_cast<const unsigned char*>(w + wrow(r) * W);
+      rq_cp16(&S.w[buf][r][o * 16], src + (ok ? byte : 0), ok);
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {  // x codes: 8 rows x 16 chunks
+      const int c = lane + 32 * j, m = c >> 4, o = c & 15;
+      if (m < M) {
+        const i64 byte = base * 32 + (i64)o * 16;
+        const bool ok = byte < blk1 * 32;
+        rq_cp16(&S.x[buf][m][o * 16], xq + (i64)m * K + (ok ? byte : 0), ok);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {  // meta: 8 rows x RT_SB blocks
+      const int c = lane + 32 * j, m = c >> 3, u = c & 7;
+      if (m < M) {
+        const bool ok = base + u < blk1;
+        rq_cp16(&S.meta[buf][m][u], meta + (i64)m * nb + (ok ? base + u : 0), ok);
+      }
+    }
+    rq_cp_commit();
+  };
+  // the stage's scales and biases into registers (lane: rows c / 8, block c % 8)
+  float sv[4], bv[4];
+  auto load_scales = [&](int n) {
+    const i64 base = blk0 + (i64)n * RT_SB;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int c = lane + 32 * j, r = c >> 3, u = c & 7;
+      const i64 blk = base + u;
+      const i64 gi = blk < blk1 ? (blk << 5) >> gs_shift : 0;
+      const i64 o = wrow(r) * G + gi;
+      sv[j] = blk < blk1 ? to_f(s[o]) : 0.0f;
+      bv[j] = blk < blk1 ? to_f(b[o]) : 0.0f;
+    }
+  };
+  auto store_scales = [&](int buf) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int c = lane + 32 * j, r = c >> 3, u = c & 7;
+      S.sc[buf][u][r] = make_float2(sv[j], fmaf(C, sv[j], bv[j]));
+    }
+  };
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, ss[2] = {0.0f, 0.0f};
+  // NST - 1 stages ahead: issued (an empty group past the end keeps the wait count fixed)
+#pragma unroll
+  for (int p = 0; p < NST - 1; ++p) {
+    if (p < nst) {
+      issue(p, p);
+      load_scales(p);
+      store_scales(p);
+    } else {
+      rq_cp_commit();
+    }
+  }
+  for (int n = 0; n < nst; ++n) {
+    const int buf = n % NST;
+    const int ahead = n + NST - 1;
+    const bool more = ahead < nst;
+    if (more) {
+      issue(ahead, ahead % NST);
+      load_scales(ahead);
+    } else {
+      rq_cp_commit();
+    }
+    rq_cp_wait<NST - 1>();
+    __syncwarp();
+    const i64 base = blk0 + (i64)n * RT_SB;
+#pragma unroll
+    for (int u2 = 0; u2 < RT_SB; u2 += 2) {
+      u32 fr[2][4];
+      if (BITS == 4) {
+        // lanes 0-15: rows 0-15 of block u2; lanes 16-31: of block u2 + 1
+        u32 r[4];
+        rq_ldmatrix4(&S.w[buf][lane & 15][(u2 + (lane >> 4)) * 16], r);
+        fr[0][0] = r[0] & 0x0F0F0F0Fu;
+        fr[0][1] = r[1] & 0x0F0F0F0Fu;
+        fr[0][2] = (r[0] >> 4) & 0x0F0F0F0Fu;
+        fr[0][3] = (r[1] >> 4) & 0x0F0F0F0Fu;
+        fr[1][0] = r[2] & 0x0F0F0F0Fu;
+        fr[1][1] = r[3] & 0x0F0F0F0Fu;
+        fr[1][2] = (r[2] >> 4) & 0x0F0F0F0Fu;
+        fr[1][3] = (r[3] >> 4) & 0x0F0F0F0Fu;
+      } else {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) rq_ldmatrix4(&S.w[buf][lane & 15][(u2 + h) * 32 + (lane >> 4) * 16], fr[h]);
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int u = u2 + h;
+        if (base + u >= blk1) break;
+        u32 b0 = 0u, b1 = 0u;
+        if (g < M) {
+          const signed char* xb = &S.x[buf][g][u * 32];
+          if (BITS == 4) {
+            const int2 xv = *reinterpret_cast<const int2*>(xb + 8 * t);
+            b0 = (u32)xv.x;
+            b1 = (u32)xv.y;
+          } else {
+            b0 = *reinterpret_cast<const u32*>(xb + 4 * t);
+            b1 = *reinterpret_cast<const u32*>(xb + 16 + 4 * t);
+          }
+        }
+        int c[4];
+        rq_mma_u8s8(c, fr[h], b0, b1);
+        const float2 ka = S.sc[buf][u][g], kb = S.sc[buf][u][g + 8];
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          const int m = 2 * t + q;
+          if (m < M) {
+            const float4 mt = S.meta[buf][m][u];
+            const int sq = __float_as_int(mt.z);
+            if (NORM) ss[q] += mt.w;
+            const int d0 = c[q] - CI * sq, d1 = c[2 + q] - CI * sq;
+            acc[q] = fmaf(ka.x * mt.x, (float)d0, fmaf(ka.y, mt.y, acc[q]));
+            acc[2 + q] = fmaf(kb.x * mt.x, (float)d1, fmaf(kb.y, mt.y, acc[2 + q]));
+          }
+        }
+      }
+    }
+    __syncwarp();
+    if (more) store_scales(ahead % NST);
+  }
 #pragma unroll
   for (int j = 0; j < 4; ++j) part[warp][j * 32 + lane] = acc[j];
   if (NORM && g == 0) {
@@ -787,29 +885,28 @@ __device__ void rq_tc_mat(const signed char* __restrict__ xq, const RqXBlock* __
     sspart[warp][2 * t + 1] = ss[1];
   }
   __syncthreads();
-  if (threadIdx.x < 128) {
-    const int o = threadIdx.x, j = o >> 5, l = o & 31;
+  for (int o = threadIdx.x; o < 128; o += 32 * KS) {
+    const int j = o >> 5, l = o & 31;
     const i64 row = row0 + (l >> 2) + 8 * (j >> 1);
     const int m = 2 * (l & 3) + (j & 1);
     float v = 0.0f;
 #pragma unroll
     for (int k = 0; k < KS; ++k) v += part[k][o];
     if (NORM) {
-      float st = 0.0f;
+      float sst = 0.0f;
 #pragma unroll
-      for (int k = 0; k < KS; ++k) st += sspart[k][m];
-      v *= rq_inv_rms(st, K, eps);
+      for (int k = 0; k < KS; ++k) sst += sspart[k][m];
+      v *= rq_inv_rms(sst, K, eps);
     }
     if (m < M && row < N) y[(i64)m * N + row] = rq_out<TO>(v, res, (i64)m * N + row);
   }
 }
 
-// The tensor-core kernel's entry, with rq_qmv8's arguments and options (batch in blockIdx.y,
-// XF: x quantized by each block into shared memory, NORM, PF: the block's 16 weight rows
+// The tensor-core kernel's entry, with rq_qmv8's arguments (batch in blockIdx.y; x quantized by
+// rq_quantize_x first: the x argument is unused; NORM; PF: the block's 16 weight rows
 // prefetched into L2 before the wait on the previous kernel). Launched with 32 KS threads.
-template <class TX, class TS, class TO, int BITS, int UN, int KS, bool XF, bool NORM, bool PF>
-__device__ void rq_qmm8_tc(const TX* __restrict__ x, const signed char* __restrict__ xq,
-                           const RqXBlock* __restrict__ meta, const TX* __restrict__ nw, float eps,
+template <class TS, class TO, int BITS, int KS, int NST, bool NORM, bool PF>
+__device__ void rq_qmm8_tc(const signed char* __restrict__ xq, const RqXBlock* __restrict__ meta, float eps,
                            const u32* __restrict__ w, const TS* __restrict__ s, const TS* __restrict__ b,
                            TO* __restrict__ y, const TO* __restrict__ res, int M, i64 N, i64 K, int gs_shift, i64 xbs,
                            i64 wbs, i64 sbs, i64 bbs, i64 ybs) {
@@ -832,15 +929,6 @@ __device__ void rq_qmm8_tc(const TX* __restrict__ x, const signed char* __restri
     }
   }
   rmlx_pdl_wait();
-  if (XF) {
-    extern __shared__ __align__(16) unsigned char rq_xsmem[];
-    signed char* sq = reinterpret_cast<signed char*>(rq_xsmem);
-    RqXBlock* sm = reinterpret_cast<RqXBlock*>(rq_xsmem + (i64)M * K);
-    rq_quantize_x_block<TX, BITS, NORM>(x + bat * xbs, nw, sq, sm, M, K);
-    __syncthreads();
-    rq_tc_mat<TS, TO, BITS, UN, KS, true, NORM>(sq, sm, w, s, b, y, res, M, N, K, gs_shift, eps);
-  } else {
-    rq_tc_mat<TS, TO, BITS, UN, KS, false, NORM>(xq + bat * xbs, meta + bat * (xbs >> 5), w, s, b, y, res, M, N, K,
-                                                gs_shift, eps);
-  }
+  rq_tc_mat<TS, TO, BITS, KS, NST, NORM>(xq + bat * xbs, meta + bat * (xbs >> 5), w, s, b, y, res, M, N, K, gs_shift,
+                                    eps);
 }

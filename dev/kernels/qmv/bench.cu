@@ -50,12 +50,12 @@ __global__ void __launch_bounds__(256) k_v4(const bf16* x, const u32* w, const b
                                             i64 K, int gs_shift) {
   rq_qmv8f<bf16, bf16, TO, BITS, UN>(x, w, s, b, y, N, K, gs_shift);
 }
-// v5: the tensor-core kernel for 2..8 rows (rq_qmm8_tc), x quantized by k_qx first
-template <class TO, int BITS, int UN, int KS>
+// v6: the tensor-core kernel for 2..8 rows (rq_qmm8_tc), x quantized by k_qx first
+template <class TO, int BITS, int KS, int NST>
 __global__ void __launch_bounds__(32 * KS) k_v5(const signed char* xq, const RqXBlock* meta, const u32* w,
                                                 const bf16* s, const bf16* b, TO* y, int M, i64 N, i64 K,
                                                 int gs_shift) {
-  rq_tc_mat<bf16, TO, BITS, UN, KS, false, false>(xq, meta, w, s, b, y, nullptr, M, N, K, gs_shift, 0.0f);
+  rq_tc_mat<bf16, TO, BITS, KS, NST, false>(xq, meta, w, s, b, y, nullptr, M, N, K, gs_shift, 0.0f);
 }
 __global__ void k_copy(const uint4* a, uint4* b, i64 n) {
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) b[i] = a[i];
@@ -386,24 +386,24 @@ static void run_rows(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng)
     });                                                                                                          \
     line("dp4a R" #R " UN" #UN, t, e);                                                                           \
   }
-#define TC(UN, KS)                                                                                               \
+#define TC(KS, NST)                                                                                                     \
   {                                                                                                              \
     const dim3 grid((unsigned)((N + 15) / 16));                                                                  \
     const double e = check([&] {                                                                                 \
-      k_v5<float, BITS, UN, KS><<<grid, 32 * KS>>>(dxq, dmeta, d[0].w, d[0].s, d[0].b, dyf, M, N, K, gss);      \
+      k_v5<float, BITS, KS, NST><<<grid, 32 * KS>>>(dxq, dmeta, d[0].w, d[0].s, d[0].b, dyf, M, N, K, gss);          \
     });                                                                                                          \
     const float t = time_graph(copies, 10, [&](int c, cudaStream_t st) {                                        \
-      k_v5<bf16, BITS, UN, KS><<<grid, 32 * KS, 0, st>>>(dxq, dmeta, d[c].w, d[c].s, d[c].b, dy, M, N, K, gss); \
+      k_v5<bf16, BITS, KS, NST><<<grid, 32 * KS, 0, st>>>(dxq, dmeta, d[c].w, d[c].s, d[c].b, dy, M, N, K, gss);     \
     });                                                                                                          \
-    line("tc UN" #UN " KS" #KS, t, e);                                                                           \
+    line("tc KS" #KS " S" #NST, t, e);                                                                                            \
   }
   if (MM == 1) {
     if (N >= 8192) DP4A(4, 2) else DP4A(1, 2)
   } else if (MM == 2) DP4A(2, 2) else DP4A(4, 1)
-  if (BITS == 4) {
-    TC(8, 4) TC(4, 4) TC(16, 4) TC(8, 8) TC(4, 8)
+  if constexpr (BITS == 4) {
+    TC(2, 2) TC(3, 2)
   } else {
-    TC(4, 4) TC(2, 4) TC(8, 4) TC(4, 8)
+    TC(1, 2) TC(2, 2)
   }
   for (auto& c : d) {
     cudaFree(c.w);

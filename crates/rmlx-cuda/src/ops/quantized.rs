@@ -142,32 +142,29 @@ pub fn qmv8_source(
     (name, src)
 }
 
-/// The tensor-core form of [`qmv8_source`]'s kernel for 2..8 rows of x (`rq_qmm8_tc`, one
-/// int8 mma per block of 32 codes of 16 weight rows against all rows of x): the same arguments
-/// and options; `ks` warps per block share 16 weight rows along K, `un` blocks in flight per
-/// lane and row.
+/// The tensor-core form of [`qmv8_source`]'s kernel for up to 8 rows of x (`rq_qmm8_tc`, one
+/// int8 mma per block of 32 codes of 16 weight rows against all rows of x, weights and x
+/// staged through shared memory): x quantized by `rq_quantize_x` first; `norm` and `pf` as
+/// there; `ks` warps per block share 16 weight rows along K.
 pub fn qmm8_tc_source(
-    x: Option<Dtype>,
     norm: bool,
     s: Dtype,
     o: Dtype,
     bits: usize,
-    (un, ks): (usize, usize),
+    ks: usize,
     pf: bool,
 ) -> (String, String) {
-    let xt = x.map_or("xq", tag);
     let name = format!(
-        "rq_qmm8_tc_{xt}{}_{}_{}_b{bits}_u{un}_k{ks}{}",
+        "rq_qmm8_tc{}_{}_{}_b{bits}_k{ks}{}",
         if norm { "_n" } else { "" },
         tag(s),
         tag(o),
         if pf { "_pf" } else { "" }
     );
-    let (cx, cs, co) = (x.map_or("float", ctype), ctype(s), ctype(o));
-    let xf = x.is_some();
+    let (cs, co) = (ctype(s), ctype(o));
     let threads = 32 * ks;
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) {name}(const {cx}* x, const signed char* xq, const RqXBlock* meta, const {cx}* nw, float eps, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  RMLX_PDL_MANUAL rq_qmm8_tc<{cx}, {cs}, {co}, {bits}, {un}, {ks}, {xf}, {norm}, {pf}>(x, xq, meta, nw, eps, w, s, b, y, res, M, N, K, gs_shift, xbs, wbs, sbs, bbs, ybs);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) {name}(const signed char* xq, const RqXBlock* meta, float eps, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  RMLX_PDL_MANUAL rq_qmm8_tc<{cs}, {co}, {bits}, {ks}, 2, {norm}, {pf}>(xq, meta, eps, w, s, b, y, res, M, N, K, gs_shift, xbs, wbs, sbs, bbs, ybs);\n}}\n"
     );
     (name, src)
 }
@@ -478,6 +475,11 @@ impl Int8X {
         })
     }
 
+    /// x quantized by a launch of its own (None where the kernel quantizes it itself).
+    fn quantized(&self) -> Option<&QuantizedX> {
+        self.quantized.as_ref()
+    }
+
     /// Whether the kernel applies a norm (its `NORM` variant).
     pub fn normed(&self) -> bool {
         self.norm.is_some()
@@ -568,10 +570,10 @@ fn fuse_x_quantization(m: usize, k: usize) -> bool {
     m * k <= XFUSED_MAX && crate::env::flag(&ON, "RMLX_QMV_XFUSED", true)
 }
 
-/// Whether int8 decode products of 2..8 rows take the tensor-core kernel (`rq_qmm8_tc`):
-/// only with `RMLX_QMV_TC=1`. Measured on an H200 (dev/kernels/qmv): 1.2–3× slower than the
-/// dp4a kernel except at 8 rows of 4096×14336, because its 4-byte weight loads and per-block
-/// scale loads from 16 rows cost more L1 wavefronts than the bytes they bring.
+/// Whether int8 decode products of 5..8 rows may take the tensor-core kernel (`rq_qmm8_tc`):
+/// only with `RMLX_QMV_TC=1`. Alone it beats the dp4a kernel on 8 rows of 4096×4096 and
+/// 4096×14336 (1.16× and 1.64× on an H100, dev/kernels/qmv v6), but the 8B model's batch-8
+/// decode measured 634.8 tok/s with it against 682.5 without (same call): not the default.
 fn tensor_core_rows() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     crate::env::flag(&ON, "RMLX_QMV_TC", false)
@@ -723,20 +725,20 @@ pub fn quantized_matmul(
         if int8 {
             let rows = batch.max(1) * m;
             let x8 = Int8X::new(gpu, (xp, xd.dtype), (rows, m, k), bits, nx.norm)?;
-            if m >= 2 && tensor_core_rows() {
-                let (un, ks) = if bits == 4 { (8, 4) } else { (4, 4) };
-                let (name, src) = qmm8_tc_source(
-                    x8.fused,
-                    x8.normed(),
-                    sa.dtype,
-                    od,
-                    bits,
-                    (un, ks),
-                    prefetch_weights(),
-                );
+            // opt-in: 5..8 rows of 4-bit weights below 32,768 outputs take the tensor-core
+            // kernel, 3 warps per 16 rows where N is small, else 2 (dev/kernels/qmv v6)
+            if let (true, Some(q)) = (
+                m >= 5 && bits == 4 && n < 32_768 && tensor_core_rows(),
+                x8.quantized(),
+            ) {
+                let ks = if n <= 8192 { 3 } else { 2 };
+                let (name, src) =
+                    qmm8_tc_source(x8.normed(), sa.dtype, od, bits, ks, prefetch_weights());
                 let f = get(gpu, &name, &src)?;
                 let mut a = Args::new();
-                x8.push(&mut a);
+                a.ptr(q.xq)
+                    .ptr(q.meta)
+                    .f32(x8.norm.map_or(0.0, |nn| nn.eps));
                 decode_args(
                     &mut a,
                     [wi.base(), si.base(), bi.base(), yptr, rptr],
@@ -746,7 +748,7 @@ pub fn quantized_matmul(
                 let g = Grid {
                     grid: (n.div_ceil(16) as u32, batch.max(1) as u32, 1),
                     block: (32 * ks as u32, 1, 1),
-                    shared: x8.shared,
+                    shared: 0,
                 };
                 gpu.launch(&f, &name, g, &mut a)?;
                 drop((xd, x8));
@@ -922,16 +924,13 @@ mod tests {
                     );
                 }
             }
-            // the tensor-core kernel for 2..8 rows, as the dispatch configures it
-            let cfg = if bits == 4 { (8, 4) } else { (4, 4) };
-            for (x, sd, od) in [
-                (None, Dtype::BF16, Dtype::BF16),
-                (Some(Dtype::BF16), Dtype::BF16, Dtype::BF16),
-                (Some(Dtype::F32), Dtype::F16, Dtype::F32),
-            ] {
-                for norm in [false, true] {
-                    for pf in [false, true] {
-                        body.push_str(&qmm8_tc_source(x, norm, sd, od, bits, cfg, pf).1);
+            // the tensor-core kernel for several rows (4-bit in the dispatch; 8-bit compiles)
+            for (sd, od) in [(Dtype::BF16, Dtype::BF16), (Dtype::F16, Dtype::F32)] {
+                for ks in [2, 3] {
+                    for (norm, pf) in [(false, true), (true, false)] {
+                        if bits == 4 || ks == 2 {
+                            body.push_str(&qmm8_tc_source(norm, sd, od, bits, ks, pf).1);
+                        }
                     }
                 }
             }
