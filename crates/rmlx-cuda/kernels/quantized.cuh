@@ -609,6 +609,21 @@ __device__ void rq_quantize_x_block(const TX* __restrict__ x, const TX* __restri
   }
 }
 
+// The batched decode kernels' entry: blockIdx.y picks the matrix; moves the weight, scale,
+// bias, output and residual pointers to it and returns its index.
+template <class TS, class TO>
+__device__ __forceinline__ i64 rq_batch_entry(const u32* __restrict__& w, const TS* __restrict__& s,
+                                              const TS* __restrict__& b, TO* __restrict__& y,
+                                              const TO* __restrict__& res, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {
+  const i64 bat = blockIdx.y;
+  w += bat * wbs;
+  s += bat * sbs;
+  b += bat * bbs;
+  y += bat * ybs;
+  if (res) res += bat * ybs;
+  return bat;
+}
+
 // Batched: blockIdx.y picks the matrix. XF: x (of dtype TX, [M, K] per matrix at stride xbs)
 // is quantized by each block into dynamic shared memory (M K codes, then M K / 32 blocks of
 // meta) instead of by a rq_quantize_x launch before (then xq and meta are given, x is null):
@@ -622,12 +637,7 @@ __device__ void rq_qmv8(const TX* __restrict__ x, const signed char* __restrict_
                         const u32* __restrict__ w, const TS* __restrict__ s,
                         const TS* __restrict__ b, TO* __restrict__ y, const TO* __restrict__ res, int M, i64 N,
                         i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {
-  const i64 bat = blockIdx.y;
-  w += bat * wbs;
-  s += bat * sbs;
-  b += bat * bbs;
-  y += bat * ybs;
-  if (res) res += bat * ybs;
+  const i64 bat = rq_batch_entry(w, s, b, y, res, wbs, sbs, bbs, ybs);
   rmlx_pdl_trigger();
   if (PF) {
     const i64 row0 = ((i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * R;
@@ -902,20 +912,15 @@ __device__ void rq_tc_mat(const signed char* __restrict__ xq, const RqXBlock* __
   }
 }
 
-// The tensor-core kernel's entry, with rq_qmv8's arguments (batch in blockIdx.y; x quantized by
-// rq_quantize_x first: the x argument is unused; NORM; PF: the block's 16 weight rows
-// prefetched into L2 before the wait on the previous kernel). Launched with 32 KS threads.
+// The tensor-core kernel's entry, with rq_qmv8's arguments but x, quantized by rq_quantize_x
+// first (batch in blockIdx.y; NORM; PF: the block's 16 weight rows prefetched into L2 before
+// the wait on the previous kernel). Launched with 32 KS threads.
 template <class TS, class TO, int BITS, int KS, int NST, bool NORM, bool PF>
 __device__ void rq_qmm8_tc(const signed char* __restrict__ xq, const RqXBlock* __restrict__ meta, float eps,
                            const u32* __restrict__ w, const TS* __restrict__ s, const TS* __restrict__ b,
                            TO* __restrict__ y, const TO* __restrict__ res, int M, i64 N, i64 K, int gs_shift, i64 xbs,
                            i64 wbs, i64 sbs, i64 bbs, i64 ybs) {
-  const i64 bat = blockIdx.y;
-  w += bat * wbs;
-  s += bat * sbs;
-  b += bat * bbs;
-  y += bat * ybs;
-  if (res) res += bat * ybs;
+  const i64 bat = rq_batch_entry(w, s, b, y, res, wbs, sbs, bbs, ybs);
   rmlx_pdl_trigger();
   if (PF) {
     const i64 W = K * BITS / 32, G = K >> gs_shift;
