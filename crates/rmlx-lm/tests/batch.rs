@@ -117,7 +117,16 @@ fn greedy(max_tokens: usize) -> GenerateOptions {
 #[test]
 fn greedy_batch_of_8_equals_alone_on_tiny_models() {
     let tok = tiny_tokenizer();
-    for arch in ["llama", "llama_q4", "qwen3_q4", "gemma3", "gemma3_q4"] {
+    for arch in [
+        "llama",
+        "llama_q4",
+        "qwen3_q4",
+        "gemma3",
+        "gemma3_q4",
+        "qwen3_moe",
+        "qwen3_moe_q4",
+        "mixtral_q4",
+    ] {
         let (model, _) = load_model(&fixture(arch), &LoadOptions::default()).unwrap();
         let ps = prompts(96);
         // Different lengths and budgets; a small prefill step so some prompts take chunks.
