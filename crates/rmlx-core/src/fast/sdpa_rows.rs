@@ -16,7 +16,9 @@ use crate::shape::fmt_shape;
 /// Hkv == 0`) with scale `scale`, as `scaled_dot_product_attention` of row b over those keys
 /// would. `lens`: integer `[B]` (device-held lengths let a recorded step attend at positions
 /// written before each replay). One kernel where the backend has it; elsewhere one attention
-/// per row under a length mask.
+/// per row under a length mask. `lens[b] <= S_b` is the caller's to keep (device-held lengths
+/// cannot be checked when the op is built; the fallback masks, the CUDA kernel would read past
+/// the buffer).
 #[track_caller]
 pub fn sdpa_rows(
     q: &Array,
@@ -116,6 +118,7 @@ fn check_rows(q: &Array, keys: &[Array], values: &[Array], lens: &Array) -> Resu
         let ok = ks.len() == 4
             && ks[0] == 1
             && ks[1] > 0
+            && ks[1] == keys[0].shape().get(1).copied().unwrap_or(0)
             && qs[1].is_multiple_of(ks[1])
             && ks[3] == qs[3]
             && vs == ks
@@ -123,7 +126,7 @@ fn check_rows(q: &Array, keys: &[Array], values: &[Array], lens: &Array) -> Resu
             && v.dtype() == q.dtype();
         if !ok {
             return bad(format!(
-                "row {i}: keys and values must be {} [1, Hkv, S, {}] with Hkv dividing {}, got {} {} and {} {}",
+                "row {i}: keys and values must be {} [1, Hkv, S, {}] with Hkv dividing {} (the same Hkv for every row), got {} {} and {} {}",
                 q.dtype(),
                 qs[3],
                 qs[1],
@@ -159,6 +162,9 @@ mod tests {
                 .contains("one key and one value array per row"),
             "{e}"
         );
+        let k4 = ops::zeros(&[1, 4, 3, 8], Dtype::F32);
+        let e = sdpa_rows(&q, &[k.clone(), k4.clone()], &[k.clone(), k4], &l, 1.0).unwrap_err();
+        assert!(e.to_string().contains("the same Hkv"), "{e}");
         let k3 = ops::zeros(&[1, 3, 3, 8], Dtype::F32);
         let e = sdpa_rows(&q, &[k.clone(), k3.clone()], &[k.clone(), k3], &l, 1.0).unwrap_err();
         assert!(e.to_string().contains("row 1"), "{e}");
