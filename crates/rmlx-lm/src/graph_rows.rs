@@ -7,10 +7,11 @@
 //! What changes between steps lives in device memory and is written before each replay: the
 //! tokens (u32 `[B, 1]`) and the positions (i32 `[B]`; sequence b's caches write and attend at
 //! element b). A recording lasts while the group stays the same and every cache has room: it
-//! first reserves [`RESERVE`] positions in every cache. A group is recorded from its second
-//! step on (continuous batching changes groups often; a group seen once is not worth a
-//! recording), after one step through the same position-in-memory path uncaptured, which
-//! compiles its kernels. Only standard caches qualify; `RMLX_CUDA_GRAPH=0` turns it off.
+//! first reserves [`RESERVE`] positions in every cache. A group's first step runs ordinarily
+//! (continuous batching changes groups often; a group seen once is not worth a recording), its
+//! second through the same position-in-memory path uncaptured (compiling its kernels), its
+//! third is recorded, and later ones replay. Only standard caches qualify; `RMLX_CUDA_GRAPH=0`
+//! turns it off.
 
 use crate::cache::{KvCache, STEP};
 use crate::error::{LmError, Result};
