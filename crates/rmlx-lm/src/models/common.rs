@@ -5,7 +5,7 @@ use crate::cache::{causal_mask, AttentionMask, KvCache};
 use crate::config::ModelConfig;
 use crate::error::{LmError, Result};
 use rmlx::{fast, ops, Array, Dtype};
-use rmlx_nn::{GateUpSwiglu, Linear, Normed, Parallel, RmsNorm, Rope, Weights};
+use rmlx_nn::{Embedding, GateUpSwiglu, Linear, Normed, Parallel, RmsNorm, Rope, Weights};
 
 /// The nonlinearity of a gated MLP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -508,6 +508,38 @@ pub fn check_rows(tokens: &Array, caches: &[&mut [KvCache]], n_layers: usize) ->
         )));
     }
     Ok(())
+}
+
+/// A decoder layer a ragged decode step drives: its attention through `attn` (given the
+/// attention, the normed input and the residual), then its feed-forward block, wired as the
+/// architecture wires them.
+pub trait RowsBlock {
+    fn block_rows(
+        &self,
+        x: &Array,
+        attn: &mut dyn FnMut(&Attention, Normed, &Array) -> Result<Array>,
+    ) -> Result<Array>;
+}
+
+/// A ragged decode step (`LanguageModel::forward_rows`) of a decoder whose layers all attend
+/// globally: the embedding of `tokens: [B, 1]`, each layer with every sequence attending its
+/// own caches ([`Attention::forward_rows`]), the final norm and the head → logits `[B, vocab]`.
+pub fn forward_rows_layers<L: RowsBlock>(
+    (embed, layers, norm, head): (&Embedding, &[L], &RmsNorm, &Head),
+    tokens: &Array,
+    caches: &mut [&mut [KvCache]],
+) -> Result<Array> {
+    check_rows(tokens, caches, layers.len())?;
+    let mut h = embed.forward_as(tokens, activation_dtype(norm.weight.dtype()))?;
+    let masks = row_masks(caches, Some(0), None)?;
+    for (i, layer) in layers.iter().enumerate() {
+        let mut lc: Vec<&mut KvCache> = caches.iter_mut().map(|c| &mut c[i]).collect();
+        h = layer.block_rows(&h, &mut |a, x, r| {
+            a.forward_rows(x, &masks, &mut lc, Some(r))
+        })?;
+    }
+    let h = super::llama::last_position(&h)?;
+    head.forward(Normed::new(&h, norm), embed)
 }
 
 /// Each sequence's mask for one new token from its cache of layer `layer` (before the update).

@@ -2,8 +2,8 @@
 //! of grouped-query attention with RoPE and a SwiGLU MLP. Follows mlx-lm's `llama.py`.
 
 use super::common::{
-    activation_dtype, check_inputs, check_rows, make_mask, row_masks, Activation, Attention,
-    AttentionSpec, Head, Mlp,
+    activation_dtype, check_inputs, forward_rows_layers, make_mask, Activation, Attention,
+    AttentionSpec, Head, Mlp, RowsBlock,
 };
 use super::LanguageModel;
 use crate::cache::KvCache;
@@ -53,6 +53,16 @@ impl DecoderLayer {
         let h = attn(&self.self_attn, Normed::new(x, &self.input_layernorm), x)?;
         self.mlp
             .forward(Normed::new(&h, &self.post_attention_layernorm), Some(&h))
+    }
+}
+
+impl RowsBlock for DecoderLayer {
+    fn block_rows(
+        &self,
+        x: &Array,
+        attn: &mut dyn FnMut(&Attention, Normed, &Array) -> Result<Array>,
+    ) -> Result<Array> {
+        self.block(x, attn)
     }
 }
 
@@ -156,18 +166,13 @@ impl LanguageModel for Llama {
     }
 
     fn forward_rows(&self, tokens: &Array, caches: &mut [&mut [KvCache]]) -> Result<Array> {
-        check_rows(tokens, caches, self.layers.len())?;
-        let mut h = self
-            .embed_tokens
-            .forward_as(tokens, activation_dtype(self.norm.weight.dtype()))?;
-        let masks = row_masks(caches, Some(0), None)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let mut lc: Vec<&mut KvCache> = caches.iter_mut().map(|c| &mut c[i]).collect();
-            h = layer.block(&h, |a, x, r| a.forward_rows(x, &masks, &mut lc, Some(r)))?;
-        }
-        let h = last_position(&h)?;
-        let h = Normed::new(&h, &self.norm);
-        self.lm_head.forward(h, &self.embed_tokens)
+        let parts = (
+            &self.embed_tokens,
+            &self.layers[..],
+            &self.norm,
+            &self.lm_head,
+        );
+        forward_rows_layers(parts, tokens, caches)
     }
 
     fn make_caches(&self) -> Vec<KvCache> {

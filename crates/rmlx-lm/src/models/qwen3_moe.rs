@@ -8,8 +8,8 @@
 //! stacked into `switch_mlp.*` at load, as mlx-lm's `sanitize` does.
 
 use super::common::{
-    activation_dtype, check_inputs, check_rows, make_mask, row_masks, Activation, Attention,
-    AttentionSpec, Head, Mlp,
+    activation_dtype, check_inputs, check_rows, forward_rows_layers, make_mask, Activation,
+    Attention, AttentionSpec, Head, Mlp, RowsBlock,
 };
 use super::llama::last_position;
 use super::LanguageModel;
@@ -171,6 +171,16 @@ impl MoeLayer {
     }
 }
 
+impl RowsBlock for MoeLayer {
+    fn block_rows(
+        &self,
+        x: &Array,
+        attn: &mut dyn FnMut(&Attention, Normed, &Array) -> Result<Array>,
+    ) -> Result<Array> {
+        self.block(x, attn)
+    }
+}
+
 /// A decoder-only MoE language model (Qwen3-MoE, Mixtral).
 #[derive(Clone, Debug)]
 pub struct MoeModel {
@@ -279,17 +289,13 @@ impl LanguageModel for MoeModel {
         if let [c] = caches {
             return self.forward_last(tokens, c);
         }
-        let mut h = self
-            .embed_tokens
-            .forward_as(tokens, activation_dtype(self.norm.weight.dtype()))?;
-        let masks = row_masks(caches, Some(0), None)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let mut lc: Vec<&mut KvCache> = caches.iter_mut().map(|c| &mut c[i]).collect();
-            h = layer.block(&h, |a, x, r| a.forward_rows(x, &masks, &mut lc, Some(r)))?;
-        }
-        let h = last_position(&h)?;
-        let h = Normed::new(&h, &self.norm);
-        self.lm_head.forward(h, &self.embed_tokens)
+        let parts = (
+            &self.embed_tokens,
+            &self.layers[..],
+            &self.norm,
+            &self.lm_head,
+        );
+        forward_rows_layers(parts, tokens, caches)
     }
 
     fn make_caches(&self) -> Vec<KvCache> {
