@@ -13,6 +13,7 @@
 #include "../../../crates/rmlx-cuda/kernels/prelude.cuh"
 #include "../../../crates/rmlx-cuda/kernels/quantized.cuh"
 #include "v4_fused.cuh"
+#include "v6_tc.cuh"
 
 #define CK(x)                                                                          \
   do {                                                                                 \

@@ -142,33 +142,6 @@ pub fn qmv8_source(
     (name, src)
 }
 
-/// The tensor-core form of [`qmv8_source`]'s kernel for up to 8 rows of x (`rq_qmm8_tc`, one
-/// int8 mma per block of 32 codes of 16 weight rows against all rows of x, weights and x
-/// staged through shared memory): x quantized by `rq_quantize_x` first; `norm` and `pf` as
-/// there; `ks` warps per block share 16 weight rows along K.
-pub fn qmm8_tc_source(
-    norm: bool,
-    s: Dtype,
-    o: Dtype,
-    bits: usize,
-    ks: usize,
-    pf: bool,
-) -> (String, String) {
-    let name = format!(
-        "rq_qmm8_tc{}_{}_{}_b{bits}_k{ks}{}",
-        if norm { "_n" } else { "" },
-        tag(s),
-        tag(o),
-        if pf { "_pf" } else { "" }
-    );
-    let (cs, co) = (ctype(s), ctype(o));
-    let threads = 32 * ks;
-    let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) {name}(const signed char* xq, const RqXBlock* meta, float eps, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, int M, i64 N, i64 K, int gs_shift, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  RMLX_PDL_MANUAL rq_qmm8_tc<{cs}, {co}, {bits}, {ks}, 2, {norm}, {pf}>(xq, meta, eps, w, s, b, y, res, M, N, K, gs_shift, xbs, wbs, sbs, bbs, ybs);\n}}\n"
-    );
-    (name, src)
-}
-
 /// The activation quantizer of [`qmv8_source`]'s kernel (x of dtype `x`, codes laid out for
 /// `bits`-bit weights; `norm`: of x ∘ the norm's weight, each block's Σx² kept).
 pub fn quantize_x_source(x: Dtype, bits: usize, norm: bool) -> (String, String) {
@@ -475,11 +448,6 @@ impl Int8X {
         })
     }
 
-    /// x quantized by a launch of its own (None where the kernel quantizes it itself).
-    fn quantized(&self) -> Option<&QuantizedX> {
-        self.quantized.as_ref()
-    }
-
     /// Whether the kernel applies a norm (its `NORM` variant).
     pub fn normed(&self) -> bool {
         self.norm.is_some()
@@ -568,15 +536,6 @@ fn xq_smem_bytes(m: usize, k: usize) -> u32 {
 fn fuse_x_quantization(m: usize, k: usize) -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     m * k <= XFUSED_MAX && crate::env::flag(&ON, "RMLX_QMV_XFUSED", true)
-}
-
-/// Whether int8 decode products of 5..8 rows may take the tensor-core kernel (`rq_qmm8_tc`):
-/// only with `RMLX_QMV_TC=1`. Alone it beats the dp4a kernel on 8 rows of 4096×4096 and
-/// 4096×14336 (1.16× and 1.64× on an H100, dev/kernels/qmv v6), but the 8B model's batch-8
-/// decode measured 634.8 tok/s with it against 682.5 without (same call): not the default.
-fn tensor_core_rows() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    crate::env::flag(&ON, "RMLX_QMV_TC", false)
 }
 
 /// Whether the dense decode kernels prefetch their weight rows into L2 before waiting on the
@@ -725,35 +684,6 @@ pub fn quantized_matmul(
         if int8 {
             let rows = batch.max(1) * m;
             let x8 = Int8X::new(gpu, (xp, xd.dtype), (rows, m, k), bits, nx.norm)?;
-            // opt-in: 5..8 rows of 4-bit weights below 32,768 outputs take the tensor-core
-            // kernel, 3 warps per 16 rows where N is small, else 2 (dev/kernels/qmv v6)
-            if let (true, Some(q)) = (
-                m >= 5 && bits == 4 && n < 32_768 && tensor_core_rows(),
-                x8.quantized(),
-            ) {
-                let ks = if n <= 8192 { 3 } else { 2 };
-                let (name, src) =
-                    qmm8_tc_source(x8.normed(), sa.dtype, od, bits, ks, prefetch_weights());
-                let f = get(gpu, &name, &src)?;
-                let mut a = Args::new();
-                a.ptr(q.xq)
-                    .ptr(q.meta)
-                    .f32(x8.norm.map_or(0.0, |nn| nn.eps));
-                decode_args(
-                    &mut a,
-                    [wi.base(), si.base(), bi.base(), yptr, rptr],
-                    (m, n, k, group_size),
-                    [wbs, sbs, bbs],
-                );
-                let g = Grid {
-                    grid: (n.div_ceil(16) as u32, batch.max(1) as u32, 1),
-                    block: (32 * ks as u32, 1, 1),
-                    shared: 0,
-                };
-                gpu.launch(&f, &name, g, &mut a)?;
-                drop((xd, x8));
-                return Ok(out);
-            }
             // measured on an H200 (dev/kernels/qmv): 4 rows per warp for tall matrices and
             // several x rows, 1 row per warp otherwise (more warps in flight)
             let (r, un) = match (mm, n >= 8192) {
@@ -922,16 +852,6 @@ mod tests {
                     body.push_str(
                         &qmv8_source(x, norm, Dtype::F32, Dtype::F32, bits, (8, 4, 1), false).1,
                     );
-                }
-            }
-            // the tensor-core kernel for several rows (4-bit in the dispatch; 8-bit compiles)
-            for (sd, od) in [(Dtype::BF16, Dtype::BF16), (Dtype::F16, Dtype::F32)] {
-                for ks in [2, 3] {
-                    for (norm, pf) in [(false, true), (true, false)] {
-                        if bits == 4 || ks == 2 {
-                            body.push_str(&qmm8_tc_source(norm, sd, od, bits, ks, pf).1);
-                        }
-                    }
                 }
             }
         }
