@@ -30,7 +30,7 @@ pub fn sdpa_rows(
     check_rows(q, keys, values, lens)?;
     let prim = Primitive::SdpaRows { scale: F32(scale) };
     if !kernel_shape(q, &keys[0]) || !use_kernel(&prim) {
-        return sdpa_rows_fallback(q, keys, values, lens, scale);
+        return per_row(q, keys, values, lens, scale);
     }
     let mut inputs = vec![q.clone(), ops::astype(lens, Dtype::I32)];
     inputs.extend(keys.iter().cloned());
@@ -49,6 +49,11 @@ pub fn sdpa_rows_fallback(
     scale: f32,
 ) -> Result<Array> {
     check_rows(q, keys, values, lens)?;
+    per_row(q, keys, values, lens, scale)
+}
+
+/// [`sdpa_rows_fallback`] of checked inputs.
+fn per_row(q: &Array, keys: &[Array], values: &[Array], lens: &Array, scale: f32) -> Result<Array> {
     let lens = ops::astype(lens, Dtype::I32);
     let mut outs = Vec::with_capacity(keys.len());
     for (b, (k, v)) in keys.iter().zip(values).enumerate() {

@@ -48,6 +48,21 @@ fn decode_min_keys() -> usize {
     crate::env::count(&N, "RMLX_SDPA_DEC_MIN_KEYS", 16)
 }
 
+/// Fewest keys per split of the lanes-over-keys decode kernels: one step of their 4 warps.
+const LK_MIN_KEYS: usize = 128;
+
+/// Key splits of a decode kernel over `s` keys whose (batch, KV head, head part) blocks number
+/// `pairs`: about [`decode_target_blocks`] blocks in all (2 per SM), each split at least
+/// `min_keys` keys; `(n_split, split_len)`.
+fn decode_splits(pairs: usize, s: usize, min_keys: usize) -> (usize, usize) {
+    let n = decode_target_blocks()
+        .div_ceil(pairs)
+        .min(s.div_ceil(min_keys))
+        .clamp(1, 65_535);
+    let split_len = s.div_ceil(n).max(1);
+    (s.div_ceil(split_len).max(1), split_len)
+}
+
 /// Smallest key range worth a split of its own.
 const MIN_SPLIT: usize = 256;
 
@@ -359,16 +374,12 @@ pub fn sdpa(
         // of its 4 warps (128 keys); else keys across the warps, splits of at least 16 keys;
         // about 2 blocks per SM of (batch, KV head) x key splits
         let lk = lanes_over_keys() && rows_aligned16(k);
-        let min_keys = if lk { 128 } else { decode_min_keys() };
+        let min_keys = if lk { LK_MIN_KEYS } else { decode_min_keys() };
         // the lanes-over-keys kernel may share a KV head's query heads among several blocks
         let parts = if lk { head_parts(g, dl) } else { 1 };
         let g = g / parts;
         let pairs = b * hkv * parts;
-        let n_split = (decode_target_blocks().div_ceil(pairs))
-            .min(s.div_ceil(min_keys))
-            .clamp(1, 65_535);
-        let split_len = s.div_ceil(n_split).max(1);
-        let n_split = s.div_ceil(split_len).max(1);
+        let (n_split, split_len) = decode_splits(pairs, s, min_keys);
         let (name, body) = decode_source(q.dtype, kind, md, g, dl, lk);
         let f = get(gpu, &name, &body)?;
         let parts = split_parts(gpu, rows, n_split, dv)?;
@@ -558,11 +569,7 @@ pub fn sdpa_rows(
     let parts = head_parts(g, dl);
     let g = g / parts;
     let pairs = b * hkv * parts;
-    let n_split = (decode_target_blocks().div_ceil(pairs))
-        .min(smax.div_ceil(128))
-        .clamp(1, 65_535);
-    let split_len = smax.div_ceil(n_split).max(1);
-    let n_split = smax.div_ceil(split_len).max(1);
+    let (n_split, split_len) = decode_splits(pairs, smax, LK_MIN_KEYS);
     let rows = b * hq;
     let (name, body) = rows_source(q.dtype, g, dl);
     let f = get(gpu, &name, &body)?;
