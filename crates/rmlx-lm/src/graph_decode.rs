@@ -19,10 +19,14 @@ use rmlx::cuda::graph::{record, StepGraph};
 use rmlx::{ops, Array, Device, DeviceType, Dtype};
 use std::sync::Arc;
 
+/// Whether graph replay is on for decode steps on `device`: a GPU, unless `RMLX_CUDA_GRAPH=0`.
+pub fn replay_enabled(device: Device) -> bool {
+    device.kind == DeviceType::Gpu && std::env::var("RMLX_CUDA_GRAPH").map_or(true, |v| v != "0")
+}
+
 /// Whether graph replay may be used on `device` for `caches`.
 pub fn eligible(device: Device, caches: &[KvCache]) -> bool {
-    device.kind == DeviceType::Gpu
-        && std::env::var("RMLX_CUDA_GRAPH").map_or(true, |v| v != "0")
+    replay_enabled(device)
         && !caches.is_empty()
         && caches.iter().all(|c| matches!(c, KvCache::Standard(_)))
 }
@@ -75,6 +79,15 @@ fn build_step(
     Ok((logits, argmax))
 }
 
+/// Puts every cache of `caches` back to `offset` (after a recording that failed: the step's
+/// writes never ran).
+pub(crate) fn rewind(caches: &mut [KvCache], offset: usize) {
+    for c in caches.iter_mut() {
+        let n = c.offset() - offset;
+        c.trim(n);
+    }
+}
+
 /// Whether `caches` can take one more token without growing.
 pub fn has_room(caches: &[KvCache]) -> bool {
     caches.iter().all(|c| c.offset() < c.capacity())
@@ -124,10 +137,7 @@ impl GraphDecoder {
             Ok(r) => r,
             Err(e) => {
                 // Nothing ran on the GPU: the buffers hold what they held; rewind the offsets.
-                for c in caches.iter_mut() {
-                    let n = c.offset() - offset;
-                    c.trim(n);
-                }
+                rewind(caches, offset);
                 return Err(e.into());
             }
         };

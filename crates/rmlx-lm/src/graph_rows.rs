@@ -15,10 +15,10 @@
 
 use crate::cache::{KvCache, STEP};
 use crate::error::{LmError, Result};
-use crate::graph_decode::buffer_ids;
+use crate::graph_decode::{self, buffer_ids};
 use crate::models::LanguageModel;
 use rmlx::cuda::graph::{record, StepGraph};
-use rmlx::{ops, Array, Device, DeviceType, Dtype};
+use rmlx::{ops, Array, Device, Dtype};
 
 /// Positions every cache gets room for before a recording: how many steps it can last.
 pub const RESERVE: usize = STEP;
@@ -65,9 +65,7 @@ fn eligible(caches: &[&mut [KvCache]]) -> bool {
 
 /// Whether every cache can take one more token without growing.
 fn has_room(caches: &[&mut [KvCache]]) -> bool {
-    caches
-        .iter()
-        .all(|c| c.iter().all(|k| k.offset() < k.capacity()))
+    caches.iter().all(|c| graph_decode::has_room(c))
 }
 
 /// One decode step of `tokens: [B, 1]` with sequence b's caches writing at element b of
@@ -106,8 +104,7 @@ impl RowsReplay {
     /// For decode passes on `device`.
     pub fn new(device: Device) -> RowsReplay {
         RowsReplay {
-            on: device.kind == DeviceType::Gpu
-                && std::env::var("RMLX_CUDA_GRAPH").map_or(true, |v| v != "0"),
+            on: graph_decode::replay_enabled(device),
             device: device.index,
             group: Vec::new(),
             state: State::Seen,
@@ -196,10 +193,7 @@ impl RowsReplay {
                     Err(e) => {
                         // Nothing ran: rewind the offsets the build advanced; replay stays off.
                         for (c, &o) in caches.iter_mut().zip(&offsets) {
-                            for k in c.iter_mut() {
-                                let n = k.offset() - o;
-                                k.trim(n);
-                            }
+                            graph_decode::rewind(c, o);
                         }
                         if std::env::var("RMLX_VERBOSE").is_ok_and(|v| v == "1") {
                             eprintln!("[rmlx] CUDA graph decode of rows off: {e}");
