@@ -466,10 +466,7 @@ impl<'m> BatchGenerator<'m> {
                     let greedy = match self.greedy_tokens(group, &logits) {
                         Ok(g) => g,
                         Err(e) => {
-                            for &i in group {
-                                self.seqs[i].finished = true;
-                                events.push(fail(&self.seqs[i], &e));
-                            }
+                            self.fail_group(group, &e, events);
                             continue;
                         }
                     };
@@ -490,15 +487,18 @@ impl<'m> BatchGenerator<'m> {
                         events.push(ev);
                     }
                 }
-                Err(e) => {
-                    for &i in group {
-                        self.seqs[i].finished = true;
-                        events.push(fail(&self.seqs[i], &e));
-                    }
-                }
+                Err(e) => self.fail_group(group, &e, events),
             }
         }
         self.stats.decode_secs += t0.elapsed().as_secs_f64();
+    }
+
+    /// Ends every sequence of `group` with `e` (a forward pass that carried them failed).
+    fn fail_group(&mut self, group: &[usize], e: &LmError, events: &mut Vec<SeqEvent>) {
+        for &i in group {
+            self.seqs[i].finished = true;
+            events.push(fail(&self.seqs[i], e));
+        }
     }
 
     /// The tokens of the rows of `group` that sample greedily without wanting log-probabilities
@@ -517,10 +517,7 @@ impl<'m> BatchGenerator<'m> {
         for (r, &i) in group.iter().enumerate() {
             let s = &self.seqs[i];
             let st = s.sampler.settings();
-            let greedy = st.temp == 0.0
-                && st.repetition_penalty.is_none_or(|p| p == 0.0)
-                && s.logprobs.is_none();
-            if !greedy {
+            if !st.is_greedy() || s.logprobs.is_some() {
                 continue;
             }
             let key: BiasKey = st

@@ -193,7 +193,7 @@ impl TokenStream<'_> {
     /// GPU computes, so nothing but the id needs to reach the host.
     fn plain_greedy(&self) -> bool {
         let s = self.sampler.settings();
-        s.temp == 0.0 && s.logit_bias.is_empty() && s.repetition_penalty.is_none_or(|p| p == 0.0)
+        s.is_greedy() && s.logit_bias.is_empty()
     }
 
     /// One decode step through graph replay, when it applies (`None`: take the ordinary path).

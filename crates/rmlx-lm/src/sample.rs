@@ -42,6 +42,14 @@ pub struct SamplerSettings {
     pub seed: Option<u64>,
 }
 
+impl SamplerSettings {
+    /// Whether the token is the argmax of the logits plus the logit bias: temperature 0 and no
+    /// repetition penalty (the filters keep the top token, which greedy picks anyway).
+    pub fn is_greedy(&self) -> bool {
+        self.temp == 0.0 && self.repetition_penalty.is_none_or(|p| p == 0.0)
+    }
+}
+
 impl Default for SamplerSettings {
     fn default() -> Self {
         SamplerSettings {
