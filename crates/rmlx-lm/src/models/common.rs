@@ -186,10 +186,11 @@ impl Attention {
     pub fn forward_rows(
         &self,
         x: Normed,
-        masks: &[AttentionMask],
+        step: &RowsStep,
         caches: &mut [&mut KvCache],
         residual: Option<&Array>,
     ) -> Result<Array> {
+        let masks = &step.masks;
         let b = x.x.shape()[0];
         if x.x.ndim() != 3 || x.x.shape()[1] != 1 || masks.len() != b || caches.len() != b {
             return Err(LmError::Generate(format!(
@@ -201,16 +202,9 @@ impl Attention {
         }
         let (q, k, v) = self.project(x)?;
         if rows_attend_together(masks, caches, q.dtype()) {
-            return self.attend_rows(&q, &k, &v, caches, residual);
+            return self.attend_rows(&q, &k, &v, step.positions()?, caches, residual);
         }
-        let row = |a: &Array, i: usize| -> Result<Array> {
-            Ok(ops::slice(
-                a,
-                &[i as i64, 0, 0, 0],
-                &[i as i64 + 1, i64::MAX, i64::MAX, i64::MAX],
-                &[1, 1, 1, 1],
-            )?)
-        };
+        let row = batch_row;
         let mut outs = Vec::with_capacity(b);
         for (i, (mask, cache)) in masks.iter().zip(caches.iter_mut()).enumerate() {
             let c = Some(&**cache);
@@ -229,40 +223,18 @@ impl Attention {
     /// The batched form of [`Attention::forward_rows`]' per-sequence part: one RoPE for all
     /// rows' q and one for their k (each row at its own position), the cache writes, then one
     /// attention op for all rows, each over its own cache (`fast::sdpa_rows`). q `[B, H, 1, D]`,
-    /// k and v `[B, Hkv, 1, D]` from the projection.
+    /// k and v `[B, Hkv, 1, D]` from the projection; `pos` the rows' positions `[B]`.
     fn attend_rows(
         &self,
         q: &Array,
         k: &Array,
         v: &Array,
+        pos: &Array,
         caches: &mut [&mut KvCache],
         residual: Option<&Array>,
     ) -> Result<Array> {
-        let at: Option<Vec<Array>> = caches.iter().map(|c| c.position_array().cloned()).collect();
-        let pos = match at {
-            Some(at) => ops::concatenate(&at, 0)?,
-            None => {
-                let o: Vec<i32> = caches
-                    .iter()
-                    .map(|c| i32::try_from(c.offset()))
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|_| LmError::Generate("a cache offset does not fit in i32".into()))?;
-                Array::from_slice(&o, &[o.len()])?
-            }
-        };
-        let (q, k) = (
-            self.rope.forward_at(q, &pos)?,
-            self.rope.forward_at(k, &pos)?,
-        );
-        let row = |a: &Array, i: usize| -> Result<Array> {
-            let i = i as i64;
-            Ok(ops::slice(
-                a,
-                &[i, 0, 0, 0],
-                &[i + 1, i64::MAX, i64::MAX, i64::MAX],
-                &[1, 1, 1, 1],
-            )?)
-        };
+        let (q, k) = (self.rope.forward_at(q, pos)?, self.rope.forward_at(k, pos)?);
+        let row = batch_row;
         let (mut ks, mut vs) = (
             Vec::with_capacity(caches.len()),
             Vec::with_capacity(caches.len()),
@@ -272,7 +244,7 @@ impl Attention {
             ks.push(kb);
             vs.push(vb);
         }
-        let lens = ops::add(&pos, &Array::scalar(1i32))?;
+        let lens = ops::add(pos, &Array::scalar(1i32))?;
         let o = fast::sdpa_rows(&q, &ks, &vs, &lens, self.scale)?;
         self.output(&o, residual)
     }
@@ -334,6 +306,17 @@ impl Attention {
             None => self.o_proj.forward(&o)?,
         })
     }
+}
+
+/// Row `i` of `a: [B, ...4-D]`, kept 4-D.
+fn batch_row(a: &Array, i: usize) -> Result<Array> {
+    let i = i as i64;
+    Ok(ops::slice(
+        a,
+        &[i, 0, 0, 0],
+        &[i + 1, i64::MAX, i64::MAX, i64::MAX],
+        &[1, 1, 1, 1],
+    )?)
 }
 
 /// Whether a ragged decode step's sequences attend in one op ([`Attention::attend_rows`]): on a
@@ -531,30 +514,80 @@ pub fn forward_rows_layers<L: RowsBlock>(
 ) -> Result<Array> {
     check_rows(tokens, caches, layers.len())?;
     let mut h = embed.forward_as(tokens, activation_dtype(norm.weight.dtype()))?;
-    let masks = row_masks(caches, Some(0), None)?;
+    let step = RowsStep::new(caches, Some(0), None)?;
     for (i, layer) in layers.iter().enumerate() {
         let mut lc: Vec<&mut KvCache> = caches.iter_mut().map(|c| &mut c[i]).collect();
         h = layer.block_rows(&h, &mut |a, x, r| {
-            a.forward_rows(x, &masks, &mut lc, Some(r))
+            a.forward_rows(x, &step, &mut lc, Some(r))
         })?;
     }
     let h = super::llama::last_position(&h)?;
     head.forward(Normed::new(&h, norm), embed)
 }
 
-/// Each sequence's mask for one new token from its cache of layer `layer` (before the update).
-pub fn row_masks(
-    caches: &[&mut [KvCache]],
-    layer: Option<usize>,
-    window: Option<usize>,
-) -> Result<Vec<AttentionMask>> {
-    caches
-        .iter()
-        .map(|c| match layer {
-            Some(i) => make_mask(c.get(i), 1, window),
-            None => Ok(AttentionMask::None),
+/// What the attention of every layer of a ragged decode step shares, built once per step
+/// from the sequences' caches of one layer (before the update; every layer of a sequence
+/// holds the same positions): each sequence's mask, and the sequences' positions (i32 `[B]`:
+/// the device-held ones of a recorded step, else the offsets), which the batched path
+/// ([`Attention::attend_rows`]) rotates and attends at. The positions are made on first use:
+/// the per-sequence path never needs them.
+pub struct RowsStep {
+    pub masks: Vec<AttentionMask>,
+    at: Vec<Option<Array>>,
+    offsets: Vec<usize>,
+    pos: std::cell::OnceCell<Array>,
+}
+
+impl RowsStep {
+    /// For the caches of layer `layer` (`None`: no caches, no masks) with the layer's sliding
+    /// `window`, if any.
+    pub fn new(
+        caches: &[&mut [KvCache]],
+        layer: Option<usize>,
+        window: Option<usize>,
+    ) -> Result<RowsStep> {
+        fn of(c: &[KvCache], layer: Option<usize>) -> Option<&KvCache> {
+            layer.and_then(|i| c.get(i))
+        }
+        Ok(RowsStep {
+            masks: caches
+                .iter()
+                .map(|c| match of(c, layer) {
+                    Some(k) => make_mask(Some(k), 1, window),
+                    None => Ok(AttentionMask::None),
+                })
+                .collect::<Result<_>>()?,
+            at: caches
+                .iter()
+                .map(|c| of(c, layer).and_then(|k| k.position_array().cloned()))
+                .collect(),
+            offsets: caches
+                .iter()
+                .map(|c| of(c, layer).map_or(0, KvCache::offset))
+                .collect(),
+            pos: std::cell::OnceCell::new(),
         })
-        .collect()
+    }
+
+    /// The rows' positions, i32 `[B]`.
+    fn positions(&self) -> Result<&Array> {
+        if let Some(p) = self.pos.get() {
+            return Ok(p);
+        }
+        let p = match self.at.iter().cloned().collect::<Option<Vec<Array>>>() {
+            Some(at) => ops::concatenate(&at, 0)?,
+            None => {
+                let o: Vec<i32> = self
+                    .offsets
+                    .iter()
+                    .map(|&o| i32::try_from(o))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|_| LmError::Generate("a cache offset does not fit in i32".into()))?;
+                Array::from_slice(&o, &[o.len()])?
+            }
+        };
+        Ok(self.pos.get_or_init(|| p))
+    }
 }
 
 /// The output head: an untied `lm_head` or the embedding table used as a linear layer.

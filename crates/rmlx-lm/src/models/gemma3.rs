@@ -4,8 +4,8 @@
 //! a gelu-approx MLP; optional final logit soft-capping. Follows mlx-lm's `gemma3_text.py`.
 
 use super::common::{
-    activation_dtype, check_inputs, check_rows, make_mask, row_masks, Activation, Attention,
-    AttentionSpec, Head, Mlp,
+    activation_dtype, check_inputs, check_rows, make_mask, Activation, Attention, AttentionSpec,
+    Head, Mlp, RowsStep,
 };
 use super::llama::last_position;
 use super::LanguageModel;
@@ -211,12 +211,12 @@ impl LanguageModel for Gemma3 {
         check_rows(tokens, caches, self.layers.len())?;
         let mut h = self.embed(tokens)?;
         let first = |sliding: bool| self.layers.iter().position(|x| x.is_sliding == sliding);
-        let global = row_masks(caches, first(false), None)?;
-        let local = row_masks(caches, first(true), Some(self.window()))?;
+        let global = RowsStep::new(caches, first(false), None)?;
+        let local = RowsStep::new(caches, first(true), Some(self.window()))?;
         for (i, layer) in self.layers.iter().enumerate() {
-            let masks = if layer.is_sliding { &local } else { &global };
+            let step = if layer.is_sliding { &local } else { &global };
             let mut lc: Vec<&mut KvCache> = caches.iter_mut().map(|c| &mut c[i]).collect();
-            h = layer.block(&h, |a, x| a.forward_rows(x, masks, &mut lc, None))?;
+            h = layer.block(&h, |a, x| a.forward_rows(x, step, &mut lc, None))?;
         }
         let h = last_position(&h)?;
         self.head(&h)
