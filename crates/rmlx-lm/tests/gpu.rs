@@ -48,6 +48,17 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The largest |got - want| and the scale it is judged against: max(1, max |want|).
+fn max_abs_diff(got: &[f32], want: &[f32]) -> (f32, f32) {
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let d = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    (d, scale)
+}
+
 fn logits_of(model: &Model, tokens: &[u32]) -> Vec<f32> {
     let ids = Array::from_slice(tokens, &[1, tokens.len()]).unwrap();
     let l = model.forward(&ids, &mut model.make_caches()).unwrap();
@@ -200,12 +211,7 @@ fn graph_replay_matches_ordinary_decode() {
                         replayed[0].offset(),
                         "{name} step {step}"
                     );
-                    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                    let d = got
-                        .iter()
-                        .zip(&want)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0, f32::max);
+                    let (d, scale) = max_abs_diff(&got, &want);
                     worst = worst.max(d / scale);
                     assert!(
                         d <= 1e-2 * scale,
@@ -280,12 +286,7 @@ fn batched_graph_replay_matches_ordinary_rows() {
                 for (b, (p, r)) in plain.iter().zip(&replayed).enumerate() {
                     assert_eq!(p[0].offset(), r[0].offset(), "{name} step {step} row {b}");
                 }
-                let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                let d = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f32::max);
+                let (d, scale) = max_abs_diff(&got, &want);
                 worst = worst.max(d / scale);
                 assert!(
                     d <= 1e-2 * scale,
