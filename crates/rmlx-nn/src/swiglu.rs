@@ -1,9 +1,9 @@
 //! `GateUpSwiglu`: `silu(x W_gateᵀ) * (x W_upᵀ)` of a fused, quantized gate/up layer as one op
-//! for decode rows. The two halves of the fused weights are viewed as one-expert stacks
+//! for a decode row. The two halves of the fused weights are viewed as one-expert stacks
 //! `[1, H, ..]`, so the MoE kernel `fast::gather_qmm_swiglu(_normed)` (index 0 for every row)
 //! streams each gate row with its up row and applies SiLU and the product in registers: on a
 //! GPU one launch where the product and `ops::silu_mul` take two, and the `[.., 2H]`
-//! intermediate never reaches memory. Prefill rows keep the product and `silu_mul`.
+//! intermediate never reaches memory. Several rows keep the product and `silu_mul`.
 
 use crate::error::Result;
 use crate::linear::{Linear, QuantParams};
@@ -19,7 +19,7 @@ pub struct GateUpSwiglu {
     gate: [Array; 3],
     up: [Array; 3],
     q: QuantParams,
-    /// u32 zeros, one per decode row: every row picks expert 0.
+    /// u32 zero: the decode row picks expert 0.
     zeros: Array,
 }
 
@@ -53,7 +53,7 @@ impl GateUpSwiglu {
             v.eval()?;
             Ok(v)
         };
-        let zeros = ops::zeros(&[ops::DECODE_MAX_ROWS], Dtype::U32);
+        let zeros = ops::zeros(&[1], Dtype::U32);
         zeros.eval()?;
         Ok(Some(GateUpSwiglu {
             gate: [half(wq, 0)?, half(scales, 0)?, half(biases, 0)?],
@@ -63,16 +63,17 @@ impl GateUpSwiglu {
         }))
     }
 
-    /// `silu(gate(x)) * up(x)` for `x: [..., dim]` (its norm still to apply, where given) of at
-    /// most `DECODE_MAX_ROWS` rows on a GPU: `[..., H]`; `None` for more rows, on the CPU, or
-    /// where `RMLX_FUSE_SWIGLU=0` (an ablation switch).
+    /// `silu(gate(x)) * up(x)` for `x: [..., dim]` (its norm still to apply, where given) of one
+    /// row on a GPU: `[..., H]`; `None` for more rows, on the CPU, or where `RMLX_FUSE_SWIGLU=0`
+    /// (an ablation switch). Several rows take the plain product and `silu_mul`: the MoE kernel
+    /// reads each expert's weights once per row, the plain product once for all rows.
     pub fn forward(&self, x: Normed) -> Result<Option<Array>> {
         static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let lead = &x.x.shape()[..x.x.ndim() - 1];
         let rows: usize = lead.iter().product();
         // the CPU composes the MoE op from gathers: its plain products are faster there
         let gpu = rmlx::current_device().kind == rmlx::DeviceType::Gpu;
-        if rows > ops::DECODE_MAX_ROWS || !gpu || !crate::switches::enabled(&ON, "RMLX_FUSE_SWIGLU")
+        if rows > 1 || !gpu || !crate::switches::enabled(&ON, "RMLX_FUSE_SWIGLU")
         {
             return Ok(None);
         }
