@@ -270,6 +270,16 @@ impl KernelCache {
             .insert(name.to_string(), (fnv64(&[body.as_bytes()]), f.clone()));
         Ok(f)
     }
+
+    /// How many loaded kernels' names start with `prefix` (tests check which kernel ran).
+    pub fn loaded_with_prefix(&self, prefix: &str) -> usize {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .count()
+    }
 }
 
 /// Test helper: `sources` (after the prelude) compile with NVRTC for sm_90. Needs only libnvrtc,

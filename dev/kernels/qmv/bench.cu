@@ -12,6 +12,8 @@
 
 #include "../../../crates/rmlx-cuda/kernels/prelude.cuh"
 #include "../../../crates/rmlx-cuda/kernels/quantized.cuh"
+#include "../../../crates/rmlx-cuda/kernels/mma.cuh"
+#include "../../../crates/rmlx-cuda/kernels/qmv_rows.cuh"
 #include "v4_fused.cuh"
 #include "v6_tc.cuh"
 
@@ -50,6 +52,15 @@ template <class TO, int BITS, int UN>
 __global__ void __launch_bounds__(256) k_v4(const bf16* x, const u32* w, const bf16* s, const bf16* b, TO* y, i64 N,
                                             i64 K, int gs_shift) {
   rq_qmv8f<bf16, bf16, TO, BITS, UN>(x, w, s, b, y, N, K, gs_shift);
+}
+// v7: the shipped tensor-core kernel for 2..8 rows of bf16 x (qmv_rows.cuh), no x quantization
+template <class TO, int T, int KS, int U, bool NORM>
+__global__ void __launch_bounds__(32 * KS) k_v7(const bf16* x, const bf16* nw, const u32* w, const bf16* s,
+                                                const bf16* b, TO* y, int M, i64 N, i64 K, int gs_shift) {
+  if (gs_shift == 7)
+    rq_qmv_rows<bf16, bf16, TO, 128, T, KS, U, NORM>(x, nw, 1e-5f, w, s, b, y, nullptr, M, N, K, 0, 0, 0, 0, 0);
+  else
+    rq_qmv_rows<bf16, bf16, TO, 64, T, KS, U, NORM>(x, nw, 1e-5f, w, s, b, y, nullptr, M, N, K, 0, 0, 0, 0, 0);
 }
 // v6: the tensor-core kernel for 2..8 rows (rq_qmm8_tc), x quantized by k_qx first
 template <class TO, int BITS, int KS, int NST>
@@ -330,7 +341,7 @@ static void run_shape(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng
 // `./qmvbench rows`: µs per product for M rows of x, the shipped dp4a choice for M against the
 // tensor-core kernel's configurations (one line each; error against the float64 reference).
 template <int BITS, int MM>
-static void run_rows(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng) {
+static void run_rows(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng, bool v6 = true) {
   Mat m = make_mat(N, K, BITS, gs, rng);
   const size_t bytes = m.wbytes() + 2 * m.sbytes();
   const int copies = (int)std::max<size_t>(2, (600ull << 20) / bytes + 1);
@@ -398,13 +409,38 @@ static void run_rows(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng)
     });                                                                                                          \
     line("tc KS" #KS " S" #NST, t, e);                                                                                            \
   }
+  bf16* dnw;  // a norm weight of ones: NORM's extra work, the same product up to x's rescaling
+  {
+    std::vector<uint16_t> ones((size_t)K, f2bf(1.0f));
+    CK(cudaMalloc(&dnw, (size_t)K * 2));
+    CK(cudaMemcpy(dnw, ones.data(), (size_t)K * 2, cudaMemcpyHostToDevice));
+  }
+#define MMA(T, KS, U, NORM)                                                                                  \
+  {                                                                                                              \
+    const dim3 grid((unsigned)((N + 16 * T - 1) / (16 * T)));                                                   \
+    const double e = check([&] {                                                                                 \
+      k_v7<float, T, KS, U, NORM><<<grid, 32 * KS>>>(dx, dnw, d[0].w, d[0].s, d[0].b, dyf, M, N, K, gss); \
+    });                                                                                                          \
+    const float t = time_graph(copies, 10, [&](int c, cudaStream_t st) {                                        \
+      k_v7<bf16, T, KS, U, NORM><<<grid, 32 * KS, 0, st>>>(dx, dnw, d[c].w, d[c].s, d[c].b, dy, M, N, K, gss); \
+    });                                                                                                          \
+    line("mma T" #T " KS" #KS " U" #U " N" #NORM, t, e);                                                \
+  }
   if (MM == 1) {
     if (N >= 8192) DP4A(4, 2) else DP4A(1, 2)
   } else if (MM == 2) DP4A(2, 2) else DP4A(4, 1)
+  if (v6) {
+    if constexpr (BITS == 4) {
+      TC(2, 2) TC(3, 2)
+    } else {
+      TC(1, 2) TC(2, 2)
+    }
+  }
   if constexpr (BITS == 4) {
-    TC(2, 2) TC(3, 2)
-  } else {
-    TC(1, 2) TC(2, 2)
+    if (gs >= 64) {
+      MMA(1, 8, 4, 0) MMA(2, 8, 2, 0) MMA(1, 8, 4, 1) MMA(2, 8, 2, 1)
+      MMA(1, 4, 4, 0) MMA(2, 4, 2, 0) MMA(2, 4, 4, 0) MMA(2, 8, 4, 0) MMA(4, 4, 4, 0)
+    }
   }
   for (auto& c : d) {
     cudaFree(c.w);
@@ -416,6 +452,7 @@ static void run_rows(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng)
   cudaFree(dyf);
   cudaFree(dxq);
   cudaFree(dmeta);
+  cudaFree(dnw);
 }
 
 int main(int argc, char** argv) {
@@ -427,6 +464,16 @@ int main(int argc, char** argv) {
   printf("device %s, %d SMs, L2 %d MB; copy %.0f GB/s (1 GiB D2D, read + write)\n", p.name, p.multiProcessorCount,
          p.l2CacheSize >> 20, copy);
   std::mt19937 rng(1234);
+  if (argc > 1 && strcmp(argv[1], "mma") == 0) {
+    const i64 sh[5][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {128256, 4096}, {6144, 4096}};
+    for (auto& h : sh) {
+      run_rows<4, 2>(h[0], h[1], 64, 2, copy, rng, false);
+      run_rows<4, 8>(h[0], h[1], 64, 8, copy, rng, false);
+    }
+    run_rows<4, 8>(28672, 4096, 64, 8, copy, rng, false);
+    run_rows<4, 8>(14336, 4096, 128, 8, copy, rng, false);
+    return 0;
+  }
   if (argc > 1 && strcmp(argv[1], "rows") == 0) {
     const i64 sh[4][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {128256, 4096}};
     for (auto& h : sh) {
