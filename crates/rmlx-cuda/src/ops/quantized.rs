@@ -160,7 +160,7 @@ pub fn quantize_x_source(x: Dtype, bits: usize, norm: bool) -> (String, String) 
     (name, src)
 }
 
-/// The tensor-core decode kernel for 2..8 rows of half x (`qmv_rows.cuh`): x of dtype `x`,
+/// The tensor-core decode kernel for several rows of half x (`qmv_rows.cuh`): x of dtype `x`,
 /// 4-bit weights in groups of `gs` (64 or 128) with half scales `s`, output `o`; `t` tiles of
 /// 16 weight rows per block, `ks` warps splitting K, `u` units of 64 codes in flight; `norm`:
 /// x RMS-normalised inside. Name and wrapper source.
@@ -1165,6 +1165,10 @@ mod tests {
             eprintln!("skipped: no CUDA device");
             return;
         }
+        if !crate::env::flag_value("RMLX_QMV_ROWS", true) {
+            eprintln!("skipped: RMLX_QMV_ROWS=0 keeps the dp4a kernel");
+            return;
+        }
         let gpu = crate::context::gpu(0).unwrap();
         let (n, k, bt) = (40, 512, 2);
         let host = |d: &ArrayData| -> Vec<f32> {
@@ -1196,8 +1200,8 @@ mod tests {
                 .map(|p| ArrayData::contiguous(p.buffer.clone(), &[bt, n, p.shape[1]], p.dtype))
                 .collect();
             for (m, norm, addend) in [
-                (2, false, false),
-                (3, true, false),
+                (3, false, false),
+                (4, true, false),
                 (5, false, true),
                 (8, true, true),
             ] {
@@ -1234,12 +1238,10 @@ mod tests {
                 )
                 .unwrap();
                 let y = host(&y);
-                if crate::env::flag_value("RMLX_QMV_ROWS", true) {
-                    assert!(
-                        gpu.kernels.loaded_with_prefix("rq_qmv_rows_") > 0,
-                        "the tensor-core kernel did not run"
-                    );
-                }
+                assert!(
+                    gpu.kernels.loaded_with_prefix("rq_qmv_rows_") > 0,
+                    "the tensor-core kernel did not run (gs {gs} {xd} m {m})"
+                );
                 for b in 0..bt {
                     for mi in 0..m {
                         let xr = &xv[(b * m + mi) * k..][..k];
