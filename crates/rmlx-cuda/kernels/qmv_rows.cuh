@@ -165,19 +165,22 @@ __device__ void rq_qmv_rows(const TX* __restrict__ x, const TX* __restrict__ nw,
     for (int e = 0; e < 4; ++e) acc[i][e] = 0.0f;
   float ss = 0.0f;
   const u32 ones[4] = {H::ONE, H::ONE, H::ONE, H::ONE};
-  for (i64 u0 = ub; u0 < ue; u0 += U) {
-    const bool whole = u0 + U <= ue;
+  // One step's loads: U units of every tile's rows, of x, and the rows' scales and biases.
+  struct Step {
     uint2 wv[U][T][2];
     uint4 xv[U][2];
     RqMeta<NG> sv[T][2], bv[T][2];
+  };
+  auto load = [&](Step& st, i64 u0) {
+    const bool whole = u0 + U <= ue;
     const i64 grp0 = u0 / UPG;
     const int ng = (int)((ue - u0 + UPG - 1) / UPG);
 #pragma unroll
     for (int i = 0; i < T; ++i)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        sv[i][h].load(sr[i][h] + grp0, whole, ng);
-        bv[i][h].load(br[i][h] + grp0, whole, ng);
+        st.sv[i][h].load(sr[i][h] + grp0, whole, ng);
+        st.bv[i][h].load(br[i][h] + grp0, whole, ng);
       }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -185,17 +188,19 @@ __device__ void rq_qmv_rows(const TX* __restrict__ x, const TX* __restrict__ nw,
 #pragma unroll
       for (int i = 0; i < T; ++i)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) wv[u][i][h] = __ldg(reinterpret_cast<const uint2*>(wr[i][h] + unit * 8));
-      xv[u][0] = __ldg(reinterpret_cast<const uint4*>(xr + unit * 64));
-      xv[u][1] = __ldg(reinterpret_cast<const uint4*>(xr + unit * 64 + 8));
+        for (int h = 0; h < 2; ++h) st.wv[u][i][h] = __ldg(reinterpret_cast<const uint2*>(wr[i][h] + unit * 8));
+      st.xv[u][0] = __ldg(reinterpret_cast<const uint4*>(xr + unit * 64));
+      st.xv[u][1] = __ldg(reinterpret_cast<const uint4*>(xr + unit * 64 + 8));
     }
+  };
+  auto compute = [&](const Step& st, i64 u0) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       if (u0 + u >= ue) break;
       u32 bp[2][4];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        uint4 v = xv[u][h];
+        uint4 v = st.xv[u][h];
         if (NORM) v = rq_norm8<TX>(v, __ldg(reinterpret_cast<const uint4*>(nr + (u0 + u) * 64 + 8 * h)), ss);
         rq_pair_x(v, bp[h]);
       }
@@ -212,23 +217,28 @@ __device__ void rq_qmv_rows(const TX* __restrict__ x, const TX* __restrict__ nw,
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           const int p = 2 * (j & 1);
-          const u32 w0 = (j >> 1) ? wv[u][i][0].y : wv[u][i][0].x;
-          const u32 w1 = (j >> 1) ? wv[u][i][1].y : wv[u][i][1].x;
+          const u32 w0 = (j >> 1) ? st.wv[u][i][0].y : st.wv[u][i][0].x;
+          const u32 w1 = (j >> 1) ? st.wv[u][i][1].y : st.wv[u][i][1].x;
           const u32 a[4] = {rq_nibble_pair(w0 >> (4 * p), H::BASE), rq_nibble_pair(w1 >> (4 * p), H::BASE),
                             rq_nibble_pair(w0 >> (4 * p + 4), H::BASE), rq_nibble_pair(w1 >> (4 * p + 4), H::BASE)};
           const u32 bb[2] = {bp[j >> 1][p], bp[j >> 1][p + 1]};
           TcMma<TX>::run(c, a, bb);
         }
         const int q = u / UPG;
-        const float s0 = rq_half_bits_f<TS>(sv[i][0].get(q)), s1 = rq_half_bits_f<TS>(sv[i][1].get(q));
-        const float b0 = fmaf(-H::OFF, s0, rq_half_bits_f<TS>(bv[i][0].get(q)));
-        const float b1 = fmaf(-H::OFF, s1, rq_half_bits_f<TS>(bv[i][1].get(q)));
+        const float s0 = rq_half_bits_f<TS>(st.sv[i][0].get(q)), s1 = rq_half_bits_f<TS>(st.sv[i][1].get(q));
+        const float b0 = fmaf(-H::OFF, s0, rq_half_bits_f<TS>(st.bv[i][0].get(q)));
+        const float b1 = fmaf(-H::OFF, s1, rq_half_bits_f<TS>(st.bv[i][1].get(q)));
         acc[i][0] = fmaf(s0, c[0], fmaf(b0, sx[0], acc[i][0]));
         acc[i][1] = fmaf(s0, c[1], fmaf(b0, sx[1], acc[i][1]));
         acc[i][2] = fmaf(s1, c[2], fmaf(b1, sx[2], acc[i][2]));
         acc[i][3] = fmaf(s1, c[3], fmaf(b1, sx[3], acc[i][3]));
       }
     }
+  };
+  for (i64 u0 = ub; u0 < ue; u0 += U) {
+    Step st;
+    load(st, u0);
+    compute(st, u0);
   }
   // the KS warps' partial sums (and Σx² per x row) meet in shared memory
   __shared__ float red[KS][T * 4][32];
