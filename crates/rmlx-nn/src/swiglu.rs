@@ -73,8 +73,7 @@ impl GateUpSwiglu {
         let rows: usize = lead.iter().product();
         // the CPU composes the MoE op from gathers: its plain products are faster there
         let gpu = rmlx::current_device().kind == rmlx::DeviceType::Gpu;
-        if rows > 1 || !gpu || !crate::switches::enabled(&ON, "RMLX_FUSE_SWIGLU")
-        {
+        if rows > 1 || !gpu || !crate::switches::enabled(&ON, "RMLX_FUSE_SWIGLU") {
             return Ok(None);
         }
         let idx_shape: Vec<i64> = lead.iter().map(|&d| d as i64).chain([1]).collect();
