@@ -54,9 +54,9 @@ __global__ void __launch_bounds__(256) k_v4(const bf16* x, const u32* w, const b
   rq_qmv8f<bf16, bf16, TO, BITS, UN>(x, w, s, b, y, N, K, gs_shift);
 }
 // v7: the shipped tensor-core kernel for 2..8 rows of bf16 x (qmv_rows.cuh), no x quantization
-template <class TO, int T, int KS, int U, bool NORM>
-__global__ void __launch_bounds__(32 * KS) k_v7(const bf16* x, const bf16* nw, const u32* w, const bf16* s,
-                                                const bf16* b, TO* y, int M, i64 N, i64 K, int gs_shift) {
+template <class TO, int T, int KS, int U, bool NORM, int MINB = 1>
+__global__ void __launch_bounds__(32 * KS, MINB) k_v7(const bf16* x, const bf16* nw, const u32* w, const bf16* s,
+                                                      const bf16* b, TO* y, int M, i64 N, i64 K, int gs_shift) {
   if (gs_shift == 7)
     rq_qmv_rows<bf16, bf16, TO, 128, T, KS, U, NORM>(x, nw, 1e-5f, w, s, b, y, nullptr, M, N, K, 0, 0, 0, 0, 0);
   else
@@ -415,16 +415,16 @@ static void run_rows(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng,
     CK(cudaMalloc(&dnw, (size_t)K * 2));
     CK(cudaMemcpy(dnw, ones.data(), (size_t)K * 2, cudaMemcpyHostToDevice));
   }
-#define MMA(T, KS, U, NORM)                                                                                  \
+#define MMA(T, KS, U, NORM, MINB)                                                                                  \
   {                                                                                                              \
     const dim3 grid((unsigned)((N + 16 * T - 1) / (16 * T)));                                                   \
     const double e = check([&] {                                                                                 \
-      k_v7<float, T, KS, U, NORM><<<grid, 32 * KS>>>(dx, dnw, d[0].w, d[0].s, d[0].b, dyf, M, N, K, gss); \
+      k_v7<float, T, KS, U, NORM, MINB><<<grid, 32 * KS>>>(dx, dnw, d[0].w, d[0].s, d[0].b, dyf, M, N, K, gss); \
     });                                                                                                          \
     const float t = time_graph(copies, 10, [&](int c, cudaStream_t st) {                                        \
-      k_v7<bf16, T, KS, U, NORM><<<grid, 32 * KS, 0, st>>>(dx, dnw, d[c].w, d[c].s, d[c].b, dy, M, N, K, gss); \
+      k_v7<bf16, T, KS, U, NORM, MINB><<<grid, 32 * KS, 0, st>>>(dx, dnw, d[c].w, d[c].s, d[c].b, dy, M, N, K, gss); \
     });                                                                                                          \
-    line("mma T" #T " KS" #KS " U" #U " N" #NORM, t, e);                                                \
+    line("mma T" #T " KS" #KS " U" #U " N" #NORM " B" #MINB, t, e);                                                \
   }
   if (MM == 1) {
     if (N >= 8192) DP4A(4, 2) else DP4A(1, 2)
@@ -438,8 +438,9 @@ static void run_rows(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng,
   }
   if constexpr (BITS == 4) {
     if (gs >= 64) {
-      MMA(1, 8, 4, 0) MMA(2, 8, 2, 0) MMA(1, 8, 4, 1) MMA(2, 8, 2, 1)
-      MMA(1, 4, 4, 0) MMA(2, 4, 2, 0) MMA(2, 4, 4, 0) MMA(2, 8, 4, 0) MMA(4, 4, 4, 0)
+      // shipped: T1 KS8 U4 (N <= 4096), T2 KS8 U2; the last two force 3-4 blocks per SM
+      MMA(1, 8, 4, 0, 1) MMA(2, 8, 2, 0, 1) MMA(1, 8, 4, 1, 1) MMA(2, 8, 2, 1, 1) MMA(2, 4, 2, 0, 1)
+      MMA(2, 8, 2, 0, 3) MMA(1, 8, 2, 0, 4)
     }
   }
   for (auto& c : d) {
