@@ -493,21 +493,24 @@ pub fn check_rows(tokens: &Array, caches: &[&mut [KvCache]], n_layers: usize) ->
     Ok(())
 }
 
-/// A decoder layer a ragged decode step drives: its attention through `attn` (given the
-/// attention, the normed input and the residual), then its feed-forward block, wired as the
-/// architecture wires them.
-pub trait RowsBlock {
-    fn block_rows(
+/// A pre-norm decoder layer: attention through `attn` (given the attention, the normed input
+/// and the residual; shared or ragged caches), which returns the residual stream after
+/// attention, then the feed-forward block, wired as the architecture wires them. The norms ride
+/// on the first products and the residual adds on the output projections where they can
+/// (`Linear::forward_normed`, `Linear::forward_add`).
+pub trait DecoderBlock {
+    /// `x: [B, L, dim]` → `[B, L, dim]`.
+    fn block(
         &self,
         x: &Array,
-        attn: &mut dyn FnMut(&Attention, Normed, &Array) -> Result<Array>,
+        attn: impl FnOnce(&Attention, Normed, &Array) -> Result<Array>,
     ) -> Result<Array>;
 }
 
 /// A ragged decode step (`LanguageModel::forward_rows`) of a decoder whose layers all attend
 /// globally: the embedding of `tokens: [B, 1]`, each layer with every sequence attending its
 /// own caches ([`Attention::forward_rows`]), the final norm and the head → logits `[B, vocab]`.
-pub fn forward_rows_layers<L: RowsBlock>(
+pub fn forward_rows_layers<L: DecoderBlock>(
     (embed, layers, norm, head): (&Embedding, &[L], &RmsNorm, &Head),
     tokens: &Array,
     caches: &mut [&mut [KvCache]],
@@ -517,9 +520,7 @@ pub fn forward_rows_layers<L: RowsBlock>(
     let step = RowsStep::new(caches, Some(0), None)?;
     for (i, layer) in layers.iter().enumerate() {
         let mut lc: Vec<&mut KvCache> = caches.iter_mut().map(|c| &mut c[i]).collect();
-        h = layer.block_rows(&h, &mut |a, x, r| {
-            a.forward_rows(x, &step, &mut lc, Some(r))
-        })?;
+        h = layer.block(&h, |a, x, r| a.forward_rows(x, &step, &mut lc, Some(r)))?;
     }
     let h = super::llama::last_position(&h)?;
     head.forward(Normed::new(&h, norm), embed)

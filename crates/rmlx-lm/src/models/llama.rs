@@ -3,7 +3,7 @@
 
 use super::common::{
     activation_dtype, check_inputs, forward_rows_layers, make_mask, Activation, Attention,
-    AttentionSpec, Head, Mlp, RowsBlock,
+    AttentionSpec, DecoderBlock, Head, Mlp,
 };
 use super::LanguageModel;
 use crate::cache::KvCache;
@@ -40,12 +40,10 @@ impl DecoderLayer {
     ) -> Result<Array> {
         self.block(x, |a, h, r| a.forward(h, mask, cache, Some(r)))
     }
+}
 
-    /// The block around an attention call `attn(self_attn, x with its norm, residual x)`
-    /// (shared or ragged caches), which returns the residual stream after attention. Both
-    /// norms ride on the first products and both residual adds on the output projections
-    /// (`Linear::forward_normed`, `Linear::forward_add`).
-    pub fn block(
+impl DecoderBlock for DecoderLayer {
+    fn block(
         &self,
         x: &Array,
         attn: impl FnOnce(&Attention, Normed, &Array) -> Result<Array>,
@@ -53,16 +51,6 @@ impl DecoderLayer {
         let h = attn(&self.self_attn, Normed::new(x, &self.input_layernorm), x)?;
         self.mlp
             .forward(Normed::new(&h, &self.post_attention_layernorm), Some(&h))
-    }
-}
-
-impl RowsBlock for DecoderLayer {
-    fn block_rows(
-        &self,
-        x: &Array,
-        attn: &mut dyn FnMut(&Attention, Normed, &Array) -> Result<Array>,
-    ) -> Result<Array> {
-        self.block(x, attn)
     }
 }
 

@@ -9,7 +9,7 @@
 
 use super::common::{
     activation_dtype, check_inputs, check_rows, forward_rows_layers, make_mask, Activation,
-    Attention, AttentionSpec, Head, Mlp, RowsBlock,
+    Attention, AttentionSpec, DecoderBlock, Head, Mlp,
 };
 use super::llama::last_position;
 use super::LanguageModel;
@@ -152,11 +152,7 @@ pub struct MoeLayer {
     pub post_attention_layernorm: RmsNorm,
 }
 
-impl MoeLayer {
-    /// `x: [B, L, dim]` → `[B, L, dim]`: attention by `attn` (given the attention, the normed
-    /// input and the residual), then the feed-forward block. The residual adds ride on the
-    /// output projections (`Linear::forward_add`) and the norms on the first products where
-    /// they can (`Linear::forward_normed`).
+impl DecoderBlock for MoeLayer {
     fn block(
         &self,
         x: &Array,
@@ -168,16 +164,6 @@ impl MoeLayer {
             Ffn::Dense(m) => m.forward(n, Some(&h))?,
             Ffn::Sparse(m) => m.forward(n, Some(&h))?,
         })
-    }
-}
-
-impl RowsBlock for MoeLayer {
-    fn block_rows(
-        &self,
-        x: &Array,
-        attn: &mut dyn FnMut(&Attention, Normed, &Array) -> Result<Array>,
-    ) -> Result<Array> {
-        self.block(x, attn)
     }
 }
 
