@@ -179,10 +179,11 @@ impl Attention {
     }
 
     /// A ragged decode step: row `b` of `x: [B, 1, dim]` (pre-norm still to apply, where given)
-    /// is the next token of sequence `b`,
-    /// which has its own cache `caches[b]` (any length) and mask `masks[b]`. The projections
-    /// see all B rows at once (one matmul per weight); RoPE, the cache write and attention
-    /// run per sequence, exactly as a batch of one would run them.
+    /// is the next token of sequence `b`, which has its own cache `caches[b]` (any length) and
+    /// mask `step.masks[b]`. The projections see all B rows at once (one matmul per weight);
+    /// RoPE, the cache write and attention run per sequence, exactly as a batch of one would
+    /// run them (or, on a GPU, as one op for all rows: [`Attention::attend_rows`]). A single
+    /// row is a batch of one: [`Attention::forward`], with its fused q/k norm and RoPE.
     pub fn forward_rows(
         &self,
         x: Normed,
@@ -200,6 +201,9 @@ impl Attention {
                 caches.len()
             )));
         }
+        if let ([mask], [cache]) = (&masks[..], &mut *caches) {
+            return self.forward(x, mask, Some(&mut **cache), residual);
+        }
         let (q, k, v) = self.project(x)?;
         if rows_attend_together(masks, caches, q.dtype()) {
             return self.attend_rows(&q, &k, &v, step.positions()?, caches, residual);
@@ -212,12 +216,7 @@ impl Attention {
             let o = self.attend(&qi, &ki, &row(&v, i)?, mask, Some(&mut **cache))?;
             outs.push(o);
         }
-        let o = if b == 1 {
-            outs.pop().expect("one row")
-        } else {
-            ops::concatenate(&outs, 0)?
-        };
-        self.output(&o, residual)
+        self.output(&ops::concatenate(&outs, 0)?, residual)
     }
 
     /// The batched form of [`Attention::forward_rows`]' per-sequence part: one RoPE for all

@@ -8,8 +8,8 @@
 //! stacked into `switch_mlp.*` at load, as mlx-lm's `sanitize` does.
 
 use super::common::{
-    activation_dtype, check_inputs, check_rows, forward_rows_layers, make_mask, Activation,
-    Attention, AttentionSpec, DecoderBlock, Head, Mlp,
+    activation_dtype, check_inputs, forward_rows_layers, make_mask, Activation, Attention,
+    AttentionSpec, DecoderBlock, Head, Mlp,
 };
 use super::llama::last_position;
 use super::LanguageModel;
@@ -267,14 +267,8 @@ impl LanguageModel for MoeModel {
     }
 
     /// One product per weight and one routing for all rows (each row picks its own experts);
-    /// attention per sequence ([`Attention::forward_rows`]). A single row takes
-    /// `forward_last`, whose fused q/k norm and RoPE the rows path lacks (measured on the CPU:
-    /// the rows path ran one row at 0.86x).
+    /// attention per sequence ([`Attention::forward_rows`]).
     fn forward_rows(&self, tokens: &Array, caches: &mut [&mut [KvCache]]) -> Result<Array> {
-        check_rows(tokens, caches, self.layers.len())?;
-        if let [c] = caches {
-            return self.forward_last(tokens, c);
-        }
         let parts = (
             &self.embed_tokens,
             &self.layers[..],
