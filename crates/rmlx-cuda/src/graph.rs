@@ -136,14 +136,21 @@ impl StepGraph {
         self.kernels
     }
 
-    /// Queues one replay.
-    pub fn replay(&self) -> Result<()> {
-        // under the evaluation lock: a stream operation of this thread must not land in another
-        // thread's recording
+    /// `op` on this graph's stream, with the context bound, under the evaluation lock: a stream
+    /// operation of this thread (the transfer that finds an array's device copy included) must
+    /// not land in another thread's recording.
+    fn on_stream<T>(&self, op: impl FnOnce(sys::CUstream) -> Result<T>) -> Result<T> {
         rmlx_core::transforms::with_eval_lock(|| {
             self.gpu.bind()?;
+            op(self.gpu.stream.cu_stream())
+        })
+    }
+
+    /// Queues one replay.
+    pub fn replay(&self) -> Result<()> {
+        self.on_stream(|st| {
             // SAFETY: exec is a valid instantiated graph; the stream belongs to its context.
-            unsafe { result::graph::launch(self.exec, self.gpu.stream.cu_stream()) }
+            unsafe { result::graph::launch(self.exec, st) }
                 .map_err(|e| cuda_err("replaying a CUDA graph", e))
         })
     }
@@ -152,9 +159,7 @@ impl StepGraph {
     /// ordered before the next replay. `a`'s host bytes, if any, become stale: keep such
     /// inputs private to the code that replays.
     pub fn write(&self, a: &Array, bytes: &[u8]) -> Result<()> {
-        // under the evaluation lock: a stream operation of this thread must not land in another
-        // thread's recording
-        rmlx_core::transforms::with_eval_lock(|| {
+        self.on_stream(|st| {
             let (dev, off, len) = device_of(&self.gpu, a, "a graph input")?;
             if bytes.len() != len {
                 return Err(Error::invalid(
@@ -162,22 +167,17 @@ impl StepGraph {
                     format!("writing {} bytes into an input of {len} bytes", bytes.len()),
                 ));
             }
-            self.gpu.bind()?;
             // SAFETY: the block holds off + len bytes; small pageable sources are staged by the
             // driver before the call returns.
-            unsafe {
-                result::memcpy_htod_async(dev.ptr + off as u64, bytes, self.gpu.stream.cu_stream())
-            }
-            .map_err(|e| cuda_err("writing a graph input", e))
+            unsafe { result::memcpy_htod_async(dev.ptr + off as u64, bytes, st) }
+                .map_err(|e| cuda_err("writing a graph input", e))
         })
     }
 
     /// Waits for queued work and copies `a`'s device bytes (a result of the recorded step)
     /// into `dst`.
     pub fn read(&self, a: &Array, dst: &mut [u8]) -> Result<()> {
-        // under the evaluation lock: a stream operation of this thread must not land in another
-        // thread's recording
-        rmlx_core::transforms::with_eval_lock(|| {
+        self.on_stream(|st| {
             let (dev, off, len) = device_of(&self.gpu, a, "a graph output")?;
             if dst.len() != len {
                 return Err(Error::invalid(
@@ -185,12 +185,9 @@ impl StepGraph {
                     format!("reading an output of {len} bytes into {} bytes", dst.len()),
                 ));
             }
-            self.gpu.bind()?;
             // SAFETY: the copy is ordered after the replay on the stream, and waited for.
-            unsafe {
-                result::memcpy_dtoh_async(dst, dev.ptr + off as u64, self.gpu.stream.cu_stream())
-            }
-            .map_err(|e| cuda_err("reading a graph output", e))?;
+            unsafe { result::memcpy_dtoh_async(dst, dev.ptr + off as u64, st) }
+                .map_err(|e| cuda_err("reading a graph output", e))?;
             self.gpu.synchronize()
         })
     }
@@ -198,23 +195,13 @@ impl StepGraph {
     /// A new device-only array holding a copy of `a` (a result of the recorded step) as the
     /// last replay leaves it; later replays do not change it.
     pub fn snapshot(&self, a: &Array) -> Result<Array> {
-        // under the evaluation lock: a stream operation of this thread must not land in another
-        // thread's recording
-        rmlx_core::transforms::with_eval_lock(|| {
+        self.on_stream(|st| {
             let (dev, off, len) = device_of(&self.gpu, a, "a graph output")?;
             let (out, ptr) = crate::data::output(&self.gpu, a.shape(), a.dtype())?;
             if len > 0 {
-                self.gpu.bind()?;
                 // SAFETY: both blocks hold len bytes; ordered on the one stream.
-                unsafe {
-                    result::memcpy_dtod_async(
-                        ptr,
-                        dev.ptr + off as u64,
-                        len,
-                        self.gpu.stream.cu_stream(),
-                    )
-                }
-                .map_err(|e| cuda_err("copying a graph output", e))?;
+                unsafe { result::memcpy_dtod_async(ptr, dev.ptr + off as u64, len, st) }
+                    .map_err(|e| cuda_err("copying a graph output", e))?;
             }
             Ok(Array::from_data(out))
         })
