@@ -79,6 +79,18 @@ fn build_step(
     Ok((logits, argmax))
 }
 
+/// An error unless a step left every KV buffer where it was (`before` and `after` from
+/// [`buffer_ids`]): a replayed graph whose step copied a cache would lose every token but the
+/// last. `who` names the path.
+pub(crate) fn ensure_in_place(before: &[usize], after: &[usize], who: &str) -> Result<()> {
+    if before != after {
+        return Err(LmError::Generate(format!(
+            "{who}: the step copied the KV cache instead of writing it in place"
+        )));
+    }
+    Ok(())
+}
+
 /// Puts every cache of `caches` back to `offset` (after a recording that failed: the step's
 /// writes never ran).
 pub(crate) fn rewind(caches: &mut [KvCache], offset: usize) {
@@ -106,11 +118,7 @@ impl GraphDecoder {
         let before = buffer_ids(caches)?;
         let (logits, argmax) = build_step(model, caches, &x, &pos)?;
         rmlx::eval(&[logits.clone(), argmax.clone()])?;
-        if buffer_ids(caches)? != before {
-            return Err(LmError::Generate(
-                "graph decode: the KV cache was copied instead of written in place".into(),
-            ));
-        }
+        ensure_in_place(&before, &buffer_ids(caches)?, "graph decode")?;
         Ok((logits, argmax))
     }
 
@@ -141,11 +149,7 @@ impl GraphDecoder {
                 return Err(e.into());
             }
         };
-        if buffer_ids(caches)? != before {
-            return Err(LmError::Generate(
-                "graph decode: the recorded step copies the KV cache instead of writing it in place".into(),
-            ));
-        }
+        ensure_in_place(&before, &buffer_ids(caches)?, "graph decode (recorded)")?;
         graph.replay()?;
         Ok(GraphDecoder {
             graph,

@@ -14,8 +14,8 @@
 //! turns it off.
 
 use crate::cache::{KvCache, STEP};
-use crate::error::{LmError, Result};
-use crate::graph_decode::{self, buffer_ids};
+use crate::error::Result;
+use crate::graph_decode::{self, buffer_ids, ensure_in_place};
 use crate::models::LanguageModel;
 use rmlx::cuda::graph::{record, StepGraph};
 use rmlx::{ops, Array, Device, Dtype};
@@ -145,10 +145,7 @@ impl RowsReplay {
             State::Recorded => {
                 let g = self.graph.as_ref().expect("recorded");
                 let tb: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-                let pb: Vec<u8> = caches
-                    .iter()
-                    .flat_map(|c| (c[0].offset() as i32).to_le_bytes())
-                    .collect();
+                let pb: Vec<u8> = positions(caches).flat_map(i32::to_le_bytes).collect();
                 g.graph.write(&g.tokens, &tb)?;
                 g.graph.write(&g.pos, &pb)?;
                 g.graph.replay()?;
@@ -165,12 +162,7 @@ impl RowsReplay {
                 let before = all_buffer_ids(caches)?;
                 let logits = build_step(model, caches, &t, &p)?;
                 logits.eval()?;
-                if all_buffer_ids(caches)? != before {
-                    self.on = false;
-                    return Err(LmError::Generate(
-                        "graph rows: the KV cache was copied instead of written in place".into(),
-                    ));
-                }
+                self.check_in_place(&before, caches, "graph rows")?;
                 self.state = State::Warm;
                 Ok(Some(logits))
             }
@@ -202,13 +194,7 @@ impl RowsReplay {
                         return Ok(None);
                     }
                 };
-                if all_buffer_ids(caches)? != before {
-                    self.on = false;
-                    return Err(LmError::Generate(
-                        "graph rows: the recorded step copies the KV cache instead of writing it in place"
-                            .into(),
-                    ));
-                }
+                self.check_in_place(&before, caches, "graph rows (recorded)")?;
                 graph.replay()?;
                 let out = graph.snapshot(&logits)?;
                 self.graph = Some(RowsGraph {
@@ -222,11 +208,30 @@ impl RowsReplay {
             }
         }
     }
+
+    /// [`ensure_in_place`] for the group's caches; a step that copied them turns replay off.
+    fn check_in_place(
+        &mut self,
+        before: &[usize],
+        caches: &[&mut [KvCache]],
+        who: &str,
+    ) -> Result<()> {
+        let r = ensure_in_place(before, &all_buffer_ids(caches)?, who);
+        if r.is_err() {
+            self.on = false;
+        }
+        r
+    }
+}
+
+/// Each sequence's position: where its caches write the step's token.
+fn positions<'a>(caches: &'a [&mut [KvCache]]) -> impl Iterator<Item = i32> + 'a {
+    caches.iter().map(|c| c[0].offset() as i32)
 }
 
 /// The step's device inputs: tokens `[B, 1]` and each sequence's position `[B]`.
 fn inputs(tokens: &[u32], caches: &[&mut [KvCache]]) -> Result<(Array, Array)> {
-    let pos: Vec<i32> = caches.iter().map(|c| c[0].offset() as i32).collect();
+    let pos: Vec<i32> = positions(caches).collect();
     Ok((
         Array::from_slice(tokens, &[tokens.len(), 1])?,
         Array::from_slice(&pos, &[pos.len()])?,
