@@ -382,26 +382,22 @@ pub fn sdpa(
         let (n_split, split_len) = decode_splits(pairs, s, min_keys);
         let (name, body) = decode_source(q.dtype, kind, md, g, dl, lk);
         let f = get(gpu, &name, &body)?;
-        let parts = split_parts(gpu, rows, n_split, dv)?;
-        let (pml, pacc) = parts.as_ref().map_or((0, 0), |(a, c)| (a.ptr, c.ptr));
-        let mut a = Args::new();
-        qkv_args(&mut a, ptrs, Some((pml, pacc)), x, m);
-        a.i32(hq as i32)
-            .i32(hkv as i32)
-            .i32(s as i32)
-            .f32(scale)
-            .i32(n_split as i32)
-            .i32(split_len as i32);
         let grid = Grid {
             grid: (pairs as u32, n_split as u32, 1),
             block: (NT as u32, 1, 1),
             shared: 0,
         };
-        gpu.launch(&f, &name, grid, &mut a)?;
-        if n_split > 1 {
-            merge(gpu, od, pml, pacc, optr, rows, dv, n_split)?;
-        }
-        drop(parts);
+        with_splits(gpu, od, optr, (rows, dv, n_split), |pml, pacc| {
+            let mut a = Args::new();
+            qkv_args(&mut a, ptrs, Some((pml, pacc)), x, m);
+            a.i32(hq as i32)
+                .i32(hkv as i32)
+                .i32(s as i32)
+                .f32(scale)
+                .i32(n_split as i32)
+                .i32(split_len as i32);
+            gpu.launch(&f, &name, grid, &mut a)
+        })?;
         return Ok(out);
     }
     let n_split = if rows >= TARGET_BLOCKS / 2 {
@@ -421,67 +417,50 @@ pub fn sdpa(
     };
     let (name, body) = source(q.dtype, kind, md, dvp);
     let f = get(gpu, &name, &body)?;
-    let parts = split_parts(gpu, rows, n_split, dv)?;
-    let (pml, pacc) = parts.as_ref().map_or((0, 0), |(a, c)| (a.ptr, c.ptr));
-    let mut a = Args::new();
-    qkv_args(&mut a, ptrs, Some((pml, pacc)), x, m);
-    a.i32(hq as i32)
-        .i32(hkv as i32)
-        .i32(l as i32)
-        .i32(s as i32)
-        .i32(d as i32)
-        .i32(dv as i32)
-        .f32(scale)
-        .i32(n_split as i32)
-        .i32(split_len as i32);
     let g = Grid {
         grid: (rows as u32, n_split as u32, 1),
         block: (NT as u32, 1, 1),
         shared: 0,
     };
-    gpu.launch(&f, &name, g, &mut a)?;
-    if n_split > 1 {
-        merge(gpu, od, pml, pacc, optr, rows, dv, n_split)?;
-    }
-    // the partials may be freed now: later work on this stream is ordered after the merge
-    drop(parts);
+    with_splits(gpu, od, optr, (rows, dv, n_split), |pml, pacc| {
+        let mut a = Args::new();
+        qkv_args(&mut a, ptrs, Some((pml, pacc)), x, m);
+        a.i32(hq as i32)
+            .i32(hkv as i32)
+            .i32(l as i32)
+            .i32(s as i32)
+            .i32(d as i32)
+            .i32(dv as i32)
+            .f32(scale)
+            .i32(n_split as i32)
+            .i32(split_len as i32);
+        gpu.launch(&f, &name, g, &mut a)
+    })?;
     Ok(out)
 }
 
-/// The split partials of `rows` rows in `n_split` key splits: (m, l) and `dv` accumulators per
-/// (row, split), f32; none for one split.
-fn split_parts(
-    gpu: &Arc<Gpu>,
-    rows: usize,
-    n_split: usize,
-    dv: usize,
-) -> Result<Option<(crate::alloc::DeviceBuffer, crate::alloc::DeviceBuffer)>> {
-    if n_split <= 1 {
-        return Ok(None);
-    }
-    Ok(Some((
-        gpu.alloc.alloc(rows * n_split * 2 * 4)?,
-        gpu.alloc.alloc(rows * n_split * dv.max(1) * 4)?,
-    )))
-}
-
-/// Combines the key splits' softmax states (`pml`, `pacc`) of `rows` rows into `optr`.
-#[allow(clippy::too_many_arguments)]
-fn merge(
+/// Runs `launch` with the addresses of the key splits' partials (f32: (m, l) and `dv`
+/// accumulators per (row, split); 0 and 0 for one split, where the kernel writes `optr`
+/// itself), then merges the `rows` rows' softmax states into `optr`. The partials are freed
+/// after the merge is queued: later work on this stream is ordered after it.
+fn with_splits(
     gpu: &Arc<Gpu>,
     od: Dtype,
-    pml: u64,
-    pacc: u64,
     optr: u64,
-    rows: usize,
-    dv: usize,
-    n_split: usize,
+    (rows, dv, n_split): (usize, usize, usize),
+    launch: impl FnOnce(u64, u64) -> Result<()>,
 ) -> Result<()> {
+    if n_split <= 1 {
+        return launch(0, 0);
+    }
+    let ml = gpu.alloc.alloc(rows * n_split * 2 * 4)?;
+    let acc = gpu.alloc.alloc(rows * n_split * dv.max(1) * 4)?;
+    launch(ml.ptr, acc.ptr)?;
     let (mname, mbody) = merge_source(od);
     let mf = get(gpu, &mname, &mbody)?;
     let mut a = Args::new();
-    a.ptr(pml)
-        .ptr(pacc)
+    a.ptr(ml.ptr)
+        .ptr(acc.ptr)
         .ptr(optr)
         .i32(dv as i32)
         .i32(n_split as i32);
@@ -573,31 +552,28 @@ pub fn sdpa_rows(
     let rows = b * hq;
     let (name, body) = rows_source(q.dtype, g, dl);
     let f = get(gpu, &name, &body)?;
-    let sp = split_parts(gpu, rows, n_split, d)?;
-    let (pml, pacc) = sp.as_ref().map_or((0, 0), |(a, c)| (a.ptr, c.ptr));
-    let mut a = Args::new();
-    a.ptr(qi.ptr)
-        .push(t)
-        .ptr(li.base())
-        .ptr(optr)
-        .ptr(pml)
-        .ptr(pacc)
-        .push(sd4(q))
-        .i32(hq as i32)
-        .i32(hkv as i32)
-        .f32(scale)
-        .i32(n_split as i32)
-        .i32(split_len as i32);
     let grid = Grid {
         grid: (pairs as u32, n_split as u32, 1),
         block: (NT as u32, 1, 1),
         shared: 0,
     };
-    gpu.launch(&f, &name, grid, &mut a)?;
-    if n_split > 1 {
-        merge(gpu, od, pml, pacc, optr, rows, d, n_split)?;
-    }
-    drop((sp, keep, ld));
+    with_splits(gpu, od, optr, (rows, d, n_split), |pml, pacc| {
+        let mut a = Args::new();
+        a.ptr(qi.ptr)
+            .push(t)
+            .ptr(li.base())
+            .ptr(optr)
+            .ptr(pml)
+            .ptr(pacc)
+            .push(sd4(q))
+            .i32(hq as i32)
+            .i32(hkv as i32)
+            .f32(scale)
+            .i32(n_split as i32)
+            .i32(split_len as i32);
+        gpu.launch(&f, &name, grid, &mut a)
+    })?;
+    drop((keep, ld));
     Ok(out)
 }
 
