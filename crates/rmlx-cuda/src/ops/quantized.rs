@@ -740,13 +740,15 @@ pub fn quantized_matmul(
             _ => 8,
         };
         // 16-byte aligned weights, scales and biases for the tensor-core kernel's vector loads
-        let aligned = [wi.base(), si.base(), bi.base()]
-            .iter()
-            .all(|p| p.is_multiple_of(16))
-            && (wbs * 4) % 16 == 0
-            && (sbs * 2) % 16 == 0
-            && (bbs * 2) % 16 == 0;
-        if rows_kernel && aligned {
+        let aligned = || {
+            [wi.base(), si.base(), bi.base()]
+                .iter()
+                .all(|p| p.is_multiple_of(16))
+                && (wbs * 4) % 16 == 0
+                && (sbs * 2) % 16 == 0
+                && (bbs * 2) % 16 == 0
+        };
+        if rows_kernel && aligned() {
             // measured on an H100 (dev/kernels/qmv, v7): one tile and 8 warps along K for
             // short matrices (more blocks), two tiles otherwise
             let cfg = if n <= 4096 { (1, 8, 4) } else { (2, 8, 2) };
