@@ -8,7 +8,7 @@ use rmlx::{Array, Device, Dtype};
 use rmlx_lm::load::{load_model, LoadOptions};
 use rmlx_lm::models::Model;
 use std::path::{Path, PathBuf};
-use support::{assert_logits_close_rel, mlx_reference};
+use support::{assert_logits_close_rel, max_abs_diff, mlx_reference};
 
 mod support;
 
@@ -46,17 +46,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/models")
         .join(name)
-}
-
-/// The largest |got - want| and the scale it is judged against: max(1, max |want|).
-fn max_abs_diff(got: &[f32], want: &[f32]) -> (f32, f32) {
-    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    let d = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
-    (d, scale)
 }
 
 fn logits_of(model: &Model, tokens: &[u32]) -> Vec<f32> {
@@ -385,12 +374,7 @@ fn tiny_quantized_models_decode_like_mlx_on_gpu() {
                 let mut worst = 0.0f32;
                 let mut check = |what: String, got: &[f32], want: &[f32]| {
                     for (g, w) in got.chunks(v).zip(want.chunks(v)) {
-                        let scale = w.iter().fold(1.0f32, |m, x| m.max(x.abs()));
-                        let d = g
-                            .iter()
-                            .zip(w)
-                            .map(|(a, b)| (a - b).abs())
-                            .fold(0.0, f32::max);
+                        let (d, scale) = max_abs_diff(g, w);
                         worst = worst.max(d / scale);
                         assert!(d <= 0.15 * scale, "{name} {what}: |Δ| {d} of scale {scale}");
                     }
