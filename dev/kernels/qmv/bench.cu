@@ -224,47 +224,93 @@ static float copy_bw() {
   return 2.0 * n / (us * 1e-6) / 1e9;  // GB/s, read + write
 }
 
-template <int BITS, int MM>
-static void run_shape(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng) {
-  Mat m = make_mat(N, K, BITS, gs, rng);
-  const size_t bytes = m.wbytes() + 2 * m.sbytes();
-  const int copies = (int)std::max<size_t>(2, (600ull << 20) / bytes + 1);
-  std::vector<Dev> d(copies);
-  for (auto& c : d) {
-    CK(cudaMalloc(&c.w, m.wbytes()));
-    CK(cudaMalloc(&c.s, m.sbytes()));
-    CK(cudaMalloc(&c.b, m.sbytes()));
-    CK(cudaMemcpy(c.w, m.w.data(), m.wbytes(), cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(c.s, m.s.data(), m.sbytes(), cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(c.b, m.b.data(), m.sbytes(), cudaMemcpyHostToDevice));
-  }
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<uint16_t> x((size_t)M * K);
-  for (auto& v : x) v = f2bf(nd(rng));
+// One product's setup, shared by run_shape and run_rows: a random matrix and enough device
+// copies of it (>= 600 MB) to defeat the L2, x (bf16, and its int8 quantization by k_qx), the
+// outputs, and the float64 reference at every `step`-th row.
+template <int BITS>
+struct Case {
+  i64 N, K;
+  int M, gss, copies;
+  i64 step;
+  size_t bytes;
+  std::vector<Dev> d;
   bf16 *dx, *dy;
   float* dyf;
   signed char* dxq;
   RqXBlock* dmeta;
-  CK(cudaMalloc(&dx, x.size() * 2));
-  CK(cudaMalloc(&dy, (size_t)M * N * 2));
-  CK(cudaMalloc(&dyf, (size_t)M * N * 4));
-  CK(cudaMalloc(&dxq, (size_t)M * K));
-  CK(cudaMalloc(&dmeta, (size_t)M * K / 32 * sizeof(RqXBlock)));
-  CK(cudaMemcpy(dx, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
-  const int gss = __builtin_ctz(gs);
-  const i64 step = std::max<i64>(1, N / 512);
   std::vector<double> ref;
-  reference(m, x, M, step, ref);
 
-  auto check = [&](const char* name, auto launch_f32out) {
-    CK(cudaMemset(dyf, 0xff, (size_t)M * N * 4));  // NaN poison
+  Case(i64 n, i64 k, int gs, int m, std::mt19937& rng) : N(n), K(k), M(m), gss(__builtin_ctz(gs)) {
+    Mat mat = make_mat(N, K, BITS, gs, rng);
+    bytes = mat.wbytes() + 2 * mat.sbytes();
+    copies = (int)std::max<size_t>(2, (600ull << 20) / bytes + 1);
+    d.resize(copies);
+    for (auto& c : d) {
+      CK(cudaMalloc(&c.w, mat.wbytes()));
+      CK(cudaMalloc(&c.s, mat.sbytes()));
+      CK(cudaMalloc(&c.b, mat.sbytes()));
+      CK(cudaMemcpy(c.w, mat.w.data(), mat.wbytes(), cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(c.s, mat.s.data(), mat.sbytes(), cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(c.b, mat.b.data(), mat.sbytes(), cudaMemcpyHostToDevice));
+    }
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<uint16_t> x((size_t)M * K);
+    for (auto& v : x) v = f2bf(nd(rng));
+    CK(cudaMalloc(&dx, x.size() * 2));
+    CK(cudaMalloc(&dy, (size_t)M * N * 2));
+    CK(cudaMalloc(&dyf, (size_t)M * N * 4));
+    CK(cudaMalloc(&dxq, (size_t)M * K));
+    CK(cudaMalloc(&dmeta, (size_t)M * K / 32 * sizeof(RqXBlock)));
+    CK(cudaMemcpy(dx, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
+    step = std::max<i64>(1, N / 512);
+    reference(mat, x, M, step, ref);
+  }
+  ~Case() {
+    for (auto& c : d) {
+      cudaFree(c.w);
+      cudaFree(c.s);
+      cudaFree(c.b);
+    }
+    cudaFree(dx);
+    cudaFree(dy);
+    cudaFree(dyf);
+    cudaFree(dxq);
+    cudaFree(dmeta);
+  }
+  // x's int8 codes and meta for the dp4a kernels
+  void quantize_x(cudaStream_t st = 0) {
+    const i64 blocks = (i64)M * K / 32;
+    k_qx<BITS><<<(unsigned)((blocks + 7) / 8), 256, 0, st>>>(dx, dxq, dmeta, M, K);
+  }
+  // relative error of `launch_f32out` (writing dyf, poisoned with NaN first) against ref
+  template <class F>
+  double check(F launch_f32out) {
+    CK(cudaMemset(dyf, 0xff, (size_t)M * N * 4));
     launch_f32out();
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
     std::vector<float> got((size_t)M * N);
     CK(cudaMemcpy(got.data(), dyf, got.size() * 4, cudaMemcpyDeviceToHost));
     return rel_err(ref, got, N, M, step);
-  };
+  }
+};
+
+// The names the kernels' launch macros below use, bound to a Case.
+#define CASE_NAMES(c)                                                                         \
+  auto& d = c.d;                                                                              \
+  bf16 *dx = c.dx, *dy = c.dy;                                                                \
+  float* dyf = c.dyf;                                                                         \
+  signed char* dxq = c.dxq;                                                                   \
+  RqXBlock* dmeta = c.dmeta;                                                                  \
+  const int gss = c.gss, copies = c.copies;                                                   \
+  const size_t bytes = c.bytes;                                                               \
+  auto check = [&](auto launch_f32out) { return c.check(launch_f32out); };                    \
+  (void)dxq, (void)dmeta, (void)dy;
+
+template <int BITS, int MM>
+static void run_shape(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng) {
+  Case<BITS> cs(N, K, gs, M, rng);
+  CASE_NAMES(cs)
   // v0 (float kernel) with f32 output: a bf16-output copy of the kernel is what ships; error
   // is measured in f32 to see the kernel's own error.
   const int ks0 = K >= 4096 ? 4 : 1;
@@ -280,13 +326,10 @@ static void run_shape(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng
     else
       k_v0<BITS, MM, 1><<<grid, 128, 0, st>>>(dx, d[c].w, d[c].s, d[c].b, dy, M, N, K, gss);
   };
-  const double e0 = check("v0", [&] { v0(0, 0, true); });
+  const double e0 = check([&] { v0(0, 0, true); });
   const float t0 = time_graph(copies, 10, [&](int c, cudaStream_t st) { v0(c, st, false); });
 
-  auto qx = [&](cudaStream_t st) {
-    const i64 blocks = (i64)M * K / 32;
-    k_qx<BITS><<<(unsigned)((blocks + 7) / 8), 256, 0, st>>>(dx, dxq, dmeta, M, K);
-  };
+  auto qx = [&](cudaStream_t st) { cs.quantize_x(st); };
   const float tq = time_graph(copies, 10, [&](int, cudaStream_t st) { qx(st); });
   printf("%-6s N=%6lld K=%6lld gs=%3d M=%d bits=%d  bytes=%8.2f MB  copy=%.0f GB/s\n", "shape", (long long)N,
          (long long)K, gs, M, BITS, bytes / 1e6, copy);
@@ -298,7 +341,7 @@ static void run_shape(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng
   {                                                                                                              \
     const int rows_per_block = 4 * R;                                                                            \
     const dim3 grid((unsigned)((N + rows_per_block - 1) / rows_per_block));                                      \
-    const double e = check("v1", [&] {                                                                           \
+    const double e = check([&] {                                                                           \
       qx(0);                                                                                                     \
       k_v1<float, BITS, MM, R, UN><<<grid, 128>>>(dxq, dmeta, d[0].w, d[0].s, d[0].b, dyf, M, N, K, gss);       \
     });                                                                                                          \
@@ -316,7 +359,7 @@ static void run_shape(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng
     const unsigned blocks = (unsigned)std::min<i64>((N + (T / 32) - 1) / (T / 32), (i64)g_sms * BPS);             \
     CK(cudaFuncSetAttribute(k_v4<float, BITS, UN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));       \
     CK(cudaFuncSetAttribute(k_v4<bf16, BITS, UN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));        \
-    const double e = check("v4", [&] {                                                                           \
+    const double e = check([&] {                                                                           \
       k_v4<float, BITS, UN><<<blocks, T, sm>>>(dx, d[0].w, d[0].s, d[0].b, dyf, N, K, gss);                      \
     });                                                                                                          \
     const float t = time_graph(copies, 10, [&](int c, cudaStream_t st) {                                        \
@@ -326,63 +369,16 @@ static void run_shape(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng
            bytes / (t * 1e-6) / 1e9, 100.0 * bytes / (t * 1e-6) / 1e9 / copy, 100.0 * bytes / (t * 1e-6) / 1e9 / g_read, e); \
   }
   V4(1, 2, 256) V4(2, 2, 256) V4(4, 2, 256) V4(2, 4, 128)
-  for (auto& c : d) {
-    cudaFree(c.w);
-    cudaFree(c.s);
-    cudaFree(c.b);
-  }
-  cudaFree(dx);
-  cudaFree(dy);
-  cudaFree(dyf);
-  cudaFree(dxq);
-  cudaFree(dmeta);
 }
 
 // `./qmvbench rows`: µs per product for M rows of x, the shipped dp4a choice for M against the
 // tensor-core kernel's configurations (one line each; error against the float64 reference).
 template <int BITS, int MM>
 static void run_rows(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng, bool v6 = true) {
-  Mat m = make_mat(N, K, BITS, gs, rng);
-  const size_t bytes = m.wbytes() + 2 * m.sbytes();
-  const int copies = (int)std::max<size_t>(2, (600ull << 20) / bytes + 1);
-  std::vector<Dev> d(copies);
-  for (auto& c : d) {
-    CK(cudaMalloc(&c.w, m.wbytes()));
-    CK(cudaMalloc(&c.s, m.sbytes()));
-    CK(cudaMalloc(&c.b, m.sbytes()));
-    CK(cudaMemcpy(c.w, m.w.data(), m.wbytes(), cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(c.s, m.s.data(), m.sbytes(), cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(c.b, m.b.data(), m.sbytes(), cudaMemcpyHostToDevice));
-  }
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<uint16_t> x((size_t)M * K);
-  for (auto& v : x) v = f2bf(nd(rng));
-  bf16 *dx, *dy;
-  float* dyf;
-  signed char* dxq;
-  RqXBlock* dmeta;
-  CK(cudaMalloc(&dx, x.size() * 2));
-  CK(cudaMalloc(&dy, (size_t)M * N * 2));
-  CK(cudaMalloc(&dyf, (size_t)M * N * 4));
-  CK(cudaMalloc(&dxq, (size_t)M * K));
-  CK(cudaMalloc(&dmeta, (size_t)M * K / 32 * sizeof(RqXBlock)));
-  CK(cudaMemcpy(dx, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
-  const int gss = __builtin_ctz(gs);
-  const i64 step = std::max<i64>(1, N / 512);
-  std::vector<double> ref;
-  reference(m, x, M, step, ref);
-  const i64 blocks = (i64)M * K / 32;
-  k_qx<BITS><<<(unsigned)((blocks + 7) / 8), 256>>>(dx, dxq, dmeta, M, K);
+  Case<BITS> cs(N, K, gs, M, rng);
+  CASE_NAMES(cs)
+  cs.quantize_x();
   CK(cudaDeviceSynchronize());
-  auto check = [&](auto launch_f32out) {
-    CK(cudaMemset(dyf, 0xff, (size_t)M * N * 4));
-    launch_f32out();
-    CK(cudaGetLastError());
-    CK(cudaDeviceSynchronize());
-    std::vector<float> got((size_t)M * N);
-    CK(cudaMemcpy(got.data(), dyf, got.size() * 4, cudaMemcpyDeviceToHost));
-    return rel_err(ref, got, N, M, step);
-  };
   auto line = [&](const char* what, float t, double e) {
     printf("rows N=%6lld K=%6lld b%d M=%d  %-14s %8.2f us  %5.1f%% of copy  err %.2e\n", (long long)N, (long long)K,
            BITS, M, what, t, 100.0 * bytes / (t * 1e-6) / 1e9 / copy, e);
@@ -443,16 +439,6 @@ static void run_rows(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng,
       MMA(2, 8, 2, 0, 3) MMA(1, 8, 2, 0, 4)
     }
   }
-  for (auto& c : d) {
-    cudaFree(c.w);
-    cudaFree(c.s);
-    cudaFree(c.b);
-  }
-  cudaFree(dx);
-  cudaFree(dy);
-  cudaFree(dyf);
-  cudaFree(dxq);
-  cudaFree(dmeta);
   cudaFree(dnw);
 }
 
