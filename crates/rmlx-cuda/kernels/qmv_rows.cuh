@@ -89,37 +89,29 @@ __device__ __forceinline__ uint4 rq_norm8(const uint4 v, const uint4 n, float& s
   return make_uint4(o[0], o[1], o[2], o[3]);
 }
 
-// NG consecutive 2-byte scales (or biases) of one row, raw: value j is half j of raw[j / 2].
+// NG consecutive 2-byte scales (or biases) of one row, raw (value j is half j of raw[j / 2]),
+// by one aligned vector load (p is NG-aligned: the kernel's K is a multiple of 64 U).
 template <int NG> struct RqMeta {
   u32 raw[NG > 1 ? NG / 2 : 1];
-  // whole: all NG exist (a vector load, p NG-aligned); else the first n, one by one
-  __device__ __forceinline__ void load(const unsigned short* p, bool whole, int n) {
-    if (whole && NG == 8) {
+  __device__ __forceinline__ void load(const unsigned short* p) {
+    if (NG == 8) {
       const uint4 v = __ldg(reinterpret_cast<const uint4*>(p));
       raw[0] = v.x, raw[NG > 2 ? 1 : 0] = v.y, raw[NG > 4 ? 2 : 0] = v.z, raw[NG > 4 ? 3 : 0] = v.w;
-    } else if (whole && NG == 4) {
+    } else if (NG == 4) {
       const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
       raw[0] = v.x, raw[NG > 2 ? 1 : 0] = v.y;
-    } else if (whole && NG == 2) {
+    } else if (NG == 2) {
       raw[0] = __ldg(reinterpret_cast<const u32*>(p));
     } else {
-#pragma unroll
-      for (int j = 0; j < (NG > 1 ? NG / 2 : 1); ++j) raw[j] = 0;
-#pragma unroll
-      for (int j = 0; j < NG; ++j)
-        if (j < n) raw[j / 2] |= (u32)__ldg(p + j) << (16 * (j & 1));
+      raw[0] = __ldg(p);
     }
   }
-  __device__ __forceinline__ unsigned short get(int j) const {
-    return (unsigned short)(raw[j / 2] >> (16 * (j & 1)));
-  }
+  // value j's bits, in the low half
+  __device__ __forceinline__ u32 get(int j) const { return raw[j / 2] >> (16 * (j & 1)); }
 };
 
-template <class TS> __device__ __forceinline__ float rq_half_bits_f(unsigned short v);
-template <> __device__ __forceinline__ float rq_half_bits_f<bf16>(unsigned short v) { return bh2f(v); }
-template <> __device__ __forceinline__ float rq_half_bits_f<f16>(unsigned short v) { return h2f(v); }
-
-// TS: bf16 or f16 scales and biases; GS: 64 or 128 codes per group.
+// TS: bf16 or f16 scales and biases; GS: 64 or 128 codes per group; K a multiple of 64 U,
+// weights, scales and biases 16-byte aligned (the host's dispatch checks both).
 template <class TX, class TS, class TO, int GS, int T, int KS, int U, bool NORM>
 __device__ void rq_qmv_rows(const TX* __restrict__ x, const TX* __restrict__ nw, float eps, const u32* __restrict__ w,
                             const TS* __restrict__ s, const TS* __restrict__ b, TO* __restrict__ y,
@@ -133,8 +125,9 @@ __device__ void rq_qmv_rows(const TX* __restrict__ x, const TX* __restrict__ nw,
   rmlx_pdl_trigger();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const i64 W = K >> 3, G = K / GS, NU = K >> 6;
-  // warp w owns a contiguous run of units, a whole number of steps long, so that a step's
-  // scales and biases of a row are one aligned vector load
+  // warp w owns a contiguous run of units, a whole number of steps long (K is a multiple of
+  // 64 U: every step is whole), so that a step's scales and biases of a row are one aligned
+  // vector load
   const i64 per = ((NU + KS - 1) / KS + U - 1) / U * U;
   const i64 ub = warp * per, ue = ub + per < NU ? ub + per : NU;
   const i64 row0 = (i64)blockIdx.x * (16 * T);
@@ -172,19 +165,17 @@ __device__ void rq_qmv_rows(const TX* __restrict__ x, const TX* __restrict__ nw,
     RqMeta<NG> sv[T][2], bv[T][2];
   };
   auto load = [&](Step& st, i64 u0) {
-    const bool whole = u0 + U <= ue;
     const i64 grp0 = u0 / UPG;
-    const int ng = (int)((ue - u0 + UPG - 1) / UPG);
 #pragma unroll
     for (int i = 0; i < T; ++i)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        st.sv[i][h].load(sr[i][h] + grp0, whole, ng);
-        st.bv[i][h].load(br[i][h] + grp0, whole, ng);
+        st.sv[i][h].load(sr[i][h] + grp0);
+        st.bv[i][h].load(br[i][h] + grp0);
       }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const i64 unit = u0 + u < ue ? u0 + u : u0;  // a valid address; not used past ue
+      const i64 unit = u0 + u;
 #pragma unroll
       for (int i = 0; i < T; ++i)
 #pragma unroll
@@ -196,7 +187,6 @@ __device__ void rq_qmv_rows(const TX* __restrict__ x, const TX* __restrict__ nw,
   auto compute = [&](const Step& st, i64 u0) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      if (u0 + u >= ue) break;
       u32 bp[2][4];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
@@ -225,9 +215,10 @@ __device__ void rq_qmv_rows(const TX* __restrict__ x, const TX* __restrict__ nw,
           TcMma<TX>::run(c, a, bb);
         }
         const int q = u / UPG;
-        const float s0 = rq_half_bits_f<TS>(st.sv[i][0].get(q)), s1 = rq_half_bits_f<TS>(st.sv[i][1].get(q));
-        const float b0 = fmaf(-H::OFF, s0, rq_half_bits_f<TS>(st.bv[i][0].get(q)));
-        const float b1 = fmaf(-H::OFF, s1, rq_half_bits_f<TS>(st.bv[i][1].get(q)));
+        using S = RqHalfCodes<TS>;
+        const float s0 = S::lo(st.sv[i][0].get(q)), s1 = S::lo(st.sv[i][1].get(q));
+        const float b0 = fmaf(-H::OFF, s0, S::lo(st.bv[i][0].get(q)));
+        const float b1 = fmaf(-H::OFF, s1, S::lo(st.bv[i][1].get(q)));
         acc[i][0] = fmaf(s0, c[0], fmaf(b0, sx[0], acc[i][0]));
         acc[i][1] = fmaf(s0, c[1], fmaf(b0, sx[1], acc[i][1]));
         acc[i][2] = fmaf(s1, c[2], fmaf(b1, sx[2], acc[i][2]));

@@ -436,6 +436,7 @@ static void run_rows(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng,
     if (gs >= 64) {
       // shipped: T1 KS8 U4 (N <= 4096), T2 KS8 U2; the last two force 3-4 blocks per SM
       MMA(1, 8, 4, 0, 1) MMA(2, 8, 2, 0, 1) MMA(1, 8, 4, 1, 1) MMA(2, 8, 2, 1, 1) MMA(2, 4, 2, 0, 1)
+      MMA(1, 8, 4, 0, 2) MMA(2, 8, 2, 0, 2) MMA(1, 8, 4, 1, 2) MMA(2, 8, 2, 1, 2)
       MMA(2, 8, 2, 0, 3) MMA(1, 8, 2, 0, 4)
     }
   }

@@ -171,9 +171,10 @@ pub fn qmv_rows_source(
     gs: usize,
     (t, ks, u): (usize, usize, usize),
     norm: bool,
+    min_blocks: usize,
 ) -> (String, String) {
     let name = format!(
-        "rq_qmv_rows_{}{}_{}_{}_g{gs}_t{t}_k{ks}_u{u}",
+        "rq_qmv_rows_{}{}_{}_{}_g{gs}_t{t}_k{ks}_u{u}_b{min_blocks}",
         tag(x),
         if norm { "_n" } else { "" },
         tag(s),
@@ -182,7 +183,7 @@ pub fn qmv_rows_source(
     let (cx, cs, co) = (ctype(x), ctype(s), ctype(o));
     let threads = 32 * ks;
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) {name}(const {cx}* x, const {cx}* nw, float eps, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, int M, i64 N, i64 K, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  RMLX_PDL_MANUAL rq_qmv_rows<{cx}, {cs}, {co}, {gs}, {t}, {ks}, {u}, {norm}>(x, nw, eps, w, s, b, y, res, M, N, K, xbs, wbs, sbs, bbs, ybs);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}, {min_blocks}) {name}(const {cx}* x, const {cx}* nw, float eps, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, int M, i64 N, i64 K, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  RMLX_PDL_MANUAL rq_qmv_rows<{cx}, {cs}, {co}, {gs}, {t}, {ks}, {u}, {norm}>(x, nw, eps, w, s, b, y, res, M, N, K, xbs, wbs, sbs, bbs, ybs);\n}}\n"
     );
     (name, src)
 }
@@ -210,6 +211,14 @@ fn rows_kernel_fits(
         && half(s)
         && b == s
         && crate::env::flag(&ON, "RMLX_QMV_ROWS", true)
+}
+
+/// Blocks per SM the tensor-core rows kernel is compiled for (`__launch_bounds__`'s second
+/// argument: at 2 the compiler keeps it within 128 registers). `RMLX_QMV_ROWS_MINB` overrides
+/// it (a tuning knob for the ladder's A/B in the model).
+fn rows_kernel_min_blocks() -> usize {
+    static MINB: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    crate::env::count(&MINB, "RMLX_QMV_ROWS_MINB", 2).min(4)
 }
 
 /// Bytes of one int8 block's meta (`RqXBlock`: step, Σx, Σxq, padding).
@@ -752,8 +761,15 @@ pub fn quantized_matmul(
             // measured on an H100 (dev/kernels/qmv, v7): one tile and 8 warps along K for
             // short matrices (more blocks), two tiles otherwise
             let cfg = if n <= 4096 { (1, 8, 4) } else { (2, 8, 2) };
-            let (name, src) =
-                qmv_rows_source(xd.dtype, sa.dtype, od, group_size, cfg, nx.norm.is_some());
+            let (name, src) = qmv_rows_source(
+                xd.dtype,
+                sa.dtype,
+                od,
+                group_size,
+                cfg,
+                nx.norm.is_some(),
+                rows_kernel_min_blocks(),
+            );
             let f = gpu.kernels.get(
                 &gpu.ctx,
                 &name,
@@ -968,13 +984,13 @@ mod tests {
         for cfg in [(1, 8, 4), (2, 8, 2)] {
             for gs in [64, 128] {
                 for norm in [false, true] {
-                    body.push_str(&qmv_rows_source(b, b, b, gs, cfg, norm).1);
+                    body.push_str(&qmv_rows_source(b, b, b, gs, cfg, norm, 2).1);
                 }
             }
         }
-        body.push_str(&qmv_rows_source(h, h, h, 64, (2, 8, 2), true).1);
-        body.push_str(&qmv_rows_source(b, h, f, 128, (1, 8, 4), false).1);
-        body.push_str(&qmv_rows_source(h, b, f, 64, (1, 8, 4), true).1);
+        body.push_str(&qmv_rows_source(h, h, h, 64, (2, 8, 2), true, 1).1);
+        body.push_str(&qmv_rows_source(b, h, f, 128, (1, 8, 4), false, 2).1);
+        body.push_str(&qmv_rows_source(h, b, f, 64, (1, 8, 4), true, 1).1);
         assert_compiles(
             "quantized_rows",
             &format!("{QUANT_CUH}\n{MMA_CUH}\n{QMV_ROWS_CUH}\n{body}"),
