@@ -188,22 +188,27 @@ pub fn qmv_rows_source(
     (name, src)
 }
 
-/// Whether a decode product of `m` rows may take the tensor-core kernel (`qmv_rows.cuh`): 3..8
-/// rows (at 2 the dp4a kernel was faster on an H100: 8B shape, batch 2, 522 against 509 tok/s)
-/// of half x, 4-bit weights in groups of 64 or 128 with half scales and biases, K a
-/// multiple of 256 (whole steps and aligned scale loads), int8 decode allowed (not exact), and
-/// `RMLX_QMV_ROWS` not 0 (an ablation switch: the dp4a kernel instead).
+/// Whether a decode product of `m` rows may take the tensor-core kernel (`qmv_rows.cuh`): half
+/// x, 4-bit weights in groups of 64 or 128 with half scales and biases, K a multiple of 256
+/// (whole steps and aligned scale loads), int8 decode allowed (not exact), and `RMLX_QMV_ROWS`
+/// not 0 (an ablation switch: the dp4a kernel instead). Its time hardly depends on the rows, so
+/// it takes 3..8 rows, and 1..2 rows where the dp4a kernel would need x quantized by a launch of
+/// its own (`m·k` past [`XFUSED_MAX`]) and N is in [`ROWS_KERNEL_FEW_N`]: 8B shape batch 1
+/// 361/362 → 390/397 tok/s, batch 2 527 → 611 (H100, same call). `RMLX_QMV_ROWS_MIN` (default
+/// 1) raises the fewest rows (an ablation switch: 3 is the rule before).
 fn rows_kernel_fits(
-    m: usize,
-    k: usize,
+    (m, n, k): (usize, usize, usize),
     x: Dtype,
     s: Dtype,
     b: Dtype,
     (gs, bits): (usize, usize),
 ) -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let half = |d: Dtype| matches!(d, Dtype::BF16 | Dtype::F16);
-    (3..=DECODE_MAX_ROWS).contains(&m)
+    let few_rows_ok = m >= 3 || (m * k > XFUSED_MAX && ROWS_KERNEL_FEW_N.contains(&n));
+    (crate::env::count(&MIN, "RMLX_QMV_ROWS_MIN", 1)..=DECODE_MAX_ROWS).contains(&m)
+        && few_rows_ok
         && bits == 4
         && (gs == 64 || gs == 128)
         && k.is_multiple_of(256)
@@ -212,6 +217,12 @@ fn rows_kernel_fits(
         && b == s
         && crate::env::flag(&ON, "RMLX_QMV_ROWS", true)
 }
+
+/// Output rows for which 1..2 rows of x take the tensor-core kernel (see [`rows_kernel_fits`]).
+/// Measured on an H100 (docs/PERF.md): below 4,096 (Qwen3-30B-A3B's o_proj, 2,048: 128 blocks)
+/// it was 0.99× the dp4a kernel in the model, above 32,768 (a head) the dp4a kernel streams
+/// faster (105 against 150 µs for 128,256 × 4,096 in the ladder).
+const ROWS_KERNEL_FEW_N: std::ops::RangeInclusive<usize> = 4_096..=32_768;
 
 /// Blocks per SM the tensor-core rows kernel is compiled for (`__launch_bounds__`'s second
 /// argument: at 2 the compiler keeps it within 128 registers). `RMLX_QMV_ROWS_MINB` overrides
@@ -724,8 +735,14 @@ pub fn quantized_matmul(
     let m = numel / n / batch.max(1);
     let decode = transpose && m <= DECODE_MAX_ROWS && k.is_multiple_of(32) && batch <= 65_535;
     let int8 = decode && int8_decode(bits, group_size, exact);
-    let rows_kernel =
-        int8 && rows_kernel_fits(m, k, x[0].dtype, sa.dtype, ba.dtype, (group_size, bits));
+    let rows_kernel = int8
+        && rows_kernel_fits(
+            (m, n, k),
+            x[0].dtype,
+            sa.dtype,
+            ba.dtype,
+            (group_size, bits),
+        );
     // both the int8 kernels and the tensor-core one take the norm inside
     let nx = NormedX::new(gpu, &x[0], norm, int8)?;
     let xa = &nx.x;
@@ -807,6 +824,10 @@ pub fn quantized_matmul(
             let x8 = Int8X::new(gpu, (xp, xd.dtype), (rows, m, k), bits, nx.norm)?;
             // measured on an H200 (dev/kernels/qmv): 4 rows per warp for tall matrices and
             // several x rows, 1 row per warp otherwise (more warps in flight)
+            let tmp_r: usize = std::env::var("RMLX_TMP_R")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             let (r, un) = match (mm, n >= 8192) {
                 (1, true) => (4, 2),
                 (1, false) => (1, 2),
@@ -915,6 +936,41 @@ mod tests {
     use crate::kernels::assert_compiles;
 
     const FL: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::BF16];
+
+    /// Which decode products take the tensor-core rows kernel: 3..8 rows of any length, 1..2
+    /// rows only where x would otherwise need its own quantization launch and N is not a
+    /// vocabulary head's, never 8-bit weights, groups of 32, or K not a multiple of 256.
+    #[test]
+    fn rows_kernel_dispatch_rule() {
+        if !crate::env::flag_value("RMLX_QMV_ROWS", true)
+            || std::env::var("RMLX_QMV_ROWS_MIN").is_ok()
+        {
+            eprintln!("skipped: RMLX_QMV_ROWS or RMLX_QMV_ROWS_MIN is set");
+            return;
+        }
+        let b = Dtype::BF16;
+        let fits = |m, n, k, gs, bits| rows_kernel_fits((m, n, k), b, b, b, (gs, bits));
+        // 8B shape: q/k/v, o, down take it at one row; the head and K = 2,048 do not
+        assert!(fits(1, 6144, 4096, 64, 4));
+        assert!(fits(1, 4096, 14336, 64, 4));
+        assert!(fits(2, 4096, 4096, 128, 4));
+        assert!(!fits(1, 128_256, 4096, 64, 4));
+        assert!(!fits(1, 5120, 2048, 64, 4));
+        assert!(!fits(1, 2048, 4096, 64, 4));
+        assert!(fits(3, 5120, 2048, 64, 4));
+        assert!(fits(8, 128_256, 4096, 64, 4));
+        assert!(!fits(9, 4096, 4096, 64, 4));
+        assert!(!fits(4, 4096, 4096, 64, 8));
+        assert!(!fits(4, 4096, 4096, 32, 4));
+        assert!(!fits(4, 4096, 4160, 64, 4));
+        assert!(!rows_kernel_fits(
+            (4, 4096, 4096),
+            Dtype::F32,
+            b,
+            b,
+            (64, 4)
+        ));
+    }
 
     /// Every quantization kernel the backend can generate compiles with NVRTC for sm_90.
     #[test]
@@ -1188,7 +1244,9 @@ mod tests {
             return;
         }
         let gpu = crate::context::gpu(0).unwrap();
-        let (n, k, bt) = (40, 512, 2);
+        // K past XFUSED_MAX and N in ROWS_KERNEL_FEW_N, so that 1 and 2 rows take the kernel
+        // too; N not a multiple of 16 (a partial tile)
+        let (n, k, bt) = (4104, 2304, 2);
         let host = |d: &ArrayData| -> Vec<f32> {
             let c = ew::copy(&gpu, d, Dtype::F32).unwrap();
             gpu.synchronize().unwrap();
@@ -1218,6 +1276,8 @@ mod tests {
                 .map(|p| ArrayData::contiguous(p.buffer.clone(), &[bt, n, p.shape[1]], p.dtype))
                 .collect();
             for (m, norm, addend) in [
+                (1, true, false),
+                (2, false, true),
                 (3, false, false),
                 (4, true, false),
                 (5, false, true),
