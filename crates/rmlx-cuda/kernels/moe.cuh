@@ -6,8 +6,16 @@
 // Routing: one warp per row of logits [T, E], the row's scores in shared memory (E floats per
 // warp). MODE 0: softmax then top k; 1: top k then a softmax over them; 2: sigmoid then top k.
 // The selection runs on the logits (every mode's score is monotonic in them): k rounds of a
-// warp argmax, ties to the lower index; a chosen entry becomes NaN. Lane j < k keeps choice j.
+// warp argmax (two redux.sync), ties to the lower index; a chosen entry becomes NaN. Lane j < k
+// keeps choice j.
 // Row t of out [T, 2k] gets the indices, then the f32 bits of their weights.
+// A float's bits as an unsigned key in the floats' order (-inf lowest, +inf highest; -0 below
+// +0; key 0 belongs to the bits 0xFFFFFFFF, a NaN, so the selection keeps it for "none").
+__device__ __forceinline__ u32 rm_order_key(float v) {
+  const u32 b = __float_as_uint(v);
+  return b ^ ((b >> 31) ? 0xffffffffu : 0x80000000u);
+}
+
 template <class TL, int MODE>
 __device__ void rm_route(const TL* __restrict__ logits, u32* __restrict__ out, i64 T, int E, int k, int renorm) {
   extern __shared__ float rm_scores[];
@@ -34,28 +42,28 @@ __device__ void rm_route(const TL* __restrict__ logits, u32* __restrict__ out, i
     int mine = 0;
     float mv = NEG;
     for (int j = 0; j < k; ++j) {
+      // the lane's best entry (ties to its lower index), then the warp's: the largest order key
+      // by one redux, and among the lanes holding it the lowest index by another (where ten
+      // dependent shuffles had run per round)
       float bv = NEG;
       int bi = 0x7fffffff;
+      u32 bk = 0;  // NaN (chosen, or never to be): key 0, below every number
       for (int i = lane; i < E; i += 32) {
         const float v = s[i];
-        if (v == v && (v > bv || (v == bv && i < bi))) {
+        if (v == v && (bk == 0 || v > bv)) {
           bv = v;
           bi = i;
+          bk = rm_order_key(v + 0.0f);  // -0 as +0: they tie, as compared above
         }
       }
-      for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > bv || (ov == bv && oi < bi)) {
-          bv = ov;
-          bi = oi;
-        }
-      }
+      const u32 top = __reduce_max_sync(0xffffffffu, bk);
+      const int wi = (int)__reduce_min_sync(0xffffffffu, bk == top ? (u32)bi : 0x7fffffffu);
+      const float wv = __shfl_sync(0xffffffffu, bv, wi & 31);  // the owner lane's best is wi's
       if (lane == j) {
-        mine = bi;
-        mv = bv;
+        mine = wi;
+        mv = wv;
       }
-      if (lane == (bi & 31)) s[bi] = __int_as_float(0x7fc00000);  // only its owner lane reads it
+      if (lane == (wi & 31)) s[wi] = __int_as_float(0x7fc00000);  // only its owner lane reads it
     }
     float w;
     if (MODE == 0) {

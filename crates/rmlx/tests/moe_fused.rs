@@ -286,6 +286,83 @@ fn view_reinterprets_bytes() {
     assert!(m.contains("element size"), "{m}");
 }
 
+/// The GPU routing kernel's choice where scores tie: the larger value first, equal values (and
+/// -0 against +0) to the lower index, a NaN logit ranked as -inf, as the kernel's contract says;
+/// 128 experts choose 8 with ties straddling the cut.
+#[test]
+fn gpu_route_breaks_ties_to_the_lower_index() {
+    let Some(g) = gpu() else { return };
+    let (e, k) = (128usize, 8usize);
+    let mut rows: Vec<Vec<f32>> = Vec::new();
+    // a run of equal maxima longer than k, spread over lanes and rounds of 32
+    rows.push(
+        (0..e)
+            .map(|i| {
+                if i % 9 == 4 {
+                    2.5
+                } else {
+                    (i % 7) as f32 * 0.1
+                }
+            })
+            .collect(),
+    );
+    // -0 and +0 are equal; NaN and -inf come after every number
+    rows.push(
+        (0..e)
+            .map(|i| match i % 5 {
+                0 => -0.0,
+                1 => 0.0,
+                2 => f32::NAN,
+                3 => f32::NEG_INFINITY,
+                _ => -1.0,
+            })
+            .collect(),
+    );
+    // fewer numbers than k: the rest from NaN and -inf alike, by index
+    rows.push(
+        (0..e)
+            .map(|i| match i {
+                7 => 1.0,
+                50 => -0.0,
+                90 => 0.0,
+                _ if i % 2 == 0 => f32::NAN,
+                _ => f32::NEG_INFINITY,
+            })
+            .collect(),
+    );
+    // a few distinct leaders, then a tie at the cut
+    rows.push(
+        (0..e)
+            .map(|i| {
+                if i >= 120 {
+                    3.0 + i as f32
+                } else if i % 3 == 0 {
+                    1.0
+                } else {
+                    -2.0
+                }
+            })
+            .collect(),
+    );
+    let flat: Vec<f32> = rows.concat();
+    let l = Array::from_slice(&flat, &[rows.len(), e]).unwrap();
+    let (gi, _) = rmlx::with_device(g, || {
+        fast::moe_route(&l, k, MoeRouting::TopKSoftmax).unwrap()
+    });
+    let gi = gi.to_vec::<u32>().unwrap();
+    for (r, row) in rows.iter().enumerate() {
+        let key = |v: f32| if v.is_nan() { f32::NEG_INFINITY } else { v };
+        let mut order: Vec<usize> = (0..e).collect();
+        // stable: equal keys keep index order
+        order.sort_by(|&a, &b| key(row[b]).partial_cmp(&key(row[a])).unwrap());
+        let mut want: Vec<u32> = order[..k].iter().map(|&i| i as u32).collect();
+        want.sort();
+        let mut got: Vec<u32> = gi[r * k..(r + 1) * k].to_vec();
+        got.sort();
+        assert_eq!(got, want, "row {r}");
+    }
+}
+
 /// The GPU kernels equal the CPU composition: routing (the same experts, weights to f32
 /// rounding), and both expert products for 2- to 8-bit stacks, f32 and bf16, one to several
 /// tokens, Qwen3-MoE's 128-choose-8 shape included.
