@@ -824,10 +824,8 @@ pub fn quantized_matmul(
             let x8 = Int8X::new(gpu, (xp, xd.dtype), (rows, m, k), bits, nx.norm)?;
             // measured on an H200 (dev/kernels/qmv): 4 rows per warp for tall matrices and
             // several x rows, 1 row per warp otherwise (more warps in flight)
-            let tmp_r: usize = std::env::var("RMLX_TMP_R")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            // (where x is quantized in the kernel, 2 and 4 rows per warp were measured too: Qwen3-30B-A3B
+            // batch 1 0.99-1.01× and 0.95×, SmolLM2 0.94-0.96× and 0.83-0.85×, H100, docs/PERF.md)
             let (r, un) = match (mm, n >= 8192) {
                 (1, true) => (4, 2),
                 (1, false) => (1, 2),
