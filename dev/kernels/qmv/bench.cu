@@ -394,6 +394,15 @@ static void run_rows(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng,
     });                                                                                                          \
     line("dp4a R" #R " UN" #UN, t, e);                                                                           \
   }
+#define DP4AQ(R, UN)                                                                                             \
+  {                                                                                                              \
+    const dim3 grid((unsigned)((N + 4 * R - 1) / (4 * R)));                                                      \
+    const float t = time_graph(copies, 10, [&](int c, cudaStream_t st) {                                        \
+      cs.quantize_x(st);                                                                                         \
+      k_v1<bf16, BITS, MM, R, UN><<<grid, 128, 0, st>>>(dxq, dmeta, d[c].w, d[c].s, d[c].b, dy, M, N, K, gss);  \
+    });                                                                                                          \
+    line("qx+dp4a R" #R, t, 0.0);                                                                                \
+  }
 #define TC(KS, NST)                                                                                                     \
   {                                                                                                              \
     const dim3 grid((unsigned)((N + 15) / 16));                                                                  \
@@ -438,6 +447,12 @@ static void run_rows(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng,
       MMA(1, 8, 4, 0, 1) MMA(2, 8, 2, 0, 1) MMA(1, 8, 4, 1, 1) MMA(2, 8, 2, 1, 1) MMA(2, 4, 2, 0, 1)
       MMA(1, 8, 4, 0, 2) MMA(2, 8, 2, 0, 2) MMA(1, 8, 4, 1, 2) MMA(2, 8, 2, 1, 2)
       MMA(2, 8, 2, 0, 3) MMA(1, 8, 2, 0, 4)
+      if (M == 1) {
+        // one row: quantizing x costs a launch of its own on the dp4a path; more warps per
+        // block for short N (fewer blocks than SMs with 16 rows per block)
+        if (N >= 8192) DP4AQ(4, 2) else DP4AQ(1, 2)
+        MMA(1, 16, 2, 0, 1) MMA(1, 16, 4, 0, 1) MMA(1, 16, 2, 1, 1) MMA(1, 4, 4, 0, 2) MMA(1, 4, 4, 1, 2)
+      }
     }
   }
   cudaFree(dnw);
@@ -460,6 +475,12 @@ int main(int argc, char** argv) {
     }
     run_rows<4, 8>(28672, 4096, 64, 8, copy, rng, false);
     run_rows<4, 8>(14336, 4096, 128, 8, copy, rng, false);
+    return 0;
+  }
+  if (argc > 1 && strcmp(argv[1], "mma1") == 0) {
+    // one row of x: the 8B shape's and Qwen3-30B-A3B's (o_proj 2048 x 4096, q/k/v 5120 x 2048)
+    const i64 sh[7][2] = {{2048, 4096}, {5120, 2048}, {4096, 4096}, {6144, 4096}, {4096, 14336}, {14336, 4096}, {2048, 2048}};
+    for (auto& h : sh) run_rows<4, 1>(h[0], h[1], 64, 1, copy, rng, false);
     return 0;
   }
   if (argc > 1 && strcmp(argv[1], "rows") == 0) {
