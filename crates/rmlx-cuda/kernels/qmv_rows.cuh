@@ -1,4 +1,4 @@
-// Decode product of several rows (up to 8) of half x (bf16 or f16) with 4-bit weights on the tensor cores:
+// Decode product of 1 to 8 rows of half x (bf16 or f16) with 4-bit weights on the tensor cores:
 // y[m, n] = Σ_k x[m, k] (s[n, g] q[n, k] + b[n, g]), groups of 64 or 128 codes.
 //
 // Why: the dp4a kernel (quantized.cuh) spends 2 dot instructions per word per row of x, so 8
@@ -33,8 +33,11 @@
 //
 // Measured (dev/kernels/qmv, v7, H100): 8 rows of the 8B shape's matrices at 40–71 % of the copy
 // bandwidth, 1.3–3.1× faster than the dp4a kernel on the same 8 rows, 1.3–1.45× what the dp4a
-// kernel took for one row in an earlier run. Tried and slower: the scales staged in shared memory per block, a step's scales loaded
-// with its weights one by one, an L2 prefetch of the next step.
+// kernel took for one row in an earlier run. Compiled for 2 blocks per SM (the host's
+// __launch_bounds__): without that cap the normed variants took 142-152 registers and ran
+// 1.1-1.4x slower (v7b). At one or two rows it replaces the dp4a kernel where that one would
+// need x quantized by a launch of its own. Tried and slower: the scales staged in shared memory
+// per block, a step's scales loaded with its weights one by one, an L2 prefetch of the next step.
 
 template <class T> struct RqHalfCodes;
 template <> struct RqHalfCodes<bf16> {

@@ -220,8 +220,8 @@ fn rows_kernel_fits(
 
 /// Output rows for which 1..2 rows of x take the tensor-core kernel (see [`rows_kernel_fits`]).
 /// Measured on an H100 (docs/PERF.md): below 4,096 (Qwen3-30B-A3B's o_proj, 2,048: 128 blocks)
-/// it was 0.99× the dp4a kernel in the model, above 32,768 (a head) the dp4a kernel streams
-/// faster (105 against 150 µs for 128,256 × 4,096 in the ladder).
+/// it was 0.99× the dp4a kernel in the model; above 32,768 (a head) the dp4a kernel streams
+/// faster (128,256 × 4,096: 105 µs in the model, the rows kernel 150 µs normed in the ladder).
 const ROWS_KERNEL_FEW_N: std::ops::RangeInclusive<usize> = 4_096..=32_768;
 
 /// Blocks per SM the tensor-core rows kernel is compiled for (`__launch_bounds__`'s second
