@@ -9,6 +9,7 @@
 // warp argmax (two redux.sync), ties to the lower index; a chosen entry becomes NaN. Lane j < k
 // keeps choice j.
 // Row t of out [T, 2k] gets the indices, then the f32 bits of their weights.
+
 // A float's bits as an unsigned key in the floats' order (-inf lowest, +inf highest; -0 below
 // +0; key 0 belongs to the bits 0xFFFFFFFF, a NaN, so the selection keeps it for "none").
 __device__ __forceinline__ u32 rm_order_key(float v) {
