@@ -13,6 +13,18 @@ use rmlx::{ops, Array, Dtype};
 /// expert's weights are read once per step and the kernels see long runs of one expert.
 pub const SORT_MIN_PAIRS: usize = 64;
 
+/// Whether a step's (token, expert) pairs take the fused decode ops of
+/// [`SwitchGlu::forward_weighted`] (each pair reads its expert's rows) rather than the sorted
+/// prefill path: fewer than [`SORT_MIN_PAIRS`] pairs, or no more tokens than a decode product
+/// serves (`ops::DECODE_MAX_ROWS`). The second part is for batched decoding: 8 tokens of a
+/// top-8 router are 64 pairs, and there the sort, its permutations and the grouped products
+/// cost more than reading each pair's rows (Qwen3-30B-A3B shape on an H100: batch 8 ran 425–433
+/// tok/s against 698–741 at batch 4, docs/PERF.md).
+fn decode_sized(indices: &Array) -> bool {
+    let k = indices.shape().last().copied().unwrap_or(1).max(1);
+    indices.size() < SORT_MIN_PAIRS || indices.size() / k <= ops::DECODE_MAX_ROWS
+}
+
 /// `E` stacked linear maps `x @ W[e].T (+ b[e])`, `W: [E, out, in]`; the quantized form keeps
 /// MLX's packed layout per expert (`switch_mlp.*` in mlx-community checkpoints).
 #[derive(Clone, Debug)]
@@ -177,7 +189,7 @@ impl SwitchGlu {
         weights: &Array,
         residual: Option<&Array>,
     ) -> Result<Array> {
-        if indices.size() < SORT_MIN_PAIRS && fused_moe() {
+        if decode_sized(indices) && fused_moe() {
             if let (Some((g, gq)), Some((u, uq)), Some((d, dq))) = (
                 self.gate_proj.stack(),
                 self.up_proj.stack(),
