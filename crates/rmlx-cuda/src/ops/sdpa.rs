@@ -51,16 +51,33 @@ fn decode_min_keys() -> usize {
 /// Fewest keys per split of the lanes-over-keys decode kernels: one step of their 4 warps.
 const LK_MIN_KEYS: usize = 128;
 
+/// How a kernel splits its keys: `n` splits of `len` keys (the last one shorter).
+#[derive(Clone, Copy, Debug)]
+struct Splits {
+    n: usize,
+    len: usize,
+}
+
+impl Splits {
+    /// About `n` splits of `s` keys, evened out: each ⌈s / n⌉ keys, as many as that takes.
+    fn even(s: usize, n: usize) -> Splits {
+        let len = s.div_ceil(n).max(1);
+        Splits {
+            n: s.div_ceil(len).max(1),
+            len,
+        }
+    }
+}
+
 /// Key splits of a decode kernel over `s` keys whose (batch, KV head, head part) blocks number
 /// `pairs`: about [`decode_target_blocks`] blocks in all (2 per SM), each split at least
-/// `min_keys` keys; `(n_split, split_len)`.
-fn decode_splits(pairs: usize, s: usize, min_keys: usize) -> (usize, usize) {
+/// `min_keys` keys.
+fn decode_splits(pairs: usize, s: usize, min_keys: usize) -> Splits {
     let n = decode_target_blocks()
         .div_ceil(pairs)
         .min(s.div_ceil(min_keys))
         .clamp(1, 65_535);
-    let split_len = s.div_ceil(n).max(1);
-    (s.div_ceil(split_len).max(1), split_len)
+    Splits::even(s, n)
 }
 
 /// Smallest key range worth a split of its own.
@@ -379,37 +396,31 @@ pub fn sdpa(
         let parts = if lk { head_parts(g, dl) } else { 1 };
         let g = g / parts;
         let pairs = b * hkv * parts;
-        let (n_split, split_len) = decode_splits(pairs, s, min_keys);
+        let splits = decode_splits(pairs, s, min_keys);
         let (name, body) = decode_source(q.dtype, kind, md, g, dl, lk);
         let f = get(gpu, &name, &body)?;
-        let grid = Grid {
-            grid: (pairs as u32, n_split as u32, 1),
-            block: (NT as u32, 1, 1),
-            shared: 0,
-        };
-        with_splits(gpu, od, optr, (rows, dv, n_split), |pml, pacc| {
-            let mut a = Args::new();
-            qkv_args(&mut a, ptrs, Some((pml, pacc)), x, m);
-            a.i32(hq as i32)
-                .i32(hkv as i32)
-                .i32(s as i32)
-                .f32(scale)
-                .i32(n_split as i32)
-                .i32(split_len as i32);
-            gpu.launch(&f, &name, grid, &mut a)
-        })?;
+        with_splits(
+            gpu,
+            (&f, &name, pairs, splits),
+            (od, optr, rows, dv),
+            |a, pml, pacc| {
+                qkv_args(a, ptrs, Some((pml, pacc)), x, m);
+                a.i32(hq as i32).i32(hkv as i32).i32(s as i32).f32(scale);
+            },
+        )?;
         return Ok(out);
     }
-    let n_split = if rows >= TARGET_BLOCKS / 2 {
-        1
-    } else {
-        TARGET_BLOCKS
-            .div_ceil(rows)
-            .min(s / MIN_SPLIT)
-            .clamp(1, 65_535)
-    };
-    let split_len = s.div_ceil(n_split).max(1);
-    let n_split = s.div_ceil(split_len).max(1);
+    let splits = Splits::even(
+        s,
+        if rows >= TARGET_BLOCKS / 2 {
+            1
+        } else {
+            TARGET_BLOCKS
+                .div_ceil(rows)
+                .min(s / MIN_SPLIT)
+                .clamp(1, 65_535)
+        },
+    );
     let dvp = match dv.div_ceil(NT) {
         0 | 1 => 1,
         2 => 2,
@@ -417,44 +428,53 @@ pub fn sdpa(
     };
     let (name, body) = source(q.dtype, kind, md, dvp);
     let f = get(gpu, &name, &body)?;
-    let g = Grid {
-        grid: (rows as u32, n_split as u32, 1),
-        block: (NT as u32, 1, 1),
-        shared: 0,
-    };
-    with_splits(gpu, od, optr, (rows, dv, n_split), |pml, pacc| {
-        let mut a = Args::new();
-        qkv_args(&mut a, ptrs, Some((pml, pacc)), x, m);
-        a.i32(hq as i32)
-            .i32(hkv as i32)
-            .i32(l as i32)
-            .i32(s as i32)
-            .i32(d as i32)
-            .i32(dv as i32)
-            .f32(scale)
-            .i32(n_split as i32)
-            .i32(split_len as i32);
-        gpu.launch(&f, &name, g, &mut a)
-    })?;
+    with_splits(
+        gpu,
+        (&f, &name, rows, splits),
+        (od, optr, rows, dv),
+        |a, pml, pacc| {
+            qkv_args(a, ptrs, Some((pml, pacc)), x, m);
+            a.i32(hq as i32)
+                .i32(hkv as i32)
+                .i32(l as i32)
+                .i32(s as i32)
+                .i32(d as i32)
+                .i32(dv as i32)
+                .f32(scale);
+        },
+    )?;
     Ok(out)
 }
 
-/// Runs `launch` with the addresses of the key splits' partials (f32: (m, l) and `dv`
-/// accumulators per (row, split); 0 and 0 for one split, where the kernel writes `optr`
-/// itself), then merges the `rows` rows' softmax states into `optr`. The partials are freed
-/// after the merge is queued: later work on this stream is ordered after it.
+/// Launches `f` (named `name`) on `blocks` × `splits.n` blocks of `NT` threads, with the
+/// arguments `args` pushes given the addresses of the key splits' partials (f32: (m, l) and `dv`
+/// accumulators per (row, split); 0 and 0 for one split, where the kernel writes `optr` itself)
+/// and then the split count and length (every split kernel's last two arguments); then merges
+/// the `rows` rows' softmax states into `optr` (dtype `od`). The partials are freed after the merge is
+/// queued: later work on this stream is ordered after it.
 fn with_splits(
     gpu: &Arc<Gpu>,
-    od: Dtype,
-    optr: u64,
-    (rows, dv, n_split): (usize, usize, usize),
-    launch: impl FnOnce(u64, u64) -> Result<()>,
+    (f, name, blocks, splits): (&cudarc::driver::CudaFunction, &str, usize, Splits),
+    (od, optr, rows, dv): (Dtype, u64, usize, usize),
+    args: impl FnOnce(&mut Args, u64, u64),
 ) -> Result<()> {
-    if n_split <= 1 {
+    let Splits { n, len } = splits;
+    let launch = |pml: u64, pacc: u64| {
+        let mut a = Args::new();
+        args(&mut a, pml, pacc);
+        a.i32(n as i32).i32(len as i32);
+        let grid = Grid {
+            grid: (blocks as u32, n as u32, 1),
+            block: (NT as u32, 1, 1),
+            shared: 0,
+        };
+        gpu.launch(f, name, grid, &mut a)
+    };
+    if n <= 1 {
         return launch(0, 0);
     }
-    let ml = gpu.alloc.alloc(rows * n_split * 2 * 4)?;
-    let acc = gpu.alloc.alloc(rows * n_split * dv.max(1) * 4)?;
+    let ml = gpu.alloc.alloc(rows * n * 2 * 4)?;
+    let acc = gpu.alloc.alloc(rows * n * dv.max(1) * 4)?;
     launch(ml.ptr, acc.ptr)?;
     let (mname, mbody) = merge_source(od);
     let mf = get(gpu, &mname, &mbody)?;
@@ -463,7 +483,7 @@ fn with_splits(
         .ptr(acc.ptr)
         .ptr(optr)
         .i32(dv as i32)
-        .i32(n_split as i32);
+        .i32(n as i32);
     gpu.launch(&mf, &mname, Grid::rows(rows, NT as u32), &mut a)
 }
 
@@ -548,31 +568,27 @@ pub fn sdpa_rows(
     let parts = head_parts(g, dl);
     let g = g / parts;
     let pairs = b * hkv * parts;
-    let (n_split, split_len) = decode_splits(pairs, smax, LK_MIN_KEYS);
+    let splits = decode_splits(pairs, smax, LK_MIN_KEYS);
     let rows = b * hq;
     let (name, body) = rows_source(q.dtype, g, dl);
     let f = get(gpu, &name, &body)?;
-    let grid = Grid {
-        grid: (pairs as u32, n_split as u32, 1),
-        block: (NT as u32, 1, 1),
-        shared: 0,
-    };
-    with_splits(gpu, od, optr, (rows, d, n_split), |pml, pacc| {
-        let mut a = Args::new();
-        a.ptr(qi.ptr)
-            .push(t)
-            .ptr(li.base())
-            .ptr(optr)
-            .ptr(pml)
-            .ptr(pacc)
-            .push(sd4(q))
-            .i32(hq as i32)
-            .i32(hkv as i32)
-            .f32(scale)
-            .i32(n_split as i32)
-            .i32(split_len as i32);
-        gpu.launch(&f, &name, grid, &mut a)
-    })?;
+    with_splits(
+        gpu,
+        (&f, &name, pairs, splits),
+        (od, optr, rows, d),
+        |a, pml, pacc| {
+            a.ptr(qi.ptr)
+                .push(t)
+                .ptr(li.base())
+                .ptr(optr)
+                .ptr(pml)
+                .ptr(pacc)
+                .push(sd4(q))
+                .i32(hq as i32)
+                .i32(hkv as i32)
+                .f32(scale);
+        },
+    )?;
     drop((keep, ld));
     Ok(out)
 }
@@ -582,6 +598,24 @@ mod tests {
     use super::*;
     use crate::data::host_f32;
     use crate::kernels::assert_compiles;
+
+    /// Key splits even out: every split but the last has the same length, none is empty, and
+    /// together they cover the keys (as the kernels and the merge assume).
+    #[test]
+    fn splits_even_out() {
+        for (s, n, want) in [
+            (192, 2, (2, 96)),
+            (100, 8, (8, 13)),
+            (5, 8, (5, 1)),
+            (0, 4, (1, 1)),
+            (1000, 7, (7, 143)),
+            (576, 1, (1, 576)),
+        ] {
+            let sp = Splits::even(s, n);
+            assert_eq!((sp.n, sp.len), want, "{s} keys in about {n}");
+            assert!(sp.n * sp.len >= s && (sp.n - 1) * sp.len < s.max(1));
+        }
+    }
 
     /// Every attention kernel the backend can generate compiles with NVRTC for sm_90.
     #[test]
