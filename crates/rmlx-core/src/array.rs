@@ -92,6 +92,15 @@ pub struct Node {
     site: &'static Location<'static>,
     data: OnceLock<ArrayData>,
     pending: Mutex<Option<Pending>>,
+    /// A multi-output node's further outputs (this node is output 0): their shapes and dtypes,
+    /// and their data from evaluation until each [`ViewOp::Sibling`] node takes its own.
+    siblings: Option<Box<Siblings>>,
+}
+
+/// Outputs 1.. of a multi-output node ([`Array::make_multi`]).
+struct Siblings {
+    specs: Vec<(Shape, Dtype)>,
+    slots: Mutex<Vec<Option<ArrayData>>>,
 }
 
 impl Drop for Node {
@@ -143,7 +152,83 @@ impl Array {
             site: Location::caller(),
             data: OnceLock::new(),
             pending: Mutex::new(Some(Pending { prim, inputs })),
+            siblings: None,
         }))
+    }
+
+    /// A node with several outputs, one array per `(shape, dtype)` of `outputs` (at least
+    /// one), computed together by one backend call (`Backend::eval_multi`). Output 0 is the
+    /// node itself; output i > 0 is a view node ([`ViewOp::Sibling`]) that takes its data from
+    /// it, so once every output is evaluated each buffer has one owner (a donated KV cache
+    /// stays writable in place).
+    #[track_caller]
+    pub fn make_multi(
+        outputs: Vec<(Shape, Dtype)>,
+        prim: Primitive,
+        inputs: impl IntoIterator<Item = Array>,
+    ) -> Vec<Array> {
+        assert!(!outputs.is_empty(), "make_multi needs at least one output");
+        let stream = default_stream();
+        let mut it = outputs.into_iter();
+        let (shape, dtype) = it.next().expect("checked");
+        let specs: Vec<(Shape, Dtype)> = it.collect();
+        let n = specs.len();
+        let first = Array(Arc::new(Node {
+            shape,
+            dtype,
+            stream,
+            site: Location::caller(),
+            data: OnceLock::new(),
+            pending: Mutex::new(Some(Pending {
+                prim,
+                inputs: inputs.into_iter().collect(),
+            })),
+            siblings: Some(Box::new(Siblings {
+                specs: specs.clone(),
+                slots: Mutex::new(vec![None; n]),
+            })),
+        }));
+        let mut out = Vec::with_capacity(n + 1);
+        out.push(first.clone());
+        for (i, (shape, dtype)) in specs.into_iter().enumerate() {
+            out.push(Self::make_on(
+                stream,
+                shape,
+                dtype,
+                Primitive::View(crate::primitive::ViewOp::Sibling { index: i + 1 }),
+                [first.clone()],
+            ));
+        }
+        out
+    }
+
+    /// Shapes and dtypes of a multi-output node's outputs 1.. (empty for other nodes).
+    pub(crate) fn sibling_specs(&self) -> &[(Shape, Dtype)] {
+        self.0.siblings.as_ref().map_or(&[], |s| &s.specs)
+    }
+
+    /// Stores outputs 1.. of a multi-output node after evaluation.
+    pub(crate) fn set_sibling_data(&self, rest: Vec<ArrayData>) {
+        if let Some(s) = &self.0.siblings {
+            let mut g = s.slots.lock().unwrap_or_else(|e| e.into_inner());
+            for (slot, d) in g.iter_mut().zip(rest) {
+                *slot = Some(d);
+            }
+        }
+    }
+
+    /// Takes output `index` (> 0) of an evaluated multi-output node: the sibling view's data.
+    pub(crate) fn take_sibling(&self, index: usize) -> Result<ArrayData> {
+        let taken = self.0.siblings.as_ref().and_then(|s| {
+            let mut g = s.slots.lock().unwrap_or_else(|e| e.into_inner());
+            g.get_mut(index.wrapping_sub(1)).and_then(Option::take)
+        });
+        taken.ok_or_else(|| {
+            Error::runtime(
+                "eval",
+                format!("output {index} of a multi-output node is missing (taken twice?)"),
+            )
+        })
     }
 
     /// An already evaluated array over `data`.
@@ -159,6 +244,7 @@ impl Array {
             site: Location::caller(),
             data: data_cell,
             pending: Mutex::new(None),
+            siblings: None,
         }))
     }
 

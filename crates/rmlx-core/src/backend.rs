@@ -25,6 +25,25 @@ pub trait Backend: Send + Sync {
         inputs: Vec<ArrayData>,
         out: &OutputSpec,
     ) -> Result<ArrayData>;
+    /// Runs a multi-output primitive (`Array::make_multi`): one output per entry of `outs`,
+    /// in order. Inputs come by value as in `eval`. Backends without multi-output kernels keep
+    /// the default, and report `supports(prim) == false` so the op composes instead.
+    fn eval_multi(
+        &self,
+        _index: usize,
+        prim: &Primitive,
+        _inputs: Vec<ArrayData>,
+        outs: &[OutputSpec],
+    ) -> Result<Vec<ArrayData>> {
+        Err(Error::runtime(
+            prim.name(),
+            format!(
+                "the {} backend has no kernel for this {}-output op",
+                self.name(),
+                outs.len()
+            ),
+        ))
+    }
     /// Waits for all queued work on device `index`.
     fn synchronize(&self, _index: usize) -> Result<()> {
         Ok(())

@@ -153,6 +153,10 @@ pub enum ViewOp {
     BroadcastTo,
     /// The same bytes seen as the node's dtype (of the input's element size).
     Bitcast,
+    /// Output `index` (> 0) of the multi-output node that is the input ([`Array::make_multi`]).
+    ///
+    /// [`Array::make_multi`]: crate::Array::make_multi
+    Sibling { index: usize },
 }
 
 /// Where `scaled_dot_product_attention` takes its mask from.
@@ -256,6 +260,23 @@ pub enum Primitive {
     /// `[B, Hq, 1, D]`, sequence b attending keys `0..lens[b]` of its own k_b `[1, Hkv, S_b, D]`
     /// and v_b `[1, Hkv, S_b, D]` (`fast::sdpa_rows`; only where a backend supports it).
     SdpaRows { scale: F32 },
+    /// `[qkv, pos, freqs?, norm_weight?, k_0, v_0, .., k_{C-1}, v_{C-1}]` → `[q, k_0', v_0', ..]`
+    /// (a multi-output node, `fast::rope_kv_write`): a decode step's RoPE and KV cache write.
+    /// qkv `[B, 1, n_q + 2 n_kv, D]` (q heads, k heads, v heads); the q and k heads (each
+    /// RMS-normalised first by its row of `norm_weight [n_q + n_kv, D]` where `norm` is set) are
+    /// rotated at position `pos[b]` (i32 `[B]` or `[1]`), q `[B, n_q, 1, D]` is output 0, and row
+    /// b's rotated k and its v are written at position `pos[b]` of its cache: one pair
+    /// `[B, n_kv, S, D]` (C = 1) or a pair `[1, n_kv, S_b, D]` per row (C = B).
+    RopeKvWrite {
+        n_q: usize,
+        n_kv: usize,
+        dims: usize,
+        traditional: bool,
+        base: F32,
+        scale: F32,
+        has_freqs: bool,
+        norm: Option<F32>,
+    },
     /// `[w]` MLX affine quantization along the last axis; `part` 0 → packed u32 weights,
     /// 1 → scales, 2 → biases (three nodes, cheap to recompute, keep the graph single-output).
     Quantize {
@@ -345,6 +366,7 @@ impl Primitive {
             Primitive::View(ViewOp::Slice { .. }) => "slice",
             Primitive::View(ViewOp::BroadcastTo) => "broadcast_to",
             Primitive::View(ViewOp::Bitcast) => "view",
+            Primitive::View(ViewOp::Sibling { .. }) => "sibling",
             Primitive::Copy => "copy",
             Primitive::AsType => "astype",
             Primitive::Arange { .. } => "arange",
@@ -372,6 +394,7 @@ impl Primitive {
             Primitive::Rope { .. } => "rope",
             Primitive::ScaledDotProductAttention { .. } => "scaled_dot_product_attention",
             Primitive::SdpaRows { .. } => "sdpa_rows",
+            Primitive::RopeKvWrite { .. } => "rope_kv_write",
             Primitive::Quantize { .. } => "quantize",
             Primitive::Dequantize { .. } => "dequantize",
             Primitive::QuantizedMatmul { .. } => "quantized_matmul",

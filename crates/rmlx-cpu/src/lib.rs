@@ -84,7 +84,8 @@ impl Backend for CpuBackend {
             | Primitive::MoeRoute { .. }
             | Primitive::GatherQmmSwiglu { .. }
             | Primitive::GatherQmmWeightedSum { .. }
-            | Primitive::SdpaRows { .. } => false,
+            | Primitive::SdpaRows { .. }
+            | Primitive::RopeKvWrite { .. } => false,
         }
     }
 
@@ -187,7 +188,8 @@ impl Backend for CpuBackend {
             Primitive::MoeRoute { .. }
             | Primitive::GatherQmmSwiglu { .. }
             | Primitive::GatherQmmWeightedSum { .. }
-            | Primitive::SdpaRows { .. } => Err(Error::invalid(
+            | Primitive::SdpaRows { .. }
+            | Primitive::RopeKvWrite { .. } => Err(Error::invalid(
                 "cpu",
                 format!(
                     "[{}] has no CPU kernel (`rmlx::fast` composes it from ordinary ops here)",

@@ -54,6 +54,7 @@ impl Backend for CudaBackend {
             | Primitive::Rope { .. }
             | Primitive::ScaledDotProductAttention { .. }
             | Primitive::SdpaRows { .. }
+            | Primitive::RopeKvWrite { .. }
             | Primitive::Quantize { .. }
             | Primitive::Dequantize { .. }
             | Primitive::QuantizedMatmul { .. }
@@ -153,6 +154,10 @@ impl Backend for CudaBackend {
                 ops::sdpa::sdpa(&g, &x, scale.0, *mask, shape, od)
             }
             Primitive::SdpaRows { scale } => ops::sdpa::sdpa_rows(&g, &x, scale.0, shape, od),
+            Primitive::RopeKvWrite { .. } => Err(Error::runtime(
+                "cuda",
+                "[rope_kv_write] has several outputs: it runs through eval_multi",
+            )),
             Primitive::Quantize {
                 group_size,
                 bits,
@@ -202,6 +207,39 @@ impl Backend for CudaBackend {
             Primitive::GatherQmmWeightedSum {
                 group_size, bits, ..
             } => ops::moe::gather_weighted_sum(&g, &x, (*group_size, *bits), shape, od),
+        }
+    }
+
+    fn eval_multi(
+        &self,
+        index: usize,
+        prim: &Primitive,
+        x: Vec<ArrayData>,
+        outs: &[OutputSpec],
+    ) -> Result<Vec<ArrayData>> {
+        let g = gpu(index)?;
+        match prim {
+            Primitive::RopeKvWrite {
+                n_q,
+                n_kv,
+                dims,
+                traditional,
+                base,
+                scale,
+                has_freqs,
+                norm,
+            } => ops::rope_kv::rope_kv_write(
+                &g,
+                x,
+                (*n_q, *n_kv),
+                (*dims, *traditional, base.0, scale.0),
+                (*has_freqs, norm.map(|e| e.0)),
+                outs,
+            ),
+            p => Err(Error::runtime(
+                "cuda",
+                format!("[{}] is not a multi-output op", p.name()),
+            )),
         }
     }
 

@@ -553,6 +553,54 @@ impl KvCache {
         }
     }
 
+    /// For a decode step that writes its keys and values itself (`fast::rope_kv_write`): the
+    /// whole key and value buffers and the device-held position, where this is a standard
+    /// cache writing at a device-held position (graph replay) with room for one more token and
+    /// buffers of `n_kv` heads of `d` features in `dtype`. Hand the written buffers back with
+    /// [`KvCache::commit_written`] before evaluating anything, so the old ones are held only
+    /// by the op (written in place, not copied).
+    pub fn write_target(
+        &self,
+        n_kv: usize,
+        d: usize,
+        dtype: Dtype,
+    ) -> Option<(Array, Array, Array)> {
+        let KvCache::Standard(c) = self else {
+            return None;
+        };
+        let (kb, vb, at) = (c.keys.as_ref()?, c.values.as_ref()?, c.at.as_ref()?);
+        let fits = |b: &Array| {
+            b.ndim() == 4 && b.shape()[1] == n_kv && b.shape()[3] == d && b.dtype() == dtype
+        };
+        (c.offset < c.capacity() && fits(kb) && fits(vb) && vb.shape() == kb.shape())
+            .then(|| (kb.clone(), vb.clone(), at.clone()))
+    }
+
+    /// Takes the buffers a [`KvCache::write_target`] step wrote (one token more) and returns
+    /// them, as `update_and_fetch` does at a device-held position.
+    pub fn commit_written(&mut self, kb: Array, vb: Array) -> Result<(Array, Array)> {
+        let KvCache::Standard(c) = self else {
+            return Err(gen_err(
+                "[cache] only a standard cache takes written buffers",
+            ));
+        };
+        if c.at.is_none()
+            || c.offset >= c.capacity()
+            || kb.shape() != c.keys.as_ref().map_or(&[][..], |k| k.shape())
+        {
+            return Err(gen_err(format!(
+                "[cache] written buffers {:?} do not match this cache (capacity {}, offset {})",
+                kb.shape(),
+                c.capacity(),
+                c.offset
+            )));
+        }
+        c.offset += 1;
+        c.keys = Some(kb.clone());
+        c.values = Some(vb.clone());
+        Ok((kb, vb))
+    }
+
     /// The key and value buffers of a standard cache (whole capacity).
     pub fn buffers(&self) -> Option<(Array, Array)> {
         match self {

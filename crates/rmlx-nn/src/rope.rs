@@ -201,6 +201,23 @@ impl Rope {
         )?)
     }
 
+    /// This rotation as `fast::rope_kv_write` takes it, with whether a q/k norm may be fused
+    /// into it (`RMLX_FUSE_NORM`); `None` where an input scale (yarn's mscale) applies first.
+    pub fn fused_spec(&self) -> Option<(fast::RopeSpec<'_>, bool)> {
+        (self.mscale == 1.0).then(|| {
+            (
+                fast::RopeSpec {
+                    dims: self.dims,
+                    traditional: self.traditional,
+                    base: self.base,
+                    scale: self.scale,
+                    freqs: self.freqs.as_ref(),
+                },
+                crate::norm::fuse_norms(),
+            )
+        })
+    }
+
     /// Multiplies the first `dims` features by `mscale` (all of them in the common case).
     fn scale_rotated(&self, x: &Array) -> Result<Array> {
         let hd = *x.shape().last().unwrap_or(&0);

@@ -17,8 +17,10 @@ use crate::primitive::{Primitive, SdpaMask, F32};
 use crate::shape::{broadcast_shapes, fmt_shape, Shape};
 
 mod moe;
+mod rope_kv;
 mod sdpa_rows;
 pub use moe::*;
+pub use rope_kv::*;
 pub use sdpa_rows::*;
 
 /// Whether the current stream's backend runs `prim` itself (a missing backend reports its own

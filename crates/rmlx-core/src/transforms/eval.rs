@@ -59,14 +59,22 @@ fn eval_locked(arrays: &[Array]) -> Result<()> {
         let Some((prim, inputs)) = node.take_pending() else {
             continue;
         };
-        let data = run(&node, &prim, inputs).map_err(|e| match e {
+        let at_site = |e| match e {
             e @ Error::Eval { .. } => e,
             e => Error::Eval {
                 source: Box::new(e),
                 site: node.site(),
             },
-        })?;
-        node.set_data(data);
+        };
+        if node.sibling_specs().is_empty() {
+            let data = run(&node, &prim, inputs).map_err(at_site)?;
+            node.set_data(data);
+        } else {
+            let mut outs = run_multi(&node, &prim, inputs).map_err(at_site)?;
+            let rest = outs.split_off(1);
+            node.set_data(outs.pop().expect("one output at least"));
+            node.set_sibling_data(rest);
+        }
     }
     Ok(())
 }
@@ -132,6 +140,10 @@ fn topo_order(roots: &[Array]) -> Vec<Array> {
 }
 
 fn run(node: &Array, prim: &Primitive, inputs: Inputs) -> Result<ArrayData> {
+    if let Primitive::View(ViewOp::Sibling { index }) = prim {
+        // taken, not cloned: the multi-output node keeps no second handle on the buffer
+        return inputs[0].take_sibling(*index);
+    }
     let mut datas: Vec<ArrayData> = inputs.iter().map(|a| a.data()).collect::<Result<_>>()?;
     if prim.broadcasts_inputs() {
         let shape = node.shape();
@@ -165,6 +177,45 @@ fn run(node: &Array, prim: &Primitive, inputs: Inputs) -> Result<ArrayData> {
         prim.name()
     );
     Ok(d)
+}
+
+/// A multi-output node's outputs, in order, from one backend call.
+fn run_multi(node: &Array, prim: &Primitive, inputs: Inputs) -> Result<Vec<ArrayData>> {
+    let datas: Vec<ArrayData> = inputs.iter().map(|a| a.data()).collect::<Result<_>>()?;
+    // as in `run`: an input nothing else holds arrives uniquely owned (donation)
+    drop(inputs);
+    let stream = node.stream();
+    if stream.device.kind == DeviceType::Cpu {
+        for d in &datas {
+            d.buffer.ensure_host()?;
+        }
+    }
+    let backend = backend_for(stream.device)?;
+    let mut outs = vec![OutputSpec {
+        shape: node.shape(),
+        dtype: node.dtype(),
+    }];
+    outs.extend(node.sibling_specs().iter().map(|(s, t)| OutputSpec {
+        shape: s,
+        dtype: *t,
+    }));
+    let got = backend.eval_multi(stream.device.index, prim, datas, &outs)?;
+    let shapes_ok = got.len() == outs.len()
+        && got
+            .iter()
+            .zip(&outs)
+            .all(|(g, o)| g.shape.as_slice() == o.shape && g.dtype == o.dtype);
+    if !shapes_ok {
+        return Err(Error::runtime(
+            prim.name(),
+            format!(
+                "the backend returned {} outputs of the wrong shapes or dtypes for {}",
+                got.len(),
+                outs.len()
+            ),
+        ));
+    }
+    Ok(got)
 }
 
 /// Views share their input's buffer; only reshape of an incompatible layout copies.
@@ -230,6 +281,7 @@ fn view(node: &Array, v: &ViewOp, x: &ArrayData) -> Result<ArrayData> {
             dtype: node.dtype(),
             ..x.clone()
         }),
+        ViewOp::Sibling { .. } => unreachable!("`run` takes siblings before views"),
     }
 }
 
@@ -239,5 +291,102 @@ fn broadcast_view(x: &ArrayData, shape: &[usize]) -> ArrayData {
         shape: shape.into(),
         strides: broadcast_strides(&x.shape, &x.strides, shape),
         ..x.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{register_backend, Backend};
+    use crate::device::{with_device, Device};
+    use crate::dtype::Dtype;
+    use crate::primitive::F32;
+    use std::sync::Arc;
+
+    /// A backend whose one multi-output op hands its input back as output 1 (a donated
+    /// buffer, as a KV cache written in place) and a fresh array as output 0.
+    struct Passing;
+
+    impl Backend for Passing {
+        fn name(&self) -> &'static str {
+            "passing"
+        }
+        fn supports(&self, _: &Primitive) -> bool {
+            true
+        }
+        fn eval(
+            &self,
+            _: usize,
+            p: &Primitive,
+            _: Vec<ArrayData>,
+            _: &OutputSpec,
+        ) -> Result<ArrayData> {
+            Err(Error::runtime(
+                p.name(),
+                "single-output ops are not served here",
+            ))
+        }
+        fn eval_multi(
+            &self,
+            _: usize,
+            _: &Primitive,
+            mut inputs: Vec<ArrayData>,
+            outs: &[OutputSpec],
+        ) -> Result<Vec<ArrayData>> {
+            let first = ArrayData::alloc(outs[0].shape, outs[0].dtype)?;
+            Ok(vec![first, inputs.remove(0)])
+        }
+    }
+
+    fn prim() -> Primitive {
+        Primitive::RopeKvWrite {
+            n_q: 1,
+            n_kv: 1,
+            dims: 2,
+            traditional: false,
+            base: F32(1.0),
+            scale: F32(1.0),
+            has_freqs: false,
+            norm: None,
+        }
+    }
+
+    /// Outputs of a multi-output node: evaluated by one backend call, each sibling takes its
+    /// data (the node keeps no second handle: a donated buffer ends with one owner), and the
+    /// shapes are checked.
+    #[test]
+    fn siblings_own_their_outputs() {
+        register_backend(crate::device::DeviceType::Gpu, Arc::new(Passing));
+        with_device(Device::gpu(0), || {
+            let x = Array::from_slice(&[1f32, 2.0, 3.0], &[3]).unwrap();
+            let addr = Arc::as_ptr(&x.data().unwrap().buffer);
+            let outs = Array::make_multi(
+                vec![([2][..].into(), Dtype::F32), ([3][..].into(), Dtype::F32)],
+                prim(),
+                [x],
+            );
+            let [a, b]: [Array; 2] = outs.try_into().map_err(|_| ()).unwrap();
+            eval(std::slice::from_ref(&b)).unwrap();
+            let bd = b.data().unwrap();
+            assert_eq!(
+                Arc::as_ptr(&bd.buffer),
+                addr,
+                "output 1 is the donated input"
+            );
+            assert_eq!(b.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0]);
+            drop(a);
+            // the sibling node and `bd` hold the buffer, nothing else
+            assert_eq!(Arc::strong_count(&bd.buffer), 2);
+
+            // a backend answering with the wrong shapes is an error, not a wrong array
+            let y = Array::from_slice(&[1f32, 2.0], &[2]).unwrap();
+            let outs = Array::make_multi(
+                vec![([2][..].into(), Dtype::F32), ([5][..].into(), Dtype::F32)],
+                prim(),
+                [y],
+            );
+            let e = eval(&outs[1..]).unwrap_err().to_string();
+            assert!(e.contains("wrong shapes"), "{e}");
+        });
     }
 }

@@ -185,7 +185,11 @@ pub fn slice_update(
 /// The array an update is written into, and its device address: `src`'s own device copy when
 /// nothing else holds its buffer and it covers the whole buffer row-contiguously (a KV cache
 /// replacing its buffer every step: an in-place write), else a fresh copy.
-fn write_target(gpu: &Arc<Gpu>, mut src: ArrayData, od: Dtype) -> Result<(ArrayData, u64)> {
+pub(crate) fn write_target(
+    gpu: &Arc<Gpu>,
+    mut src: ArrayData,
+    od: Dtype,
+) -> Result<(ArrayData, u64)> {
     let whole = src.offset == 0
         && src.is_contiguous()
         && src.buffer.len() == src.numel() * src.dtype.size()

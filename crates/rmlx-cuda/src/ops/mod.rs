@@ -10,6 +10,7 @@ pub mod quantized;
 pub mod random;
 pub mod reduce;
 pub mod rope;
+pub mod rope_kv;
 pub mod scan;
 pub mod sdpa;
 pub mod softmax;

@@ -21,7 +21,7 @@ fn heads_on() -> bool {
 
 /// A rope kernel's name (`kind`: "rope" or "rope_norm") and the expressions every rope kernel
 /// shares: the pair (i1, i2) of pair k, and pair k's inverse frequency.
-fn parts(
+pub(crate) fn parts(
     kind: &str,
     t: Dtype,
     traditional: bool,
@@ -49,7 +49,7 @@ fn parts(
 /// The rotation every rope kernel ends with: `(a, b)` by the angle whose cosine and sine are
 /// `cs` and `sn`, in f32 without fused multiply-adds, each result rounded once to `ct`, into
 /// `yr[i1]` and `yr[i2]` (one statement for all three kernels: the same bits).
-fn rotate(ct: &str, a: &str, b: &str) -> String {
+pub(crate) fn rotate(ct: &str, a: &str, b: &str) -> String {
     format!(
         "yr[i1] = from_f<{ct}>(__fsub_rn(__fmul_rn({a}, cs), __fmul_rn({b}, sn)));\n        yr[i2] = from_f<{ct}>(__fadd_rn(__fmul_rn({a}, sn), __fmul_rn({b}, cs)));"
     )

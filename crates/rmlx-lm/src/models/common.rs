@@ -167,6 +167,14 @@ impl Attention {
         cache: Option<&mut KvCache>,
         residual: Option<&Array>,
     ) -> Result<Array> {
+        let mut cache = cache;
+        if let Some(c) = cache.as_deref_mut() {
+            if let Some((q, kv)) = self.project_written(x, None, &mut [c])? {
+                let (k, v) = &kv[0];
+                let o = self.sdpa(&q, k, v, mask)?;
+                return self.output(&o, residual);
+            }
+        }
         let (q, k, v) = if self.joint_qk() {
             self.project_rotated(x, cache.as_deref())?
         } else {
@@ -203,6 +211,15 @@ impl Attention {
         }
         if let ([mask], [cache]) = (&masks[..], &mut *caches) {
             return self.forward(x, mask, Some(&mut **cache), residual);
+        }
+        if rows_attend_together(masks, caches, x.x.dtype()) {
+            let pos = step.positions()?;
+            if let Some((q, kv)) = self.project_written(x, Some(pos), caches)? {
+                let (ks, vs): (Vec<Array>, Vec<Array>) = kv.into_iter().unzip();
+                let lens = ops::add(pos, &Array::scalar(1i32))?;
+                let o = fast::sdpa_rows(&q, &ks, &vs, &lens, self.scale)?;
+                return self.output(&o, residual);
+            }
         }
         let (q, k, v) = self.project(x)?;
         if rows_attend_together(masks, caches, q.dtype()) {
@@ -248,6 +265,72 @@ impl Attention {
         self.output(&o, residual)
     }
 
+    /// A decode step's projection, RoPE and cache writes as `fast::rope_kv_write` (one kernel
+    /// for the RoPE and all writes on a GPU, where the composition takes a RoPE and two writes
+    /// per cache): q `[B, H, 1, D]` and each cache's whole buffers after its write. Row b
+    /// rotates and writes at `pos[b]`, or without `pos` (one cache) at the cache's own
+    /// device-held position. `None` where it does not apply: more than one token per row, no
+    /// fused projection with joint q/k norms (or none), a rotation with an input scale, or a
+    /// cache that is not a standard one writing at a device-held position with room (graph
+    /// replay). `RMLX_ROPE_KV=0` turns it off (an ablation switch).
+    fn project_written(
+        &self,
+        x: Normed,
+        pos: Option<&Array>,
+        caches: &mut [&mut KvCache],
+    ) -> Result<Option<Written>> {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !rmlx_nn::switches::enabled(&ON, "RMLX_ROPE_KV")
+            || !self.joint_qk()
+            || x.x.ndim() != 3
+            || x.x.shape()[1] != 1
+            || caches.is_empty()
+        {
+            return Ok(None);
+        }
+        let Some((spec, fuse_norm)) = self.rope.fused_spec() else {
+            return Ok(None);
+        };
+        let norm = match (&self.qk_norm_rows, &self.q_norm) {
+            (Some(w), Some(nm)) if fuse_norm => Some((w, nm.eps)),
+            (Some(_), Some(_)) => return Ok(None),
+            _ => None,
+        };
+        let (b, h, kv, d) = (
+            x.x.shape()[0] as i64,
+            self.n_heads,
+            self.n_kv_heads,
+            self.head_dim,
+        );
+        let layer = self.qkv.fused().expect("joint_qk checked the fusion");
+        let y = ops::reshape(
+            &layer.forward_normed(x)?,
+            &[b, 1, (h + 2 * kv) as i64, d as i64],
+        )?;
+        let mut pairs = Vec::with_capacity(caches.len());
+        let mut own_pos = None;
+        for c in caches.iter() {
+            let Some((kb, vb, at)) = c.write_target(kv, d, y.dtype()) else {
+                return Ok(None);
+            };
+            pairs.push((kb, vb));
+            own_pos.get_or_insert(at);
+        }
+        let pos = match pos {
+            Some(p) => p.clone(),
+            None if caches.len() == 1 => own_pos.expect("one cache"),
+            None => return Ok(None),
+        };
+        let (q, written) = fast::rope_kv_write(&y, h, norm, spec, &pos, &pairs)?;
+        // the old buffers must be held by the op alone when it runs (written in place)
+        drop(pairs);
+        let mut out = Vec::with_capacity(written.len());
+        for (c, (kb, vb)) in caches.iter_mut().zip(written) {
+            out.push(c.commit_written(kb, vb)?);
+        }
+        Ok(Some((q, out)))
+    }
+
     /// `x: [B, L, dim]` → q `[B, H, L, D]`, k and v `[B, Hkv, L, D]` (norms applied, no RoPE).
     fn project(&self, x: Normed) -> Result<(Array, Array, Array)> {
         let (b, l) = (x.x.shape()[0] as i64, x.x.shape()[1] as i64);
@@ -286,14 +369,17 @@ impl Attention {
             }
             None => (k.clone(), v.clone()),
         };
+        self.sdpa(q, &k, &v, mask)
+    }
+
+    /// Attention of q over the keys and values `k`, `v` (the cache's, after the write).
+    fn sdpa(&self, q: &Array, k: &Array, v: &Array, mask: &AttentionMask) -> Result<Array> {
         let m = match mask {
             AttentionMask::None => fast::Mask::None,
             AttentionMask::Causal => fast::Mask::Causal,
             AttentionMask::Array(a) => fast::Mask::Array(a),
         };
-        Ok(fast::scaled_dot_product_attention(
-            q, &k, &v, self.scale, m,
-        )?)
+        Ok(fast::scaled_dot_product_attention(q, k, v, self.scale, m)?)
     }
 
     /// o `[B, H, L, D]` → `[B, L, dim]` through `o_proj`, plus `residual` where given.
@@ -306,6 +392,10 @@ impl Attention {
         })
     }
 }
+
+/// What [`Attention::project_written`] gives: q `[B, H, 1, D]` and each cache's whole key and
+/// value buffers after the write.
+type Written = (Array, Vec<(Array, Array)>);
 
 /// Row `i` of `a: [B, ...4-D]`, kept 4-D.
 fn batch_row(a: &Array, i: usize) -> Result<Array> {
