@@ -300,6 +300,16 @@ pub enum Primitive {
         addend: bool,
         norm: Option<F32>,
     },
+    /// `[x, wq, scales, biases, norm_weight?]` → `silu(g) * u` of the halves `[g, u]` of
+    /// `x @ dequant(w).T` (`ops::quantized_swiglu`: w `[2H, ..]` a fused gate/up layer, gate rows
+    /// first; output `[.., H]`); the product rounded to the output dtype before `silu_mul`, as
+    /// the two ops round it. `norm`, `exact`: as `QuantizedMatmul`'s. Only where supported.
+    QuantizedSwiglu {
+        group_size: usize,
+        bits: usize,
+        exact: bool,
+        norm: Option<F32>,
+    },
     /// `[a, b, lhs, rhs]`: `a: [Ba, M, K]`, `b: [Bb, K, N]`, `lhs`, `rhs`: u32 `[B]` →
     /// `[B, M, N]` with `out[i] = a[lhs[i]] @ b[rhs[i]]` (MoE experts picked per row).
     /// `sorted_indices`: `rhs` is sorted (a hint; results do not depend on it).
@@ -395,6 +405,7 @@ impl Primitive {
             Primitive::ScaledDotProductAttention { .. } => "scaled_dot_product_attention",
             Primitive::SdpaRows { .. } => "sdpa_rows",
             Primitive::RopeKvWrite { .. } => "rope_kv_write",
+            Primitive::QuantizedSwiglu { .. } => "quantized_swiglu",
             Primitive::Quantize { .. } => "quantize",
             Primitive::Dequantize { .. } => "dequantize",
             Primitive::QuantizedMatmul { .. } => "quantized_matmul",

@@ -85,7 +85,8 @@ impl Backend for CpuBackend {
             | Primitive::GatherQmmSwiglu { .. }
             | Primitive::GatherQmmWeightedSum { .. }
             | Primitive::SdpaRows { .. }
-            | Primitive::RopeKvWrite { .. } => false,
+            | Primitive::RopeKvWrite { .. }
+            | Primitive::QuantizedSwiglu { .. } => false,
         }
     }
 
@@ -189,7 +190,8 @@ impl Backend for CpuBackend {
             | Primitive::GatherQmmSwiglu { .. }
             | Primitive::GatherQmmWeightedSum { .. }
             | Primitive::SdpaRows { .. }
-            | Primitive::RopeKvWrite { .. } => Err(Error::invalid(
+            | Primitive::RopeKvWrite { .. }
+            | Primitive::QuantizedSwiglu { .. } => Err(Error::invalid(
                 "cpu",
                 format!(
                     "[{}] has no CPU kernel (`rmlx::fast` composes it from ordinary ops here)",

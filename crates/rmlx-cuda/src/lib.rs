@@ -55,6 +55,7 @@ impl Backend for CudaBackend {
             | Primitive::ScaledDotProductAttention { .. }
             | Primitive::SdpaRows { .. }
             | Primitive::RopeKvWrite { .. }
+            | Primitive::QuantizedSwiglu { .. }
             | Primitive::Quantize { .. }
             | Primitive::Dequantize { .. }
             | Primitive::QuantizedMatmul { .. }
@@ -180,6 +181,19 @@ impl Backend for CudaBackend {
                 *transpose,
                 *exact,
                 (*addend, norm.map(|e| e.0)),
+                shape,
+                od,
+            ),
+            Primitive::QuantizedSwiglu {
+                group_size,
+                bits,
+                exact,
+                norm,
+            } => ops::quantized::quantized_swiglu(
+                &g,
+                &x,
+                (*group_size, *bits),
+                (*exact, norm.map(|e| e.0)),
                 shape,
                 od,
             ),

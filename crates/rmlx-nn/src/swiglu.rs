@@ -3,7 +3,8 @@
 //! `[1, H, ..]`, so the MoE kernel `fast::gather_qmm_swiglu(_normed)` (index 0 for every row)
 //! streams each gate row with its up row and applies SiLU and the product in registers: on a
 //! GPU one launch where the product and `ops::silu_mul` take two, and the `[.., 2H]`
-//! intermediate never reaches memory. Several rows keep the product and `silu_mul`.
+//! intermediate never reaches memory. Several decode rows take `ops::quantized_swiglu` (the
+//! tensor-core product with SwiGLU on its stores, one read of the weights for all rows).
 
 use crate::error::Result;
 use crate::linear::{Linear, QuantParams};
@@ -11,6 +12,9 @@ use crate::norm::Normed;
 use crate::parallel::Parallel;
 use rmlx::fast::ExpertStack;
 use rmlx::{ops, Array, Dtype};
+
+/// Most rows that take a fused SwiGLU op (the GPU's decode products serve up to 8).
+const DECODE_ROWS: usize = 8;
 
 /// The gate and up halves of a fused quantized layer, as one-expert stacks.
 #[derive(Clone, Debug)]
@@ -21,6 +25,8 @@ pub struct GateUpSwiglu {
     q: QuantParams,
     /// u32 zero: the decode row picks expert 0.
     zeros: Array,
+    /// `[wq, scales, biases]` of the whole fused layer, for several rows.
+    full: [Array; 3],
 }
 
 impl GateUpSwiglu {
@@ -60,21 +66,40 @@ impl GateUpSwiglu {
             up: [half(wq, h)?, half(scales, h)?, half(biases, h)?],
             q: *q,
             zeros,
+            full: [wq.clone(), scales.clone(), biases.clone()],
         }))
     }
 
-    /// `silu(gate(x)) * up(x)` for `x: [..., dim]` (its norm still to apply, where given) of one
-    /// row on a GPU: `[..., H]`; `None` for more rows, on the CPU, or where `RMLX_FUSE_SWIGLU=0`
-    /// (an ablation switch). Several rows take the plain product and `silu_mul`: the MoE kernel
-    /// reads each expert's weights once per row, the plain product once for all rows.
+    /// `silu(gate(x)) * up(x)` for `x: [..., dim]` (its norm still to apply, where given) on a
+    /// GPU: `[..., H]`; `None` on the CPU, past the decode rows (8), or where
+    /// `RMLX_FUSE_SWIGLU=0` (an ablation switch). One row takes the MoE kernel (each gate row
+    /// streamed with its up row); 2..8 rows `ops::quantized_swiglu` (the tensor-core decode
+    /// kernel with SwiGLU on its stores, where it applies: it reads the weights once for all
+    /// rows, where the MoE kernel would read them once per row).
     pub fn forward(&self, x: Normed) -> Result<Option<Array>> {
         static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let lead = &x.x.shape()[..x.x.ndim() - 1];
         let rows: usize = lead.iter().product();
         // the CPU composes the MoE op from gathers: its plain products are faster there
         let gpu = rmlx::current_device().kind == rmlx::DeviceType::Gpu;
-        if rows > 1 || !gpu || !crate::switches::enabled(&ON, "RMLX_FUSE_SWIGLU") {
+        if rows > DECODE_ROWS || !gpu || !crate::switches::enabled(&ON, "RMLX_FUSE_SWIGLU") {
             return Ok(None);
+        }
+        if rows > 1 {
+            let [wq, s, b] = &self.full;
+            let (input, norm) = match x.fusable() {
+                Some(n) => (x.x.clone(), Some((&n.weight, n.eps))),
+                None => (x.value()?, None),
+            };
+            return Ok(Some(ops::quantized_swiglu(
+                &input,
+                norm,
+                wq,
+                s,
+                b,
+                self.q.group_size,
+                self.q.bits,
+            )?));
         }
         let idx_shape: Vec<i64> = lead.iter().map(|&d| d as i64).chain([1]).collect();
         let idx = ops::reshape(

@@ -363,6 +363,101 @@ pub fn rms_norm_quantized_matmul(
     )
 }
 
+/// `silu(g) * u` of the halves `[g, u]` of `x @ dequant(w).T`, w a fused gate/up layer (`wq`
+/// `[2H, K·bits/32]`, gate rows first) → `[..., H]`; with `norm` (weight `[K]`, eps) x is first
+/// RMS-normalised as [`rms_norm_quantized_matmul`] does. One node where the backend has a
+/// kernel (a GPU's decode rows: one launch where the product and `silu_mul` take two, and the
+/// `[.., 2H]` intermediate never reaches memory); else those ops. The values are the ops' either
+/// way: the product rounded to its dtype, then `silu_mul`.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub fn quantized_swiglu(
+    x: &Array,
+    norm: Option<(&Array, f32)>,
+    wq: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: usize,
+    bits: usize,
+) -> Result<Array> {
+    let prim = Primitive::QuantizedSwiglu {
+        group_size,
+        bits,
+        exact: exact_decode(),
+        norm: norm.map(|n| F32(n.1)),
+    };
+    let n = if wq.ndim() == 2 { wq.shape()[0] } else { 0 };
+    let kernel = n > 0
+        && n.is_multiple_of(2)
+        && norm.is_none_or(|(w, _)| w.ndim() == 1 && norm_inside_products())
+        && crate::fast::use_kernel(&prim);
+    if !kernel {
+        return quantized_swiglu_fallback(x, norm, wq, scales, biases, group_size, bits);
+    }
+    // the product's checks and dtype (a node that is never evaluated), then the halved shape
+    let y = match norm {
+        Some((w, eps)) => {
+            rms_norm_quantized_matmul(x, w, eps, wq, scales, biases, group_size, bits)?
+        }
+        None => quantized_matmul(x, wq, scales, biases, true, group_size, bits)?,
+    };
+    let mut shape: Shape = y.shape().into();
+    let last = shape.len() - 1;
+    shape[last] = n / 2;
+    let xt = match norm {
+        Some((w, _)) => {
+            let t = crate::fast::check_rms_norm(x, Some(w))?;
+            crate::ops::astype(x, t)
+        }
+        None => x.clone(),
+    };
+    let t = xt.dtype();
+    Ok(Array::make(
+        shape,
+        y.dtype(),
+        prim,
+        [xt, wq.clone(), scales.clone(), biases.clone()]
+            .into_iter()
+            .chain(norm.map(|(w, _)| crate::ops::astype(w, t))),
+    ))
+}
+
+/// [`quantized_swiglu`] as its ops: the product, its halves, `silu_mul`.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub fn quantized_swiglu_fallback(
+    x: &Array,
+    norm: Option<(&Array, f32)>,
+    wq: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: usize,
+    bits: usize,
+) -> Result<Array> {
+    let y = match norm {
+        Some((w, eps)) => {
+            rms_norm_quantized_matmul(x, w, eps, wq, scales, biases, group_size, bits)?
+        }
+        None => quantized_matmul(x, wq, scales, biases, true, group_size, bits)?,
+    };
+    let nd = y.ndim();
+    let n = y.shape()[nd - 1];
+    if !n.is_multiple_of(2) {
+        return Err(Error::invalid(
+            "quantized_swiglu",
+            format!("a fused gate/up product has an even width, got {n}"),
+        ));
+    }
+    let half = |a: usize| {
+        let mut start = vec![0i64; nd];
+        let mut stop = vec![i64::MAX; nd];
+        start[nd - 1] = a as i64;
+        stop[nd - 1] = (a + n / 2) as i64;
+        crate::ops::slice(&y, &start, &stop, &vec![1; nd])
+    };
+    crate::ops::silu_mul(&half(0)?, &half(n / 2)?)
+}
+
 /// Whether the current stream's backend takes an RMS norm into its quantized products
 /// ([`rms_norm_quantized_matmul`], `fast::gather_qmm_swiglu_normed`: one node there, the norm
 /// then the product elsewhere). Layers ask it to apply the norm once where both would compose.

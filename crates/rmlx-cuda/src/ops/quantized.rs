@@ -170,22 +170,135 @@ pub fn qmv_rows_source(
     o: Dtype,
     gs: usize,
     (t, ks, u): (usize, usize, usize),
-    norm: bool,
+    (norm, swiglu): (bool, bool),
     min_blocks: usize,
 ) -> (String, String) {
     let name = format!(
-        "rq_qmv_rows_{}{}_{}_{}_g{gs}_t{t}_k{ks}_u{u}_b{min_blocks}",
+        "rq_qmv_rows_{}{}{}_{}_{}_g{gs}_t{t}_k{ks}_u{u}_b{min_blocks}",
         tag(x),
         if norm { "_n" } else { "" },
+        if swiglu { "_sw" } else { "" },
         tag(s),
         tag(o)
     );
     let (cx, cs, co) = (ctype(x), ctype(s), ctype(o));
     let threads = 32 * ks;
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}, {min_blocks}) {name}(const {cx}* x, const {cx}* nw, float eps, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, int M, i64 N, i64 K, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  RMLX_PDL_MANUAL rq_qmv_rows<{cx}, {cs}, {co}, {gs}, {t}, {ks}, {u}, {norm}>(x, nw, eps, w, s, b, y, res, M, N, K, xbs, wbs, sbs, bbs, ybs);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}, {min_blocks}) {name}(const {cx}* x, const {cx}* nw, float eps, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, int M, i64 N, i64 K, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  RMLX_PDL_MANUAL rq_qmv_rows<{cx}, {cs}, {co}, {gs}, {t}, {ks}, {u}, {norm}, {swiglu}>(x, nw, eps, w, s, b, y, res, M, N, K, xbs, wbs, sbs, bbs, ybs);\n}}\n"
     );
     (name, src)
+}
+
+/// `silu(g) · u` of the halves `[g, u]` of `x @ dequant(w)ᵀ` (`Primitive::QuantizedSwiglu`):
+/// `[x, wq, scales, biases, norm weight?]`, w `[2H, K·bits/32]` a fused gate/up layer (gate
+/// rows first) → `[.., H]`. Decode rows the tensor-core kernel takes run as one launch of its
+/// SwiGLU variant; anything else is the product, then `silu_mul` of its halves (the same bits).
+pub fn quantized_swiglu(
+    gpu: &Arc<Gpu>,
+    x: &[ArrayData],
+    (group_size, bits): (usize, usize),
+    (exact, norm): (bool, Option<f32>),
+    shape: &[usize],
+    od: Dtype,
+) -> Result<ArrayData> {
+    const OP: &str = "quantized_swiglu";
+    let nd = shape.len();
+    let h = shape.last().copied().unwrap_or(0);
+    if x.len() != 4 + norm.is_some() as usize || x[1].shape.len() != 2 || x[1].shape[0] != 2 * h {
+        return Err(Error::invalid(
+            "cuda",
+            format!("[{OP}] expected [x, wq [2H, ..], scales, biases, norm weight?] for H = {h}"),
+        ));
+    }
+    let mut full = shape.to_vec();
+    full[nd - 1] = 2 * h;
+    let m: usize = shape[..nd - 1].iter().product();
+    let k = x[0].shape.last().copied().unwrap_or(0);
+    let (wa, sa, ba) = (&x[1], &x[2], &x[3]);
+    let fits = m > 0
+        && h > 0
+        && k.is_multiple_of(32)
+        && int8_decode(bits, group_size, exact)
+        && rows_kernel_fits(
+            (m, 2 * h, k),
+            x[0].dtype,
+            sa.dtype,
+            ba.dtype,
+            (group_size, bits),
+        );
+    if fits {
+        let norm_in = norm
+            .map(|eps| Ok((check_norm_weight(OP, &x[0], &x[4])?, eps)))
+            .transpose()?;
+        let nx = NormedX::new(gpu, &x[0], norm_in, true)?;
+        let (xd, xp) = decode_rows(gpu, &nx.x)?;
+        let (_kw, wi, _) = mat_batch(gpu, wa)?;
+        let (_ks, si, _) = mat_batch(gpu, sa)?;
+        let (_kb, bi, _) = mat_batch(gpu, ba)?;
+        let aligned = [wi.base(), si.base(), bi.base()]
+            .iter()
+            .all(|p| p.is_multiple_of(16));
+        if aligned {
+            let (out, yptr) = output(gpu, shape, od)?;
+            let cfg = (2, 8, 2);
+            let (name, src) = qmv_rows_source(
+                xd.dtype,
+                sa.dtype,
+                od,
+                group_size,
+                cfg,
+                (nx.norm.is_some(), true),
+                rows_kernel_min_blocks(),
+            );
+            let f = gpu.kernels.get(
+                &gpu.ctx,
+                &name,
+                &format!("{QUANT_CUH}\n{MMA_CUH}\n{QMV_ROWS_CUH}\n{src}"),
+            )?;
+            let (nw, eps) = nx.norm.map_or((0, 0.0), |n| (n.weight, n.eps));
+            let mut a = Args::new();
+            a.ptr(xp)
+                .ptr(nw)
+                .f32(eps)
+                .ptr(wi.base())
+                .ptr(si.base())
+                .ptr(bi.base())
+                .ptr(yptr)
+                .ptr(0)
+                .i32(m as i32)
+                .i64((2 * h) as i64)
+                .i64(k as i64)
+                .i64(0)
+                .i64(0)
+                .i64(0)
+                .i64(0)
+                .i64(0);
+            let g = Grid {
+                grid: (h.div_ceil(16) as u32, 1, 1),
+                block: (32 * cfg.1 as u32, 1, 1),
+                shared: 0,
+            };
+            gpu.launch(&f, &name, g, &mut a)?;
+            drop(xd);
+            return Ok(out);
+        }
+    }
+    let y = quantized_matmul(
+        gpu,
+        x,
+        (group_size, bits),
+        true,
+        exact,
+        (false, norm),
+        &full,
+        od,
+    )?;
+    let half = |at: usize| ArrayData {
+        offset: y.offset + at,
+        shape: shape.into(),
+        ..y.clone()
+    };
+    ew::binary(gpu, &half(0), &half(h), BinaryOp::SiluMul, shape, od)
 }
 
 /// Whether a decode product of `m` rows may take the tensor-core kernel (`qmv_rows.cuh`): half
@@ -784,7 +897,7 @@ pub fn quantized_matmul(
                 od,
                 group_size,
                 cfg,
-                nx.norm.is_some(),
+                (nx.norm.is_some(), false),
                 rows_kernel_min_blocks(),
             );
             let f = gpu.kernels.get(
@@ -1038,13 +1151,17 @@ mod tests {
         for cfg in [(1, 8, 4), (2, 8, 2)] {
             for gs in [64, 128] {
                 for norm in [false, true] {
-                    body.push_str(&qmv_rows_source(b, b, b, gs, cfg, norm, 2).1);
+                    body.push_str(&qmv_rows_source(b, b, b, gs, cfg, (norm, false), 2).1);
+                    if cfg.0 == 2 {
+                        body.push_str(&qmv_rows_source(b, b, b, gs, cfg, (norm, true), 2).1);
+                    }
                 }
             }
         }
-        body.push_str(&qmv_rows_source(h, h, h, 64, (2, 8, 2), true, 1).1);
-        body.push_str(&qmv_rows_source(b, h, f, 128, (1, 8, 4), false, 2).1);
-        body.push_str(&qmv_rows_source(h, b, f, 64, (1, 8, 4), true, 1).1);
+        body.push_str(&qmv_rows_source(h, h, h, 64, (2, 8, 2), (true, false), 1).1);
+        body.push_str(&qmv_rows_source(h, h, h, 64, (2, 8, 2), (true, true), 2).1);
+        body.push_str(&qmv_rows_source(b, h, f, 128, (1, 8, 4), (false, false), 2).1);
+        body.push_str(&qmv_rows_source(h, b, f, 64, (1, 8, 4), (true, false), 1).1);
         assert_compiles(
             "quantized_rows",
             &format!("{QUANT_CUH}\n{MMA_CUH}\n{QMV_ROWS_CUH}\n{body}"),
