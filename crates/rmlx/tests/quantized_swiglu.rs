@@ -9,19 +9,7 @@ mod common;
 use common::for_each_device;
 use rmlx::{ops, Array, Dtype};
 
-fn arr(shape: &[usize], seed: u32, r: f32, dtype: Dtype) -> Array {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(2654435761).wrapping_add(99);
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32 * 2.0 - 1.0) * r
-        })
-        .collect();
-    ops::astype(&Array::from_slice(&v, shape).unwrap(), dtype)
-}
+use common::det_array as arr;
 
 fn bits(a: &Array) -> Vec<u32> {
     ops::astype(a, Dtype::F32)

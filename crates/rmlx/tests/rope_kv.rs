@@ -9,20 +9,7 @@ use common::for_each_device;
 use rmlx::fast::{self, RopeSpec};
 use rmlx::{ops, Array, Dtype};
 
-/// Deterministic values in [-r, r).
-fn arr(shape: &[usize], seed: u32, r: f32, dtype: Dtype) -> Array {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(2654435761).wrapping_add(777);
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32 * 2.0 - 1.0) * r
-        })
-        .collect();
-    ops::astype(&Array::from_slice(&v, shape).unwrap(), dtype)
-}
+use common::det_array as arr;
 
 fn f32s(a: &Array) -> Vec<f32> {
     ops::astype(a, Dtype::F32).to_vec::<f32>().unwrap()
@@ -130,22 +117,20 @@ fn run(c: &Case, fallback: bool) -> Vec<Array> {
         .unwrap(),
     };
     let full = rot(&pos);
-    let want_q = ops::slice(
-        &full,
-        &[0, 0, 0, 0],
-        &[i64::MAX, c.nq as i64, 1, i64::MAX],
-        &[1, 1, 1, 1],
-    )
-    .unwrap();
+    // heads a..z of the rotated [B, H, 1, D]
+    let part = |a: usize, z: usize| {
+        ops::slice(
+            &full,
+            &[0, a as i64, 0, 0],
+            &[i64::MAX, z as i64, 1, i64::MAX],
+            &[1, 1, 1, 1],
+        )
+        .unwrap()
+    };
+    let want_q = part(0, c.nq);
     assert_eq!(q.shape(), &[c.b, c.nq, 1, c.d]);
     assert_eq!(bits(&q), bits(&want_q), "q");
-    let want_k = ops::slice(
-        &full,
-        &[0, c.nq as i64, 0, 0],
-        &[i64::MAX, i64::MAX, 1, i64::MAX],
-        &[1, 1, 1, 1],
-    )
-    .unwrap();
+    let want_k = part(c.nq, c.nq + c.nkv);
     let (wk, wv) = (f32s(&want_k), f32s(&heads(&qkv, c.nq + c.nkv, h)));
     let row = c.d;
     let mut outs = vec![q.clone()];

@@ -395,12 +395,7 @@ pub fn quantized_swiglu(
         return quantized_swiglu_fallback(x, norm, wq, scales, biases, group_size, bits);
     }
     // the product's checks and dtype (a node that is never evaluated), then the halved shape
-    let y = match norm {
-        Some((w, eps)) => {
-            rms_norm_quantized_matmul(x, w, eps, wq, scales, biases, group_size, bits)?
-        }
-        None => quantized_matmul(x, wq, scales, biases, true, group_size, bits)?,
-    };
+    let y = gate_up_product(x, norm, wq, scales, biases, group_size, bits)?;
     let mut shape: Shape = y.shape().into();
     let last = shape.len() - 1;
     shape[last] = n / 2;
@@ -434,12 +429,7 @@ pub fn quantized_swiglu_fallback(
     group_size: usize,
     bits: usize,
 ) -> Result<Array> {
-    let y = match norm {
-        Some((w, eps)) => {
-            rms_norm_quantized_matmul(x, w, eps, wq, scales, biases, group_size, bits)?
-        }
-        None => quantized_matmul(x, wq, scales, biases, true, group_size, bits)?,
-    };
+    let y = gate_up_product(x, norm, wq, scales, biases, group_size, bits)?;
     let nd = y.ndim();
     let n = y.shape()[nd - 1];
     if !n.is_multiple_of(2) {
@@ -456,6 +446,26 @@ pub fn quantized_swiglu_fallback(
         crate::ops::slice(&y, &start, &stop, &vec![1; nd])
     };
     crate::ops::silu_mul(&half(0)?, &half(n / 2)?)
+}
+
+/// The fused gate/up product of [`quantized_swiglu`]: `x @ dequant(w).T`, of x normalised
+/// first where `norm` is given.
+#[track_caller]
+fn gate_up_product(
+    x: &Array,
+    norm: Option<(&Array, f32)>,
+    wq: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: usize,
+    bits: usize,
+) -> Result<Array> {
+    match norm {
+        Some((w, eps)) => {
+            rms_norm_quantized_matmul(x, w, eps, wq, scales, biases, group_size, bits)
+        }
+        None => quantized_matmul(x, wq, scales, biases, true, group_size, bits),
+    }
 }
 
 /// Whether the current stream's backend takes an RMS norm into its quantized products

@@ -189,6 +189,65 @@ pub fn qmv_rows_source(
     (name, src)
 }
 
+/// One launch of the tensor-core rows kernel (`qmv_rows.cuh`): x (address, dtype, the norm it
+/// takes inside), the weights' three addresses with the scales' dtype and group size, the
+/// output (address, residual address or 0, dtype), (M, N, K), the batch strides of x, w,
+/// scales, biases and y, and the configuration (T, KS, U), SwiGLU (N = 2H rows, H columns out)
+/// and batch.
+fn launch_rows(
+    gpu: &Arc<Gpu>,
+    (xp, xt, norm): (u64, Dtype, Option<XNorm>),
+    ([w, s, b], st, group_size): ([u64; 3], Dtype, usize),
+    (yptr, rptr, od): (u64, u64, Dtype),
+    (m, n, k): (usize, usize, usize),
+    [xbs, wbs, sbs, bbs, ybs]: [i64; 5],
+    (cfg, swiglu, batch): ((usize, usize, usize), bool, usize),
+) -> Result<()> {
+    let (name, src) = qmv_rows_source(
+        xt,
+        st,
+        od,
+        group_size,
+        cfg,
+        (norm.is_some(), swiglu),
+        rows_kernel_min_blocks(),
+    );
+    let f = gpu.kernels.get(
+        &gpu.ctx,
+        &name,
+        &format!("{QUANT_CUH}\n{MMA_CUH}\n{QMV_ROWS_CUH}\n{src}"),
+    )?;
+    let (nw, eps) = norm.map_or((0, 0.0), |n| (n.weight, n.eps));
+    let mut a = Args::new();
+    a.ptr(xp)
+        .ptr(nw)
+        .f32(eps)
+        .ptr(w)
+        .ptr(s)
+        .ptr(b)
+        .ptr(yptr)
+        .ptr(rptr)
+        .i32(m as i32)
+        .i64(n as i64)
+        .i64(k as i64)
+        .i64(xbs)
+        .i64(wbs)
+        .i64(sbs)
+        .i64(bbs)
+        .i64(ybs);
+    let blocks = if swiglu {
+        (n / 2).div_ceil(16)
+    } else {
+        n.div_ceil(16 * cfg.0)
+    };
+    let g = Grid {
+        grid: (blocks as u32, batch.max(1) as u32, 1),
+        block: (32 * cfg.1 as u32, 1, 1),
+        shared: 0,
+    };
+    gpu.launch(&f, &name, g, &mut a)
+}
+
 /// `silu(g) · u` of the halves `[g, u]` of `x @ dequant(w)ᵀ` (`Primitive::QuantizedSwiglu`):
 /// `[x, wq, scales, biases, norm weight?]`, w `[2H, K·bits/32]` a fused gate/up layer (gate
 /// rows first) → `[.., H]`. Decode rows the tensor-core kernel takes run as one launch of its
@@ -240,45 +299,15 @@ pub fn quantized_swiglu(
             .all(|p| p.is_multiple_of(16));
         if aligned {
             let (out, yptr) = output(gpu, shape, od)?;
-            let cfg = (2, 8, 2);
-            let (name, src) = qmv_rows_source(
-                xd.dtype,
-                sa.dtype,
-                od,
-                group_size,
-                cfg,
-                (nx.norm.is_some(), true),
-                rows_kernel_min_blocks(),
-            );
-            let f = gpu.kernels.get(
-                &gpu.ctx,
-                &name,
-                &format!("{QUANT_CUH}\n{MMA_CUH}\n{QMV_ROWS_CUH}\n{src}"),
+            launch_rows(
+                gpu,
+                (xp, xd.dtype, nx.norm),
+                ([wi.base(), si.base(), bi.base()], sa.dtype, group_size),
+                (yptr, 0, od),
+                (m, 2 * h, k),
+                [0; 5],
+                ((2, 8, 2), true, 1),
             )?;
-            let (nw, eps) = nx.norm.map_or((0, 0.0), |n| (n.weight, n.eps));
-            let mut a = Args::new();
-            a.ptr(xp)
-                .ptr(nw)
-                .f32(eps)
-                .ptr(wi.base())
-                .ptr(si.base())
-                .ptr(bi.base())
-                .ptr(yptr)
-                .ptr(0)
-                .i32(m as i32)
-                .i64((2 * h) as i64)
-                .i64(k as i64)
-                .i64(0)
-                .i64(0)
-                .i64(0)
-                .i64(0)
-                .i64(0);
-            let g = Grid {
-                grid: (h.div_ceil(16) as u32, 1, 1),
-                block: (32 * cfg.1 as u32, 1, 1),
-                shared: 0,
-            };
-            gpu.launch(&f, &name, g, &mut a)?;
             drop(xd);
             return Ok(out);
         }
@@ -891,44 +920,15 @@ pub fn quantized_matmul(
             // measured on an H100 (dev/kernels/qmv, v7): one tile and 8 warps along K for
             // short matrices (more blocks), two tiles otherwise
             let cfg = if n <= 4096 { (1, 8, 4) } else { (2, 8, 2) };
-            let (name, src) = qmv_rows_source(
-                xd.dtype,
-                sa.dtype,
-                od,
-                group_size,
-                cfg,
-                (nx.norm.is_some(), false),
-                rows_kernel_min_blocks(),
-            );
-            let f = gpu.kernels.get(
-                &gpu.ctx,
-                &name,
-                &format!("{QUANT_CUH}\n{MMA_CUH}\n{QMV_ROWS_CUH}\n{src}"),
+            launch_rows(
+                gpu,
+                (xp, xd.dtype, nx.norm),
+                ([wi.base(), si.base(), bi.base()], sa.dtype, group_size),
+                (yptr, rptr, od),
+                (m, n, k),
+                [(m * k) as i64, wbs, sbs, bbs, (m * n) as i64],
+                (cfg, false, batch),
             )?;
-            let (nw, eps) = nx.norm.map_or((0, 0.0), |n| (n.weight, n.eps));
-            let mut a = Args::new();
-            a.ptr(xp)
-                .ptr(nw)
-                .f32(eps)
-                .ptr(wi.base())
-                .ptr(si.base())
-                .ptr(bi.base())
-                .ptr(yptr)
-                .ptr(rptr)
-                .i32(m as i32)
-                .i64(n as i64)
-                .i64(k as i64)
-                .i64((m * k) as i64)
-                .i64(wbs)
-                .i64(sbs)
-                .i64(bbs)
-                .i64((m * n) as i64);
-            let g = Grid {
-                grid: (n.div_ceil(16 * cfg.0) as u32, batch.max(1) as u32, 1),
-                block: (32 * cfg.1 as u32, 1, 1),
-                shared: 0,
-            };
-            gpu.launch(&f, &name, g, &mut a)?;
             drop(xd);
             return Ok(out);
         }

@@ -57,3 +57,18 @@ pub fn assert_close(got: &[f32], want: &[f32], rtol: f32, atol: f32, what: &str)
 pub fn vals(a: &Array) -> Vec<f32> {
     a.to_vec::<f32>().expect("evaluates")
 }
+
+/// Deterministic values in [-r, r) of `shape` (an xorshift stream from `seed`), cast to `dtype`.
+pub fn det_array(shape: &[usize], seed: u32, r: f32, dtype: rmlx::Dtype) -> Array {
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(2654435761).wrapping_add(777);
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32 * 2.0 - 1.0) * r
+        })
+        .collect();
+    rmlx::ops::astype(&Array::from_slice(&v, shape).unwrap(), dtype)
+}
