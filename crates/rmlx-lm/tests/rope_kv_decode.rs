@@ -5,7 +5,6 @@
 //! architecture (q/k/v fused on the CPU by `RMLX_FUSE=1`: this file is its own process).
 
 use rmlx::{ops, Array, Dtype};
-use rmlx_lm::cache::KvCache;
 use rmlx_lm::load::{load_model, LoadOptions};
 use std::path::Path;
 
