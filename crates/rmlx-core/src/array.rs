@@ -144,6 +144,18 @@ impl Array {
         prim: Primitive,
         inputs: impl IntoIterator<Item = Array>,
     ) -> Array {
+        Self::pending_node(stream, (shape, dtype), prim, inputs, None)
+    }
+
+    /// An unevaluated node (with further outputs where `siblings` is given).
+    #[track_caller]
+    fn pending_node(
+        stream: Stream,
+        (shape, dtype): (Shape, Dtype),
+        prim: Primitive,
+        inputs: impl IntoIterator<Item = Array>,
+        siblings: Option<Box<Siblings>>,
+    ) -> Array {
         let inputs = inputs.into_iter().collect();
         Array(Arc::new(Node {
             shape,
@@ -152,8 +164,20 @@ impl Array {
             site: Location::caller(),
             data: OnceLock::new(),
             pending: Mutex::new(Some(Pending { prim, inputs })),
-            siblings: None,
+            siblings,
         }))
+    }
+
+    /// An unevaluated node computed from this one's inputs, on its stream, by `prim` with
+    /// `shape` and `dtype`: a fused op built from the op it replaces, once that op has checked
+    /// its arguments (`ops::quantized_swiglu` from the gate/up product). `None` once evaluated.
+    #[track_caller]
+    pub(crate) fn remade(&self, shape: Shape, dtype: Dtype, prim: Primitive) -> Option<Array> {
+        let inputs: Vec<Array> = {
+            let g = self.0.pending.lock().unwrap_or_else(|e| e.into_inner());
+            g.as_ref()?.inputs.to_vec()
+        };
+        Some(Self::make_on(self.stream(), shape, dtype, prim, inputs))
     }
 
     /// A node with several outputs, one array per `(shape, dtype)` of `outputs` (at least
@@ -173,21 +197,17 @@ impl Array {
         let (shape, dtype) = it.next().expect("checked");
         let specs: Vec<(Shape, Dtype)> = it.collect();
         let n = specs.len();
-        let first = Array(Arc::new(Node {
-            shape,
-            dtype,
+        let siblings = Siblings {
+            specs: specs.clone(),
+            slots: Mutex::new(vec![None; n]),
+        };
+        let first = Self::pending_node(
             stream,
-            site: Location::caller(),
-            data: OnceLock::new(),
-            pending: Mutex::new(Some(Pending {
-                prim,
-                inputs: inputs.into_iter().collect(),
-            })),
-            siblings: Some(Box::new(Siblings {
-                specs: specs.clone(),
-                slots: Mutex::new(vec![None; n]),
-            })),
-        }));
+            (shape, dtype),
+            prim,
+            inputs,
+            Some(Box::new(siblings)),
+        );
         let mut out = Vec::with_capacity(n + 1);
         out.push(first.clone());
         for (i, (shape, dtype)) in specs.into_iter().enumerate() {

@@ -185,36 +185,32 @@ impl Rope {
         (norm, eps): (&Array, f32),
         offset: &Array,
     ) -> Result<Array> {
-        if self.mscale != 1.0 || !crate::norm::fuse_norms() {
+        let Some(r) = self.fused_spec(true) else {
             return self.forward_at(&fast::rms_norm_heads(x, norm, eps)?, offset);
-        }
+        };
         Ok(fast::rms_norm_rope(
             x,
             norm,
             eps,
-            self.dims,
-            self.traditional,
-            self.base,
-            self.scale,
+            r.dims,
+            r.traditional,
+            r.base,
+            r.scale,
             offset,
-            self.freqs.as_ref(),
+            r.freqs,
         )?)
     }
 
-    /// This rotation as `fast::rope_kv_write` takes it, with whether a q/k norm may be fused
-    /// into it (`RMLX_FUSE_NORM`); `None` where an input scale (yarn's mscale) applies first.
-    pub fn fused_spec(&self) -> Option<(fast::RopeSpec<'_>, bool)> {
-        (self.mscale == 1.0).then(|| {
-            (
-                fast::RopeSpec {
-                    dims: self.dims,
-                    traditional: self.traditional,
-                    base: self.base,
-                    scale: self.scale,
-                    freqs: self.freqs.as_ref(),
-                },
-                crate::norm::fuse_norms(),
-            )
+    /// This rotation as the fused ops take it (`fast::rms_norm_rope`, `fast::rope_kv_write`), of
+    /// inputs RMS-normalised inside the op where `normed`; `None` where it must run by itself:
+    /// an input scale (yarn's mscale) applies first, or a norm stays apart (`RMLX_FUSE_NORM=0`).
+    pub fn fused_spec(&self, normed: bool) -> Option<fast::RopeSpec<'_>> {
+        (self.mscale == 1.0 && (!normed || crate::norm::fuse_norms())).then_some(fast::RopeSpec {
+            dims: self.dims,
+            traditional: self.traditional,
+            base: self.base,
+            scale: self.scale,
+            freqs: self.freqs.as_ref(),
         })
     }
 

@@ -13,9 +13,6 @@ use crate::parallel::Parallel;
 use rmlx::fast::ExpertStack;
 use rmlx::{ops, Array, Dtype};
 
-/// Most rows that take a fused SwiGLU op (the GPU's decode products serve up to 8).
-const DECODE_ROWS: usize = 8;
-
 /// The gate and up halves of a fused quantized layer, as one-expert stacks.
 #[derive(Clone, Debug)]
 pub struct GateUpSwiglu {
@@ -82,7 +79,8 @@ impl GateUpSwiglu {
         let rows: usize = lead.iter().product();
         // the CPU composes the MoE op from gathers: its plain products are faster there
         let gpu = rmlx::current_device().kind == rmlx::DeviceType::Gpu;
-        if rows > DECODE_ROWS || !gpu || !crate::switches::enabled(&ON, "RMLX_FUSE_SWIGLU") {
+        if rows > ops::DECODE_MAX_ROWS || !gpu || !crate::switches::enabled(&ON, "RMLX_FUSE_SWIGLU")
+        {
             return Ok(None);
         }
         if rows > 1 {

@@ -54,20 +54,13 @@ pub fn rope_kv_write(
         scale,
         freqs,
     } = rope_spec;
-    let heads = |a: usize, z: usize| -> Result<Array> {
-        let s = ops::slice(
-            qkv,
-            &[0, 0, a as i64, 0],
-            &[b as i64, 1, z as i64, d as i64],
-            &[1, 1, 1, 1],
-        )?;
-        ops::transpose(&s, Some(&[0, 2, 1, 3]))
-    };
-    let args = check_rope(&heads(0, n_q + n_kv)?, dims, base, pos, freqs)?;
+    // the q and k heads as RoPE sees them, `[B, n_q + n_kv, 1, D]`, for the checks
+    let qk = part(&ops::transpose(qkv, Some(&[0, 2, 1, 3]))?, 1, 0, n_q + n_kv)?;
+    let args = check_rope(&qk, dims, base, pos, freqs)?;
     let t = qkv.dtype();
     let kernel_norm = match norm {
         Some((w, eps)) => {
-            super::check_heads_weight("rope_kv_write", &heads(0, n_q + n_kv)?, w)?;
+            super::check_heads_weight("rope_kv_write", &qk, w)?;
             (w.dtype() == t).then_some(Some((w, eps)))
         }
         None => Some(None),
@@ -121,15 +114,8 @@ pub fn rope_kv_write_fallback(
     caches: &[(Array, Array)],
 ) -> Result<(Array, Vec<(Array, Array)>)> {
     let (_, n_kv, _) = check(qkv, n_q, pos, caches)?;
-    let heads = |x: &Array, a: usize, z: usize, axis: usize| -> Result<Array> {
-        let mut start = vec![0i64; 4];
-        let mut stop = vec![i64::MAX; 4];
-        start[axis] = a as i64;
-        stop[axis] = z as i64;
-        ops::slice(x, &start, &stop, &[1, 1, 1, 1])
-    };
     let t = ops::transpose(qkv, Some(&[0, 2, 1, 3]))?;
-    let qk = heads(&t, 0, n_q + n_kv, 1)?;
+    let qk = part(&t, 1, 0, n_q + n_kv)?;
     let qk = match norm {
         Some((w, eps)) => rms_norm_rope(
             &qk,
@@ -144,9 +130,9 @@ pub fn rope_kv_write_fallback(
         )?,
         None => rope(&qk, r.dims, r.traditional, r.base, r.scale, pos, r.freqs)?,
     };
-    let q = heads(&qk, 0, n_q, 1)?;
-    let k = heads(&qk, n_q, n_q + n_kv, 1)?;
-    let v = heads(&t, n_q + n_kv, n_q + 2 * n_kv, 1)?;
+    let q = part(&qk, 1, 0, n_q)?;
+    let k = part(&qk, 1, n_q, n_q + n_kv)?;
+    let v = part(&t, 1, n_q + n_kv, n_q + 2 * n_kv)?;
     let pos = ops::astype(&ops::reshape(pos, &[-1])?, crate::Dtype::I32);
     let mut written = Vec::with_capacity(caches.len());
     for (c, (kc, vc)) in caches.iter().enumerate() {
@@ -156,7 +142,7 @@ pub fn rope_kv_write_fallback(
         let (kr, vr) = if caches.len() == 1 {
             (k.clone(), v.clone())
         } else {
-            (heads(&k, c, c + 1, 0)?, heads(&v, c, c + 1, 0)?)
+            (part(&k, 0, c, c + 1)?, part(&v, 0, c, c + 1)?)
         };
         written.push((
             ops::slice_update_at(kc, &ops::astype(&kr, kc.dtype()), &p, 2)?,
@@ -164,6 +150,16 @@ pub fn rope_kv_write_fallback(
         ));
     }
     Ok((q, written))
+}
+
+/// Entries `a..z` of axis `axis` of a 4-D `x`.
+#[track_caller]
+fn part(x: &Array, axis: usize, a: usize, z: usize) -> Result<Array> {
+    let mut start = [0i64; 4];
+    let mut stop = [i64::MAX; 4];
+    start[axis] = a as i64;
+    stop[axis] = z as i64;
+    ops::slice(x, &start, &stop, &[1, 1, 1, 1])
 }
 
 /// Validates the arguments; returns (B, n_kv, D).

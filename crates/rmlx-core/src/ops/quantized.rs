@@ -367,8 +367,10 @@ pub fn rms_norm_quantized_matmul(
 /// `[2H, K·bits/32]`, gate rows first) → `[..., H]`; with `norm` (weight `[K]`, eps) x is first
 /// RMS-normalised as [`rms_norm_quantized_matmul`] does. One node where the backend has a
 /// kernel (a GPU's decode rows: one launch where the product and `silu_mul` take two, and the
-/// `[.., 2H]` intermediate never reaches memory); else those ops. The values are the ops' either
-/// way: the product rounded to its dtype, then `silu_mul`.
+/// `[.., 2H]` intermediate never reaches memory): the product's own node, its primitive swapped
+/// for the fused one, so the inputs, the norm's placement and the checks are the product's.
+/// Else those ops. The values are the ops' either way: the product rounded to its dtype, then
+/// `silu_mul`.
 #[track_caller]
 #[allow(clippy::too_many_arguments)]
 pub fn quantized_swiglu(
@@ -380,41 +382,33 @@ pub fn quantized_swiglu(
     group_size: usize,
     bits: usize,
 ) -> Result<Array> {
-    let prim = Primitive::QuantizedSwiglu {
+    let y = gate_up_product(x, norm, wq, scales, biases, group_size, bits)?;
+    let h = half_width(&y)?;
+    if let Some(Primitive::QuantizedMatmul {
         group_size,
         bits,
-        exact: exact_decode(),
-        norm: norm.map(|n| F32(n.1)),
-    };
-    let n = if wq.ndim() == 2 { wq.shape()[0] } else { 0 };
-    let kernel = n > 0
-        && n.is_multiple_of(2)
-        && norm.is_none_or(|(w, _)| w.ndim() == 1 && norm_inside_products())
-        && crate::fast::use_kernel(&prim);
-    if !kernel {
-        return quantized_swiglu_fallback(x, norm, wq, scales, biases, group_size, bits);
-    }
-    // the product's checks and dtype (a node that is never evaluated), then the halved shape
-    let y = gate_up_product(x, norm, wq, scales, biases, group_size, bits)?;
-    let mut shape: Shape = y.shape().into();
-    let last = shape.len() - 1;
-    shape[last] = n / 2;
-    let xt = match norm {
-        Some((w, _)) => {
-            let t = crate::fast::check_rms_norm(x, Some(w))?;
-            crate::ops::astype(x, t)
+        transpose: true,
+        exact,
+        addend: false,
+        norm,
+    }) = y.primitive()
+    {
+        let prim = Primitive::QuantizedSwiglu {
+            group_size,
+            bits,
+            exact,
+            norm,
+        };
+        if wq.ndim() == 2 && crate::fast::use_kernel(&prim) {
+            let mut shape: Shape = y.shape().into();
+            let last = shape.len() - 1;
+            shape[last] = h;
+            if let Some(fused) = y.remade(shape, y.dtype(), prim) {
+                return Ok(fused);
+            }
         }
-        None => x.clone(),
-    };
-    let t = xt.dtype();
-    Ok(Array::make(
-        shape,
-        y.dtype(),
-        prim,
-        [xt, wq.clone(), scales.clone(), biases.clone()]
-            .into_iter()
-            .chain(norm.map(|(w, _)| crate::ops::astype(w, t))),
-    ))
+    }
+    silu_mul_halves(&y, h)
 }
 
 /// [`quantized_swiglu`] as its ops: the product, its halves, `silu_mul`.
@@ -430,22 +424,33 @@ pub fn quantized_swiglu_fallback(
     bits: usize,
 ) -> Result<Array> {
     let y = gate_up_product(x, norm, wq, scales, biases, group_size, bits)?;
-    let nd = y.ndim();
-    let n = y.shape()[nd - 1];
+    silu_mul_halves(&y, half_width(&y)?)
+}
+
+/// Half the last axis of a fused gate/up product, which must be even.
+fn half_width(y: &Array) -> Result<usize> {
+    let n = y.shape()[y.ndim() - 1];
     if !n.is_multiple_of(2) {
         return Err(Error::invalid(
             "quantized_swiglu",
             format!("a fused gate/up product has an even width, got {n}"),
         ));
     }
+    Ok(n / 2)
+}
+
+/// `silu_mul` of the two halves (`h` wide) of `y`'s last axis.
+#[track_caller]
+fn silu_mul_halves(y: &Array, h: usize) -> Result<Array> {
+    let nd = y.ndim();
     let half = |a: usize| {
         let mut start = vec![0i64; nd];
         let mut stop = vec![i64::MAX; nd];
         start[nd - 1] = a as i64;
-        stop[nd - 1] = (a + n / 2) as i64;
-        crate::ops::slice(&y, &start, &stop, &vec![1; nd])
+        stop[nd - 1] = (a + h) as i64;
+        crate::ops::slice(y, &start, &stop, &vec![1; nd])
     };
-    crate::ops::silu_mul(&half(0)?, &half(n / 2)?)
+    crate::ops::silu_mul(&half(0)?, &half(h)?)
 }
 
 /// The fused gate/up product of [`quantized_swiglu`]: `x @ dequant(w).T`, of x normalised

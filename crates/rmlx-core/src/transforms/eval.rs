@@ -157,19 +157,13 @@ fn run(node: &Array, prim: &Primitive, inputs: Inputs) -> Result<ArrayData> {
     if let Primitive::View(v) = prim {
         return view(node, v, &datas[0]);
     }
-    let stream = node.stream();
-    if stream.device.kind == DeviceType::Cpu {
-        // Unified memory: a device result read by a CPU kernel comes back here, once.
-        for d in &datas {
-            d.buffer.ensure_host()?;
-        }
-    }
-    let backend = backend_for(stream.device)?;
+    let device = node.stream().device;
+    let backend = backend_reading(device, &datas)?;
     let out = OutputSpec {
         shape: node.shape(),
         dtype: node.dtype(),
     };
-    let d = backend.eval(stream.device.index, prim, datas, &out)?;
+    let d = backend.eval(device.index, prim, datas, &out)?;
     debug_assert_eq!(
         d.shape.as_slice(),
         node.shape(),
@@ -179,18 +173,27 @@ fn run(node: &Array, prim: &Primitive, inputs: Inputs) -> Result<ArrayData> {
     Ok(d)
 }
 
+/// The backend of `device`, with `datas` readable by it: unified memory, so a device result a
+/// CPU kernel reads comes back to the host here, once.
+fn backend_reading(
+    device: crate::device::Device,
+    datas: &[ArrayData],
+) -> Result<std::sync::Arc<dyn crate::backend::Backend>> {
+    if device.kind == DeviceType::Cpu {
+        for d in datas {
+            d.buffer.ensure_host()?;
+        }
+    }
+    backend_for(device)
+}
+
 /// A multi-output node's outputs, in order, from one backend call.
 fn run_multi(node: &Array, prim: &Primitive, inputs: Inputs) -> Result<Vec<ArrayData>> {
     let datas: Vec<ArrayData> = inputs.iter().map(|a| a.data()).collect::<Result<_>>()?;
     // as in `run`: an input nothing else holds arrives uniquely owned (donation)
     drop(inputs);
-    let stream = node.stream();
-    if stream.device.kind == DeviceType::Cpu {
-        for d in &datas {
-            d.buffer.ensure_host()?;
-        }
-    }
-    let backend = backend_for(stream.device)?;
+    let device = node.stream().device;
+    let backend = backend_reading(device, &datas)?;
     let mut outs = vec![OutputSpec {
         shape: node.shape(),
         dtype: node.dtype(),
@@ -199,7 +202,7 @@ fn run_multi(node: &Array, prim: &Primitive, inputs: Inputs) -> Result<Vec<Array
         shape: s,
         dtype: *t,
     }));
-    let got = backend.eval_multi(stream.device.index, prim, datas, &outs)?;
+    let got = backend.eval_multi(device.index, prim, datas, &outs)?;
     let shapes_ok = got.len() == outs.len()
         && got
             .iter()

@@ -243,20 +243,21 @@ pub fn norm_source(
     (name, src)
 }
 
-/// The norm weight of [`norm_source`]'s kernel for x `[..., R, L, D]`: `[D]` or `[R, D]` of x's
-/// dtype; its data (kept for the launch), device address and row count.
-fn norm_rows(gpu: &Arc<Gpu>, xd: &ArrayData, w: &ArrayData) -> Result<(ArrayData, u64, usize)> {
-    let nd = xd.shape.len();
-    let d = xd.shape[nd - 1];
+/// The norm weight of a normalising rope kernel ([`norm_source`]'s, `rope_kv.rs`'s) for rows of
+/// `d` features of dtype `t`, `rows` heads: `[D]` or `[rows, D]` of dtype `t`; its data (kept
+/// for the launch), device address and row count. `op` names the op in the error.
+pub(crate) fn norm_rows(
+    gpu: &Arc<Gpu>,
+    w: &ArrayData,
+    (t, d, rows): (Dtype, usize, usize),
+    op: &str,
+) -> Result<(ArrayData, u64, usize)> {
     let wrows = if w.shape.len() == 2 { w.shape[0] } else { 1 };
-    let rows_axis = if nd >= 3 { xd.shape[nd - 3] } else { 1 };
-    if w.dtype != xd.dtype || w.shape.last() != Some(&d) || (wrows != 1 && wrows != rows_axis) {
+    if w.dtype != t || w.shape.last() != Some(&d) || (wrows != 1 && wrows != rows) {
         return Err(Error::runtime(
             "cuda",
             format!(
-                "[rope] the norm weight must be {} [D] or [R, D] for x {:?}, got {} {:?}",
-                xd.dtype,
-                &xd.shape[..],
+                "[{op}] the norm weight must be {t} [{d}] or [{rows}, {d}], got {} {:?}",
                 w.dtype,
                 &w.shape[..]
             ),
@@ -350,7 +351,8 @@ pub fn rope(
             let w = x
                 .get(2 + has_freqs as usize)
                 .ok_or_else(|| Error::runtime("cuda", "[rope] norm weight input missing"))?;
-            let (keep, ptr, wrows) = norm_rows(gpu, xd, w)?;
+            let rows_axis = if nd >= 3 { xd.shape[nd - 3] } else { 1 };
+            let (keep, ptr, wrows) = norm_rows(gpu, w, (xd.dtype, d, rows_axis), "rope")?;
             Some((keep, ptr, wrows, eps))
         }
         None => None,

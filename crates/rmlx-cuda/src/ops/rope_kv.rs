@@ -8,7 +8,7 @@
 //! clamps to the cache as `slice_update_at`'s does.
 
 use super::indexing::write_target;
-use super::rope::{parts, rotate};
+use super::rope::{norm_rows, parts, rotate};
 use crate::context::Gpu;
 use crate::data::{contiguous_input, ctype, input, output};
 use crate::launch::{Args, Grid};
@@ -203,23 +203,16 @@ pub fn rope_kv_write(
     } else {
         None
     };
-    let nw = match norm {
-        Some(_) => {
-            let w = &x[first_cache - 1];
-            let wrows = if w.shape.len() == 2 { w.shape[0] } else { 1 };
-            if w.dtype != t || w.shape.last() != Some(&d) || (wrows != 1 && wrows != n_q + n_kv) {
-                return Err(bad(format!(
-                    "the norm weight must be {t} [{d}] or [{}, {d}], got {} {:?}",
-                    n_q + n_kv,
-                    w.dtype,
-                    &w.shape[..]
-                )));
-            }
-            let (keep, wi) = contiguous_input(gpu, w)?;
-            Some((keep, wi.base(), wrows))
-        }
-        None => None,
-    };
+    let nw = norm
+        .map(|_| {
+            norm_rows(
+                gpu,
+                &x[first_cache - 1],
+                (t, d, n_q + n_kv),
+                "rope_kv_write",
+            )
+        })
+        .transpose()?;
     let xi = input(gpu, xd)?;
     let (q, qptr) = output(gpu, &[b, n_q, 1, d], t)?;
     let mut table = Caches::default();

@@ -164,10 +164,9 @@ impl Attention {
         &self,
         x: Normed,
         mask: &AttentionMask,
-        cache: Option<&mut KvCache>,
+        mut cache: Option<&mut KvCache>,
         residual: Option<&Array>,
     ) -> Result<Array> {
-        let mut cache = cache;
         if let Some(c) = cache.as_deref_mut() {
             if let Some((q, kv)) = self.project_written(x, None, &mut [c])? {
                 let (k, v) = &kv[0];
@@ -268,8 +267,8 @@ impl Attention {
     /// A decode step's projection, RoPE and cache writes as `fast::rope_kv_write` (one kernel
     /// for the RoPE and all writes on a GPU, where the composition takes a RoPE and two writes
     /// per cache): q `[B, H, 1, D]` and each cache's whole buffers after its write. Row b
-    /// rotates and writes at `pos[b]`, or without `pos` (one cache) at the cache's own
-    /// device-held position. `None` where it does not apply: more than one token per row, no
+    /// rotates and writes at `pos[b]`, or without `pos` (the single path's one cache) at the
+    /// cache's own device-held position. `None` where it does not apply: more than one token per row, no
     /// fused projection with joint q/k norms (or none), a rotation with an input scale, or a
     /// cache that is not a standard one writing at a device-held position with room (graph
     /// replay). `RMLX_ROPE_KV=0` turns it off (an ablation switch).
@@ -288,13 +287,12 @@ impl Attention {
         {
             return Ok(None);
         }
-        let Some((spec, fuse_norm)) = self.rope.fused_spec() else {
-            return Ok(None);
-        };
         let norm = match (&self.qk_norm_rows, &self.q_norm) {
-            (Some(w), Some(nm)) if fuse_norm => Some((w, nm.eps)),
-            (Some(_), Some(_)) => return Ok(None),
+            (Some(w), Some(nm)) => Some((w, nm.eps)),
             _ => None,
+        };
+        let Some(spec) = self.rope.fused_spec(norm.is_some()) else {
+            return Ok(None);
         };
         let (b, h, kv, d) = (
             x.x.shape()[0] as i64,
@@ -316,11 +314,8 @@ impl Attention {
             pairs.push((kb, vb));
             own_pos.get_or_insert(at);
         }
-        let pos = match pos {
-            Some(p) => p.clone(),
-            None if caches.len() == 1 => own_pos.expect("one cache"),
-            None => return Ok(None),
-        };
+        // every cache has a position (`write_target`), and `caches` is not empty
+        let pos = pos.cloned().or(own_pos).expect("a position");
         let (q, written) = fast::rope_kv_write(&y, h, norm, spec, &pos, &pairs)?;
         // the old buffers must be held by the op alone when it runs (written in place)
         drop(pairs);
