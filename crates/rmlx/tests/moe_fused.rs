@@ -369,7 +369,14 @@ fn gpu_route_breaks_ties_to_the_lower_index() {
 #[test]
 fn gpu_kernels_match_the_cpu_composition() {
     let Some(g) = gpu() else { return };
-    for (t, e, k) in [(1usize, 128usize, 8usize), (3, 8, 2), (2, 40, 5)] {
+    // many experts too: 256, and 300 (not a multiple of 32)
+    for (t, e, k) in [
+        (1usize, 128usize, 8usize),
+        (3, 8, 2),
+        (2, 40, 5),
+        (1, 256, 8),
+        (2, 300, 6),
+    ] {
         let l = normal(&[1, t, e], 20 + e as u64, 3.0);
         for mode in [
             MoeRouting::SoftmaxTopK { renormalize: true },
