@@ -290,16 +290,23 @@ fn sdpa_kernel_matches_fallback_on_large_shapes() {
 
 /// `sdpa_rows`: each row equals attention of that row over the first `lens[b]` keys of its own
 /// buffers (whole buffers and views into longer ones; a row long enough to split its keys;
-/// the 8B shape's 4 query heads per KV head of D = 128 in bf16).
+/// the 8B shape's 4 query heads per KV head of D = 128 in bf16), with a longest buffer of 2,100
+/// slots and of 1,000 (the splits follow the longest).
 #[test]
 fn sdpa_rows_equals_attention_over_each_prefix() {
     for_each_device(|_| {
-        for (hq, hkv, d, dtype, tol) in [
+        for ((hq, hkv, d, dtype, tol), (caps, lens)) in [
             (4, 2, 64, Dtype::F32, 1e-5),
             (32, 8, 128, Dtype::BF16, 2e-2),
-        ] {
-            let caps = [5usize, 2100, 300, 1];
-            let lens = [3i32, 2100, 17, 1];
+        ]
+        .into_iter()
+        .flat_map(|c| {
+            [
+                ([5usize, 2100, 300, 1], [3i32, 2100, 17, 1]),
+                ([5, 1000, 300, 1], [3, 777, 17, 1]),
+            ]
+            .map(|r| (c, r))
+        }) {
             let b = caps.len();
             let q = arr(&[b, hq, 1, d], 11, 2.0, dtype);
             // row 2's buffers are views: positions 100.. of a longer array

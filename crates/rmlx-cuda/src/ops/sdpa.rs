@@ -718,6 +718,7 @@ mod tests {
             // the GQA decode kernel: Llama-3-8B's and SmolLM2's head groups, 8 heads per KV
             // head with fewer keys than warps, a causal single row
             (32, 8, 1, 700, 128, 2),
+            (32, 8, 1, 1500, 128, 2),
             (9, 3, 1, 330, 64, 2),
             (8, 1, 1, 3, 128, 0),
             (6, 2, 1, 77, 32, 1),
