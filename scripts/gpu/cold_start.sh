@@ -6,7 +6,7 @@
 #   bash scripts/gpu/cold_start.sh [PARTS_DIR=.devbin3/smol] [RUNS=5]
 set -u
 parts=${1:-.devbin3/smol}; runs=${2:-5}
-for z in .devbin/rmlx-cli.gz; do [ -e "$z" ] && gunzip -f "$z"; done
+[ -e .devbin/rmlx-cli.gz ] && gunzip -f .devbin/rmlx-cli.gz
 R=./.devbin/rmlx-cli; chmod +x $R
 m=/tmp/smollm2-cold.gguf
 python3 scripts/gpu/cold_start/assemble_gguf.py "$parts" $m || exit 1

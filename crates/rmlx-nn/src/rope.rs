@@ -188,17 +188,7 @@ impl Rope {
         let Some(r) = self.fused_spec(true) else {
             return self.forward_at(&fast::rms_norm_heads(x, norm, eps)?, offset);
         };
-        Ok(fast::rms_norm_rope(
-            x,
-            norm,
-            eps,
-            r.dims,
-            r.traditional,
-            r.base,
-            r.scale,
-            offset,
-            r.freqs,
-        )?)
+        Ok(r.rotate(x, Some((norm, eps)), offset)?)
     }
 
     /// This rotation as the fused ops take it (`fast::rms_norm_rope`, `fast::rope_kv_write`), of

@@ -92,31 +92,7 @@ fn run(c: &Case, fallback: bool) -> Vec<Array> {
     drop(caches);
     // the definition: q and k heads through rope (or rms_norm_rope) together
     let qk = heads(&qkv, 0, c.nq + c.nkv);
-    let rot = |p: &Array| match norm {
-        Some((w, eps)) => fast::rms_norm_rope(
-            &qk,
-            w,
-            eps,
-            c.dims,
-            c.traditional,
-            spec.base,
-            spec.scale,
-            p,
-            spec.freqs,
-        )
-        .unwrap(),
-        None => fast::rope(
-            &qk,
-            c.dims,
-            c.traditional,
-            spec.base,
-            spec.scale,
-            p,
-            spec.freqs,
-        )
-        .unwrap(),
-    };
-    let full = rot(&pos);
+    let full = spec.rotate(&qk, norm, &pos).unwrap();
     // heads a..z of the rotated [B, H, 1, D]
     let part = |a: usize, z: usize| {
         ops::slice(

@@ -23,6 +23,29 @@ pub struct RopeSpec<'a> {
     pub freqs: Option<&'a Array>,
 }
 
+impl RopeSpec<'_> {
+    /// `x` rotated by this embedding at `pos` through [`rope`], or through [`rms_norm_rope`]
+    /// where `norm` (a weight and eps) is given.
+    #[track_caller]
+    pub fn rotate(&self, x: &Array, norm: Option<(&Array, f32)>, pos: &Array) -> Result<Array> {
+        let r = self;
+        match norm {
+            Some((w, eps)) => rms_norm_rope(
+                x,
+                w,
+                eps,
+                r.dims,
+                r.traditional,
+                r.base,
+                r.scale,
+                pos,
+                r.freqs,
+            ),
+            None => rope(x, r.dims, r.traditional, r.base, r.scale, pos, r.freqs),
+        }
+    }
+}
+
 /// One decode step's RoPE and cache write.
 ///
 /// - `qkv: [B, 1, n_q + 2 n_kv, D]`: the heads of a fused projection, q heads first, then k,
@@ -116,20 +139,7 @@ pub fn rope_kv_write_fallback(
     let (_, n_kv, _) = check(qkv, n_q, pos, caches)?;
     let t = ops::transpose(qkv, Some(&[0, 2, 1, 3]))?;
     let qk = part(&t, 1, 0, n_q + n_kv)?;
-    let qk = match norm {
-        Some((w, eps)) => rms_norm_rope(
-            &qk,
-            w,
-            eps,
-            r.dims,
-            r.traditional,
-            r.base,
-            r.scale,
-            pos,
-            r.freqs,
-        )?,
-        None => rope(&qk, r.dims, r.traditional, r.base, r.scale, pos, r.freqs)?,
-    };
+    let qk = r.rotate(&qk, norm, pos)?;
     let q = part(&qk, 1, 0, n_q)?;
     let k = part(&qk, 1, n_q, n_q + n_kv)?;
     let v = part(&t, 1, n_q + n_kv, n_q + 2 * n_kv)?;

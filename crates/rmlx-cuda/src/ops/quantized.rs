@@ -291,18 +291,13 @@ pub fn quantized_swiglu(
             .transpose()?;
         let nx = NormedX::new(gpu, &x[0], norm_in, true)?;
         let (xd, xp) = decode_rows(gpu, &nx.x)?;
-        let (_kw, wi, _) = mat_batch(gpu, wa)?;
-        let (_ks, si, _) = mat_batch(gpu, sa)?;
-        let (_kb, bi, _) = mat_batch(gpu, ba)?;
-        let aligned = [wi.base(), si.base(), bi.base()]
-            .iter()
-            .all(|p| p.is_multiple_of(16));
-        if aligned {
+        let w = DecodeWeights::new(gpu, [wa, sa, ba])?;
+        if w.aligned16() {
             let (out, yptr) = output(gpu, shape, od)?;
             launch_rows(
                 gpu,
                 (xp, xd.dtype, nx.norm),
-                ([wi.base(), si.base(), bi.base()], sa.dtype, group_size),
+                (w.ptrs, sa.dtype, group_size),
                 (yptr, 0, od),
                 (m, 2 * h, k),
                 [0; 5],
@@ -736,6 +731,46 @@ fn mat_batch(gpu: &Arc<Gpu>, x: &ArrayData) -> Result<(Option<ArrayData>, DevIn,
     Ok((Some(d), i, (r * c) as i64))
 }
 
+/// A decode product's weights, scales and biases as the decode kernels read them ([`mat_batch`]
+/// views): device addresses and batch strides in elements, and any copies, kept alive.
+struct DecodeWeights {
+    _keep: [Option<ArrayData>; 3],
+    ptrs: [u64; 3],
+    strides: [i64; 3],
+}
+
+impl DecodeWeights {
+    fn new(gpu: &Arc<Gpu>, [w, s, b]: [&ArrayData; 3]) -> Result<DecodeWeights> {
+        let (kw, wi, wbs) = mat_batch(gpu, w)?;
+        let (ks, si, sbs) = mat_batch(gpu, s)?;
+        let (kb, bi, bbs) = mat_batch(gpu, b)?;
+        Ok(DecodeWeights {
+            _keep: [kw, ks, kb],
+            ptrs: [wi.base(), si.base(), bi.base()],
+            strides: [wbs, sbs, bbs],
+        })
+    }
+
+    /// Whether the tensor-core kernel's vector loads may start at every address: all 16-byte
+    /// aligned.
+    fn aligned16(&self) -> bool {
+        self.ptrs.iter().all(|p| p.is_multiple_of(16))
+    }
+
+    /// [`DecodeWeights::aligned16`] for every matrix of a batch too: the batch strides (u32
+    /// words of weights, 2-byte scales and biases) keep the alignment.
+    fn batch_aligned16(&self) -> bool {
+        let [w, s, b] = self.strides;
+        self.aligned16() && (w * 4) % 16 == 0 && (s * 2) % 16 == 0 && (b * 2) % 16 == 0
+    }
+
+    /// The decode kernels' five pointer arguments: weights, scales, biases, then `y`, `res`.
+    fn args(&self, y: u64, res: u64) -> [u64; 5] {
+        let [w, s, b] = self.ptrs;
+        [w, s, b, y, res]
+    }
+}
+
 /// Largest M·K of x that the int8 decode kernels quantize per block. Every block repeats
 /// that work (~6 instructions per element against ~0.5 per streamed code), so it pays only
 /// where x is short and the product is bound by launches, not bytes: measured on an H100
@@ -898,32 +933,22 @@ pub fn quantized_matmul(
             }
             None => (None, 0),
         };
-        let (_kw, wi, wbs) = mat_batch(gpu, wa)?;
-        let (_ks, si, sbs) = mat_batch(gpu, sa)?;
-        let (_kb, bi, bbs) = mat_batch(gpu, ba)?;
+        let w = DecodeWeights::new(gpu, [wa, sa, ba])?;
+        let [wbs, sbs, bbs] = w.strides;
         let mm = match m {
             0 | 1 => 1,
             2 => 2,
             3 | 4 => 4,
             _ => 8,
         };
-        // 16-byte aligned weights, scales and biases for the tensor-core kernel's vector loads
-        let aligned = || {
-            [wi.base(), si.base(), bi.base()]
-                .iter()
-                .all(|p| p.is_multiple_of(16))
-                && (wbs * 4) % 16 == 0
-                && (sbs * 2) % 16 == 0
-                && (bbs * 2) % 16 == 0
-        };
-        if rows_kernel && aligned() {
+        if rows_kernel && w.batch_aligned16() {
             // measured on an H100 (dev/kernels/qmv, v7): one tile and 8 warps along K for
             // short matrices (more blocks), two tiles otherwise
             let cfg = if n <= 4096 { (1, 8, 4) } else { (2, 8, 2) };
             launch_rows(
                 gpu,
                 (xp, xd.dtype, nx.norm),
-                ([wi.base(), si.base(), bi.base()], sa.dtype, group_size),
+                (w.ptrs, sa.dtype, group_size),
                 (yptr, rptr, od),
                 (m, n, k),
                 [(m * k) as i64, wbs, sbs, bbs, (m * n) as i64],
@@ -958,12 +983,7 @@ pub fn quantized_matmul(
             let mut a = Args::new();
             x8.push(&mut a);
             let dims = (m, n, k, group_size);
-            decode_args(
-                &mut a,
-                [wi.base(), si.base(), bi.base(), yptr, rptr],
-                dims,
-                [wbs, sbs, bbs],
-            );
+            decode_args(&mut a, w.args(yptr, rptr), dims, [wbs, sbs, bbs]);
             let g = Grid {
                 grid: (n.div_ceil(4 * r) as u32, batch.max(1) as u32, 1),
                 block: (128, 1, 1),
@@ -984,12 +1004,7 @@ pub fn quantized_matmul(
         let mut a = Args::new();
         a.ptr(xp);
         let dims = (m, n, k, group_size);
-        decode_args(
-            &mut a,
-            [wi.base(), si.base(), bi.base(), yptr, rptr],
-            dims,
-            [wbs, sbs, bbs],
-        );
+        decode_args(&mut a, w.args(yptr, rptr), dims, [wbs, sbs, bbs]);
         // 4 warps of 4 weight rows per block, or (ks = 4) 4 warps on the same 4 rows
         let g = Grid {
             grid: (n.div_ceil(16 / ks) as u32, batch.max(1) as u32, 1),

@@ -82,14 +82,9 @@ impl Splits {
 }
 
 /// Key splits of a decode kernel over `s` keys whose (batch, KV head, head part) blocks number
-/// `pairs`: about [`decode_target_blocks`] blocks in all (2 per SM), each split at least
-/// `min_keys` keys.
-fn decode_splits(pairs: usize, s: usize, min_keys: usize) -> Splits {
-    decode_splits_for(decode_target_blocks(), pairs, s, min_keys)
-}
-
-/// [`decode_splits`] aiming for `target` blocks.
-fn decode_splits_for(target: usize, pairs: usize, s: usize, min_keys: usize) -> Splits {
+/// `pairs`: about `target` blocks in all ([`decode_target_blocks`], [`rows_target_blocks`]),
+/// each split at least `min_keys` keys.
+fn decode_splits(target: usize, pairs: usize, s: usize, min_keys: usize) -> Splits {
     let n = target
         .div_ceil(pairs)
         .min(s.div_ceil(min_keys))
@@ -413,7 +408,7 @@ pub fn sdpa(
         let parts = if lk { head_parts(g, dl) } else { 1 };
         let g = g / parts;
         let pairs = b * hkv * parts;
-        let splits = decode_splits(pairs, s, min_keys);
+        let splits = decode_splits(decode_target_blocks(), pairs, s, min_keys);
         let (name, body) = decode_source(q.dtype, kind, md, g, dl, lk);
         let f = get(gpu, &name, &body)?;
         with_splits(
@@ -585,7 +580,7 @@ pub fn sdpa_rows(
     let parts = head_parts(g, dl);
     let g = g / parts;
     let pairs = b * hkv * parts;
-    let splits = decode_splits_for(rows_target_blocks(), pairs, smax, LK_MIN_KEYS);
+    let splits = decode_splits(rows_target_blocks(), pairs, smax, LK_MIN_KEYS);
     let rows = b * hq;
     let (name, body) = rows_source(q.dtype, g, dl);
     let f = get(gpu, &name, &body)?;
@@ -643,12 +638,12 @@ mod tests {
         for rows in 1..=8 {
             let pairs = rows * 16;
             for cap in [128, 256, 512, 1024] {
-                let sp = decode_splits_for(ROWS_TARGET_BLOCKS, pairs, cap, LK_MIN_KEYS);
+                let sp = decode_splits(ROWS_TARGET_BLOCKS, pairs, cap, LK_MIN_KEYS);
                 assert!(sp.len <= LK_MIN_KEYS, "{rows} rows, {cap} slots: {sp:?}");
                 assert!(sp.n * pairs <= ROWS_TARGET_BLOCKS + pairs, "{sp:?}");
             }
         }
-        let single = decode_splits_for(DECODE_TARGET_BLOCKS, 8 * 16, 512, LK_MIN_KEYS);
+        let single = decode_splits(DECODE_TARGET_BLOCKS, 8 * 16, 512, LK_MIN_KEYS);
         assert_eq!((single.n, single.len), (3, 171));
     }
 

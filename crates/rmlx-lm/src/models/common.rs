@@ -215,9 +215,7 @@ impl Attention {
             let pos = step.positions()?;
             if let Some((q, kv)) = self.project_written(x, Some(pos), caches)? {
                 let (ks, vs): (Vec<Array>, Vec<Array>) = kv.into_iter().unzip();
-                let lens = ops::add(pos, &Array::scalar(1i32))?;
-                let o = fast::sdpa_rows(&q, &ks, &vs, &lens, self.scale)?;
-                return self.output(&o, residual);
+                return self.output_rows(&q, &ks, &vs, pos, residual);
             }
         }
         let (q, k, v) = self.project(x)?;
@@ -259,8 +257,21 @@ impl Attention {
             ks.push(kb);
             vs.push(vb);
         }
+        self.output_rows(&q, &ks, &vs, pos, residual)
+    }
+
+    /// Row b's attention over the first `pos[b] + 1` keys of its own buffers (after this step's
+    /// write), then the output projection.
+    fn output_rows(
+        &self,
+        q: &Array,
+        ks: &[Array],
+        vs: &[Array],
+        pos: &Array,
+        residual: Option<&Array>,
+    ) -> Result<Array> {
         let lens = ops::add(pos, &Array::scalar(1i32))?;
-        let o = fast::sdpa_rows(&q, &ks, &vs, &lens, self.scale)?;
+        let o = fast::sdpa_rows(q, ks, vs, &lens, self.scale)?;
         self.output(&o, residual)
     }
 
