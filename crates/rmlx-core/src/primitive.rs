@@ -266,7 +266,9 @@ pub enum Primitive {
     /// RMS-normalised first by its row of `norm_weight [n_q + n_kv, D]` where `norm` is set) are
     /// rotated at position `pos[b]` (i32 `[B]` or `[1]`), q `[B, n_q, 1, D]` is output 0, and row
     /// b's rotated k and its v are written at position `pos[b]` of its cache: one pair
-    /// `[B, n_kv, S, D]` (C = 1) or a pair `[1, n_kv, S_b, D]` per row (C = B).
+    /// `[B, n_kv, S, D]` (C = 1) or a pair `[1, n_kv, S_b, D]` per row (C = B). With `attend`
+    /// (an attention scale; `fast::rope_kv_sdpa`, C = B) output 0 is instead row b's attention
+    /// `[B, n_q, 1, D]` over positions `0..=pos[b]` of its cache after the write.
     RopeKvWrite {
         n_q: usize,
         n_kv: usize,
@@ -276,6 +278,7 @@ pub enum Primitive {
         scale: F32,
         has_freqs: bool,
         norm: Option<F32>,
+        attend: Option<F32>,
     },
     /// `[w]` MLX affine quantization along the last axis; `part` 0 → packed u32 weights,
     /// 1 → scales, 2 → biases (three nodes, cheap to recompute, keep the graph single-output).
@@ -404,7 +407,10 @@ impl Primitive {
             Primitive::Rope { .. } => "rope",
             Primitive::ScaledDotProductAttention { .. } => "scaled_dot_product_attention",
             Primitive::SdpaRows { .. } => "sdpa_rows",
-            Primitive::RopeKvWrite { .. } => "rope_kv_write",
+            Primitive::RopeKvWrite { attend: None, .. } => "rope_kv_write",
+            Primitive::RopeKvWrite {
+                attend: Some(_), ..
+            } => "rope_kv_sdpa",
             Primitive::QuantizedSwiglu { .. } => "quantized_swiglu",
             Primitive::Quantize { .. } => "quantize",
             Primitive::Dequantize { .. } => "dequantize",

@@ -316,6 +316,52 @@ __device__ void rs_sdpa_decode(const T* __restrict__ q, const T* __restrict__ k,
   rd_finish<T, G, DL>(m, l, acc, sm_ml, sm_acc, out, part_ml, part_acc, bb, hk * G, Hq, sp, n_split);
 }
 
+// Where a lanes-over-keys block sits: batch row, KV head, which of the `parts` blocks sharing
+// that KV head's query heads (fewer registers per lane, more blocks in flight; each block reads
+// the KV head's keys itself), its first query head and its key split.
+struct RdPlace {
+  i64 bb;
+  int hk, gp, h0, sp;
+};
+template <int G>
+__device__ __forceinline__ RdPlace rd_place(int Hq, int Hkv) {
+  const int parts = Hq / (Hkv * G);
+  const i64 pair = blockIdx.x / parts;
+  RdPlace r;
+  r.gp = (int)(blockIdx.x % parts);
+  r.hk = (int)(pair % Hkv);
+  r.bb = pair / Hkv;
+  r.h0 = r.hk * G * parts + r.gp * G;
+  r.sp = blockIdx.y;
+  return r;
+}
+
+// The block's G q rows times `scale` into shared memory, every load issued before the first
+// store (one memory latency, not G·D/128).
+template <class T, int G, int D>
+__device__ __forceinline__ void rd_load_q(const T* __restrict__ q, const Sd4& ql, const RdPlace& at, float scale,
+                                          float (&sq)[G][D]) {
+  constexpr int QN = (G * D + 32 * RD_NW - 1) / (32 * RD_NW);
+  float qt[QN];
+#pragma unroll
+  for (int i = 0; i < QN; ++i) {
+    const int t = threadIdx.x + i * 32 * RD_NW;
+    qt[i] = t < G * D ? to_f(q[ql.off + at.bb * ql.s[0] + (i64)(at.h0 + t / D) * ql.s[1] + t % D]) : 0.0f;
+  }
+#pragma unroll
+  for (int i = 0; i < QN; ++i) {
+    const int t = threadIdx.x + i * 32 * RD_NW;
+    if (t < G * D) sq[t / D][t % D] = qt[i] * scale;
+  }
+}
+
+template <class T, class TM, int MASK, int G, int DL>
+__device__ __forceinline__ void rd_lk_attend(const float (&sq)[G][32 * DL], const T* __restrict__ k, const T* __restrict__ v,
+                             const TM* __restrict__ mask, T* __restrict__ out, float* __restrict__ part_ml,
+                             float* __restrict__ part_acc, const Sd4& kl, const Sd4& vl, const Sd4& ml,
+                             const RdPlace& at, int Hq, int S, int n_split, int split_len,
+                             const float* __restrict__ kn, const float* __restrict__ vn);
+
 // Decode with keys across the lanes (the default where rows are 16-byte aligned): the block's
 // scaled q rows sit in shared memory; per step a warp takes 32 keys, lane l scoring key
 // base + l against the G heads by itself (K row read with 16-byte loads, no shuffles per
@@ -329,34 +375,30 @@ __device__ void rs_sdpa_decode_lk(const T* __restrict__ q, const T* __restrict__
                                   float* __restrict__ part_acc, Sd4 ql, Sd4 kl, Sd4 vl, Sd4 ml, int Hq, int Hkv,
                                   int S, float scale, int n_split, int split_len) {
   constexpr int D = 32 * DL;
+  __shared__ __align__(16) float sq[G][D];
+  const RdPlace at = rd_place<G>(Hq, Hkv);
+  rd_load_q<T, G, D>(q, ql, at, scale, sq);
+  __syncthreads();
+  rd_lk_attend<T, TM, MASK, G, DL>(sq, k, v, mask, out, part_ml, part_acc, kl, vl, ml, at, Hq, S, n_split,
+                                   split_len, nullptr, nullptr);
+}
+
+// The keys [k0, min(S, k0 + split_len)) of the block's split against its scaled q rows `sq`,
+// then, where `kn` is given, one more key: `kn` and `vn` (D floats each, shared memory), a key
+// the block holds itself (the decode step's own, `rope_kv_sdpa`), folded into warp 0's state.
+template <class T, class TM, int MASK, int G, int DL>
+__device__ __forceinline__ void rd_lk_attend(const float (&sq)[G][32 * DL], const T* __restrict__ k, const T* __restrict__ v,
+                             const TM* __restrict__ mask, T* __restrict__ out, float* __restrict__ part_ml,
+                             float* __restrict__ part_acc, const Sd4& kl, const Sd4& vl, const Sd4& ml,
+                             const RdPlace& at, int Hq, int S, int n_split, int split_len,
+                             const float* __restrict__ kn, const float* __restrict__ vn) {
+  constexpr int D = 32 * DL;
   __shared__ float sm_ml[RD_NW][G][2];
   __shared__ float sm_acc[RD_NW][G][D];
-  __shared__ __align__(16) float sq[G][D];
   __shared__ float sp_p[RD_NW][32][G];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  // A KV head's query heads may be shared among `parts` blocks of G heads each (fewer
-  // registers per lane, more blocks in flight); each block reads the KV head's keys itself.
-  const int parts = Hq / (Hkv * G);
-  const int gp = (int)(blockIdx.x % parts);
-  const i64 pair = blockIdx.x / parts;
-  const int hk = (int)(pair % Hkv);
-  const i64 bb = pair / Hkv;
-  const int h0 = hk * G * parts + gp * G;
-  const int sp = blockIdx.y;
-  // the G q rows: every load issued before the first store (one memory latency, not G·D/128)
-  constexpr int QN = (G * D + 32 * RD_NW - 1) / (32 * RD_NW);
-  float qt[QN];
-#pragma unroll
-  for (int i = 0; i < QN; ++i) {
-    const int t = threadIdx.x + i * 32 * RD_NW;
-    qt[i] = t < G * D ? to_f(q[ql.off + bb * ql.s[0] + (i64)(h0 + t / D) * ql.s[1] + t % D]) : 0.0f;
-  }
-#pragma unroll
-  for (int i = 0; i < QN; ++i) {
-    const int t = threadIdx.x + i * 32 * RD_NW;
-    if (t < G * D) sq[t / D][t % D] = qt[i] * scale;
-  }
-  __syncthreads();
+  const i64 bb = at.bb;
+  const int hk = at.hk, h0 = at.h0, sp = at.sp;
   const T* kb = k + kl.off + bb * kl.s[0] + hk * kl.s[1];
   const T* vb = v + vl.off + bb * vl.s[0] + hk * vl.s[1] + lane * DL;
   const int k0 = sp * split_len, k1 = min(S, k0 + split_len);
@@ -471,6 +513,20 @@ __device__ void rs_sdpa_decode_lk(const T* __restrict__ q, const T* __restrict__
       }
     }
     __syncwarp();
+  }
+  if (kn != nullptr && warp == 0) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      float s = 0.0f;
+#pragma unroll
+      for (int e = 0; e < DL; ++e) s = fmaf(sq[g][lane * DL + e], kn[lane * DL + e], s);
+      s = warp_sum(s);
+      const float mn = fmaxf(m[g], s), corr = expf(m[g] - mn), p = expf(s - mn);
+      l[g] = l[g] * corr + p;
+#pragma unroll
+      for (int e = 0; e < DL; ++e) acc[g][e] = fmaf(p, vn[lane * DL + e], acc[g][e] * corr);
+      m[g] = mn;
+    }
   }
   rd_finish<T, G, DL>(m, l, acc, sm_ml, sm_acc, out, part_ml, part_acc, bb, h0, Hq, sp, n_split);
 }
@@ -772,6 +828,13 @@ __device__ void rs_sdpa_flash(const T* __restrict__ q, const T* __restrict__ k, 
 struct RdRows {
   u64 k[RD_MAXROWS], v[RD_MAXROWS];
   i64 kh[RD_MAXROWS], kr[RD_MAXROWS], vh[RD_MAXROWS], vr[RD_MAXROWS];
+};
+
+// The caches of a fused decode step (`rope_kv_sdpa`): row bb's K and V addresses (its batch
+// entry's element 0), strides per KV head and per position, and capacity (positions).
+struct RkvRows {
+  u64 k[RD_MAXROWS], v[RD_MAXROWS];
+  i64 kh[RD_MAXROWS], kp[RD_MAXROWS], vh[RD_MAXROWS], vp[RD_MAXROWS], cap[RD_MAXROWS];
 };
 
 template <class T, int G, int DL>

@@ -157,7 +157,10 @@ impl Backend for CudaBackend {
             Primitive::SdpaRows { scale } => ops::sdpa::sdpa_rows(&g, &x, scale.0, shape, od),
             Primitive::RopeKvWrite { .. } => Err(Error::runtime(
                 "cuda",
-                "[rope_kv_write] has several outputs: it runs through eval_multi",
+                format!(
+                    "[{}] has several outputs: it runs through eval_multi",
+                    prim.name()
+                ),
             )),
             Primitive::Quantize {
                 group_size,
@@ -242,14 +245,17 @@ impl Backend for CudaBackend {
                 scale,
                 has_freqs,
                 norm,
-            } => ops::rope_kv::rope_kv_write(
-                &g,
-                x,
-                (*n_q, *n_kv),
-                (*dims, *traditional, base.0, scale.0),
-                (*has_freqs, norm.map(|e| e.0)),
-                outs,
-            ),
+                attend,
+            } => {
+                let (heads, rope) = ((*n_q, *n_kv), (*dims, *traditional, base.0, scale.0));
+                let kinds = (*has_freqs, norm.map(|e| e.0));
+                match attend {
+                    Some(s) => {
+                        ops::rope_kv_sdpa::rope_kv_sdpa(&g, x, heads, rope, kinds, s.0, outs)
+                    }
+                    None => ops::rope_kv::rope_kv_write(&g, x, heads, rope, kinds, outs),
+                }
+            }
             p => Err(Error::runtime(
                 "cuda",
                 format!("[{}] is not a multi-output op", p.name()),

@@ -1,8 +1,11 @@
 //! A decode step that writes its cache at a device-held position (the path CUDA graph replay
-//! records) goes through `fast::rope_kv_write` where the q/k/v projection is fused; on the CPU
-//! that op composes. Here, on every CI run: such steps give the logits of ordinary steps and
-//! leave the same keys and values in the cache, for a plain, a q/k-normed and a MoE
-//! architecture (q/k/v fused on the CPU by `RMLX_FUSE=1`: this file is its own process).
+//! records) goes through `fast::rope_kv_write` where the q/k/v projection is fused, or (heads
+//! of 128 features, or any with `RMLX_ROPE_KV_SDPA=1`, as here) through `fast::rope_kv_sdpa`,
+//! the attention in the same op; on the CPU those ops compose. Here, on every CI run: such
+//! steps give the logits of ordinary steps and leave the same keys and values in the cache, for
+//! a plain, a q/k-normed and a MoE architecture (q/k/v fused on the CPU by `RMLX_FUSE=1`, the
+//! attention by `RMLX_ROPE_KV_SDPA=1`: this file is its own process; the other tests' tiny
+//! models, heads of 8 and 16 features, take `rope_kv_write`).
 
 use rmlx::{ops, Array, Dtype};
 use rmlx_lm::load::{load_model, LoadOptions};
@@ -28,6 +31,7 @@ fn prefix(a: &Array, n: usize) -> Vec<f32> {
 #[test]
 fn device_positioned_steps_equal_ordinary_steps() {
     std::env::set_var("RMLX_FUSE", "1");
+    std::env::set_var("RMLX_ROPE_KV_SDPA", "1");
     rmlx::init();
     for arch in ["llama_q4", "qwen3_q4", "qwen3_moe_q4"] {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -193,6 +193,119 @@ fn rope_kv_write_equals_its_definition() {
     });
 }
 
+/// `rope_kv_sdpa` against its definition, `rope_kv_write` and then `sdpa_rows` over positions
+/// `0..=pos` of each row's cache: the caches bit for bit, the attention within rounding (on a
+/// GPU one kernel folds the new key in from registers, in its own order). The cases cross the
+/// kernel's key splits: the position at a split's first key, in a later split, past a cache's
+/// end (clamped), and 8 query heads per KV head.
+#[test]
+fn rope_kv_sdpa_equals_write_then_attention() {
+    let mut all = cases();
+    for (b, nq, nkv, pos, caps, per_row) in [
+        (1, 8, 1, vec![100], vec![300], true),
+        (1, 4, 2, vec![299], vec![300], true),
+        (1, 4, 2, vec![130], vec![700], true),
+        (2, 8, 2, vec![0, 400], vec![600, 401], true),
+        (2, 4, 1, vec![77], vec![90], false),
+    ] {
+        for (dtype, norm) in [(Dtype::BF16, true), (Dtype::F32, false)] {
+            all.push(Case {
+                b,
+                nq,
+                nkv,
+                d: 128,
+                dims: 128,
+                dtype,
+                traditional: false,
+                freqs: false,
+                norm,
+                per_row,
+                pos: pos.clone(),
+                caps: caps.clone(),
+            });
+        }
+    }
+    for_each_device(|dev| {
+        for c in &all {
+            let h = c.nq + 2 * c.nkv;
+            let qkv = arr(&[c.b, 1, h, c.d], 3, 2.0, c.dtype);
+            let w = arr(&[c.nq + c.nkv, c.d], 5, 1.5, c.dtype);
+            let fr: Vec<f32> = (0..c.dims / 2).map(|i| 1.5 + i as f32 * 7.0).collect();
+            let fr = Array::from_slice(&fr, &[c.dims / 2]).unwrap();
+            let spec = RopeSpec {
+                dims: c.dims,
+                traditional: c.traditional,
+                base: (!c.freqs).then_some(10_000.0),
+                scale: 0.5,
+                freqs: c.freqs.then_some(&fr),
+            };
+            let cb = if c.per_row { 1 } else { c.b };
+            let caches = || -> Vec<(Array, Array)> {
+                c.caps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &s)| {
+                        (
+                            arr(&[cb, c.nkv, s, c.d], 10 + i as u32, 1.0, c.dtype),
+                            arr(&[cb, c.nkv, s, c.d], 30 + i as u32, 1.0, c.dtype),
+                        )
+                    })
+                    .collect()
+            };
+            let pos = Array::from_slice(&c.pos, &[c.pos.len()]).unwrap();
+            let norm = c.norm.then_some((&w, 1e-5f32));
+            let scale = 1.0 / (c.d as f32).sqrt();
+            let (o, written) =
+                fast::rope_kv_sdpa(&qkv, c.nq, norm, spec, &pos, &caches(), scale).unwrap();
+            let (q, want) = fast::rope_kv_write(&qkv, c.nq, norm, spec, &pos, &caches()).unwrap();
+            // the definition's attention: row r over its cache (or entry r of the one cache)
+            let mut ks = Vec::new();
+            let mut vs = Vec::new();
+            let mut lens = Vec::new();
+            for r in 0..c.b {
+                let (ci, e) = if c.per_row { (r, 0) } else { (0, r as i64) };
+                let entry = |a: &Array| {
+                    ops::slice(
+                        a,
+                        &[e, 0, 0, 0],
+                        &[e + 1, i64::MAX, i64::MAX, i64::MAX],
+                        &[1; 4],
+                    )
+                    .unwrap()
+                };
+                ks.push(entry(&want[ci].0));
+                vs.push(entry(&want[ci].1));
+                let p = c.pos[if c.pos.len() == 1 { 0 } else { r }];
+                lens.push(p.clamp(0, c.caps[ci] as i32 - 1) + 1);
+            }
+            let lens = Array::from_slice(&lens, &[c.b]).unwrap();
+            let want_o = fast::sdpa_rows_fallback(&q, &ks, &vs, &lens, scale).unwrap();
+            assert_eq!(o.shape(), &[c.b, c.nq, 1, c.d]);
+            for (i, ((k, v), (wk, wv))) in written.iter().zip(&want).enumerate() {
+                assert_eq!(bits(k), bits(wk), "keys of cache {i} on {dev:?}");
+                assert_eq!(bits(v), bits(wv), "values of cache {i} on {dev:?}");
+            }
+            let tol = if c.dtype == Dtype::F32 { 1e-5 } else { 1e-2 };
+            let (got, exp) = (f32s(&o), f32s(&want_o));
+            let worst = got
+                .iter()
+                .zip(&exp)
+                .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= tol,
+                "attention on {dev:?}, b {} nq {} nkv {} pos {:?} caps {:?} {:?}: worst {worst:e}",
+                c.b,
+                c.nq,
+                c.nkv,
+                c.pos,
+                c.caps,
+                c.dtype
+            );
+        }
+    });
+}
+
 /// A cache written step after step keeps every earlier write (the op's outputs feed the next
 /// step, as a KV cache's buffers do).
 #[test]

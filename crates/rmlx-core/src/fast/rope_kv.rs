@@ -69,6 +69,41 @@ pub fn rope_kv_write(
     pos: &Array,
     caches: &[(Array, Array)],
 ) -> Result<(Array, Vec<(Array, Array)>)> {
+    rope_kv(qkv, n_q, norm, rope_spec, pos, caches, None)
+}
+
+/// [`rope_kv_write`] and then each row's attention over its cache: o `[B, n_q, 1, D]`, row b's
+/// rotated q heads attending positions `0..=pos[b]` of its cache after the write (`pos`
+/// clamped into the cache, as the write clamps it) with scale `scale`, as [`sdpa_rows`] with
+/// lengths `pos + 1` computes it. One kernel on a GPU (`rope_kv_write` and `sdpa_rows` are two,
+/// each a dependency wait in a replayed step); elsewhere that composition. Returns o and the
+/// caches after the write.
+///
+/// [`sdpa_rows`]: super::sdpa_rows
+#[track_caller]
+pub fn rope_kv_sdpa(
+    qkv: &Array,
+    n_q: usize,
+    norm: Option<(&Array, f32)>,
+    rope_spec: RopeSpec,
+    pos: &Array,
+    caches: &[(Array, Array)],
+    scale: f32,
+) -> Result<(Array, Vec<(Array, Array)>)> {
+    rope_kv(qkv, n_q, norm, rope_spec, pos, caches, Some(scale))
+}
+
+/// [`rope_kv_write`], and with `attend` (a scale) [`rope_kv_sdpa`].
+#[track_caller]
+fn rope_kv(
+    qkv: &Array,
+    n_q: usize,
+    norm: Option<(&Array, f32)>,
+    rope_spec: RopeSpec,
+    pos: &Array,
+    caches: &[(Array, Array)],
+    attend: Option<f32>,
+) -> Result<(Array, Vec<(Array, Array)>)> {
     let (b, n_kv, d) = check(qkv, n_q, pos, caches)?;
     let RopeSpec {
         dims,
@@ -97,9 +132,16 @@ pub fn rope_kv_write(
         scale: F32(scale),
         has_freqs: args.freqs.is_some(),
         norm: norm.map(|(_, e)| F32(e)),
+        attend: attend.map(F32),
     };
     let same_dtype = caches.iter().all(|(k, v)| k.dtype() == t && v.dtype() == t);
-    let fits = caches.len() <= SDPA_ROWS_MAX && same_dtype && t.is_float();
+    // the attention kernel's shapes (those of `sdpa_rows`)
+    let attends = attend.is_none()
+        || (b <= SDPA_ROWS_MAX
+            && [32, 64, 128, 256].contains(&d)
+            && n_q.is_multiple_of(n_kv)
+            && (1..=8).contains(&(n_q / n_kv)));
+    let fits = caches.len() <= SDPA_ROWS_MAX && same_dtype && t.is_float() && attends;
     match kernel_norm {
         Some(kn) if fits && use_kernel(&prim) => {
             let mut inputs = vec![qkv.clone(), args.offset];
@@ -121,8 +163,41 @@ pub fn rope_kv_write(
             }
             Ok((q, written))
         }
-        _ => rope_kv_write_fallback(qkv, n_q, norm, rope_spec, pos, caches),
+        _ => {
+            let (q, written) = rope_kv_write_fallback(qkv, n_q, norm, rope_spec, pos, caches)?;
+            match attend {
+                Some(scale) => Ok((attend_rows(&q, pos, &written, scale)?, written)),
+                None => Ok((q, written)),
+            }
+        }
     }
+}
+
+/// Row b of q `[B, n_q, 1, D]` attending positions `0..=pos[b]` (clamped into its cache) of
+/// its cache pair, or of entry b of one cache pair of batch B, through [`sdpa_rows`].
+///
+/// [`sdpa_rows`]: super::sdpa_rows
+#[track_caller]
+fn attend_rows(q: &Array, pos: &Array, caches: &[(Array, Array)], scale: f32) -> Result<Array> {
+    let b = q.shape()[0];
+    let pos = ops::astype(&ops::reshape(pos, &[-1])?, crate::Dtype::I32);
+    let (mut ks, mut vs, mut lens) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..b {
+        let (k, v) = if caches.len() == b {
+            caches[r].clone()
+        } else {
+            let (k, v) = &caches[0];
+            (part(k, 0, r, r + 1)?, part(v, 0, r, r + 1)?)
+        };
+        let p = if pos.size() == 1 { 0 } else { r as i64 };
+        let p = ops::slice(&pos, &[p], &[p + 1], &[1])?;
+        let last = Array::scalar(k.shape()[2] as i32 - 1);
+        let p = ops::minimum(&ops::maximum(&p, &Array::scalar(0i32))?, &last)?;
+        lens.push(ops::add(&p, &Array::scalar(1i32))?);
+        ks.push(k);
+        vs.push(v);
+    }
+    super::sdpa_rows(q, &ks, &vs, &ops::concatenate(&lens, 0)?, scale)
 }
 
 /// [`rope_kv_write`] composed of ordinary ops: the q and k heads through [`rope`] (or

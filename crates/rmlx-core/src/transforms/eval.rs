@@ -351,6 +351,7 @@ mod tests {
             scale: F32(1.0),
             has_freqs: false,
             norm: None,
+            attend: None,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod random;
 pub mod reduce;
 pub mod rope;
 pub mod rope_kv;
+pub mod rope_kv_sdpa;
 pub mod scan;
 pub mod sdpa;
 pub mod softmax;

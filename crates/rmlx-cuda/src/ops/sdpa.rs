@@ -21,13 +21,13 @@ pub const SDPA_CUH: &str = include_str!("../../kernels/sdpa.cuh");
 
 /// The loaded attention kernel `name` from its wrapper `body` (after the tensor-core helpers,
 /// which the flash kernel uses, and the attention device code).
-fn get(gpu: &Arc<Gpu>, name: &str, body: &str) -> Result<cudarc::driver::CudaFunction> {
+pub(crate) fn get(gpu: &Arc<Gpu>, name: &str, body: &str) -> Result<cudarc::driver::CudaFunction> {
     gpu.kernels
         .get(&gpu.ctx, name, &format!("{MMA_CUH}\n{SDPA_CUH}\n{body}"))
 }
 
 /// Threads per block (`RS_NT`) and the largest D / Dv (`RS_MAXD`).
-const NT: usize = 128;
+pub(crate) const NT: usize = 128;
 const MAXD: usize = 512;
 /// Blocks the key splitting aims for (a few per SM).
 const TARGET_BLOCKS: usize = 512;
@@ -36,7 +36,7 @@ const PREFILL_ROWS: usize = 16;
 /// Blocks the decode kernel aims for: (batch, KV head) pairs times key splits.
 const DECODE_TARGET_BLOCKS: usize = 264;
 /// Blocks the decode kernel aims for: `RMLX_SDPA_DEC_BLOCKS`, default [`DECODE_TARGET_BLOCKS`].
-fn decode_target_blocks() -> usize {
+pub(crate) fn decode_target_blocks() -> usize {
     static N: OnceLock<usize> = OnceLock::new();
     crate::env::count(&N, "RMLX_SDPA_DEC_BLOCKS", DECODE_TARGET_BLOCKS)
 }
@@ -48,7 +48,7 @@ fn decode_target_blocks() -> usize {
 /// 128-token prompts and 1,754 → 1,835 at 512 against the 264 blocks of the single path.
 const ROWS_TARGET_BLOCKS: usize = 1056;
 /// `RMLX_SDPA_ROWS_BLOCKS`, default [`ROWS_TARGET_BLOCKS`].
-fn rows_target_blocks() -> usize {
+pub(crate) fn rows_target_blocks() -> usize {
     static N: OnceLock<usize> = OnceLock::new();
     crate::env::count(&N, "RMLX_SDPA_ROWS_BLOCKS", ROWS_TARGET_BLOCKS)
 }
@@ -61,11 +61,11 @@ fn decode_min_keys() -> usize {
 }
 
 /// Fewest keys per split of the lanes-over-keys decode kernels: one step of their 4 warps.
-const LK_MIN_KEYS: usize = 128;
+pub(crate) const LK_MIN_KEYS: usize = 128;
 
 /// How a kernel splits its keys: `n` splits of `len` keys (the last one shorter).
 #[derive(Clone, Copy, Debug)]
-struct Splits {
+pub(crate) struct Splits {
     n: usize,
     len: usize,
 }
@@ -84,7 +84,7 @@ impl Splits {
 /// Key splits of a decode kernel over `s` keys whose (batch, KV head, head part) blocks number
 /// `pairs`: about `target` blocks in all ([`decode_target_blocks`], [`rows_target_blocks`]),
 /// each split at least `min_keys` keys.
-fn decode_splits(target: usize, pairs: usize, s: usize, min_keys: usize) -> Splits {
+pub(crate) fn decode_splits(target: usize, pairs: usize, s: usize, min_keys: usize) -> Splits {
     let n = target
         .div_ceil(pairs)
         .min(s.div_ceil(min_keys))
@@ -279,7 +279,7 @@ fn rows_aligned16(x: &ArrayData) -> bool {
 /// (8 heads of D = 128 per KV head) 4 blocks of 2 heads 1.15x, Llama-8B 2 blocks 1.03x (also
 /// at 8,192 keys, where 4 blocks were slower). `RMLX_SDPA_DEC_PARTS=N` forces N blocks where N
 /// divides `g` (1: one block per KV head, an ablation switch).
-fn head_parts(g: usize, dl: usize) -> usize {
+pub(crate) fn head_parts(g: usize, dl: usize) -> usize {
     static N: OnceLock<usize> = OnceLock::new();
     let forced = crate::env::count(&N, "RMLX_SDPA_DEC_PARTS", 0);
     if forced > 0 {
@@ -464,7 +464,7 @@ pub fn sdpa(
 /// and then the split count and length (every split kernel's last two arguments); then merges
 /// the `rows` rows' softmax states into `optr` (dtype `od`). The partials are freed after the merge is
 /// queued: later work on this stream is ordered after it.
-fn with_splits(
+pub(crate) fn with_splits(
     gpu: &Arc<Gpu>,
     (f, name, blocks, splits): (&cudarc::driver::CudaFunction, &str, usize, Splits),
     (od, optr, rows, dv): (Dtype, u64, usize, usize),

@@ -168,7 +168,14 @@ impl Attention {
         residual: Option<&Array>,
     ) -> Result<Array> {
         if let Some(c) = cache.as_deref_mut() {
-            if let Some((q, kv)) = self.project_written(x, None, &mut [c])? {
+            // a standard cache writing at a device-held position masks by that position
+            // (`KvCache::mask`): the fused op's attention over positions 0..=pos is the same
+            let fused = (fused_attention(self.head_dim) && matches!(mask, AttentionMask::Array(_)))
+                .then_some(self.scale);
+            if let Some((q, kv)) = self.project_written(x, None, &mut [c], fused)? {
+                if fused.is_some() {
+                    return self.output(&q, residual);
+                }
                 let (k, v) = &kv[0];
                 let o = self.sdpa(&q, k, v, mask)?;
                 return self.output(&o, residual);
@@ -213,7 +220,11 @@ impl Attention {
         }
         if rows_attend_together(masks, caches, x.x.dtype()) {
             let pos = step.positions()?;
-            if let Some((q, kv)) = self.project_written(x, Some(pos), caches)? {
+            let fused = fused_attention(self.head_dim).then_some(self.scale);
+            if let Some((q, kv)) = self.project_written(x, Some(pos), caches, fused)? {
+                if fused.is_some() {
+                    return self.output(&q, residual);
+                }
                 let (ks, vs): (Vec<Array>, Vec<Array>) = kv.into_iter().unzip();
                 return self.output_rows(&q, &ks, &vs, pos, residual);
             }
@@ -283,11 +294,16 @@ impl Attention {
     /// fused projection with joint q/k norms (or none), a rotation with an input scale, or a
     /// cache that is not a standard one writing at a device-held position with room (graph
     /// replay). `RMLX_ROPE_KV=0` turns it off (an ablation switch).
+    ///
+    /// With `attend` (the attention scale) the attention runs in the same op
+    /// (`fast::rope_kv_sdpa`, row b over positions `0..=pos[b]` of its cache) and the first
+    /// array returned is its output `[B, H, 1, D]` instead of q (see [`fused_attention`]).
     fn project_written(
         &self,
         x: Normed,
         pos: Option<&Array>,
         caches: &mut [&mut KvCache],
+        attend: Option<f32>,
     ) -> Result<Option<Written>> {
         static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         if !rmlx_nn::switches::enabled(&ON, "RMLX_ROPE_KV")
@@ -327,7 +343,10 @@ impl Attention {
         }
         // every cache has a position (`write_target`), and `caches` is not empty
         let pos = pos.cloned().or(own_pos).expect("a position");
-        let (q, written) = fast::rope_kv_write(&y, h, norm, spec, &pos, &pairs)?;
+        let (q, written) = match attend {
+            Some(scale) => fast::rope_kv_sdpa(&y, h, norm, spec, &pos, &pairs, scale)?,
+            None => fast::rope_kv_write(&y, h, norm, spec, &pos, &pairs)?,
+        };
         // the old buffers must be held by the op alone when it runs (written in place)
         drop(pairs);
         let mut out = Vec::with_capacity(written.len());
@@ -430,6 +449,23 @@ fn rows_attend_together(masks: &[AttentionMask], caches: &[&mut KvCache], t: rml
                 && c.storage_dtype(t) == t
                 && (matches!(m, AttentionMask::None) || c.position_array().is_some())
         })
+}
+
+/// Whether a decode step that writes its own cache attends in the same op
+/// (`fast::rope_kv_sdpa`; one kernel on a GPU where RoPE and cache write, then attention, take
+/// two): for heads of at least 128 features. Measured on an H100 (docs/PERF.md, call X7):
+/// Llama-3.1-8B 1.02x at 192 and at 8,256 keys, its batch engine at 8 rows 1.03x, Qwen3-30B-A3B
+/// 1.01x; SmolLM2 (D = 64) 0.93x, its fused kernel slower than the two it replaces (13.2 µs
+/// against 3.4 + 8.6 in Nsight Compute). `RMLX_ROPE_KV_SDPA=0` keeps the attention a separate
+/// op everywhere, `=1` fuses it at any head size (ablation switches).
+fn fused_attention(head_dim: usize) -> bool {
+    static MODE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let forced = MODE.get_or_init(|| match std::env::var("RMLX_ROPE_KV_SDPA") {
+        Ok(v) if v == "0" => Some(false),
+        Ok(v) if v == "1" => Some(true),
+        _ => None,
+    });
+    forced.unwrap_or(head_dim >= 128)
 }
 
 /// The position RoPE starts at: the cache's device-held position during graph replay, else its
