@@ -48,38 +48,53 @@ struct Case {
     caps: Vec<usize>,
 }
 
+impl Case {
+    /// The projection's heads, the q/k norm weight and the frequencies a case runs with.
+    fn inputs(&self) -> (Array, Array, Array) {
+        let h = self.nq + 2 * self.nkv;
+        let fr: Vec<f32> = (0..self.dims / 2).map(|i| 1.5 + i as f32 * 7.0).collect();
+        (
+            arr(&[self.b, 1, h, self.d], 3, 2.0, self.dtype),
+            arr(&[self.nq + self.nkv, self.d], 5, 1.5, self.dtype),
+            Array::from_slice(&fr, &[self.dims / 2]).unwrap(),
+        )
+    }
+
+    /// The rotation, with the frequencies `fr` where the case gives them.
+    fn spec<'a>(&self, fr: &'a Array) -> RopeSpec<'a> {
+        RopeSpec {
+            dims: self.dims,
+            traditional: self.traditional,
+            base: (!self.freqs).then_some(10_000.0),
+            scale: 0.5,
+            freqs: self.freqs.then_some(fr),
+        }
+    }
+
+    /// The case's caches before the write: a pair per row `[1, ..]` or one of batch B.
+    fn caches(&self) -> Vec<(Array, Array)> {
+        let cb = if self.per_row { 1 } else { self.b };
+        self.caps
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| {
+                (
+                    arr(&[cb, self.nkv, s, self.d], 10 + i as u32, 1.0, self.dtype),
+                    arr(&[cb, self.nkv, s, self.d], 30 + i as u32, 1.0, self.dtype),
+                )
+            })
+            .collect()
+    }
+}
+
 /// Runs one case through `rope_kv_write` and checks it against its definition; returns the
 /// outputs (q, then each cache's keys and values) for comparisons across paths.
 fn run(c: &Case, fallback: bool) -> Vec<Array> {
     let h = c.nq + 2 * c.nkv;
-    let qkv = arr(&[c.b, 1, h, c.d], 3, 2.0, c.dtype);
-    let w = arr(&[c.nq + c.nkv, c.d], 5, 1.5, c.dtype);
-    let fr = Array::from_slice(
-        &(0..c.dims / 2)
-            .map(|i| 1.5f32 + i as f32 * 7.0)
-            .collect::<Vec<_>>(),
-        &[c.dims / 2],
-    )
-    .unwrap();
-    let spec = RopeSpec {
-        dims: c.dims,
-        traditional: c.traditional,
-        base: (!c.freqs).then_some(10_000.0),
-        scale: 0.5,
-        freqs: c.freqs.then_some(&fr),
-    };
+    let (qkv, w, fr) = c.inputs();
+    let spec = c.spec(&fr);
     let cb = if c.per_row { 1 } else { c.b };
-    let caches: Vec<(Array, Array)> = c
-        .caps
-        .iter()
-        .enumerate()
-        .map(|(i, &s)| {
-            (
-                arr(&[cb, c.nkv, s, c.d], 10 + i as u32, 1.0, c.dtype),
-                arr(&[cb, c.nkv, s, c.d], 30 + i as u32, 1.0, c.dtype),
-            )
-        })
-        .collect();
+    let caches = c.caches();
     let before: Vec<(Vec<f32>, Vec<f32>)> =
         caches.iter().map(|(k, v)| (f32s(k), f32s(v))).collect();
     let pos = Array::from_slice(&c.pos, &[c.pos.len()]).unwrap();
@@ -227,31 +242,9 @@ fn rope_kv_sdpa_equals_write_then_attention() {
     }
     for_each_device(|dev| {
         for c in &all {
-            let h = c.nq + 2 * c.nkv;
-            let qkv = arr(&[c.b, 1, h, c.d], 3, 2.0, c.dtype);
-            let w = arr(&[c.nq + c.nkv, c.d], 5, 1.5, c.dtype);
-            let fr: Vec<f32> = (0..c.dims / 2).map(|i| 1.5 + i as f32 * 7.0).collect();
-            let fr = Array::from_slice(&fr, &[c.dims / 2]).unwrap();
-            let spec = RopeSpec {
-                dims: c.dims,
-                traditional: c.traditional,
-                base: (!c.freqs).then_some(10_000.0),
-                scale: 0.5,
-                freqs: c.freqs.then_some(&fr),
-            };
-            let cb = if c.per_row { 1 } else { c.b };
-            let caches = || -> Vec<(Array, Array)> {
-                c.caps
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &s)| {
-                        (
-                            arr(&[cb, c.nkv, s, c.d], 10 + i as u32, 1.0, c.dtype),
-                            arr(&[cb, c.nkv, s, c.d], 30 + i as u32, 1.0, c.dtype),
-                        )
-                    })
-                    .collect()
-            };
+            let (qkv, w, fr) = c.inputs();
+            let spec = c.spec(&fr);
+            let caches = || c.caches();
             let pos = Array::from_slice(&c.pos, &[c.pos.len()]).unwrap();
             let norm = c.norm.then_some((&w, 1e-5f32));
             let scale = 1.0 / (c.d as f32).sqrt();
