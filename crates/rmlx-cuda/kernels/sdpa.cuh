@@ -355,34 +355,6 @@ __device__ __forceinline__ void rd_load_q(const T* __restrict__ q, const Sd4& ql
   }
 }
 
-template <class T, class TM, int MASK, int G, int DL>
-__device__ __forceinline__ void rd_lk_attend(const float (&sq)[G][32 * DL], const T* __restrict__ k, const T* __restrict__ v,
-                             const TM* __restrict__ mask, T* __restrict__ out, float* __restrict__ part_ml,
-                             float* __restrict__ part_acc, const Sd4& kl, const Sd4& vl, const Sd4& ml,
-                             const RdPlace& at, int Hq, int S, int n_split, int split_len,
-                             const float* __restrict__ kn, const float* __restrict__ vn);
-
-// Decode with keys across the lanes (the default where rows are 16-byte aligned): the block's
-// scaled q rows sit in shared memory; per step a warp takes 32 keys, lane l scoring key
-// base + l against the G heads by itself (K row read with 16-byte loads, no shuffles per
-// key); one warp max and sum per head and step update the online softmax; then the 32 keys'
-// V rows (loaded before the scores where registers allow, see PRE) are accumulated with lane l
-// holding dims [l*DL, l*DL + DL), the probabilities read from shared memory. The per-key chain of the kernel above (G warp reductions in series)
-// becomes 32 independent keys per step. Same states and ending as rs_sdpa_decode.
-template <class T, class TM, int MASK, int G, int DL>
-__device__ void rs_sdpa_decode_lk(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-                                  const TM* __restrict__ mask, T* __restrict__ out, float* __restrict__ part_ml,
-                                  float* __restrict__ part_acc, Sd4 ql, Sd4 kl, Sd4 vl, Sd4 ml, int Hq, int Hkv,
-                                  int S, float scale, int n_split, int split_len) {
-  constexpr int D = 32 * DL;
-  __shared__ __align__(16) float sq[G][D];
-  const RdPlace at = rd_place<G>(Hq, Hkv);
-  rd_load_q<T, G, D>(q, ql, at, scale, sq);
-  __syncthreads();
-  rd_lk_attend<T, TM, MASK, G, DL>(sq, k, v, mask, out, part_ml, part_acc, kl, vl, ml, at, Hq, S, n_split,
-                                   split_len, nullptr, nullptr);
-}
-
 // The keys [k0, min(S, k0 + split_len)) of the block's split against its scaled q rows `sq`,
 // then, where `kn` is given, one more key: `kn` and `vn` (D floats each, shared memory), a key
 // the block holds itself (the decode step's own, `rope_kv_sdpa`), folded into warp 0's state.
@@ -529,6 +501,28 @@ __device__ __forceinline__ void rd_lk_attend(const float (&sq)[G][32 * DL], cons
     }
   }
   rd_finish<T, G, DL>(m, l, acc, sm_ml, sm_acc, out, part_ml, part_acc, bb, h0, Hq, sp, n_split);
+}
+
+// Decode with keys across the lanes (the default where rows are 16-byte aligned): the block's
+// scaled q rows sit in shared memory; per step a warp takes 32 keys, lane l scoring key
+// base + l against the G heads by itself (K row read with 16-byte loads, no shuffles per
+// key); one warp max and sum per head and step update the online softmax; then the 32 keys'
+// V rows (loaded before the scores where registers allow, see PRE) are accumulated with lane l
+// holding dims [l*DL, l*DL + DL), the probabilities read from shared memory (`rd_lk_attend`).
+// The per-key chain of rs_sdpa_decode (G warp reductions in series) becomes 32 independent keys
+// per step. Same states and ending as rs_sdpa_decode.
+template <class T, class TM, int MASK, int G, int DL>
+__device__ void rs_sdpa_decode_lk(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                                  const TM* __restrict__ mask, T* __restrict__ out, float* __restrict__ part_ml,
+                                  float* __restrict__ part_acc, Sd4 ql, Sd4 kl, Sd4 vl, Sd4 ml, int Hq, int Hkv,
+                                  int S, float scale, int n_split, int split_len) {
+  constexpr int D = 32 * DL;
+  __shared__ __align__(16) float sq[G][D];
+  const RdPlace at = rd_place<G>(Hq, Hkv);
+  rd_load_q<T, G, D>(q, ql, at, scale, sq);
+  __syncthreads();
+  rd_lk_attend<T, TM, MASK, G, DL>(sq, k, v, mask, out, part_ml, part_acc, kl, vl, ml, at, Hq, S, n_split,
+                                   split_len, nullptr, nullptr);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -830,11 +824,11 @@ struct RdRows {
   i64 kh[RD_MAXROWS], kr[RD_MAXROWS], vh[RD_MAXROWS], vr[RD_MAXROWS];
 };
 
-// The caches of a fused decode step (`rope_kv_sdpa`): row bb's K and V addresses (its batch
-// entry's element 0), strides per KV head and per position, and capacity (positions).
+// The caches of a fused decode step (`rope_kv_sdpa`): row bb's K and V as above (its batch
+// entry's element 0) and its capacity (positions).
 struct RkvRows {
-  u64 k[RD_MAXROWS], v[RD_MAXROWS];
-  i64 kh[RD_MAXROWS], kp[RD_MAXROWS], vh[RD_MAXROWS], vp[RD_MAXROWS], cap[RD_MAXROWS];
+  RdRows rows;
+  i64 cap[RD_MAXROWS];
 };
 
 template <class T, int G, int DL>

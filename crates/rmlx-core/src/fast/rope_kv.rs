@@ -135,12 +135,7 @@ fn rope_kv(
         attend: attend.map(F32),
     };
     let same_dtype = caches.iter().all(|(k, v)| k.dtype() == t && v.dtype() == t);
-    // the attention kernel's shapes (those of `sdpa_rows`)
-    let attends = attend.is_none()
-        || (b <= SDPA_ROWS_MAX
-            && [32, 64, 128, 256].contains(&d)
-            && n_q.is_multiple_of(n_kv)
-            && (1..=8).contains(&(n_q / n_kv)));
+    let attends = attend.is_none() || super::sdpa_rows::rows_kernel_heads(b, n_q, n_kv, d);
     let fits = caches.len() <= SDPA_ROWS_MAX && same_dtype && t.is_float() && attends;
     match kernel_norm {
         Some(kn) if fits && use_kernel(&prim) => {

@@ -87,11 +87,16 @@ pub const SDPA_ROWS_MAX: usize = 16;
 /// head, a float dtype.
 fn kernel_shape(q: &Array, k: &Array) -> bool {
     let (b, hq, d) = (q.shape()[0], q.shape()[1], q.shape()[3]);
-    let g = hq / k.shape()[1];
+    rows_kernel_heads(b, hq, k.shape()[1], d) && q.dtype().is_float()
+}
+
+/// [`kernel_shape`]'s rule on `b` rows of `hq` query heads over `hkv` KV heads of `d` features
+/// (also the attention of `rope_kv_sdpa`, which runs the same kernel).
+pub(super) fn rows_kernel_heads(b: usize, hq: usize, hkv: usize, d: usize) -> bool {
     b <= SDPA_ROWS_MAX
         && [32, 64, 128, 256].contains(&d)
-        && (1..=8).contains(&g)
-        && q.dtype().is_float()
+        && hq.is_multiple_of(hkv)
+        && (1..=8).contains(&(hq / hkv))
 }
 
 fn check_rows(q: &Array, keys: &[Array], values: &[Array], lens: &Array) -> Result<()> {

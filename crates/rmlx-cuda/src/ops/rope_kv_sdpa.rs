@@ -12,10 +12,7 @@
 //! after it are never visited.
 
 use super::rope_kv::{head_source, HeadVariant, Step};
-use super::sdpa::{
-    decode_splits, decode_target_blocks, get, head_parts, rows_target_blocks, with_splits,
-    LK_MIN_KEYS,
-};
+use super::sdpa::{decode_target_blocks, get, rows_target_blocks, with_splits, LkGrid, RdRows};
 use crate::context::Gpu;
 use crate::data::{ctype, output};
 use crate::launch::Args;
@@ -24,17 +21,12 @@ use rmlx_core::primitive::OutputSpec;
 use rmlx_core::{ArrayData, Error, Result};
 use std::sync::Arc;
 
-/// `struct RkvRows` of sdpa.cuh: row b's K and V addresses (its batch entry's element 0),
-/// strides per KV head and per position (elements) and capacity.
+/// `struct RkvRows` of sdpa.cuh: row b's K and V as `sdpa_rows` takes them (addresses of its
+/// batch entry's element 0, strides per KV head and per position), and its capacity.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 struct RkvRows {
-    k: [u64; SDPA_ROWS_MAX],
-    v: [u64; SDPA_ROWS_MAX],
-    kh: [i64; SDPA_ROWS_MAX],
-    kp: [i64; SDPA_ROWS_MAX],
-    vh: [i64; SDPA_ROWS_MAX],
-    vp: [i64; SDPA_ROWS_MAX],
+    rows: RdRows,
     cap: [i64; SDPA_ROWS_MAX],
 }
 
@@ -47,9 +39,10 @@ pub fn source(v: HeadVariant, g: usize, dl: usize) -> (String, String) {
     // `__launch_bounds__(128, 1)`: without the minimum, ptxas held SmolLM2's variant (3 heads
     // of D = 64) to 128 registers and spilled its key loop; it takes ~185
     let src = format!(
-        "{head}extern \"C\" __global__ void __launch_bounds__(128, 1) {name}(const {ct}* __restrict__ x, i64 xo, i64 xsb, i64 xsh, i64 xs, const i32* __restrict__ pos, i64 n_pos, const float* __restrict__ fr, i64 fro, Lay frl, const {ct}* __restrict__ nw, i64 wrows, float eps, RkvRows rows, {ct}* __restrict__ out, float* part_ml, float* part_acc, int Hq, int Hkv, i64 d, i64 dims, float c, float rscale, float scale, int n_split, int split_len) {{
+        "{head}extern \"C\" __global__ void __launch_bounds__(128, 1) {name}(const {ct}* __restrict__ x, i64 xo, i64 xsb, i64 xsh, i64 xs, const i32* __restrict__ pos, i64 n_pos, const float* __restrict__ fr, i64 fro, Lay frl, const {ct}* __restrict__ nw, i64 wrows, float eps, RkvRows rkv, {ct}* __restrict__ out, float* part_ml, float* part_acc, int Hq, int Hkv, i64 d, i64 dims, float c, float rscale, float scale, int n_split, int split_len) {{
   RMLX_PDL_MANUAL
   rmlx_pdl_trigger();
+  const RdRows& rows = rkv.rows;
   constexpr int G = {g}, DL = {dl}, D = 32 * DL;
   __shared__ __align__(16) float sq[G][D];
   __shared__ float snew[2][D];
@@ -83,15 +76,15 @@ pub fn source(v: HeadVariant, g: usize, dl: usize) -> (String, String) {
     const int j = threadIdx.x + 32 * RD_NW * e;
     if (j < D) st[G + 1][j] = vraw[e];
   }}
-  const i64 cap = rows.cap[bb];
+  const i64 cap = rkv.cap[bb];
   const i64 p = praw < 0 ? 0 : ((i64)praw > cap - 1 ? cap - 1 : (i64)praw);
   const i64 k0 = (i64)at.sp * split_len;
   const bool has_new = k0 <= p && p < k0 + split_len;
   __syncthreads();
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) sq[i / D][i % D] = to_f(st[i / D][i % D]) * scale;
   if (has_new) {{
-    {ct}* kd = ({ct}*)rows.k[bb] + at.hk * rows.kh[bb] + p * rows.kp[bb];
-    {ct}* vd = ({ct}*)rows.v[bb] + at.hk * rows.vh[bb] + p * rows.vp[bb];
+    {ct}* kd = ({ct}*)rows.k[bb] + at.hk * rows.kh[bb] + p * rows.kr[bb];
+    {ct}* vd = ({ct}*)rows.v[bb] + at.hk * rows.vh[bb] + p * rows.vr[bb];
     for (int i = threadIdx.x; i < 2 * D; i += blockDim.x) {{
       const {ct} e = st[G + i / D][i % D];
       snew[i / D][i % D] = to_f(e);
@@ -99,8 +92,8 @@ pub fn source(v: HeadVariant, g: usize, dl: usize) -> (String, String) {
     }}
   }}
   __syncthreads();
-  const Sd4 kl = {{0, {{0, rows.kh[bb], rows.kp[bb], 1}}}};
-  const Sd4 vl = {{0, {{0, rows.vh[bb], rows.vp[bb], 1}}}};
+  const Sd4 kl = {{0, {{0, rows.kh[bb], rows.kr[bb], 1}}}};
+  const Sd4 vl = {{0, {{0, rows.vh[bb], rows.vr[bb], 1}}}};
   const Sd4 ml = {{0, {{0, 0, 0, 0}}}};
   // row bb's own buffers (batch stride 0: bb picks the output rows only), keys before the position
   rd_lk_attend<{ct}, float, 0, G, DL>(sq, reinterpret_cast<const {ct}*>(rows.k[bb]), reinterpret_cast<const {ct}*>(rows.v[bb]), nullptr, out, part_ml, part_acc, kl, vl, ml, at, Hq, (int)p, n_split, split_len, has_new ? snew[0] : nullptr, has_new ? snew[1] : nullptr);
@@ -141,49 +134,53 @@ pub fn rope_kv_sdpa(
         )));
     }
     // row r's buffers: its own cache, or entry r of the one cache
-    let mut rows = RkvRows::default();
+    let mut table = RkvRows::default();
     let e = t.size() as u64;
     for r in 0..b {
         let (c, entry) = if n_c == b { (r, 0) } else { (0, r as i64) };
         let p = &step.pairs[c];
-        rows.k[r] = p.k + (entry * p.ks[0]) as u64 * e;
-        rows.v[r] = p.v + (entry * p.vs[0]) as u64 * e;
-        [rows.kh[r], rows.kp[r]] = [p.ks[1], p.ks[2]];
-        [rows.vh[r], rows.vp[r]] = [p.vs[1], p.vs[2]];
-        rows.cap[r] = p.cap;
+        table.rows.k[r] = p.k + (entry * p.ks[0]) as u64 * e;
+        table.rows.v[r] = p.v + (entry * p.vs[0]) as u64 * e;
+        [table.rows.kh[r], table.rows.kr[r]] = [p.ks[1], p.ks[2]];
+        [table.rows.vh[r], table.rows.vr[r]] = [p.vs[1], p.vs[2]];
+        table.cap[r] = p.cap;
     }
     // the lanes' 16-byte loads need every K and V row aligned
     let aligned = (0..b).all(|r| {
-        [rows.k[r], rows.v[r]].iter().all(|a| a.is_multiple_of(16))
-            && [rows.kh[r], rows.kp[r], rows.vh[r], rows.vp[r]]
-                .iter()
-                .all(|s| (s.unsigned_abs() * e).is_multiple_of(16))
+        [table.rows.k[r], table.rows.v[r]]
+            .iter()
+            .all(|a| a.is_multiple_of(16))
+            && [
+                table.rows.kh[r],
+                table.rows.kr[r],
+                table.rows.vh[r],
+                table.rows.vr[r],
+            ]
+            .iter()
+            .all(|s| (s.unsigned_abs() * e).is_multiple_of(16))
     });
     if !aligned {
         return Err(bad(
             "every cache row must start on a 16-byte boundary".into()
         ));
     }
-    let smax = rows.cap[..b].iter().copied().max().unwrap_or(1) as usize;
-    let parts = head_parts(g, dl);
-    let gb = g / parts;
-    let blocks = b * n_kv * parts;
+    let smax = table.cap[..b].iter().copied().max().unwrap_or(1) as usize;
     let target = if b == 1 {
         decode_target_blocks()
     } else {
         rows_target_blocks()
     };
-    let splits = decode_splits(target, blocks, smax, LK_MIN_KEYS);
+    let grid = LkGrid::new(target, b, n_kv, g, dl, smax);
     let (o, optr) = output(gpu, &[b, n_q, 1, d], t)?;
-    let (name, body) = source(step.variant, gb, dl);
+    let (name, body) = source(step.variant, grid.heads, dl);
     let f = get(gpu, &name, &body)?;
     with_splits(
         gpu,
-        (&f, &name, blocks, splits),
+        (&f, &name, grid.blocks, grid.splits),
         (t, optr, b * n_q, d),
         |a: &mut Args, pml, pacc| {
             step.head_args(a);
-            a.push(rows)
+            a.push(table)
                 .ptr(optr)
                 .ptr(pml)
                 .ptr(pacc)

@@ -61,7 +61,7 @@ fn decode_min_keys() -> usize {
 }
 
 /// Fewest keys per split of the lanes-over-keys decode kernels: one step of their 4 warps.
-pub(crate) const LK_MIN_KEYS: usize = 128;
+const LK_MIN_KEYS: usize = 128;
 
 /// How a kernel splits its keys: `n` splits of `len` keys (the last one shorter).
 #[derive(Clone, Copy, Debug)]
@@ -84,12 +84,41 @@ impl Splits {
 /// Key splits of a decode kernel over `s` keys whose (batch, KV head, head part) blocks number
 /// `pairs`: about `target` blocks in all ([`decode_target_blocks`], [`rows_target_blocks`]),
 /// each split at least `min_keys` keys.
-pub(crate) fn decode_splits(target: usize, pairs: usize, s: usize, min_keys: usize) -> Splits {
+fn decode_splits(target: usize, pairs: usize, s: usize, min_keys: usize) -> Splits {
     let n = target
         .div_ceil(pairs)
         .min(s.div_ceil(min_keys))
         .clamp(1, 65_535);
     Splits::even(s, n)
+}
+
+/// How a lanes-over-keys decode launch over rows with their own caches (`sdpa_rows`,
+/// `rope_kv_sdpa`) is laid out: query heads per block, blocks per key split and the splits.
+pub(crate) struct LkGrid {
+    pub heads: usize,
+    pub blocks: usize,
+    pub splits: Splits,
+}
+
+impl LkGrid {
+    /// `b` rows of `hkv` KV heads with `g` query heads of `D = 32 dl` each, caches of up to `s`
+    /// positions, about `target` blocks in all ([`decode_target_blocks`], [`rows_target_blocks`]).
+    pub(crate) fn new(
+        target: usize,
+        b: usize,
+        hkv: usize,
+        g: usize,
+        dl: usize,
+        s: usize,
+    ) -> LkGrid {
+        let parts = head_parts(g, dl);
+        let blocks = b * hkv * parts;
+        LkGrid {
+            heads: g / parts,
+            blocks,
+            splits: decode_splits(target, blocks, s, LK_MIN_KEYS),
+        }
+    }
 }
 
 /// Smallest key range worth a split of its own.
@@ -279,7 +308,7 @@ fn rows_aligned16(x: &ArrayData) -> bool {
 /// (8 heads of D = 128 per KV head) 4 blocks of 2 heads 1.15x, Llama-8B 2 blocks 1.03x (also
 /// at 8,192 keys, where 4 blocks were slower). `RMLX_SDPA_DEC_PARTS=N` forces N blocks where N
 /// divides `g` (1: one block per KV head, an ablation switch).
-pub(crate) fn head_parts(g: usize, dl: usize) -> usize {
+fn head_parts(g: usize, dl: usize) -> usize {
     static N: OnceLock<usize> = OnceLock::new();
     let forced = crate::env::count(&N, "RMLX_SDPA_DEC_PARTS", 0);
     if forced > 0 {
@@ -503,13 +532,13 @@ pub(crate) fn with_splits(
 /// their strides per KV head and per key, in elements.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-struct RdRows {
-    k: [u64; ROWS_MAX],
-    v: [u64; ROWS_MAX],
-    kh: [i64; ROWS_MAX],
-    kr: [i64; ROWS_MAX],
-    vh: [i64; ROWS_MAX],
-    vr: [i64; ROWS_MAX],
+pub(crate) struct RdRows {
+    pub k: [u64; ROWS_MAX],
+    pub v: [u64; ROWS_MAX],
+    pub kh: [i64; ROWS_MAX],
+    pub kr: [i64; ROWS_MAX],
+    pub vh: [i64; ROWS_MAX],
+    pub vr: [i64; ROWS_MAX],
 }
 
 /// Rows one ragged decode launch takes (`RD_MAXROWS`, `fast::SDPA_ROWS_MAX`).
@@ -577,16 +606,13 @@ pub fn sdpa_rows(
     let (ld, li) = contiguous_input(gpu, &x[1])?;
     let qi = input(gpu, q)?;
     let smax = x[2..2 + b].iter().map(|k| k.shape[2]).max().unwrap_or(1);
-    let parts = head_parts(g, dl);
-    let g = g / parts;
-    let pairs = b * hkv * parts;
-    let splits = decode_splits(rows_target_blocks(), pairs, smax, LK_MIN_KEYS);
+    let grid = LkGrid::new(rows_target_blocks(), b, hkv, g, dl, smax);
     let rows = b * hq;
-    let (name, body) = rows_source(q.dtype, g, dl);
+    let (name, body) = rows_source(q.dtype, grid.heads, dl);
     let f = get(gpu, &name, &body)?;
     with_splits(
         gpu,
-        (&f, &name, pairs, splits),
+        (&f, &name, grid.blocks, grid.splits),
         (od, optr, rows, d),
         |a, pml, pacc| {
             a.ptr(qi.ptr)
