@@ -118,140 +118,85 @@ template <int NG> struct RqMeta {
   __device__ __forceinline__ u32 get(int j) const { return raw[j / 2] >> (16 * (j & 1)); }
 };
 
-// TS: bf16 or f16 scales and biases; GS: 64 or 128 codes per group; K a multiple of 64 U,
-// weights, scales and biases 16-byte aligned (the host's dispatch checks both).
-template <class TX, class TS, class TO, int GS, int T, int KS, int U, bool NORM, bool SWIGLU = false>
-__device__ void rq_qmv_rows(const TX* __restrict__ x, const TX* __restrict__ nw, float eps, const u32* __restrict__ w,
-                            const TS* __restrict__ s, const TS* __restrict__ b, TO* __restrict__ y,
-                            const TO* __restrict__ res, int M, i64 N, i64 K, i64 xbs, i64 wbs, i64 sbs, i64 bbs,
-                            i64 ybs) {
-  using H = RqHalfCodes<TX>;
-  constexpr int UPG = GS / 64;                  // units per group
-  constexpr int NG = U / UPG > 0 ? U / UPG : 1;  // groups per step
-  const i64 bat = rq_batch_entry(w, s, b, y, res, wbs, sbs, bbs, ybs);
-  x += bat * xbs;
-  rmlx_pdl_trigger();
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const i64 W = K >> 3, G = K / GS, NU = K >> 6;
-  // warp w owns a contiguous run of units, a whole number of steps long (K is a multiple of
-  // 64 U: every step is whole), so that a step's scales and biases of a row are one aligned
-  // vector load
-  const i64 per = ((NU + KS - 1) / KS + U - 1) / U * U;
-  const i64 ub = warp * per, ue = ub + per < NU ? ub + per : NU;
-  static_assert(!SWIGLU || T == 2, "SwiGLU pairs a gate tile with an up tile");
-  const i64 row0 = (i64)blockIdx.x * (SWIGLU ? 16 : 16 * T);
-  const u32* wr[T][2];
-  const unsigned short* sr[T][2];
-  const unsigned short* br[T][2];
+// Lane (g, t)'s rows of a block's T tiles (rows row0 + 16 i + g and + 8; SWIGLU: tile 1 takes
+// the up rows, N / 2 further): its words 2t, 2t + 1 of each unit, and the rows' scales and
+// biases. Rows past N are clamped (computed, not stored).
+template <int T, bool SWIGLU, class TS>
+__device__ __forceinline__ void rq_rows_lane(const u32* __restrict__ w, const TS* __restrict__ s,
+                                             const TS* __restrict__ b, i64 N, i64 K, int gs, i64 row0,
+                                             const u32* (&wr)[T][2], const unsigned short* (&sr)[T][2],
+                                             const unsigned short* (&br)[T][2]) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const i64 W = K >> 3, G = K / gs;
 #pragma unroll
   for (int i = 0; i < T; ++i)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       i64 row = (SWIGLU ? i * (N / 2) : 16 * i) + row0 + g + 8 * h;
-      row = row < N ? row : N - 1;  // computed, not stored
+      row = row < N ? row : N - 1;
       wr[i][h] = w + row * W + 2 * t;
       sr[i][h] = reinterpret_cast<const unsigned short*>(s) + row * G;
       br[i][h] = reinterpret_cast<const unsigned short*>(b) + row * G;
-      // the weights are constant: start their stream before waiting on the previous kernel
-#pragma unroll
-      for (int u = 0; u < U; ++u)
-        if (ub + u < ue) asm volatile("prefetch.global.L2 [%0];" ::"l"(wr[i][h] + (ub + u) * 8));
     }
-  const TX* xr = x + (i64)(g < M ? g : M - 1) * K + 16 * t;
-  const TX* nr = nw + 16 * t;
-  rmlx_pdl_wait();
-  float acc[T][4];
-#pragma unroll
-  for (int i = 0; i < T; ++i)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[i][e] = 0.0f;
-  float ss = 0.0f;
+}
+
+// One unit (64 codes) of T tiles of 16 weight rows against x: acc[i] += its products. xv: the
+// lane's 16 x values of the unit (normed already) as loaded, wv: its words of rows g and g + 8
+// of each tile, sv / bv: the step's scales and biases of those rows, q: the unit's group among
+// them.
+template <class TX, class TS, int T, int NG>
+__device__ __forceinline__ void rq_unit_mma(const uint4 (&xv)[2], const uint2 (&wv)[T][2], const RqMeta<NG> (&sv)[T][2],
+                                            const RqMeta<NG> (&bv)[T][2], int q, float (&acc)[T][4]) {
+  using H = RqHalfCodes<TX>;
   const u32 ones[4] = {H::ONE, H::ONE, H::ONE, H::ONE};
-  // One step's loads: U units of every tile's rows, of x, and the rows' scales and biases.
-  struct Step {
-    uint2 wv[U][T][2];
-    uint4 xv[U][2];
-    RqMeta<NG> sv[T][2], bv[T][2];
-  };
-  auto load = [&](Step& st, i64 u0) {
-    const i64 grp0 = u0 / UPG;
+  u32 bp[2][4];
 #pragma unroll
-    for (int i = 0; i < T; ++i)
+  for (int h = 0; h < 2; ++h) rq_pair_x(xv[h], bp[h]);
+  // Σ x of the unit for x rows 2t, 2t + 1 (sx[0], sx[1]; sx[2], sx[3] repeat them)
+  float sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        st.sv[i][h].load(sr[i][h] + grp0);
-        st.bv[i][h].load(br[i][h] + grp0);
-      }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const i64 unit = u0 + u;
-#pragma unroll
-      for (int i = 0; i < T; ++i)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) st.wv[u][i][h] = __ldg(reinterpret_cast<const uint2*>(wr[i][h] + unit * 8));
-      st.xv[u][0] = __ldg(reinterpret_cast<const uint4*>(xr + unit * 64));
-      st.xv[u][1] = __ldg(reinterpret_cast<const uint4*>(xr + unit * 64 + 8));
-    }
-  };
-  auto compute = [&](const Step& st, i64 u0) {
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      u32 bp[2][4];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        uint4 v = st.xv[u][h];
-        if (NORM) v = rq_norm8<TX>(v, __ldg(reinterpret_cast<const uint4*>(nr + (u0 + u) * 64 + 8 * h)), ss);
-        rq_pair_x(v, bp[h]);
-      }
-      // Σ x of the unit for x rows 2t, 2t + 1 (sx[0], sx[1]; sx[2], sx[3] repeat them)
-      float sx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const u32 bb[2] = {bp[j >> 1][2 * (j & 1)], bp[j >> 1][2 * (j & 1) + 1]};
-        TcMma<TX>::run(sx, ones, bb);
-      }
-#pragma unroll
-      for (int i = 0; i < T; ++i) {
-        float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int p = 2 * (j & 1);
-          const u32 w0 = (j >> 1) ? st.wv[u][i][0].y : st.wv[u][i][0].x;
-          const u32 w1 = (j >> 1) ? st.wv[u][i][1].y : st.wv[u][i][1].x;
-          const u32 a[4] = {rq_nibble_pair(w0 >> (4 * p), H::BASE), rq_nibble_pair(w1 >> (4 * p), H::BASE),
-                            rq_nibble_pair(w0 >> (4 * p + 4), H::BASE), rq_nibble_pair(w1 >> (4 * p + 4), H::BASE)};
-          const u32 bb[2] = {bp[j >> 1][p], bp[j >> 1][p + 1]};
-          TcMma<TX>::run(c, a, bb);
-        }
-        const int q = u / UPG;
-        using S = RqHalfCodes<TS>;
-        const float s0 = S::lo(st.sv[i][0].get(q)), s1 = S::lo(st.sv[i][1].get(q));
-        const float b0 = fmaf(-H::OFF, s0, S::lo(st.bv[i][0].get(q)));
-        const float b1 = fmaf(-H::OFF, s1, S::lo(st.bv[i][1].get(q)));
-        acc[i][0] = fmaf(s0, c[0], fmaf(b0, sx[0], acc[i][0]));
-        acc[i][1] = fmaf(s0, c[1], fmaf(b0, sx[1], acc[i][1]));
-        acc[i][2] = fmaf(s1, c[2], fmaf(b1, sx[2], acc[i][2]));
-        acc[i][3] = fmaf(s1, c[3], fmaf(b1, sx[3], acc[i][3]));
-      }
-    }
-  };
-  for (i64 u0 = ub; u0 < ue; u0 += U) {
-    Step st;
-    load(st, u0);
-    compute(st, u0);
+  for (int j = 0; j < 4; ++j) {
+    const u32 bb[2] = {bp[j >> 1][2 * (j & 1)], bp[j >> 1][2 * (j & 1) + 1]};
+    TcMma<TX>::run(sx, ones, bb);
   }
-  // the KS warps' partial sums (and Σx² per x row) meet in shared memory
+#pragma unroll
+  for (int i = 0; i < T; ++i) {
+    float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int p = 2 * (j & 1);
+      const u32 w0 = (j >> 1) ? wv[i][0].y : wv[i][0].x;
+      const u32 w1 = (j >> 1) ? wv[i][1].y : wv[i][1].x;
+      const u32 a[4] = {rq_nibble_pair(w0 >> (4 * p), H::BASE), rq_nibble_pair(w1 >> (4 * p), H::BASE),
+                        rq_nibble_pair(w0 >> (4 * p + 4), H::BASE), rq_nibble_pair(w1 >> (4 * p + 4), H::BASE)};
+      const u32 bb[2] = {bp[j >> 1][p], bp[j >> 1][p + 1]};
+      TcMma<TX>::run(c, a, bb);
+    }
+    using S = RqHalfCodes<TS>;
+    const float s0 = S::lo(sv[i][0].get(q)), s1 = S::lo(sv[i][1].get(q));
+    const float b0 = fmaf(-H::OFF, s0, S::lo(bv[i][0].get(q)));
+    const float b1 = fmaf(-H::OFF, s1, S::lo(bv[i][1].get(q)));
+    acc[i][0] = fmaf(s0, c[0], fmaf(b0, sx[0], acc[i][0]));
+    acc[i][1] = fmaf(s0, c[1], fmaf(b0, sx[1], acc[i][1]));
+    acc[i][2] = fmaf(s1, c[2], fmaf(b1, sx[2], acc[i][2]));
+    acc[i][3] = fmaf(s1, c[3], fmaf(b1, sx[3], acc[i][3]));
+  }
+}
+
+// The rows kernels' end (rq_qmv_rows, rq_qmv_stream): the KS warps' accumulators (lane (g, t)
+// of tile i: rows row0 + 16 i + g (+ 8), x rows 2t, 2t + 1) meet in shared memory and are
+// stored, scaled by each x row's 1/rms from ssr[warp][m] (the warps' Σx², NORM), plus the
+// residual, or (SWIGLU) as silu(g) · u of the gate and up tiles.
+template <class TO, int T, int KS, bool NORM, bool SWIGLU>
+__device__ __forceinline__ void rq_rows_store(const float (&acc)[T][4], float (&ssr)[KS][8], TO* __restrict__ y,
+                                              const TO* __restrict__ res, int M, i64 N, i64 K, float eps,
+                                              i64 row0) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   __shared__ float red[KS][T * 4][32];
-  __shared__ float ssr[KS][8];
 #pragma unroll
   for (int i = 0; i < T; ++i)
 #pragma unroll
     for (int e = 0; e < 4; ++e) red[warp][i * 4 + e][lane] = acc[i][e];
-  if (NORM) {
-    ss += __shfl_xor_sync(0xffffffffu, ss, 1);
-    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
-    if (t == 0) ssr[warp][g] = ss;
-  }
   __syncthreads();
   if (SWIGLU) {
     const i64 H = N / 2;
@@ -295,4 +240,99 @@ __device__ void rq_qmv_rows(const TX* __restrict__ x, const TX* __restrict__ nw,
     }
     y[(i64)m * N + row] = rq_out<TO>(v, res, (i64)m * N + row);
   }
+}
+
+// TS: bf16 or f16 scales and biases; GS: 64 or 128 codes per group; K a multiple of 64 U,
+// weights, scales and biases 16-byte aligned (the host's dispatch checks both).
+template <class TX, class TS, class TO, int GS, int T, int KS, int U, bool NORM, bool SWIGLU = false>
+__device__ void rq_qmv_rows(const TX* __restrict__ x, const TX* __restrict__ nw, float eps, const u32* __restrict__ w,
+                            const TS* __restrict__ s, const TS* __restrict__ b, TO* __restrict__ y,
+                            const TO* __restrict__ res, int M, i64 N, i64 K, i64 xbs, i64 wbs, i64 sbs, i64 bbs,
+                            i64 ybs) {
+  constexpr int UPG = GS / 64;                  // units per group
+  constexpr int NG = U / UPG > 0 ? U / UPG : 1;  // groups per step
+  const i64 bat = rq_batch_entry(w, s, b, y, res, wbs, sbs, bbs, ybs);
+  x += bat * xbs;
+  rmlx_pdl_trigger();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const i64 NU = K >> 6;
+  // warp w owns a contiguous run of units, a whole number of steps long (K is a multiple of
+  // 64 U: every step is whole), so that a step's scales and biases of a row are one aligned
+  // vector load
+  const i64 per = ((NU + KS - 1) / KS + U - 1) / U * U;
+  const i64 ub = warp * per, ue = ub + per < NU ? ub + per : NU;
+  static_assert(!SWIGLU || T == 2, "SwiGLU pairs a gate tile with an up tile");
+  const i64 row0 = (i64)blockIdx.x * (SWIGLU ? 16 : 16 * T);
+  const u32* wr[T][2];
+  const unsigned short* sr[T][2];
+  const unsigned short* br[T][2];
+  rq_rows_lane<T, SWIGLU>(w, s, b, N, K, GS, row0, wr, sr, br);
+  // the weights are constant: start their stream before waiting on the previous kernel
+#pragma unroll
+  for (int i = 0; i < T; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (ub + u < ue) asm volatile("prefetch.global.L2 [%0];" ::"l"(wr[i][h] + (ub + u) * 8));
+  const TX* xr = x + (i64)(g < M ? g : M - 1) * K + 16 * t;
+  const TX* nr = nw + 16 * t;
+  rmlx_pdl_wait();
+  float acc[T][4];
+#pragma unroll
+  for (int i = 0; i < T; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[i][e] = 0.0f;
+  float ss = 0.0f;
+  // One step's loads: U units of every tile's rows, of x, and the rows' scales and biases.
+  struct Step {
+    uint2 wv[U][T][2];
+    uint4 xv[U][2];
+    RqMeta<NG> sv[T][2], bv[T][2];
+  };
+  auto load = [&](Step& st, i64 u0) {
+    const i64 grp0 = u0 / UPG;
+#pragma unroll
+    for (int i = 0; i < T; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        st.sv[i][h].load(sr[i][h] + grp0);
+        st.bv[i][h].load(br[i][h] + grp0);
+      }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const i64 unit = u0 + u;
+#pragma unroll
+      for (int i = 0; i < T; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) st.wv[u][i][h] = __ldg(reinterpret_cast<const uint2*>(wr[i][h] + unit * 8));
+      st.xv[u][0] = __ldg(reinterpret_cast<const uint4*>(xr + unit * 64));
+      st.xv[u][1] = __ldg(reinterpret_cast<const uint4*>(xr + unit * 64 + 8));
+    }
+  };
+  auto compute = [&](const Step& st, i64 u0) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      uint4 xv[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        xv[h] = st.xv[u][h];
+        if (NORM) xv[h] = rq_norm8<TX>(xv[h], __ldg(reinterpret_cast<const uint4*>(nr + (u0 + u) * 64 + 8 * h)), ss);
+      }
+      rq_unit_mma<TX, TS, T, NG>(xv, st.wv[u], st.sv, st.bv, u / UPG, acc);
+    }
+  };
+  for (i64 u0 = ub; u0 < ue; u0 += U) {
+    Step st;
+    load(st, u0);
+    compute(st, u0);
+  }
+  // the KS warps' partial sums (and Σx² per x row) meet in shared memory
+  __shared__ float ssr[KS][8];
+  if (NORM) {
+    ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+    if (t == 0) ssr[warp][g] = ss;
+  }
+  rq_rows_store<TO, T, KS, NORM, SWIGLU>(acc, ssr, y, res, M, N, K, eps, row0);
 }

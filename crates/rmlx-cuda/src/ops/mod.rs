@@ -6,6 +6,7 @@ pub mod indexing;
 pub mod matmul;
 pub mod moe;
 pub mod norm;
+pub mod qmv_stream;
 pub mod quantized;
 pub mod random;
 pub mod reduce;

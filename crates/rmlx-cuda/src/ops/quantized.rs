@@ -13,6 +13,7 @@ use crate::data::{contiguous_input, ctype, input, output, tag, DevIn};
 use crate::kernels::MMA_CUH;
 use crate::launch::{Args, Grid};
 use crate::ops::elementwise as ew;
+use crate::ops::qmv_stream;
 use rmlx_core::primitive::BinaryOp;
 use rmlx_core::{ArrayData, Dtype, Error, Result};
 use std::sync::Arc;
@@ -294,6 +295,21 @@ pub fn quantized_swiglu(
         let w = DecodeWeights::new(gpu, [wa, sa, ba])?;
         if w.aligned16() {
             let (out, yptr) = output(gpu, shape, od)?;
+            if m == 1
+                && qmv_stream::enabled()
+                && qmv_stream::launch(
+                    gpu,
+                    (xp, xd.dtype, nx.norm),
+                    (w.ptrs, sa.dtype, group_size),
+                    (yptr, 0, od),
+                    (2 * h, k),
+                    [0; 5],
+                    (true, 1),
+                )?
+            {
+                drop(xd);
+                return Ok(out);
+            }
             launch_rows(
                 gpu,
                 (xp, xd.dtype, nx.norm),
@@ -333,6 +349,9 @@ pub fn quantized_swiglu(
 /// its own (`m·k` past [`XFUSED_MAX`]) and N is in [`ROWS_KERNEL_FEW_N`]: 8B shape batch 1
 /// 361/362 → 390/397 tok/s, batch 2 527 → 611 (H100, same call). `RMLX_QMV_ROWS_MIN` (default
 /// 1) raises the fewest rows (an ablation switch: 3 is the rule before).
+///
+/// One row of x also fits wherever the streaming variant takes it ([`qmv_stream::takes`]),
+/// which then runs.
 fn rows_kernel_fits(
     (m, n, k): (usize, usize, usize),
     x: Dtype,
@@ -343,7 +362,9 @@ fn rows_kernel_fits(
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let half = |d: Dtype| matches!(d, Dtype::BF16 | Dtype::F16);
-    let few_rows_ok = m >= 3 || (m * k > XFUSED_MAX && ROWS_KERNEL_FEW_N.contains(&n));
+    let few_rows_ok = m >= 3
+        || (m * k > XFUSED_MAX && ROWS_KERNEL_FEW_N.contains(&n))
+        || (m == 1 && qmv_stream::enabled() && qmv_stream::takes(n, k));
     (crate::env::count(&MIN, "RMLX_QMV_ROWS_MIN", 1)..=DECODE_MAX_ROWS).contains(&m)
         && few_rows_ok
         && bits == 4
@@ -942,6 +963,22 @@ pub fn quantized_matmul(
             _ => 8,
         };
         if rows_kernel && w.batch_aligned16() {
+            let strides = [(m * k) as i64, wbs, sbs, bbs, (m * n) as i64];
+            if m == 1
+                && qmv_stream::enabled()
+                && qmv_stream::launch(
+                    gpu,
+                    (xp, xd.dtype, nx.norm),
+                    (w.ptrs, sa.dtype, group_size),
+                    (yptr, rptr, od),
+                    (n, k),
+                    strides,
+                    (false, batch),
+                )?
+            {
+                drop(xd);
+                return Ok(out);
+            }
             // measured on an H100 (dev/kernels/qmv, v7): one tile and 8 warps along K for
             // short matrices (more blocks), two tiles otherwise
             let cfg = if n <= 4096 { (1, 8, 4) } else { (2, 8, 2) };
@@ -951,7 +988,7 @@ pub fn quantized_matmul(
                 (w.ptrs, sa.dtype, group_size),
                 (yptr, rptr, od),
                 (m, n, k),
-                [(m * k) as i64, wbs, sbs, bbs, (m * n) as i64],
+                strides,
                 (cfg, false, batch),
             )?;
             drop(xd);
@@ -1375,110 +1412,122 @@ mod tests {
         }
         let gpu = crate::context::gpu(0).unwrap();
         // K past XFUSED_MAX and N in ROWS_KERNEL_FEW_N, so that 1 and 2 rows take the kernel
-        // too; N not a multiple of 16 (a partial tile)
-        let (n, k, bt) = (4104, 2304, 2);
-        let host = |d: &ArrayData| -> Vec<f32> {
-            let c = ew::copy(&gpu, d, Dtype::F32).unwrap();
-            gpu.synchronize().unwrap();
-            c.buffer.ensure_host().unwrap();
-            c.as_slice::<f32>().unwrap().to_vec()
-        };
-        let half =
-            |v: &[f32], shape: &[usize], d: Dtype| ew::copy(&gpu, &host_f32(v, shape), d).unwrap();
-        let w: Vec<f32> = (0..bt * n * k)
-            .map(|i| (i as f32 * 0.37).sin() + (i % 5) as f32 * 0.2 - 0.4)
-            .collect();
-        for (gs, xd) in [(64, Dtype::BF16), (128, Dtype::BF16), (64, Dtype::F16)] {
-            let wa = half(&w, &[bt * n, k], xd);
-            let parts: Vec<ArrayData> = (0..3u8)
-                .map(|p| {
-                    let (c, dt) = if p == 0 {
-                        (k / 8, Dtype::U32)
-                    } else {
-                        (k / gs, xd)
-                    };
-                    quantize(&gpu, &wa, gs, 4, p, &[bt * n, c], dt).unwrap()
-                })
+        // too (one row: the streaming variant, `qmv_stream.rs`, unless switched off); N not a
+        // multiple of 16 (a partial tile, two tiles per block) and N = 4,096 (one tile); K
+        // leaving some warps without work (2,304: 36 units for 8 warps)
+        let bt = 2;
+        for (n, k) in [(4104, 2304), (4096, 2560)] {
+            let host = |d: &ArrayData| -> Vec<f32> {
+                let c = ew::copy(&gpu, d, Dtype::F32).unwrap();
+                gpu.synchronize().unwrap();
+                c.buffer.ensure_host().unwrap();
+                c.as_slice::<f32>().unwrap().to_vec()
+            };
+            let half = |v: &[f32], shape: &[usize], d: Dtype| {
+                ew::copy(&gpu, &host_f32(v, shape), d).unwrap()
+            };
+            let w: Vec<f32> = (0..bt * n * k)
+                .map(|i| (i as f32 * 0.37).sin() + (i % 5) as f32 * 0.2 - 0.4)
                 .collect();
-            let dq = host(&dequantize(&gpu, &parts, gs, 4, &[bt * n, k], Dtype::F32).unwrap());
-            let stacked: Vec<ArrayData> = parts
-                .iter()
-                .map(|p| ArrayData::contiguous(p.buffer.clone(), &[bt, n, p.shape[1]], p.dtype))
-                .collect();
-            for (m, norm, addend) in [
-                (1, true, false),
-                (2, false, true),
-                (3, false, false),
-                (4, true, false),
-                (5, false, true),
-                (8, true, true),
-            ] {
-                let xv: Vec<f32> = (0..bt * m * k)
-                    .map(|i| (i as f32 * 0.11).cos() * (1.0 + (i % 3) as f32))
-                    .collect();
-                let xa = half(&xv, &[bt, m, k], xd);
-                let xv = host(&xa);
-                let nv: Vec<f32> = (0..k).map(|i| 0.5 + (i % 7) as f32 * 0.1).collect();
-                let na = half(&nv, &[k], xd);
-                let nv = host(&na);
-                let rv: Vec<f32> = (0..bt * m * n)
-                    .map(|i| (i % 9) as f32 * 0.25 - 1.0)
-                    .collect();
-                let ra = half(&rv, &[bt, m, n], Dtype::F32);
-                let mut ins = vec![xa];
-                ins.extend(stacked.iter().cloned());
-                if addend {
-                    ins.push(ra);
-                }
-                if norm {
-                    ins.push(na);
-                }
-                let eps = 1e-5f32;
-                let y = quantized_matmul(
-                    &gpu,
-                    &ins,
-                    (gs, 4),
-                    true,
-                    false,
-                    (addend, norm.then_some(eps)),
-                    &[bt, m, n],
-                    Dtype::F32,
-                )
-                .unwrap();
-                let y = host(&y);
-                assert!(
-                    gpu.kernels.loaded_with_prefix("rq_qmv_rows_") > 0,
-                    "the tensor-core kernel did not run (gs {gs} {xd} m {m})"
-                );
-                for b in 0..bt {
-                    for mi in 0..m {
-                        let xr = &xv[(b * m + mi) * k..][..k];
-                        let inv = if norm {
-                            let ss: f64 = xr.iter().map(|&v| v as f64 * v as f64).sum();
-                            1.0 / (ss / k as f64 + eps as f64).sqrt()
+            for (gs, xd) in [(64, Dtype::BF16), (128, Dtype::BF16), (64, Dtype::F16)] {
+                let wa = half(&w, &[bt * n, k], xd);
+                let parts: Vec<ArrayData> = (0..3u8)
+                    .map(|p| {
+                        let (c, dt) = if p == 0 {
+                            (k / 8, Dtype::U32)
                         } else {
-                            1.0
+                            (k / gs, xd)
                         };
-                        for ni in 0..n {
-                            let wr = &dq[(b * n + ni) * k..][..k];
-                            let (mut want, mut mag) = (0f64, 0f64);
-                            for j in 0..k {
-                                let xj = xr[j] as f64 * if norm { nv[j] as f64 * inv } else { 1.0 };
-                                want += xj * wr[j] as f64;
-                                mag += (xj * wr[j] as f64).abs();
-                            }
-                            let o = (b * m + mi) * n + ni;
-                            if addend {
-                                want += rv[o] as f64;
-                            }
-                            // exact codes, f32 sums; with the norm x ∘ w is rounded to half once
-                            let rel = if norm { 8e-3 } else { 1e-4 };
-                            let tol = rel * mag + 1e-4;
-                            assert!(
+                        quantize(&gpu, &wa, gs, 4, p, &[bt * n, c], dt).unwrap()
+                    })
+                    .collect();
+                let dq = host(&dequantize(&gpu, &parts, gs, 4, &[bt * n, k], Dtype::F32).unwrap());
+                let stacked: Vec<ArrayData> = parts
+                    .iter()
+                    .map(|p| ArrayData::contiguous(p.buffer.clone(), &[bt, n, p.shape[1]], p.dtype))
+                    .collect();
+                for (m, norm, addend) in [
+                    (1, true, false),
+                    (1, false, true),
+                    (2, false, true),
+                    (3, false, false),
+                    (4, true, false),
+                    (5, false, true),
+                    (8, true, true),
+                ] {
+                    let xv: Vec<f32> = (0..bt * m * k)
+                        .map(|i| (i as f32 * 0.11).cos() * (1.0 + (i % 3) as f32))
+                        .collect();
+                    let xa = half(&xv, &[bt, m, k], xd);
+                    let xv = host(&xa);
+                    let nv: Vec<f32> = (0..k).map(|i| 0.5 + (i % 7) as f32 * 0.1).collect();
+                    let na = half(&nv, &[k], xd);
+                    let nv = host(&na);
+                    let rv: Vec<f32> = (0..bt * m * n)
+                        .map(|i| (i % 9) as f32 * 0.25 - 1.0)
+                        .collect();
+                    let ra = half(&rv, &[bt, m, n], Dtype::F32);
+                    let mut ins = vec![xa];
+                    ins.extend(stacked.iter().cloned());
+                    if addend {
+                        ins.push(ra);
+                    }
+                    if norm {
+                        ins.push(na);
+                    }
+                    let eps = 1e-5f32;
+                    let y = quantized_matmul(
+                        &gpu,
+                        &ins,
+                        (gs, 4),
+                        true,
+                        false,
+                        (addend, norm.then_some(eps)),
+                        &[bt, m, n],
+                        Dtype::F32,
+                    )
+                    .unwrap();
+                    let y = host(&y);
+                    let (kernel, what) = if m == 1 && qmv_stream::enabled() {
+                        ("rq_qmv_stream_", "streaming")
+                    } else {
+                        ("rq_qmv_rows_", "tensor-core")
+                    };
+                    assert!(
+                        gpu.kernels.loaded_with_prefix(kernel) > 0,
+                        "the {what} kernel did not run (gs {gs} {xd} m {m})"
+                    );
+                    for b in 0..bt {
+                        for mi in 0..m {
+                            let xr = &xv[(b * m + mi) * k..][..k];
+                            let inv = if norm {
+                                let ss: f64 = xr.iter().map(|&v| v as f64 * v as f64).sum();
+                                1.0 / (ss / k as f64 + eps as f64).sqrt()
+                            } else {
+                                1.0
+                            };
+                            for ni in 0..n {
+                                let wr = &dq[(b * n + ni) * k..][..k];
+                                let (mut want, mut mag) = (0f64, 0f64);
+                                for j in 0..k {
+                                    let xj =
+                                        xr[j] as f64 * if norm { nv[j] as f64 * inv } else { 1.0 };
+                                    want += xj * wr[j] as f64;
+                                    mag += (xj * wr[j] as f64).abs();
+                                }
+                                let o = (b * m + mi) * n + ni;
+                                if addend {
+                                    want += rv[o] as f64;
+                                }
+                                // exact codes, f32 sums; with the norm x ∘ w is rounded to half once
+                                let rel = if norm { 8e-3 } else { 1e-4 };
+                                let tol = rel * mag + 1e-4;
+                                assert!(
                                 (y[o] as f64 - want).abs() <= tol,
                                 "rows kernel gs {gs} {xd} m {m} norm {norm} addend {addend} [{b},{mi},{ni}]: {} vs {want} (tolerance {tol})",
                                 y[o]
                             );
+                            }
                         }
                     }
                 }

@@ -1,0 +1,241 @@
+//! One row of half x against 4-bit weights with the weights streamed through shared memory
+//! (`kernels/qmv_stream.cuh`): the rows kernel's arithmetic, but each warp's next steps of
+//! weights are in flight by `cp.async` (the first ones before the kernel waits on its
+//! predecessor), so a decode step's memory pipe stays full across kernel boundaries.
+
+use crate::context::Gpu;
+use crate::data::{ctype, tag};
+use crate::kernels::MMA_CUH;
+use crate::launch::{Args, Grid};
+use crate::ops::quantized::{XNorm, QMV_ROWS_CUH, QUANT_CUH};
+use cudarc::driver::sys;
+use rmlx_core::{Dtype, Result};
+use std::sync::Arc;
+
+/// The device code (after `quantized.cuh`, `mma.cuh` and `qmv_rows.cuh`).
+pub const QMV_STREAM_CUH: &str = include_str!("../../kernels/qmv_stream.cuh");
+
+/// Warps per block, splitting K (the rows kernel's one-row choice).
+const KS: usize = 8;
+
+/// Whether the one-row products the rows kernel would take stream instead (`RMLX_QMV_STREAM=0`
+/// keeps the rows kernel: an ablation switch).
+pub(crate) fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    crate::env::flag(&ON, "RMLX_QMV_STREAM", true)
+}
+
+/// One-row products the streaming kernel takes beyond the rows kernel's rule (which wants N of
+/// 4,096 or more and K past the in-kernel int8 quantization's reach): N in 1,024..=32,768 and
+/// K of at least 1,024, so Qwen3-30B-A3B's q/k/v (5,120 × 2,048) and o_proj (2,048 × 4,096)
+/// too: 378.6 / 380.1 → 410.2 / 406.9 tok/s there (H100, same call, docs/PERF.md). Smaller
+/// products (SmolLM2's) stay on the dp4a kernels.
+pub(crate) fn takes(n: usize, k: usize) -> bool {
+    (1024..=32_768).contains(&n) && k >= 1024
+}
+
+/// Whether the first steps are issued before the kernel waits on its predecessor
+/// (`RMLX_QMV_STREAM_EARLY=0`: after, an ablation switch).
+fn early() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    crate::env::flag(&ON, "RMLX_QMV_STREAM_EARLY", true)
+}
+
+/// The deepest ring (steps in flight per warp): 2, or `RMLX_QMV_STREAM_D` (a tuning knob).
+/// Measured in the model (8B shape, H100, same call): rings of 2 steps 428.1 / 437.8 tok/s,
+/// up to 8 (3 for down, whose warps own 7 steps) 421.1 / 422.4, 1 step 433.3, the rows kernel
+/// 416.6 / 417.1: a deeper ring takes shared memory the L1 of the kernels around it needs.
+fn max_depth() -> usize {
+    static D: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    crate::env::count(&D, "RMLX_QMV_STREAM_D", 2)
+}
+
+/// A launch's shape: tiles of 16 rows per block, ring depth (steps in flight per warp) and the
+/// dynamic shared memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub t: usize,
+    pub d: usize,
+    pub shared: usize,
+}
+
+/// Bytes of one warp's ring slot: the kernel's `RqStreamSlot` (16 T rows × 128 bytes of words,
+/// then their NG two-byte scales and as many biases, NG = 256 / gs).
+fn slot_bytes(t: usize, gs: usize) -> usize {
+    let ng = 4 * 64 / gs;
+    16 * t * 128 + 2 * (16 * t * ng * 2)
+}
+
+/// Units of 64 codes each warp owns (whole steps), as the kernel computes `per`.
+fn units_per_warp(k: usize) -> usize {
+    let nu = k / 64;
+    nu.div_ceil(KS).div_ceil(4) * 4
+}
+
+/// The plan for N output rows (H = N / 2 columns where `swiglu`) of K codes in groups of `gs`,
+/// within `budget` bytes of dynamic shared memory per block; `None` where not even one step
+/// per warp fits. One tile per block up to 4,096 rows (more blocks), two above (the rows
+/// kernel's rule, which SwiGLU needs).
+pub(crate) fn plan(n: usize, k: usize, gs: usize, swiglu: bool, budget: usize) -> Option<Plan> {
+    let t = if swiglu || n > 4096 { 2 } else { 1 };
+    let per = units_per_warp(k);
+    let steps = per / 4;
+    let x_bytes = per * 128;
+    let slot = slot_bytes(t, gs);
+    // the budget is the block's: KS warps, each its run of x and D slots
+    let fit = budget.checked_sub(KS * x_bytes)? / (KS * slot);
+    let d = steps.min(fit).min(max_depth());
+    (d >= 1).then_some(Plan {
+        t,
+        d,
+        shared: KS * (d * slot + x_bytes),
+    })
+}
+
+/// Dynamic shared memory a block may take so that two blocks share an SM (their static
+/// reduction arrays and the 1 KB the hardware reserves per block set aside).
+fn budget(gpu: &Gpu) -> usize {
+    static CAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cap = crate::env::count(&CAP, "RMLX_QMV_STREAM_BUDGET", usize::MAX);
+    let per_sm = gpu.smem_per_sm;
+    let static_bytes = KS * 2 * 4 * 32 * 4 + KS * 8 * 4;
+    (per_sm / 2)
+        .saturating_sub(1024 + static_bytes)
+        .min(gpu.smem_per_block_optin)
+        .min(cap)
+}
+
+/// Kernel name and wrapper source.
+pub fn source(
+    x: Dtype,
+    s: Dtype,
+    o: Dtype,
+    gs: usize,
+    (t, d): (usize, usize),
+    (norm, swiglu): (bool, bool),
+) -> (String, String) {
+    let name = format!(
+        "rq_qmv_stream_{}{}{}_{}_{}_g{gs}_t{t}_d{d}",
+        tag(x),
+        if norm { "_n" } else { "" },
+        if swiglu { "_sw" } else { "" },
+        tag(s),
+        tag(o)
+    );
+    let (cx, cs, co) = (ctype(x), ctype(s), ctype(o));
+    let threads = 32 * KS;
+    let src = format!(
+        "extern \"C\" __global__ void __launch_bounds__({threads}, 2) {name}(const {cx}* x, const {cx}* nw, float eps, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, i64 N, i64 K, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs, int early) {{\n  RMLX_PDL_MANUAL rq_qmv_stream<{cx}, {cs}, {co}, {gs}, {t}, {KS}, {d}, {norm}, {swiglu}>(x, nw, eps, w, s, b, y, res, N, K, xbs, wbs, sbs, bbs, ybs, early);\n}}\n"
+    );
+    (name, src)
+}
+
+/// One launch for one row of x (per batch matrix): x (address, dtype, the norm it takes
+/// inside), the weights' three addresses with the scales' dtype and group size, the output
+/// (address, residual address or 0, dtype), (N, K), the batch strides of x, w, scales, biases
+/// and y, SwiGLU (N = 2H rows, H columns out) and the batch. `Ok(false)`: no plan fits this
+/// device's shared memory (the caller takes the rows kernel).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn launch(
+    gpu: &Arc<Gpu>,
+    (xp, xt, norm): (u64, Dtype, Option<XNorm>),
+    ([w, s, b], st, gs): ([u64; 3], Dtype, usize),
+    (yptr, rptr, od): (u64, u64, Dtype),
+    (n, k): (usize, usize),
+    [xbs, wbs, sbs, bbs, ybs]: [i64; 5],
+    (swiglu, batch): (bool, usize),
+) -> Result<bool> {
+    let Some(p) = plan(n, k, gs, swiglu, budget(gpu)) else {
+        return Ok(false);
+    };
+    let (name, src) = source(xt, st, od, gs, (p.t, p.d), (norm.is_some(), swiglu));
+    let f = gpu.kernels.get(
+        &gpu.ctx,
+        &name,
+        &format!("{QUANT_CUH}\n{MMA_CUH}\n{QMV_ROWS_CUH}\n{QMV_STREAM_CUH}\n{src}"),
+    )?;
+    {
+        // (static and dynamic shared memory together above 48 KB need it)
+        f.set_attribute(
+            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            p.shared as i32,
+        )
+        .map_err(|e| crate::context::cuda_err(&format!("sizing {name}'s shared memory"), e))?;
+    }
+    let (nw, eps) = norm.map_or((0, 0.0), |n| (n.weight, n.eps));
+    let mut a = Args::new();
+    a.ptr(xp)
+        .ptr(nw)
+        .f32(eps)
+        .ptr(w)
+        .ptr(s)
+        .ptr(b)
+        .ptr(yptr)
+        .ptr(rptr)
+        .i64(n as i64)
+        .i64(k as i64)
+        .i64(xbs)
+        .i64(wbs)
+        .i64(sbs)
+        .i64(bbs)
+        .i64(ybs)
+        .i32(early() as i32);
+    let blocks = if swiglu {
+        (n / 2).div_ceil(16)
+    } else {
+        n.div_ceil(16 * p.t)
+    };
+    let g = Grid {
+        grid: (blocks as u32, batch.max(1) as u32, 1),
+        block: ((32 * KS) as u32, 1, 1),
+        shared: p.shared as u32,
+    };
+    gpu.launch(&f, &name, g, &mut a)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_kernels_compile() {
+        let (b, h, f) = (Dtype::BF16, Dtype::F16, Dtype::F32);
+        let mut body = String::new();
+        for (t, d) in [(1, 2), (2, 2), (1, 3)] {
+            for gs in [64, 128] {
+                for norm in [false, true] {
+                    body.push_str(&source(b, b, b, gs, (t, d), (norm, false)).1);
+                }
+            }
+        }
+        body.push_str(&source(b, b, b, 64, (2, 2), (true, true)).1);
+        body.push_str(&source(h, h, h, 128, (2, 1), (false, true)).1);
+        body.push_str(&source(h, b, f, 64, (1, 4), (true, false)).1);
+        crate::kernels::assert_compiles(
+            "qmv_stream",
+            &format!("{QUANT_CUH}\n{MMA_CUH}\n{QMV_ROWS_CUH}\n{QMV_STREAM_CUH}\n{body}"),
+        );
+    }
+
+    #[test]
+    fn plans_fit_the_budget_and_cover_short_runs() {
+        let budget = 228 * 1024 / 2 - 1024 - (KS * 2 * 4 * 32 * 4 + KS * 8 * 4);
+        // 8B o_proj: 8 units per warp = 2 steps, all in flight
+        let p = plan(4096, 4096, 64, false, budget).unwrap();
+        assert_eq!((p.t, p.d), (1, 2));
+        assert_eq!(p.shared, KS * (2 * 2304 + 1024));
+        // 8B q/k/v: two tiles
+        let p = plan(6144, 4096, 64, false, budget).unwrap();
+        assert_eq!((p.t, p.d), (2, 2));
+        // 8B down: 28 units per warp (7 steps); the ring is what fits
+        let p = plan(4096, 14336, 64, false, budget).unwrap();
+        assert_eq!(p.t, 1);
+        assert!(p.d >= 2 && p.d < 7, "{p:?}");
+        assert!(p.shared <= budget);
+        // groups of 128: half the meta
+        assert_eq!(slot_bytes(1, 128), 2048 + 128);
+        // nothing fits a tiny budget
+        assert_eq!(plan(4096, 14336, 64, false, 8 * 1024), None);
+    }
+}
