@@ -1102,7 +1102,8 @@ mod tests {
 
     /// Which decode products take the tensor-core rows kernel: 3..8 rows of any length, 1..2
     /// rows only where x would otherwise need its own quantization launch and N is not a
-    /// vocabulary head's, never 8-bit weights, groups of 32, or K not a multiple of 256.
+    /// vocabulary head's, one row also where the streaming variant takes it (N 1,024..32,768,
+    /// K ≥ 1,024), never 8-bit weights, groups of 32, or K not a multiple of 256.
     #[test]
     fn rows_kernel_dispatch_rule() {
         if !crate::env::flag_value("RMLX_QMV_ROWS", true)
@@ -1118,8 +1119,15 @@ mod tests {
         assert!(fits(1, 4096, 14336, 64, 4));
         assert!(fits(2, 4096, 4096, 128, 4));
         assert!(!fits(1, 128_256, 4096, 64, 4));
-        assert!(!fits(1, 5120, 2048, 64, 4));
-        assert!(!fits(1, 2048, 4096, 64, 4));
+        // Qwen3-30B-A3B's q/k/v and o_proj: one row streams; two rows of o_proj (N = 2,048)
+        // stay on dp4a
+        let stream = qmv_stream::enabled();
+        assert_eq!(fits(1, 5120, 2048, 64, 4), stream);
+        assert_eq!(fits(1, 2048, 4096, 64, 4), stream);
+        assert!(!fits(2, 2048, 4096, 64, 4));
+        // SmolLM2's: too small for either
+        assert!(!fits(1, 960, 768, 64, 4));
+        assert!(!fits(1, 576, 1536, 64, 4));
         assert!(fits(3, 5120, 2048, 64, 4));
         assert!(fits(8, 128_256, 4096, 64, 4));
         assert!(!fits(9, 4096, 4096, 64, 4));
