@@ -4,10 +4,10 @@
 //! predecessor), so a decode step's memory pipe stays full across kernel boundaries.
 
 use crate::context::Gpu;
-use crate::data::{ctype, tag};
+use crate::data::ctype;
 use crate::kernels::MMA_CUH;
 use crate::launch::{Args, Grid};
-use crate::ops::quantized::{XNorm, QMV_ROWS_CUH, QUANT_CUH};
+use crate::ops::quantized::{rows_args, rows_stem, XNorm, QMV_ROWS_CUH, QUANT_CUH};
 use cudarc::driver::sys;
 use rmlx_core::{Dtype, Result};
 use std::sync::Arc;
@@ -15,8 +15,15 @@ use std::sync::Arc;
 /// The device code (after `quantized.cuh`, `mma.cuh` and `qmv_rows.cuh`).
 pub const QMV_STREAM_CUH: &str = include_str!("../../kernels/qmv_stream.cuh");
 
-/// Warps per block, splitting K (the rows kernel's one-row choice).
-const KS: usize = 8;
+/// Warps per block, splitting K: 8 (the rows kernel's one-row choice), or
+/// `RMLX_QMV_STREAM_KS` (4 or 8, a tuning knob).
+fn warps() -> usize {
+    static KS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    match crate::env::count(&KS, "RMLX_QMV_STREAM_KS", 8) {
+        4 => 4,
+        _ => 8,
+    }
+}
 
 /// Whether the one-row products the rows kernel would take stream instead (`RMLX_QMV_STREAM=0`
 /// keeps the rows kernel: an ablation switch).
@@ -54,6 +61,7 @@ fn max_depth() -> usize {
 /// dynamic shared memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Plan {
+    pub ks: usize,
     pub t: usize,
     pub d: usize,
     pub shared: usize,
@@ -67,39 +75,52 @@ fn slot_bytes(t: usize, gs: usize) -> usize {
 }
 
 /// Units of 64 codes each warp owns (whole steps), as the kernel computes `per`.
-fn units_per_warp(k: usize) -> usize {
+fn units_per_warp(k: usize, ks: usize) -> usize {
     let nu = k / 64;
-    nu.div_ceil(KS).div_ceil(4) * 4
+    nu.div_ceil(ks).div_ceil(4) * 4
 }
 
 /// The plan for N output rows (H = N / 2 columns where `swiglu`) of K codes in groups of `gs`,
 /// within `budget` bytes of dynamic shared memory per block; `None` where not even one step
 /// per warp fits. One tile per block up to 4,096 rows (more blocks), two above (the rows
 /// kernel's rule, which SwiGLU needs).
-pub(crate) fn plan(n: usize, k: usize, gs: usize, swiglu: bool, budget: usize) -> Option<Plan> {
+pub(crate) fn plan(
+    n: usize,
+    k: usize,
+    gs: usize,
+    (ks, swiglu): (usize, bool),
+    budget: usize,
+) -> Option<Plan> {
     let t = if swiglu || n > 4096 { 2 } else { 1 };
-    let per = units_per_warp(k);
+    let per = units_per_warp(k, ks);
     let steps = per / 4;
     let x_bytes = per * 128;
     let slot = slot_bytes(t, gs);
     // the budget is the block's: KS warps, each its run of x and D slots
-    let fit = budget.checked_sub(KS * x_bytes)? / (KS * slot);
+    let fit = budget.checked_sub(ks * x_bytes)? / (ks * slot);
     let d = steps.min(fit).min(max_depth());
     (d >= 1).then_some(Plan {
+        ks,
         t,
         d,
-        shared: KS * (d * slot + x_bytes),
+        shared: ks * (d * slot + x_bytes),
     })
 }
 
-/// Dynamic shared memory a block may take so that two blocks share an SM (their static
-/// reduction arrays and the 1 KB the hardware reserves per block set aside).
-fn budget(gpu: &Gpu) -> usize {
+/// Blocks per SM a launch of `ks` warps is sized for: 16 warps in all (the register cap of
+/// 128 a thread follows from it).
+fn blocks_per_sm(ks: usize) -> usize {
+    16 / ks
+}
+
+/// Dynamic shared memory a block of `ks` warps may take so that [`blocks_per_sm`] blocks share
+/// an SM (their static reduction arrays and the 1 KB the hardware reserves per block set aside).
+fn budget(gpu: &Gpu, ks: usize) -> usize {
     static CAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let cap = crate::env::count(&CAP, "RMLX_QMV_STREAM_BUDGET", usize::MAX);
     let per_sm = gpu.smem_per_sm;
-    let static_bytes = KS * 2 * 4 * 32 * 4 + KS * 8 * 4;
-    (per_sm / 2)
+    let static_bytes = ks * 2 * 4 * 32 * 4 + ks * 8 * 4;
+    (per_sm / blocks_per_sm(ks))
         .saturating_sub(1024 + static_bytes)
         .min(gpu.smem_per_block_optin)
         .min(cap)
@@ -111,44 +132,46 @@ pub fn source(
     s: Dtype,
     o: Dtype,
     gs: usize,
-    (t, d): (usize, usize),
+    (ks, t, d): (usize, usize, usize),
     (norm, swiglu): (bool, bool),
 ) -> (String, String) {
     let name = format!(
-        "rq_qmv_stream_{}{}{}_{}_{}_g{gs}_t{t}_d{d}",
-        tag(x),
-        if norm { "_n" } else { "" },
-        if swiglu { "_sw" } else { "" },
-        tag(s),
-        tag(o)
+        "{}_t{t}_k{ks}_d{d}",
+        rows_stem("rq_qmv_stream", (x, s, o), gs, (norm, swiglu))
     );
     let (cx, cs, co) = (ctype(x), ctype(s), ctype(o));
-    let threads = 32 * KS;
+    let threads = 32 * ks;
+    let min_blocks = blocks_per_sm(ks);
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}, 2) {name}(const {cx}* x, const {cx}* nw, float eps, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, i64 N, i64 K, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs, int early) {{\n  RMLX_PDL_MANUAL rq_qmv_stream<{cx}, {cs}, {co}, {gs}, {t}, {KS}, {d}, {norm}, {swiglu}>(x, nw, eps, w, s, b, y, res, N, K, xbs, wbs, sbs, bbs, ybs, early);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}, {min_blocks}) {name}(const {cx}* x, const {cx}* nw, float eps, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, i64 N, i64 K, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs, int early) {{\n  RMLX_PDL_MANUAL rq_qmv_stream<{cx}, {cs}, {co}, {gs}, {t}, {ks}, {d}, {norm}, {swiglu}>(x, nw, eps, w, s, b, y, res, N, K, xbs, wbs, sbs, bbs, ybs, early);\n}}\n"
     );
     (name, src)
 }
 
-/// One launch for one row of x (per batch matrix): x (address, dtype, the norm it takes
-/// inside), the weights' three addresses with the scales' dtype and group size, the output
-/// (address, residual address or 0, dtype), (N, K), the batch strides of x, w, scales, biases
-/// and y, SwiGLU (N = 2H rows, H columns out) and the batch. `Ok(false)`: no plan fits this
-/// device's shared memory (the caller takes the rows kernel).
+/// One launch for one row of x (per batch matrix) where `m` is 1 and the kernel is on: x
+/// (address, dtype, the norm it takes inside), the weights' three addresses with the scales'
+/// dtype and group size, the output (address, residual address or 0, dtype), (N, K), the batch
+/// strides of x, w, scales, biases and y, SwiGLU (N = 2H rows, H columns out) and the batch. `Ok(false)`: not one row, switched
+/// off, or no plan fits this device's shared memory (the caller takes the rows kernel).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn launch(
     gpu: &Arc<Gpu>,
+    m: usize,
     (xp, xt, norm): (u64, Dtype, Option<XNorm>),
     ([w, s, b], st, gs): ([u64; 3], Dtype, usize),
     (yptr, rptr, od): (u64, u64, Dtype),
     (n, k): (usize, usize),
-    [xbs, wbs, sbs, bbs, ybs]: [i64; 5],
+    strides: [i64; 5],
     (swiglu, batch): (bool, usize),
 ) -> Result<bool> {
-    let Some(p) = plan(n, k, gs, swiglu, budget(gpu)) else {
+    if m != 1 || !enabled() {
+        return Ok(false);
+    }
+    let ks = warps();
+    let Some(p) = plan(n, k, gs, (ks, swiglu), budget(gpu, ks)) else {
         return Ok(false);
     };
-    let (name, src) = source(xt, st, od, gs, (p.t, p.d), (norm.is_some(), swiglu));
+    let (name, src) = source(xt, st, od, gs, (p.ks, p.t, p.d), (norm.is_some(), swiglu));
     let f = gpu.kernels.get(
         &gpu.ctx,
         &name,
@@ -162,24 +185,16 @@ pub(crate) fn launch(
         )
         .map_err(|e| crate::context::cuda_err(&format!("sizing {name}'s shared memory"), e))?;
     }
-    let (nw, eps) = norm.map_or((0, 0.0), |n| (n.weight, n.eps));
     let mut a = Args::new();
-    a.ptr(xp)
-        .ptr(nw)
-        .f32(eps)
-        .ptr(w)
-        .ptr(s)
-        .ptr(b)
-        .ptr(yptr)
-        .ptr(rptr)
-        .i64(n as i64)
-        .i64(k as i64)
-        .i64(xbs)
-        .i64(wbs)
-        .i64(sbs)
-        .i64(bbs)
-        .i64(ybs)
-        .i32(early() as i32);
+    rows_args(
+        &mut a,
+        (xp, norm),
+        [w, s, b],
+        (yptr, rptr),
+        (None, n, k),
+        strides,
+    );
+    a.i32(early() as i32);
     let blocks = if swiglu {
         (n / 2).div_ceil(16)
     } else {
@@ -187,7 +202,7 @@ pub(crate) fn launch(
     };
     let g = Grid {
         grid: (blocks as u32, batch.max(1) as u32, 1),
-        block: ((32 * KS) as u32, 1, 1),
+        block: ((32 * p.ks) as u32, 1, 1),
         shared: p.shared as u32,
     };
     gpu.launch(&f, &name, g, &mut a)?;
@@ -205,13 +220,15 @@ mod tests {
         for (t, d) in [(1, 2), (2, 2), (1, 3)] {
             for gs in [64, 128] {
                 for norm in [false, true] {
-                    body.push_str(&source(b, b, b, gs, (t, d), (norm, false)).1);
+                    body.push_str(&source(b, b, b, gs, (8, t, d), (norm, false)).1);
                 }
             }
         }
-        body.push_str(&source(b, b, b, 64, (2, 2), (true, true)).1);
-        body.push_str(&source(h, h, h, 128, (2, 1), (false, true)).1);
-        body.push_str(&source(h, b, f, 64, (1, 4), (true, false)).1);
+        body.push_str(&source(b, b, b, 64, (8, 2, 2), (true, true)).1);
+        body.push_str(&source(h, h, h, 128, (8, 2, 1), (false, true)).1);
+        body.push_str(&source(h, b, f, 64, (8, 1, 4), (true, false)).1);
+        body.push_str(&source(b, b, b, 64, (4, 1, 2), (true, false)).1);
+        body.push_str(&source(b, b, b, 64, (4, 2, 2), (false, true)).1);
         crate::kernels::assert_compiles(
             "qmv_stream",
             &format!("{QUANT_CUH}\n{MMA_CUH}\n{QMV_ROWS_CUH}\n{QMV_STREAM_CUH}\n{body}"),
@@ -220,22 +237,27 @@ mod tests {
 
     #[test]
     fn plans_fit_the_budget_and_cover_short_runs() {
-        let budget = 228 * 1024 / 2 - 1024 - (KS * 2 * 4 * 32 * 4 + KS * 8 * 4);
+        let ks = 8;
+        let budget = 228 * 1024 / 2 - 1024 - (ks * 2 * 4 * 32 * 4 + ks * 8 * 4);
         // 8B o_proj: 8 units per warp = 2 steps, all in flight
-        let p = plan(4096, 4096, 64, false, budget).unwrap();
+        let p = plan(4096, 4096, 64, (ks, false), budget).unwrap();
         assert_eq!((p.t, p.d), (1, 2));
-        assert_eq!(p.shared, KS * (2 * 2304 + 1024));
+        assert_eq!(p.shared, ks * (2 * 2304 + 1024));
         // 8B q/k/v: two tiles
-        let p = plan(6144, 4096, 64, false, budget).unwrap();
+        let p = plan(6144, 4096, 64, (ks, false), budget).unwrap();
         assert_eq!((p.t, p.d), (2, 2));
         // 8B down: 28 units per warp (7 steps); the ring is what fits
-        let p = plan(4096, 14336, 64, false, budget).unwrap();
+        let p = plan(4096, 14336, 64, (ks, false), budget).unwrap();
         assert_eq!(p.t, 1);
         assert!(p.d >= 2 && p.d < 7, "{p:?}");
         assert!(p.shared <= budget);
+        // 4 warps: twice the run of x and of steps per warp, in a quarter of the SM
+        let p = plan(4096, 4096, 64, (4, false), 228 * 1024 / 4 - 1024 - 4 * 4224).unwrap();
+        assert_eq!((p.ks, p.t, p.d), (4, 1, 2));
+        assert_eq!(p.shared, 4 * (2 * 2304 + 2048));
         // groups of 128: half the meta
         assert_eq!(slot_bytes(1, 128), 2048 + 128);
         // nothing fits a tiny budget
-        assert_eq!(plan(4096, 14336, 64, false, 8 * 1024), None);
+        assert_eq!(plan(4096, 14336, 64, (ks, false), 8 * 1024), None);
     }
 }

@@ -161,6 +161,53 @@ pub fn quantize_x_source(x: Dtype, bits: usize, norm: bool) -> (String, String) 
     (name, src)
 }
 
+/// The name stem the rows kernels share (`rq_qmv_rows`, `rq_qmv_stream`):
+/// `{kind}_{x}[_n][_sw]_{scales}_{out}_g{gs}`.
+pub(crate) fn rows_stem(
+    kind: &str,
+    (x, s, o): (Dtype, Dtype, Dtype),
+    gs: usize,
+    (norm, swiglu): (bool, bool),
+) -> String {
+    format!(
+        "{kind}_{}{}{}_{}_{}_g{gs}",
+        tag(x),
+        if norm { "_n" } else { "" },
+        if swiglu { "_sw" } else { "" },
+        tag(s),
+        tag(o)
+    )
+}
+
+/// The arguments the rows kernels share: x and its norm (weight, eps), the weights, scales and
+/// biases, y and the residual (0: none), the row count M where the kernel takes one, N, K,
+/// and the batch strides of x, w, scales, biases and y.
+pub(crate) fn rows_args(
+    a: &mut Args,
+    (xp, norm): (u64, Option<XNorm>),
+    [w, s, b]: [u64; 3],
+    (yptr, rptr): (u64, u64),
+    (m, n, k): (Option<usize>, usize, usize),
+    strides: [i64; 5],
+) {
+    let (nw, eps) = norm.map_or((0, 0.0), |n| (n.weight, n.eps));
+    a.ptr(xp)
+        .ptr(nw)
+        .f32(eps)
+        .ptr(w)
+        .ptr(s)
+        .ptr(b)
+        .ptr(yptr)
+        .ptr(rptr);
+    if let Some(m) = m {
+        a.i32(m as i32);
+    }
+    a.i64(n as i64).i64(k as i64);
+    for v in strides {
+        a.i64(v);
+    }
+}
+
 /// The tensor-core decode kernel for several rows of half x (`qmv_rows.cuh`): x of dtype `x`,
 /// 4-bit weights in groups of `gs` (64 or 128) with half scales `s`, output `o`; `t` tiles of
 /// 16 weight rows per block, `ks` warps splitting K, `u` units of 64 codes in flight; `norm`:
@@ -175,12 +222,8 @@ pub fn qmv_rows_source(
     min_blocks: usize,
 ) -> (String, String) {
     let name = format!(
-        "rq_qmv_rows_{}{}{}_{}_{}_g{gs}_t{t}_k{ks}_u{u}_b{min_blocks}",
-        tag(x),
-        if norm { "_n" } else { "" },
-        if swiglu { "_sw" } else { "" },
-        tag(s),
-        tag(o)
+        "{}_t{t}_k{ks}_u{u}_b{min_blocks}",
+        rows_stem("rq_qmv_rows", (x, s, o), gs, (norm, swiglu))
     );
     let (cx, cs, co) = (ctype(x), ctype(s), ctype(o));
     let threads = 32 * ks;
@@ -218,24 +261,15 @@ fn launch_rows(
         &name,
         &format!("{QUANT_CUH}\n{MMA_CUH}\n{QMV_ROWS_CUH}\n{src}"),
     )?;
-    let (nw, eps) = norm.map_or((0, 0.0), |n| (n.weight, n.eps));
     let mut a = Args::new();
-    a.ptr(xp)
-        .ptr(nw)
-        .f32(eps)
-        .ptr(w)
-        .ptr(s)
-        .ptr(b)
-        .ptr(yptr)
-        .ptr(rptr)
-        .i32(m as i32)
-        .i64(n as i64)
-        .i64(k as i64)
-        .i64(xbs)
-        .i64(wbs)
-        .i64(sbs)
-        .i64(bbs)
-        .i64(ybs);
+    rows_args(
+        &mut a,
+        (xp, norm),
+        [w, s, b],
+        (yptr, rptr),
+        (Some(m), n, k),
+        [xbs, wbs, sbs, bbs, ybs],
+    );
     let blocks = if swiglu {
         (n / 2).div_ceil(16)
     } else {
@@ -295,18 +329,16 @@ pub fn quantized_swiglu(
         let w = DecodeWeights::new(gpu, [wa, sa, ba])?;
         if w.aligned16() {
             let (out, yptr) = output(gpu, shape, od)?;
-            if m == 1
-                && qmv_stream::enabled()
-                && qmv_stream::launch(
-                    gpu,
-                    (xp, xd.dtype, nx.norm),
-                    (w.ptrs, sa.dtype, group_size),
-                    (yptr, 0, od),
-                    (2 * h, k),
-                    [0; 5],
-                    (true, 1),
-                )?
-            {
+            if qmv_stream::launch(
+                gpu,
+                m,
+                (xp, xd.dtype, nx.norm),
+                (w.ptrs, sa.dtype, group_size),
+                (yptr, 0, od),
+                (2 * h, k),
+                [0; 5],
+                (true, 1),
+            )? {
                 drop(xd);
                 return Ok(out);
             }
@@ -964,18 +996,16 @@ pub fn quantized_matmul(
         };
         if rows_kernel && w.batch_aligned16() {
             let strides = [(m * k) as i64, wbs, sbs, bbs, (m * n) as i64];
-            if m == 1
-                && qmv_stream::enabled()
-                && qmv_stream::launch(
-                    gpu,
-                    (xp, xd.dtype, nx.norm),
-                    (w.ptrs, sa.dtype, group_size),
-                    (yptr, rptr, od),
-                    (n, k),
-                    strides,
-                    (false, batch),
-                )?
-            {
+            if qmv_stream::launch(
+                gpu,
+                m,
+                (xp, xd.dtype, nx.norm),
+                (w.ptrs, sa.dtype, group_size),
+                (yptr, rptr, od),
+                (n, k),
+                strides,
+                (false, batch),
+            )? {
                 drop(xd);
                 return Ok(out);
             }
