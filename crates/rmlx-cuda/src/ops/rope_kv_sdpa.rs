@@ -12,7 +12,7 @@
 //! after it are never visited.
 
 use super::rope_kv::{head_source, HeadVariant, Step};
-use super::sdpa::{decode_target_blocks, get, rows_target_blocks, with_splits, LkGrid, RdRows};
+use super::sdpa::{get, with_splits, BlockTarget, LkGrid, RdRows};
 use crate::context::Gpu;
 use crate::data::{ctype, output};
 use crate::launch::Args;
@@ -166,9 +166,9 @@ pub fn rope_kv_sdpa(
     }
     let smax = table.cap[..b].iter().copied().max().unwrap_or(1) as usize;
     let target = if b == 1 {
-        decode_target_blocks()
+        BlockTarget::single()
     } else {
-        rows_target_blocks()
+        BlockTarget::rows()
     };
     let grid = LkGrid::new(target, b, n_kv, g, dl, smax);
     let (o, optr) = output(gpu, &[b, n_q, 1, d], t)?;

@@ -81,14 +81,48 @@ impl Splits {
     }
 }
 
+/// The blocks a decode attention launch aims for, and whether its splits round down so that
+/// the launch stays within that many (`whole`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BlockTarget {
+    pub blocks: usize,
+    pub whole: bool,
+}
+
+impl BlockTarget {
+    /// One sequence ([`decode_target_blocks`]: one wave of two blocks per SM), rounded down.
+    /// Rounding up had put a launch a few blocks past the wave, and those blocks ran as a second
+    /// one: the 8B at 8,256 keys ran 272 blocks; at 256, 304.5 / 304.0 → 310.5 / 312.4 tok/s,
+    /// Qwen3-30B-A3B single 393.3 / 397.6 → 404.4 / 409.5 (H100, same binary, docs/PERF.md).
+    /// `RMLX_SDPA_SPLITS_CEIL=1` rounds up again (an ablation switch).
+    pub(crate) fn single() -> BlockTarget {
+        static CEIL: OnceLock<bool> = OnceLock::new();
+        BlockTarget {
+            blocks: decode_target_blocks(),
+            whole: !crate::env::flag(&CEIL, "RMLX_SDPA_SPLITS_CEIL", false),
+        }
+    }
+    /// The batch engine's ragged rows ([`rows_target_blocks`]), rounded up: most of its splits
+    /// are empty at short lengths, and rounding down measured 0.99–1.0× there.
+    pub(crate) fn rows() -> BlockTarget {
+        BlockTarget {
+            blocks: rows_target_blocks(),
+            whole: false,
+        }
+    }
+}
+
 /// Key splits of a decode kernel over `s` keys whose (batch, KV head, head part) blocks number
-/// `pairs`: about `target` blocks in all ([`decode_target_blocks`], [`rows_target_blocks`]),
-/// each split at least `min_keys` keys.
-fn decode_splits(target: usize, pairs: usize, s: usize, min_keys: usize) -> Splits {
-    let n = target
-        .div_ceil(pairs)
-        .min(s.div_ceil(min_keys))
-        .clamp(1, 65_535);
+/// `pairs`: about `target.blocks` blocks in all (at most, where `target.whole`), each split at
+/// least `min_keys` keys.
+fn decode_splits(target: BlockTarget, pairs: usize, s: usize, min_keys: usize) -> Splits {
+    let pairs = pairs.max(1);
+    let per_pair = if target.whole {
+        target.blocks / pairs
+    } else {
+        target.blocks.div_ceil(pairs)
+    };
+    let n = per_pair.min(s.div_ceil(min_keys)).clamp(1, 65_535);
     Splits::even(s, n)
 }
 
@@ -102,9 +136,9 @@ pub(crate) struct LkGrid {
 
 impl LkGrid {
     /// `b` rows of `hkv` KV heads with `g` query heads of `D = 32 dl` each, caches of up to `s`
-    /// positions, about `target` blocks in all ([`decode_target_blocks`], [`rows_target_blocks`]).
+    /// positions, aiming at `target`.
     pub(crate) fn new(
-        target: usize,
+        target: BlockTarget,
         b: usize,
         hkv: usize,
         g: usize,
@@ -437,7 +471,7 @@ pub fn sdpa(
         let parts = if lk { head_parts(g, dl) } else { 1 };
         let g = g / parts;
         let pairs = b * hkv * parts;
-        let splits = decode_splits(decode_target_blocks(), pairs, s, min_keys);
+        let splits = decode_splits(BlockTarget::single(), pairs, s, min_keys);
         let (name, body) = decode_source(q.dtype, kind, md, g, dl, lk);
         let f = get(gpu, &name, &body)?;
         with_splits(
@@ -606,7 +640,7 @@ pub fn sdpa_rows(
     let (ld, li) = contiguous_input(gpu, &x[1])?;
     let qi = input(gpu, q)?;
     let smax = x[2..2 + b].iter().map(|k| k.shape[2]).max().unwrap_or(1);
-    let grid = LkGrid::new(rows_target_blocks(), b, hkv, g, dl, smax);
+    let grid = LkGrid::new(BlockTarget::rows(), b, hkv, g, dl, smax);
     let rows = b * hq;
     let (name, body) = rows_source(q.dtype, grid.heads, dl);
     let f = get(gpu, &name, &body)?;
@@ -664,13 +698,43 @@ mod tests {
         for rows in 1..=8 {
             let pairs = rows * 16;
             for cap in [128, 256, 512, 1024] {
-                let sp = decode_splits(ROWS_TARGET_BLOCKS, pairs, cap, LK_MIN_KEYS);
+                let target = BlockTarget {
+                    blocks: ROWS_TARGET_BLOCKS,
+                    whole: false,
+                };
+                let sp = decode_splits(target, pairs, cap, LK_MIN_KEYS);
                 assert!(sp.len <= LK_MIN_KEYS, "{rows} rows, {cap} slots: {sp:?}");
                 assert!(sp.n * pairs <= ROWS_TARGET_BLOCKS + pairs, "{sp:?}");
             }
         }
-        let single = decode_splits(DECODE_TARGET_BLOCKS, 8 * 16, 512, LK_MIN_KEYS);
-        assert_eq!((single.n, single.len), (3, 171));
+        let single = BlockTarget {
+            blocks: DECODE_TARGET_BLOCKS,
+            whole: true,
+        };
+        let single = decode_splits(single, 8 * 16, 512, LK_MIN_KEYS);
+        assert_eq!((single.n, single.len), (2, 256));
+    }
+
+    /// A single sequence's decode launch stays within one wave of the block target: the 8B's
+    /// 16 (KV head, head part) pairs at 8,256 keys take 16 splits (256 blocks), not 17 (272).
+    #[test]
+    fn single_splits_stay_within_the_target() {
+        let single = BlockTarget {
+            blocks: DECODE_TARGET_BLOCKS,
+            whole: true,
+        };
+        let sp = decode_splits(single, 16, 8256, LK_MIN_KEYS);
+        assert_eq!((sp.n, sp.len), (16, 516));
+        for pairs in 1..=264 {
+            for s in [1, 200, 4096, 8256, 131_072] {
+                let sp = decode_splits(single, pairs, s, LK_MIN_KEYS);
+                assert!(
+                    sp.n * pairs <= DECODE_TARGET_BLOCKS.max(pairs),
+                    "{pairs} pairs, {s} keys: {sp:?}"
+                );
+                assert!(sp.n * sp.len >= s);
+            }
+        }
     }
 
     /// Every attention kernel the backend can generate compiles with NVRTC for sm_90.
