@@ -5,11 +5,16 @@
 // the rows kernel (qmv_rows.cuh) can have only one step of loads in flight in registers, issued
 // after that wait: every kernel boundary empties the memory pipe and refills it (in the model
 // the 8B's one-row products ran at 59 % of the copy bandwidth, docs/PERF.md). The weights do not
-// depend on the previous kernel, so here each lane copies its weight words and its rows' scales
-// and biases of the next D steps by cp.async into a ring in shared memory, and issues the first
-// D steps *before* waiting: a block that becomes resident while its predecessor finishes keeps
-// the memory busy through the boundary, and a short matrix is in shared memory by the time x is
-// ready.
+// depend on the previous kernel, so here each warp copies the weights, scales and biases of its
+// next D steps by cp.async into a ring in shared memory, and issues the first D steps *before*
+// waiting: a block that becomes resident while its predecessor finishes keeps the memory busy
+// through the boundary, and a short matrix is in shared memory by the time x is ready.
+//
+// Measured (H100, in the model, docs/PERF.md): the 8B shape 1.044×, Qwen3-30B-A3B 1.064× (its
+// attention products had been on the dp4a kernel). A ring of 2 steps is best; deeper rings, and
+// a first version whose lanes copied their own 8-byte pieces through L1, were slower: the
+// kernels around these products need their L1, which large shared memory and L1-allocating
+// copies take from them.
 //
 // Arithmetic and work split are rq_qmv_rows' at U = 4 (rq_unit_mma, rq_rows_store): a block owns
 // T tiles of 16 weight rows, its KS warps split K into contiguous runs of whole steps. A warp
