@@ -118,9 +118,16 @@ template <int NG> struct RqMeta {
   __device__ __forceinline__ u32 get(int j) const { return raw[j / 2] >> (16 * (j & 1)); }
 };
 
-// Lane (g, t)'s rows of a block's T tiles (rows row0 + 16 i + g and + 8; SWIGLU: tile 1 takes
-// the up rows, N / 2 further): its words 2t, 2t + 1 of each unit, and the rows' scales and
-// biases. Rows past N are clamped (computed, not stored).
+// Block row r (0..16 T: tile r / 16, row r % 16) of the block starting at row0 → its weight row
+// (SWIGLU: tile 1 takes the up rows, N / 2 further), clamped to N - 1 (computed, not stored).
+template <bool SWIGLU>
+__device__ __forceinline__ i64 rq_weight_row(int r, i64 row0, i64 N) {
+  const i64 row = (SWIGLU ? (r >> 4) * (N / 2) + (r & 15) : r) + row0;
+  return row < N ? row : N - 1;
+}
+
+// Lane (g, t)'s rows of a block's T tiles (block rows 16 i + g and + 8): its words 2t, 2t + 1 of
+// each unit, and the rows' scales and biases.
 template <int T, bool SWIGLU, class TS>
 __device__ __forceinline__ void rq_rows_lane(const u32* __restrict__ w, const TS* __restrict__ s,
                                              const TS* __restrict__ b, i64 N, i64 K, int gs, i64 row0,
@@ -132,8 +139,7 @@ __device__ __forceinline__ void rq_rows_lane(const u32* __restrict__ w, const TS
   for (int i = 0; i < T; ++i)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      i64 row = (SWIGLU ? i * (N / 2) : 16 * i) + row0 + g + 8 * h;
-      row = row < N ? row : N - 1;
+      const i64 row = rq_weight_row<SWIGLU>(16 * i + g + 8 * h, row0, N);
       wr[i][h] = w + row * W + 2 * t;
       sr[i][h] = reinterpret_cast<const unsigned short*>(s) + row * G;
       br[i][h] = reinterpret_cast<const unsigned short*>(b) + row * G;

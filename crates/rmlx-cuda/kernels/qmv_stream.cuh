@@ -50,9 +50,11 @@ template <int T, int NG> struct RqStreamSlot {
   static constexpr int W = 16 * T * 128;
   static constexpr int M = 16 * T * NG * 2;
   static constexpr int BYTES = W + 2 * M;
+  // byte offset of row r's 16-byte chunk c (the swizzle)
+  static __device__ __forceinline__ int chunk(int r, int c) { return r * 128 + ((c ^ (2 * (r & 3))) << 4); }
   // byte offset of row r's 8 bytes of unit u for lane quarter t
   static __device__ __forceinline__ int word_pair(int r, int u, int t) {
-    return r * 128 + (((2 * u + (t >> 1)) ^ (2 * (r & 3))) << 4) + 8 * (t & 1);
+    return chunk(r, 2 * u + (t >> 1)) + 8 * (t & 1);
   }
 };
 
@@ -77,22 +79,18 @@ __device__ void rq_qmv_stream(const TX* __restrict__ x, const TX* __restrict__ n
   const i64 ub = warp * per, ue = ub + per < NU ? ub + per : NU;
   const int steps = ue > ub ? (int)((ue - ub) / U) : 0;
   const i64 row0 = (i64)blockIdx.x * (SWIGLU ? 16 : 16 * T);
-  // block row r (0..16T) → weight row (SWIGLU: tile 1 takes the up rows), clamped (computed,
-  // not stored)
-  auto wrow = [&](int r) {
-    const i64 row = (SWIGLU ? (r >> 4) * (N / 2) + (r & 15) : r) + row0;
-    return row < N ? row : N - 1;
-  };
   // copy duties: lane l copies chunk l & 7 of rows 4j + l / 8 (j < 4T), and entry l (+ 32)
   // of the scales then biases of the block's rows
   const u32* wc[4 * T];
 #pragma unroll
-  for (int j = 0; j < 4 * T; ++j) wc[j] = w + wrow(4 * j + (lane >> 3)) * W + 4 * (lane & 7);
+  for (int j = 0; j < 4 * T; ++j)
+    wc[j] = w + rq_weight_row<SWIGLU>(4 * j + (lane >> 3), row0, N) * W + 4 * (lane & 7);
   const unsigned short* mc[T];
 #pragma unroll
   for (int j = 0; j < T; ++j) {
     const int q = lane + 32 * j, r = q % (16 * T);
-    mc[j] = reinterpret_cast<const unsigned short*>(q < 16 * T ? (const void*)s : (const void*)b) + wrow(r) * G;
+    mc[j] = reinterpret_cast<const unsigned short*>(q < 16 * T ? (const void*)s : (const void*)b) +
+            rq_weight_row<SWIGLU>(r, row0, N) * G;
   }
   extern __shared__ __align__(16) unsigned char rq_stream_smem[];
   unsigned char* ring = rq_stream_smem + (i64)warp * (D * Slot::BYTES + per * 128);
@@ -103,8 +101,7 @@ __device__ void rq_qmv_stream(const TX* __restrict__ x, const TX* __restrict__ n
       const i64 u0 = ub + (i64)st * U, grp0 = u0 / UPG;
 #pragma unroll
       for (int j = 0; j < 4 * T; ++j) {
-        const int r = 4 * j + (lane >> 3), c = lane & 7;
-        rq_cp16(slot + r * 128 + ((c ^ (2 * (r & 3))) << 4), wc[j] + u0 * 8);
+        rq_cp16(slot + Slot::chunk(4 * j + (lane >> 3), lane & 7), wc[j] + u0 * 8);
       }
 #pragma unroll
       for (int j = 0; j < T; ++j) {

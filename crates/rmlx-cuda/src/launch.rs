@@ -102,18 +102,6 @@ impl Args {
     }
 }
 
-/// `RMLX_SMEM_CARVEOUT` (percent of the unified L1 / shared memory given to shared memory,
-/// set on every kernel before it launches), unset: the driver's choice per kernel.
-fn carveout() -> Option<i32> {
-    static PCT: std::sync::OnceLock<Option<i32>> = std::sync::OnceLock::new();
-    *PCT.get_or_init(|| {
-        std::env::var("RMLX_SMEM_CARVEOUT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|p: &i32| (0..=100).contains(p))
-    })
-}
-
 /// Grid and block sizes.
 #[derive(Clone, Copy, Debug)]
 pub struct Grid {
@@ -151,13 +139,6 @@ impl Gpu {
             return Ok(());
         }
         self.bind()?;
-        if let Some(pct) = carveout() {
-            // an experiment knob: every kernel asks for the same shared-memory carveout
-            let _ = f.set_attribute(
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
-                pct,
-            );
-        }
         let timed = if self.alloc.capturing() {
             None
         } else {

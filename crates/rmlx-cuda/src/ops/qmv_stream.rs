@@ -4,12 +4,11 @@
 //! predecessor), so a decode step's memory pipe stays full across kernel boundaries.
 
 use crate::context::Gpu;
-use crate::data::ctype;
 use crate::kernels::MMA_CUH;
-use crate::launch::{Args, Grid};
-use crate::ops::quantized::{rows_args, rows_stem, XNorm, QMV_ROWS_CUH, QUANT_CUH};
+use crate::launch::Grid;
+use crate::ops::quantized::{rows_tiles, RowsLaunch, RowsVariant, QMV_ROWS_CUH, QUANT_CUH};
 use cudarc::driver::sys;
-use rmlx_core::{Dtype, Result};
+use rmlx_core::Result;
 use std::sync::Arc;
 
 /// The device code (after `quantized.cuh`, `mma.cuh` and `qmv_rows.cuh`).
@@ -91,7 +90,7 @@ pub(crate) fn plan(
     (ks, swiglu): (usize, bool),
     budget: usize,
 ) -> Option<Plan> {
-    let t = if swiglu || n > 4096 { 2 } else { 1 };
+    let t = rows_tiles(n, swiglu);
     let per = units_per_warp(k, ks);
     let steps = per / 4;
     let x_bytes = per * 128;
@@ -126,82 +125,50 @@ fn budget(gpu: &Gpu, ks: usize) -> usize {
         .min(cap)
 }
 
-/// Kernel name and wrapper source.
-pub fn source(
-    x: Dtype,
-    s: Dtype,
-    o: Dtype,
-    gs: usize,
-    (ks, t, d): (usize, usize, usize),
-    (norm, swiglu): (bool, bool),
-) -> (String, String) {
-    let name = format!(
-        "{}_t{t}_k{ks}_d{d}",
-        rows_stem("rq_qmv_stream", (x, s, o), gs, (norm, swiglu))
-    );
-    let (cx, cs, co) = (ctype(x), ctype(s), ctype(o));
-    let threads = 32 * ks;
-    let min_blocks = blocks_per_sm(ks);
+/// Kernel name and wrapper source for variant `v`, `ks` warps, `t` tiles, a ring of `d` steps.
+pub fn source(v: RowsVariant, (ks, t, d): (usize, usize, usize)) -> (String, String) {
+    let name = format!("{}_t{t}_k{ks}_d{d}", v.stem("rq_qmv_stream"));
+    let (params, targs) = v.signature();
+    let (threads, min_blocks) = (32 * ks, blocks_per_sm(ks));
+    let (norm, swiglu) = (v.norm, v.swiglu);
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}, {min_blocks}) {name}(const {cx}* x, const {cx}* nw, float eps, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, i64 N, i64 K, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs, int early) {{\n  RMLX_PDL_MANUAL rq_qmv_stream<{cx}, {cs}, {co}, {gs}, {t}, {ks}, {d}, {norm}, {swiglu}>(x, nw, eps, w, s, b, y, res, N, K, xbs, wbs, sbs, bbs, ybs, early);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}, {min_blocks}) {name}({params}, i64 N, i64 K, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs, int early) {{\n  RMLX_PDL_MANUAL rq_qmv_stream<{targs}, {t}, {ks}, {d}, {norm}, {swiglu}>(x, nw, eps, w, s, b, y, res, N, K, xbs, wbs, sbs, bbs, ybs, early);\n}}\n"
     );
     (name, src)
 }
 
-/// One launch for one row of x (per batch matrix) where `m` is 1 and the kernel is on: x
-/// (address, dtype, the norm it takes inside), the weights' three addresses with the scales'
-/// dtype and group size, the output (address, residual address or 0, dtype), (N, K), the batch
-/// strides of x, w, scales, biases and y, SwiGLU (N = 2H rows, H columns out) and the batch. `Ok(false)`: not one row, switched
-/// off, or no plan fits this device's shared memory (the caller takes the rows kernel).
-#[allow(clippy::too_many_arguments)]
+/// One launch of product `l` (N rows of K codes; per batch matrix) where it has `m` = 1 row of
+/// x and the kernel is on. `Ok(false)`: not one row, switched off, or no plan fits this
+/// device's shared memory (the caller takes the rows kernel).
 pub(crate) fn launch(
     gpu: &Arc<Gpu>,
+    l: &RowsLaunch,
     m: usize,
-    (xp, xt, norm): (u64, Dtype, Option<XNorm>),
-    ([w, s, b], st, gs): ([u64; 3], Dtype, usize),
-    (yptr, rptr, od): (u64, u64, Dtype),
     (n, k): (usize, usize),
-    strides: [i64; 5],
-    (swiglu, batch): (bool, usize),
 ) -> Result<bool> {
     if m != 1 || !enabled() {
         return Ok(false);
     }
     let ks = warps();
-    let Some(p) = plan(n, k, gs, (ks, swiglu), budget(gpu, ks)) else {
+    let Some(p) = plan(n, k, l.v.gs, (ks, l.v.swiglu), budget(gpu, ks)) else {
         return Ok(false);
     };
-    let (name, src) = source(xt, st, od, gs, (p.ks, p.t, p.d), (norm.is_some(), swiglu));
+    let (name, src) = source(l.v, (p.ks, p.t, p.d));
     let f = gpu.kernels.get(
         &gpu.ctx,
         &name,
         &format!("{QUANT_CUH}\n{MMA_CUH}\n{QMV_ROWS_CUH}\n{QMV_STREAM_CUH}\n{src}"),
     )?;
-    {
-        // (static and dynamic shared memory together above 48 KB need it)
-        f.set_attribute(
-            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            p.shared as i32,
-        )
-        .map_err(|e| crate::context::cuda_err(&format!("sizing {name}'s shared memory"), e))?;
-    }
-    let mut a = Args::new();
-    rows_args(
-        &mut a,
-        (xp, norm),
-        [w, s, b],
-        (yptr, rptr),
-        (None, n, k),
-        strides,
-    );
+    // static and dynamic shared memory together past 48 KB need the opt-in
+    f.set_attribute(
+        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        p.shared as i32,
+    )
+    .map_err(|e| crate::context::cuda_err(&format!("sizing {name}'s shared memory"), e))?;
+    let mut a = l.args(None, n, k);
     a.i32(early() as i32);
-    let blocks = if swiglu {
-        (n / 2).div_ceil(16)
-    } else {
-        n.div_ceil(16 * p.t)
-    };
     let g = Grid {
-        grid: (blocks as u32, batch.max(1) as u32, 1),
+        grid: l.grid(n, p.t),
         block: ((32 * p.ks) as u32, 1, 1),
         shared: p.shared as u32,
     };
@@ -212,23 +179,32 @@ pub(crate) fn launch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rmlx_core::Dtype;
 
     #[test]
     fn stream_kernels_compile() {
         let (b, h, f) = (Dtype::BF16, Dtype::F16, Dtype::F32);
+        let var = |(x, s, o), gs, norm, swiglu| RowsVariant {
+            x,
+            s,
+            o,
+            gs,
+            norm,
+            swiglu,
+        };
         let mut body = String::new();
         for (t, d) in [(1, 2), (2, 2), (1, 3)] {
             for gs in [64, 128] {
                 for norm in [false, true] {
-                    body.push_str(&source(b, b, b, gs, (8, t, d), (norm, false)).1);
+                    body.push_str(&source(var((b, b, b), gs, norm, false), (8, t, d)).1);
                 }
             }
         }
-        body.push_str(&source(b, b, b, 64, (8, 2, 2), (true, true)).1);
-        body.push_str(&source(h, h, h, 128, (8, 2, 1), (false, true)).1);
-        body.push_str(&source(h, b, f, 64, (8, 1, 4), (true, false)).1);
-        body.push_str(&source(b, b, b, 64, (4, 1, 2), (true, false)).1);
-        body.push_str(&source(b, b, b, 64, (4, 2, 2), (false, true)).1);
+        body.push_str(&source(var((b, b, b), 64, true, true), (8, 2, 2)).1);
+        body.push_str(&source(var((h, h, h), 128, false, true), (8, 2, 1)).1);
+        body.push_str(&source(var((h, b, f), 64, true, false), (8, 1, 4)).1);
+        body.push_str(&source(var((b, b, b), 64, true, false), (4, 1, 2)).1);
+        body.push_str(&source(var((b, b, b), 64, false, true), (4, 2, 2)).1);
         crate::kernels::assert_compiles(
             "qmv_stream",
             &format!("{QUANT_CUH}\n{MMA_CUH}\n{QMV_ROWS_CUH}\n{QMV_STREAM_CUH}\n{body}"),

@@ -161,126 +161,140 @@ pub fn quantize_x_source(x: Dtype, bits: usize, norm: bool) -> (String, String) 
     (name, src)
 }
 
-/// The name stem the rows kernels share (`rq_qmv_rows`, `rq_qmv_stream`):
-/// `{kind}_{x}[_n][_sw]_{scales}_{out}_g{gs}`.
-pub(crate) fn rows_stem(
-    kind: &str,
-    (x, s, o): (Dtype, Dtype, Dtype),
-    gs: usize,
-    (norm, swiglu): (bool, bool),
-) -> String {
-    format!(
-        "{kind}_{}{}{}_{}_{}_g{gs}",
-        tag(x),
-        if norm { "_n" } else { "" },
-        if swiglu { "_sw" } else { "" },
-        tag(s),
-        tag(o)
-    )
+/// What a rows-kernel variant (`rq_qmv_rows`, `rq_qmv_stream`) is generated for: the dtypes of
+/// x, of the scales and biases and of the output, the group size (64 or 128), x RMS-normalised
+/// inside (`norm`), SwiGLU on the stores (`swiglu`: N = 2H rows in, H columns out).
+#[derive(Clone, Copy, Debug)]
+pub struct RowsVariant {
+    pub x: Dtype,
+    pub s: Dtype,
+    pub o: Dtype,
+    pub gs: usize,
+    pub norm: bool,
+    pub swiglu: bool,
 }
 
-/// The arguments the rows kernels share: x and its norm (weight, eps), the weights, scales and
-/// biases, y and the residual (0: none), the row count M where the kernel takes one, N, K,
-/// and the batch strides of x, w, scales, biases and y.
-pub(crate) fn rows_args(
-    a: &mut Args,
-    (xp, norm): (u64, Option<XNorm>),
-    [w, s, b]: [u64; 3],
-    (yptr, rptr): (u64, u64),
-    (m, n, k): (Option<usize>, usize, usize),
-    strides: [i64; 5],
-) {
-    let (nw, eps) = norm.map_or((0, 0.0), |n| (n.weight, n.eps));
-    a.ptr(xp)
-        .ptr(nw)
-        .f32(eps)
-        .ptr(w)
-        .ptr(s)
-        .ptr(b)
-        .ptr(yptr)
-        .ptr(rptr);
-    if let Some(m) = m {
-        a.i32(m as i32);
+impl RowsVariant {
+    /// The kernel name stem: `{kind}_{x}[_n][_sw]_{scales}_{out}_g{gs}`.
+    pub(crate) fn stem(&self, kind: &str) -> String {
+        format!(
+            "{kind}_{}{}{}_{}_{}_g{}",
+            tag(self.x),
+            if self.norm { "_n" } else { "" },
+            if self.swiglu { "_sw" } else { "" },
+            tag(self.s),
+            tag(self.o),
+            self.gs
+        )
     }
-    a.i64(n as i64).i64(k as i64);
-    for v in strides {
-        a.i64(v);
+    /// The wrapper's parameter list up to the residual, and the template arguments x, scales,
+    /// output, group size (both kernels start with them).
+    pub(crate) fn signature(&self) -> (String, String) {
+        let (cx, cs, co) = (ctype(self.x), ctype(self.s), ctype(self.o));
+        (
+            format!("const {cx}* x, const {cx}* nw, float eps, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res"),
+            format!("{cx}, {cs}, {co}, {}", self.gs),
+        )
     }
 }
 
-/// The tensor-core decode kernel for several rows of half x (`qmv_rows.cuh`): x of dtype `x`,
-/// 4-bit weights in groups of `gs` (64 or 128) with half scales `s`, output `o`; `t` tiles of
-/// 16 weight rows per block, `ks` warps splitting K, `u` units of 64 codes in flight; `norm`:
-/// x RMS-normalised inside. Name and wrapper source.
+/// One rows-kernel product (`launch_rows`, `qmv_stream::launch`): x and the norm it takes
+/// inside, the addresses of the weights, scales and biases, of y and of the residual (0: none),
+/// the variant, the batch strides of x, w, scales, biases and y, and the batch.
+pub(crate) struct RowsLaunch {
+    pub x: u64,
+    pub norm: Option<XNorm>,
+    pub w: [u64; 3],
+    pub y: u64,
+    pub res: u64,
+    pub v: RowsVariant,
+    pub strides: [i64; 5],
+    pub batch: usize,
+}
+
+impl RowsLaunch {
+    /// The arguments both kernels take in this order: x, the norm (weight, eps), w, scales,
+    /// biases, y, the residual, the row count M where the kernel takes one, N, K, the strides.
+    pub(crate) fn args(&self, m: Option<usize>, n: usize, k: usize) -> Args {
+        let mut a = Args::new();
+        let (nw, eps) = self.norm.map_or((0, 0.0), |n| (n.weight, n.eps));
+        let [w, s, b] = self.w;
+        a.ptr(self.x)
+            .ptr(nw)
+            .f32(eps)
+            .ptr(w)
+            .ptr(s)
+            .ptr(b)
+            .ptr(self.y)
+            .ptr(self.res);
+        if let Some(m) = m {
+            a.i32(m as i32);
+        }
+        a.i64(n as i64).i64(k as i64);
+        for v in self.strides {
+            a.i64(v);
+        }
+        a
+    }
+    /// Blocks along N for tiles of `16 t` rows (SwiGLU: 16 columns of H per block), batch along y.
+    pub(crate) fn grid(&self, n: usize, t: usize) -> (u32, u32, u32) {
+        let blocks = if self.v.swiglu {
+            (n / 2).div_ceil(16)
+        } else {
+            n.div_ceil(16 * t)
+        };
+        (blocks as u32, self.batch.max(1) as u32, 1)
+    }
+}
+
+/// Tiles of 16 weight rows per block of a rows kernel over N rows: one up to 4,096 (more
+/// blocks), two above, and two for SwiGLU (a gate tile and an up tile). Measured on an H100
+/// (dev/kernels/qmv, v7).
+pub(crate) fn rows_tiles(n: usize, swiglu: bool) -> usize {
+    if swiglu || n > 4096 {
+        2
+    } else {
+        1
+    }
+}
+
+/// The tensor-core decode kernel for several rows of half x (`qmv_rows.cuh`) of variant `v`:
+/// `t` tiles of 16 weight rows per block, `ks` warps splitting K, `u` units of 64 codes in
+/// flight, compiled for `min_blocks` blocks per SM. Name and wrapper source.
 pub fn qmv_rows_source(
-    x: Dtype,
-    s: Dtype,
-    o: Dtype,
-    gs: usize,
+    v: RowsVariant,
     (t, ks, u): (usize, usize, usize),
-    (norm, swiglu): (bool, bool),
     min_blocks: usize,
 ) -> (String, String) {
-    let name = format!(
-        "{}_t{t}_k{ks}_u{u}_b{min_blocks}",
-        rows_stem("rq_qmv_rows", (x, s, o), gs, (norm, swiglu))
-    );
-    let (cx, cs, co) = (ctype(x), ctype(s), ctype(o));
-    let threads = 32 * ks;
+    let name = format!("{}_t{t}_k{ks}_u{u}_b{min_blocks}", v.stem("rq_qmv_rows"));
+    let (params, targs) = v.signature();
+    let (threads, norm, swiglu) = (32 * ks, v.norm, v.swiglu);
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}, {min_blocks}) {name}(const {cx}* x, const {cx}* nw, float eps, const u32* w, const {cs}* s, const {cs}* b, {co}* y, const {co}* res, int M, i64 N, i64 K, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  RMLX_PDL_MANUAL rq_qmv_rows<{cx}, {cs}, {co}, {gs}, {t}, {ks}, {u}, {norm}, {swiglu}>(x, nw, eps, w, s, b, y, res, M, N, K, xbs, wbs, sbs, bbs, ybs);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}, {min_blocks}) {name}({params}, int M, i64 N, i64 K, i64 xbs, i64 wbs, i64 sbs, i64 bbs, i64 ybs) {{\n  RMLX_PDL_MANUAL rq_qmv_rows<{targs}, {t}, {ks}, {u}, {norm}, {swiglu}>(x, nw, eps, w, s, b, y, res, M, N, K, xbs, wbs, sbs, bbs, ybs);\n}}\n"
     );
     (name, src)
 }
 
-/// One launch of the tensor-core rows kernel (`qmv_rows.cuh`): x (address, dtype, the norm it
-/// takes inside), the weights' three addresses with the scales' dtype and group size, the
-/// output (address, residual address or 0, dtype), (M, N, K), the batch strides of x, w,
-/// scales, biases and y, and the configuration (T, KS, U), SwiGLU (N = 2H rows, H columns out)
-/// and batch.
+/// One launch of the tensor-core rows kernel (`qmv_rows.cuh`) for `l`, (M, N, K), in the
+/// configuration (T, KS, U).
 fn launch_rows(
     gpu: &Arc<Gpu>,
-    (xp, xt, norm): (u64, Dtype, Option<XNorm>),
-    ([w, s, b], st, group_size): ([u64; 3], Dtype, usize),
-    (yptr, rptr, od): (u64, u64, Dtype),
+    l: &RowsLaunch,
     (m, n, k): (usize, usize, usize),
-    [xbs, wbs, sbs, bbs, ybs]: [i64; 5],
-    (cfg, swiglu, batch): ((usize, usize, usize), bool, usize),
+    cfg: (usize, usize, usize),
 ) -> Result<()> {
-    let (name, src) = qmv_rows_source(
-        xt,
-        st,
-        od,
-        group_size,
-        cfg,
-        (norm.is_some(), swiglu),
-        rows_kernel_min_blocks(),
-    );
+    let (name, src) = qmv_rows_source(l.v, cfg, rows_kernel_min_blocks());
     let f = gpu.kernels.get(
         &gpu.ctx,
         &name,
         &format!("{QUANT_CUH}\n{MMA_CUH}\n{QMV_ROWS_CUH}\n{src}"),
     )?;
-    let mut a = Args::new();
-    rows_args(
-        &mut a,
-        (xp, norm),
-        [w, s, b],
-        (yptr, rptr),
-        (Some(m), n, k),
-        [xbs, wbs, sbs, bbs, ybs],
-    );
-    let blocks = if swiglu {
-        (n / 2).div_ceil(16)
-    } else {
-        n.div_ceil(16 * cfg.0)
-    };
     let g = Grid {
-        grid: (blocks as u32, batch.max(1) as u32, 1),
+        grid: l.grid(n, cfg.0),
         block: (32 * cfg.1 as u32, 1, 1),
         shared: 0,
     };
-    gpu.launch(&f, &name, g, &mut a)
+    gpu.launch(&f, &name, g, &mut l.args(Some(m), n, k))
 }
 
 /// `silu(g) · u` of the halves `[g, u]` of `x @ dequant(w)ᵀ` (`Primitive::QuantizedSwiglu`):
@@ -329,28 +343,26 @@ pub fn quantized_swiglu(
         let w = DecodeWeights::new(gpu, [wa, sa, ba])?;
         if w.aligned16() {
             let (out, yptr) = output(gpu, shape, od)?;
-            if qmv_stream::launch(
-                gpu,
-                m,
-                (xp, xd.dtype, nx.norm),
-                (w.ptrs, sa.dtype, group_size),
-                (yptr, 0, od),
-                (2 * h, k),
-                [0; 5],
-                (true, 1),
-            )? {
-                drop(xd);
-                return Ok(out);
+            let l = RowsLaunch {
+                x: xp,
+                norm: nx.norm,
+                w: w.ptrs,
+                y: yptr,
+                res: 0,
+                v: RowsVariant {
+                    x: xd.dtype,
+                    s: sa.dtype,
+                    o: od,
+                    gs: group_size,
+                    norm: nx.norm.is_some(),
+                    swiglu: true,
+                },
+                strides: [0; 5],
+                batch: 1,
+            };
+            if !qmv_stream::launch(gpu, &l, m, (2 * h, k))? {
+                launch_rows(gpu, &l, (m, 2 * h, k), (2, 8, 2))?;
             }
-            launch_rows(
-                gpu,
-                (xp, xd.dtype, nx.norm),
-                (w.ptrs, sa.dtype, group_size),
-                (yptr, 0, od),
-                (m, 2 * h, k),
-                [0; 5],
-                ((2, 8, 2), true, 1),
-            )?;
             drop(xd);
             return Ok(out);
         }
@@ -995,32 +1007,32 @@ pub fn quantized_matmul(
             _ => 8,
         };
         if rows_kernel && w.batch_aligned16() {
-            let strides = [(m * k) as i64, wbs, sbs, bbs, (m * n) as i64];
-            if qmv_stream::launch(
-                gpu,
-                m,
-                (xp, xd.dtype, nx.norm),
-                (w.ptrs, sa.dtype, group_size),
-                (yptr, rptr, od),
-                (n, k),
-                strides,
-                (false, batch),
-            )? {
-                drop(xd);
-                return Ok(out);
+            let l = RowsLaunch {
+                x: xp,
+                norm: nx.norm,
+                w: w.ptrs,
+                y: yptr,
+                res: rptr,
+                v: RowsVariant {
+                    x: xd.dtype,
+                    s: sa.dtype,
+                    o: od,
+                    gs: group_size,
+                    norm: nx.norm.is_some(),
+                    swiglu: false,
+                },
+                strides: [(m * k) as i64, wbs, sbs, bbs, (m * n) as i64],
+                batch,
+            };
+            if !qmv_stream::launch(gpu, &l, m, (n, k))? {
+                // measured on an H100 (dev/kernels/qmv, v7): 8 warps along K; one tile of 4
+                // units in flight for short matrices, two tiles of 2 units otherwise
+                let cfg = match rows_tiles(n, false) {
+                    1 => (1, 8, 4),
+                    _ => (2, 8, 2),
+                };
+                launch_rows(gpu, &l, (m, n, k), cfg)?;
             }
-            // measured on an H100 (dev/kernels/qmv, v7): one tile and 8 warps along K for
-            // short matrices (more blocks), two tiles otherwise
-            let cfg = if n <= 4096 { (1, 8, 4) } else { (2, 8, 2) };
-            launch_rows(
-                gpu,
-                (xp, xd.dtype, nx.norm),
-                (w.ptrs, sa.dtype, group_size),
-                (yptr, rptr, od),
-                (m, n, k),
-                strides,
-                (cfg, false, batch),
-            )?;
             drop(xd);
             return Ok(out);
         }
@@ -1238,20 +1250,28 @@ mod tests {
         // choice for bf16, and the other half dtypes once
         let mut body = String::new();
         let (b, h, f) = (Dtype::BF16, Dtype::F16, Dtype::F32);
+        let var = |(x, s, o), gs, norm, swiglu| RowsVariant {
+            x,
+            s,
+            o,
+            gs,
+            norm,
+            swiglu,
+        };
         for cfg in [(1, 8, 4), (2, 8, 2)] {
             for gs in [64, 128] {
                 for norm in [false, true] {
-                    body.push_str(&qmv_rows_source(b, b, b, gs, cfg, (norm, false), 2).1);
+                    body.push_str(&qmv_rows_source(var((b, b, b), gs, norm, false), cfg, 2).1);
                     if cfg.0 == 2 {
-                        body.push_str(&qmv_rows_source(b, b, b, gs, cfg, (norm, true), 2).1);
+                        body.push_str(&qmv_rows_source(var((b, b, b), gs, norm, true), cfg, 2).1);
                     }
                 }
             }
         }
-        body.push_str(&qmv_rows_source(h, h, h, 64, (2, 8, 2), (true, false), 1).1);
-        body.push_str(&qmv_rows_source(h, h, h, 64, (2, 8, 2), (true, true), 2).1);
-        body.push_str(&qmv_rows_source(b, h, f, 128, (1, 8, 4), (false, false), 2).1);
-        body.push_str(&qmv_rows_source(h, b, f, 64, (1, 8, 4), (true, false), 1).1);
+        body.push_str(&qmv_rows_source(var((h, h, h), 64, true, false), (2, 8, 2), 1).1);
+        body.push_str(&qmv_rows_source(var((h, h, h), 64, true, true), (2, 8, 2), 2).1);
+        body.push_str(&qmv_rows_source(var((b, h, f), 128, false, false), (1, 8, 4), 2).1);
+        body.push_str(&qmv_rows_source(var((h, b, f), 64, true, false), (1, 8, 4), 1).1);
         assert_compiles(
             "quantized_rows",
             &format!("{QUANT_CUH}\n{MMA_CUH}\n{QMV_ROWS_CUH}\n{body}"),

@@ -36,7 +36,7 @@ const PREFILL_ROWS: usize = 16;
 /// Blocks the decode kernel aims for: (batch, KV head) pairs times key splits.
 const DECODE_TARGET_BLOCKS: usize = 264;
 /// Blocks the decode kernel aims for: `RMLX_SDPA_DEC_BLOCKS`, default [`DECODE_TARGET_BLOCKS`].
-pub(crate) fn decode_target_blocks() -> usize {
+fn decode_target_blocks() -> usize {
     static N: OnceLock<usize> = OnceLock::new();
     crate::env::count(&N, "RMLX_SDPA_DEC_BLOCKS", DECODE_TARGET_BLOCKS)
 }
@@ -48,7 +48,7 @@ pub(crate) fn decode_target_blocks() -> usize {
 /// 128-token prompts and 1,754 → 1,835 at 512 against the 264 blocks of the single path.
 const ROWS_TARGET_BLOCKS: usize = 1056;
 /// `RMLX_SDPA_ROWS_BLOCKS`, default [`ROWS_TARGET_BLOCKS`].
-pub(crate) fn rows_target_blocks() -> usize {
+fn rows_target_blocks() -> usize {
     static N: OnceLock<usize> = OnceLock::new();
     crate::env::count(&N, "RMLX_SDPA_ROWS_BLOCKS", ROWS_TARGET_BLOCKS)
 }
