@@ -30,6 +30,8 @@ pub struct Gpu {
     pub smem_per_sm: usize,
     pub smem_per_block_optin: usize,
     pub(crate) blas: Mutex<Option<crate::ops::matmul::BlasLt>>,
+    /// Arrival counters of kernels that finish their launch in its last block.
+    pub(crate) tickets: crate::tickets::Tickets,
 }
 
 impl Gpu {
@@ -55,6 +57,7 @@ impl Gpu {
             smem_per_block_optin,
             index,
             alloc: Arc::new(Allocator::new(ctx.clone(), stream.clone())),
+            tickets: crate::tickets::Tickets::new(&ctx)?,
             kernels: KernelCache::new(arch.clone()),
             ctx,
             stream,

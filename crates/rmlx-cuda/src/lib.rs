@@ -14,6 +14,7 @@ pub mod ops;
 pub mod profile;
 pub mod staging;
 pub mod stats;
+pub mod tickets;
 
 use context::gpu;
 use ops::elementwise as ew;

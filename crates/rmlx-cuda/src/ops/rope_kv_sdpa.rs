@@ -2,17 +2,19 @@
 //! kernel, where `rope_kv_write` and `sdpa_rows` take two (and a replayed step pays a
 //! dependency wait for each).
 //!
-//! The lanes-over-keys decode kernel (`rd_lk_attend`, sdpa.cuh) with a prologue: a block of
+//! A decode kernel (sdpa.cuh: on tensor cores, `rd_mma_attend`, for 16-bit caches of D 64 or
+//! 128, else lanes over keys, `rd_lk_attend`) with a prologue: a block of
 //! (row, KV head, head part, key split) rotates its own q heads and its KV head's new key from
 //! the projection's raw heads with `rope_kv.rs`'s device function (the same statements, so the
 //! same bits), all loads issued before the position arrives; the block whose split holds the
 //! row's position writes the new key and value into the cache (one block per KV head writes;
 //! the others of that split hold the same values) and folds that key into its softmax from
 //! shared memory. The cache's keys before the position are read as `sdpa_rows` reads them; keys
-//! after it are never visited.
+//! after it are never visited. Where the keys are split, the launch's last block per (row, KV
+//! head, head part) merges the splits (`rd_merge_last`), so the step is one launch.
 
 use super::rope_kv::{head_source, HeadVariant, Step};
-use super::sdpa::{get, with_splits, BlockTarget, LkGrid, RdRows};
+use super::sdpa::{get, mma_fits, with_splits, BlockTarget, LkGrid, Merge, RdRows};
 use crate::context::Gpu;
 use crate::data::{ctype, output};
 use crate::launch::Args;
@@ -30,23 +32,44 @@ struct RkvRows {
     cap: [i64; SDPA_ROWS_MAX],
 }
 
-/// The fused kernel for rotation variant `v`, `g` query heads of `D = 32 dl` per block.
-pub fn source(v: HeadVariant, g: usize, dl: usize) -> (String, String) {
+/// The fused kernel for rotation variant `v`, `g` query heads of `D = 32 dl` per block, its
+/// attention on tensor cores (`mma`, `rd_mma_attend`: see [`mma_fits`]) or CUDA cores
+/// (`rd_lk_attend`).
+pub fn source(v: HeadVariant, g: usize, dl: usize, mma: bool) -> (String, String) {
     let (f, head) = head_source(v);
-    let name = format!("rs_sdpa_{}_g{g}_d{dl}", f.replacen("rkv_head", "rkv", 1));
+    let name = format!(
+        "rs_sdpa_{}_g{g}_d{dl}{}",
+        f.replacen("rkv_head", "rkv", 1),
+        if mma { "_mma" } else { "" }
+    );
     let ct = ctype(v.t);
     let pairs = v.pairs;
+    // the CUDA-core key loop wants q as scaled floats, the tensor cores the rotated heads as
+    // they are (`st`)
+    let (sq_decl, sq_fill, attend) = if mma {
+        (
+            "",
+            "",
+            format!("rd_mma_attend<{ct}, G, D>(&st[0][0], D, reinterpret_cast<const {ct}*>(rows.k[bb]), reinterpret_cast<const {ct}*>(rows.v[bb]), out, part_ml, part_acc, kl, vl, at, Hq, (int)p, n_split, split_len, scale, has_new ? snew[0] : nullptr, has_new ? snew[1] : nullptr, tickets);"),
+        )
+    } else {
+        (
+            "__shared__ __align__(16) float sq[G][D];",
+            "for (int i = threadIdx.x; i < G * D; i += blockDim.x) sq[i / D][i % D] = to_f(st[i / D][i % D]) * scale;",
+            format!("const Sd4 ml = {{0, {{0, 0, 0, 0}}}};\n  rd_lk_attend<{ct}, float, 0, G, DL>(sq, reinterpret_cast<const {ct}*>(rows.k[bb]), reinterpret_cast<const {ct}*>(rows.v[bb]), nullptr, out, part_ml, part_acc, kl, vl, ml, at, Hq, (int)p, n_split, split_len, has_new ? snew[0] : nullptr, has_new ? snew[1] : nullptr, tickets);"),
+        )
+    };
     // `__launch_bounds__(128, 1)`: without the minimum, ptxas held SmolLM2's variant (3 heads
     // of D = 64) to 128 registers and spilled its key loop; it takes ~185
     let src = format!(
-        "{head}extern \"C\" __global__ void __launch_bounds__(128, 1) {name}(const {ct}* __restrict__ x, i64 xo, i64 xsb, i64 xsh, i64 xs, const i32* __restrict__ pos, i64 n_pos, const float* __restrict__ fr, i64 fro, Lay frl, const {ct}* __restrict__ nw, i64 wrows, float eps, RkvRows rkv, {ct}* __restrict__ out, float* part_ml, float* part_acc, int Hq, int Hkv, i64 d, i64 dims, float c, float rscale, float scale, int n_split, int split_len) {{
+        "{head}extern \"C\" __global__ void __launch_bounds__(128, 1) {name}(const {ct}* __restrict__ x, i64 xo, i64 xsb, i64 xsh, i64 xs, const i32* __restrict__ pos, i64 n_pos, const float* __restrict__ fr, i64 fro, Lay frl, const {ct}* __restrict__ nw, i64 wrows, float eps, RkvRows rkv, {ct}* __restrict__ out, float* part_ml, float* part_acc, int Hq, int Hkv, i64 d, i64 dims, float c, float rscale, float scale, int n_split, int split_len, unsigned* tickets) {{
   RMLX_PDL_MANUAL
   rmlx_pdl_trigger();
   const RdRows& rows = rkv.rows;
   constexpr int G = {g}, DL = {dl}, D = 32 * DL;
-  __shared__ __align__(16) float sq[G][D];
+  {sq_decl}
   __shared__ float snew[2][D];
-  __shared__ {ct} st[G + 2][D];
+  __shared__ __align__(16) {ct} st[G + 2][D];
   const u32 half = (u32)(dims / 2);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   float inv[{pairs}];
@@ -81,7 +104,7 @@ pub fn source(v: HeadVariant, g: usize, dl: usize) -> (String, String) {
   const i64 k0 = (i64)at.sp * split_len;
   const bool has_new = k0 <= p && p < k0 + split_len;
   __syncthreads();
-  for (int i = threadIdx.x; i < G * D; i += blockDim.x) sq[i / D][i % D] = to_f(st[i / D][i % D]) * scale;
+  {sq_fill}
   if (has_new) {{
     {ct}* kd = ({ct}*)rows.k[bb] + at.hk * rows.kh[bb] + p * rows.kr[bb];
     {ct}* vd = ({ct}*)rows.v[bb] + at.hk * rows.vh[bb] + p * rows.vr[bb];
@@ -94,9 +117,8 @@ pub fn source(v: HeadVariant, g: usize, dl: usize) -> (String, String) {
   __syncthreads();
   const Sd4 kl = {{0, {{0, rows.kh[bb], rows.kr[bb], 1}}}};
   const Sd4 vl = {{0, {{0, rows.vh[bb], rows.vr[bb], 1}}}};
-  const Sd4 ml = {{0, {{0, 0, 0, 0}}}};
   // row bb's own buffers (batch stride 0: bb picks the output rows only), keys before the position
-  rd_lk_attend<{ct}, float, 0, G, DL>(sq, reinterpret_cast<const {ct}*>(rows.k[bb]), reinterpret_cast<const {ct}*>(rows.v[bb]), nullptr, out, part_ml, part_acc, kl, vl, ml, at, Hq, (int)p, n_split, split_len, has_new ? snew[0] : nullptr, has_new ? snew[1] : nullptr);
+  {attend}
 }}
 "
     );
@@ -170,13 +192,17 @@ pub fn rope_kv_sdpa(
     } else {
         BlockTarget::rows()
     };
-    let grid = LkGrid::new(target, b, n_kv, g, dl, smax);
+    // a batch's tensor-core blocks hold all g heads; at g = 8 (Qwen3-30B-A3B) that measured
+    // 0.96-0.97x the CUDA-core kernel at batch 8 (H100, docs/PERF.md, calls Z6 and Z7), so a
+    // batch of such groups stays there
+    let mma = mma_fits(t, g, d) && (b == 1 || g <= 4);
+    let grid = LkGrid::new(target, b, n_kv, g, dl, smax, mma);
     let (o, optr) = output(gpu, &[b, n_q, 1, d], t)?;
-    let (name, body) = source(step.variant, grid.heads, dl);
+    let (name, body) = source(step.variant, grid.heads, dl, mma);
     let f = get(gpu, &name, &body)?;
     with_splits(
         gpu,
-        (&f, &name, grid.blocks, grid.splits),
+        (&f, &name, grid.blocks, grid.splits, Merge::LastBlock),
         (t, optr, b * n_q, d),
         |a: &mut Args, pml, pacc| {
             step.head_args(a);
@@ -215,7 +241,7 @@ mod tests {
                 (false, false, true),
                 (true, false, false),
             ] {
-                for (g, dl, pairs) in [(2, 4, 2), (1, 2, 1), (8, 1, 1), (4, 8, 4)] {
+                for (g, dl, pairs) in [(2, 4, 2), (1, 2, 1), (8, 1, 1), (4, 8, 4), (4, 4, 2)] {
                     let v = HeadVariant {
                         t,
                         traditional,
@@ -223,7 +249,10 @@ mod tests {
                         norm,
                         pairs,
                     };
-                    body.push_str(&source(v, g, dl).1);
+                    body.push_str(&source(v, g, dl, false).1);
+                    if mma_fits(t, g, 32 * dl) {
+                        body.push_str(&source(v, g, dl, true).1);
+                    }
                 }
             }
         }

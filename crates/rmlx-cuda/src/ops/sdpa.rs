@@ -5,7 +5,9 @@
 //! attend uniformly). Inputs are read through their strides (KV-cache slices need no copy).
 //!
 //! One block per (query row, key split): the keys are split when there are few rows (decode),
-//! and the splits' softmax states merged by a second kernel.
+//! and the splits' softmax states merged by a second kernel, or, in the decode kernels, by the
+//! launch's last block per row group (`Merge`). One sequence's decode over 16-bit K/V runs on
+//! tensor cores where `rope_kv_sdpa` fuses it (`mma_fits`).
 
 use crate::context::Gpu;
 use crate::data::{contiguous_input, ctype, input, output, tag};
@@ -62,6 +64,12 @@ fn decode_min_keys() -> usize {
 
 /// Fewest keys per split of the lanes-over-keys decode kernels: one step of their 4 warps.
 const LK_MIN_KEYS: usize = 128;
+
+/// Fewest keys per split of the tensor-core decode kernel for one sequence: one 16-key tile per
+/// warp, so that a short cache still spreads over several blocks. Measured on an H100
+/// (docs/PERF.md, call Z5): Llama-8B single 421.8 / 425.1 tok/s at 128 keys → 428.7 / 426.5
+/// at 64. A batch keeps 128: its splits cover the caches' capacity.
+const MMA_SINGLE_MIN_KEYS: usize = 64;
 
 /// How a kernel splits its keys: `n` splits of `len` keys (the last one shorter).
 #[derive(Clone, Copy, Debug)]
@@ -126,8 +134,9 @@ fn decode_splits(target: BlockTarget, pairs: usize, s: usize, min_keys: usize) -
     Splits::even(s, n)
 }
 
-/// How a lanes-over-keys decode launch over rows with their own caches (`sdpa_rows`,
-/// `rope_kv_sdpa`) is laid out: query heads per block, blocks per key split and the splits.
+/// How a decode launch over rows with their own caches (`sdpa_rows`, `rope_kv_sdpa`; lanes over
+/// keys or tensor cores) is laid out: query heads per block, blocks per key split and the
+/// splits.
 pub(crate) struct LkGrid {
     pub heads: usize,
     pub blocks: usize,
@@ -136,7 +145,7 @@ pub(crate) struct LkGrid {
 
 impl LkGrid {
     /// `b` rows of `hkv` KV heads with `g` query heads of `D = 32 dl` each, caches of up to `s`
-    /// positions, aiming at `target`.
+    /// positions, aiming at `target`; on tensor cores (`mma`) a block holds all `g` heads.
     pub(crate) fn new(
         target: BlockTarget,
         b: usize,
@@ -144,13 +153,20 @@ impl LkGrid {
         g: usize,
         dl: usize,
         s: usize,
+        mma: bool,
     ) -> LkGrid {
-        let parts = head_parts(g, dl);
+        // on tensor cores, one sequence's blocks share a KV head's query heads as the CUDA-core
+        // kernel's do, with splits of one tile per warp; a batch's blocks hold all of them
+        let (parts, min_keys) = match (mma, b) {
+            (true, 1) => (head_parts(g, dl), MMA_SINGLE_MIN_KEYS),
+            (true, _) => (1, LK_MIN_KEYS),
+            (false, _) => (head_parts(g, dl), LK_MIN_KEYS),
+        };
         let blocks = b * hkv * parts;
         LkGrid {
             heads: g / parts,
             blocks,
-            splits: decode_splits(target, blocks, s, LK_MIN_KEYS),
+            splits: decode_splits(target, blocks, s, min_keys),
         }
     }
 }
@@ -250,7 +266,7 @@ pub fn decode_source(
     let name = format!("rs_sdpa_dec{sfx}_{}_{mk}_g{g}_d{dl}", tag(t));
     let (c, cm) = (ctype(t), ctype(md));
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {c}* q, const {c}* k, const {c}* v, const {cm}* mask, {c}* out, float* part_ml, float* part_acc, Sd4 ql, Sd4 kl, Sd4 vl, Sd4 ml, int Hq, int Hkv, int S, float scale, int n_split, int split_len) {{\n  rs_sdpa_decode{sfx}<{c}, {cm}, {kind}, {g}, {dl}>(q, k, v, mask, out, part_ml, part_acc, ql, kl, vl, ml, Hq, Hkv, S, scale, n_split, split_len);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {c}* q, const {c}* k, const {c}* v, const {cm}* mask, {c}* out, float* part_ml, float* part_acc, Sd4 ql, Sd4 kl, Sd4 vl, Sd4 ml, int Hq, int Hkv, int S, float scale, int n_split, int split_len, unsigned* tickets) {{\n  rs_sdpa_decode{sfx}<{c}, {cm}, {kind}, {g}, {dl}>(q, k, v, mask, out, part_ml, part_acc, ql, kl, vl, ml, Hq, Hkv, S, scale, n_split, split_len, tickets);\n}}\n"
     );
     (name, src)
 }
@@ -340,8 +356,10 @@ fn rows_aligned16(x: &ArrayData) -> bool {
 /// and each warp's chain of FMAs and softmax updates is shorter; each block re-reads its KV
 /// head's keys (from L2 at short contexts). Measured on an H100 (docs/PERF.md): Qwen3-30B-A3B
 /// (8 heads of D = 128 per KV head) 4 blocks of 2 heads 1.15x, Llama-8B 2 blocks 1.03x (also
-/// at 8,192 keys, where 4 blocks were slower). `RMLX_SDPA_DEC_PARTS=N` forces N blocks where N
-/// divides `g` (1: one block per KV head, an ablation switch).
+/// at 8,192 keys, where 4 blocks were slower). One sequence on tensor cores takes the same
+/// parts (call Z6: Llama-8B 2 blocks against 1, 1.027x single and 1.036x at 8,256 keys;
+/// Qwen3-30B-A3B 4 against 2, 1.04x at 8,224 keys). `RMLX_SDPA_DEC_PARTS=N` forces N blocks
+/// where N divides `g` (1: one block per KV head, an ablation switch).
 fn head_parts(g: usize, dl: usize) -> usize {
     static N: OnceLock<usize> = OnceLock::new();
     let forced = crate::env::count(&N, "RMLX_SDPA_DEC_PARTS", 0);
@@ -351,6 +369,17 @@ fn head_parts(g: usize, dl: usize) -> usize {
     (1..=g)
         .find(|p| g.is_multiple_of(*p) && g / p * dl <= 8)
         .unwrap_or(g)
+}
+
+/// Whether decode attention over 16-byte-aligned rows of type `t`, `g` query heads per KV head
+/// of dimension `d`, runs on tensor cores (`rd_mma_attend` in sdpa.cuh): 16-bit types, at most
+/// 8 heads, D of 64 or 128; `RMLX_SDPA_MMA=0` keeps it on the CUDA cores (an ablation switch).
+pub(crate) fn mma_fits(t: Dtype, g: usize, d: usize) -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    matches!(t, Dtype::BF16 | Dtype::F16)
+        && (1..=8).contains(&g)
+        && (d == 64 || d == 128)
+        && crate::env::flag(&ON, "RMLX_SDPA_MMA", true)
 }
 
 /// `RMLX_SDPA_DEC_LK=0` keeps decode attention on the keys-across-warps kernel (an ablation
@@ -476,7 +505,7 @@ pub fn sdpa(
         let f = get(gpu, &name, &body)?;
         with_splits(
             gpu,
-            (&f, &name, pairs, splits),
+            (&f, &name, pairs, splits, Merge::LastBlock),
             (od, optr, rows, dv),
             |a, pml, pacc| {
                 qkv_args(a, ptrs, Some((pml, pacc)), x, m);
@@ -505,7 +534,7 @@ pub fn sdpa(
     let f = get(gpu, &name, &body)?;
     with_splits(
         gpu,
-        (&f, &name, rows, splits),
+        (&f, &name, rows, splits, Merge::Launch),
         (od, optr, rows, dv),
         |a, pml, pacc| {
             qkv_args(a, ptrs, Some((pml, pacc)), x, m);
@@ -521,23 +550,56 @@ pub fn sdpa(
     Ok(out)
 }
 
+/// Who merges a split kernel's key splits: a second launch (`rs_sdpa_merge`), or the kernel's
+/// own last block per `blockIdx.x` (the decode kernels, `rd_merge_last` in sdpa.cuh, whose last
+/// argument is then its arrival counters).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Merge {
+    Launch,
+    LastBlock,
+}
+
+/// Most splits the last block merges itself (`RD_MERGE_MAX` in sdpa.cuh).
+const LAST_BLOCK_MERGE_MAX: usize = 128;
+
+/// `RMLX_SDPA_MERGE_LAUNCH=1` merges the decode kernels' splits in a second launch, as before
+/// the last-block merge (an ablation switch), read once.
+fn merge_launch_forced() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    crate::env::flag(&ON, "RMLX_SDPA_MERGE_LAUNCH", false)
+}
+
+/// Whether a launch of `n` splits merges them in its last blocks (given free counters).
+fn last_block_merges(merge: Merge, n: usize) -> bool {
+    merge == Merge::LastBlock && n > 1 && n <= LAST_BLOCK_MERGE_MAX && !merge_launch_forced()
+}
+
 /// Launches `f` (named `name`) on `blocks` × `splits.n` blocks of `NT` threads, with the
 /// arguments `args` pushes given the addresses of the key splits' partials (f32: (m, l) and `dv`
 /// accumulators per (row, split); 0 and 0 for one split, where the kernel writes `optr` itself)
-/// and then the split count and length (every split kernel's last two arguments); then merges
-/// the `rows` rows' softmax states into `optr` (dtype `od`). The partials are freed after the merge is
-/// queued: later work on this stream is ordered after it.
+/// and then the split count and length (every split kernel's last two arguments, followed by
+/// the arrival counters where `merge` is [`Merge::LastBlock`]: 0 where the kernel is not to
+/// merge). The `rows` rows' softmax states are merged into `optr` (dtype `od`) by the kernel's
+/// last blocks, or by a second launch (always for [`Merge::Launch`]; for more splits than the
+/// last block takes, or where no counters are free). The partials are freed after the launches
+/// are queued: later work on this stream is ordered after them.
 pub(crate) fn with_splits(
     gpu: &Arc<Gpu>,
-    (f, name, blocks, splits): (&cudarc::driver::CudaFunction, &str, usize, Splits),
+    (f, name, blocks, splits, merge): (&cudarc::driver::CudaFunction, &str, usize, Splits, Merge),
     (od, optr, rows, dv): (Dtype, u64, usize, usize),
     args: impl FnOnce(&mut Args, u64, u64),
 ) -> Result<()> {
     let Splits { n, len } = splits;
+    let tickets = last_block_merges(merge, n)
+        .then(|| gpu.tickets.take(blocks))
+        .flatten();
     let launch = |pml: u64, pacc: u64| {
         let mut a = Args::new();
         args(&mut a, pml, pacc);
         a.i32(n as i32).i32(len as i32);
+        if merge == Merge::LastBlock {
+            a.ptr(tickets.unwrap_or(0));
+        }
         let grid = Grid {
             grid: (blocks as u32, n as u32, 1),
             block: (NT as u32, 1, 1),
@@ -551,6 +613,12 @@ pub(crate) fn with_splits(
     let ml = gpu.alloc.alloc(rows * n * 2 * 4)?;
     let acc = gpu.alloc.alloc(rows * n * dv.max(1) * 4)?;
     launch(ml.ptr, acc.ptr)?;
+    use std::sync::atomic::Ordering::Relaxed;
+    if tickets.is_some() {
+        crate::stats::LAST_BLOCK_MERGES.fetch_add(1, Relaxed);
+        return Ok(());
+    }
+    crate::stats::MERGE_LAUNCHES.fetch_add(1, Relaxed);
     let (mname, mbody) = merge_source(od);
     let mf = get(gpu, &mname, &mbody)?;
     let mut a = Args::new();
@@ -584,7 +652,7 @@ pub fn rows_source(t: Dtype, g: usize, dl: usize) -> (String, String) {
     let name = format!("rs_sdpa_dec_rows_{}_g{g}_d{dl}", tag(t));
     let c = ctype(t);
     let src = format!(
-        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {c}* q, RdRows rows, const int* lens, {c}* out, float* part_ml, float* part_acc, Sd4 ql, int Hq, int Hkv, float scale, int n_split, int split_len) {{\n  rs_sdpa_decode_rows<{c}, {g}, {dl}>(q, rows, lens, out, part_ml, part_acc, ql, Hq, Hkv, scale, n_split, split_len);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(128) {name}(const {c}* q, RdRows rows, const int* lens, {c}* out, float* part_ml, float* part_acc, Sd4 ql, int Hq, int Hkv, float scale, int n_split, int split_len, unsigned* tickets) {{\n  rs_sdpa_decode_rows<{c}, {g}, {dl}>(q, rows, lens, out, part_ml, part_acc, ql, Hq, Hkv, scale, n_split, split_len, tickets);\n}}\n"
     );
     (name, src)
 }
@@ -640,13 +708,13 @@ pub fn sdpa_rows(
     let (ld, li) = contiguous_input(gpu, &x[1])?;
     let qi = input(gpu, q)?;
     let smax = x[2..2 + b].iter().map(|k| k.shape[2]).max().unwrap_or(1);
-    let grid = LkGrid::new(BlockTarget::rows(), b, hkv, g, dl, smax);
+    let grid = LkGrid::new(BlockTarget::rows(), b, hkv, g, dl, smax, false);
     let rows = b * hq;
     let (name, body) = rows_source(q.dtype, grid.heads, dl);
     let f = get(gpu, &name, &body)?;
     with_splits(
         gpu,
-        (&f, &name, grid.blocks, grid.splits),
+        (&f, &name, grid.blocks, grid.splits, Merge::LastBlock),
         (od, optr, rows, d),
         |a, pml, pacc| {
             a.ptr(qi.ptr)
@@ -794,9 +862,13 @@ mod tests {
         }
         let gpu = crate::context::gpu(0).unwrap();
         let f = |n: usize, a: f32| (0..n).map(|i| (i as f32 * a).sin()).collect::<Vec<f32>>();
+        let merges = crate::stats::split_merges();
         // (hq, hkv, l, s, d, mask): 0 none, 1 causal, 2 bool
         for &(hq, hkv, l, s, d, mk) in &[
+            // decode with 24 splits, merged by the kernel's last blocks; with 157, more than
+            // those take, merged by a second launch
             (4, 2, 1, 3000, 64, 0),
+            (2, 1, 1, 20_000, 64, 0),
             (4, 1, 3, 300, 128, 1),
             (2, 2, 1, 1000, 256, 2),
             (2, 1, 5, 40, 32, 1),
@@ -884,6 +956,23 @@ mod tests {
                 }
             }
         }
+        // both merges ran (other tests may add to the counters, never take away)
+        let after = crate::stats::split_merges();
+        assert!(
+            merge_launch_forced() || after.0 > merges.0,
+            "no decode launch merged its splits in its last blocks"
+        );
+        assert!(after.1 > merges.1, "no split merge launch ran");
+    }
+
+    /// The last-block merge takes the decode kernels' launches of 2 to 128 splits only.
+    #[test]
+    fn last_block_merge_takes_2_to_128_splits() {
+        assert!(!last_block_merges(Merge::LastBlock, 1));
+        assert!(last_block_merges(Merge::LastBlock, 2) != merge_launch_forced());
+        assert!(last_block_merges(Merge::LastBlock, 128) != merge_launch_forced());
+        assert!(!last_block_merges(Merge::LastBlock, 129));
+        assert!(!last_block_merges(Merge::Launch, 16));
     }
 
     /// 16-bit values (as an ArrayData of `shape` viewed with `strides`) and their f32 values.
