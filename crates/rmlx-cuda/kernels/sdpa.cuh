@@ -607,10 +607,13 @@ __device__ __forceinline__ void rd_lk_attend(const float (&sq)[G][32 * DL], cons
 
 // ---------------------------------------------------------------------------------------------
 // Decode on tensor cores (`rd_mma_attend`: 16-bit K and V with rows contiguous and 16-byte
-// aligned, G <= 8 query heads per KV head, D of 64 or 128, no mask). One block per (batch row,
-// KV head, key split) holds all G heads, so K and V are read once per KV head (the CUDA-core
-// kernel above splits a group among blocks that each re-read them). Each warp takes tiles of 16
-// keys (tiles warp, warp + RD_NW, ...), the next tile's loads in flight while one is computed.
+// aligned, G <= 8 query heads per block, D of 64 or 128, no mask). One block per (batch row,
+// KV head, head part, key split) as in rd_lk_attend, its G heads all in one pass over the keys
+// (ops/sdpa.rs LkGrid: a batch's blocks hold all of a KV head's heads, so K and V are read
+// once; one sequence's share them out as the CUDA-core kernel does, for more blocks). Each warp
+// takes tiles of 16 keys (tiles warp, warp + RD_NW, ...), the next tile's loads in flight while
+// one is computed. Measured on an H100 (docs/PERF.md, calls Z1-Z7): 7.06 M -> 2.51 M warp
+// instructions a launch at 8,256 keys; Llama-8B 1.05x there, Qwen3-30B-A3B 1.28x.
 // Per tile: S = Q Kᵀ on mma.sync m16n8k16 (the G heads are rows of the 16-row A tile, the rest
 // zero; two n-tiles of 8 keys; D / 16 k-steps); an online softmax in f32 on the exp2 scale; then
 // Oᵀ = Vᵀ Pᵀ (dims as rows, the heads as the 8 columns, the tile's 16 keys as k), P rounded to

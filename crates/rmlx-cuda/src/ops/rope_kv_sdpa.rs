@@ -192,10 +192,7 @@ pub fn rope_kv_sdpa(
     } else {
         BlockTarget::rows()
     };
-    // a batch's tensor-core blocks hold all g heads; at g = 8 (Qwen3-30B-A3B) that measured
-    // 0.96-0.97x the CUDA-core kernel at batch 8 (H100, docs/PERF.md, calls Z6 and Z7), so a
-    // batch of such groups stays there
-    let mma = mma_fits(t, g, d) && (b == 1 || g <= 4);
+    let mma = mma_fits(t, g, d, b);
     let grid = LkGrid::new(target, b, n_kv, g, dl, smax, mma);
     let (o, optr) = output(gpu, &[b, n_q, 1, d], t)?;
     let (name, body) = source(step.variant, grid.heads, dl, mma);
@@ -250,7 +247,7 @@ mod tests {
                         pairs,
                     };
                     body.push_str(&source(v, g, dl, false).1);
-                    if mma_fits(t, g, 32 * dl) {
+                    if mma_fits(t, g, 32 * dl, 1) {
                         body.push_str(&source(v, g, dl, true).1);
                     }
                 }

@@ -6,8 +6,8 @@
 //!
 //! One block per (query row, key split): the keys are split when there are few rows (decode),
 //! and the splits' softmax states merged by a second kernel, or, in the decode kernels, by the
-//! launch's last block per row group (`Merge`). One sequence's decode over 16-bit K/V runs on
-//! tensor cores where `rope_kv_sdpa` fuses it (`mma_fits`).
+//! launch's last block per row group (`Merge`). A decode step's attention over 16-bit caches
+//! runs on tensor cores where `rope_kv_sdpa` fuses it (`mma_fits`).
 
 use crate::context::Gpu;
 use crate::data::{contiguous_input, ctype, input, output, tag};
@@ -145,7 +145,7 @@ pub(crate) struct LkGrid {
 
 impl LkGrid {
     /// `b` rows of `hkv` KV heads with `g` query heads of `D = 32 dl` each, caches of up to `s`
-    /// positions, aiming at `target`; on tensor cores (`mma`) a block holds all `g` heads.
+    /// positions, aiming at `target`, on tensor cores (`mma`) or not.
     pub(crate) fn new(
         target: BlockTarget,
         b: usize,
@@ -371,13 +371,17 @@ fn head_parts(g: usize, dl: usize) -> usize {
         .unwrap_or(g)
 }
 
-/// Whether decode attention over 16-byte-aligned rows of type `t`, `g` query heads per KV head
-/// of dimension `d`, runs on tensor cores (`rd_mma_attend` in sdpa.cuh): 16-bit types, at most
-/// 8 heads, D of 64 or 128; `RMLX_SDPA_MMA=0` keeps it on the CUDA cores (an ablation switch).
-pub(crate) fn mma_fits(t: Dtype, g: usize, d: usize) -> bool {
+/// Whether decode attention of `b` rows over 16-byte-aligned caches of type `t`, `g` query
+/// heads per KV head of dimension `d`, runs on tensor cores (`rd_mma_attend` in sdpa.cuh):
+/// 16-bit types, at most 8 heads, D of 64 or 128. A batch's blocks hold all `g` heads; at
+/// g = 8 (Qwen3-30B-A3B) that measured 0.96-0.97x the CUDA-core kernel at batch 8 (H100,
+/// docs/PERF.md, calls Z6 and Z7), so a batch of such groups stays there. `RMLX_SDPA_MMA=0`
+/// keeps all on the CUDA cores (an ablation switch).
+pub(crate) fn mma_fits(t: Dtype, g: usize, d: usize, b: usize) -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     matches!(t, Dtype::BF16 | Dtype::F16)
         && (1..=8).contains(&g)
+        && (b == 1 || g <= 4)
         && (d == 64 || d == 128)
         && crate::env::flag(&ON, "RMLX_SDPA_MMA", true)
 }
@@ -963,6 +967,30 @@ mod tests {
             "no decode launch merged its splits in its last blocks"
         );
         assert!(after.1 > merges.1, "no split merge launch ran");
+    }
+
+    /// The tensor cores take the fused decode attention of the models' 16-bit caches: Llama-8B
+    /// (4 heads of 128 per KV head) alone and in a batch, Qwen3-30B-A3B (8) alone, SmolLM2 (3
+    /// of 64); not f32 caches, D = 32 or 256, more than 8 heads, nor a batch of 8-head groups.
+    #[test]
+    fn mma_dispatch_rule() {
+        if std::env::var_os("RMLX_SDPA_MMA").is_some() {
+            return; // the switch decides
+        }
+        for (t, g, d, b, want) in [
+            (Dtype::BF16, 4, 128, 1, true),
+            (Dtype::BF16, 4, 128, 8, true),
+            (Dtype::F16, 4, 128, 1, true),
+            (Dtype::BF16, 8, 128, 1, true),
+            (Dtype::BF16, 8, 128, 8, false),
+            (Dtype::BF16, 3, 64, 1, true),
+            (Dtype::F32, 4, 128, 1, false),
+            (Dtype::BF16, 4, 256, 1, false),
+            (Dtype::BF16, 4, 32, 1, false),
+            (Dtype::BF16, 16, 128, 1, false),
+        ] {
+            assert_eq!(mma_fits(t, g, d, b), want, "{t} g {g} d {d} b {b}");
+        }
     }
 
     /// The last-block merge takes the decode kernels' launches of 2 to 128 splits only.
