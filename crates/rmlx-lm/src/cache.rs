@@ -1,7 +1,9 @@
 //! KV caches passed into the model (the model holds no state), following mlx-lm's `cache.py`:
 //! - [`KvCache::Standard`]: preallocated in steps of 256 positions, written with `slice_update`;
 //! - [`KvCache::Rotating`]: a sliding window of `max_size` positions keeping the first `keep`;
-//! - [`KvCache::Quantized`]: 8/4-bit affine groups along `head_dim`, dequantized on fetch.
+//! - [`KvCache::Quantized`]: 8/4-bit affine groups along `head_dim`, dequantized on fetch; the
+//!   models' attention reads it packed instead ([`KvCache::update_and_fetch_packed`],
+//!   `models::quantized_attention`), as mlx-lm's does.
 //!
 //! Every cache takes keys/values `[B, n_kv_heads, L, head_dim]` and returns everything cached so
 //! far in the same layout. Ask for the attention mask with [`KvCache::mask`] *before*
@@ -66,6 +68,24 @@ pub struct QuantizedCache {
     offset: usize,
     bits: usize,
     group_size: usize,
+}
+
+/// A quantized cache's first `offset` positions as stored (views of its buffers): keys and
+/// values each `(wq u32 [B, H, offset, D*bits/32], scales, biases [B, H, offset, D/g])`.
+#[derive(Clone, Debug)]
+pub struct PackedKv {
+    pub keys: (Array, Array, Array),
+    pub values: (Array, Array, Array),
+    pub group_size: usize,
+    pub bits: usize,
+}
+
+/// What attention reads after a cache write: keys and values `[B, H, S, D]`, or a quantized
+/// cache's packed rows.
+#[derive(Clone, Debug)]
+pub enum Fetched {
+    Dense(Array, Array),
+    Packed(PackedKv),
 }
 
 /// One layer's KV cache.
@@ -438,6 +458,43 @@ fn dequantize4(q: &QBuf, n: usize, group_size: usize, bits: usize) -> Result<Arr
 
 impl QuantizedCache {
     fn update_and_fetch(&mut self, k: &Array, v: &Array) -> Result<(Array, Array)> {
+        self.write(k, v)?;
+        let (g, bits) = (self.group_size, self.bits);
+        let (kb, vb) = (self.keys.as_ref(), self.values.as_ref());
+        let (kb, vb) = kb.zip(vb).expect("written");
+        Ok((
+            dequantize4(kb, self.offset, g, bits)?,
+            dequantize4(vb, self.offset, g, bits)?,
+        ))
+    }
+
+    /// The cache's positions so far, packed (after a write).
+    fn packed(&self) -> Result<PackedKv> {
+        let n = self.offset;
+        let rows = |q: &QBuf| -> Result<(Array, Array, Array)> {
+            Ok((
+                seq_slice(&q.0, 0, n)?,
+                seq_slice(&q.1, 0, n)?,
+                seq_slice(&q.2, 0, n)?,
+            ))
+        };
+        let (kb, vb) = self
+            .keys
+            .as_ref()
+            .zip(self.values.as_ref())
+            .ok_or_else(|| {
+                gen_err("[cache] a quantized cache holds nothing before its first write")
+            })?;
+        Ok(PackedKv {
+            keys: rows(kb)?,
+            values: rows(vb)?,
+            group_size: self.group_size,
+            bits: self.bits,
+        })
+    }
+
+    /// Quantizes and appends `k`, `v` `[B, H, L, D]`.
+    fn write(&mut self, k: &Array, v: &Array) -> Result<()> {
         let [_, _, l, dk] = kv_dims(k, v)?;
         let dv = v.shape()[3];
         let (g, bits) = (self.group_size, self.bits);
@@ -475,13 +532,9 @@ impl QuantizedCache {
         let kb = w3(self.keys.as_ref().expect("grown"), &qk)?;
         let vb = w3(self.values.as_ref().expect("grown"), &qv)?;
         self.offset += l;
-        let out = (
-            dequantize4(&kb, self.offset, g, bits)?,
-            dequantize4(&vb, self.offset, g, bits)?,
-        );
         self.keys = Some(kb);
         self.values = Some(vb);
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -693,6 +746,27 @@ impl KvCache {
             KvCache::Rotating(c) if l == 1 => c.update_in_place(k, v),
             KvCache::Rotating(c) => c.update_concat(k, v),
             KvCache::Quantized(c) => c.update_and_fetch(k, v),
+        }
+    }
+
+    /// As [`KvCache::update_and_fetch`], but a quantized cache gives its packed rows instead of
+    /// dequantizing them (attention then reads them in place).
+    pub fn update_and_fetch_packed(&mut self, k: &Array, v: &Array) -> Result<Fetched> {
+        match self {
+            KvCache::Quantized(c) => {
+                let [_, _, l, _] = kv_dims(k, v)?;
+                if l == 0 {
+                    return Err(gen_err(
+                        "[cache] update_and_fetch needs at least one new position",
+                    ));
+                }
+                c.write(k, v)?;
+                Ok(Fetched::Packed(c.packed()?))
+            }
+            _ => {
+                let (k, v) = self.update_and_fetch(k, v)?;
+                Ok(Fetched::Dense(k, v))
+            }
         }
     }
 

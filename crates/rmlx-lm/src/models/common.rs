@@ -1,9 +1,10 @@
 //! Mechanics every decoder shares: attention over `fast::scaled_dot_product_attention` with the
 //! cache's mask, the gated MLP, and the mask choice when no cache is passed.
 
-use crate::cache::{causal_mask, AttentionMask, KvCache};
+use crate::cache::{causal_mask, AttentionMask, Fetched, KvCache};
 use crate::config::ModelConfig;
 use crate::error::{LmError, Result};
+use crate::models::quantized_attention::quantized_sdpa;
 use rmlx::{fast, ops, Array, Dtype};
 use rmlx_nn::{Embedding, GateUpSwiglu, Linear, Normed, Parallel, RmsNorm, Rope, Weights};
 
@@ -387,14 +388,18 @@ impl Attention {
         mask: &AttentionMask,
         cache: Option<&mut KvCache>,
     ) -> Result<Array> {
-        let (k, v) = match cache {
+        let fetched = match cache {
             Some(c) => {
                 let t = c.storage_dtype(k.dtype());
-                c.update_and_fetch(&ops::astype(k, t), &ops::astype(v, t))?
+                c.update_and_fetch_packed(&ops::astype(k, t), &ops::astype(v, t))?
             }
-            None => (k.clone(), v.clone()),
+            None => Fetched::Dense(k.clone(), v.clone()),
         };
-        self.sdpa(q, &k, &v, mask)
+        match fetched {
+            Fetched::Dense(k, v) => self.sdpa(q, &k, &v, mask),
+            // a quantized cache is read as it is stored
+            Fetched::Packed(kv) => quantized_sdpa(q, &kv, self.scale, mask),
+        }
     }
 
     /// Attention of q over the keys and values `k`, `v` (the cache's, after the write).

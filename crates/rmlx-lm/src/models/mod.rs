@@ -5,6 +5,7 @@ pub mod common;
 pub mod gemma3;
 pub mod llama;
 pub mod mixtral;
+pub mod quantized_attention;
 pub mod qwen2;
 pub mod qwen3;
 pub mod qwen3_moe;

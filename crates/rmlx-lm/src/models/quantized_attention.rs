@@ -1,0 +1,80 @@
+//! Attention over a quantized KV cache read in place, as mlx-lm's
+//! `quantized_scaled_dot_product_attention`: the scores q·Kᵀ and the output softmax(scores)·V are
+//! two `quantized_matmul`s over the cache's packed rows. Dequantizing the cache for
+//! `fast::scaled_dot_product_attention` instead writes and reads all of it again in the
+//! activation dtype at every step, on top of the packed read.
+//!
+//! A KV head's query heads are rows of one product: q `[B, Hq, L, D]` is `[B, Hkv, G·L, D]`
+//! as it lies (G = Hq / Hkv), so the packed matrices `[B, Hkv, S, ·]` need no broadcast (mlx-lm
+//! adds an axis and lets the kernels broadcast). Masks act on the scores as
+//! `fast::scaled_dot_product_attention`'s do: a false entry becomes the lowest finite value of
+//! the scores' dtype, causal is aligned to the end of the keys. Both products run in the exact
+//! decode mode (float x, as MLX computes them): the int8-x decode kernels' error (~3e-3 of a
+//! product) would go into every score.
+
+use crate::cache::{causal_mask, AttentionMask, PackedKv};
+use crate::error::{LmError, Result};
+use rmlx::{ops, Array, Dtype};
+
+/// The lowest finite value of a float dtype (what a masked score becomes).
+fn lowest(t: Dtype) -> f64 {
+    match t {
+        Dtype::F16 => -65504.0,
+        Dtype::BF16 => -3.389_531_389_251_535_5e38,
+        _ => f32::MIN as f64,
+    }
+}
+
+/// softmax(q·Kᵀ · `scale`, masked)·V over a quantized cache's packed keys and values: q
+/// `[B, Hq, L, D]` → `[B, Hq, L, D]`.
+pub fn quantized_sdpa(q: &Array, kv: &PackedKv, scale: f32, mask: &AttentionMask) -> Result<Array> {
+    let bad = |m: String| LmError::Generate(format!("[quantized_sdpa] {m}"));
+    let (wk, sk, bk) = &kv.keys;
+    let (wv, sv, bv) = &kv.values;
+    let (gs, bits) = (kv.group_size, kv.bits);
+    if q.ndim() != 4 || wk.ndim() != 4 {
+        return Err(bad(format!(
+            "q {:?} and the packed keys {:?} must be 4-D [B, H, L, D]",
+            q.shape(),
+            wk.shape()
+        )));
+    }
+    let [b, hq, l, d] = [q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]];
+    let (hkv, s) = (wk.shape()[1], wk.shape()[2]);
+    if hkv == 0 || !hq.is_multiple_of(hkv) || wk.shape()[0] != b {
+        return Err(bad(format!(
+            "q {:?} does not group over the packed keys {:?} (batch and query heads a multiple of the KV heads)",
+            q.shape(),
+            wk.shape()
+        )));
+    }
+    let g = hq / hkv;
+    let (b, hq, hkv, l, d, s, g) = (
+        b as i64, hq as i64, hkv as i64, l as i64, d as i64, s as i64, g as i64,
+    );
+    let qs = ops::multiply(q, &ops::scalar_like(q, scale))?;
+    let qr = ops::reshape(&qs, &[b, hkv, g * l, d])?;
+    let qmm = |x: &Array, w: &Array, s: &Array, bi: &Array, transpose: bool| {
+        ops::with_exact_decode(true, || {
+            ops::quantized_matmul(x, w, s, bi, transpose, gs, bits)
+        })
+    };
+    let scores = qmm(&qr, wk, sk, bk, true)?;
+    let scores = ops::reshape(&scores, &[b, hq, l, s])?;
+    let keep = match mask {
+        AttentionMask::None => None,
+        AttentionMask::Causal => Some(causal_mask(l as usize, (s - l).max(0) as usize, None)?),
+        AttentionMask::Array(m) => Some(m.clone()),
+    };
+    let scores = match keep {
+        Some(m) => {
+            let low = Array::scalar_of(lowest(scores.dtype()), scores.dtype());
+            ops::where_(&m, &scores, &low)?
+        }
+        None => scores,
+    };
+    let p = ops::softmax(&scores, Some(&[-1]), true)?;
+    let p = ops::reshape(&p, &[b, hkv, g * l, s])?;
+    let o = qmm(&p, wv, sv, bv, false)?;
+    Ok(ops::reshape(&o, &[b, hq, l, d])?)
+}
