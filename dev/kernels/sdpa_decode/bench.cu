@@ -17,6 +17,7 @@
 #include "../../../crates/rmlx-cuda/kernels/prelude.cuh"
 #include "../../../crates/rmlx-cuda/kernels/mma.cuh"
 #include "../../../crates/rmlx-cuda/kernels/sdpa.cuh"
+#include "v5_smem.cuh"
 
 #define CK(x)                                                                          \
   do {                                                                                 \
@@ -52,6 +53,23 @@ __global__ void __launch_bounds__(128, 1) k_mma(const bf16* q, const bf16* k, co
   __syncthreads();
   rd_mma_attend<bf16, G, D>(&st[0][0], D, k, v, out, pml, pacc, kl, vl, at, Hq, S, n_split, split_len, scale, nullptr,
                             nullptr, tickets);
+}
+// v5: v4 with each warp's tiles through a shared-memory ring (v5_smem.cuh), RING slots a warp.
+template <int G, int RING, int MINB = 1>
+__global__ void __launch_bounds__(128, MINB) k_v5(const bf16* q, const bf16* k, const bf16* v, bf16* out, float* pml,
+                                               float* pacc, Sd4 ql, Sd4 kl, Sd4 vl, int Hq, int Hkv, int S,
+                                               float scale, int n_split, int split_len, unsigned* tickets) {
+  __shared__ __align__(16) bf16 st[G][D];
+  const RdPlace at = rd_place<G>(Hq, Hkv);
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x)
+    st[i / D][i % D] = q[ql.off + at.bb * ql.s[0] + (i64)(at.h0 + i / D) * ql.s[1] + i % D];
+  __syncthreads();
+  v5_attend<bf16, G, D, RING>(&st[0][0], D, k, v, out, pml, pacc, kl, vl, at, Hq, S, n_split, split_len, scale,
+                              tickets);
+}
+template <int G, int RING>
+static size_t v5_smem_bytes() {
+  return (size_t)RD_NW * RING * sizeof(V5Slot<D>);
 }
 __global__ void k_merge(const float* pml, const float* pacc, bf16* out, int Dv, int n_split) {
   rs_sdpa_merge<bf16>(pml, pacc, out, Dv, n_split);
@@ -126,10 +144,10 @@ static float copy_bw() {
   return 2.0 * n / (us * 1e-6) / 1e9;  // GB/s, read + write
 }
 
-// Key splits as ops/sdpa.rs decode_splits for one sequence: about 264 blocks, rounded down, each
+// Key splits as ops/sdpa.rs decode_splits for one sequence: about `target` blocks, rounded down, each
 // split at least `min_keys` keys, evened out.
-static void splits(int pairs, int S, int min_keys, int& n, int& len) {
-  int per = std::max(1, 264 / pairs);
+static void splits(int pairs, int S, int min_keys, int target, int& n, int& len) {
+  int per = std::max(1, target / pairs);
   n = std::max(1, std::min(per, (S + min_keys - 1) / min_keys));
   len = (S + n - 1) / n;
   n = (S + len - 1) / len;
@@ -225,6 +243,8 @@ struct Version {
   std::string name;
   int g, min_keys;
   bool mma, merge_launch;
+  int ring;        // v5's slots a warp (0: not v5)
+  int target = 264;  // blocks the splits aim at (v5 ring 2 at 3 blocks per SM: 396)
 };
 
 template <int G>
@@ -237,7 +257,19 @@ static void launch_one(const Shape& s, const Version& ver, int c, cudaStream_t s
   unsigned* tk = n > 1 && !ver.merge_launch ? s.tickets : nullptr;
   const dim3 grid(pairs, n);
   const float scale = 1.0f / std::sqrt((float)D);
-  if (ver.mma)
+  if (ver.ring == 2 && ver.target == 396)
+    k_v5<G, 2, 3><<<grid, 128, v5_smem_bytes<G, 2>(), st>>>(s.dq, s.dk[c], s.dv[c], s.dout, pml, pacc, ql, kl, kl,
+                                                             s.Hq, s.Hkv, s.S, scale, n, len, tk);
+  else if (ver.ring == 2)
+    k_v5<G, 2><<<grid, 128, v5_smem_bytes<G, 2>(), st>>>(s.dq, s.dk[c], s.dv[c], s.dout, pml, pacc, ql, kl, kl, s.Hq,
+                                                          s.Hkv, s.S, scale, n, len, tk);
+  else if (ver.ring == 3)
+    k_v5<G, 3><<<grid, 128, v5_smem_bytes<G, 3>(), st>>>(s.dq, s.dk[c], s.dv[c], s.dout, pml, pacc, ql, kl, kl, s.Hq,
+                                                          s.Hkv, s.S, scale, n, len, tk);
+  else if (ver.ring == 4)
+    k_v5<G, 4><<<grid, 128, v5_smem_bytes<G, 4>(), st>>>(s.dq, s.dk[c], s.dv[c], s.dout, pml, pacc, ql, kl, kl, s.Hq,
+                                                          s.Hkv, s.S, scale, n, len, tk);
+  else if (ver.mma)
     k_mma<G><<<grid, 128, 0, st>>>(s.dq, s.dk[c], s.dv[c], s.dout, pml, pacc, ql, kl, kl, s.Hq, s.Hkv, s.S, scale, n,
                                    len, tk);
   else
@@ -246,9 +278,18 @@ static void launch_one(const Shape& s, const Version& ver, int c, cudaStream_t s
   if (n > 1 && ver.merge_launch) k_merge<<<s.Hq, 128, 0, st>>>(s.pml, s.pacc, s.dout, D, n);
 }
 
+// v5's dynamic shared memory above the default 48 KB, set once per instantiation
+template <int G>
+static void v5_attributes() {
+  CK(cudaFuncSetAttribute(k_v5<G, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)v5_smem_bytes<G, 2>()));
+  CK(cudaFuncSetAttribute(k_v5<G, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)v5_smem_bytes<G, 3>()));
+  CK(cudaFuncSetAttribute(k_v5<G, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)v5_smem_bytes<G, 4>()));
+  CK(cudaFuncSetAttribute(k_v5<G, 2, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)v5_smem_bytes<G, 2>()));
+}
+
 static void run(Shape& s, const Version& ver, float copy) {
   int n, len;
-  splits(s.Hq / ver.g, s.S, ver.min_keys, n, len);
+  splits(s.Hq / ver.g, s.S, ver.min_keys, ver.target, n, len);
   auto launch = [&](int c, cudaStream_t st) {
     switch (ver.g) {
       case 2: launch_one<2>(s, ver, c, st, n, len); break;
@@ -278,16 +319,25 @@ int main(int argc, char** argv) {
   }
   std::mt19937 rng(7);
   const std::vector<Version> llama = {
-      {"v2 CUDA cores, 2 heads, launch merge", 2, 128, false, true},
-      {"v3 CUDA cores, 2 heads", 2, 128, false, false},
-      {"v4 tensor cores, 4 heads", 4, 64, true, false},
-      {"v4 tensor cores, 2 heads (shipped)", 2, 64, true, false},
+      {"v2 CUDA cores, 2 heads, launch merge", 2, 128, false, true, 0},
+      {"v3 CUDA cores, 2 heads", 2, 128, false, false, 0},
+      {"v4 tensor cores, 4 heads", 4, 64, true, false, 0},
+      {"v4 tensor cores, 2 heads (shipped)", 2, 64, true, false, 0},
+      {"v5 smem ring 2, 2 heads", 2, 64, true, false, 2},
+      {"v5 smem ring 3, 2 heads", 2, 64, true, false, 3},
+      {"v5 smem ring 4, 2 heads", 2, 64, true, false, 4},
+      {"v5 smem ring 3, 4 heads", 4, 64, true, false, 3},
+      {"v5 smem ring 2, 2 heads, 3 blocks/SM", 2, 64, true, false, 2, 396},
   };
   const std::vector<Version> qwen = {
-      {"v3 CUDA cores, 2 heads", 2, 128, false, false},
-      {"v4 tensor cores, 8 heads", 8, 64, true, false},
-      {"v4 tensor cores, 2 heads (shipped)", 2, 64, true, false},
+      {"v3 CUDA cores, 2 heads", 2, 128, false, false, 0},
+      {"v4 tensor cores, 8 heads", 8, 64, true, false, 0},
+      {"v4 tensor cores, 2 heads (shipped)", 2, 64, true, false, 0},
+      {"v5 smem ring 3, 2 heads", 2, 64, true, false, 3},
   };
+  v5_attributes<2>();
+  v5_attributes<4>();
+  v5_attributes<8>();
   for (int S : keys) {
     {
       Shape s("llama-8b", 32, 8, S, rng);
