@@ -2,8 +2,8 @@
 //! - [`KvCache::Standard`]: preallocated in steps of 256 positions, written with `slice_update`;
 //! - [`KvCache::Rotating`]: a sliding window of `max_size` positions keeping the first `keep`;
 //! - [`KvCache::Quantized`]: 8/4-bit affine groups along `head_dim`, dequantized on fetch; the
-//!   models' attention reads it packed instead ([`KvCache::update_and_fetch_packed`],
-//!   `models::quantized_attention`), as mlx-lm's does.
+//!   models' attention can read it packed instead ([`KvCache::update_and_fetch_packed`],
+//!   `models::quantized_attention`, opt-in), as mlx-lm's does.
 //!
 //! Every cache takes keys/values `[B, n_kv_heads, L, head_dim]` and returns everything cached so
 //! far in the same layout. Ask for the attention mask with [`KvCache::mask`] *before*

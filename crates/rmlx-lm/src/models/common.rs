@@ -391,7 +391,13 @@ impl Attention {
         let fetched = match cache {
             Some(c) => {
                 let t = c.storage_dtype(k.dtype());
-                c.update_and_fetch_packed(&ops::astype(k, t), &ops::astype(v, t))?
+                let (k, v) = (ops::astype(k, t), ops::astype(v, t));
+                if crate::models::quantized_attention::in_place() {
+                    c.update_and_fetch_packed(&k, &v)?
+                } else {
+                    let (k, v) = c.update_and_fetch(&k, &v)?;
+                    Fetched::Dense(k, v)
+                }
             }
             None => Fetched::Dense(k.clone(), v.clone()),
         };
