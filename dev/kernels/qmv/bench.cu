@@ -11,20 +11,12 @@
 #include <vector>
 
 #include "../../../crates/rmlx-cuda/kernels/prelude.cuh"
+#include "../bench_common.cuh"
 #include "../../../crates/rmlx-cuda/kernels/quantized.cuh"
 #include "../../../crates/rmlx-cuda/kernels/mma.cuh"
 #include "../../../crates/rmlx-cuda/kernels/qmv_rows.cuh"
 #include "v4_fused.cuh"
 #include "v6_tc.cuh"
-
-#define CK(x)                                                                          \
-  do {                                                                                 \
-    cudaError_t e_ = (x);                                                              \
-    if (e_ != cudaSuccess) {                                                           \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      exit(1);                                                                         \
-    }                                                                                  \
-  } while (0)
 
 // --- kernels under test ----------------------------------------------------------------------
 template <int BITS, int MM, int KS>
@@ -69,9 +61,6 @@ __global__ void __launch_bounds__(32 * KS) k_v5(const signed char* xq, const RqX
                                                 int gs_shift) {
   rq_tc_mat<bf16, TO, BITS, KS, NST, false>(xq, meta, w, s, b, y, nullptr, M, N, K, gs_shift, 0.0f);
 }
-__global__ void k_copy(const uint4* a, uint4* b, i64 n) {
-  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) b[i] = a[i];
-}
 __global__ void k_read(const uint4* a, u32* out, i64 n) {
   u32 acc = 0;
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
@@ -82,18 +71,6 @@ __global__ void k_read(const uint4* a, u32* out, i64 n) {
 }
 
 // --- host helpers ----------------------------------------------------------------------------
-static uint16_t f2bf(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  u += 0x7fff + ((u >> 16) & 1);
-  return (uint16_t)(u >> 16);
-}
-static float bf2f(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
 
 struct Mat {
   i64 N, K;
@@ -160,45 +137,6 @@ struct Dev {
   bf16* s;
   bf16* b;
 };
-
-static float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Times `launch(copy)` over all copies as one captured graph; returns µs per call (median of 7).
-template <class F>
-static float time_graph(int copies, int reps, F launch) {
-  cudaStream_t st;
-  CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-  cudaGraph_t g;
-  cudaGraphExec_t ge;
-  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-  for (int r = 0; r < reps; ++r)
-    for (int c = 0; c < copies; ++c) launch(c, st);
-  CK(cudaStreamEndCapture(st, &g));
-  CK(cudaGraphInstantiate(&ge, g, 0));
-  CK(cudaGraphLaunch(ge, st));
-  CK(cudaStreamSynchronize(st));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  std::vector<float> t;
-  for (int i = 0; i < 7; ++i) {
-    CK(cudaEventRecord(e0, st));
-    CK(cudaGraphLaunch(ge, st));
-    CK(cudaEventRecord(e1, st));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    t.push_back(ms * 1000.0f / (reps * copies));
-  }
-  CK(cudaGetLastError());
-  cudaGraphExecDestroy(ge);
-  cudaGraphDestroy(g);
-  cudaStreamDestroy(st);
-  return median(t);
-}
 
 static int g_sms = 132;
 static float g_read = 0;

@@ -15,18 +15,10 @@
 #include <vector>
 
 #include "../../../crates/rmlx-cuda/kernels/prelude.cuh"
+#include "../bench_common.cuh"
 #include "../../../crates/rmlx-cuda/kernels/mma.cuh"
 #include "../../../crates/rmlx-cuda/kernels/sdpa.cuh"
 #include "v5_smem.cuh"
-
-#define CK(x)                                                                          \
-  do {                                                                                 \
-    cudaError_t e_ = (x);                                                              \
-    if (e_ != cudaSuccess) {                                                           \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      exit(1);                                                                         \
-    }                                                                                  \
-  } while (0)
 
 constexpr int D = 128;
 
@@ -74,60 +66,8 @@ static size_t v5_smem_bytes() {
 __global__ void k_merge(const float* pml, const float* pacc, bf16* out, int Dv, int n_split) {
   rs_sdpa_merge<bf16>(pml, pacc, out, Dv, n_split);
 }
-__global__ void k_copy(const uint4* a, uint4* b, i64 n) {
-  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) b[i] = a[i];
-}
 
 // --- host helpers ----------------------------------------------------------------------------
-static uint16_t f2bf(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  u += 0x7fff + ((u >> 16) & 1);
-  return (uint16_t)(u >> 16);
-}
-static double bf2d(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-static float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Times `launch(copy)` over all copies as one captured graph; returns µs per call (median of 7).
-static float time_graph(int copies, int reps, const std::function<void(int, cudaStream_t)>& launch) {
-  cudaStream_t st;
-  CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-  cudaGraph_t g;
-  cudaGraphExec_t ge;
-  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-  for (int r = 0; r < reps; ++r)
-    for (int c = 0; c < copies; ++c) launch(c, st);
-  CK(cudaStreamEndCapture(st, &g));
-  CK(cudaGraphInstantiate(&ge, g, 0));
-  CK(cudaGraphLaunch(ge, st));
-  CK(cudaStreamSynchronize(st));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  std::vector<float> t;
-  for (int i = 0; i < 7; ++i) {
-    CK(cudaEventRecord(e0, st));
-    CK(cudaGraphLaunch(ge, st));
-    CK(cudaEventRecord(e1, st));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    t.push_back(ms * 1000.0f / (reps * copies));
-  }
-  CK(cudaGetLastError());
-  cudaGraphExecDestroy(ge);
-  cudaGraphDestroy(g);
-  cudaStreamDestroy(st);
-  return median(t);
-}
 
 static int g_sms = 132;
 static float copy_bw() {
@@ -200,14 +140,14 @@ struct Shape {
       double m = -INFINITY;
       for (int j = 0; j < S; ++j) {
         double acc = 0;
-        for (int d = 0; d < D; ++d) acc += bf2d(q[(size_t)h * D + d]) * bf2d(k[((size_t)hk * S + j) * D + d]);
+        for (int d = 0; d < D; ++d) acc += (double)bf2f(q[(size_t)h * D + d]) * (double)bf2f(k[((size_t)hk * S + j) * D + d]);
         sc[j] = acc * scale;
         m = std::max(m, sc[j]);
       }
       double z = 0;
       for (int j = 0; j < S; ++j) z += (sc[j] = std::exp(sc[j] - m));
       for (int j = 0; j < S; ++j)
-        for (int d = 0; d < D; ++d) ref[(size_t)h * D + d] += sc[j] / z * bf2d(v[((size_t)hk * S + j) * D + d]);
+        for (int d = 0; d < D; ++d) ref[(size_t)h * D + d] += sc[j] / z * (double)bf2f(v[((size_t)hk * S + j) * D + d]);
     }
   }
   ~Shape() {
@@ -229,7 +169,7 @@ struct Shape {
     CK(cudaMemcpy(got.data(), dout, got.size() * 2, cudaMemcpyDeviceToHost));
     double num = 0, den = 0;
     for (size_t i = 0; i < got.size(); ++i) {
-      const double g = bf2d(got[i]);
+      const double g = (double)bf2f(got[i]);
       if (!std::isfinite(g)) return INFINITY;
       num += (g - ref[i]) * (g - ref[i]);
       den += ref[i] * ref[i];
