@@ -57,8 +57,8 @@ pub struct RotatingCache {
     idx: usize,
 }
 
-/// Packed affine-quantized rows: `(wq u32 [B, H, cap, D*bits/32], scales, biases [B, H, cap, D/g])`.
-type QBuf = (Array, Array, Array);
+/// Packed affine-quantized rows: `(wq u32 [B, H, positions, D*bits/32], scales, biases [B, H, positions, D/g])`.
+pub type QBuf = (Array, Array, Array);
 
 /// Keys and values stored quantized (affine, `bits` per element, groups along `head_dim`).
 #[derive(Clone, Debug)]
@@ -70,12 +70,11 @@ pub struct QuantizedCache {
     group_size: usize,
 }
 
-/// A quantized cache's first `offset` positions as stored (views of its buffers): keys and
-/// values each `(wq u32 [B, H, offset, D*bits/32], scales, biases [B, H, offset, D/g])`.
+/// A quantized cache's first `offset` positions as stored (views of its buffers).
 #[derive(Clone, Debug)]
 pub struct PackedKv {
-    pub keys: (Array, Array, Array),
-    pub values: (Array, Array, Array),
+    pub keys: QBuf,
+    pub values: QBuf,
     pub group_size: usize,
     pub bits: usize,
 }
@@ -101,20 +100,14 @@ fn gen_err(msg: impl Into<String>) -> LmError {
 }
 
 /// Whether new float caches on the CPU keep f32 keys/values in f16 (see [`fresh_dtype`]):
-/// 0 = not set (then `RMLX_CPU_KV_F16=1` turns it on), 1 = off, 2 = on.
-static CPU_KV_F16: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// f16 keys/values for f32 activations on the CPU (`RMLX_CPU_KV_F16=1` turns it on).
+static CPU_KV_F16: rmlx_nn::switches::ProcessSwitch =
+    rmlx_nn::switches::ProcessSwitch::new("RMLX_CPU_KV_F16");
 
 /// Stores the f32 keys/values of new caches on the CPU as f16 (`on`) or f32, for this process
 /// (the environment's `RMLX_CPU_KV_F16=1` sets the default: off).
 pub fn set_cpu_kv_f16(on: bool) {
-    CPU_KV_F16.store(if on { 2 } else { 1 }, std::sync::atomic::Ordering::Relaxed);
-}
-
-fn cpu_kv_f16() -> bool {
-    match CPU_KV_F16.load(std::sync::atomic::Ordering::Relaxed) {
-        0 => std::env::var("RMLX_CPU_KV_F16").is_ok_and(|v| v == "1"),
-        v => v == 2,
-    }
+    CPU_KV_F16.set(on);
 }
 
 /// The dtype models store keys/values of dtype `t` in, in a new float cache: `t`, or f16 for
@@ -126,7 +119,7 @@ fn cpu_kv_f16() -> bool {
 /// dtype, and the reference tests compare against it.
 pub fn fresh_dtype(t: Dtype) -> Dtype {
     let cpu = rmlx::current_device().kind == rmlx::DeviceType::Cpu;
-    if t == Dtype::F32 && cpu && cpu_kv_f16() {
+    if t == Dtype::F32 && cpu && CPU_KV_F16.get() {
         Dtype::F16
     } else {
         t
@@ -134,6 +127,17 @@ pub fn fresh_dtype(t: Dtype) -> Dtype {
 }
 
 /// `[B, H, L, D]` of a keys/values pair, checked to agree.
+/// The positions a write of `k`, `v` adds (at least one).
+fn new_positions(k: &Array, v: &Array) -> Result<usize> {
+    let [_, _, l, _] = kv_dims(k, v)?;
+    if l == 0 {
+        return Err(gen_err(
+            "[cache] update_and_fetch needs at least one new position",
+        ));
+    }
+    Ok(l)
+}
+
 fn kv_dims(k: &Array, v: &Array) -> Result<[usize; 4]> {
     if k.ndim() != 4 || v.ndim() != 4 {
         return Err(gen_err(format!(
@@ -444,34 +448,34 @@ fn quantize4(x: &Array, group_size: usize, bits: usize) -> Result<QBuf> {
     Ok((back(&wq)?, back(&sc)?, back(&bi)?))
 }
 
-/// Dequantizes the first `n` positions of a packed buffer back to `[B, H, n, D]`.
-fn dequantize4(q: &QBuf, n: usize, group_size: usize, bits: usize) -> Result<Array> {
+/// Packed rows `[B, H, n, ·]` back to `[B, H, n, D]`.
+fn dequantize4(q: &QBuf, group_size: usize, bits: usize) -> Result<Array> {
     let s = q.0.shape().to_vec();
     let flat = |a: &Array| -> Result<Array> {
-        let a = seq_slice(a, 0, n)?;
         let last = a.shape()[3] as i64;
-        Ok(ops::reshape(&a, &[-1, last])?)
+        Ok(ops::reshape(a, &[-1, last])?)
     };
     let w = ops::dequantize(&flat(&q.0)?, &flat(&q.1)?, &flat(&q.2)?, group_size, bits)?;
-    Ok(ops::reshape(&w, &[s[0] as i64, s[1] as i64, n as i64, -1])?)
+    Ok(ops::reshape(
+        &w,
+        &[s[0] as i64, s[1] as i64, s[2] as i64, -1],
+    )?)
 }
 
 impl QuantizedCache {
     fn update_and_fetch(&mut self, k: &Array, v: &Array) -> Result<(Array, Array)> {
         self.write(k, v)?;
-        let (g, bits) = (self.group_size, self.bits);
-        let (kb, vb) = (self.keys.as_ref(), self.values.as_ref());
-        let (kb, vb) = kb.zip(vb).expect("written");
+        let p = self.packed()?;
         Ok((
-            dequantize4(kb, self.offset, g, bits)?,
-            dequantize4(vb, self.offset, g, bits)?,
+            dequantize4(&p.keys, p.group_size, p.bits)?,
+            dequantize4(&p.values, p.group_size, p.bits)?,
         ))
     }
 
     /// The cache's positions so far, packed (after a write).
     fn packed(&self) -> Result<PackedKv> {
         let n = self.offset;
-        let rows = |q: &QBuf| -> Result<(Array, Array, Array)> {
+        let rows = |q: &QBuf| -> Result<QBuf> {
             Ok((
                 seq_slice(&q.0, 0, n)?,
                 seq_slice(&q.1, 0, n)?,
@@ -735,12 +739,7 @@ impl KvCache {
     /// Appends keys/values `[B, n_kv_heads, L, head_dim]` and returns all keys and values to
     /// attend over, `[B, n_kv_heads, S, head_dim]` (dequantized for a quantized cache).
     pub fn update_and_fetch(&mut self, k: &Array, v: &Array) -> Result<(Array, Array)> {
-        let [_, _, l, _] = kv_dims(k, v)?;
-        if l == 0 {
-            return Err(gen_err(
-                "[cache] update_and_fetch needs at least one new position",
-            ));
-        }
+        let l = new_positions(k, v)?;
         match self {
             KvCache::Standard(c) => c.update_and_fetch(k, v),
             KvCache::Rotating(c) if l == 1 => c.update_in_place(k, v),
@@ -754,12 +753,7 @@ impl KvCache {
     pub fn update_and_fetch_packed(&mut self, k: &Array, v: &Array) -> Result<Fetched> {
         match self {
             KvCache::Quantized(c) => {
-                let [_, _, l, _] = kv_dims(k, v)?;
-                if l == 0 {
-                    return Err(gen_err(
-                        "[cache] update_and_fetch needs at least one new position",
-                    ));
-                }
+                new_positions(k, v)?;
                 c.write(k, v)?;
                 Ok(Fetched::Packed(c.packed()?))
             }

@@ -15,16 +15,16 @@
 use crate::cache::{causal_mask, AttentionMask, PackedKv};
 use crate::error::{LmError, Result};
 use rmlx::{ops, Array, Dtype};
-use std::sync::atomic::{AtomicU8, Ordering};
 
-/// 0: not set (read `RMLX_QUANTIZED_ATTN` once), 1: off, 2: on.
-static IN_PLACE: AtomicU8 = AtomicU8::new(0);
+/// Whether attention reads a quantized cache in place (`RMLX_QUANTIZED_ATTN=1` turns it on).
+static IN_PLACE: rmlx_nn::switches::ProcessSwitch =
+    rmlx_nn::switches::ProcessSwitch::new("RMLX_QUANTIZED_ATTN");
 
 /// Makes the models' attention read quantized KV caches in place (`true`) or dequantize them
 /// for the dense attention (`false`, the default), process-wide; `RMLX_QUANTIZED_ATTN=1` is the
 /// same as `true`.
 pub fn set_in_place(on: bool) {
-    IN_PLACE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+    IN_PLACE.set(on);
 }
 
 /// Whether the models read a quantized cache in place. Opt-in: on the CPU, SmolLM2-135M Q4_1
@@ -33,14 +33,7 @@ pub fn set_in_place(on: bool) {
 /// binary, docs/PERF.md): the small model's extra ops cost more than the dequantization saves.
 /// Not measured on a GPU yet.
 pub fn in_place() -> bool {
-    match IN_PLACE.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var("RMLX_QUANTIZED_ATTN").is_ok_and(|v| v == "1");
-            set_in_place(on);
-            on
-        }
-        v => v == 2,
-    }
+    IN_PLACE.get()
 }
 
 /// The lowest finite value of a float dtype (what a masked score becomes).
