@@ -721,6 +721,53 @@ __device__ __forceinline__ void rd_mma_tile(const RdMmaTile<D>& f, const u32 (&q
   }
 }
 
+// Q's A fragments (rows g < G real, the rest zero): lane (g, t) holds dims [32c + 8t, +8) of
+// head g for each 32-dim chunk c (q: row g at q + g * qs, 16-byte aligned).
+template <class T, int G, int D>
+__device__ __forceinline__ void rd_mma_q(const T* q, i64 qs, u32 (&qf)[D / 32][4]) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int c = 0; c < D / 32; ++c) {
+    uint4 w = make_uint4(0u, 0u, 0u, 0u);
+    if (g < G) w = *reinterpret_cast<const uint4*>(q + g * qs + 32 * c + 8 * t);
+    qf[c][0] = w.x;
+    qf[c][1] = w.y;
+    qf[c][2] = w.z;
+    qf[c][3] = w.w;
+  }
+}
+
+// The end of a tensor-core decode block: each warp's state (m on the exp2 scale, l summed per
+// lane, Oᵀ's accumulators) into shared memory in rd_combine's layout, then rd_combine.
+template <class T, int G, int D>
+__device__ __forceinline__ void rd_mma_finish(float m, float l, const float (&o)[D / 16][4],
+                                              float (&sm_ml)[RD_NW][G][2], float (&sm_acc)[RD_NW][G][D],
+                                              T* __restrict__ out, float* __restrict__ part_ml,
+                                              float* __restrict__ part_acc, const RdPlace& at, int Hq, int n_split,
+                                              unsigned* tickets) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  l += __shfl_xor_sync(0xffffffffu, l, 1);
+  l += __shfl_xor_sync(0xffffffffu, l, 2);
+  if (t == 0 && g < G) {
+    sm_ml[warp][g][0] = m * 0.6931471805599453f;  // back to the natural-log scale rd_combine uses
+    sm_ml[warp][g][1] = l;
+  }
+#pragma unroll
+  for (int mt = 0; mt < D / 16; ++mt) {
+    const int d0 = rd_mma_dim(mt, g);
+    if (2 * t < G) {
+      sm_acc[warp][2 * t][d0] = o[mt][0];
+      sm_acc[warp][2 * t][d0 + 1] = o[mt][2];
+    }
+    if (2 * t + 1 < G) {
+      sm_acc[warp][2 * t + 1][d0] = o[mt][1];
+      sm_acc[warp][2 * t + 1][d0 + 1] = o[mt][3];
+    }
+  }
+  __syncthreads();
+  rd_combine<T, G, D>(sm_ml, sm_acc, out, part_ml, part_acc, at.bb, at.h0, Hq, at.sp, n_split, tickets);
+}
+
 // The keys [k0, min(S, k0 + split_len)) of the block's split against its G q rows `q` (type T,
 // unscaled, row g at q + g * qs, 16-byte aligned: shared or global memory), then, where `kn` is
 // given, one more key (`kn`, `vn`: D floats each in shared memory, the decode step's own key,
@@ -740,15 +787,7 @@ __device__ __forceinline__ void rd_mma_attend(const T* q, i64 qs, const T* __res
   const T* vb = v + vl.off + at.bb * vl.s[0] + at.hk * vl.s[1];
   const i64 ks = kl.s[2], vs = vl.s[2];
   u32 qf[D / 32][4];
-#pragma unroll
-  for (int c = 0; c < D / 32; ++c) {
-    uint4 w = make_uint4(0u, 0u, 0u, 0u);
-    if (g < G) w = *reinterpret_cast<const uint4*>(q + g * qs + 32 * c + 8 * t);
-    qf[c][0] = w.x;
-    qf[c][1] = w.y;
-    qf[c][2] = w.z;
-    qf[c][3] = w.w;
-  }
+  rd_mma_q<T, G, D>(q, qs, qf);
   const float sl2 = scale * 1.4426950408889634f;
   const float NEG_INF = -__int_as_float(0x7f800000);
   float m = NEG_INF, l = 0.0f, o[D / 16][4];
@@ -793,26 +832,7 @@ __device__ __forceinline__ void rd_mma_attend(const T* q, i64 qs, const T* __res
       o[mt][3] = fmaf(p_hi, vn[d0 + 1], o[mt][3] * c_hi);
     }
   }
-  l += __shfl_xor_sync(0xffffffffu, l, 1);
-  l += __shfl_xor_sync(0xffffffffu, l, 2);
-  if (t == 0 && g < G) {
-    sm_ml[warp][g][0] = m * 0.6931471805599453f;  // back to the natural-log scale rd_combine uses
-    sm_ml[warp][g][1] = l;
-  }
-#pragma unroll
-  for (int mt = 0; mt < D / 16; ++mt) {
-    const int d0 = rd_mma_dim(mt, g);
-    if (2 * t < G) {
-      sm_acc[warp][2 * t][d0] = o[mt][0];
-      sm_acc[warp][2 * t][d0 + 1] = o[mt][2];
-    }
-    if (2 * t + 1 < G) {
-      sm_acc[warp][2 * t + 1][d0] = o[mt][1];
-      sm_acc[warp][2 * t + 1][d0 + 1] = o[mt][3];
-    }
-  }
-  __syncthreads();
-  rd_combine<T, G, D>(sm_ml, sm_acc, out, part_ml, part_acc, at.bb, at.h0, Hq, at.sp, n_split, tickets);
+  rd_mma_finish<T, G, D>(m, l, o, sm_ml, sm_acc, out, part_ml, part_acc, at, Hq, n_split, tickets);
 }
 
 // Decode with keys across the lanes (the default where rows are 16-byte aligned): the block's

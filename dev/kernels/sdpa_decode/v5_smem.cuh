@@ -43,15 +43,7 @@ __device__ __forceinline__ void v5_attend(const T* q, i64 qs, const T* __restric
   const T* vb = v + vl.off + at.bb * vl.s[0] + at.hk * vl.s[1];
   const i64 ks = kl.s[2], vs = vl.s[2];
   u32 qf[D / 32][4];
-#pragma unroll
-  for (int c = 0; c < D / 32; ++c) {
-    uint4 w = make_uint4(0u, 0u, 0u, 0u);
-    if (g < G) w = *reinterpret_cast<const uint4*>(q + g * qs + 32 * c + 8 * t);
-    qf[c][0] = w.x;
-    qf[c][1] = w.y;
-    qf[c][2] = w.z;
-    qf[c][3] = w.w;
-  }
+  rd_mma_q<T, G, D>(q, qs, qf);
   const float sl2 = scale * 1.4426950408889634f;
   const float NEG_INF = -__int_as_float(0x7f800000);
   float m = NEG_INF, l = 0.0f, o[D / 16][4];
@@ -87,24 +79,5 @@ __device__ __forceinline__ void v5_attend(const T* q, i64 qs, const T* __restric
     rd_mma_tile<T, D>(f, qf, o, m, l, first + i * STEP, k1, sl2, t);
   }
   tc_wait<0>();
-  l += __shfl_xor_sync(0xffffffffu, l, 1);
-  l += __shfl_xor_sync(0xffffffffu, l, 2);
-  if (t == 0 && g < G) {
-    sm_ml[warp][g][0] = m * 0.6931471805599453f;
-    sm_ml[warp][g][1] = l;
-  }
-#pragma unroll
-  for (int mt = 0; mt < D / 16; ++mt) {
-    const int d0 = rd_mma_dim(mt, g);
-    if (2 * t < G) {
-      sm_acc[warp][2 * t][d0] = o[mt][0];
-      sm_acc[warp][2 * t][d0 + 1] = o[mt][2];
-    }
-    if (2 * t + 1 < G) {
-      sm_acc[warp][2 * t + 1][d0] = o[mt][1];
-      sm_acc[warp][2 * t + 1][d0 + 1] = o[mt][3];
-    }
-  }
-  __syncthreads();
-  rd_combine<T, G, D>(sm_ml, sm_acc, out, part_ml, part_acc, at.bb, at.h0, Hq, at.sp, n_split, tickets);
+  rd_mma_finish<T, G, D>(m, l, o, sm_ml, sm_acc, out, part_ml, part_acc, at, Hq, n_split, tickets);
 }
