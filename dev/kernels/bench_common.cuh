@@ -1,6 +1,6 @@
 // Shared by the kernel ladders' benches (dev/kernels/*/bench.cu): error checks, bf16 on the
-// host, a 16-byte copy kernel for the bandwidth ceiling, and graph-replay timing. Include after
-// prelude.cuh (for i64) and <cuda_runtime.h>.
+// host, graph-replay timing, and the bandwidth ceilings (copy and read-only kernels). Include
+// after prelude.cuh (for i64) and <cuda_runtime.h>.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -20,6 +20,15 @@
 
 __global__ void k_copy(const uint4* a, uint4* b, i64 n) {
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) b[i] = a[i];
+}
+
+__global__ void k_read(const uint4* a, u32* out, i64 n) {
+  u32 acc = 0;
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+    const uint4 v = __ldg(a + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x12345678u) out[0] = acc;
 }
 
 static uint16_t f2bf(float f) {
@@ -73,4 +82,30 @@ static float time_graph(int copies, int reps, F launch) {
   cudaGraphDestroy(g);
   cudaStreamDestroy(st);
   return median(t);
+}
+
+// The ceilings in this process: a 16-byte copy kernel over 1 GiB (returned, GB/s read + write),
+// cudaMemcpy device to device, and a read-only kernel (in g_read, GB/s); all printed.
+static int g_sms = 132;
+static float g_read = 0;
+static float copy_bw() {
+  const size_t n = (size_t)1 << 30;
+  void *a, *b;
+  CK(cudaMalloc(&a, n));
+  CK(cudaMalloc(&b, n));
+  CK(cudaMemset(a, 1, n));
+  const i64 n16 = n / 16;
+  float us = time_graph(1, 5, [&](int, cudaStream_t st) {
+    k_copy<<<g_sms * 8, 256, 0, st>>>((const uint4*)a, (uint4*)b, n16);
+  });
+  float usr = time_graph(1, 5, [&](int, cudaStream_t st) {
+    k_read<<<g_sms * 8, 256, 0, st>>>((const uint4*)a, (u32*)b, n16);
+  });
+  float usm = time_graph(1, 5, [&](int, cudaStream_t st) { CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, st)); });
+  printf("ceilings: copy kernel %.0f GB/s, cudaMemcpy D2D %.0f GB/s (read + write), read-only kernel %.0f GB/s\n",
+         2.0 * n / (us * 1e-6) / 1e9, 2.0 * n / (usm * 1e-6) / 1e9, n / (usr * 1e-6) / 1e9);
+  g_read = n / (usr * 1e-6) / 1e9;
+  CK(cudaFree(a));
+  CK(cudaFree(b));
+  return 2.0 * n / (us * 1e-6) / 1e9;  // GB/s, read + write
 }

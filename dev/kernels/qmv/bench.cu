@@ -61,14 +61,6 @@ __global__ void __launch_bounds__(32 * KS) k_v5(const signed char* xq, const RqX
                                                 int gs_shift) {
   rq_tc_mat<bf16, TO, BITS, KS, NST, false>(xq, meta, w, s, b, y, nullptr, M, N, K, gs_shift, 0.0f);
 }
-__global__ void k_read(const uint4* a, u32* out, i64 n) {
-  u32 acc = 0;
-  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
-    const uint4 v = __ldg(a + i);
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x12345678u) out[0] = acc;
-}
 
 // --- host helpers ----------------------------------------------------------------------------
 
@@ -137,30 +129,6 @@ struct Dev {
   bf16* s;
   bf16* b;
 };
-
-static int g_sms = 132;
-static float g_read = 0;
-static float copy_bw() {
-  const size_t n = (size_t)1 << 30;
-  void *a, *b;
-  CK(cudaMalloc(&a, n));
-  CK(cudaMalloc(&b, n));
-  CK(cudaMemset(a, 1, n));
-  const i64 n16 = n / 16;
-  float us = time_graph(1, 5, [&](int, cudaStream_t st) {
-    k_copy<<<g_sms * 8, 256, 0, st>>>((const uint4*)a, (uint4*)b, n16);
-  });
-  float usr = time_graph(1, 5, [&](int, cudaStream_t st) {
-    k_read<<<g_sms * 8, 256, 0, st>>>((const uint4*)a, (u32*)b, n16);
-  });
-  float usm = time_graph(1, 5, [&](int, cudaStream_t st) { CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, st)); });
-  printf("ceilings: copy kernel %.0f GB/s, cudaMemcpy D2D %.0f GB/s (read + write), read-only kernel %.0f GB/s\n",
-         2.0 * n / (us * 1e-6) / 1e9, 2.0 * n / (usm * 1e-6) / 1e9, n / (usr * 1e-6) / 1e9);
-  g_read = n / (usr * 1e-6) / 1e9;
-  CK(cudaFree(a));
-  CK(cudaFree(b));
-  return 2.0 * n / (us * 1e-6) / 1e9;  // GB/s, read + write
-}
 
 // One product's setup, shared by run_shape and run_rows: a random matrix and enough device
 // copies of it (>= 600 MB) to defeat the L2, x (bf16, and its int8 quantization by k_qx), the

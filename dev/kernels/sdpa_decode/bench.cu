@@ -68,22 +68,6 @@ __global__ void k_merge(const float* pml, const float* pacc, bf16* out, int Dv, 
 }
 
 // --- host helpers ----------------------------------------------------------------------------
-
-static int g_sms = 132;
-static float copy_bw() {
-  const size_t n = (size_t)1 << 30;
-  void *a, *b;
-  CK(cudaMalloc(&a, n));
-  CK(cudaMalloc(&b, n));
-  CK(cudaMemset(a, 1, n));
-  const float us = time_graph(1, 5, [&](int, cudaStream_t st) {
-    k_copy<<<g_sms * 8, 256, 0, st>>>((const uint4*)a, (uint4*)b, (i64)(n / 16));
-  });
-  CK(cudaFree(a));
-  CK(cudaFree(b));
-  return 2.0 * n / (us * 1e-6) / 1e9;  // GB/s, read + write
-}
-
 // Key splits as ops/sdpa.rs decode_splits for one sequence: about `target` blocks, rounded down, each
 // split at least `min_keys` keys, evened out.
 static void splits(int pairs, int S, int min_keys, int target, int& n, int& len) {
@@ -251,7 +235,6 @@ int main(int argc, char** argv) {
   g_sms = p.multiProcessorCount;
   printf("%s, %d SMs\n", p.name, g_sms);
   const float copy = copy_bw();
-  printf("ceiling: copy kernel %.0f GB/s (read + write)\n", copy);
   std::vector<int> keys = {512, 8256};
   if (argc > 1) {
     keys.clear();
