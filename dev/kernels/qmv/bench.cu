@@ -15,6 +15,7 @@
 #include "../../../crates/rmlx-cuda/kernels/quantized.cuh"
 #include "../../../crates/rmlx-cuda/kernels/mma.cuh"
 #include "../../../crates/rmlx-cuda/kernels/qmv_rows.cuh"
+#include "../../../crates/rmlx-cuda/kernels/qmv_stream.cuh"
 #include "v4_fused.cuh"
 #include "v6_tc.cuh"
 
@@ -60,6 +61,14 @@ __global__ void __launch_bounds__(32 * KS) k_v5(const signed char* xq, const RqX
                                                 const bf16* s, const bf16* b, TO* y, int M, i64 N, i64 K,
                                                 int gs_shift) {
   rq_tc_mat<bf16, TO, BITS, KS, NST, false>(xq, meta, w, s, b, y, nullptr, M, N, K, gs_shift, 0.0f);
+}
+
+// v8: the shipped one-row streaming kernel (qmv_stream.cuh), 8 warps, a ring of D steps
+template <class TO, int T, int D>
+__global__ void __launch_bounds__(256, 2) k_v8(const bf16* x, const u32* w, const bf16* s, const bf16* b, TO* y,
+                                               i64 N, i64 K) {
+  rq_qmv_stream<bf16, bf16, TO, 64, T, 8, D, false, false>(x, nullptr, 0.0f, w, s, b, y, nullptr, N, K, 0, 0, 0, 0,
+                                                             0, 1);
 }
 
 // --- host helpers ----------------------------------------------------------------------------
@@ -364,6 +373,44 @@ static void run_rows(i64 N, i64 K, int gs, int M, float copy, std::mt19937& rng,
   cudaFree(dnw);
 }
 
+// `./qmvbench stream`: the one-row streaming kernel (v8) against the dp4a kernel at the 8B's and
+// Qwen3-30B-A3B's one-row shapes; ring depths 1..3.
+template <int T>
+static void run_stream(i64 N, i64 K, float copy, std::mt19937& rng) {
+  Case<4> cs(N, K, 64, 1, rng);
+  CASE_NAMES(cs)
+  cs.quantize_x();
+  CK(cudaDeviceSynchronize());
+  auto line = [&](const char* what, float t, double e) {
+    printf("stream N=%6lld K=%6lld  %-22s %8.2f us  %6.0f GB/s  %5.1f%% of copy  err %.2e\n", (long long)N,
+           (long long)K, what, t, bytes / (t * 1e-6) / 1e9, 100.0 * bytes / (t * 1e-6) / 1e9 / copy, e);
+  };
+  const dim3 grid((unsigned)(N / (16 * T)));
+  const i64 per = ((K / 64 + 7) / 8 + 3) / 4 * 4;
+  const int slot = 16 * T * 128 + 2 * (16 * T * 4 * 2);
+#define V8(D)                                                                                                \
+  {                                                                                                              \
+    const int sm = 8 * (D * slot + (int)per * 128);                                                              \
+    CK(cudaFuncSetAttribute(k_v8<float, T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));           \
+    CK(cudaFuncSetAttribute(k_v8<bf16, T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));            \
+    const double e = check([&] { k_v8<float, T, D><<<grid, 256, sm>>>(dx, d[0].w, d[0].s, d[0].b, dyf, N, K); }); \
+    const float t = time_graph(copies, 10, [&](int c, cudaStream_t st) {                                        \
+      k_v8<bf16, T, D><<<grid, 256, sm, st>>>(dx, d[c].w, d[c].s, d[c].b, dy, N, K);                        \
+    });                                                                                                          \
+    line("v8 ring " #D, t, e);                                                      \
+  }
+  V8(1) V8(2) V8(3)
+  {
+    const int R = N >= 8192 ? 4 : 1;
+    const dim3 g1((unsigned)((N + 4 * R - 1) / (4 * R)));
+    const float t = time_graph(copies, 10, [&](int c, cudaStream_t st) {
+      if (R == 4) k_v1<bf16, 4, 1, 4, 2><<<g1, 128, 0, st>>>(dxq, dmeta, d[c].w, d[c].s, d[c].b, dy, 1, N, K, gss);
+      else k_v1<bf16, 4, 1, 1, 2><<<g1, 128, 0, st>>>(dxq, dmeta, d[c].w, d[c].s, d[c].b, dy, 1, N, K, gss);
+    });
+    line(R == 4 ? "dp4a R4 UN2 (x int8)" : "dp4a R1 UN2 (x int8)", t, 0.0);
+  }
+}
+
 int main(int argc, char** argv) {
   int only_bits = argc > 1 ? atoi(argv[1]) : 0;
   cudaDeviceProp p;
@@ -381,6 +428,16 @@ int main(int argc, char** argv) {
     }
     run_rows<4, 8>(28672, 4096, 64, 8, copy, rng, false);
     run_rows<4, 8>(14336, 4096, 128, 8, copy, rng, false);
+    return 0;
+  }
+  if (argc > 1 && strcmp(argv[1], "stream") == 0) {
+    // T per the shipped rule: one tile of 16 rows per block up to 4,096 rows, two above
+    run_stream<1>(4096, 4096, copy, rng);
+    run_stream<2>(6144, 4096, copy, rng);
+    run_stream<1>(4096, 14336, copy, rng);
+    run_stream<2>(14336, 4096, copy, rng);
+    run_stream<1>(2048, 4096, copy, rng);
+    run_stream<2>(5120, 2048, copy, rng);
     return 0;
   }
   if (argc > 1 && strcmp(argv[1], "mma1") == 0) {

@@ -50,11 +50,7 @@ __device__ __forceinline__ void rq_cp16(void* dst, const void* src, bool ok) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(rq_smem_addr(dst)), "l"(src),
                "r"(ok ? 16 : 0));
 }
-__device__ __forceinline__ void rq_cp_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N>
-__device__ __forceinline__ void rq_cp_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N));
-}
+// rq_cp_commit and rq_cp_wait: qmv_stream.cuh's (bench.cu includes it first)
 
 // One warp's staging area of NST stages. Row strides keep ldmatrix and the lanes' x reads free
 // of bank conflicts (odd multiples of 16 bytes). (Reading x straight from global memory
