@@ -99,8 +99,8 @@ fn gen_err(msg: impl Into<String>) -> LmError {
     LmError::Generate(msg.into())
 }
 
-/// Whether new float caches on the CPU keep f32 keys/values in f16 (see [`fresh_dtype`]):
-/// f16 keys/values for f32 activations on the CPU (`RMLX_CPU_KV_F16=1` turns it on).
+/// Whether new float caches on the CPU keep f32 keys/values in f16 (see [`fresh_dtype`];
+/// `RMLX_CPU_KV_F16=1` turns it on).
 static CPU_KV_F16: rmlx_nn::switches::ProcessSwitch =
     rmlx_nn::switches::ProcessSwitch::new("RMLX_CPU_KV_F16");
 
@@ -126,7 +126,6 @@ pub fn fresh_dtype(t: Dtype) -> Dtype {
     }
 }
 
-/// `[B, H, L, D]` of a keys/values pair, checked to agree.
 /// The positions a write of `k`, `v` adds (at least one).
 fn new_positions(k: &Array, v: &Array) -> Result<usize> {
     let [_, _, l, _] = kv_dims(k, v)?;
@@ -138,6 +137,7 @@ fn new_positions(k: &Array, v: &Array) -> Result<usize> {
     Ok(l)
 }
 
+/// `[B, H, L, D]` of a keys/values pair, checked to agree.
 fn kv_dims(k: &Array, v: &Array) -> Result<[usize; 4]> {
     if k.ndim() != 4 || v.ndim() != 4 {
         return Err(gen_err(format!(

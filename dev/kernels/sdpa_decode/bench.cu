@@ -32,17 +32,22 @@ __global__ void __launch_bounds__(128) k_lk(const bf16* q, const bf16* k, const 
   rs_sdpa_decode_lk<bf16, float, 0, G, D / 32>(q, k, v, nullptr, out, pml, pacc, ql, kl, vl, ml, Hq, Hkv, S, scale,
                                                 n_split, split_len, tickets);
 }
-// v4: tensor cores (rd_mma_attend), the block's q rows in shared memory as the fused
-// rope_kv_sdpa kernel has them (its rotation prologue left out).
+// The block's G q rows into shared memory, as the fused rope_kv_sdpa kernel has them (its
+// rotation prologue left out).
+template <int G>
+__device__ __forceinline__ void stage_q(const bf16* q, const Sd4& ql, const RdPlace& at, bf16 (&st)[G][D]) {
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x)
+    st[i / D][i % D] = q[ql.off + at.bb * ql.s[0] + (i64)(at.h0 + i / D) * ql.s[1] + i % D];
+  __syncthreads();
+}
+// v4: tensor cores (rd_mma_attend), the q rows staged by stage_q.
 template <int G>
 __global__ void __launch_bounds__(128, 1) k_mma(const bf16* q, const bf16* k, const bf16* v, bf16* out, float* pml,
                                                 float* pacc, Sd4 ql, Sd4 kl, Sd4 vl, int Hq, int Hkv, int S,
                                                 float scale, int n_split, int split_len, unsigned* tickets) {
   __shared__ __align__(16) bf16 st[G][D];
   const RdPlace at = rd_place<G>(Hq, Hkv);
-  for (int i = threadIdx.x; i < G * D; i += blockDim.x)
-    st[i / D][i % D] = q[ql.off + at.bb * ql.s[0] + (i64)(at.h0 + i / D) * ql.s[1] + i % D];
-  __syncthreads();
+  stage_q<G>(q, ql, at, st);
   rd_mma_attend<bf16, G, D>(&st[0][0], D, k, v, out, pml, pacc, kl, vl, at, Hq, S, n_split, split_len, scale, nullptr,
                             nullptr, tickets);
 }
@@ -53,9 +58,7 @@ __global__ void __launch_bounds__(128, MINB) k_v5(const bf16* q, const bf16* k, 
                                                float scale, int n_split, int split_len, unsigned* tickets) {
   __shared__ __align__(16) bf16 st[G][D];
   const RdPlace at = rd_place<G>(Hq, Hkv);
-  for (int i = threadIdx.x; i < G * D; i += blockDim.x)
-    st[i / D][i % D] = q[ql.off + at.bb * ql.s[0] + (i64)(at.h0 + i / D) * ql.s[1] + i % D];
-  __syncthreads();
+  stage_q<G>(q, ql, at, st);
   v5_attend<bf16, G, D, RING>(&st[0][0], D, k, v, out, pml, pacc, kl, vl, at, Hq, S, n_split, split_len, scale,
                               tickets);
 }

@@ -10,7 +10,7 @@
 use crate::array::{Array, ArrayData};
 use crate::backend::backend_for;
 use crate::device::current_device;
-use crate::dtype::{bf16, f16, Dtype};
+use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::ops;
 use crate::primitive::{Primitive, SdpaMask, F32};
@@ -721,12 +721,7 @@ pub fn scaled_dot_product_attention_fallback(
     };
     if let Some(m) = m {
         scores = if m.dtype() == Dtype::Bool {
-            let lowest = match t {
-                Dtype::F16 => f16::MIN.to_f64(),
-                Dtype::BF16 => bf16::MIN.to_f64(),
-                _ => f32::MIN as f64,
-            };
-            ops::where_(&m, &scores, &Array::scalar_of(lowest, t))?
+            ops::where_(&m, &scores, &Array::scalar_of(t.min_value(), t))?
         } else {
             ops::add(&scores, &m)?
         };

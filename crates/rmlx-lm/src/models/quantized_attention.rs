@@ -14,7 +14,7 @@
 
 use crate::cache::{causal_mask, AttentionMask, PackedKv};
 use crate::error::{LmError, Result};
-use rmlx::{ops, Array, Dtype};
+use rmlx::{ops, Array};
 
 /// Whether attention reads a quantized cache in place (`RMLX_QUANTIZED_ATTN=1` turns it on).
 static IN_PLACE: rmlx_nn::switches::ProcessSwitch =
@@ -34,15 +34,6 @@ pub fn set_in_place(on: bool) {
 /// Not measured on a GPU yet.
 pub fn in_place() -> bool {
     IN_PLACE.get()
-}
-
-/// The lowest finite value of a float dtype (what a masked score becomes).
-fn lowest(t: Dtype) -> f64 {
-    match t {
-        Dtype::F16 => -65504.0,
-        Dtype::BF16 => -3.389_531_389_251_535_5e38,
-        _ => f32::MIN as f64,
-    }
 }
 
 /// softmax(q·Kᵀ · `scale`, masked)·V over a quantized cache's packed keys and values: q
@@ -88,7 +79,8 @@ pub fn quantized_sdpa(q: &Array, kv: &PackedKv, scale: f32, mask: &AttentionMask
     };
     let scores = match keep {
         Some(m) => {
-            let low = Array::scalar_of(lowest(scores.dtype()), scores.dtype());
+            // a masked score: the lowest finite value of its dtype
+            let low = Array::scalar_of(scores.dtype().min_value(), scores.dtype());
             ops::where_(&m, &scores, &low)?
         }
         None => scores,
