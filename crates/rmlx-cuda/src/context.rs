@@ -26,6 +26,8 @@ pub struct Gpu {
     /// Kernels launch as programmatic dependents of their predecessor (sm_90 and later;
     /// `RMLX_PDL=0` turns it off): see `rmlx_pdl_entry` in kernels/prelude.cuh.
     pub pdl: bool,
+    /// Streaming multiprocessors.
+    pub sms: usize,
     /// Shared memory of one SM, and the most one block may ask for (bytes).
     pub smem_per_sm: usize,
     pub smem_per_block_optin: usize,
@@ -49,10 +51,12 @@ impl Gpu {
         let pdl = major >= 9 && crate::env::flag_value("RMLX_PDL", true);
         use cudarc::driver::sys::CUdevice_attribute as A;
         let attr = |a: A| ctx.attribute(a).map(|v| v.max(0) as usize).unwrap_or(0);
+        let sms = attr(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).max(1);
         let smem_per_sm = attr(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR);
         let smem_per_block_optin = attr(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
         Ok(Arc::new(Gpu {
             pdl,
+            sms,
             smem_per_sm,
             smem_per_block_optin,
             index,

@@ -14,13 +14,26 @@ use std::sync::Arc;
 /// The device code (after `quantized.cuh`, `mma.cuh` and `qmv_rows.cuh`).
 pub const QMV_STREAM_CUH: &str = include_str!("../../kernels/qmv_stream.cuh");
 
-/// Warps per block, splitting K: 8 (the rows kernel's one-row choice), or
-/// `RMLX_QMV_STREAM_KS` (4 or 8, a tuning knob).
-fn warps() -> usize {
+/// Warps per block, splitting K, for a launch of `blocks` blocks: 4 (four blocks an SM) where
+/// the grid has at least four such blocks for every SM, else 8 (two an SM); `RMLX_QMV_STREAM_KS`
+/// (4 or 8) forces one. Measured as a chain of programmatic dependents (`qmvbench chain`,
+/// dev/kernels/qmv/README.md, H200): the 8B's gate/up (896 blocks) 21.3 µs with 4 warps against
+/// 22.9 with 8; its q/k/v, o_proj and down (192–256 blocks) 1.7–2.8× slower with 4.
+fn warps(gpu: &Gpu, blocks: usize) -> usize {
     static KS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    match crate::env::count(&KS, "RMLX_QMV_STREAM_KS", 8) {
+    match crate::env::count(&KS, "RMLX_QMV_STREAM_KS", 0) {
         4 => 4,
-        _ => 8,
+        8 => 8,
+        _ => warps_for(blocks, gpu.sms),
+    }
+}
+
+/// The rule of [`warps`] for a grid of `blocks` on `sms` SMs.
+fn warps_for(blocks: usize, sms: usize) -> usize {
+    if blocks >= blocks_per_sm(4) * sms {
+        4
+    } else {
+        8
     }
 }
 
@@ -149,7 +162,7 @@ pub(crate) fn launch(
     if m != 1 || !enabled() {
         return Ok(false);
     }
-    let ks = warps();
+    let ks = warps(gpu, n / (16 * rows_tiles(n, l.v.swiglu)));
     let Some(p) = plan(n, k, l.v.gs, (ks, l.v.swiglu), budget(gpu, ks)) else {
         return Ok(false);
     };
@@ -209,6 +222,19 @@ mod tests {
             "qmv_stream",
             &format!("{QUANT_CUH}\n{MMA_CUH}\n{QMV_ROWS_CUH}\n{QMV_STREAM_CUH}\n{body}"),
         );
+    }
+
+    /// Four warps a block only where the grid fills four blocks an SM: on an H100/H200 (132
+    /// SMs) the 8B's gate/up (28,672 rows in blocks of 32: 896) and none of its other products.
+    #[test]
+    fn four_warps_only_for_large_grids() {
+        let blocks = |n: usize, swiglu: bool| n / (16 * rows_tiles(n, swiglu));
+        assert_eq!(warps_for(blocks(28672, true), 132), 4);
+        for (n, swiglu) in [(6144, false), (4096, false), (5120, false), (2048, false)] {
+            assert_eq!(warps_for(blocks(n, swiglu), 132), 8, "{n}");
+        }
+        assert_eq!(warps_for(528, 132), 4);
+        assert_eq!(warps_for(527, 132), 8);
     }
 
     #[test]
