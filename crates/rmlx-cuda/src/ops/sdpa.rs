@@ -325,13 +325,7 @@ fn decode_fits(
 ) -> Option<(usize, usize)> {
     let dl = dims.d / 32;
     let g = dims.hq / dims.hkv.max(1);
-    let aligned = |x: &ArrayData| {
-        x.strides[3] == 1
-            && x.offset.is_multiple_of(dl)
-            && x.strides[..3]
-                .iter()
-                .all(|s| s.rem_euclid(dl as isize) == 0)
-    };
+    let aligned = |x: &ArrayData| rows_aligned(&x.shape, &x.strides, x.offset, dl);
     (dims.l == 1
         && dims.d == dims.dv
         && dims.d.is_multiple_of(32)
@@ -346,8 +340,21 @@ fn decode_fits(
 /// Whether every row of `x: [B, H, S, D]` starts on a 16-byte boundary (the lanes-over-keys
 /// decode kernel reads K rows 8 elements at a time).
 fn rows_aligned16(x: &ArrayData) -> bool {
-    let e = (16 / x.dtype.size()) as isize;
-    x.strides[3] == 1 && (x.offset as isize) % e == 0 && x.strides[..3].iter().all(|s| s % e == 0)
+    rows_aligned(&x.shape, &x.strides, x.offset, 16 / x.dtype.size())
+}
+
+/// Whether every row of a `[B, H, S, D]` layout is contiguous and starts at a multiple of `e`
+/// elements. Axes of extent 1 are never stepped along, so their strides do not count: a
+/// reshape gives them any value (1 for the leading axis of a dequantized cache, which had kept
+/// the quantized KV cache off the tensor-core kernels).
+fn rows_aligned(shape: &[usize], strides: &[isize], offset: usize, e: usize) -> bool {
+    let e = e as isize;
+    strides[3] == 1
+        && (offset as isize).rem_euclid(e) == 0
+        && shape[..3]
+            .iter()
+            .zip(&strides[..3])
+            .all(|(&n, s)| n == 1 || s.rem_euclid(e) == 0)
 }
 
 /// Blocks that share one KV head's `g` query heads in the lanes-over-keys decode kernel: the
@@ -1022,6 +1029,30 @@ mod tests {
     /// On a GPU: the tensor-core prefill kernel (bf16 and f16, causal square, causal after a
     /// cached prefix, no mask, GQA, tile tails, K/V read through a cache's strides) against
     /// f64 attention over the same 16-bit values. Skipped without a CUDA device.
+    /// Axes of extent 1 do not count toward row alignment (a dequantized KV cache comes out of its
+    /// reshape as [1, 8, S, 128] with strides [1, S·128, 128, 1]); the others do.
+    #[test]
+    fn row_alignment_ignores_axes_of_extent_one() {
+        let (s, d) = (1024usize, 128usize);
+        let st = [1, (s * d) as isize, d as isize, 1];
+        assert!(rows_aligned(&[1, 8, s, d], &st, 0, 8));
+        assert!(!rows_aligned(&[2, 8, s, d], &st, 0, 8));
+        assert!(!rows_aligned(
+            &[1, 8, s, d],
+            &[1, 8 * 130, 130 - 3, 1],
+            0,
+            8
+        ));
+        assert!(!rows_aligned(&[1, 8, s, d], &st, 4, 8));
+        assert!(!rows_aligned(
+            &[1, 8, s, d],
+            &[0, (s * d) as isize, d as isize, 2],
+            0,
+            8
+        ));
+        assert!(rows_aligned(&[1, 8, s, d], &st, 4, 4));
+    }
+
     #[test]
     fn flash_prefill_matches_naive_on_gpu() {
         if crate::device_count() == 0 {
@@ -1047,7 +1078,10 @@ mod tests {
                     &[1, hq, l, d],
                     &[(hq * l * d) as isize, (l * d) as isize, d as isize, 1],
                 );
-                let kvs = [(hkv * cap * d) as isize, (cap * d) as isize, d as isize, 1];
+                // bf16: K/V as a reshape leaves a dequantized cache, the batch axis (extent 1)
+                // at stride 1; the kernel must still be chosen
+                let b_stride = if bf { 1 } else { (hkv * cap * d) as isize };
+                let kvs = [b_stride, (cap * d) as isize, d as isize, 1];
                 let (k, kv) = half_data(&f(hkv * cap * d, 0.11), bf, &[1, hkv, s, d], &kvs);
                 let (v, vv) = half_data(&f(hkv * cap * d, 0.23), bf, &[1, hkv, s, d], &kvs);
                 let od = if bf { Dtype::BF16 } else { Dtype::F16 };
