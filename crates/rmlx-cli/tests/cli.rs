@@ -198,6 +198,58 @@ fn bench_prints_mlx_lm_lines() {
     fields(lines[2], "Averages: ", &trial[..3]);
 }
 
+/// `rmlx bench --kv-bits 8`: runs on a quantized cache, its roofline counts the packed KV bytes
+/// (8 bits plus a scale and a bias per group of 64: about half of bf16's); bad values and batch
+/// lists are one-line errors.
+#[test]
+fn bench_with_a_quantized_cache() {
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/bench/configs/smollm2-135m-q4.json"
+    );
+    let base = [
+        "bench",
+        "--random-weights",
+        "--config",
+        config,
+        "--device",
+        "cpu",
+        "-p",
+        "16",
+        "-g",
+        "4",
+        "-n",
+        "1",
+    ];
+    let kv_mb = |extra: &[&str]| -> f64 {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let o = rmlx(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8(o.stdout).unwrap();
+        assert!(out.contains("Averages: prompt_tps="), "{out}");
+        let roof = out.lines().find(|l| l.starts_with("Roofline:")).unwrap();
+        let mb = roof
+            .split(" MB KV")
+            .next()
+            .unwrap()
+            .rsplit(", ")
+            .next()
+            .unwrap();
+        mb.parse().unwrap_or_else(|_| panic!("{roof}"))
+    };
+    let (plain, packed) = (kv_mb(&[]), kv_mb(&["--kv-bits", "8"]));
+    assert!(
+        packed > 0.0 && packed < 0.6 * plain,
+        "{packed} MB against {plain} MB"
+    );
+    let with = |extra: &[&str]| rmlx(&base.iter().chain(extra).copied().collect::<Vec<_>>());
+    assert_error(&with(&["--kv-bits", "3"]), "--kv-bits must be 4 or 8");
+    assert_error(
+        &with(&["--kv-bits", "8", "-b", "1,2"]),
+        "--kv-bits applies to a single run",
+    );
+}
+
 #[test]
 fn perplexity_prints_one_number() {
     let Some(m) = smollm2() else { return };

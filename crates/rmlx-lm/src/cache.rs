@@ -465,10 +465,18 @@ fn dequantize4(q: &QBuf, group_size: usize, bits: usize) -> Result<Array> {
 impl QuantizedCache {
     fn update_and_fetch(&mut self, k: &Array, v: &Array) -> Result<(Array, Array)> {
         self.write(k, v)?;
-        let p = self.packed()?;
+        // the whole buffers, then the written positions as a view: dequantizing the packed
+        // rows sliced first needed a copy of each of the six (non-contiguous) slices every step
+        // (at most STEP - 1 positions more are dequantized than are read)
+        let (kb, vb) = self
+            .keys
+            .as_ref()
+            .zip(self.values.as_ref())
+            .ok_or_else(|| gen_err("[cache] a quantized cache holds nothing after a write"))?;
+        let n = self.offset;
         Ok((
-            dequantize4(&p.keys, p.group_size, p.bits)?,
-            dequantize4(&p.values, p.group_size, p.bits)?,
+            seq_slice(&dequantize4(kb, self.group_size, self.bits)?, 0, n)?,
+            seq_slice(&dequantize4(vb, self.group_size, self.bits)?, 0, n)?,
         ))
     }
 
@@ -563,6 +571,18 @@ impl KvCache {
             keep,
             idx: 0,
         }))
+    }
+
+    /// `caches` (a model's `make_caches`) with every standard (full-attention) cache replaced by
+    /// an empty quantized one (mlx-lm's `--kv-bits`); sliding-window caches stay as they are.
+    pub fn quantize_standard(caches: &mut [KvCache], bits: usize, group_size: usize) -> Result<()> {
+        for c in caches
+            .iter_mut()
+            .filter(|c| matches!(c, KvCache::Standard(_)))
+        {
+            *c = KvCache::quantized(bits, group_size)?;
+        }
+        Ok(())
     }
 
     /// An empty quantized cache (`bits` in {2, 3, 4, 5, 6, 8}; `group_size` in {32, 64, 128}).

@@ -164,12 +164,7 @@ pub(crate) fn make_caches(
 ) -> Result<Vec<KvCache>> {
     let mut caches = model.make_caches();
     if let Some(bits) = opts.kv_bits {
-        for c in caches
-            .iter_mut()
-            .filter(|c| matches!(c, KvCache::Standard(_)))
-        {
-            *c = KvCache::quantized(bits, opts.kv_group_size)?;
-        }
+        KvCache::quantize_standard(&mut caches, bits, opts.kv_group_size)?;
     }
     Ok(caches)
 }
