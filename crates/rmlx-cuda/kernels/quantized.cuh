@@ -4,8 +4,8 @@
 // quantized/pack.rs).
 
 // ---------------------------------------------------------------------------------------------
-// quantize: one thread per chunk of `ch` codes of a row (ch = gs, or 2 * gs where gs codes do
-// not fill whole words), so that every thread writes whole u32 words.
+// quantize: one warp per chunk of `ch` codes of a row (ch = gs, or 2 * gs where gs codes do
+// not fill whole words), so that every chunk is whole u32 words.
 
 // MLX's quantizer in f32 (pack.rs quantize_group): the same operations in the same order.
 // IEEE division and no contraction (no multiply-add appears in it).
@@ -25,57 +25,65 @@ __device__ __forceinline__ void rq_group_params(const float wmin, const float wm
   bias = b;
 }
 
-template <class T>
-__device__ __forceinline__ void rq_group_stats(const T* __restrict__ w, int gs, int bits, float& scale,
-                                               float& bias) {
-  float wmin = __int_as_float(0x7f800000), wmax = -__int_as_float(0x7f800000);
-  for (int i = 0; i < gs; ++i) {
-    const float v = to_f(w[i]);
-    wmax = fmaxf(wmax, v);  // ignores NaN, as Rust's f32::max
-    wmin = fminf(wmin, v);
-  }
-  rq_group_params(wmin, wmax, (float)((1u << bits) - 1), scale, bias);
-}
-
 // part 0 → packed words wq [rows, K*bits/32]; 1 → scales, 2 → biases [rows, K/gs] (dtype T).
+// A warp per chunk: its lanes load the chunk's elements together and reduce each group's
+// minimum and maximum by shuffles (exact in any order), then each lane codes its elements into
+// shared memory and lane w packs word w of the chunk (a thread per chunk walked its ch elements
+// twice in series: ~10 µs a launch even for a KV cache's one new position).
+#define RQ_QUANT_WARPS 8
 template <class T>
 __device__ void rq_quantize(const T* __restrict__ w, u32* __restrict__ wq, T* __restrict__ sb, i64 rows,
                             i64 K, int gs, int bits, int part) {
+  __shared__ unsigned char codes[RQ_QUANT_WARPS][256];
   const int ch = ((gs * bits) % 32 == 0) ? gs : 2 * gs;
   const i64 per_row = K / ch;
   const i64 total = rows * per_row;
   const float n_bins = (float)((1u << bits) - 1);
   const i64 W = K * bits / 32, G = K / gs;
-  GRID_LOOP(t, total) {
+  const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
+  const i64 nwarps = ((i64)gridDim.x * blockDim.x) >> 5;
+  unsigned char* cs = codes[wib];
+  for (i64 t = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; t < total; t += nwarps) {
     const i64 r = t / per_row, c0 = (t % per_row) * ch;
     const T* src = w + r * K + c0;
-    if (part != 0) {
-      for (int g = 0; g < ch / gs; ++g) {
-        float s, b;
-        rq_group_stats(src + g * gs, gs, bits, s, b);
-        sb[r * G + c0 / gs + g] = from_f<T>(part == 1 ? s : b);
-      }
-      continue;
-    }
-    u32* dst = wq + r * W + c0 * bits / 32;
-    u64 acc = 0;
-    int nb = 0, o = 0;
     for (int g = 0; g < ch / gs; ++g) {
+      float wmin = __int_as_float(0x7f800000), wmax = -__int_as_float(0x7f800000);
+      for (int i = lane; i < gs; i += 32) {
+        const float v = to_f(src[g * gs + i]);
+        wmax = fmaxf(wmax, v);  // ignores NaN, as Rust's f32::max
+        wmin = fminf(wmin, v);
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+        wmax = fmaxf(wmax, __shfl_xor_sync(0xffffffffu, wmax, o));
+        wmin = fminf(wmin, __shfl_xor_sync(0xffffffffu, wmin, o));
+      }
       float s, b;
-      rq_group_stats(src + g * gs, gs, bits, s, b);
-      for (int i = 0; i < gs; ++i) {
+      rq_group_params(wmin, wmax, n_bins, s, b);
+      if (part != 0) {
+        if (lane == 0) sb[r * G + c0 / gs + g] = from_f<T>(part == 1 ? s : b);
+        continue;
+      }
+      for (int i = lane; i < gs; i += 32) {
         float q = rintf((to_f(src[g * gs + i]) - b) / s);
         // clamp(0, n) then `as u8`: NaN → 0
         q = (q != q) ? 0.0f : fminf(fmaxf(q, 0.0f), n_bins);
-        acc |= ((u64)(u32)q) << nb;
-        nb += bits;
-        if (nb >= 32) {
-          dst[o++] = (u32)acc;
-          acc >>= 32;
-          nb -= 32;
-        }
+        cs[g * gs + i] = (unsigned char)(u32)q;
       }
     }
+    if (part != 0) continue;
+    __syncwarp();
+    // word j of the chunk holds bits [32 j, 32 j + 32) of its LSB-first code stream
+    u32* dst = wq + r * W + c0 * bits / 32;
+    for (int j = lane; j < ch * bits / 32; j += 32) {
+      u64 acc = 0;
+      for (int c = 32 * j / bits; c * bits < 32 * j + 32; ++c) {
+        const int sh = c * bits - 32 * j;
+        acc |= sh >= 0 ? ((u64)cs[c] << sh) : ((u64)cs[c] >> -sh);
+      }
+      dst[j] = (u32)acc;
+    }
+    __syncwarp();  // the codes are read before the next chunk overwrites them
   }
 }
 

@@ -490,7 +490,8 @@ pub fn quantize(
         .i32(group_size as i32)
         .i32(bits as i32)
         .i32(part as i32);
-    gpu.launch(&f, &name, Grid::elems(rows * (k / ch)), &mut a)?;
+    // a warp per chunk (RQ_QUANT_WARPS = 8 of them per 256-thread block)
+    gpu.launch(&f, &name, Grid::elems(rows * (k / ch) * 32), &mut a)?;
     Ok(out)
 }
 
