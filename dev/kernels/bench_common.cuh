@@ -84,6 +84,23 @@ static float time_graph(int copies, int reps, F launch) {
   return median(t);
 }
 
+// Launches `k` on `st`, as a programmatic dependent of the kernel before it where `pdl` (trigger
+// then wait, prelude.cuh: how the runtime launches every kernel), else in plain stream order.
+template <class... P, class... A>
+static void launch_ex(bool pdl, dim3 grid, dim3 block, size_t smem, cudaStream_t st, void (*k)(P...), A... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = st;
+  cudaLaunchAttribute at;
+  at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &at;
+  cfg.numAttrs = pdl ? 1 : 0;
+  CK(cudaLaunchKernelEx(&cfg, k, args...));
+}
+
 // The ceilings in this process: a 16-byte copy kernel over 1 GiB (returned, GB/s read + write),
 // cudaMemcpy device to device, and a read-only kernel (in g_read, GB/s); all printed.
 static int g_sms = 132;

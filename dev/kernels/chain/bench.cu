@@ -76,16 +76,7 @@ __global__ void k_persist(u32* a, u32* b, const uint4* w, i64 n16, i64 link16, i
 
 static void launch_link(cudaStream_t st, bool pdl, int blocks, const u32* in, u32* out, const uint4* w, i64 n16,
                         int pre) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(blocks);
-  cfg.blockDim = dim3(128);
-  cfg.stream = st;
-  cudaLaunchAttribute at;
-  at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &at;
-  cfg.numAttrs = pdl ? 1 : 0;
-  CK(cudaLaunchKernelEx(&cfg, k_link, in, out, w, n16, pre));
+  launch_ex(pdl, dim3(blocks), dim3(128), 0, st, k_link, in, out, w, n16, pre);
 }
 
 int main(int argc, char** argv) {

@@ -442,18 +442,8 @@ static void launch_v8p(Case<4>& q, const Dev& dv, cudaStream_t st, int bps) {
     CK(cudaFuncSetAttribute(k_v8p<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
     set = true;
   }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((unsigned)std::min<i64>(q.N / (16 * T), (i64)g_sms * bps));
-  cfg.blockDim = dim3(256);
-  cfg.dynamicSmemBytes = sm;
-  cfg.stream = st;
-  cudaLaunchAttribute at;
-  at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &at;
-  cfg.numAttrs = 1;
-  CK(cudaLaunchKernelEx(&cfg, k_v8p<T, D>, (const bf16*)q.dx, (const u32*)dv.w, (const bf16*)dv.s, (const bf16*)dv.b,
-                        q.dy, q.N, q.K, 1));
+  launch_ex(true, dim3((unsigned)std::min<i64>(q.N / (16 * T), (i64)g_sms * bps)), dim3(256), sm, st, k_v8p<T, D>,
+            (const bf16*)q.dx, (const u32*)dv.w, (const bf16*)dv.s, (const bf16*)dv.b, q.dy, q.N, q.K, 1);
 }
 // D 0: the shipped kernel; else the persistent grid with bps blocks an SM
 static void launch_pers(int T, int D, int bps, Case<4>& q, const Dev& dv, cudaStream_t st) {
@@ -490,18 +480,8 @@ static void launch_v8c(Case<4>& q, const Dev& dv, cudaStream_t st, bool pdl, int
     CK(cudaFuncSetAttribute(k_v8c<T, KS, D, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
     set = true;
   }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((unsigned)(q.N / (16 * T)));
-  cfg.blockDim = dim3(32 * KS);
-  cfg.dynamicSmemBytes = sm;
-  cfg.stream = st;
-  cudaLaunchAttribute at;
-  at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &at;
-  cfg.numAttrs = pdl ? 1 : 0;
-  CK(cudaLaunchKernelEx(&cfg, k_v8c<T, KS, D, MINB>, (const bf16*)q.dx, (const u32*)dv.w, (const bf16*)dv.s,
-                        (const bf16*)dv.b, q.dy, q.N, q.K, early));
+  launch_ex(pdl, dim3((unsigned)(q.N / (16 * T))), dim3(32 * KS), sm, st, k_v8c<T, KS, D, MINB>, (const bf16*)q.dx,
+            (const u32*)dv.w, (const bf16*)dv.s, (const bf16*)dv.b, q.dy, q.N, q.K, early);
 }
 static void launch_split(const Split& p, Case<4>& q, const Dev& dv, cudaStream_t st, bool pdl, int early) {
 #define SPLIT(a, b, c, d) \
