@@ -65,7 +65,7 @@ template <class TX, class TS, class TO, int GS, int T, int KS, int D, bool NORM,
 __device__ void rq_qmv_stream(const TX* __restrict__ x, const TX* __restrict__ nw, float eps,
                               const u32* __restrict__ w, const TS* __restrict__ s, const TS* __restrict__ b,
                               TO* __restrict__ y, const TO* __restrict__ res, i64 N, i64 K, i64 xbs, i64 wbs,
-                              i64 sbs, i64 bbs, i64 ybs, int early, i64 tile = -1) {
+                              i64 sbs, i64 bbs, i64 ybs, int early) {
   constexpr int U = 4, UPG = GS / 64, NG = U / UPG;
   static_assert(NG == 2 || NG == 4, "a step holds 2 or 4 groups");
   static_assert(!SWIGLU || T == 2, "SwiGLU pairs a gate tile with an up tile");
@@ -78,8 +78,7 @@ __device__ void rq_qmv_stream(const TX* __restrict__ x, const TX* __restrict__ n
   const i64 per = ((NU + KS - 1) / KS + U - 1) / U * U;
   const i64 ub = warp * per, ue = ub + per < NU ? ub + per : NU;
   const int steps = ue > ub ? (int)((ue - ub) / U) : 0;
-  // tile: the block's tile of rows where the caller loops over them (a ladder experiment)
-  const i64 row0 = (tile >= 0 ? tile : (i64)blockIdx.x) * (SWIGLU ? 16 : 16 * T);
+  const i64 row0 = (i64)blockIdx.x * (SWIGLU ? 16 : 16 * T);
   // copy duties: lane l copies chunk l & 7 of rows 4j + l / 8 (j < 4T), and entry l (+ 32)
   // of the scales then biases of the block's rows
   const u32* wc[4 * T];

@@ -420,56 +420,24 @@ static void run_stream(i64 N, i64 K, float copy, std::mt19937& rng) {
   }
 }
 
-// v8 as a persistent grid: each block loops over tiles blockIdx.x, + gridDim.x, ... (one block
-// of a kernel per SM leaves room for the next kernel's block to issue its ring beside it)
-template <int T, int D>
-__global__ void __launch_bounds__(256, 1) k_v8p(const bf16* x, const u32* w, const bf16* s, const bf16* b, bf16* y,
-                                                i64 N, i64 K, int early) {
-  const i64 tiles = N / (16 * T);
-  for (i64 tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    rq_qmv_stream<bf16, bf16, bf16, 64, T, 8, D, false, false>(x, nullptr, 0.0f, w, s, b, y, nullptr, N, K, 0, 0, 0,
-                                                               0, 0, early, tile);
-    __syncthreads();
-  }
-}
-template <int T, int D>
-static void launch_v8p(Case<4>& q, const Dev& dv, cudaStream_t st, int bps) {
-  const i64 per = ((q.K / 64 + 7) / 8 + 3) / 4 * 4;
-  const int slot = 16 * T * 128 + 2 * (16 * T * 4 * 2);
-  const int sm = 8 * (D * slot + (int)per * 128);
-  static bool set = false;
-  if (!set) {
-    CK(cudaFuncSetAttribute(k_v8p<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
-    set = true;
-  }
-  launch_ex(true, dim3((unsigned)std::min<i64>(q.N / (16 * T), (i64)g_sms * bps)), dim3(256), sm, st, k_v8p<T, D>,
-            (const bf16*)q.dx, (const u32*)dv.w, (const bf16*)dv.s, (const bf16*)dv.b, q.dy, q.N, q.K, 1);
-}
-// D 0: the shipped kernel; else the persistent grid with bps blocks an SM
-static void launch_pers(int T, int D, int bps, Case<4>& q, const Dev& dv, cudaStream_t st) {
-  if (T == 1 && D == 2) return launch_v8p<1, 2>(q, dv, st, bps);
-  if (T == 1 && D == 3) return launch_v8p<1, 3>(q, dv, st, bps);
-  if (T == 1 && D == 4) return launch_v8p<1, 4>(q, dv, st, bps);
-  if (T == 2 && D == 2) return launch_v8p<2, 2>(q, dv, st, bps);
-  if (T == 2 && D == 3) return launch_v8p<2, 3>(q, dv, st, bps);
-  fprintf(stderr, "no such persistent split\n");
-  exit(1);
-}
-
 // `./qmvbench chain`: the 8B layer's four one-row products (q/k/v, o_proj, gate/up, down) as
 // chains of launches in one graph, launched plainly or as programmatic dependents (PDL, as the
 // runtime launches them). Every launch reads its own weight copy (>= 600 MB a shape), so nothing
 // stays in L2. First each product alone, 128 launches in a row, in each work split; then the
-// layer (32 × the four) with the shipped splits and with the best of each. Products only: the
+// layer (32 × the four) with the shipped splits and with the best of each. (A persistent grid,
+// a block an SM looping over its tiles, lost: README.md.) Products only: the
 // model's step adds attention, the x quantization and the head.
 struct Split {
   int T, KS, D, MINB;
 };
-static const Split kSplits[] = {{1, 8, 2, 2}, {2, 8, 2, 2}, {1, 8, 3, 2}, {2, 8, 3, 2}, {1, 16, 2, 1},
-                                {2, 16, 2, 1}, {1, 16, 2, 2}, {2, 16, 2, 2}, {1, 8, 2, 1}, {2, 8, 2, 1},
-                                {1, 4, 2, 2}, {1, 8, 1, 2}, {1, 8, 2, 3}, {1, 8, 2, 4}, {2, 8, 1, 3},
-                                {2, 8, 1, 4}, {1, 8, 1, 4}, {1, 4, 2, 6}, {1, 4, 2, 8}, {2, 4, 2, 6},
-                                {2, 4, 1, 8}, {2, 4, 2, 4}};
+// Every split the chain mode tries, once: X(T, KS, D, MINB) for each.
+#define RQ_SPLITS(X)                                                                                       \
+  X(1, 8, 2, 2) X(2, 8, 2, 2) X(1, 8, 3, 2) X(2, 8, 3, 2) X(1, 16, 2, 1) X(2, 16, 2, 1) X(1, 16, 2, 2)         \
+  X(2, 16, 2, 2) X(1, 8, 2, 1) X(2, 8, 2, 1) X(1, 4, 2, 2) X(1, 8, 1, 2) X(1, 8, 2, 3) X(1, 8, 2, 4)          \
+  X(2, 8, 1, 3) X(2, 8, 1, 4) X(1, 8, 1, 4) X(1, 4, 2, 6) X(1, 4, 2, 8) X(2, 4, 2, 6) X(2, 4, 1, 8) X(2, 4, 2, 4)
+#define RQ_SPLIT_ENTRY(a, b, c, d) {a, b, c, d},
+static const Split kSplits[] = {RQ_SPLITS(RQ_SPLIT_ENTRY)};
+#undef RQ_SPLIT_ENTRY
 template <int T, int KS, int D, int MINB>
 static void launch_v8c(Case<4>& q, const Dev& dv, cudaStream_t st, bool pdl, int early) {
   const i64 per = ((q.K / 64 + KS - 1) / KS + 3) / 4 * 4;
@@ -483,18 +451,6 @@ static void launch_v8c(Case<4>& q, const Dev& dv, cudaStream_t st, bool pdl, int
   launch_ex(pdl, dim3((unsigned)(q.N / (16 * T))), dim3(32 * KS), sm, st, k_v8c<T, KS, D, MINB>, (const bf16*)q.dx,
             (const u32*)dv.w, (const bf16*)dv.s, (const bf16*)dv.b, q.dy, q.N, q.K, early);
 }
-static void launch_split(const Split& p, Case<4>& q, const Dev& dv, cudaStream_t st, bool pdl, int early) {
-#define SPLIT(a, b, c, d) \
-  if (p.T == a && p.KS == b && p.D == c && p.MINB == d) return launch_v8c<a, b, c, d>(q, dv, st, pdl, early);
-  SPLIT(1, 8, 2, 2) SPLIT(2, 8, 2, 2) SPLIT(1, 8, 3, 2) SPLIT(2, 8, 3, 2) SPLIT(1, 16, 2, 1) SPLIT(2, 16, 2, 1)
-  SPLIT(1, 16, 2, 2) SPLIT(2, 16, 2, 2) SPLIT(1, 8, 2, 1) SPLIT(2, 8, 2, 1) SPLIT(1, 4, 2, 2) SPLIT(1, 8, 1, 2)
-  SPLIT(1, 8, 2, 3) SPLIT(1, 8, 2, 4) SPLIT(2, 8, 1, 3) SPLIT(2, 8, 1, 4) SPLIT(1, 8, 1, 4) SPLIT(1, 4, 2, 6)
-  SPLIT(1, 4, 2, 8) SPLIT(2, 4, 2, 6) SPLIT(2, 4, 1, 8) SPLIT(2, 4, 2, 4)
-#undef SPLIT
-  fprintf(stderr, "no such split\n");
-  exit(1);
-}
-
 template <int T, int KS, int D, int MINB>
 static const char* regs_of() {
   static char buf[64];
@@ -503,14 +459,19 @@ static const char* regs_of() {
   snprintf(buf, sizeof buf, "%d regs, %zu B local", fa.numRegs, fa.localSizeBytes);
   return buf;
 }
+static void launch_split(const Split& p, Case<4>& q, const Dev& dv, cudaStream_t st, bool pdl, int early) {
+#define RQ_SPLIT_LAUNCH(a, b, c, d) \
+  if (p.T == a && p.KS == b && p.D == c && p.MINB == d) return launch_v8c<a, b, c, d>(q, dv, st, pdl, early);
+  RQ_SPLITS(RQ_SPLIT_LAUNCH)
+#undef RQ_SPLIT_LAUNCH
+  fprintf(stderr, "no such split\n");
+  exit(1);
+}
 static const char* split_regs(const Split& p) {
-#define SPLIT(a, b, c, d) \
+#define RQ_SPLIT_REGS(a, b, c, d) \
   if (p.T == a && p.KS == b && p.D == c && p.MINB == d) return regs_of<a, b, c, d>();
-  SPLIT(1, 8, 2, 2) SPLIT(2, 8, 2, 2) SPLIT(1, 8, 3, 2) SPLIT(2, 8, 3, 2) SPLIT(1, 16, 2, 1) SPLIT(2, 16, 2, 1)
-  SPLIT(1, 16, 2, 2) SPLIT(2, 16, 2, 2) SPLIT(1, 8, 2, 1) SPLIT(2, 8, 2, 1) SPLIT(1, 4, 2, 2) SPLIT(1, 8, 1, 2)
-  SPLIT(1, 8, 2, 3) SPLIT(1, 8, 2, 4) SPLIT(2, 8, 1, 3) SPLIT(2, 8, 1, 4) SPLIT(1, 8, 1, 4) SPLIT(1, 4, 2, 6)
-  SPLIT(1, 4, 2, 8) SPLIT(2, 4, 2, 6) SPLIT(2, 4, 1, 8) SPLIT(2, 4, 2, 4)
-#undef SPLIT
+  RQ_SPLITS(RQ_SPLIT_REGS)
+#undef RQ_SPLIT_REGS
   return "?";
 }
 
@@ -532,8 +493,8 @@ static void run_chain(std::mt19937& rng) {
     const double by = cs[i]->bytes;
     float tb = 1e30f;
     for (const Split& p : kSplits) {
-      // each product's check against the float64 reference (bf16 output read back as such is not
-      // checked here: the split only moves work between warps; `stream` mode checks v8)
+      // (timing only: a split moves work between warps; `stream` mode checks v8 against the
+      // float64 reference)
       const float t = chain_time(&cs[i], &p, 1, 128, true, 1);
       printf("chain alone %-20s T%d KS%-2d D%d minb%d  %7.2f us  %5.1f%% of read (%.2f us)  %s\n", names[i], p.T,
              p.KS, p.D, p.MINB, t, 100.0 * by / (t * 1e-6) / 1e9 / read, by / read / 1e3, split_regs(p));
@@ -541,19 +502,6 @@ static void run_chain(std::mt19937& rng) {
     }
     const float tp = chain_time(&cs[i], &shipped[i], 1, 128, false, 1);
     printf("chain alone %-20s shipped split, plain launches  %7.2f us\n", names[i], tp);
-  }
-  const int Ts[4] = {2, 1, 2, 1};
-  for (int i = 0; i < 4; ++i) {
-    const double by = cs[i]->bytes;
-    for (int D : {2, 3, 4})
-      for (int bps : {1, 2}) {
-        if (Ts[i] == 2 && D == 4) continue;
-        const float t = time_graph(128, 1, [&](int c, cudaStream_t st) {
-          launch_pers(Ts[i], D, bps, *cs[i], cs[i]->d[c % cs[i]->copies], st);
-        });
-        printf("chain alone %-20s persistent T%d D%d, %d block(s) an SM  %7.2f us  %5.1f%% of read\n", names[i], Ts[i],
-               D, bps, t, 100.0 * by / (t * 1e-6) / 1e9 / read);
-      }
   }
   const double bytes = (double)qkv.bytes + o.bytes + gu.bytes + dn.bytes;
   printf("layer: %.1f MB (q/k/v %.1f, o %.1f, gate/up %.1f, down %.1f)\n", bytes / 1e6, qkv.bytes / 1e6,
@@ -567,14 +515,6 @@ static void run_chain(std::mt19937& rng) {
     line("shipped, pdl", chain_time(cs, shipped, 4, 32, true, 1));
     line("shipped, pdl, ring after the wait", chain_time(cs, shipped, 4, 32, true, 0));
     line("best splits, pdl", chain_time(cs, best, 4, 32, true, 1));
-    for (int D : {2, 3})
-      for (int bps : {1, 2}) {
-        char what[64];
-        snprintf(what, sizeof what, "persistent D%d, %d block(s) an SM", D, bps);
-        line(what, time_graph(32, 1, [&](int c, cudaStream_t st) {
-               for (int i = 0; i < 4; ++i) launch_pers(Ts[i], D, bps, *cs[i], cs[i]->d[c % cs[i]->copies], st);
-             }));
-      }
   }
   for (int i = 0; i < 4; ++i)
     printf("best split %-20s T%d KS%d D%d minb%d\n", names[i], best[i].T, best[i].KS, best[i].D, best[i].MINB);
