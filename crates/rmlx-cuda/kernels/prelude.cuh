@@ -32,12 +32,6 @@ __device__ __forceinline__ void rmlx_pdl_entry() {
   rmlx_pdl_trigger();
   rmlx_pdl_wait();
 }
-// The same in the other order (kernels.rs, RMLX_PDL_WAIT_FIRST): the successor launches only
-// once this kernel's predecessor has finished.
-__device__ __forceinline__ void rmlx_pdl_wait_first() {
-  rmlx_pdl_wait();
-  rmlx_pdl_trigger();
-}
 // An entry point whose body starts with this marker calls rmlx_pdl_trigger and rmlx_pdl_wait
 // itself (on every path, before it touches memory another kernel writes): it may read
 // constant data (weights) before the wait.

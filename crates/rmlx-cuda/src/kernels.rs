@@ -184,25 +184,11 @@ pub fn compile_cubin(src: &str, arch: &str, name: &str) -> Result<Vec<u8>> {
     out
 }
 
-/// `RMLX_PDL_WAIT_FIRST=1`: every kernel without its own handling waits on its predecessor
-/// before letting its successor launch (`rmlx_pdl_wait_first`), so that a kernel starts only
-/// once everything two launches back has finished (an experiment switch: what the earlier
-/// launch of the successor is worth).
-fn pdl_wait_first() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    crate::env::flag(&ON, "RMLX_PDL_WAIT_FIRST", false)
-}
-
 /// `body` with `rmlx_pdl_entry();` (prelude.cuh) as the first statement of every
 /// `extern "C" __global__` entry point, so that every kernel can be launched as a programmatic
 /// dependent of the one before it (launch.rs). Entry points whose body starts with
 /// `RMLX_PDL_MANUAL` wait on their own.
 pub fn with_pdl_entry(body: &str) -> String {
-    let entry = if pdl_wait_first() {
-        " rmlx_pdl_wait_first();"
-    } else {
-        " rmlx_pdl_entry();"
-    };
     const ENTRY: &str = "extern \"C\" __global__";
     let mut out = String::with_capacity(body.len() + 256);
     let mut rest = body;
@@ -212,7 +198,7 @@ pub fn with_pdl_entry(body: &str) -> String {
         out.push_str(&rest[..i + j + 1]);
         rest = &rest[i + j + 1..];
         if !rest.trim_start().starts_with("RMLX_PDL_MANUAL") {
-            out.push_str(entry);
+            out.push_str(" rmlx_pdl_entry();");
         }
     }
     out.push_str(rest);
