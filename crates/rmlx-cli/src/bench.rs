@@ -2,7 +2,7 @@
 //! tokens, a warm-up trial, then per trial a chunked prefill and greedy decoding of a fixed
 //! number of tokens (EOS does not stop a benchmark).
 
-use crate::{load_or_random, CliResult, ModelArgs, RandomWeightsArgs};
+use crate::{load_or_random, CliResult, KvArgs, ModelArgs, RandomWeightsArgs};
 use clap::Args;
 use rmlx::{ops, Array};
 use rmlx_lm::cache::KvCache;
@@ -35,12 +35,10 @@ pub struct BenchArgs {
     /// Prompt tokens per forward pass during prefill.
     #[arg(long = "prefill-step-size", default_value_t = 512)]
     prefill_step_size: usize,
-    /// Quantize the KV cache to this many bits (4 or 8), as `rmlx generate --kv-bits` does;
-    /// single runs only (one batch size, not `--ragged`).
-    #[arg(long = "kv-bits")]
-    kv_bits: Option<usize>,
-    #[arg(long = "kv-group-size", default_value_t = 64)]
-    kv_group_size: usize,
+    /// The KV cache quantized as `rmlx generate --kv-bits` does; single runs only (one batch
+    /// size, not `--ragged`).
+    #[command(flatten)]
+    kv: KvArgs,
     #[command(flatten)]
     random: RandomWeightsArgs,
 }
@@ -103,8 +101,8 @@ fn trial(
     let (b, l) = (a.batch_sizes[0], a.prompt_tokens);
     let step = a.prefill_step_size.max(1);
     let mut caches = model.make_caches();
-    if let Some(bits) = a.kv_bits {
-        KvCache::quantize_standard(&mut caches, bits, a.kv_group_size).map_err(err)?;
+    if let Some(bits) = a.kv.kv_bits {
+        KvCache::quantize_standard(&mut caches, bits, a.kv.kv_group_size).map_err(err)?;
     }
     let t0 = Instant::now();
     let mut start = 0;
@@ -166,15 +164,9 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                 .into(),
         );
     }
-    if let Some(b) = a.kv_bits {
-        if b != 4 && b != 8 {
-            return Err(format!("--kv-bits must be 4 or 8, got {b}"));
-        }
-        if a.ragged || a.batch_sizes.len() > 1 {
-            return Err(
-                "--kv-bits applies to a single run (one --batch-size, not --ragged)".into(),
-            );
-        }
+    a.kv.check()?;
+    if a.kv.kv_bits.is_some() && (a.ragged || a.batch_sizes.len() > 1) {
+        return Err("--kv-bits applies to a single run (one --batch-size, not --ragged)".into());
     }
     let (m, load_s, made) = load_or_random(&a.model, &a.random)?;
     let (model, tokenizer) = (m.model, m.tokenizer);
@@ -273,8 +265,8 @@ fn roofline(
         .map_or(2, |(_, b)| b / c.hidden_size.max(1));
     // a quantized cache: `bits` per element plus a 2-byte scale and bias per group
     let kv_elems = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * ctx;
-    let kv = match a.kv_bits {
-        Some(bits) => kv_elems * bits / 8 + kv_elems / a.kv_group_size.max(1) * 4,
+    let kv = match a.kv.kv_bits {
+        Some(bits) => kv_elems * bits / 8 + kv_elems / a.kv.kv_group_size.max(1) * 4,
         None => kv_elems * act,
     };
     let b = a.batch_sizes[0].max(1);

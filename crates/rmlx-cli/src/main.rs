@@ -84,11 +84,28 @@ struct SamplingArgs {
     /// Random seed for sampling.
     #[arg(long)]
     seed: Option<u64>,
+    #[command(flatten)]
+    kv: KvArgs,
+}
+
+/// The KV cache's quantization (`generate`, `chat`, `bench`).
+#[derive(Args, Clone)]
+pub(crate) struct KvArgs {
     /// Quantize the KV cache to this many bits (4 or 8).
     #[arg(long = "kv-bits")]
-    kv_bits: Option<usize>,
+    pub(crate) kv_bits: Option<usize>,
     #[arg(long = "kv-group-size", default_value_t = 64)]
-    kv_group_size: usize,
+    pub(crate) kv_group_size: usize,
+}
+
+impl KvArgs {
+    /// `--kv-bits` is 4 or 8 where given.
+    pub(crate) fn check(&self) -> CliResult<()> {
+        match self.kv_bits {
+            Some(b) if b != 4 && b != 8 => Err(format!("--kv-bits must be 4 or 8, got {b}")),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -255,11 +272,7 @@ pub(crate) fn spinner(msg: &str) -> Option<indicatif::ProgressBar> {
 }
 
 fn gen_options(s: &SamplingArgs) -> CliResult<GenerateOptions> {
-    if let Some(b) = s.kv_bits {
-        if b != 4 && b != 8 {
-            return Err(format!("--kv-bits must be 4 or 8, got {b}"));
-        }
-    }
+    s.kv.check()?;
     if s.temp < 0.0 || !s.temp.is_finite() {
         return Err(format!("--temp must be >= 0, got {}", s.temp));
     }
@@ -273,8 +286,8 @@ fn gen_options(s: &SamplingArgs) -> CliResult<GenerateOptions> {
             seed: s.seed,
             ..SamplerSettings::default()
         },
-        kv_bits: s.kv_bits,
-        kv_group_size: s.kv_group_size,
+        kv_bits: s.kv.kv_bits,
+        kv_group_size: s.kv.kv_group_size,
         ..GenerateOptions::default()
     })
 }

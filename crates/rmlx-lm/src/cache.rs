@@ -468,16 +468,19 @@ impl QuantizedCache {
         // the whole buffers, then the written positions as a view: dequantizing the packed
         // rows sliced first needed a copy of each of the six (non-contiguous) slices every step
         // (at most STEP - 1 positions more are dequantized than are read)
-        let (kb, vb) = self
-            .keys
-            .as_ref()
-            .zip(self.values.as_ref())
-            .ok_or_else(|| gen_err("[cache] a quantized cache holds nothing after a write"))?;
+        let (kb, vb) = self.buffers()?;
         let n = self.offset;
         Ok((
             seq_slice(&dequantize4(kb, self.group_size, self.bits)?, 0, n)?,
             seq_slice(&dequantize4(vb, self.group_size, self.bits)?, 0, n)?,
         ))
+    }
+
+    /// The packed key and value buffers (after a write).
+    fn buffers(&self) -> Result<(&QBuf, &QBuf)> {
+        self.keys.as_ref().zip(self.values.as_ref()).ok_or_else(|| {
+            gen_err("[cache] a quantized cache holds nothing before its first write")
+        })
     }
 
     /// The cache's positions so far, packed (after a write).
@@ -490,13 +493,7 @@ impl QuantizedCache {
                 seq_slice(&q.2, 0, n)?,
             ))
         };
-        let (kb, vb) = self
-            .keys
-            .as_ref()
-            .zip(self.values.as_ref())
-            .ok_or_else(|| {
-                gen_err("[cache] a quantized cache holds nothing before its first write")
-            })?;
+        let (kb, vb) = self.buffers()?;
         Ok(PackedKv {
             keys: rows(kb)?,
             values: rows(vb)?,
