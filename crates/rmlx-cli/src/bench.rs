@@ -263,10 +263,11 @@ fn roofline(
         .iter()
         .find(|(n, _)| n.ends_with("input_layernorm.weight"))
         .map_or(2, |(_, b)| b / c.hidden_size.max(1));
-    // a quantized cache: `bits` per element plus a 2-byte scale and bias per group
+    // a quantized cache: `bits` per element plus a scale and a bias per group, in the dtype the
+    // standard cache would hold
     let kv_elems = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * ctx;
     let kv = match a.kv.kv_bits {
-        Some(bits) => kv_elems * bits / 8 + kv_elems / a.kv.kv_group_size.max(1) * 4,
+        Some(bits) => kv_elems * bits / 8 + kv_elems / a.kv.kv_group_size.max(1) * 2 * act,
         None => kv_elems * act,
     };
     let b = a.batch_sizes[0].max(1);
