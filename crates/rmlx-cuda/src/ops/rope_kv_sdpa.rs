@@ -168,18 +168,16 @@ pub fn rope_kv_sdpa(
         table.cap[r] = p.cap;
     }
     // the lanes' 16-byte loads need every K and V row aligned
+    // (a head stride counts only where there are heads to step over, as in sdpa.rs
+    // `rows_aligned`: a reshape may leave an axis of extent 1 at any stride)
+    let steps = |s: i64| (s.unsigned_abs() * e).is_multiple_of(16);
     let aligned = (0..b).all(|r| {
         [table.rows.k[r], table.rows.v[r]]
             .iter()
             .all(|a| a.is_multiple_of(16))
-            && [
-                table.rows.kh[r],
-                table.rows.kr[r],
-                table.rows.vh[r],
-                table.rows.vr[r],
-            ]
-            .iter()
-            .all(|s| (s.unsigned_abs() * e).is_multiple_of(16))
+            && steps(table.rows.kr[r])
+            && steps(table.rows.vr[r])
+            && (n_kv == 1 || (steps(table.rows.kh[r]) && steps(table.rows.vh[r])))
     });
     if !aligned {
         return Err(bad(
