@@ -280,6 +280,13 @@ pub enum Primitive {
         norm: Option<F32>,
         attend: Option<F32>,
     },
+    /// `[k, v, pos, k_codes, k_scales, k_biases, v_codes, v_scales, v_biases]` → the six buffers
+    /// after the write (a multi-output node, `fast::quantized_kv_write`): a decode step's write
+    /// into a quantized KV cache. k and v `[B, H, 1, D]` are quantized as `Quantize` does
+    /// (groups of `group_size` along D, `bits` per code) and their codes, scales and biases
+    /// written at position `pos[0]` (i32 `[1]`, clamped into the buffers) of axis 2 of the
+    /// buffers `[B, H, S, D·bits/32]` (u32) and `[B, H, S, D/group_size]` (k's or v's dtype).
+    QuantizedKvWrite { group_size: usize, bits: usize },
     /// `[w]` MLX affine quantization along the last axis; `part` 0 → packed u32 weights,
     /// 1 → scales, 2 → biases (three nodes, cheap to recompute, keep the graph single-output).
     Quantize {
@@ -407,6 +414,7 @@ impl Primitive {
             Primitive::Rope { .. } => "rope",
             Primitive::ScaledDotProductAttention { .. } => "scaled_dot_product_attention",
             Primitive::SdpaRows { .. } => "sdpa_rows",
+            Primitive::QuantizedKvWrite { .. } => "quantized_kv_write",
             Primitive::RopeKvWrite { attend: None, .. } => "rope_kv_write",
             Primitive::RopeKvWrite {
                 attend: Some(_), ..

@@ -86,6 +86,7 @@ impl Backend for CpuBackend {
             | Primitive::GatherQmmWeightedSum { .. }
             | Primitive::SdpaRows { .. }
             | Primitive::RopeKvWrite { .. }
+            | Primitive::QuantizedKvWrite { .. }
             | Primitive::QuantizedSwiglu { .. } => false,
         }
     }
@@ -191,6 +192,7 @@ impl Backend for CpuBackend {
             | Primitive::GatherQmmWeightedSum { .. }
             | Primitive::SdpaRows { .. }
             | Primitive::RopeKvWrite { .. }
+            | Primitive::QuantizedKvWrite { .. }
             | Primitive::QuantizedSwiglu { .. } => Err(Error::invalid(
                 "cpu",
                 format!(

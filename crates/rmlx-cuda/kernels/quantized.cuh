@@ -25,65 +25,108 @@ __device__ __forceinline__ void rq_group_params(const float wmin, const float wm
   bias = b;
 }
 
+// One warp codes one chunk of `ch` elements at `src` (groups of gs): each group's minimum and
+// maximum reduced by shuffles (exact in any order), its scale and bias to s_out[g] and b_out[g]
+// where given, and where `dst` is given the codes into `cs` (the warp's shared bytes) and lane j
+// packs word j of the chunk (a thread per chunk walked its ch elements twice in series: ~10 µs a
+// launch even for a KV cache's one new position).
+template <class T>
+__device__ __forceinline__ void rq_quantize_chunk(const T* __restrict__ src, u32* __restrict__ dst,
+                                                  T* __restrict__ s_out, T* __restrict__ b_out, int gs,
+                                                  int bits, int ch, float n_bins, unsigned char* cs,
+                                                  int lane) {
+  for (int g = 0; g < ch / gs; ++g) {
+    float wmin = __int_as_float(0x7f800000), wmax = -__int_as_float(0x7f800000);
+    for (int i = lane; i < gs; i += 32) {
+      const float v = to_f(src[g * gs + i]);
+      wmax = fmaxf(wmax, v);  // ignores NaN, as Rust's f32::max
+      wmin = fminf(wmin, v);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      wmax = fmaxf(wmax, __shfl_xor_sync(0xffffffffu, wmax, o));
+      wmin = fminf(wmin, __shfl_xor_sync(0xffffffffu, wmin, o));
+    }
+    float s, b;
+    rq_group_params(wmin, wmax, n_bins, s, b);
+    if (lane == 0 && s_out) s_out[g] = from_f<T>(s);
+    if (lane == 0 && b_out) b_out[g] = from_f<T>(b);
+    if (!dst) continue;
+    for (int i = lane; i < gs; i += 32) {
+      float q = rintf((to_f(src[g * gs + i]) - b) / s);
+      // clamp(0, n) then `as u8`: NaN → 0
+      q = (q != q) ? 0.0f : fminf(fmaxf(q, 0.0f), n_bins);
+      cs[g * gs + i] = (unsigned char)(u32)q;
+    }
+  }
+  if (!dst) return;
+  __syncwarp();
+  // word j of the chunk holds bits [32 j, 32 j + 32) of its LSB-first code stream
+  for (int j = lane; j < ch * bits / 32; j += 32) {
+    u64 acc = 0;
+    for (int c = 32 * j / bits; c * bits < 32 * j + 32; ++c) {
+      const int sh = c * bits - 32 * j;
+      acc |= sh >= 0 ? ((u64)cs[c] << sh) : ((u64)cs[c] >> -sh);
+    }
+    dst[j] = (u32)acc;
+  }
+  __syncwarp();  // the codes are read before the next chunk overwrites them
+}
+
+// Chunks of whole u32 words: gs codes, or 2 gs where gs codes do not fill whole words.
+__device__ __forceinline__ int rq_chunk(int gs, int bits) { return ((gs * bits) % 32 == 0) ? gs : 2 * gs; }
+
 // part 0 → packed words wq [rows, K*bits/32]; 1 → scales, 2 → biases [rows, K/gs] (dtype T).
-// A warp per chunk: its lanes load the chunk's elements together and reduce each group's
-// minimum and maximum by shuffles (exact in any order), then each lane codes its elements into
-// shared memory and lane w packs word w of the chunk (a thread per chunk walked its ch elements
-// twice in series: ~10 µs a launch even for a KV cache's one new position).
+// A warp per chunk (rq_quantize_chunk).
 #define RQ_QUANT_WARPS 8
 template <class T>
 __device__ void rq_quantize(const T* __restrict__ w, u32* __restrict__ wq, T* __restrict__ sb, i64 rows,
                             i64 K, int gs, int bits, int part) {
   __shared__ unsigned char codes[RQ_QUANT_WARPS][256];
-  const int ch = ((gs * bits) % 32 == 0) ? gs : 2 * gs;
+  const int ch = rq_chunk(gs, bits);
   const i64 per_row = K / ch;
   const i64 total = rows * per_row;
   const float n_bins = (float)((1u << bits) - 1);
   const i64 W = K * bits / 32, G = K / gs;
   const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
   const i64 nwarps = ((i64)gridDim.x * blockDim.x) >> 5;
-  unsigned char* cs = codes[wib];
   for (i64 t = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; t < total; t += nwarps) {
     const i64 r = t / per_row, c0 = (t % per_row) * ch;
-    const T* src = w + r * K + c0;
-    for (int g = 0; g < ch / gs; ++g) {
-      float wmin = __int_as_float(0x7f800000), wmax = -__int_as_float(0x7f800000);
-      for (int i = lane; i < gs; i += 32) {
-        const float v = to_f(src[g * gs + i]);
-        wmax = fmaxf(wmax, v);  // ignores NaN, as Rust's f32::max
-        wmin = fminf(wmin, v);
-      }
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) {
-        wmax = fmaxf(wmax, __shfl_xor_sync(0xffffffffu, wmax, o));
-        wmin = fminf(wmin, __shfl_xor_sync(0xffffffffu, wmin, o));
-      }
-      float s, b;
-      rq_group_params(wmin, wmax, n_bins, s, b);
-      if (part != 0) {
-        if (lane == 0) sb[r * G + c0 / gs + g] = from_f<T>(part == 1 ? s : b);
-        continue;
-      }
-      for (int i = lane; i < gs; i += 32) {
-        float q = rintf((to_f(src[g * gs + i]) - b) / s);
-        // clamp(0, n) then `as u8`: NaN → 0
-        q = (q != q) ? 0.0f : fminf(fmaxf(q, 0.0f), n_bins);
-        cs[g * gs + i] = (unsigned char)(u32)q;
-      }
-    }
-    if (part != 0) continue;
-    __syncwarp();
-    // word j of the chunk holds bits [32 j, 32 j + 32) of its LSB-first code stream
-    u32* dst = wq + r * W + c0 * bits / 32;
-    for (int j = lane; j < ch * bits / 32; j += 32) {
-      u64 acc = 0;
-      for (int c = 32 * j / bits; c * bits < 32 * j + 32; ++c) {
-        const int sh = c * bits - 32 * j;
-        acc |= sh >= 0 ? ((u64)cs[c] << sh) : ((u64)cs[c] >> -sh);
-      }
-      dst[j] = (u32)acc;
-    }
-    __syncwarp();  // the codes are read before the next chunk overwrites them
+    T* sbr = sb ? sb + r * G + c0 / gs : nullptr;
+    rq_quantize_chunk<T>(w + r * K + c0, part == 0 ? wq + r * W + c0 * bits / 32 : nullptr,
+                         part == 1 ? sbr : nullptr, part == 2 ? sbr : nullptr, gs, bits, ch, n_bins,
+                         codes[wib], lane);
+  }
+}
+
+// A decode step's write into a quantized KV cache (fast::quantized_kv_write): the rows of k
+// [rows, Dk] and v [rows, Dv] (rows = B·H, contiguous) coded as rq_quantize codes them, a warp
+// per chunk, and their codes, scales and biases stored at position pos[0] (clamped into
+// [0, S)) of each row's S positions in the cache buffers (codes [rows, S, D·bits/32], scales
+// and biases [rows, S, D/gs], contiguous). One launch where the composition takes six
+// quantize launches and six position writes.
+template <class T>
+__device__ void rq_quantize_kv_write(const T* __restrict__ k, const T* __restrict__ v,
+                                     const i32* __restrict__ pos, u32* __restrict__ kq, T* __restrict__ ks,
+                                     T* __restrict__ kb, u32* __restrict__ vq, T* __restrict__ vs,
+                                     T* __restrict__ vb, i64 rows, i64 S, int Dk, int Dv, int gs, int bits) {
+  __shared__ unsigned char codes[RQ_QUANT_WARPS][256];
+  const int ch = rq_chunk(gs, bits);
+  const i64 nk = rows * (Dk / ch), total = nk + rows * (Dv / ch);
+  const float n_bins = (float)((1u << bits) - 1);
+  i64 p = (i64)pos[0];
+  p = p < 0 ? 0 : (p >= S ? S - 1 : p);
+  const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
+  const i64 nwarps = ((i64)gridDim.x * blockDim.x) >> 5;
+  for (i64 t = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; t < total; t += nwarps) {
+    const bool is_k = t < nk;
+    const i64 u = is_k ? t : t - nk;
+    const int D = is_k ? Dk : Dv;
+    const i64 r = u / (D / ch), c0 = (u % (D / ch)) * ch;
+    const i64 at = r * S + p, W = D * bits / 32, G = D / gs;
+    rq_quantize_chunk<T>((is_k ? k : v) + r * D + c0, (is_k ? kq : vq) + at * W + c0 * bits / 32,
+                         (is_k ? ks : vs) + at * G + c0 / gs, (is_k ? kb : vb) + at * G + c0 / gs, gs, bits,
+                         ch, n_bins, codes[wib], lane);
   }
 }
 

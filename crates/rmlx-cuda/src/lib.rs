@@ -56,6 +56,7 @@ impl Backend for CudaBackend {
             | Primitive::ScaledDotProductAttention { .. }
             | Primitive::SdpaRows { .. }
             | Primitive::RopeKvWrite { .. }
+            | Primitive::QuantizedKvWrite { .. }
             | Primitive::QuantizedSwiglu { .. }
             | Primitive::Quantize { .. }
             | Primitive::Dequantize { .. }
@@ -156,13 +157,15 @@ impl Backend for CudaBackend {
                 ops::sdpa::sdpa(&g, &x, scale.0, *mask, shape, od)
             }
             Primitive::SdpaRows { scale } => ops::sdpa::sdpa_rows(&g, &x, scale.0, shape, od),
-            Primitive::RopeKvWrite { .. } => Err(Error::runtime(
-                "cuda",
-                format!(
-                    "[{}] has several outputs: it runs through eval_multi",
-                    prim.name()
-                ),
-            )),
+            Primitive::RopeKvWrite { .. } | Primitive::QuantizedKvWrite { .. } => {
+                Err(Error::runtime(
+                    "cuda",
+                    format!(
+                        "[{}] has several outputs: it runs through eval_multi",
+                        prim.name()
+                    ),
+                ))
+            }
             Primitive::Quantize {
                 group_size,
                 bits,
@@ -256,6 +259,9 @@ impl Backend for CudaBackend {
                     }
                     None => ops::rope_kv::rope_kv_write(&g, x, heads, rope, kinds, outs),
                 }
+            }
+            Primitive::QuantizedKvWrite { group_size, bits } => {
+                ops::quantized_kv::quantized_kv_write(&g, x, *group_size, *bits, outs)
             }
             p => Err(Error::runtime(
                 "cuda",

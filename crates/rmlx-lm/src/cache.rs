@@ -68,6 +68,9 @@ pub struct QuantizedCache {
     offset: usize,
     bits: usize,
     group_size: usize,
+    /// As [`StandardCache`]'s: the device-held position of the next token during graph replay
+    /// (the quantized rows are written there and attention spans the whole buffers under a mask).
+    at: Option<Array>,
 }
 
 /// A quantized cache's first `offset` positions as stored (views of its buffers).
@@ -469,11 +472,21 @@ impl QuantizedCache {
         // rows sliced first needed a copy of each of the six (non-contiguous) slices every step
         // (at most STEP - 1 positions more are dequantized than are read)
         let (kb, vb) = self.buffers()?;
+        let (k, v) = (
+            dequantize4(kb, self.group_size, self.bits)?,
+            dequantize4(vb, self.group_size, self.bits)?,
+        );
+        if self.at.is_some() {
+            // a recorded step attends over the whole buffers under the position mask
+            return Ok((k, v));
+        }
         let n = self.offset;
-        Ok((
-            seq_slice(&dequantize4(kb, self.group_size, self.bits)?, 0, n)?,
-            seq_slice(&dequantize4(vb, self.group_size, self.bits)?, 0, n)?,
-        ))
+        Ok((seq_slice(&k, 0, n)?, seq_slice(&v, 0, n)?))
+    }
+
+    /// Positions the buffers hold (0 before the first write).
+    fn capacity(&self) -> usize {
+        self.keys.as_ref().map_or(0, |q| q.0.shape()[2])
     }
 
     /// The packed key and value buffers (after a write).
@@ -483,9 +496,14 @@ impl QuantizedCache {
         })
     }
 
-    /// The cache's positions so far, packed (after a write).
+    /// The cache's positions so far, packed (after a write); the whole buffers at a
+    /// device-held position (the mask then says which positions count).
     fn packed(&self) -> Result<PackedKv> {
-        let n = self.offset;
+        let n = if self.at.is_some() {
+            self.capacity()
+        } else {
+            self.offset
+        };
         let rows = |q: &QBuf| -> Result<QBuf> {
             Ok((
                 seq_slice(&q.0, 0, n)?,
@@ -513,7 +531,22 @@ impl QuantizedCache {
             )));
         }
         let prev = self.offset;
-        let cap = self.keys.as_ref().map_or(0, |q| q.0.shape()[2]);
+        let cap = self.capacity();
+        if self.at.is_some() && (l != 1 || self.keys.is_none() || prev >= cap) {
+            return Err(gen_err(format!(
+                "[cache] a device-positioned write takes one position below the capacity {cap} (offset {prev}, {l} new)"
+            )));
+        }
+        if let Some(at) = &self.at {
+            // quantized and written in place at the device-held position: one kernel on a GPU
+            // (the op checks the shapes against the buffers)
+            let (kb, vb) = self.buffers()?;
+            let (kb, vb) = rmlx::fast::quantized_kv_write(k, v, at, kb, vb, g, bits)?;
+            self.offset += 1;
+            self.keys = Some(kb);
+            self.values = Some(vb);
+            return Ok(());
+        }
         let qk = quantize4(k, g, bits)?;
         let qv = quantize4(v, g, bits)?;
         if let (Some(kb), Some(vb)) = (&self.keys, &self.values) {
@@ -595,6 +628,7 @@ impl KvCache {
             offset: 0,
             bits,
             group_size,
+            at: None,
         }))
     }
 
@@ -607,23 +641,23 @@ impl KvCache {
         }
     }
 
-    /// Switches a standard cache to device-positioned writes at `at` (an i32 `[1]` array), or
-    /// back with `None`; false (and nothing changed) for other caches.
+    /// Switches a standard or quantized cache to device-positioned writes at `at` (an i32 `[1]`
+    /// array), or back with `None`; false (and nothing changed) for a rotating cache.
     pub fn set_position_array(&mut self, at: Option<Array>) -> bool {
         match self {
-            KvCache::Standard(c) => {
-                c.at = at;
-                true
-            }
-            _ => false,
+            KvCache::Standard(c) => c.at = at,
+            KvCache::Quantized(c) => c.at = at,
+            KvCache::Rotating(_) => return false,
         }
+        true
     }
 
     /// The device-held position of the next token, while writes are device-positioned.
     pub fn position_array(&self) -> Option<&Array> {
         match self {
             KvCache::Standard(c) => c.at.as_ref(),
-            _ => None,
+            KvCache::Quantized(c) => c.at.as_ref(),
+            KvCache::Rotating(_) => None,
         }
     }
 
@@ -683,12 +717,32 @@ impl KvCache {
         }
     }
 
-    /// Counts `n` positions as written by someone else (a replayed graph wrote them into the
-    /// buffers): standard caches only, within capacity.
-    pub fn advance(&mut self, n: usize) -> Result<()> {
+    /// Every buffer the cache holds (keys then values; a quantized cache's as codes, scales,
+    /// biases each): what a step that writes in place must leave where it was.
+    pub fn storage(&self) -> Vec<Array> {
+        let two = |k: &Option<Array>, v: &Option<Array>| k.iter().chain(v).cloned().collect();
         match self {
-            KvCache::Standard(c) if c.offset + n <= c.capacity() => {
-                c.offset += n;
+            KvCache::Standard(c) => two(&c.keys, &c.values),
+            KvCache::Rotating(c) => two(&c.keys, &c.values),
+            KvCache::Quantized(c) => c
+                .keys
+                .iter()
+                .chain(&c.values)
+                .flat_map(|q| [q.0.clone(), q.1.clone(), q.2.clone()])
+                .collect(),
+        }
+    }
+
+    /// Counts `n` positions as written by someone else (a replayed graph wrote them into the
+    /// buffers): standard and quantized caches, within capacity.
+    pub fn advance(&mut self, n: usize) -> Result<()> {
+        let cap = self.capacity();
+        match self {
+            KvCache::Standard(StandardCache { offset, .. })
+            | KvCache::Quantized(QuantizedCache { offset, .. })
+                if *offset + n <= cap =>
+            {
+                *offset += n;
                 Ok(())
             }
             _ => Err(gen_err(format!(
@@ -717,11 +771,13 @@ impl KvCache {
         Ok(())
     }
 
-    /// Positions the cache can hold before it grows (standard caches; 0 otherwise).
+    /// Positions the cache can hold before it grows (standard and quantized caches; 0 for a
+    /// rotating one).
     pub fn capacity(&self) -> usize {
         match self {
             KvCache::Standard(c) => c.capacity(),
-            _ => 0,
+            KvCache::Quantized(c) => c.capacity(),
+            KvCache::Rotating(_) => 0,
         }
     }
 
@@ -784,14 +840,12 @@ impl KvCache {
     /// The mask for `l` new queries given what the cache holds now (call before
     /// `update_and_fetch`); `window` = the layer's sliding window, if any.
     pub fn mask(&self, l: usize, window: Option<usize>) -> Result<AttentionMask> {
-        if let (KvCache::Standard(c), true) = (self, window.is_none()) {
-            if let Some(at) = &c.at {
-                // keys 0..=at of the whole buffer: [1, capacity]
-                let cap = c.capacity();
-                let j = ops::arange(0.0, cap as f64, 1.0, Dtype::I32)?;
-                let m = ops::less_equal(&j, at)?;
-                return Ok(AttentionMask::Array(ops::reshape(&m, &[1, cap as i64])?));
-            }
+        if let (Some(at), None) = (self.position_array(), window) {
+            // keys 0..=at of the whole buffer: [1, capacity]
+            let cap = self.capacity();
+            let j = ops::arange(0.0, cap as f64, 1.0, Dtype::I32)?;
+            let m = ops::less_equal(&j, at)?;
+            return Ok(AttentionMask::Array(ops::reshape(&m, &[1, cap as i64])?));
         }
         match self {
             KvCache::Rotating(c) => c.mask(l, window),
@@ -1054,6 +1108,7 @@ pub fn load_prompt_cache(path: &Path) -> Result<(Vec<KvCache>, HashMap<String, S
                     offset,
                     bits,
                     group_size,
+                    at: None,
                 })
             }
             other => return Err(bad(format!("layer {i}: unsupported cache class {other:?}"))),

@@ -28,7 +28,9 @@ pub fn replay_enabled(device: Device) -> bool {
 pub fn eligible(device: Device, caches: &[KvCache]) -> bool {
     replay_enabled(device)
         && !caches.is_empty()
-        && caches.iter().all(|c| matches!(c, KvCache::Standard(_)))
+        && caches
+            .iter()
+            .all(|c| matches!(c, KvCache::Standard(_) | KvCache::Quantized(_)))
 }
 
 /// A recorded decode step and its device-resident inputs and outputs.
@@ -46,15 +48,12 @@ pub struct GraphDecoder {
     capacity: usize,
 }
 
-/// The address of each cache's key and value buffers, to check that a step wrote them in
-/// place (a replayed graph that copied them would lose every token but the last).
+/// The address of each cache's buffers, to check that a step wrote them in place (a replayed
+/// graph that copied them would lose every token but the last).
 pub(crate) fn buffer_ids(caches: &[KvCache]) -> Result<Vec<usize>> {
     let mut ids = Vec::new();
-    for c in caches {
-        if let Some((k, v)) = c.buffers() {
-            ids.push(Arc::as_ptr(&k.data()?.buffer) as usize);
-            ids.push(Arc::as_ptr(&v.data()?.buffer) as usize);
-        }
+    for a in caches.iter().flat_map(KvCache::storage) {
+        ids.push(Arc::as_ptr(&a.data()?.buffer) as usize);
     }
     Ok(ids)
 }

@@ -5,12 +5,16 @@
 
 use rmlx::ops::quantized::with_exact_decode;
 use rmlx::{Array, Device, Dtype};
+use rmlx_lm::cache::KvCache;
 use rmlx_lm::load::{load_model, LoadOptions};
 use rmlx_lm::models::Model;
 use std::path::{Path, PathBuf};
 use support::{assert_logits_close_rel, max_abs_diff, mlx_reference};
 
+#[path = "support/peaked_llama.rs"]
+mod peaked_llama;
 mod support;
+use peaked_llama::peaked_llama;
 
 const MODELS: &[&str] = &[
     "llama",
@@ -155,64 +159,96 @@ fn greedy_tokens_match_cpu() {
     });
 }
 
-/// Decoding by CUDA graph replay gives the ordinary path's logits and tokens step after step,
-/// across a cache growth point (the graph is dropped, one ordinary step grows the cache, and
-/// the step is recorded again), for dense and quantized models in f32 and bf16.
-#[test]
-fn graph_replay_matches_ordinary_decode() {
+/// Decodes 20 greedy steps of `model` on `caches()` by CUDA graph replay beside ordinary steps
+/// after a 250-token prompt (the caches hold 256, so decoding crosses a growth point: the graph
+/// is dropped, one ordinary step grows the caches, and the step is recorded again): the same
+/// tokens, logits within 1e-2 of the largest, most steps replayed.
+fn check_replay(name: &str, model: &Model, caches: &dyn Fn() -> Vec<KvCache>, dev: Device) {
     use rmlx_lm::graph_decode::ReplayDecoder;
-    let Some((dev, _serial)) = gpu() else { return };
     let row = |l: &Array| rmlx::ops::astype(l, Dtype::F32).to_vec::<f32>().unwrap();
     let argmax = |r: &[f32]| (0..r.len()).fold(0, |b, i| if r[i] > r[b] { i } else { b }) as u32;
+    let prompt: Vec<u32> = (0..250).map(|i| (i * 7 % 96) as u32).collect();
+    let x = Array::from_slice(&prompt, &[1, prompt.len()]).unwrap();
+    let (mut plain, mut replayed) = (caches(), caches());
+    let first = row(&model.forward_last(&x, &mut plain).unwrap());
+    model
+        .forward_last(&x, &mut replayed)
+        .unwrap()
+        .eval()
+        .unwrap();
+    let mut replay = ReplayDecoder::new(dev, &replayed);
+    let mut tok = argmax(&first);
+    let (mut n_replayed, mut worst) = (0, 0.0f32);
+    for step in 0..20 {
+        let ids = Array::from_slice(&[tok], &[1, 1]).unwrap();
+        let want = row(&model.forward_last(&ids, &mut plain).unwrap());
+        let got = if replay.step(model.as_ref(), &mut replayed, tok).unwrap() {
+            n_replayed += replay.active() as usize;
+            assert_eq!(
+                replay.argmax().unwrap(),
+                argmax(&want),
+                "{name} step {step}"
+            );
+            row(&replay.logits_host().unwrap())
+        } else {
+            row(&model.forward_last(&ids, &mut replayed).unwrap())
+        };
+        assert_eq!(
+            plain[0].offset(),
+            replayed[0].offset(),
+            "{name} step {step}"
+        );
+        let (d, scale) = max_abs_diff(&got, &want);
+        worst = worst.max(d / scale);
+        assert!(
+            d <= 1e-2 * scale,
+            "{name} step {step}: replay differs by {d}"
+        );
+        tok = argmax(&want);
+    }
+    eprintln!("{name}: {n_replayed} of 20 steps replayed ({} kernels), worst relative logit difference {worst:.1e}", replay.kernels());
+    assert!(n_replayed >= 12, "{name}: only {n_replayed} steps replayed");
+}
+
+/// Decoding by CUDA graph replay gives the ordinary path's logits and tokens step after step
+/// (`check_replay`), for dense and quantized models in f32 and bf16.
+#[test]
+fn graph_replay_matches_ordinary_decode() {
+    let Some((dev, _serial)) = gpu() else { return };
     for name in ["llama", "qwen3_q4"] {
         for dtype in [None, Some(Dtype::BF16)] {
             rmlx::with_device(dev, || {
                 let (model, _) = load_model(&fixture(name), &LoadOptions { dtype }).unwrap();
-                // 250 prompt tokens: the caches hold 256, so decoding crosses a growth point
-                let prompt: Vec<u32> = (0..250).map(|i| (i * 7 % 96) as u32).collect();
-                let x = Array::from_slice(&prompt, &[1, prompt.len()]).unwrap();
-                let (mut plain, mut replayed) = (model.make_caches(), model.make_caches());
-                let first = row(&model.forward_last(&x, &mut plain).unwrap());
-                model
-                    .forward_last(&x, &mut replayed)
-                    .unwrap()
-                    .eval()
-                    .unwrap();
-                let mut replay = ReplayDecoder::new(dev, &replayed);
-                let mut tok = argmax(&first);
-                let (mut n_replayed, mut worst) = (0, 0.0f32);
-                for step in 0..20 {
-                    let ids = Array::from_slice(&[tok], &[1, 1]).unwrap();
-                    let want = row(&model.forward_last(&ids, &mut plain).unwrap());
-                    let got = if replay.step(model.as_ref(), &mut replayed, tok).unwrap() {
-                        n_replayed += replay.active() as usize;
-                        assert_eq!(
-                            replay.argmax().unwrap(),
-                            argmax(&want),
-                            "{name} step {step}"
-                        );
-                        row(&replay.logits_host().unwrap())
-                    } else {
-                        row(&model.forward_last(&ids, &mut replayed).unwrap())
-                    };
-                    assert_eq!(
-                        plain[0].offset(),
-                        replayed[0].offset(),
-                        "{name} step {step}"
-                    );
-                    let (d, scale) = max_abs_diff(&got, &want);
-                    worst = worst.max(d / scale);
-                    assert!(
-                        d <= 1e-2 * scale,
-                        "{name} {dtype:?} step {step}: replay differs by {d}"
-                    );
-                    tok = argmax(&want);
-                }
-                eprintln!("{name} {dtype:?}: {n_replayed} of 20 steps replayed ({} kernels), worst relative logit difference {worst:.1e}", replay.kernels());
-                assert!(n_replayed >= 12, "{name}: only {n_replayed} steps replayed");
+                let caches = || model.make_caches();
+                check_replay(&format!("{name} {dtype:?}"), &model, &caches, dev);
             });
         }
     }
+}
+
+/// The same on a quantized KV cache (8- and 4-bit, group 64: the packed rows written at the
+/// device-held position, attention over the whole buffers under the position mask), on a
+/// checkpoint with heads of 64 features, f32 and bf16.
+#[test]
+fn graph_replay_on_a_quantized_cache_matches_ordinary_decode() {
+    let Some((dev, _serial)) = gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("rmlx_gpu_qreplay_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    peaked_llama(&dir);
+    for dtype in [None, Some(Dtype::BF16)] {
+        for bits in [8, 4] {
+            rmlx::with_device(dev, || {
+                let (model, _) = load_model(&dir, &LoadOptions { dtype }).unwrap();
+                let caches = || {
+                    let mut c = model.make_caches();
+                    KvCache::quantize_standard(&mut c, bits, 64).unwrap();
+                    c
+                };
+                check_replay(&format!("{bits}-bit cache {dtype:?}"), &model, &caches, dev);
+            });
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The batch engine's recorded steps (`graph_rows`) against ordinary `forward_rows` passes:
@@ -221,7 +257,6 @@ fn graph_replay_matches_ordinary_decode() {
 /// advance alike, and most steps are replays.
 #[test]
 fn batched_graph_replay_matches_ordinary_rows() {
-    use rmlx_lm::cache::KvCache;
     use rmlx_lm::graph_rows::RowsReplay;
     let Some((dev, _serial)) = gpu() else { return };
     let argmax = |r: &[f32]| (0..r.len()).fold(0, |b, i| if r[i] > r[b] { i } else { b }) as u32;

@@ -11,6 +11,10 @@ use rmlx::{fast, ops, Array, Dtype};
 use rmlx_lm::cache::{AttentionMask, Fetched, KvCache};
 use rmlx_lm::models::quantized_attention::{quantized_sdpa, set_in_place};
 
+#[path = "support/peaked_llama.rs"]
+mod peaked_llama;
+use peaked_llama::peaked_llama;
+
 fn data(n: usize, seed: usize) -> Vec<f32> {
     (0..n)
         .map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0) * 0.9)
@@ -98,53 +102,6 @@ fn bad_shapes_are_errors() {
     assert!(quantized_sdpa(&q3, &kv, 0.125, &AttentionMask::None).is_err());
 }
 
-/// A 2-layer Llama (hidden 256, 4 heads of 64 over 2 KV heads, float32) whose q/k weights are
-/// large enough for peaked attention (random-weight models' scores are near zero, so their
-/// softmax is near uniform and hides attention mistakes), written as a Hugging Face checkpoint.
-fn peaked_llama(dir: &std::path::Path) {
-    let (h, kv, inter, vocab, layers) = (256usize, 128usize, 512usize, 300usize, 2usize);
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut mat = |shape: &[usize], amp: f32| -> Array {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                ((seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * amp
-            })
-            .collect();
-        Array::from_slice(&v, shape).unwrap()
-    };
-    let ones = |n: usize| Array::from_slice(&vec![1.0f32; n], &[n]).unwrap();
-    let mut t: Vec<(String, Array)> = vec![
-        ("model.embed_tokens.weight".into(), mat(&[vocab, h], 1.0)),
-        ("model.norm.weight".into(), ones(h)),
-    ];
-    for i in 0..layers {
-        let p = |n: &str| format!("model.layers.{i}.{n}");
-        t.push((p("input_layernorm.weight"), ones(h)));
-        t.push((p("post_attention_layernorm.weight"), ones(h)));
-        t.push((p("self_attn.q_proj.weight"), mat(&[h, h], 0.15)));
-        t.push((p("self_attn.k_proj.weight"), mat(&[kv, h], 0.15)));
-        t.push((p("self_attn.v_proj.weight"), mat(&[kv, h], 0.1)));
-        t.push((p("self_attn.o_proj.weight"), mat(&[h, h], 0.1)));
-        t.push((p("mlp.gate_proj.weight"), mat(&[inter, h], 0.1)));
-        t.push((p("mlp.up_proj.weight"), mat(&[inter, h], 0.1)));
-        t.push((p("mlp.down_proj.weight"), mat(&[h, inter], 0.1)));
-    }
-    let refs: Vec<(&str, &Array)> = t.iter().map(|(n, a)| (n.as_str(), a)).collect();
-    rmlx::io::save_safetensors(dir.join("model.safetensors"), &refs, &Default::default()).unwrap();
-    std::fs::write(
-        dir.join("config.json"),
-        r#"{"model_type": "llama", "hidden_size": 256, "intermediate_size": 512,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "head_dim": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "vocab_size": 300,
-            "tie_word_embeddings": true, "torch_dtype": "float32"}"#,
-    )
-    .unwrap();
-}
-
 /// A model decoding on an 8-bit cache (attention read in place) stays within the cache's
 /// quantization error of the same model on a standard cache, prefill and decode steps alike.
 #[test]
@@ -179,4 +136,121 @@ fn a_model_decodes_on_an_8_bit_cache_near_a_standard_one() {
         worst < 2e-2,
         "8-bit cache logits off by {worst:e} of the largest"
     );
+}
+
+/// Positions `0..n` of axis 2 of a cache buffer, as bits (codes are u32, scales and biases
+/// float).
+fn prefix_bits(a: &Array, n: usize) -> Vec<u32> {
+    let p = ops::slice(
+        a,
+        &[0, 0, 0, 0],
+        &[i64::MAX, i64::MAX, n as i64, i64::MAX],
+        &[1, 1, 1, 1],
+    )
+    .unwrap();
+    match p.dtype() {
+        Dtype::U32 => p.to_vec::<u32>().unwrap(),
+        _ => f32s(&p).iter().map(|x| x.to_bits()).collect(),
+    }
+}
+
+/// A decode step writing a quantized cache at a device-held position (the step CUDA graph
+/// replay records: the packed rows written at the position, attention over the whole buffers
+/// under the position mask) gives an ordinary step's logits and writes the same packed rows,
+/// 4- and 8-bit, with the attention dequantized or read in place (whichever this binary's
+/// process-wide switch says when it runs).
+#[test]
+fn device_positioned_steps_on_a_quantized_cache_equal_ordinary_steps() {
+    let dir = std::env::temp_dir().join(format!("rmlx_qpos_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    peaked_llama(&dir);
+    let (model, _) = rmlx_lm::load::load_model(&dir, &Default::default()).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let ids = |t: &[u32]| Array::from_slice(t, &[1, t.len()]).unwrap();
+    for bits in [4, 8] {
+        let mut plain: Vec<KvCache> = (0..model.num_layers())
+            .map(|_| KvCache::quantized(bits, 64).unwrap())
+            .collect();
+        model
+            .forward_last(&ids(&[5, 17, 42, 7, 99, 3]), &mut plain)
+            .unwrap()
+            .eval()
+            .unwrap();
+        let mut placed = plain.clone();
+        for (step, tok) in [250u32, 11, 64].into_iter().enumerate() {
+            let want = f32s(&model.forward_last(&ids(&[tok]), &mut plain).unwrap());
+            let at = Array::from_slice(&[placed[0].offset() as i32], &[1]).unwrap();
+            for c in placed.iter_mut() {
+                assert!(c.set_position_array(Some(at.clone())));
+                assert_eq!(c.capacity(), 256, "a quantized cache's capacity");
+            }
+            let got = model.forward_last(&ids(&[tok]), &mut placed);
+            for c in placed.iter_mut() {
+                c.set_position_array(None);
+            }
+            let got = f32s(&got.unwrap());
+            let top = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-4 * top,
+                "{bits}-bit step {step}: logits off by {worst} (largest {top})"
+            );
+            for (l, (a, b)) in plain.iter().zip(&placed).enumerate() {
+                assert_eq!(a.offset(), b.offset(), "{bits}-bit layer {l}: offsets");
+                let (sa, sb) = (a.storage(), b.storage());
+                assert_eq!(sa.len(), 6, "codes, scales and biases of keys and values");
+                for (i, (x, y)) in sa.iter().zip(&sb).enumerate() {
+                    assert_eq!(
+                        prefix_bits(x, a.offset()),
+                        prefix_bits(y, a.offset()),
+                        "{bits}-bit step {step} layer {l}: buffer {i}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A device-positioned write goes where the device-held position says (here 5, past the 3
+/// positions written), needs a buffer with room (a clear error otherwise), and the mask of
+/// such a step spans the whole buffer up to the position.
+#[test]
+fn device_positioned_quantized_writes_go_to_the_position() {
+    let kv = |n: usize| Array::from_slice(&data(2 * n * 64, n), &[1, 2, n, 64]).unwrap();
+    let at = Array::from_slice(&[5i32], &[1]).unwrap();
+    let mut c = KvCache::quantized(8, 64).unwrap();
+    c.set_position_array(Some(at.clone()));
+    let e = c.update_and_fetch(&kv(1), &kv(1)).unwrap_err();
+    assert!(e.to_string().contains("device-positioned"), "{e}");
+    c.set_position_array(None);
+    c.update_and_fetch(&kv(3), &kv(3)).unwrap();
+    c.set_position_array(Some(at));
+    assert!(c
+        .update_and_fetch(&kv(2), &kv(2))
+        .unwrap_err()
+        .to_string()
+        .contains("one position"));
+    let AttentionMask::Array(m) = c.mask(1, None).unwrap() else {
+        panic!("a device-positioned step's mask is an array")
+    };
+    assert_eq!(m.shape(), &[1, 256]);
+    let keep = ops::astype(&m, Dtype::F32).to_vec::<f32>().unwrap();
+    assert!(keep[..6].iter().all(|&x| x == 1.0) && keep[6..].iter().all(|&x| x == 0.0));
+    let (k, v) = c.update_and_fetch(&kv(1), &kv(1)).unwrap();
+    assert_eq!((k.shape()[2], v.shape()[2], c.offset()), (256, 256, 4));
+    // codes of key head 0: positions 3 and 4 untouched (zeros), 5 written
+    let codes = c.storage()[0].to_vec::<u32>().unwrap();
+    let row = |p: usize| &codes[p * 16..(p + 1) * 16];
+    assert!(row(3).iter().chain(row(4)).all(|&w| w == 0));
+    assert!(row(5).iter().any(|&w| w != 0));
+    // the dequantized keys at 5 are the new key (8-bit: within half a step of its group)
+    let k5 = f32s(&ops::slice(&k, &[0, 0, 5, 0], &[1, 1, 6, 64], &[1, 1, 1, 1]).unwrap());
+    let want = &data(2 * 64, 1)[..64];
+    assert!(k5.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-2));
+    c.advance(252).unwrap();
+    assert!(c.advance(1).is_err(), "past the capacity");
 }

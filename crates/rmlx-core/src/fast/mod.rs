@@ -17,9 +17,11 @@ use crate::primitive::{Primitive, SdpaMask, F32};
 use crate::shape::{broadcast_shapes, fmt_shape, Shape};
 
 mod moe;
+mod quantized_kv;
 mod rope_kv;
 mod sdpa_rows;
 pub use moe::*;
+pub use quantized_kv::*;
 pub use rope_kv::*;
 pub use sdpa_rows::*;
 

@@ -8,6 +8,7 @@ pub mod moe;
 pub mod norm;
 pub mod qmv_stream;
 pub mod quantized;
+pub mod quantized_kv;
 pub mod random;
 pub mod reduce;
 pub mod rope;

@@ -1,5 +1,5 @@
 //! MLX affine quantization on the GPU (kernels in `kernels/quantized.cuh`):
-//! - `quantize`: one thread per word-aligned chunk of a row (a group, or two groups of 16 where
+//! - `quantize`: one warp per word-aligned chunk of a row (a group, or two groups of 16 where
 //!   16 codes do not fill whole words), bit-exact with the CPU (same f32 operations in the same
 //!   order, IEEE division, no fused multiply-add).
 //! - `dequantize`: one thread per element, MLX's rounding (bit-exact with the CPU).
