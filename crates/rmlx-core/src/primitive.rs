@@ -287,6 +287,15 @@ pub enum Primitive {
     /// written at position `pos[0]` (i32 `[1]`, clamped into the buffers) of axis 2 of the
     /// buffers `[B, H, S, D·bits/32]` (u32) and `[B, H, S, D/group_size]` (k's or v's dtype).
     QuantizedKvWrite { group_size: usize, bits: usize },
+    /// `[q, len, k_codes, k_scales, k_biases, v_codes, v_scales, v_biases]` → `[B, Hq, 1, D]`
+    /// (`fast::quantized_sdpa_decode`; only where a backend supports it): one query per head
+    /// attending positions `0..len[0]` (clamped into `[1, S]`) of a quantized KV cache's packed
+    /// rows (as `QuantizedKvWrite` writes them), read in place, with scale `scale`.
+    QuantizedSdpaDecode {
+        scale: F32,
+        group_size: usize,
+        bits: usize,
+    },
     /// `[w]` MLX affine quantization along the last axis; `part` 0 → packed u32 weights,
     /// 1 → scales, 2 → biases (three nodes, cheap to recompute, keep the graph single-output).
     Quantize {
@@ -415,6 +424,7 @@ impl Primitive {
             Primitive::ScaledDotProductAttention { .. } => "scaled_dot_product_attention",
             Primitive::SdpaRows { .. } => "sdpa_rows",
             Primitive::QuantizedKvWrite { .. } => "quantized_kv_write",
+            Primitive::QuantizedSdpaDecode { .. } => "quantized_sdpa_decode",
             Primitive::RopeKvWrite { attend: None, .. } => "rope_kv_write",
             Primitive::RopeKvWrite {
                 attend: Some(_), ..

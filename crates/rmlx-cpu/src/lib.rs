@@ -87,6 +87,7 @@ impl Backend for CpuBackend {
             | Primitive::SdpaRows { .. }
             | Primitive::RopeKvWrite { .. }
             | Primitive::QuantizedKvWrite { .. }
+            | Primitive::QuantizedSdpaDecode { .. }
             | Primitive::QuantizedSwiglu { .. } => false,
         }
     }
@@ -193,6 +194,7 @@ impl Backend for CpuBackend {
             | Primitive::SdpaRows { .. }
             | Primitive::RopeKvWrite { .. }
             | Primitive::QuantizedKvWrite { .. }
+            | Primitive::QuantizedSdpaDecode { .. }
             | Primitive::QuantizedSwiglu { .. } => Err(Error::invalid(
                 "cpu",
                 format!(

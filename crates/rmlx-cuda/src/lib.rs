@@ -57,6 +57,7 @@ impl Backend for CudaBackend {
             | Primitive::SdpaRows { .. }
             | Primitive::RopeKvWrite { .. }
             | Primitive::QuantizedKvWrite { .. }
+            | Primitive::QuantizedSdpaDecode { .. }
             | Primitive::QuantizedSwiglu { .. }
             | Primitive::Quantize { .. }
             | Primitive::Dequantize { .. }
@@ -157,6 +158,17 @@ impl Backend for CudaBackend {
                 ops::sdpa::sdpa(&g, &x, scale.0, *mask, shape, od)
             }
             Primitive::SdpaRows { scale } => ops::sdpa::sdpa_rows(&g, &x, scale.0, shape, od),
+            Primitive::QuantizedSdpaDecode {
+                scale,
+                group_size,
+                bits,
+            } => ops::sdpa_quantized::quantized_sdpa_decode(
+                &g,
+                &x,
+                (scale.0, *group_size, *bits),
+                shape,
+                od,
+            ),
             Primitive::RopeKvWrite { .. } | Primitive::QuantizedKvWrite { .. } => {
                 Err(Error::runtime(
                     "cuda",

@@ -652,6 +652,16 @@ impl KvCache {
         true
     }
 
+    /// The positions an attention after this step's write spans, as an i32 `[1]` array: the
+    /// device-held position plus one while writes are device-positioned (graph replay), else
+    /// the offset.
+    pub fn attended_len(&self) -> Result<Array> {
+        Ok(match self.position_array() {
+            Some(at) => ops::add(at, &Array::scalar(1i32))?,
+            None => Array::from_slice(&[self.offset() as i32], &[1])?,
+        })
+    }
+
     /// The device-held position of the next token, while writes are device-positioned.
     pub fn position_array(&self) -> Option<&Array> {
         match self {

@@ -135,3 +135,120 @@ fn check(
     }
     Ok(())
 }
+
+/// Whether a backend's decode kernel for [`quantized_sdpa_decode`] serves `bits`-bit codes in
+/// groups of `group_size`, heads of `d` features (keys and values alike) and `g` query heads
+/// per KV head: 4 or 8 bits, D of 64 or 128, at most 8 query heads per KV head. Elsewhere the
+/// op composes.
+pub fn quantized_sdpa_kernel_fits(bits: usize, group_size: usize, d: usize, g: usize) -> bool {
+    (bits == 4 || bits == 8) && (d == 64 || d == 128) && group_size <= d && (1..=8).contains(&g)
+}
+
+/// Attention of one query per head `q [B, Hq, 1, D]` over positions `0..len` of a quantized KV
+/// cache's packed rows (`keys` and `values` as [`PackedRows`], `Hkv` heads dividing `Hq`), read
+/// in place: `softmax(q·Kᵀ·scale)·V` with K and V the rows' values `s·c + b`. `len` (one
+/// integer, clamped into `[1, S]`) may live in device memory, so a recorded decode step serves
+/// every length. One kernel on a GPU where the kernel fits ([`quantized_sdpa_kernel_fits`],
+/// q and the scales of one dtype); elsewhere the keys and values are dequantized and attended
+/// under a length mask (the definition the kernel is tested against). Returns `[B, Hq, 1, Dv]`.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub fn quantized_sdpa_decode(
+    q: &Array,
+    keys: &PackedRows,
+    values: &PackedRows,
+    len: &Array,
+    scale: f32,
+    group_size: usize,
+    bits: usize,
+) -> Result<Array> {
+    check_decode(q, keys, values, len)?;
+    let (hq, d) = (q.shape()[1], q.shape()[3]);
+    let (hkv, dv) = (keys.0.shape()[1], values.1.shape()[3] * group_size);
+    let prim = Primitive::QuantizedSdpaDecode {
+        scale: crate::primitive::F32(scale),
+        group_size,
+        bits,
+    };
+    let same_dtype = [&keys.1, &keys.2, &values.1, &values.2]
+        .iter()
+        .all(|a| a.dtype() == q.dtype());
+    let fits = quantized_sdpa_kernel_fits(bits, group_size, d, hq / hkv) && d == dv && same_dtype;
+    if !(fits && use_kernel(&prim)) {
+        return quantized_sdpa_decode_fallback(q, keys, values, len, scale, group_size, bits);
+    }
+    let len = ops::astype(&ops::reshape(len, &[1])?, Dtype::I32);
+    let mut inputs = vec![q.clone(), len];
+    for b in [keys, values] {
+        inputs.extend([b.0.clone(), b.1.clone(), b.2.clone()]);
+    }
+    Ok(Array::make(q.shape().into(), q.dtype(), prim, inputs))
+}
+
+/// [`quantized_sdpa_decode`] composed of ordinary ops: both buffers dequantized, then
+/// `scaled_dot_product_attention` under the mask of the first `len` positions.
+#[track_caller]
+pub fn quantized_sdpa_decode_fallback(
+    q: &Array,
+    keys: &PackedRows,
+    values: &PackedRows,
+    len: &Array,
+    scale: f32,
+    group_size: usize,
+    bits: usize,
+) -> Result<Array> {
+    check_decode(q, keys, values, len)?;
+    let deq = |p: &PackedRows| ops::dequantize(&p.0, &p.1, &p.2, group_size, bits);
+    let (k, v) = (deq(keys)?, deq(values)?);
+    let s = keys.0.shape()[2];
+    let n = ops::astype(&ops::reshape(len, &[1])?, Dtype::I32);
+    let n = ops::minimum(
+        &ops::maximum(&n, &Array::scalar(1i32))?,
+        &Array::scalar(s as i32),
+    )?;
+    let keep = ops::less(&ops::arange(0.0, s as f64, 1.0, Dtype::I32)?, &n)?;
+    let keep = ops::reshape(&keep, &[1, s as i64])?;
+    super::scaled_dot_product_attention(q, &k, &v, scale, super::Mask::Array(&keep))
+}
+
+/// Validates the arguments of [`quantized_sdpa_decode`].
+fn check_decode(q: &Array, keys: &PackedRows, values: &PackedRows, len: &Array) -> Result<()> {
+    let bad = |m: String| Err(Error::invalid("quantized_sdpa_decode", m));
+    let s = q.shape();
+    if s.len() != 4 || s[2] != 1 || !q.dtype().is_float() {
+        return bad(format!(
+            "q must be a float [B, Hq, 1, D], got {} {}",
+            q.dtype(),
+            fmt_shape(s)
+        ));
+    }
+    if len.size() != 1 || len.dtype().is_float() {
+        return bad(format!(
+            "len must be one integer, got {} {}",
+            len.dtype(),
+            fmt_shape(len.shape())
+        ));
+    }
+    let k = keys.0.shape();
+    for (what, b) in [("keys", keys), ("values", values)] {
+        let (c, sc, bi) = (b.0.shape(), b.1.shape(), b.2.shape());
+        let same_rows = |x: &[usize]| x.len() == 4 && x[..3] == k[..3];
+        if b.0.dtype() != Dtype::U32 || !same_rows(c) || !same_rows(sc) || sc != bi {
+            return bad(format!(
+                "the cached {what} must be u32 codes and scales and biases [B, Hkv, S, ·] like the keys' codes {}, got {}, {} and {}",
+                fmt_shape(k),
+                fmt_shape(c),
+                fmt_shape(sc),
+                fmt_shape(bi)
+            ));
+        }
+    }
+    if k[0] != s[0] || k[1] == 0 || !s[1].is_multiple_of(k[1]) || k[2] == 0 {
+        return bad(format!(
+            "q {} does not group over the cached keys {} (the same batch, query heads a multiple of the KV heads, at least one position)",
+            fmt_shape(s),
+            fmt_shape(k)
+        ));
+    }
+    Ok(())
+}

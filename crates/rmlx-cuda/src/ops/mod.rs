@@ -16,5 +16,6 @@ pub mod rope_kv;
 pub mod rope_kv_sdpa;
 pub mod scan;
 pub mod sdpa;
+pub mod sdpa_quantized;
 pub mod softmax;
 pub mod sort;

@@ -144,6 +144,26 @@ pub(crate) struct LkGrid {
 }
 
 impl LkGrid {
+    /// As [`LkGrid::new`] on the CUDA cores, but with up to `max_heads` of a KV head's `g` query
+    /// heads a block (the fewest parts that allow it): for a kernel whose work per key is mostly
+    /// shared by its heads (the quantized cache's codes turned into floats, `sdpa_quantized.rs`).
+    pub(crate) fn shared_heads(
+        target: BlockTarget,
+        (b, hkv, g): (usize, usize, usize),
+        max_heads: usize,
+        s: usize,
+    ) -> LkGrid {
+        let parts = (1..=g)
+            .find(|p| g.is_multiple_of(*p) && g / p <= max_heads)
+            .unwrap_or(g);
+        let blocks = b * hkv * parts;
+        LkGrid {
+            heads: g / parts,
+            blocks,
+            splits: decode_splits(target, blocks, s, LK_MIN_KEYS),
+        }
+    }
+
     /// `b` rows of `hkv` KV heads with `g` query heads of `D = 32 dl` each, caches of up to `s`
     /// positions, aiming at `target`, on tensor cores (`mma`) or not.
     pub(crate) fn new(
@@ -177,12 +197,12 @@ const MIN_SPLIT: usize = 256;
 /// `struct Sd4` of the kernels: element offset and 4 strides.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-struct Sd4 {
+pub(crate) struct Sd4 {
     off: i64,
     s: [i64; 4],
 }
 
-fn sd4(x: &ArrayData) -> Sd4 {
+pub(crate) fn sd4(x: &ArrayData) -> Sd4 {
     Sd4 {
         off: x.offset as i64,
         s: [
@@ -339,7 +359,7 @@ fn decode_fits(
 
 /// Whether every row of `x: [B, H, S, D]` starts on a 16-byte boundary (the lanes-over-keys
 /// decode kernel reads K rows 8 elements at a time).
-fn rows_aligned16(x: &ArrayData) -> bool {
+pub(crate) fn rows_aligned16(x: &ArrayData) -> bool {
     rows_aligned(&x.shape, &x.strides, x.offset, 16 / x.dtype.size())
 }
 

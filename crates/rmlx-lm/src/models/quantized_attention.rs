@@ -33,7 +33,9 @@ pub fn set_in_place(on: bool) {
 /// binary, docs/PERF.md): the small model's extra ops cost more than the dequantization saves.
 /// On an H200 too (`rmlx bench --kv-bits 8`, 8B shape, 2,048 / 8,192 prompt tokens): 107.7 /
 /// 56.9 tok/s generated in place against 102.5 / 98.0 dequantized, before the later fixes to
-/// the dequantizing path (docs/PERF.md, "GPU decode chains measured apart", item 4).
+/// the dequantizing path (docs/PERF.md, "GPU decode chains measured apart", item 4). A GPU
+/// decode step (one query per head) reads the cache in place by one kernel instead, whatever
+/// this says (`fast::quantized_sdpa_decode`, `common.rs` `quantized_decode_kernel`).
 pub fn in_place() -> bool {
     IN_PLACE.get()
 }
