@@ -457,6 +457,42 @@ __device__ __forceinline__ void rd_load_q(const T* __restrict__ q, const Sd4& ql
   }
 }
 
+// A warp's empty softmax state for its G heads: m = -inf, l = 0, the DL accumulators 0.
+template <int G, int DL>
+__device__ __forceinline__ void rd_state_init(float (&m)[G], float (&l)[G], float (&acc)[G][DL]) {
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    m[g] = -__int_as_float(0x7f800000);
+    l[g] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < DL; ++e) acc[g][e] = 0.0f;
+  }
+}
+
+// One step of 32 keys (a key per lane) of the lanes-over-keys kernels' online softmax: lane
+// j's scores s[g] (-inf where it has no key) fold into each head's (m, l), the accumulators are
+// rescaled, and the lane's probabilities go to p[g] (its row of the warp's shared memory) for
+// the V pass.
+template <int G, int DL>
+__device__ __forceinline__ void rd_lk_softmax_step(const float (&s)[G], float (&m)[G], float (&l)[G],
+                                                   float (&acc)[G][DL], float* p_out) {
+  const float NEG_INF = -__int_as_float(0x7f800000);
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const float mn = fmaxf(m[g], warp_max(s[g]));
+    float p = 0.0f, corr = 1.0f;
+    if (mn != NEG_INF) {  // else no key so far is visible (additive -inf)
+      corr = expf(m[g] - mn);
+      p = expf(s[g] - mn);
+    }
+    l[g] = l[g] * corr + warp_sum(p);
+#pragma unroll
+    for (int e = 0; e < DL; ++e) acc[g][e] *= corr;
+    m[g] = mn;
+    p_out[g] = p;
+  }
+}
+
 // The keys [k0, min(S, k0 + split_len)) of the block's split against its scaled q rows `sq`,
 // then, where `kn` is given, one more key: `kn` and `vn` (D floats each, shared memory), a key
 // the block holds itself (the decode step's own, `rope_kv_sdpa`), folded into warp 0's state.
@@ -478,13 +514,7 @@ __device__ __forceinline__ void rd_lk_attend(const float (&sq)[G][32 * DL], cons
   const int k0 = sp * split_len, k1 = min(S, k0 + split_len);
   const float NEG_INF = -__int_as_float(0x7f800000);
   float m[G], l[G], acc[G][DL];
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-    m[g] = NEG_INF;
-    l[g] = 0.0f;
-#pragma unroll
-    for (int e = 0; e < DL; ++e) acc[g][e] = 0.0f;
-  }
+  rd_state_init<G, DL>(m, l, acc);
   for (int base = k0 + warp * 32; base < k1; base += RD_NW * 32) {
     const int j = base + lane;
     const int nk = min(32, k1 - base);
@@ -536,20 +566,7 @@ __device__ __forceinline__ void rd_lk_attend(const float (&sq)[G][32 * DL], cons
 #pragma unroll
       for (int g = 0; g < G; ++g) s[g] = NEG_INF;
     }
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      const float mn = fmaxf(m[g], warp_max(s[g]));
-      float p = 0.0f, corr = 1.0f;
-      if (mn != NEG_INF) {  // else no key so far is visible (additive -inf)
-        corr = expf(m[g] - mn);
-        p = expf(s[g] - mn);
-      }
-      l[g] = l[g] * corr + warp_sum(p);
-#pragma unroll
-      for (int e = 0; e < DL; ++e) acc[g][e] *= corr;
-      m[g] = mn;
-      sp_p[warp][lane][g] = p;
-    }
+    rd_lk_softmax_step<G, DL>(s, m, l, acc, sp_p[warp][lane]);
     __syncwarp();
     if (PRE) {
 #pragma unroll

@@ -55,13 +55,7 @@ __device__ void rq_sdpa_decode(const T* __restrict__ q, const u32* __restrict__ 
   const int k0 = at.sp * split_len, k1 = min(n, k0 + split_len);
   const float NEG_INF = -__int_as_float(0x7f800000);
   float m[G], l[G], acc[G][DL];
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-    m[g] = NEG_INF;
-    l[g] = 0.0f;
-#pragma unroll
-    for (int e = 0; e < DL; ++e) acc[g][e] = 0.0f;
-  }
+  rd_state_init<G, DL>(m, l, acc);
   for (int base = k0 + warp * 32; base < k1; base += RD_NW * 32) {
     const int j = base + lane;
     const int nk = min(32, k1 - base);
@@ -117,16 +111,7 @@ __device__ void rq_sdpa_decode(const T* __restrict__ q, const u32* __restrict__ 
         for (int g = 0; g < G; ++g) s[g] = fmaf(sc[gi], dot[g], fmaf(bi[gi], sqs[g][gi], s[g]));
       }
     }
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      const float mn = fmaxf(m[g], warp_max(s[g]));
-      const float corr = expf(m[g] - mn), p = expf(s[g] - mn);  // mn is finite: key `base` is visible
-      l[g] = l[g] * corr + warp_sum(p);
-#pragma unroll
-      for (int e = 0; e < DL; ++e) acc[g][e] *= corr;
-      m[g] = mn;
-      sp_p[warp][lane][g] = p;
-    }
+    rd_lk_softmax_step<G, DL>(s, m, l, acc, sp_p[warp][lane]);
     __syncwarp();
 #pragma unroll
     for (int u = 0; u < 32; ++u) {

@@ -13,7 +13,10 @@ use rmlx_lm::models::quantized_attention::{quantized_sdpa, set_in_place};
 
 #[path = "support/peaked_llama.rs"]
 mod peaked_llama;
+#[allow(dead_code)] // this binary uses one of the shared helpers
+mod support;
 use peaked_llama::peaked_llama;
+use support::max_abs_diff;
 
 fn data(n: usize, seed: usize) -> Vec<f32> {
     (0..n)
@@ -188,13 +191,7 @@ fn device_positioned_steps_on_a_quantized_cache_equal_ordinary_steps() {
             for c in placed.iter_mut() {
                 c.set_position_array(None);
             }
-            let got = f32s(&got.unwrap());
-            let top = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let (worst, top) = max_abs_diff(&f32s(&got.unwrap()), &want);
             assert!(
                 worst <= 1e-4 * top,
                 "{bits}-bit step {step}: logits off by {worst} (largest {top})"
