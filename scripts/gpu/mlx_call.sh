@@ -4,7 +4,8 @@
 #   pip download (../shared/anchors/GPU.md) into W/, then split the wheel into
 #   .devtools/.whl/p1a/mlxcuda.part1a, p1b/mlxcuda.part1b (30,000,000 bytes each) and
 #   p2/mlxcuda.part2 (the rest) with the two small wheels in p2/; copy
-#   ../shared/anchors/gpu/mlx_bench.py and this folder's mlx_prefill.py to .devtools/anchors/gpu/,
+#   ../shared/anchors/gpu/mlx_bench.py and this folder's mlx_prefill.py and mlx_kvbits.py to
+#   .devtools/anchors/gpu/,
 #   and the rmlx binary (gzipped) to .devtools/rmlx-cli.gz.
 # Then three calls: `bash scripts/gpu/mlx_call.sh p1a` (carry .devtools/.whl/p1a), `… p1b`, and
 # `… p2` (carry .devtools/.whl/p2, .devtools/rmlx-cli.gz, .devtools/anchors): each stashes its
@@ -37,3 +38,13 @@ export LD_LIBRARY_PATH=$(ls -d "$SP"/nvidia/*/lib 2>/dev/null | tr '\n' ':')$LD_
 command -v nvcc >/dev/null && export CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc)")")}
 export PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out}
 python3 .devtools/anchors/gpu/mlx_prefill.py qwen3-30b-a3b llama3.1-8b 2>&1 | grep -v "^\[" | tail -20
+# decode on a quantized KV cache, both systems (where mlx_kvbits.py was copied)
+if [ -e .devtools/anchors/gpu/mlx_kvbits.py ]; then
+  M=$C/llama3.1-8b-q4.json
+  for p in 2048 8192; do
+    for kv in "" "--kv-bits 8" "--kv-bits 4"; do
+      echo "-- rmlx 8B p$p g32 ${kv:-standard}"; $R bench --random-weights --config $M --device gpu -p $p -g 32 -n 2 $kv 2>&1 | grep -E "Averages|rror"
+    done
+  done
+  timeout 300 python3 .devtools/anchors/gpu/mlx_kvbits.py llama3.1-8b 2>&1 | grep -v "^\[" | tail -8
+fi
