@@ -46,5 +46,5 @@ if [ -e .devtools/anchors/gpu/mlx_kvbits.py ]; then
       echo "-- rmlx 8B p$p g32 ${kv:-standard}"; $R bench --random-weights --config $M --device gpu -p $p -g 32 -n 2 $kv 2>&1 | grep -E "Averages|rror"
     done
   done
-  timeout 300 python3 .devtools/anchors/gpu/mlx_kvbits.py llama3.1-8b 2>&1 | grep -v "^\[" | tail -8
+  timeout 300 python3 .devtools/anchors/gpu/mlx_kvbits.py llama3.1-8b 2>&1 | grep -v "^\[" | tail -12
 fi
