@@ -532,16 +532,22 @@ impl QuantizedCache {
         }
         let prev = self.offset;
         let cap = self.capacity();
-        if self.at.is_some() && (l != 1 || self.keys.is_none() || prev >= cap) {
+        let room = l == 1 && self.keys.is_some() && prev < cap;
+        if self.at.is_some() && !room {
             return Err(gen_err(format!(
                 "[cache] a device-positioned write takes one position below the capacity {cap} (offset {prev}, {l} new)"
             )));
         }
-        if let Some(at) = &self.at {
-            // quantized and written in place at the device-held position: one kernel on a GPU
-            // (the op checks the shapes against the buffers)
+        if room {
+            // one position into the buffers' room, at the device-held position (graph replay)
+            // or the offset: quantized and written in place by one kernel on a GPU (the op
+            // checks the shapes against the buffers)
+            let pos = match &self.at {
+                Some(at) => at.clone(),
+                None => Array::from_slice(&[prev as i32], &[1])?,
+            };
             let (kb, vb) = self.buffers()?;
-            let (kb, vb) = rmlx::fast::quantized_kv_write(k, v, at, kb, vb, g, bits)?;
+            let (kb, vb) = rmlx::fast::quantized_kv_write(k, v, &pos, kb, vb, g, bits)?;
             self.offset += 1;
             self.keys = Some(kb);
             self.values = Some(vb);

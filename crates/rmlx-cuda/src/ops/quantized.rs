@@ -57,6 +57,16 @@ fn get(gpu: &Arc<Gpu>, name: &str, wrapper: &str) -> Result<cudarc::driver::Cuda
         .get(&gpu.ctx, name, &format!("{QUANT_CUH}\n{wrapper}"))
 }
 
+/// Codes a warp of the quantize kernels takes at a time (`rq_chunk` in quantized.cuh): a group,
+/// or two where one group's codes do not fill whole words.
+pub(crate) fn quant_chunk(group_size: usize, bits: usize) -> usize {
+    if (group_size * bits).is_multiple_of(32) {
+        group_size
+    } else {
+        2 * group_size
+    }
+}
+
 /// The quantize kernel for weights of dtype `t`: name and wrapper source.
 pub fn quantize_source(t: Dtype) -> (String, String) {
     let name = format!("rq_quantize_{}", tag(t));
@@ -473,11 +483,7 @@ pub fn quantize(
     }
     let (_keep, wi) = contiguous_input(gpu, w)?;
     let rows = w.numel() / k;
-    let ch = if (group_size * bits).is_multiple_of(32) {
-        group_size
-    } else {
-        2 * group_size
-    };
+    let ch = quant_chunk(group_size, bits);
     let (name, src) = quantize_source(w.dtype);
     let f = get(gpu, &name, &src)?;
     let (wq, sb) = if part == 0 { (yptr, 0) } else { (0, yptr) };

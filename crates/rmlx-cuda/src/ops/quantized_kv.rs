@@ -8,7 +8,7 @@ use super::indexing::write_target;
 use crate::context::Gpu;
 use crate::data::{contiguous_input, ctype, tag};
 use crate::launch::{Args, Grid};
-use crate::ops::quantized::QUANT_CUH;
+use crate::ops::quantized::{quant_chunk, QUANT_CUH};
 use rmlx_core::primitive::OutputSpec;
 use rmlx_core::{ArrayData, Dtype, Error, Result};
 use std::sync::Arc;
@@ -74,11 +74,7 @@ pub fn quantized_kv_write(
         .i32(dv as i32)
         .i32(group_size as i32)
         .i32(bits as i32);
-    let ch = if (group_size * bits).is_multiple_of(32) {
-        group_size
-    } else {
-        2 * group_size
-    };
+    let ch = quant_chunk(group_size, bits);
     // a warp per chunk (RQ_QUANT_WARPS = 8 of them per 256-thread block)
     let chunks = rows * (dk / ch + dv / ch);
     gpu.launch(&f, &name, Grid::elems(chunks * 32), &mut a)?;
